@@ -1,0 +1,238 @@
+"""The contract between the platform-agnostic core and each platform's connector.
+
+The core (``robot/``) depends only on what is defined here. A connector turns one platform's
+API into normalized :class:`Order` snapshots, ships a :class:`Shipment`, writes a seller memo,
+and maps the platform's error codes onto :mod:`robot.errors` (``Fatal`` / ``Retriable`` /
+``Skippable``). Poll-based and push-based platforms both fit:
+
+* polling: :meth:`Connector.poll` is called with the durable cursor the previous call
+  returned; it fetches one step (one time window, every page of it) and returns the orders
+  with the cursor to store. The core commits the orders and the new cursor together, so a
+  restart resumes exactly where the last committed step ended. ``more=True`` asks the core
+  to call again at once (catching up after an outage).
+* push: :meth:`Connector.parse_push` verifies a received HTTP request (signature, age) and
+  returns the events it carries; it must have no side effects and raise
+  :class:`robot.errors.PushRejected` for anything that fails verification.
+
+A connector never sees plaintext codes: a :class:`Shipment` carries masked codes and a
+pickup link only. Money is in integer cents (fen); times are timezone-aware UTC.
+
+Third-party connectors register a :class:`ConnectorFactory` under the entry point group
+``robot.connectors``; the built-in ones are registered the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+ENTRY_POINT_GROUP = "robot.connectors"
+
+
+class PlatformStatus(enum.StrEnum):
+    """Where an order stands on its platform, normalized."""
+
+    UNPAID = "unpaid"  # created, not paid: nothing to do yet
+    PAID = "paid"  # paid, awaiting shipment: ours to deliver
+    SHIPPED = "shipped"  # the platform considers it shipped (by us or by hand)
+    CLOSED = "closed"  # closed or cancelled before shipping (includes full refund)
+    COMPLETED = "completed"  # buyer confirmed / trade finished
+
+
+class RefundState(enum.StrEnum):
+    """Refund state of one order line, normalized."""
+
+    NONE = "none"
+    REQUESTED = "requested"  # a refund is in progress: never ship this line
+    REFUNDED = "refunded"  # money returned
+    REFUSED = "refused"  # seller refused / buyer withdrew: as if none
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One line (sub-order) of a platform order."""
+
+    line_id: str  # the platform's sub-order id (Taobao oid); unique within the order
+    quantity: int
+    item_id: str | None = None  # platform item / goods id
+    sku_id: str | None = None  # platform SKU id
+    outer_id: str | None = None  # merchant's own code on the item/SKU (outer_iid / outer_sku_id)
+    title: str = ""
+    unit_price_cents: int = 0
+    refund: RefundState = RefundState.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A normalized snapshot of one platform order as the platform sees it now."""
+
+    platform_order_id: str
+    status: PlatformStatus
+    lines: tuple[OrderLine, ...]
+    total_cents: int = 0
+    currency: str = "CNY"
+    paid_at: datetime | None = None
+    modified_at: datetime | None = None
+    buyer_id: str | None = None  # the platform's stable buyer identifier (open uid / openid)
+    buyer_ip: str | None = None
+    buyer_contact: str | None = None  # email or phone, where the platform gives one
+    # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
+    # payer openid). Strings only; never secrets.
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def refund_in_progress(self) -> bool:
+        return any(line.refund in (RefundState.REQUESTED, RefundState.REFUNDED) for line in self.lines)
+
+    @property
+    def fully_refunded(self) -> bool:
+        return bool(self.lines) and all(line.refund is RefundState.REFUNDED for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """What the core asks a connector to write back for one order.
+
+    ``masked_codes`` and ``pickup_url`` are for the seller memo; ``item_desc`` is the short
+    goods description some platforms show the buyer (never a code).
+    """
+
+    order: Order
+    line_ids: tuple[str, ...]
+    memo: str
+    item_desc: str
+    masked_codes: tuple[str, ...] = ()
+    pickup_url: str | None = None
+
+
+class ShipOutcome(enum.StrEnum):
+    SHIPPED = "shipped"  # the platform accepted our shipment now
+    ALREADY_SHIPPED = "already_shipped"  # the platform had it shipped already (by us): success
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """One polling step: the orders seen and the cursor to store with them."""
+
+    orders: tuple[Order, ...]
+    cursor: Mapping[str, Any]
+    more: bool = False  # call again at once: the cursor is still behind "now"
+
+
+class PushKind(enum.StrEnum):
+    PAID = "paid"
+    CLOSED = "closed"
+    REFUND = "refund"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class PushEvent:
+    """One event from a verified push. ``order`` is None when the message is thin and the
+    core must call :meth:`Connector.fetch_order` for the detail."""
+
+    kind: PushKind
+    platform_order_id: str
+    message_id: str  # for de-duplication and logs
+    order: Order | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushBatch:
+    """The events of one verified push request and the reply the platform expects."""
+
+    events: tuple[PushEvent, ...]
+    reply_status: int = 200
+    reply_body: bytes = b""
+    reply_content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """Result of ``robot shops test``: one line per check performed."""
+
+    ok: bool
+    checks: tuple[tuple[str, bool, str], ...]  # (check name, passed, detail)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One shop's connection to its platform."""
+
+    platform: ClassVar[str]
+    #: True if the platform pushes orders to us (webhooks); polling may still be used too.
+    receives_push: ClassVar[bool]
+
+    async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
+        """Fetch paid (and changed) orders for one step after ``cursor`` (None: first run)."""
+        ...
+
+    async def fetch_order(self, platform_order_id: str) -> Order:
+        """Fetch one order's current snapshot."""
+        ...
+
+    async def poll_refunds(
+        self, cursor: Mapping[str, Any] | None, now: datetime
+    ) -> PollResult:
+        """Fetch orders whose refund or close state changed after ``cursor``."""
+        ...
+
+    def parse_push(self, headers: Mapping[str, str], body: bytes, now: datetime) -> PushBatch:
+        """Verify a pushed request and return its events; no side effects.
+
+        Raises :class:`robot.errors.PushRejected` when verification fails.
+        """
+        ...
+
+    async def ship(self, shipment: Shipment) -> ShipOutcome:
+        """Mark the order delivered on the platform (virtual shipment).
+
+        "Already shipped" answers must be resolved by re-reading the order: shipped → return
+        ``ALREADY_SHIPPED``; closed/refunded → raise :class:`robot.errors.NotShippable`.
+        """
+        ...
+
+    async def write_memo(self, order: Order, memo: str) -> None:
+        """Write the seller memo (seen by the merchant's customer service only)."""
+        ...
+
+    async def check(self) -> CheckReport:
+        """Check credentials and permissions against the platform."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release network resources."""
+        ...
+
+
+class ShopContext(Protocol):
+    """What the core lends a connector: durable per-shop storage for tokens."""
+
+    @property
+    def shop(self) -> str: ...
+
+    def load_secret(self, name: str) -> str | None:
+        """Return a secret the connector stored earlier (decrypted), or None."""
+        ...
+
+    def store_secret(self, name: str, value: str) -> None:
+        """Store a secret (encrypted at rest) durably, e.g. a refreshed access token."""
+        ...
+
+
+@runtime_checkable
+class ConnectorFactory(Protocol):
+    """What an entry point in ``robot.connectors`` resolves to."""
+
+    platform: ClassVar[str]
+    #: pydantic model validating the shop file's ``platform_config`` section.
+    config_model: ClassVar[type[BaseModel]]
+
+    def create(self, config: BaseModel, context: ShopContext) -> Connector:
+        """Build a connector for one shop from its validated config."""
+        ...

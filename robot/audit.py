@@ -1,0 +1,114 @@
+"""The hash-chained audit log: imports, allocations, shipments, voids, reveals, replays...
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's canonical JSON
+(seq, time, actor, action, subject, details). Appending locks the single ``audit_head`` row
+inside the caller's transaction, so entries from concurrent processes form one chain in
+commit order; ``verify`` walks the chain and names the first entry that was altered,
+removed or reordered.
+
+Entries must never carry a plaintext code: use code ids, masked codes or fingerprints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from robot.clock import utcnow
+from robot.db import dialect_of
+from robot.schema import audit_head, audit_log
+
+GENESIS = "0" * 64
+
+
+def _entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str,
+                subject: str, details: str) -> str:
+    body = json.dumps(
+        [seq, at.isoformat(timespec="microseconds"), actor, action, subject, details],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def canonical(details: Mapping[str, Any]) -> str:
+    return json.dumps(details, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def ensure_head(conn: Connection) -> None:
+    """Create the chain head row if the database is new (idempotent)."""
+    if conn.execute(select(audit_head.c.id).where(audit_head.c.id == 1)).first() is None:
+        conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
+
+
+def append(conn: Connection, *, actor: str, action: str, subject: str,
+           details: Mapping[str, Any] | None = None) -> int:
+    """Append one entry inside the caller's transaction; returns its sequence number."""
+    stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+    if dialect_of(conn) != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        ensure_head(conn)
+        row = conn.execute(stmt).one()
+    seq = int(row.seq) + 1
+    at = utcnow()
+    body = canonical(details or {})
+    digest = _entry_hash(row.hash, seq, at, actor, action, subject, body)
+    conn.execute(
+        insert(audit_log).values(
+            seq=seq, at=at, actor=actor, action=action, subject=subject,
+            details=body, prev_hash=row.hash, hash=digest,
+        )
+    )
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    return seq
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify(engine: Engine, *, batch: int = 5000) -> VerifyResult:
+    """Walk the chain from the start; report the first entry that does not fit."""
+    prev_hash = GENESIS
+    expected_seq = 1
+    count = 0
+    with engine.connect() as conn:
+        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).first()
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(audit_log).where(audit_log.c.seq > last).order_by(audit_log.c.seq).limit(batch)
+            ).all()
+            if not rows:
+                break
+            for r in rows:
+                if r.seq != expected_seq:
+                    return VerifyResult(False, count, expected_seq,
+                                        f"entry {expected_seq} is missing (next is {r.seq})")
+                if r.prev_hash != prev_hash:
+                    return VerifyResult(False, count, r.seq,
+                                        f"entry {r.seq} does not follow entry {r.seq - 1}")
+                digest = _entry_hash(r.prev_hash, r.seq, r.at, r.actor, r.action, r.subject, r.details)
+                if digest != r.hash:
+                    return VerifyResult(False, count, r.seq, f"entry {r.seq} was altered")
+                prev_hash = r.hash
+                expected_seq += 1
+                count += 1
+                last = r.seq
+    if head is not None and (head.seq != count or head.hash != prev_hash):
+        return VerifyResult(False, count, count + 1 if head.seq > count else count,
+                            f"the chain ends at entry {count} but its head says {head.seq}: "
+                            "entries were removed from the end")
+    return VerifyResult(True, count)

@@ -1,0 +1,125 @@
+"""What every command shares: the lazily built application context and output helpers."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from robot.errors import ConfigError, Fatal, RobotError, UserError
+
+if TYPE_CHECKING:
+    from robot.config import RobotConfig
+    from robot.vault import Vault
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER = 1
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+
+
+@dataclass
+class App:
+    """Built once per command; each part is loaded only when a command needs it."""
+
+    config_path: Path
+    _engine: Engine | None = field(default=None, init=False)
+
+    @cached_property
+    def config(self) -> RobotConfig:
+        from robot.config import load_config
+
+        return load_config(self.config_path)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from robot.db import make_engine
+            from robot.migrate import upgrade
+
+            self._engine = make_engine(self.config.database)
+            upgrade(self._engine)
+        return self._engine
+
+    @cached_property
+    def vault(self) -> Vault:
+        from robot.vault import open_vault
+
+        return open_vault(self.config.key_file)
+
+    @cached_property
+    def console(self) -> Console:
+        return Console()
+
+    @cached_property
+    def err_console(self) -> Console:
+        return Console(stderr=True)
+
+
+def actor() -> str:
+    """Who is running this command, for the audit log."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def print_table(app: App, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    app.console.print(table)
+
+
+def run_guarded(command: click.Group) -> int:
+    """Run the CLI; turn robot errors into one line on stderr and an exit status."""
+    try:
+        command.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_USER
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        return EXIT_CONFIG
+    except UserError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return EXIT_USER
+    except Fatal as exc:
+        click.echo(f"fatal: {exc.message}", err=True)
+        return EXIT_FATAL
+    except RobotError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return EXIT_USER
+    return 0
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,24 @@
+"""Time in one place: naive UTC datetimes for the database, aware ones at the edges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# Codes that never expire sort last in the stock index under this sentinel.
+NEVER = datetime(9999, 12, 31)
+
+
+def utcnow() -> datetime:
+    """Now as a naive UTC datetime (how every column stores time)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_naive_utc(value: datetime) -> datetime:
+    """Convert an aware datetime to naive UTC; naive input is taken as UTC already."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def to_aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,162 @@
+"""Database engines with the durability and locking settings each backend needs.
+
+SQLite: WAL, ``synchronous=FULL`` (a claim is durable before any write-back may start),
+``busy_timeout``, foreign keys, and every transaction opened with ``BEGIN IMMEDIATE`` so a
+writer waits for the lock instead of failing with SQLITE_BUSY on upgrade. RETURNING needs
+SQLite >= 3.35, checked here.
+
+PostgreSQL (psycopg 3): ``statement_timeout`` and ``idle_in_transaction_session_timeout`` so
+one stuck session cannot bloat the queue tables; refuses to start with
+``synchronous_commit=off``.
+
+MySQL 8 / MariaDB >= 10.6 (pymysql): READ COMMITTED (no gap locks between claims and
+imports), ``SKIP LOCKED`` available. This module must never log a URL with its password.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from robot.errors import ConfigError, Fatal
+
+SQLITE_MIN = (3, 35, 0)
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_IDLE_IN_TX_TIMEOUT_MS = 60_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """Pick our drivers for bare scheme names (``postgresql://``, ``mysql://``, ``mariadb://``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database: not a database URL: {safe_url(url)!r}") from exc
+    backend = parsed.get_backend_name()
+    driver = parsed.get_driver_name()
+    if backend == "postgresql" and driver in ("psycopg2", "psycopg", ""):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{backend}+pymysql")
+    elif backend != "sqlite" and backend != "postgresql":
+        raise ConfigError(
+            f"database: unsupported backend {backend!r}; use sqlite, postgresql, mysql or mariadb"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def dialect_of(engine_or_conn: Engine | Connection) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql`` (MariaDB reports as mysql)."""
+    name = engine_or_conn.dialect.name
+    return "mysql" if name in ("mysql", "mariadb") else name
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """Create an engine for ``url`` with the robot's per-backend settings."""
+    url = normalize_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url)
+    if backend == "postgresql":
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={
+                "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+                f" -c idle_in_transaction_session_timeout={PG_IDLE_IN_TX_TIMEOUT_MS}"
+                " -c synchronous_commit=on",
+                "connect_timeout": 10,
+            },
+        )
+        return engine
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _mysql_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 30")
+        cur.execute("SET SESSION time_zone = '+00:00'")
+        cur.close()
+
+    return engine
+
+
+def _sqlite_engine(url: str) -> Engine:
+    if sqlite3.sqlite_version_info < SQLITE_MIN:
+        raise Fatal(
+            f"SQLite {sqlite3.sqlite_version} is too old: the robot needs >= 3.35 (RETURNING)"
+        )
+    parsed = make_url(url)
+    memory = parsed.database in (None, "", ":memory:")
+    engine = create_engine(
+        url,
+        # Every connection opens and closes with its checkout: short transactions, one
+        # writer at a time through BEGIN IMMEDIATE, and no connection shared across threads.
+        poolclass=NullPool if not memory else None,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: we issue BEGIN ourselves.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def check_durability(engine: Engine) -> None:
+    """Refuse to run where a committed claim might not survive a power loss."""
+    dialect = dialect_of(engine)
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            value = conn.execute(text("SHOW synchronous_commit")).scalar_one()
+            if str(value).lower() == "off":
+                raise Fatal(
+                    "PostgreSQL synchronous_commit is off: a crash could undo a claim whose code "
+                    "a buyer already has. Turn it on for the robot's database or role."
+                )
+        elif dialect == "sqlite":
+            value = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+            if int(value) < 2:
+                raise Fatal("SQLite synchronous is below FULL; refusing to run")
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One short transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
+    with engine.begin() as conn:
+        yield conn

@@ -1,0 +1,260 @@
+"""The database schema as SQLAlchemy Core tables: the single source the migrations follow.
+
+Layout follows DESIGN.md's storage notes: ``codes`` holds every code ever imported
+(ciphertext, key id, HMAC fingerprint; never plaintext), ``stock`` is the narrow hot table of
+what is still for sale, ``deliveries`` links codes to order lines with the constraints that
+make "one code, one order" a database fact. A code's state is derived, never duplicated:
+
+* ``available``  — it has a ``stock`` row;
+* ``reserved`` / ``delivered`` / ``review`` — its ``deliveries`` row's ``state``;
+* ``void`` / ``expired`` — ``codes.retired`` (set when it left stock without a delivery).
+
+All timestamps are naive UTC ``DateTime`` columns (every backend stores them the same way);
+money is integer cents.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+# One naming convention so that migrations and models produce the same constraint names on
+# every backend (the migration test compares them).
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Microsecond precision on MySQL/MariaDB too (the audit chain hashes timestamps exactly).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+# BigInteger primary keys that still autoincrement on SQLite (which only does so for INTEGER).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+ORDER_STATES = (
+    "received",
+    "held",
+    "waiting_stock",
+    "allocated",
+    "shipped",
+    "failed",
+    "cancelled",
+    "rejected",
+    "ignored",
+    "refunded",
+)
+DELIVERY_STATES = ("reserved", "delivered", "review")
+OUTBOX_STATES = ("pending", "done", "failed", "cancelled")
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("low_stock", Integer, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("state", String(16), nullable=False),  # importing | active | aborted
+    Column("file_name", String(255), nullable=False),
+    Column("file_sha256", String(64), nullable=False, index=True),
+    Column("supplier", String(128), nullable=True),
+    Column("cost_cents", Integer, nullable=True),  # default cost per code for the batch
+    Column("code_count", Integer, nullable=False, default=0),
+    Column("imported_by", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+codes = Table(
+    "codes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False, index=True),
+    Column("source_line", Integer, nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("key_id", String(32), nullable=False, index=True),
+    Column("ciphertext", LargeBinary, nullable=False),  # 12-byte nonce || AES-GCM ciphertext+tag
+    Column("cost_cents", Integer, nullable=True),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("retired", String(16), nullable=True),  # void | expired
+    Column("retired_at", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("pool_id", "fingerprint"),
+)
+
+# What is for sale. ``expires_at`` is NOT NULL (a far-future sentinel for codes that never
+# expire) so that "earliest expiry first" is one index walk on every backend.
+stock = Table(
+    "stock",
+    metadata,
+    Column("code_id", BigId, ForeignKey("codes.id"), primary_key=True, autoincrement=False),
+    Column("pool_id", Integer, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Index("ix_stock_claim", "pool_id", "expires_at", "code_id"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop", String(64), nullable=False),
+    Column("platform", String(32), nullable=False),
+    Column("platform_order_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("platform_status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),  # why held / failed / waiting / cancelled
+    Column("buyer_id", String(128), nullable=True),
+    Column("buyer_ip", String(64), nullable=True),
+    Column("total_cents", BigInteger, nullable=False, default=0),
+    Column("currency", String(8), nullable=False, default="CNY"),
+    Column("extra", Text, nullable=False, default="{}"),  # JSON of Order.extra
+    Column("paid_at", Timestamp, nullable=True),
+    Column("received_at", Timestamp, nullable=False),
+    Column("allocated_at", Timestamp, nullable=True),
+    Column("shipped_at", Timestamp, nullable=True),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("due_at", Timestamp, nullable=False),  # when allocation may next be tried
+    UniqueConstraint("shop", "platform_order_id"),
+    Index("ix_orders_state_due", "state", "due_at", "id"),
+    Index("ix_orders_shop_state", "shop", "state"),
+    CheckConstraint("state IN (" + ",".join(f"'{s}'" for s in ORDER_STATES) + ")", name="state"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", BigId, ForeignKey("orders.id"), primary_key=True, autoincrement=False),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("line_id", String(64), nullable=False),
+    Column("item_id", String(64), nullable=True),
+    Column("sku_id", String(64), nullable=True),
+    Column("outer_id", String(128), nullable=True),
+    Column("title", String(255), nullable=False, default=""),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_cents", BigInteger, nullable=False, default=0),
+    Column("refund", String(16), nullable=False, default="none"),
+    # JSON list of [pool_name, codes_per_unit] this line draws from; "[]" = unmapped/ignored
+    Column("mapping", Text, nullable=False, default="[]"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("code_id", BigId, ForeignKey("codes.id"), nullable=False),
+    Column("pool_id", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("seen_at", Timestamp, nullable=True),  # first time a buyer or reveal saw the code
+    Column("created_at", Timestamp, nullable=False),
+    Column("delivered_at", Timestamp, nullable=True),
+    UniqueConstraint("code_id"),
+    UniqueConstraint("order_id", "line_no", "n"),
+    Index("ix_deliveries_pool_created", "pool_id", "created_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # ship | memo
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("due_at", Timestamp, nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Timestamp, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("done_at", Timestamp, nullable=True),
+    UniqueConstraint("order_id", "kind"),
+    Index("ix_outbox_state_due", "state", "due_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("at", Timestamp, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("details", Text, nullable=False),  # canonical JSON; never plaintext codes
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row (id = 1): the chain's head. Appending locks it, which orders appends across
+# processes without relying on sequence order.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+shop_state = Table(
+    "shop_state",
+    metadata,
+    Column("shop", String(64), primary_key=True),
+    Column("poll_cursor", Text, nullable=True),  # JSON from Connector.poll
+    Column("refund_cursor", Text, nullable=True),
+    Column("last_poll_at", Timestamp, nullable=True),
+    Column("last_poll_ok_at", Timestamp, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", Text, nullable=True),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Timestamp, nullable=True),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# Encrypted per-shop secrets a connector refreshes itself (access / refresh tokens).
+shop_secrets = Table(
+    "shop_secrets",
+    metadata,
+    Column("shop", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# Push messages already applied, for de-duplication by the platform's message id.
+push_seen = Table(
+    "push_seen",
+    metadata,
+    Column("shop", String(64), primary_key=True),
+    Column("message_id", String(128), primary_key=True),
+    Column("received_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,208 @@
+"""The vault: encryption, fingerprints and masking of card codes.
+
+* AES-256-GCM with a random 96-bit nonce per encryption; the associated data binds a
+  ciphertext to its row (pool id, fingerprint, key id), so a ciphertext copied to another
+  row fails to decrypt.
+* Fingerprints are HMAC-SHA256 under a separate key that never rotates, so de-duplication
+  (``UNIQUE(pool_id, fingerprint)``) keeps working across key rotations.
+* The key file lives outside the database (JSON, mode 0600)::
+
+      {"version": 1, "current": "k1",
+       "keys": {"k1": "<base64 32 bytes>"}, "fingerprint_key": "<base64 32 bytes>"}
+
+This module must never log, print or put into an exception message a plaintext code or key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from robot.errors import VaultError
+
+NONCE_BYTES = 12
+KEY_BYTES = 32
+KEY_FILE_VERSION = 1
+
+
+def mask(secret: str) -> str:
+    """Mask a code for display: ``12****89``; short codes are fully masked.
+
+    A ``card_no``/``password`` pair (joined by :data:`PAIR_SEP`) masks each half.
+    """
+    if PAIR_SEP in secret:
+        return " / ".join(mask(part) for part in secret.split(PAIR_SEP, 1))
+    if len(secret) <= 6:
+        return "*" * max(len(secret), 4)
+    return f"{secret[:2]}****{secret[-2:]}"
+
+
+# Separator between card number and password in a stored secret (a control character that
+# cannot appear in an imported line).
+PAIR_SEP = "\x1f"
+
+
+def join_pair(card_no: str, password: str | None) -> str:
+    return card_no if not password else f"{card_no}{PAIR_SEP}{password}"
+
+
+def split_pair(secret: str) -> tuple[str, str | None]:
+    card_no, _, password = secret.partition(PAIR_SEP)
+    return card_no, (password or None)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    current: str
+    keys: dict[str, bytes]
+    fingerprint_key: bytes
+
+
+def _aad(pool_id: int, fingerprint: bytes, key_id: str) -> bytes:
+    return b"robot-code-v1|" + str(pool_id).encode() + b"|" + fingerprint.hex().encode() + b"|" + key_id.encode()
+
+
+class Vault:
+    """Encrypts and decrypts codes with a :class:`KeyRing`."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        if ring.current not in ring.keys:
+            raise VaultError("key file: the current key id is not among the keys")
+        self._ring = ring
+        self._aead = {kid: AESGCM(key) for kid, key in ring.keys.items()}
+
+    @property
+    def current_key_id(self) -> str:
+        return self._ring.current
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._ring.keys)
+
+    def fingerprint(self, secret: str) -> bytes:
+        """Keyed fingerprint (32 bytes) for de-duplication and lookups."""
+        return hmac.new(self._ring.fingerprint_key, secret.encode("utf-8"), hashlib.sha256).digest()
+
+    def encrypt(self, secret: str, *, pool_id: int, fingerprint: bytes) -> tuple[str, bytes]:
+        """Return ``(key_id, nonce || ciphertext)`` under the current key."""
+        kid = self._ring.current
+        nonce = os.urandom(NONCE_BYTES)
+        ct = self._aead[kid].encrypt(nonce, secret.encode("utf-8"), _aad(pool_id, fingerprint, kid))
+        return kid, nonce + ct
+
+    def decrypt(self, key_id: str, blob: bytes, *, pool_id: int, fingerprint: bytes) -> str:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise VaultError(f"code encrypted under key {key_id!r}, which the key file lacks")
+        try:
+            plain = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(pool_id, fingerprint, key_id))
+        except InvalidTag as exc:
+            raise VaultError(
+                "a code failed authentication: wrong key file, or the row was altered or moved"
+            ) from exc
+        return plain.decode("utf-8")
+
+    # Shop secrets (tokens) use the same keys with their own associated data.
+    def seal(self, value: str, *, context: str) -> tuple[str, bytes]:
+        kid = self._ring.current
+        nonce = os.urandom(NONCE_BYTES)
+        aad = b"robot-secret-v1|" + context.encode() + b"|" + kid.encode()
+        return kid, nonce + self._aead[kid].encrypt(nonce, value.encode("utf-8"), aad)
+
+    def unseal(self, key_id: str, blob: bytes, *, context: str) -> str:
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise VaultError(f"secret sealed under key {key_id!r}, which the key file lacks")
+        aad = b"robot-secret-v1|" + context.encode() + b"|" + key_id.encode()
+        try:
+            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad).decode("utf-8")
+        except InvalidTag as exc:
+            raise VaultError("a stored secret failed authentication") from exc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def init_key_file(path: Path) -> None:
+    """Write a new key file with mode 0600; refuse to overwrite an existing one."""
+    payload = {
+        "version": KEY_FILE_VERSION,
+        "current": "k1",
+        "keys": {"k1": _b64(secrets.token_bytes(KEY_BYTES))},
+        "fingerprint_key": _b64(secrets.token_bytes(KEY_BYTES)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise VaultError(f"key file {path} already exists; refusing to overwrite it") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_key_ring(path: Path, ring: KeyRing) -> None:
+    """Atomically replace the key file (used by rotation)."""
+    payload = {
+        "version": KEY_FILE_VERSION,
+        "current": ring.current,
+        "keys": {kid: _b64(key) for kid, key in ring.keys.items()},
+        "fingerprint_key": _b64(ring.fingerprint_key),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_key_ring(path: Path, *, check_mode: bool = True) -> KeyRing:
+    """Read and validate a key file. Never falls back to a new key."""
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise VaultError(
+            f"key file {path} not found; create one with `robot keys init` "
+            "(or restore it from backup: codes cannot be read without it)"
+        ) from exc
+    if check_mode and stat.S_IMODE(st.st_mode) & 0o077:
+        raise VaultError(
+            f"key file {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("version") != KEY_FILE_VERSION:
+            raise VaultError(f"key file {path}: unsupported version {raw.get('version')!r}")
+        keys = {str(k): base64.b64decode(v, validate=True) for k, v in raw["keys"].items()}
+        fp_key = base64.b64decode(raw["fingerprint_key"], validate=True)
+        current = str(raw["current"])
+    except VaultError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VaultError(f"key file {path} is malformed") from exc
+    if any(len(k) != KEY_BYTES for k in keys.values()) or len(fp_key) != KEY_BYTES:
+        raise VaultError(f"key file {path}: every key must be {KEY_BYTES} bytes")
+    if current not in keys:
+        raise VaultError(f"key file {path}: current key {current!r} is missing")
+    return KeyRing(current=current, keys=keys, fingerprint_key=fp_key)
+
+
+def open_vault(path: Path, *, check_mode: bool = True) -> Vault:
+    return Vault(load_key_ring(path, check_mode=check_mode))
