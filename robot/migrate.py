@@ -1,0 +1,65 @@
+"""Schema migrations: ``robot db upgrade`` and the upgrade ``robot run`` does on start.
+
+Alembic runs from the migrations shipped inside the package, so an installed robot can
+upgrade its own database. Concurrent upgrades from several processes are serialized by the
+database (an advisory lock on PostgreSQL, a named lock on MySQL, the write lock on SQLite).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+from robot import audit
+from robot.db import dialect_of
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+LOCK_ID = 7_216_300_415  # arbitrary constant for pg_advisory_lock
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # noqa: S101 - the package always ships at least one revision
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (no-op when it is there already)."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
+    dialect = dialect_of(engine)
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_ID})
+        elif dialect == "mysql":
+            conn.execute(text("SELECT GET_LOCK('robot_migrate', 300)"))
+        conn.commit()
+        try:
+            command.upgrade(alembic_config(conn), revision)
+            conn.commit()
+            with conn.begin():
+                audit.ensure_head(conn)
+        finally:
+            if dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_ID})
+            elif dialect == "mysql":
+                conn.execute(text("SELECT RELEASE_LOCK('robot_migrate')"))
+            conn.commit()

@@ -1,0 +1,376 @@
+"""The order state machine: intake, allocation, and what the platform's news does to an order.
+
+States (DESIGN.md)::
+
+    received ──risk/unmapped──► held ──release──► received | allocated
+    received ──► allocated (codes reserved)      or ──► waiting_stock ──codes arrive──► …
+    allocated ──write-back ok──► shipped ──refund──► refunded
+    allocated ──max attempts──► failed ──replay──► allocated (same codes)
+    received ──nothing mapped, shop says ignore──► ignored
+    any unshipped state ──closed/refunded on the platform or by a person──► cancelled / rejected
+
+Every transition is one short transaction, guarded by the state it leaves (``UPDATE … WHERE
+state = …`` with the row count checked), so concurrent workers and processes cannot apply a
+transition twice. Allocation reserves every code of an order or none. No platform call is
+ever made while a transaction is open.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+import structlog
+from sqlalchemy import Connection, Engine, Row, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from robot import audit
+from robot.clock import NEVER, to_naive_utc, utcnow
+from robot.db import dialect_of, transaction
+from robot.matcher import MappingLike, Need, claim, resolve_line
+from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, stock
+
+log = structlog.get_logger(__name__)
+
+UNSHIPPED = ("received", "held", "waiting_stock", "allocated", "failed")
+TERMINAL = ("shipped", "cancelled", "rejected", "ignored", "refunded")
+WAITING_RETRY = timedelta(seconds=60)
+
+
+class ShopRules(Protocol):
+    """What the pipeline needs of a shop's configuration (see robot.config.ShopConfig)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def unmapped(self) -> Literal["hold", "ignore"]: ...
+    @property
+    def items(self) -> Sequence[MappingLike]: ...
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    order_id: int | None
+    action: Literal["created", "duplicate", "updated", "skipped"]
+    state: str | None
+
+
+def _is_server(conn: Connection) -> bool:
+    return dialect_of(conn) != "sqlite"
+
+
+def _lock_order(conn: Connection, where: object) -> Row[tuple[object, ...]] | None:
+    stmt = select(orders).where(where)  # type: ignore[arg-type]
+    if _is_server(conn):
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
+# --------------------------------------------------------------------------- intake
+
+
+def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
+           now: datetime | None = None) -> IntakeResult:
+    """Record a platform order snapshot. Idempotent on (shop, platform order id).
+
+    A new paid order is created (received, held or ignored); a known order is updated from
+    the snapshot (closed or refunded → cancelled / refunded); anything else is a no-op.
+    """
+    for _attempt in range(3):
+        try:
+            with transaction(engine) as conn:
+                return _intake_tx(conn, shop, order, actor, now or utcnow())
+        except IntegrityError:
+            # Another worker inserted the same order between our look-up and insert; the
+            # unique constraint stopped the second copy. Try again as an update.
+            continue
+    raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
+
+
+def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
+               now: datetime) -> IntakeResult:
+    row = _lock_order(conn, and_(orders.c.shop == shop.name,
+                                 orders.c.platform_order_id == snap.platform_order_id))
+    if row is not None:
+        return _apply_snapshot(conn, row, snap, actor, now)
+    if snap.status is not PlatformStatus.PAID:
+        return IntakeResult(None, "skipped", None)
+    live = [line for line in snap.lines
+            if line.refund in (RefundState.NONE, RefundState.REFUSED) and line.quantity > 0]
+    if not live:
+        return IntakeResult(None, "skipped", None)
+
+    resolved: list[tuple[OrderLine, list[Need] | None]] = [
+        (line, resolve_line(shop.items, line)) for line in snap.lines
+    ]
+    unmapped = [line for line, needs in resolved if needs is None and line in live]
+    mapped_live = [line for line, needs in resolved if needs is not None and line in live]
+    state, reason = "received", None
+    if unmapped and shop.unmapped == "hold":
+        state, reason = "held", "unmapped SKU: " + ", ".join(_describe(line) for line in unmapped)
+    elif not mapped_live:
+        state, reason = "ignored", "no line maps to a pool"
+
+    order_id = conn.execute(
+        insert(orders).values(
+            shop=shop.name, platform=shop.platform, platform_order_id=snap.platform_order_id,
+            state=state, platform_status=snap.status.value, reason=reason,
+            buyer_id=snap.buyer_id, buyer_ip=snap.buyer_ip, total_cents=snap.total_cents,
+            currency=snap.currency, extra=json.dumps(dict(snap.extra), sort_keys=True),
+            paid_at=to_naive_utc(snap.paid_at) if snap.paid_at else None,
+            received_at=now, updated_at=now, due_at=now,
+        )
+    ).inserted_primary_key[0]
+    conn.execute(
+        insert(order_lines),
+        [
+            {
+                "order_id": order_id, "line_no": no, "line_id": line.line_id,
+                "item_id": line.item_id, "sku_id": line.sku_id, "outer_id": line.outer_id,
+                "title": line.title[:255], "quantity": line.quantity,
+                "unit_price_cents": line.unit_price_cents, "refund": line.refund.value,
+                "mapping": json.dumps(
+                    [[n.pool, n.per_unit] for n in needs] if needs and line in live else []
+                ),
+            }
+            for no, (line, needs) in enumerate(resolved)
+        ],
+    )
+    audit.append(conn, actor=actor, action="intake", subject=f"order:{order_id}",
+                 details={"shop": shop.name, "platform_order_id": snap.platform_order_id,
+                          "state": state, "reason": reason})
+    return IntakeResult(int(order_id), "created", state)
+
+
+def _describe(line: OrderLine) -> str:
+    parts = [f"{k}={getattr(line, k)}" for k in ("item_id", "sku_id", "outer_id") if getattr(line, k)]
+    return f"line {line.line_id} ({' '.join(parts) or 'no ids'})"
+
+
+def _apply_snapshot(conn: Connection, row: Row[tuple[object, ...]], snap: Order, actor: str,
+                    now: datetime) -> IntakeResult:
+    order_id = int(row.id)  # type: ignore[attr-defined]
+    state = str(row.state)  # type: ignore[attr-defined]
+    changed_lines = _update_line_refunds(conn, order_id, snap)
+    status_changed = snap.status.value != row.platform_status  # type: ignore[attr-defined]
+    if status_changed:
+        conn.execute(update(orders).where(orders.c.id == order_id)
+                     .values(platform_status=snap.status.value, updated_at=now))
+    if not status_changed and not changed_lines:
+        return IntakeResult(order_id, "duplicate", state)
+
+    if snap.status is PlatformStatus.CLOSED or snap.fully_refunded:
+        if state in UNSHIPPED:
+            why = "refunded before shipping" if snap.fully_refunded else "closed on the platform"
+            _cancel(conn, order_id, state, "cancelled", why, actor, now)
+            return IntakeResult(order_id, "updated", "cancelled")
+        if state == "shipped":
+            _refund_after_delivery(conn, order_id, actor, now, "refunded after delivery")
+            return IntakeResult(order_id, "updated", "refunded")
+    elif changed_lines:
+        refunded = [ln for ln in changed_lines if ln.refund is RefundState.REFUNDED]
+        requested = [ln for ln in changed_lines
+                     if ln.refund in (RefundState.REQUESTED, RefundState.REFUNDED)]
+        if state == "shipped" and refunded:
+            _refund_after_delivery(conn, order_id, actor, now,
+                                   "line refunded after delivery: "
+                                   + ", ".join(ln.line_id for ln in refunded))
+            return IntakeResult(order_id, "updated", "refunded")
+        if state in ("received", "waiting_stock", "allocated", "failed") and requested:
+            reason = "refund requested on line " + ", ".join(ln.line_id for ln in requested)
+            _transition(conn, order_id, state, "held", reason, now)
+            audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
+                         details={"reason": reason})
+            return IntakeResult(order_id, "updated", "held")
+    return IntakeResult(order_id, "updated", state)
+
+
+def _update_line_refunds(conn: Connection, order_id: int, snap: Order) -> list[OrderLine]:
+    stored = {r.line_id: r for r in conn.execute(
+        select(order_lines.c.line_no, order_lines.c.line_id, order_lines.c.refund)
+        .where(order_lines.c.order_id == order_id))}
+    changed = []
+    for line in snap.lines:
+        old = stored.get(line.line_id)
+        if old is not None and old.refund != line.refund.value:
+            conn.execute(update(order_lines)
+                         .where(order_lines.c.order_id == order_id,
+                                order_lines.c.line_no == old.line_no)
+                         .values(refund=line.refund.value))
+            changed.append(line)
+    return changed
+
+
+def _transition(conn: Connection, order_id: int, from_state: str, to_state: str,
+                reason: str | None, now: datetime, **values: object) -> None:
+    """Move an order between states, guarded by the state it leaves."""
+    result = conn.execute(
+        update(orders)
+        .where(orders.c.id == order_id, orders.c.state == from_state)
+        .values(state=to_state, reason=reason, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        raise StateConflict(f"order {order_id} is no longer {from_state}")
+
+
+class StateConflict(Exception):  # noqa: N818 - internal signal, never shown to users
+    """The order moved on under us (another worker or process acted first)."""
+
+
+def _cancel(conn: Connection, order_id: int, from_state: str, to_state: str, reason: str,
+            actor: str, now: datetime) -> dict[str, int]:
+    """Cancel or reject an unshipped order; unseen reserved codes go back to stock."""
+    _transition(conn, order_id, from_state, to_state, reason, now)
+    rows = conn.execute(
+        select(deliveries.c.id, deliveries.c.code_id, deliveries.c.seen_at, deliveries.c.pool_id,
+               codes.c.expires_at)
+        .join(codes, codes.c.id == deliveries.c.code_id)
+        .where(deliveries.c.order_id == order_id, deliveries.c.state == "reserved")
+    ).all()
+    returned, flagged = [], []
+    for r in rows:
+        if r.seen_at is None:
+            returned.append(r)
+        else:
+            flagged.append(int(r.id))
+    if returned:
+        conn.execute(delete(deliveries).where(deliveries.c.id.in_([int(r.id) for r in returned])))
+        conn.execute(insert(stock), [
+            {"code_id": int(r.code_id), "pool_id": int(r.pool_id),
+             "expires_at": r.expires_at or NEVER} for r in returned
+        ])
+    if flagged:
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(flagged)).values(state="review"))
+    conn.execute(update(outbox).where(outbox.c.order_id == order_id, outbox.c.state == "pending")
+                 .values(state="cancelled", done_at=now))
+    counts = {"returned": len(returned), "flagged": len(flagged)}
+    audit.append(conn, actor=actor, action="cancel" if to_state == "cancelled" else "reject",
+                 subject=f"order:{order_id}",
+                 details={"reason": reason, **counts,
+                          "returned_code_ids": [int(r.code_id) for r in returned]})
+    if returned:
+        # Codes came back: orders waiting for stock may now be served.
+        conn.execute(update(orders).where(orders.c.state == "waiting_stock").values(due_at=now))
+    return counts
+
+
+def _refund_after_delivery(conn: Connection, order_id: int, actor: str, now: datetime,
+                           reason: str) -> None:
+    _transition(conn, order_id, "shipped", "refunded", reason, now)
+    flagged = conn.execute(update(deliveries).where(deliveries.c.order_id == order_id)
+                           .values(state="review")).rowcount
+    audit.append(conn, actor=actor, action="refund", subject=f"order:{order_id}",
+                 details={"reason": reason, "codes_flagged": flagged})
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    order_id: int
+    state: Literal["allocated", "waiting_stock"]
+    code_ids: tuple[int, ...] = ()
+    reason: str | None = None
+
+
+def allocate_next(engine: Engine, *, now: datetime | None = None,
+                  actor: str = "allocator") -> AllocationResult | None:
+    """Allocate the oldest due order; None when nothing is due.
+
+    Orders are claimed row by row (``FOR UPDATE SKIP LOCKED`` on server databases), so any
+    number of workers in any number of processes can call this concurrently.
+    """
+    now = now or utcnow()
+    with transaction(engine) as conn:
+        stmt = (
+            select(orders.c.id, orders.c.state)
+            .where(orders.c.state.in_(("received", "waiting_stock")), orders.c.due_at <= now)
+            .order_by(orders.c.due_at, orders.c.id)
+            .limit(1)
+        )
+        if _is_server(conn):
+            stmt = stmt.with_for_update(skip_locked=True)
+        row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        return _allocate_locked(conn, int(row.id), str(row.state), now, actor)
+
+
+def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
+             actor: str = "allocator") -> AllocationResult | None:
+    """Allocate one given order if it is waiting for allocation; None otherwise."""
+    now = now or utcnow()
+    with transaction(engine) as conn:
+        row = _lock_order(conn, orders.c.id == order_id)
+        if row is None or row.state not in ("received", "waiting_stock"):  # type: ignore[attr-defined]
+            return None
+        return _allocate_locked(conn, order_id, str(row.state), now, actor)  # type: ignore[attr-defined]
+
+
+def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
+                     actor: str) -> AllocationResult:
+    lines = conn.execute(
+        select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping)
+        .where(order_lines.c.order_id == order_id).order_by(order_lines.c.line_no)
+    ).all()
+    pool_ids = dict(conn.execute(select(pools.c.name, pools.c.id)).tuples().all())
+    plan: list[tuple[int, int, int]] = []  # (line_no, pool_id, count)
+    for line in lines:
+        for pool_name, per_unit in json.loads(line.mapping):
+            pid = pool_ids.get(pool_name)
+            if pid is None:
+                reason = f"pool {pool_name!r} does not exist"
+                return _wait(conn, order_id, state, now, reason, actor)
+            plan.append((int(line.line_no), int(pid), int(per_unit) * int(line.quantity)))
+
+    rows: list[dict[str, object]] = []
+    per_line: dict[int, int] = {}
+    savepoint = conn.begin_nested()
+    for line_no, pid, count in plan:
+        got = claim(conn, pid, count, now)
+        if len(got) < count:
+            savepoint.rollback()
+            name = next(n for n, i in pool_ids.items() if i == pid)
+            return _wait(conn, order_id, state, now,
+                         f"not enough stock in pool {name!r} (need {count})", actor)
+        for cid in got:
+            n = per_line.get(line_no, 0)
+            per_line[line_no] = n + 1
+            rows.append({"order_id": order_id, "line_no": line_no, "n": n, "code_id": cid,
+                         "pool_id": pid, "state": "reserved", "created_at": now})
+    savepoint.commit()
+    if rows:
+        conn.execute(insert(deliveries), rows)
+    _transition(conn, order_id, state, "allocated", None, now, allocated_at=now)
+    conn.execute(insert(outbox).values(order_id=order_id, kind="ship", state="pending",
+                                       attempts=0, due_at=now, created_at=now))
+    code_ids = tuple(int(str(r["code_id"])) for r in rows)
+    audit.append(conn, actor=actor, action="allocate", subject=f"order:{order_id}",
+                 details={"code_ids": list(code_ids)})
+    return AllocationResult(order_id, "allocated", code_ids)
+
+
+def _wait(conn: Connection, order_id: int, state: str, now: datetime, reason: str,
+          actor: str) -> AllocationResult:
+    conn.execute(
+        update(orders).where(orders.c.id == order_id, orders.c.state == state)
+        .values(state="waiting_stock", reason=reason, updated_at=now, due_at=now + WAITING_RETRY)
+    )
+    if state != "waiting_stock":
+        audit.append(conn, actor=actor, action="wait_stock", subject=f"order:{order_id}",
+                     details={"reason": reason})
+    return AllocationResult(order_id, "waiting_stock", reason=reason)
+
+
+def wake_waiting(engine: Engine, *, now: datetime | None = None) -> int:
+    """Make every order waiting for stock due now (after an import or a cancel)."""
+    with transaction(engine) as conn:
+        return int(conn.execute(update(orders).where(orders.c.state == "waiting_stock")
+                                .values(due_at=now or utcnow())).rowcount)
