@@ -219,7 +219,7 @@ def _transition(conn: Connection, order_id: int, from_state: str, to_state: str,
         raise StateConflict(f"order {order_id} is no longer {from_state}")
 
 
-class StateConflict(Exception):  # noqa: N818 - internal signal, never shown to users
+class StateConflict(Exception):
     """The order moved on under us (another worker or process acted first)."""
 
 
@@ -320,7 +320,7 @@ def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
         select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping)
         .where(order_lines.c.order_id == order_id).order_by(order_lines.c.line_no)
     ).all()
-    pool_ids = dict(conn.execute(select(pools.c.name, pools.c.id)).tuples().all())
+    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(select(pools.c.name, pools.c.id))}
     plan: list[tuple[int, int, int]] = []  # (line_no, pool_id, count)
     for line in lines:
         for pool_name, per_unit in json.loads(line.mapping):

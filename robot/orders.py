@@ -1,0 +1,286 @@
+"""What a person does to orders, and what they are shown about them.
+
+Actions (replay, release, reject, cancel, reveal) are guarded transitions, each audited with
+the person who ran it. Views (list, show, status) mask codes; only :func:`reveal` returns
+plaintext, and it records who saw which codes and marks them seen (so a later cancel will
+not put a code a person has seen back on sale).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from robot import audit, pipeline
+from robot.clock import utcnow
+from robot.db import transaction
+from robot.errors import UserError
+from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, shop_state, stock
+from robot.vault import Vault, mask
+
+
+def _order_row(conn: Any, order_id: int, *, lock: bool = True) -> Any:
+    stmt = select(orders).where(orders.c.id == order_id)
+    if lock and conn.dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise UserError(f"order {order_id} does not exist")
+    return row
+
+
+def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> list[int]:
+    """Send failed orders through write-back again, with the same codes.
+
+    ``None`` replays every failed order. Returns the ids replayed.
+    """
+    now = utcnow()
+    done: list[int] = []
+    with transaction(engine) as conn:
+        if order_ids is None:
+            order_ids = [int(r.id) for r in conn.execute(
+                select(orders.c.id).where(orders.c.state == "failed").order_by(orders.c.id))]
+        for oid in order_ids:
+            row = _order_row(conn, oid)
+            if row.state != "failed":
+                raise UserError(f"order {oid} is {row.state}, not failed; only failed orders replay")
+            pipeline._transition(conn, oid, "failed", "allocated", None, now)
+            conn.execute(update(outbox).where(outbox.c.order_id == oid, outbox.c.kind == "ship")
+                         .values(state="pending", attempts=0, due_at=now, claimed_until=None,
+                                 last_error=None, done_at=None))
+            audit.append(conn, actor=actor, action="replay", subject=f"order:{oid}", details={})
+            done.append(oid)
+    return done
+
+
+def release(engine: Engine, order_id: int, *, actor: str,
+            items: Sequence[pipeline.MappingLike] | None = None) -> str:
+    """Let a held order go on: to ``allocated`` if it kept its codes, else to allocation.
+
+    ``items`` (the shop's current mappings) re-resolves lines that were unmapped, so a
+    merchant can fix the shop file and release. Lines still unmapped are left out.
+    """
+    now = utcnow()
+    with transaction(engine) as conn:
+        row = _order_row(conn, order_id)
+        if row.state != "held":
+            raise UserError(f"order {order_id} is {row.state}, not held")
+        if items is not None:
+            _remap(conn, order_id, items)
+        has_codes = conn.execute(select(func.count()).select_from(deliveries)
+                                 .where(deliveries.c.order_id == order_id)).scalar_one() > 0
+        mapped = conn.execute(select(func.count()).select_from(order_lines).where(
+            order_lines.c.order_id == order_id, order_lines.c.mapping != "[]")).scalar_one()
+        if not has_codes and not mapped:
+            raise UserError(f"order {order_id}: no line maps to a pool; add the SKU to the shop's "
+                            "items and release again, or reject it")
+        target = "allocated" if has_codes else "received"
+        pipeline._transition(conn, order_id, "held", target, None, now, due_at=now)
+        if has_codes:
+            conn.execute(update(outbox).where(outbox.c.order_id == order_id,
+                                              outbox.c.kind == "ship", outbox.c.state == "pending")
+                         .values(due_at=now, claimed_until=None))
+        audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
+                     details={"to": target})
+    return target
+
+
+def _remap(conn: Any, order_id: int, items: Sequence[pipeline.MappingLike]) -> None:
+    from connectors.base import OrderLine, RefundState
+    from robot.matcher import resolve_line
+
+    for ln in conn.execute(select(order_lines).where(order_lines.c.order_id == order_id)).all():
+        if ln.mapping != "[]" or ln.refund not in ("none", "refused"):
+            continue
+        needs = resolve_line(items, OrderLine(line_id=ln.line_id, quantity=ln.quantity,
+                                              item_id=ln.item_id, sku_id=ln.sku_id,
+                                              outer_id=ln.outer_id, refund=RefundState(ln.refund)))
+        if needs:
+            conn.execute(update(order_lines).where(order_lines.c.order_id == order_id,
+                                                   order_lines.c.line_no == ln.line_no)
+                         .values(mapping=json.dumps([[n.pool, n.per_unit] for n in needs])))
+
+
+def reject(engine: Engine, order_id: int, *, actor: str, reason: str = "rejected by a person") -> dict[str, int]:
+    """Do not ship: the platform's own refund flow takes over. Unseen codes return to stock."""
+    with transaction(engine) as conn:
+        row = _order_row(conn, order_id)
+        if row.state not in ("held", "received", "waiting_stock"):
+            raise UserError(f"order {order_id} is {row.state}; only held, received or "
+                            "waiting orders can be rejected (cancel an allocated one)")
+        return pipeline._cancel(conn, order_id, row.state, "rejected", reason, actor, utcnow())
+
+
+def cancel(engine: Engine, order_id: int, *, actor: str,
+           reason: str = "cancelled by a person") -> dict[str, int]:
+    """Cancel an unshipped order; unseen reserved codes return to stock."""
+    with transaction(engine) as conn:
+        row = _order_row(conn, order_id)
+        if row.state not in pipeline.UNSHIPPED:
+            raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
+                            + ("; refunds after delivery are handled on the platform"
+                               if row.state == "shipped" else ""))
+        return pipeline._cancel(conn, order_id, row.state, "cancelled", reason, actor, utcnow())
+
+
+@dataclass(frozen=True)
+class RevealedCode:
+    code_id: int
+    line_no: int
+    pool: str
+    secret: str
+
+
+def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[RevealedCode]:
+    """Decrypt an order's codes for a person. Audited; marks the codes as seen."""
+    now = utcnow()
+    with transaction(engine) as conn:
+        _order_row(conn, order_id)
+        rows = conn.execute(
+            select(deliveries.c.id, deliveries.c.line_no, codes.c.id.label("code_id"),
+                   codes.c.pool_id, codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext,
+                   pools.c.name.label("pool"))
+            .join(codes, codes.c.id == deliveries.c.code_id)
+            .join(pools, pools.c.id == codes.c.pool_id)
+            .where(deliveries.c.order_id == order_id)
+            .order_by(deliveries.c.line_no, deliveries.c.n)
+        ).all()
+        if not rows:
+            raise UserError(f"order {order_id} has no codes to reveal")
+        conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
+                                              deliveries.c.seen_at.is_(None))
+                     .values(seen_at=now))
+        audit.append(conn, actor=actor, action="reveal", subject=f"order:{order_id}",
+                     details={"code_ids": [int(r.code_id) for r in rows]})
+    return [
+        RevealedCode(int(r.code_id), int(r.line_no), r.pool,
+                     vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
+                                   fingerprint=r.fingerprint))
+        for r in rows
+    ]
+
+
+# ------------------------------------------------------------------------------------ views
+
+
+def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = None,
+                limit: int = 50) -> list[dict[str, Any]]:
+    stmt = select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
+                  orders.c.reason, orders.c.total_cents, orders.c.received_at,
+                  orders.c.shipped_at).order_by(orders.c.id.desc()).limit(limit)
+    if state:
+        stmt = stmt.where(orders.c.state == state)
+    if shop:
+        stmt = stmt.where(orders.c.shop == shop)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def show_order(engine: Engine, vault: Vault, order_id: int) -> dict[str, Any]:
+    """One order with its lines, masked codes and write-back jobs."""
+    with engine.connect() as conn:
+        row = _order_row(conn, order_id, lock=False)
+        lines = [dict(r._mapping) for r in conn.execute(
+            select(order_lines).where(order_lines.c.order_id == order_id)
+            .order_by(order_lines.c.line_no))]
+        dels = conn.execute(
+            select(deliveries.c.line_no, deliveries.c.n, deliveries.c.state, deliveries.c.seen_at,
+                   codes.c.id.label("code_id"), codes.c.pool_id, codes.c.fingerprint,
+                   codes.c.key_id, codes.c.ciphertext, pools.c.name.label("pool"))
+            .join(codes, codes.c.id == deliveries.c.code_id)
+            .join(pools, pools.c.id == codes.c.pool_id)
+            .where(deliveries.c.order_id == order_id)
+            .order_by(deliveries.c.line_no, deliveries.c.n)).all()
+        jobs = [dict(r._mapping) for r in conn.execute(
+            select(outbox.c.kind, outbox.c.state, outbox.c.attempts, outbox.c.due_at,
+                   outbox.c.last_error).where(outbox.c.order_id == order_id))]
+    data = {k: v for k, v in row._mapping.items() if k != "extra"}
+    data["lines"] = lines
+    data["codes"] = [
+        {"line_no": d.line_no, "n": d.n, "code_id": d.code_id, "pool": d.pool, "state": d.state,
+         "seen": d.seen_at is not None,
+         "masked": mask(vault.decrypt(d.key_id, d.ciphertext, pool_id=d.pool_id,
+                                      fingerprint=d.fingerprint))}
+        for d in dels
+    ]
+    data["jobs"] = jobs
+    return data
+
+
+@dataclass
+class ShopStatus:
+    shop: str
+    last_poll_ok_at: datetime | None
+    lag_seconds: float | None
+    paused: bool
+    paused_reason: str | None
+    last_error: str | None
+    states: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PoolStatus:
+    pool: str
+    available: int
+    sold_7d: int
+    days_of_cover: float | None
+    low_stock: int | None
+
+
+@dataclass
+class Status:
+    shops: list[ShopStatus]
+    pools: list[PoolStatus]
+    attention: dict[str, int]  # failed / held / waiting_stock / failed memo jobs
+
+
+def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = None) -> Status:
+    """Per shop: last poll, lag, orders by state; per pool: stock and days of cover."""
+    now = now or utcnow()
+    week_ago = now - timedelta(days=7)
+    with engine.connect() as conn:
+        by_state: dict[str, dict[str, int]] = {}
+        for r in conn.execute(select(orders.c.shop, orders.c.state, func.count())
+                              .group_by(orders.c.shop, orders.c.state)):
+            by_state.setdefault(r[0], {})[r[1]] = int(r[2])
+        states = {r.shop: r for r in conn.execute(select(shop_state))}
+        available = {int(r[0]): int(r[1]) for r in conn.execute(
+            select(stock.c.pool_id, func.count()).group_by(stock.c.pool_id))}
+        sold = {int(r[0]): int(r[1]) for r in conn.execute(
+            select(deliveries.c.pool_id, func.count())
+            .where(deliveries.c.created_at >= week_ago).group_by(deliveries.c.pool_id))}
+        pool_rows = conn.execute(select(pools.c.id, pools.c.name, pools.c.low_stock)
+                                 .order_by(pools.c.name)).all()
+        failed_memos = conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.kind == "memo", outbox.c.state == "failed")).scalar_one()
+    shop_names = sorted(set(shops) | set(by_state) | set(states))
+    shop_list = []
+    for name in shop_names:
+        st = states.get(name)
+        ok_at = st.last_poll_ok_at if st is not None else None
+        shop_list.append(ShopStatus(
+            shop=name, last_poll_ok_at=ok_at,
+            lag_seconds=(now - ok_at).total_seconds() if ok_at else None,
+            paused=bool(st.paused) if st is not None else False,
+            paused_reason=st.paused_reason if st is not None else None,
+            last_error=st.last_error if st is not None else None,
+            states=by_state.get(name, {}),
+        ))
+    pool_list = []
+    for p in pool_rows:
+        avail = int(available.get(p.id, 0))
+        sold7 = int(sold.get(p.id, 0))
+        cover = round(avail / (sold7 / 7), 1) if sold7 else None
+        pool_list.append(PoolStatus(p.name, avail, sold7, cover, p.low_stock))
+    totals: dict[str, int] = {}
+    for per_shop in by_state.values():
+        for state, n in per_shop.items():
+            totals[state] = totals.get(state, 0) + n
+    attention = {k: totals.get(k, 0) for k in ("failed", "held", "waiting_stock")}
+    attention["failed_memos"] = int(failed_memos)
+    return Status(shop_list, pool_list, attention)

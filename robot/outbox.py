@@ -1,0 +1,383 @@
+"""Write-back through the outbox: ship allocated orders and write seller memos, with retries.
+
+Invariant 2 (allocation before write-back): a ``ship`` job exists only for an order whose
+codes were reserved and committed in the same transaction, so by the time a platform is
+called the claim is durable. A job is leased to one worker at a time (``claimed_until``); a
+worker that dies loses its lease and another worker redoes the job with the same codes. A
+platform's "already shipped" answer for our shipment therefore counts as success.
+
+Retries are durable: each failed attempt is recorded with the next due time from tenacity's
+exponential backoff with jitter (or the platform's stated ban time, if longer); after
+``max_attempts`` the order becomes ``failed`` with its last error kept, for
+``robot orders replay``. Credentials errors (``Fatal``) pause the shop instead of burning
+attempts. No transaction is ever open while a platform is being called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+import structlog
+import tenacity
+from sqlalchemy import Connection, Engine, insert, or_, select, update
+
+from connectors.base import (
+    Connector,
+    Order,
+    OrderLine,
+    PlatformStatus,
+    RefundState,
+    Shipment,
+)
+from robot import audit, pipeline
+from robot.clock import to_aware, utcnow
+from robot.db import dialect_of, transaction
+from robot.errors import Fatal, NotShippable, Retriable, Skippable
+from robot.schema import codes, deliveries, order_lines, orders, outbox, shop_state
+from robot.vault import Vault, mask
+
+log = structlog.get_logger(__name__)
+
+
+class ShopTemplates(pipeline.ShopRules, Protocol):
+    @property
+    def memo_template(self) -> str: ...
+    @property
+    def item_desc(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    backoff_initial: float = 5.0
+    backoff_max: float = 3600.0
+    lease: timedelta = timedelta(seconds=120)
+    call_timeout: float = 30.0
+    paused_recheck: timedelta = timedelta(seconds=60)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before attempt ``attempt + 1`` (exponential with jitter, never below the
+        platform's stated ban)."""
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+        state.attempt_number = attempt
+        wait = tenacity.wait_exponential_jitter(
+            multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+        )
+        return max(float(wait(state)), retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    order_id: int
+    kind: Literal["ship", "memo"]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class JobContext:
+    shop: str
+    state: str
+    order: Order
+    masked_codes: tuple[str, ...]
+    platform_order_id: str
+
+
+def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
+               lease: timedelta) -> list[Job]:
+    """Lease up to ``limit`` due jobs to ``worker``."""
+    with transaction(engine) as conn:
+        stmt = (
+            select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
+            .where(outbox.c.state == "pending", outbox.c.due_at <= now,
+                   or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+            .order_by(outbox.c.due_at, outbox.c.id)
+            .limit(limit)
+        )
+        if dialect_of(conn) != "sqlite":
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return []
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                     .values(claimed_by=worker, claimed_until=now + lease))
+        return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+
+
+def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
+    """Rebuild the order as the connector needs it, with its codes masked."""
+    with engine.connect() as conn:
+        o = conn.execute(select(orders).where(orders.c.id == order_id)).one()
+        lines = conn.execute(select(order_lines).where(order_lines.c.order_id == order_id)
+                             .order_by(order_lines.c.line_no)).all()
+        delivered = conn.execute(
+            select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
+                   codes.c.ciphertext)
+            .join(deliveries, deliveries.c.code_id == codes.c.id)
+            .where(deliveries.c.order_id == order_id)
+            .order_by(deliveries.c.line_no, deliveries.c.n)
+        ).all()
+    masked = tuple(
+        mask(vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=r.fingerprint))
+        for r in delivered
+    )
+    order = Order(
+        platform_order_id=o.platform_order_id,
+        status=PlatformStatus(o.platform_status),
+        lines=tuple(OrderLine(line_id=ln.line_id, quantity=ln.quantity, item_id=ln.item_id,
+                              sku_id=ln.sku_id, outer_id=ln.outer_id, title=ln.title,
+                              unit_price_cents=ln.unit_price_cents, refund=RefundState(ln.refund))
+                    for ln in lines),
+        total_cents=o.total_cents, currency=o.currency,
+        paid_at=to_aware(o.paid_at) if o.paid_at else None,
+        buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
+    )
+    return JobContext(o.shop, o.state, order, masked, o.platform_order_id)
+
+
+def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
+    """Fill a memo / item description template; unknown placeholders are left as written."""
+    lines = [ln for ln in ctx.order.lines if ln.refund is RefundState.NONE] or list(ctx.order.lines)
+    values = {
+        "masked_codes": " ".join(ctx.masked_codes),
+        "pickup_url": pickup_url or "",
+        "order_id": ctx.platform_order_id,
+        "title": lines[0].title if lines else "",
+        "quantity": sum(ln.quantity for ln in lines),
+        "count": len(ctx.masked_codes),
+    }
+
+    class _Keep(dict[str, object]):
+        def __missing__(self, key: str) -> str:
+            return "{" + key + "}"
+
+    return template.format_map(_Keep(values)).strip()
+
+
+class Dispatcher:
+    """Runs due outbox jobs against the shops' connectors."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        vault: Vault,
+        connectors: Mapping[str, Connector],
+        shops: Mapping[str, ShopTemplates],
+        policy: RetryPolicy,
+        *,
+        worker: str,
+        pickup_url: Callable[[int], str | None] | None = None,
+        actor: str = "outbox",
+    ) -> None:
+        self.engine = engine
+        self.vault = vault
+        self.connectors = connectors
+        self.shops = shops
+        self.policy = policy
+        self.worker = worker
+        self._pickup_url = pickup_url or (lambda _order_id: None)
+        self.actor = actor
+
+    async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
+        """Lease and run the due jobs; returns how many were run."""
+        now = now or utcnow()
+        jobs = await asyncio.to_thread(
+            claim_jobs, self.engine, self.worker, now=now, limit=limit, lease=self.policy.lease
+        )
+        for job in jobs:
+            await self.run_job(job)
+        return len(jobs)
+
+    async def run_job(self, job: Job) -> None:
+        ctx = await asyncio.to_thread(load_context, self.engine, self.vault, job.order_id)
+        bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
+        connector = self.connectors.get(ctx.shop)
+        shop = self.shops.get(ctx.shop)
+        if connector is None or shop is None:
+            await self._later(job, f"shop {ctx.shop!r} is not configured or its connector failed",
+                              count=False)
+            return
+        if await asyncio.to_thread(self._shop_paused, ctx.shop):
+            await self._later(job, "shop paused", count=False, delay=self.policy.paused_recheck)
+            return
+        if job.kind == "ship" and ctx.state != "allocated":
+            await asyncio.to_thread(self._not_allocated, job, ctx.state)
+            return
+        pickup = self._pickup_url(job.order_id)
+        try:
+            if job.kind == "ship":
+                shipment = Shipment(
+                    order=ctx.order,
+                    line_ids=tuple(ln.line_id for ln in ctx.order.lines),
+                    memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
+                    item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
+                    masked_codes=ctx.masked_codes,
+                    pickup_url=pickup,
+                )
+                outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
+                await asyncio.to_thread(self._shipped, job, outcome.value)
+                bound.info("order_shipped", outcome=outcome.value)
+            else:
+                memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
+                await asyncio.wait_for(connector.write_memo(ctx.order, memo), self.policy.call_timeout)
+                await asyncio.to_thread(self._done, job)
+                bound.info("memo_written")
+        except TimeoutError:
+            await self._retry(job, "platform call timed out", None, bound)
+        except NotShippable as exc:
+            await self._not_shippable(job, ctx, shop, connector, exc, bound)
+        except Retriable as exc:
+            await self._retry(job, exc.message, exc.retry_after, bound)
+        except Fatal as exc:
+            await asyncio.to_thread(self._pause_shop, ctx.shop, exc.message)
+            await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
+            bound.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
+        except Skippable as exc:
+            await asyncio.to_thread(self._fail, job, exc.message)
+            bound.error("write_back_failed", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - a connector bug must not kill the dispatcher
+            await self._retry(job, f"unexpected {type(exc).__name__}", None, bound)
+            bound.exception("write_back_crashed")
+
+    # -- outcomes (each one short transaction) -------------------------------------------------
+    def _shipped(self, job: Job, outcome: str) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            try:
+                pipeline._transition(conn, job.order_id, "allocated", "shipped", None, now,
+                                     shipped_at=now)
+            except pipeline.StateConflict:
+                log.error("ship_state_conflict", order_id=job.order_id)
+                conn.execute(update(outbox).where(outbox.c.id == job.id)
+                             .values(state="done", done_at=now, claimed_until=None))
+                return
+            conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
+                         .values(state="delivered", delivered_at=now))
+            conn.execute(update(outbox).where(outbox.c.id == job.id)
+                         .values(state="done", done_at=now, attempts=job.attempts + 1,
+                                 claimed_until=None, last_error=None))
+            conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo", state="pending",
+                                               attempts=0, due_at=now, created_at=now))
+            audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
+                         details={"outcome": outcome})
+
+    def _done(self, job: Job) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            conn.execute(update(outbox).where(outbox.c.id == job.id)
+                         .values(state="done", done_at=now, attempts=job.attempts + 1,
+                                 claimed_until=None, last_error=None))
+
+    def _fail(self, job: Job, error: str) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            conn.execute(update(outbox).where(outbox.c.id == job.id)
+                         .values(state="failed", attempts=job.attempts + 1, last_error=error,
+                                 claimed_until=None, done_at=now))
+            if job.kind == "ship":
+                conn.execute(update(orders)
+                             .where(orders.c.id == job.order_id, orders.c.state == "allocated")
+                             .values(state="failed", reason=error, updated_at=now))
+                audit.append(conn, actor=self.actor, action="ship_failed",
+                             subject=f"order:{job.order_id}", details={"error": error})
+
+    async def _retry(self, job: Job, error: str, retry_after: float | None,
+                     bound: structlog.typing.FilteringBoundLogger) -> None:
+        attempts = job.attempts + 1
+        if attempts >= self.policy.max_attempts:
+            await asyncio.to_thread(self._fail, job, f"{error} (after {attempts} attempts)")
+            bound.error("write_back_failed", error=error, attempts=attempts)
+            return
+        delay = timedelta(seconds=self.policy.delay(attempts, retry_after))
+        await self._later(job, error, count=True, delay=delay)
+        bound.warning("write_back_retry", error=error, attempts=attempts,
+                      retry_in_s=round(delay.total_seconds(), 1))
+
+    async def _later(self, job: Job, error: str, *, count: bool,
+                     delay: timedelta = timedelta(seconds=60)) -> None:
+        def _tx() -> None:
+            now = utcnow()
+            with transaction(self.engine) as conn:
+                conn.execute(update(outbox).where(outbox.c.id == job.id).values(
+                    attempts=job.attempts + (1 if count else 0), last_error=error,
+                    due_at=now + delay, claimed_until=None))
+        await asyncio.to_thread(_tx)
+
+    def _not_allocated(self, job: Job, state: str) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            if state in ("held", "failed"):
+                # Parked until a person releases or replays it; those reset due_at.
+                values: dict[str, object] = {"due_at": now + timedelta(days=365),
+                                             "claimed_until": None}
+            else:
+                values = {"state": "cancelled" if state != "shipped" else "done",
+                          "done_at": now, "claimed_until": None}
+            conn.execute(update(outbox).where(outbox.c.id == job.id).values(**values))
+
+    async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
+                             connector: Connector, exc: NotShippable,
+                             bound: structlog.typing.FilteringBoundLogger) -> None:
+        """The platform refused: learn why from the order itself, then act on it."""
+        try:
+            snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
+                                              self.policy.call_timeout)
+        except Exception as fetch_exc:  # noqa: BLE001 - any failure here means: try again later
+            await self._retry(job, f"{exc.message}; re-reading the order failed: "
+                              f"{type(fetch_exc).__name__}", None, bound)
+            return
+        result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
+                                         actor=self.actor)
+        if result.state in ("cancelled", "refunded", "held"):
+            bound.info("write_back_cancelled", state=result.state)
+            await asyncio.to_thread(self._not_allocated, job, str(result.state))
+            return
+        if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
+            await asyncio.to_thread(self._shipped, job, "already_shipped")
+            bound.info("order_shipped", outcome="already_shipped")
+            return
+        await asyncio.to_thread(self._fail, job, exc.message)
+        bound.error("write_back_failed", error=exc.message)
+
+    def _shop_paused(self, shop: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(shop_state.c.paused).where(shop_state.c.shop == shop)).first()
+        return bool(row and row.paused)
+
+    def _pause_shop(self, shop: str, reason: str) -> None:
+        pause_shop(self.engine, shop, reason)
+
+
+def pause_shop(engine: Engine, shop: str, reason: str) -> None:
+    """Pause a shop (credentials or permission problem) until a person resumes it."""
+    now = utcnow()
+    with transaction(engine) as conn:
+        ensure_shop_state(conn, shop, now)
+        conn.execute(update(shop_state).where(shop_state.c.shop == shop)
+                     .values(paused=True, paused_reason=reason, updated_at=now))
+        audit.append(conn, actor="robot", action="shop_pause", subject=f"shop:{shop}",
+                     details={"reason": reason})
+
+
+def resume_shop(engine: Engine, shop: str, *, actor: str) -> None:
+    now = utcnow()
+    with transaction(engine) as conn:
+        ensure_shop_state(conn, shop, now)
+        conn.execute(update(shop_state).where(shop_state.c.shop == shop)
+                     .values(paused=False, paused_reason=None, updated_at=now))
+        conn.execute(update(outbox).where(
+            outbox.c.state == "pending",
+            outbox.c.order_id.in_(select(orders.c.id).where(orders.c.shop == shop)))
+            .values(due_at=now))
+        audit.append(conn, actor=actor, action="shop_resume", subject=f"shop:{shop}", details={})
+
+
+def ensure_shop_state(conn: Connection, shop: str, now: datetime) -> None:
+    exists = conn.execute(select(shop_state.c.shop).where(shop_state.c.shop == shop)).first()
+    if exists is None:
+        conn.execute(insert(shop_state).values(shop=shop, paused=False, updated_at=now))
