@@ -87,7 +87,8 @@ class Order:
 
     @property
     def refund_in_progress(self) -> bool:
-        return any(line.refund in (RefundState.REQUESTED, RefundState.REFUNDED) for line in self.lines)
+        return any(line.refund in (RefundState.REQUESTED, RefundState.REFUNDED)
+                   for line in self.lines)
 
     @property
     def fully_refunded(self) -> bool:

@@ -40,15 +40,16 @@ def normalize_url(url: str) -> str:
     except ArgumentError as exc:
         raise ConfigError(f"database: not a database URL: {safe_url(url)!r}") from exc
     backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise ConfigError(
+            f"database: unsupported backend {backend!r}; use sqlite, postgresql, mysql or mariadb"
+        )
+    # The driver part as written (asking SQLAlchemy would import the default driver).
+    driver = parsed.drivername.partition("+")[2]
     if backend == "postgresql" and driver in ("psycopg2", "psycopg", ""):
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend in ("mysql", "mariadb"):
         parsed = parsed.set(drivername=f"{backend}+pymysql")
-    elif backend != "sqlite" and backend != "postgresql":
-        raise ConfigError(
-            f"database: unsupported backend {backend!r}; use sqlite, postgresql, mysql or mariadb"
-        )
     return parsed.render_as_string(hide_password=False)
 
 
@@ -73,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
-        engine = create_engine(
+        return create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -85,7 +86,6 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
                 "connect_timeout": 10,
             },
         )
-        return engine
     engine = create_engine(
         url,
         pool_size=pool_size,

@@ -16,10 +16,12 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from connectors.base import OrderLine, RefundState
 from robot import audit, pipeline
 from robot.clock import utcnow
 from robot.db import transaction
 from robot.errors import UserError
+from robot.matcher import MappingLike, resolve_line
 from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, shop_state, stock
 from robot.vault import Vault, mask
 
@@ -48,7 +50,8 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
         for oid in order_ids:
             row = _order_row(conn, oid)
             if row.state != "failed":
-                raise UserError(f"order {oid} is {row.state}, not failed; only failed orders replay")
+                raise UserError(f"order {oid} is {row.state}, not failed; "
+                                "only failed orders replay")
             pipeline._transition(conn, oid, "failed", "allocated", None, now)
             conn.execute(update(outbox).where(outbox.c.order_id == oid, outbox.c.kind == "ship")
                          .values(state="pending", attempts=0, due_at=now, claimed_until=None,
@@ -59,7 +62,7 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
 
 
 def release(engine: Engine, order_id: int, *, actor: str,
-            items: Sequence[pipeline.MappingLike] | None = None) -> str:
+            items: Sequence[MappingLike] | None = None) -> str:
     """Let a held order go on: to ``allocated`` if it kept its codes, else to allocation.
 
     ``items`` (the shop's current mappings) re-resolves lines that were unmapped, so a
@@ -90,10 +93,7 @@ def release(engine: Engine, order_id: int, *, actor: str,
     return target
 
 
-def _remap(conn: Any, order_id: int, items: Sequence[pipeline.MappingLike]) -> None:
-    from connectors.base import OrderLine, RefundState
-    from robot.matcher import resolve_line
-
+def _remap(conn: Any, order_id: int, items: Sequence[MappingLike]) -> None:
     for ln in conn.execute(select(order_lines).where(order_lines.c.order_id == order_id)).all():
         if ln.mapping != "[]" or ln.refund not in ("none", "refused"):
             continue
@@ -106,7 +106,8 @@ def _remap(conn: Any, order_id: int, items: Sequence[pipeline.MappingLike]) -> N
                          .values(mapping=json.dumps([[n.pool, n.per_unit] for n in needs])))
 
 
-def reject(engine: Engine, order_id: int, *, actor: str, reason: str = "rejected by a person") -> dict[str, int]:
+def reject(engine: Engine, order_id: int, *, actor: str,
+           reason: str = "rejected by a person") -> dict[str, int]:
     """Do not ship: the platform's own refund flow takes over. Unseen codes return to stock."""
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)

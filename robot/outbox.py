@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-import structlog
 import tenacity
 from sqlalchemy import Connection, Engine, insert, or_, select, update
+from structlog.stdlib import BoundLogger
 
 from connectors.base import (
     Connector,
@@ -38,10 +38,11 @@ from robot import audit, pipeline
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import Fatal, NotShippable, Retriable, Skippable
+from robot.log import get_logger
 from robot.schema import codes, deliveries, order_lines, orders, outbox, shop_state
 from robot.vault import Vault, mask
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ShopTemplates(pipeline.ShopRules, Protocol):
@@ -224,7 +225,8 @@ class Dispatcher:
                 bound.info("order_shipped", outcome=outcome.value)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
-                await asyncio.wait_for(connector.write_memo(ctx.order, memo), self.policy.call_timeout)
+                await asyncio.wait_for(connector.write_memo(ctx.order, memo),
+                                       self.policy.call_timeout)
                 await asyncio.to_thread(self._done, job)
                 bound.info("memo_written")
         except TimeoutError:
@@ -287,7 +289,7 @@ class Dispatcher:
                              subject=f"order:{job.order_id}", details={"error": error})
 
     async def _retry(self, job: Job, error: str, retry_after: float | None,
-                     bound: structlog.typing.FilteringBoundLogger) -> None:
+                     bound: BoundLogger) -> None:
         attempts = job.attempts + 1
         if attempts >= self.policy.max_attempts:
             await asyncio.to_thread(self._fail, job, f"{error} (after {attempts} attempts)")
@@ -322,7 +324,7 @@ class Dispatcher:
 
     async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
                              connector: Connector, exc: NotShippable,
-                             bound: structlog.typing.FilteringBoundLogger) -> None:
+                             bound: BoundLogger) -> None:
         """The platform refused: learn why from the order itself, then act on it."""
         try:
             snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),

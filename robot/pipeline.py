@@ -21,20 +21,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-import structlog
-from sqlalchemy import Connection, Engine, Row, and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from robot import audit
 from robot.clock import NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
+from robot.log import get_logger
 from robot.matcher import MappingLike, Need, claim, resolve_line
 from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, stock
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 UNSHIPPED = ("received", "held", "waiting_stock", "allocated", "failed")
 TERMINAL = ("shipped", "cancelled", "rejected", "ignored", "refunded")
@@ -65,8 +65,8 @@ def _is_server(conn: Connection) -> bool:
     return dialect_of(conn) != "sqlite"
 
 
-def _lock_order(conn: Connection, where: object) -> Row[tuple[object, ...]] | None:
-    stmt = select(orders).where(where)  # type: ignore[arg-type]
+def _lock_order(conn: Connection, where: ColumnElement[bool]) -> Row[Any] | None:
+    stmt = select(orders).where(where)
     if _is_server(conn):
         stmt = stmt.with_for_update()
     return conn.execute(stmt).first()
@@ -117,7 +117,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     elif not mapped_live:
         state, reason = "ignored", "no line maps to a pool"
 
-    order_id = conn.execute(
+    inserted = conn.execute(
         insert(orders).values(
             shop=shop.name, platform=shop.platform, platform_order_id=snap.platform_order_id,
             state=state, platform_status=snap.status.value, reason=reason,
@@ -126,7 +126,9 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
             paid_at=to_naive_utc(snap.paid_at) if snap.paid_at else None,
             received_at=now, updated_at=now, due_at=now,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    assert inserted is not None
+    order_id = int(inserted[0])
     conn.execute(
         insert(order_lines),
         [
@@ -149,16 +151,17 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
 
 
 def _describe(line: OrderLine) -> str:
-    parts = [f"{k}={getattr(line, k)}" for k in ("item_id", "sku_id", "outer_id") if getattr(line, k)]
+    parts = [f"{k}={getattr(line, k)}" for k in ("item_id", "sku_id", "outer_id")
+             if getattr(line, k)]
     return f"line {line.line_id} ({' '.join(parts) or 'no ids'})"
 
 
-def _apply_snapshot(conn: Connection, row: Row[tuple[object, ...]], snap: Order, actor: str,
+def _apply_snapshot(conn: Connection, row: Row[Any], snap: Order, actor: str,
                     now: datetime) -> IntakeResult:
-    order_id = int(row.id)  # type: ignore[attr-defined]
-    state = str(row.state)  # type: ignore[attr-defined]
+    order_id = int(row.id)
+    state = str(row.state)
     changed_lines = _update_line_refunds(conn, order_id, snap)
-    status_changed = snap.status.value != row.platform_status  # type: ignore[attr-defined]
+    status_changed = snap.status.value != row.platform_status
     if status_changed:
         conn.execute(update(orders).where(orders.c.id == order_id)
                      .values(platform_status=snap.status.value, updated_at=now))
@@ -309,9 +312,9 @@ def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
     now = now or utcnow()
     with transaction(engine) as conn:
         row = _lock_order(conn, orders.c.id == order_id)
-        if row is None or row.state not in ("received", "waiting_stock"):  # type: ignore[attr-defined]
+        if row is None or row.state not in ("received", "waiting_stock"):
             return None
-        return _allocate_locked(conn, order_id, str(row.state), now, actor)  # type: ignore[attr-defined]
+        return _allocate_locked(conn, order_id, str(row.state), now, actor)
 
 
 def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,

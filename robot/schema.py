@@ -48,6 +48,9 @@ metadata = MetaData(
 # Microsecond precision on MySQL/MariaDB too (the audit chain hashes timestamps exactly).
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
+# 32-byte HMAC fingerprints: VARBINARY on MySQL/MariaDB so the unique index is a real B-tree.
+Fingerprint = LargeBinary(32).with_variant(mysql.VARBINARY(32), "mysql", "mariadb")
+
 # BigInteger primary keys that still autoincrement on SQLite (which only does so for INTEGER).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -98,7 +101,7 @@ codes = Table(
     Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
     Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False, index=True),
     Column("source_line", Integer, nullable=False),
-    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("fingerprint", Fingerprint, nullable=False),
     Column("key_id", String(32), nullable=False, index=True),
     Column("ciphertext", LargeBinary, nullable=False),  # 12-byte nonce || AES-GCM ciphertext+tag
     Column("cost_cents", Integer, nullable=True),

@@ -36,7 +36,7 @@ def test_eight_workers_never_hand_out_a_code_twice(engine: Engine, vault: Vault)
             barrier.wait()
             while pipeline.allocate_next(engine, actor=f"worker-{n}") is not None:
                 done[n] += 1
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]

@@ -45,6 +45,8 @@ from connectors.base import (
 from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
 
 FAULT_KINDS = ("poll", "fetch", "ship", "memo")
+# The in-memory platform is for tests and trials; its push secret is public on purpose.
+TEST_PUSH_SECRET = "memory-push-secret"  # noqa: S105
 
 
 def order_to_json(order: Order) -> dict[str, Any]:
@@ -68,7 +70,8 @@ def order_from_json(data: Mapping[str, Any]) -> Order:
         total_cents=int(data.get("total_cents", 0)),
         currency=str(data.get("currency", "CNY")),
         paid_at=datetime.fromisoformat(data["paid_at"]) if data.get("paid_at") else None,
-        modified_at=datetime.fromisoformat(data["modified_at"]) if data.get("modified_at") else None,
+        modified_at=(datetime.fromisoformat(data["modified_at"])
+                     if data.get("modified_at") else None),
         buyer_id=data.get("buyer_id"),
         buyer_ip=data.get("buyer_ip"),
         buyer_contact=data.get("buyer_contact"),
@@ -127,7 +130,8 @@ class MemoryPlatform:
             st["orders"][order.platform_order_id] = order_to_json(order)
             st["changes"][order.platform_order_id] = st["seq"]
 
-    def set_status(self, order_id: str, status: PlatformStatus, refund: RefundState | None = None) -> None:
+    def set_status(self, order_id: str, status: PlatformStatus,
+                   refund: RefundState | None = None) -> None:
         with self._locked() as st:
             data = st["orders"][order_id]
             data["status"] = status.value
@@ -137,7 +141,8 @@ class MemoryPlatform:
             st["seq"] += 1
             st["changes"][order_id] = st["seq"]
 
-    def inject(self, kind: str, error: str, times: int = 1, retry_after: float | None = None) -> None:
+    def inject(self, kind: str, error: str, times: int = 1,
+               retry_after: float | None = None) -> None:
         """Make the next ``times`` calls of ``kind`` fail with ``error`` (unavailable |
         throttled | auth)."""
         if kind not in FAULT_KINDS:
@@ -218,7 +223,7 @@ class MemoryConfig(BaseModel):
 
     name: str = "default"  # which in-process platform (MemoryPlatform.named)
     state_file: str | None = None  # share the platform across processes through this file
-    push_secret: SecretStr = SecretStr("memory-push-secret")
+    push_secret: SecretStr = SecretStr(TEST_PUSH_SECRET)
 
 
 def sign_push(secret: str, body: bytes) -> str:
@@ -231,7 +236,7 @@ class MemoryConnector:
     platform: ClassVar[str] = "memory"
     receives_push: ClassVar[bool] = True
 
-    def __init__(self, platform: MemoryPlatform, push_secret: str = "memory-push-secret") -> None:
+    def __init__(self, platform: MemoryPlatform, push_secret: str = TEST_PUSH_SECRET) -> None:
         self.backend = platform
         self._push_secret = push_secret
 
@@ -249,7 +254,8 @@ class MemoryConnector:
         changed, head = self.backend.changed_after(seq, "poll")
         hit = tuple(
             o for o in changed
-            if o.status is PlatformStatus.CLOSED or any(line.refund is not RefundState.NONE for line in o.lines)
+            if o.status is PlatformStatus.CLOSED
+            or any(line.refund is not RefundState.NONE for line in o.lines)
         )
         return PollResult(orders=hit, cursor={"seq": head})
 
@@ -287,7 +293,7 @@ class MemoryConnectorFactory:
     config_model: ClassVar[type[BaseModel]] = MemoryConfig
 
     def create(self, config: BaseModel, context: ShopContext) -> Connector:
-        assert isinstance(config, MemoryConfig)  # noqa: S101 - the core validated it with config_model
+        assert isinstance(config, MemoryConfig)
         if config.state_file:
             backend = MemoryPlatform(Path(config.state_file))
         else:

@@ -1,0 +1,1 @@
+"""Platform connectors: one sub-package per platform, registered as entry points."""

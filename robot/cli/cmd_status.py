@@ -1,0 +1,52 @@
+"""``robot status``: is everything flowing, and what needs a person?"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from robot import orders
+from robot.cli.common import App, emit_json, json_option, print_table
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@click.command("status")
+@json_option
+@click.pass_obj
+def status_cmd(app: App, as_json: bool) -> None:
+    """Shops (last poll, lag, orders by state), pools (stock, days of cover), what needs you."""
+    names = [s.name for s in app.config.shops]
+    st = orders.status(app.engine, names)
+    if as_json:
+        emit_json(dataclasses.asdict(st))
+        return
+    print_table(app, "shops", ["shop", "last poll ok", "lag", "paused", "received", "allocated",
+                               "shipped", "waiting", "held", "failed", "cancelled"],
+                [[s.shop, s.last_poll_ok_at or "never", _age(s.lag_seconds),
+                  s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
+                      "received", "allocated", "shipped", "waiting_stock", "held", "failed",
+                      "cancelled"))] for s in st.shops])
+    print_table(app, "pools", ["pool", "available", "sold 7d", "days of cover", "low-stock at"],
+                [[p.pool, p.available, p.sold_7d,
+                  "-" if p.days_of_cover is None else p.days_of_cover,
+                  p.low_stock if p.low_stock is not None else ""] for p in st.pools])
+    needs = {k: v for k, v in st.attention.items() if v}
+    if needs:
+        app.console.print("[bold red]needs attention:[/bold red] "
+                          + ", ".join(f"{k} {v}" for k, v in needs.items())
+                          + "  (robot orders list --state …)")
+    else:
+        app.console.print("[green]nothing needs attention[/green]")
+
+
+COMMANDS: list[click.Command] = [status_cmd]

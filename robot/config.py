@@ -1,0 +1,979 @@
+"""The robot's configuration: one robot file, one file per shop, typed and loud.
+
+:func:`load_config` reads the robot file and every shop file it names, validates them with
+pydantic (each shop's ``platform_config`` with its connector's own model) and reports EVERY
+problem in one :class:`robot.errors.ConfigError`, one line each, naming file, shop and field::
+
+    shops/tb.yaml: shop 'tb-main': items[1].pool: Field required
+    robot.yaml: defaults.poll_intervall: unknown key (did you mean 'poll_interval'?)
+
+:data:`Secret` is the type for anything confidential (connectors use it too): a literal, a
+whole-value ``${ENV_VAR}`` or ``file:/path``; it prints as ``********``.
+
+This module must never put a secret's value into a message, a repr or :func:`effective_dict`,
+and never print a pydantic ``ValidationError`` as is (its text quotes input values).
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+import re
+import string
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from connectors.base import ConnectorFactory
+from robot.db import normalize_url, safe_url
+from robot.errors import ConfigError, UserError
+from robot.registry import discover
+
+MASK = "********"
+SHOP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ENV_REF_RE = re.compile(r"\$\{([^}]*)\}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FILE_PREFIX = "file:"
+#: Placeholders a memo template may use (the pipeline fills them in).
+MEMO_PLACEHOLDERS = frozenset({"masked_codes", "pickup_url", "order_id"})
+#: Placeholders an item description may use.
+ITEM_DESC_PLACEHOLDERS = frozenset({"title", "quantity", "order_id"})
+DEFAULT_MEMO_TEMPLATE = "[robot] {masked_codes} {pickup_url}"
+DEFAULT_ITEM_DESC = "{title} x{quantity}"
+
+_BASE_DIR = "base_dir"  # key in the pydantic validation context
+
+
+# --------------------------------------------------------------------------- reusable types
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    ctx = info.context
+    if isinstance(ctx, Mapping):
+        base = ctx.get(_BASE_DIR)
+        if isinstance(base, Path):
+            return base
+    return None
+
+
+def _env(name: str) -> str:
+    if not ENV_NAME_RE.fullmatch(name):
+        raise PydanticCustomError(
+            "env_name",
+            "'${{{name}}}' is not a valid environment variable reference",
+            {"name": name},
+        )
+    value = os.environ.get(name)
+    if value is None:
+        raise PydanticCustomError(
+            "env_missing", "environment variable {name} is not set", {"name": name}
+        )
+    if value == "":
+        raise PydanticCustomError(
+            "env_empty", "environment variable {name} is empty", {"name": name}
+        )
+    return value
+
+
+def _read_secret_file(raw: str, base: Path | None) -> str:
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            raise PydanticCustomError(
+                "secret_file_relative",
+                "file:{path}: a relative path needs a config file to resolve against; "
+                "use an absolute path",
+                {"path": raw},
+            )
+        path = base / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PydanticCustomError(
+            "secret_file_encoding", "file {path} is not UTF-8 text", {"path": str(path)}
+        ) from exc
+    except OSError as exc:
+        raise PydanticCustomError(
+            "secret_file_unreadable",
+            "cannot read file {path}: {reason}",
+            {"path": str(path), "reason": exc.strerror or type(exc).__name__},
+        ) from exc
+    value = text.rstrip("\r\n")
+    if not value:
+        raise PydanticCustomError("secret_file_empty", "file {path} is empty", {"path": str(path)})
+    return value
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Turn ``${ENV}`` / ``file:path`` / a literal into the secret's value."""
+    if isinstance(value, SecretStr):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PydanticCustomError(
+            "secret_type", "expected a string (a literal, ${ENV_VAR} or file:/path)"
+        )
+    value = str(value)
+    ref = ENV_REF_RE.fullmatch(value)
+    if ref:
+        return _env(ref.group(1))
+    if value.startswith(FILE_PREFIX):
+        return _read_secret_file(value[len(FILE_PREFIX) :], _base_dir(info))
+    return value
+
+
+#: A confidential string: a literal, ``${ENV_VAR}`` (whole value) or ``file:/path`` (contents,
+#: trailing newline stripped; relative to the config file that holds it). Prints as stars.
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_HELP = "expected seconds or a duration like '30s', '5m', '1h'"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string such as ``"30"``, ``"30s"``, ``"5m"``, ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("duration", _DURATION_HELP)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    raise PydanticCustomError("duration", _DURATION_HELP)
+
+
+#: Seconds (> 0); YAML may say ``60``, ``"30s"``, ``"5m"``, ``"1h"``.
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _check_name(value: Any) -> Any:
+    if isinstance(value, str) and not SHOP_NAME_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "shop_name",
+            "must be 1-64 characters: lowercase letters, digits, '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+ShopName = Annotated[str, BeforeValidator(_check_name)]
+
+
+def _template_checker(allowed: frozenset[str]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "template_syntax",
+                "bad template: {reason} (write {{{{ and }}}} for literal braces)",
+                {"reason": str(exc)},
+            ) from exc
+        unknown = sorted({f for f in fields if f not in allowed})
+        if unknown:
+            raise PydanticCustomError(
+                "template_placeholder",
+                "unknown placeholder {unknown}; use {allowed}",
+                {
+                    "unknown": ", ".join("{" + u + "}" for u in unknown),
+                    "allowed": ", ".join("{" + a + "}" for a in sorted(allowed)),
+                },
+            )
+        return value
+
+    return check
+
+
+MemoTemplate = Annotated[str, BeforeValidator(_template_checker(MEMO_PLACEHOLDERS))]
+ItemDescTemplate = Annotated[str, BeforeValidator(_template_checker(ITEM_DESC_PLACEHOLDERS))]
+Unmapped = Literal["hold", "ignore"]
+
+
+class PlatformConfig(BaseModel):
+    """A convenient base for connectors' ``config_model``: unknown keys are errors, numbers
+    given for string fields (``app_key: 12345678``) are accepted as strings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- robot file
+
+
+class HttpConfig(_Strict):
+    """Where the robot listens (webhooks, pickup page, health, metrics)."""
+
+    listen: str = "127.0.0.1:8080"
+    #: Base of the links buyers get (pickup page); no trailing slash.
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise PydanticCustomError("listen", "expected host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise PydanticCustomError(
+                "public_url", "expected an http(s) URL without query, e.g. https://robot.example.com"
+            )
+        return value.rstrip("/")
+
+
+class AlertsConfig(_Strict):
+    """Where alerts go: apprise URLs (they often carry tokens, hence secrets)."""
+
+    targets: list[Secret] = Field(default_factory=list)
+
+
+class Defaults(_Strict):
+    """Per-shop settings a shop file may override; durations in seconds."""
+
+    poll_interval: Duration = 60.0
+    max_attempts: int = Field(default=10, ge=1)  # write-back attempts before `failed`
+    backoff_initial: Duration = 5.0
+    backoff_max: Duration = 3600.0
+    unmapped: Unmapped = "hold"
+    memo_template: MemoTemplate = DEFAULT_MEMO_TEMPLATE
+    item_desc: ItemDescTemplate = DEFAULT_ITEM_DESC
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Defaults:
+        if self.backoff_max < self.backoff_initial:
+            raise PydanticCustomError(
+                "backoff_order", "backoff_max must not be less than backoff_initial"
+            )
+        return self
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise PydanticCustomError("shops_type", "expected a glob or a list of files/globs")
+
+
+class RobotFile(_Strict):
+    """The robot file exactly as written (before paths and defaults are resolved)."""
+
+    database: str = "sqlite:///robot.db"
+    key_file: str = "robot.key"
+    shops: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["shops/*.yaml"]
+    )
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+# --------------------------------------------------------------------------- shop file
+
+
+class PoolShare(_Strict):
+    """Codes from one pool per unit sold."""
+
+    pool: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(default=1, ge=1)
+
+
+_ID_KEYS = ("item_id", "sku_id", "outer_id")
+
+
+def _id_to_str(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+PlatformId = Annotated[str | None, BeforeValidator(_id_to_str)]
+
+
+class SkuMapping(_Strict):
+    """Which platform item/SKU takes codes from which pools.
+
+    Exactly one of ``item_id`` / ``sku_id`` / ``outer_id``. ``pool:`` + ``quantity:`` is
+    shorthand for a one-pool ``pools:`` list.
+    """
+
+    item_id: PlatformId = None
+    sku_id: PlatformId = None
+    outer_id: PlatformId = None
+    pools: list[PoolShare] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not ("pool" in data or "quantity" in data):
+            return data
+        if "pools" in data:
+            raise PydanticCustomError(
+                "pool_and_pools",
+                "give either 'pool' (+ 'quantity') or 'pools' (a bundle), not both",
+            )
+        rest = {k: v for k, v in data.items() if k not in ("pool", "quantity")}
+        share = {k: data[k] for k in ("pool", "quantity") if k in data}
+        return {**rest, "pools": [share]}
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SkuMapping:
+        if sum(v is not None for v in (self.item_id, self.sku_id, self.outer_id)) != 1:
+            raise PydanticCustomError(
+                "sku_key", "give exactly one of item_id, sku_id, outer_id"
+            )
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(kind, id)``, e.g. ``("sku_id", "4567")``."""
+        for kind in _ID_KEYS:
+            value = getattr(self, kind)
+            if value is not None:
+                return kind, value
+        raise AssertionError("a validated SkuMapping has exactly one id")  # pragma: no cover
+
+
+class ShopFile(_Strict):
+    """A shop file exactly as written; ``platform_config`` is checked by the connector."""
+
+    name: ShopName
+    platform: str = Field(min_length=1)
+    enabled: bool = True
+    poll_interval: Duration | None = None
+    unmapped: Unmapped | None = None
+    memo_template: MemoTemplate | None = None
+    item_desc: ItemDescTemplate | None = None
+    items: list[SkuMapping] = Field(default_factory=list)
+    platform_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class _NoPlatformConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShopConfig(_Strict):
+    """One shop with its effective settings (defaults applied) and validated connector config."""
+
+    name: ShopName
+    platform: str
+    enabled: bool = True
+    file: Path
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    unmapped: Unmapped = "hold"
+    memo_template: MemoTemplate = DEFAULT_MEMO_TEMPLATE
+    item_desc: ItemDescTemplate = DEFAULT_ITEM_DESC
+    items: list[SkuMapping] = Field(default_factory=list)
+    platform_config: SerializeAsAny[BaseModel] = Field(default_factory=_NoPlatformConfig)
+
+
+class RobotConfig(_Strict):
+    """The whole configuration, resolved: absolute paths, effective shop settings."""
+
+    path: Path  # the robot file
+    database: str  # resolved URL (may hold a password: never print it, see safe_url)
+    key_file: Path
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    log: LogConfig = Field(default_factory=LogConfig)
+    shops: list[ShopConfig] = Field(default_factory=list)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (safe_url(value) if name == "database" else value)
+
+    def shop(self, name: str) -> ShopConfig:
+        """The shop called ``name``; :class:`UserError` with a suggestion if there is none."""
+        for shop in self.shops:
+            if shop.name == name:
+                return shop
+        names = [s.name for s in self.shops]
+        hint = _did_you_mean(name, names)
+        known = f"; configured shops: {', '.join(names)}" if names else "; no shops are configured"
+        raise UserError(f"no shop named {name!r}{hint}{known}")
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional wrappers from a type."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(model: type[BaseModel], path: Iterable[int | str]) -> type[BaseModel] | None:
+    """The model class found by following ``path`` (field names, list indexes) from ``model``."""
+    current: Any = model
+    for part in path:
+        current = _unwrap(current)
+        origin = get_origin(current)
+        if origin in (list, tuple, set, frozenset) and isinstance(part, int):
+            current = get_args(current)[0] if get_args(current) else Any
+        elif origin in (dict, Mapping) and get_args(current):
+            current = get_args(current)[1]
+        elif isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
+            names = {(f.alias or n): f for n, f in current.model_fields.items()}
+            found = names.get(part) or current.model_fields.get(part)
+            if found is None:
+                return None
+            current = found.annotation
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _walk_raw(raw: Any, path: Iterable[int | str]) -> Any:
+    for part in path:
+        in_list = isinstance(raw, list) and isinstance(part, int) and 0 <= part < len(raw)
+        if not (in_list or (isinstance(raw, Mapping) and part in raw)):
+            return None
+        raw = raw[part]
+    return raw
+
+
+def _explain(
+    exc: ValidationError, model: type[BaseModel], raw: Any, prefix: tuple[int | str, ...] = ()
+) -> list[str]:
+    """``loc: message`` lines for a validation error; never quotes an input value."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            known = _known_keys(owner) if owner is not None else []
+            hint = _did_you_mean(str(loc[-1]), known)
+            listing = f"; expected one of: {', '.join(known)}" if known else ""
+            msg = "unknown key" + (hint or listing)
+        elif err["type"] in ("value_error", "assertion_error"):
+            # A connector's plain `raise ValueError(...)`: drop pydantic's "Value error, ".
+            msg = msg.split(", ", 1)[-1]
+        loc = _shorthand_loc(loc, raw, err["type"])
+        where = _format_loc(prefix + loc)
+        lines.append(f"{where}: {msg}" if where else msg)
+    return lines
+
+
+def _shorthand_loc(loc: tuple[int | str, ...], raw: Any, kind: str) -> tuple[int | str, ...]:
+    """Point errors in a ``pool:`` shorthand mapping at the keys the user actually wrote."""
+    for i, part in enumerate(loc):
+        if part != "pools" or i == 0:
+            continue
+        entry = _walk_raw(raw, loc[:i])
+        if not isinstance(entry, Mapping) or "pools" in entry:
+            continue
+        rest = loc[i + 1 :]
+        if len(rest) >= 2 and rest[0] == 0:
+            return loc[:i] + rest[1:]
+        if not rest and kind == "missing":
+            return (*loc[:i], "pool")
+    return loc
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _DuplicateKeyError(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[tuple[str, str]] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                raise _DuplicateKeyError(
+                    problem=f"duplicate key {key_node.value!r}", problem_mark=key_node.start_mark
+                )
+            seen.add(ident)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class _Problems:
+    """Collects problem lines; ``where`` prefixes them with a file and shop."""
+
+    base: Path
+    lines: list[str] = field(default_factory=list)
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.base).as_posix()
+        except ValueError:
+            return str(path)
+
+    def add(self, where: str, message: str) -> None:
+        self.lines.append(f"{where}: {message}")
+
+
+def _read_yaml(path: Path, shown: str, problems: _Problems, *, what: str) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.add(shown, "file not found")
+        return None
+    except UnicodeDecodeError:
+        problems.add(shown, "not UTF-8 text")
+        return None
+    except OSError as exc:
+        problems.add(shown, f"cannot read: {exc.strerror or type(exc).__name__}")
+        return None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # Only the problem and the position: the YAML snippet could quote a secret.
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        kind = "" if isinstance(exc, _DuplicateKeyError) else "YAML syntax error: "
+        problems.add(shown, f"{where}{kind}{exc.problem or 'invalid YAML'}")
+        return None
+    except yaml.YAMLError as exc:
+        problems.add(shown, f"YAML error: {type(exc).__name__}")
+        return None
+    if data is None:
+        problems.add(shown, f"file is empty (a {what} needs at least {_REQUIRED[what]})")
+        return None
+    if not isinstance(data, dict):
+        problems.add(shown, f"expected a mapping of keys at the top level, got {_yaml_kind(data)}")
+        return None
+    return data
+
+
+_REQUIRED = {"robot file": "database and shops", "shop file": "name and platform"}
+
+
+def _yaml_kind(data: Any) -> str:
+    if isinstance(data, list):
+        return "a list"
+    if isinstance(data, str):
+        return "a string"
+    return f"a {type(data).__name__}"
+
+
+# --------------------------------------------------------------------------- loader
+
+
+def _substitute_env(value: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        return _env(match.group(1))
+
+    return ENV_REF_RE.sub(repl, value)
+
+
+_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def _resolve_database(raw: str, base: Path) -> str:
+    """Expand ``${ENV}`` and make a relative SQLite path absolute; raise ConfigError."""
+    try:
+        url = _substitute_env(raw)
+    except PydanticCustomError as exc:
+        raise ConfigError(f"database: {exc.message()}") from None
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"database: not a database URL: {safe_url(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise ConfigError(
+            f"database: unsupported backend {backend!r}{_did_you_mean(backend, _BACKENDS)}; "
+            f"use one of: {', '.join(_BACKENDS)}"
+        )
+    try:
+        normalize_url(url)  # picks our drivers; raises ConfigError naming the field
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"database: unknown driver in {safe_url(url)!r}; "
+            "leave the driver out (e.g. postgresql://...) and the robot picks it"
+        ) from None
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database).expanduser()
+        if not path.is_absolute():
+            parsed = parsed.set(database=str(base / path))
+            return parsed.render_as_string(hide_password=False)
+    return url
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _shop_files(spec: list[str], robot_file: Path, problems: _Problems) -> list[Path]:
+    base = robot_file.parent
+    where = problems.rel(robot_file)
+    found: list[Path] = []
+    for i, entry in enumerate(spec):
+        label = f"{where}: shops" + (f"[{i}]" if len(spec) > 1 else "")
+        pattern = Path(entry).expanduser()
+        full = pattern if pattern.is_absolute() else base / pattern
+        if _has_magic(entry):
+            pattern_text = (
+                entry if pattern.is_absolute() else os.path.join(glob.escape(str(base)), entry)
+            )
+            matches = sorted(Path(p) for p in glob.glob(pattern_text, recursive=True))
+            found.extend(p for p in matches if p.is_file() and p != robot_file)
+        elif full.is_dir():
+            problems.lines.append(
+                f"{label}: {entry} is a directory; use a glob such as {entry.rstrip('/')}/*.yaml"
+            )
+        elif not full.exists():
+            problems.lines.append(f"{label}: file {entry} does not exist")
+        else:
+            found.append(full)
+    unique: list[Path] = []
+    for path in found:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def _load_shop(
+    path: Path,
+    defaults: Defaults | None,
+    registry: Mapping[str, ConnectorFactory],
+    load_errors: Mapping[str, str],
+    problems: _Problems,
+) -> tuple[str | None, ShopConfig | None]:
+    """Validate one shop file; returns its name (if readable) and the shop (if valid)."""
+    shown = problems.rel(path)
+    raw = _read_yaml(path, shown, problems, what="shop file")
+    if raw is None:
+        return None, None
+    name = raw.get("name") if isinstance(raw.get("name"), str) else None
+    where = f"{shown}: shop {name!r}" if name else shown
+    before = len(problems.lines)
+    shop_file: ShopFile | None = None
+    try:
+        shop_file = ShopFile.model_validate(raw, context={_BASE_DIR: path.parent})
+    except ValidationError as exc:
+        for line in _explain(exc, ShopFile, raw):
+            problems.add(where, line)
+
+    platform_config: BaseModel | None = None
+    platform = raw.get("platform")
+    if isinstance(platform, str) and platform:
+        factory = registry.get(platform)
+        if factory is None:
+            if platform in load_errors:
+                problems.add(
+                    where,
+                    f"platform: the {platform!r} connector failed to load: {load_errors[platform]}",
+                )
+            else:
+                known = sorted(registry)
+                hint = _did_you_mean(platform, known)
+                listed = ", ".join(known) if known else "none"
+                problems.add(
+                    where, f"platform: unknown platform {platform!r}{hint}; registered: {listed}"
+                )
+        elif isinstance(raw.get("platform_config", {}), dict):
+            platform_config = _validate_platform_config(
+                factory, raw.get("platform_config") or {}, path, where, problems
+            )
+
+    for line in _duplicate_skus(raw.get("items")):
+        problems.add(where, line)
+
+    if len(problems.lines) > before or shop_file is None or platform_config is None:
+        return name, None
+    if defaults is None:  # the robot file is broken; its problems are reported already
+        return name, None
+    shop = ShopConfig(
+        name=shop_file.name,
+        platform=shop_file.platform,
+        enabled=shop_file.enabled,
+        file=path,
+        poll_interval_seconds=shop_file.poll_interval or defaults.poll_interval,
+        unmapped=shop_file.unmapped or defaults.unmapped,
+        memo_template=(
+            shop_file.memo_template if shop_file.memo_template is not None
+            else defaults.memo_template
+        ),
+        item_desc=shop_file.item_desc if shop_file.item_desc is not None else defaults.item_desc,
+        items=shop_file.items,
+        platform_config=platform_config,
+    )
+    return name, shop
+
+
+def _validate_platform_config(
+    factory: ConnectorFactory, raw: dict[str, Any], path: Path, where: str, problems: _Problems
+) -> BaseModel | None:
+    model = factory.config_model
+    prefix: tuple[int | str, ...] = ("platform_config",)
+    result: BaseModel | None = None
+    try:
+        result = model.model_validate(raw, context={_BASE_DIR: path.parent})
+    except ValidationError as exc:
+        for line in _explain(exc, model, raw, prefix):
+            problems.add(where, line)
+    except Exception as exc:  # noqa: BLE001 - a connector's validator bug must not hide other problems
+        problems.add(
+            where,
+            f"platform_config: the {factory.platform!r} connector's config model failed: "
+            f"{type(exc).__name__}",
+        )
+    # A model that ignores unknown keys would hide typos: report them anyway.
+    if model.model_config.get("extra") in (None, "ignore"):
+        known = _known_keys(model)
+        for key in raw:
+            if key not in known and key not in model.model_fields:
+                hint = _did_you_mean(str(key), known)
+                problems.add(where, f"platform_config.{key}: unknown key{hint}")
+                result = None
+    return result
+
+
+def _duplicate_skus(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    first: dict[tuple[str, str], int] = {}
+    lines: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        for kind in _ID_KEYS:
+            value = item.get(kind)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                continue
+            key = (kind, str(value))
+            if key in first:
+                lines.append(
+                    f"items[{i}].{kind}: {kind} {key[1]!r} is already mapped by items[{first[key]}]"
+                )
+            else:
+                first[key] = i
+    return lines
+
+
+def load_config(
+    path: Path | str, *, registry: Mapping[str, ConnectorFactory] | None = None
+) -> RobotConfig:
+    """Load and validate the robot file and its shop files; every problem in one ConfigError.
+
+    ``registry`` maps platform names to connector factories (default: the installed ones).
+    """
+    load_errors: dict[str, str] = {}
+    if registry is None:
+        found = discover()
+        registry = found.factories
+        load_errors = {p.name: p.error for p in found.problems}
+
+    robot_file = Path(path).expanduser().absolute()
+    base = robot_file.parent
+    problems = _Problems(base=base)
+    shown = problems.rel(robot_file)
+    if not robot_file.exists():
+        raise ConfigError(
+            f"{path}: file not found (create it from config.example.yaml, or pass -c FILE)"
+        )
+    raw = _read_yaml(robot_file, shown, problems, what="robot file")
+    if raw is None:
+        raise ConfigError(problems.lines)
+
+    robot: RobotFile | None = None
+    try:
+        robot = RobotFile.model_validate(raw, context={_BASE_DIR: base})
+    except ValidationError as exc:
+        for line in _explain(exc, RobotFile, raw):
+            problems.add(shown, line)
+
+    database: str | None = None
+    raw_db = raw.get("database", RobotFile.model_fields["database"].default)
+    if isinstance(raw_db, str):
+        try:
+            database = _resolve_database(raw_db, base)
+        except ConfigError as exc:
+            for line in exc.problems:
+                problems.add(shown, line)
+
+    spec = robot.shops if robot is not None else _shops_spec_fallback(raw.get("shops"))
+    shops: list[ShopConfig] = []
+    seen: dict[str, Path] = {}
+    for shop_path in _shop_files(spec, robot_file, problems):
+        name, shop = _load_shop(
+            shop_path, robot.defaults if robot else None, registry, load_errors, problems
+        )
+        if name is not None:
+            if name in seen:
+                problems.add(
+                    f"{problems.rel(shop_path)}: shop {name!r}",
+                    f"name: duplicate shop name, also used by {problems.rel(seen[name])}",
+                )
+            else:
+                seen[name] = shop_path
+        if shop is not None:
+            shops.append(shop)
+
+    if problems.lines or robot is None or database is None:
+        raise ConfigError(problems.lines)
+    key_file = Path(robot.key_file).expanduser()
+    return RobotConfig(
+        path=robot_file,
+        database=database,
+        key_file=key_file if key_file.is_absolute() else base / key_file,
+        http=robot.http,
+        alerts=robot.alerts,
+        defaults=robot.defaults,
+        log=robot.log,
+        shops=shops,
+    )
+
+
+def _shops_spec_fallback(value: Any) -> list[str]:
+    """Shop files are still checked when the robot file has other problems."""
+    if value is None:
+        return list(RobotFile.model_fields["shops"].get_default(call_default_factory=True))
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return []
+
+
+# --------------------------------------------------------------------------- checks and display
+
+
+def _pool_loc(index: int, mapping: SkuMapping, share_index: int) -> str:
+    if len(mapping.pools) == 1:
+        return f"items[{index}].pool"
+    return f"items[{index}].pools[{share_index}].pool"
+
+
+def check_pools(config: RobotConfig, existing: set[str]) -> list[str]:
+    """Problems for shop mappings that name pools not in ``existing``."""
+    problems = _Problems(base=config.path.parent)
+    for shop in config.shops:
+        where = f"{problems.rel(shop.file)}: shop {shop.name!r}"
+        for i, mapping in enumerate(shop.items):
+            for j, share in enumerate(mapping.pools):
+                if share.pool in existing:
+                    continue
+                # Pool names share suffixes ("-month"): only suggest a really close one.
+                hint = _did_you_mean(share.pool, sorted(existing), cutoff=0.8)
+                problems.add(
+                    where,
+                    f"{_pool_loc(i, mapping, j)}: pool {share.pool!r} does not exist{hint}; "
+                    f"create it with: robot pools create {share.pool}",
+                )
+    return problems.lines
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able data with every secret replaced by the mask."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return MASK
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return _plain(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def effective_dict(config: RobotConfig) -> dict[str, Any]:
+    """The effective configuration (defaults applied) as plain data, secrets masked."""
+    data: dict[str, Any] = _plain(config)
+    data["database"] = safe_url(config.database).replace(":***@", f":{MASK}@")
+    for shop_data in data["shops"]:
+        shop_data["items"] = [
+            {k: v for k, v in item.items() if v is not None} for item in shop_data["items"]
+        ]
+    return data

@@ -1,0 +1,349 @@
+"""``robot run``: one asyncio process that takes orders in, allocates and writes back.
+
+Inside one event loop:
+
+* an APScheduler 3.x ``AsyncIOScheduler`` is the timer: per-shop polls (orders, refunds) and
+  periodic sweeps (expire codes, wake orders waiting for stock, clean crashed imports). It is
+  never the lock: polling a shop needs the shop's lease row, everything else is claimed row
+  by row in the database, so a second process running the same jobs is harmless;
+* an allocator task and a write-back dispatcher task, woken when work arrives and otherwise
+  checking once a second;
+* (with the HTTP listener) the webhook, health, metrics and pickup endpoints.
+
+Database work runs in worker threads (short transactions); the loop itself only waits on the
+network. SIGTERM stops intake, lets in-flight work finish within ``drain_timeout``, releases
+leases and exits 0. A crash of an internal task stops the process with status 1 (systemd
+restarts it). A database outage is waited out, not turned into a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from structlog.stdlib import BoundLogger
+
+from connectors.base import Connector
+from robot import pipeline, pools, shops
+from robot.clock import utcnow
+from robot.config import RobotConfig, ShopConfig
+from robot.db import check_durability, dialect_of, make_engine
+from robot.errors import Fatal, Retriable, RobotError
+from robot.log import get_logger
+from robot.migrate import upgrade
+from robot.outbox import Dispatcher, RetryPolicy, pause_shop
+from robot.registry import discover
+from robot.schema import shop_state
+from robot.vault import Vault, open_vault
+
+log = get_logger(__name__)
+
+TICK = 1.0  # seconds between checks for due work when nothing woke us
+SWEEP_INTERVAL = 60.0
+DB_RETRY = 5.0
+
+
+@dataclass
+class ShopHealth:
+    """In-memory view of a shop, for logs that fire once per change and for /healthz."""
+
+    broken: str | None = None  # connector failed to build: config or plugin problem
+    last_error: str | None = None
+    last_ok: datetime | None = None
+
+
+@dataclass
+class Health:
+    database_ok: bool = True
+    database_error: str | None = None
+    shops: dict[str, ShopHealth] = field(default_factory=dict)
+
+
+def sqlite_lock(url: str) -> IO[bytes] | None:
+    """Hold an exclusive lock beside a SQLite database: one robot process per file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    lock_path = Path(parsed.database + ".lock")
+    handle = lock_path.open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise Fatal(
+            f"another robot process is already running on {parsed.database}; SQLite allows one. "
+            "Stop it first, or use PostgreSQL/MySQL to run several processes."
+        ) from None
+    return handle
+
+
+class Robot:
+    """The daemon. ``prepare()`` does the blocking start-up; ``run()`` is the loop."""
+
+    def __init__(self, config: RobotConfig, *, owner: str | None = None,
+                 drain_timeout: float = 20.0) -> None:
+        self.config = config
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.drain_timeout = drain_timeout
+        self.health = Health()
+        self.connectors: dict[str, Connector] = {}
+        self.shops: dict[str, ShopConfig] = {}
+        self._engine: Engine | None = None
+        self._vault: Vault | None = None
+        self._lock: IO[bytes] | None = None
+        self._stop = asyncio.Event()
+        self._wake_alloc = asyncio.Event()
+        self._wake_ship = asyncio.Event()
+        self._dispatcher: Dispatcher | None = None
+        self.exit_code = 0
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "prepare() first"
+        return self._engine
+
+    @property
+    def vault(self) -> Vault:
+        assert self._vault is not None, "prepare() first"
+        return self._vault
+
+    # ------------------------------------------------------------------ start-up
+    def prepare(self) -> None:
+        """Open the vault and database, upgrade the schema, build every shop's connector."""
+        self._vault = open_vault(self.config.key_file)
+        self._lock = sqlite_lock(self.config.database)
+        self._engine = make_engine(self.config.database)
+        upgrade(self._engine)
+        check_durability(self._engine)
+        found = discover()
+        for problem in found.problems:
+            log.error("connector_load_failed", connector=problem.name, error=problem.error)
+        for shop in self.config.shops:
+            if not shop.enabled:
+                continue
+            health = self.health.shops.setdefault(shop.name, ShopHealth())
+            factory = found.factories.get(shop.platform)
+            if factory is None:
+                health.broken = f"no connector for platform {shop.platform!r}"
+                log.error("shop_broken", shop=shop.name, error=health.broken)
+                continue
+            try:
+                context = shops.DbShopContext(self.engine, self.vault, shop.name)
+                self.connectors[shop.name] = factory.create(shop.platform_config, context)
+            except Exception as exc:  # noqa: BLE001 - one broken shop never stops the others
+                health.broken = f"{type(exc).__name__}: {exc}"
+                log.error("shop_broken", shop=shop.name, error=health.broken)
+                continue
+            self.shops[shop.name] = shop
+            shops.ensure_row(self.engine, shop.name)
+        d = self.config.defaults
+        self._dispatcher = Dispatcher(
+            self.engine, self.vault, self.connectors, self.shops,
+            RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
+                        backoff_max=d.backoff_max),
+            worker=self.owner,
+        )
+        log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
+                 owner=self.owner)
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self, *, install_signals: bool = True,
+                  extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        for name, shop in self.shops.items():
+            interval = shop.poll_interval_seconds
+            common: dict[str, Any] = {"coalesce": True, "max_instances": 1,
+                                      "misfire_grace_time": max(5, int(interval)),
+                                      "next_run_time": datetime.now(UTC)}
+            scheduler.add_job(self._poll, "interval", seconds=interval, args=[name, "poll"],
+                              id=f"poll:{name}", **common)
+            scheduler.add_job(self._poll, "interval", seconds=max(interval, 30.0),
+                              args=[name, "refund"], id=f"refunds:{name}", **common)
+        scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
+                          coalesce=True, max_instances=1, misfire_grace_time=30,
+                          next_run_time=datetime.now(UTC))
+        scheduler.start()
+        workers = [asyncio.create_task(self._allocator(), name="allocator"),
+                   asyncio.create_task(self._shipper(), name="shipper")]
+        workers += [asyncio.create_task(job(), name=f"extra-{i}")
+                    for i, job in enumerate(extra or [])]
+        for task in workers:
+            task.add_done_callback(self._task_done)
+        await self._stop.wait()
+        log.info("robot_stopping", drain_timeout_s=self.drain_timeout)
+        scheduler.shutdown(wait=False)
+        _, pending = await asyncio.wait(workers, timeout=self.drain_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._close()
+        log.info("robot_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_alloc.set()
+        self._wake_ship.set()
+
+    def wake(self) -> None:
+        """New orders or codes arrived: allocate now rather than at the next tick."""
+        self._wake_alloc.set()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        log.error("internal_task_crashed", task=task.get_name(),
+                  error=f"{type(exc).__name__}: {exc}" if exc else "returned early")
+        self.exit_code = 1
+        self.stop()
+
+    async def _close(self) -> None:
+        for name in self.shops:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(shops.release_lease, self.engine, name, self.owner)
+        for connector in self.connectors.values():
+            with contextlib.suppress(Exception):
+                await connector.aclose()
+        self.engine.dispose()
+        if self._lock is not None:
+            self._lock.close()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run database work in a thread; wait out outages instead of crashing."""
+        while True:
+            try:
+                result = await asyncio.to_thread(fn, *args, **kwargs)
+            except (OperationalError, DBAPIError) as exc:
+                if self.health.database_ok:
+                    log.error("database_unavailable", error=type(exc.orig or exc).__name__)
+                self.health.database_ok = False
+                self.health.database_error = type(exc.orig or exc).__name__
+                if self._stop.is_set():
+                    raise
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), DB_RETRY)
+                continue
+            if not self.health.database_ok:
+                log.info("database_recovered")
+                self.health.database_ok = True
+                self.health.database_error = None
+            return result
+
+    async def _idle(self, event: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), TICK)
+        event.clear()
+
+    async def _allocator(self) -> None:
+        while not self._stop.is_set():
+            allocated = 0
+            while not self._stop.is_set():
+                result = await self._db(pipeline.allocate_next, self.engine, actor=self.owner)
+                if result is None:
+                    break
+                if result.state == "allocated":
+                    allocated += 1
+                    self._wake_ship.set()
+            await self._idle(self._wake_alloc)
+
+    async def _shipper(self) -> None:
+        assert self._dispatcher is not None
+        while not self._stop.is_set():
+            try:
+                ran = await self._dispatcher.run_once()
+            except (OperationalError, DBAPIError):
+                await self._db(lambda: None)  # logs the outage once and waits
+                ran = 0
+            if not ran:
+                await self._idle(self._wake_ship)
+
+    # ------------------------------------------------------------------ scheduled jobs
+    async def _poll(self, shop_name: str, kind: str) -> None:
+        if self._stop.is_set():
+            return
+        shop = self.shops[shop_name]
+        connector = self.connectors[shop_name]
+        health = self.health.shops[shop_name]
+        ttl = timedelta(seconds=max(3 * shop.poll_interval_seconds, 30.0))
+        if not await self._db(shops.take_lease, self.engine, shop_name, self.owner, ttl):
+            return  # another process is this shop's polling leader
+        if await self._db(_paused, self.engine, shop_name):
+            return
+        cursor = await self._db(shops.load_cursor, self.engine, shop_name, kind)
+        fetch = connector.poll if kind == "poll" else connector.poll_refunds
+        bound = log.bind(shop=shop_name, poll=kind)
+        while not self._stop.is_set():
+            try:
+                result = await fetch(cursor, datetime.now(UTC))
+            except Fatal as exc:
+                await self._db(pause_shop, self.engine, shop_name, exc.message)
+                bound.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
+                return
+            except (Retriable, RobotError) as exc:
+                await self._poll_failed(shop_name, kind, exc.message, bound)
+                return
+            except Exception as exc:  # noqa: BLE001 - a connector bug must not stop the robot
+                await self._poll_failed(shop_name, kind, f"unexpected {type(exc).__name__}", bound)
+                bound.exception("poll_crashed")
+                return
+            created = 0
+            for order in result.orders:
+                outcome = await self._db(pipeline.intake, self.engine, shop, order,
+                                         actor=f"poll:{shop_name}")
+                created += outcome.action == "created"
+            await self._db(shops.save_poll, self.engine, shop_name, result.cursor, kind=kind,
+                           owner=self.owner)
+            if health.last_error is not None:
+                bound.info("poll_recovered")
+                health.last_error = None
+            health.last_ok = utcnow()
+            if created:
+                bound.info("orders_received", count=created)
+                self.wake()
+            elif result.orders and kind == "refund":
+                self.wake()
+            if not result.more:
+                return
+            cursor = dict(result.cursor)
+
+    async def _poll_failed(self, shop_name: str, kind: str, error: str,
+                           bound: BoundLogger) -> None:
+        health = self.health.shops[shop_name]
+        if health.last_error != error:
+            bound.warning("poll_failed", error=error)
+        health.last_error = error
+        await self._db(shops.save_poll, self.engine, shop_name, None, kind=kind, ok=False,
+                       error=error)
+
+    async def _sweep(self) -> None:
+        now = utcnow()
+        expired = await self._db(pools.expire_codes, self.engine, now)
+        if expired:
+            log.info("codes_expired", count=expired)
+        await self._db(pools.cleanup_stale_imports, self.engine)
+        await self._db(pipeline.wake_waiting, self.engine, now=now)
+        self.wake()
+
+
+def _paused(engine: Engine, shop: str) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(select(shop_state.c.paused).where(shop_state.c.shop == shop))
+                    .scalar())

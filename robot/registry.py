@@ -1,0 +1,115 @@
+"""Connector discovery: every platform, built-in or third-party, through one entry point group.
+
+Each entry point in ``robot.connectors`` names a :class:`connectors.base.ConnectorFactory`
+class; it is loaded and instantiated with no arguments. A connector that fails to import, or
+that does not look like a factory, becomes a :class:`LoadProblem` (name and error) and does
+not stop the others from loading: one broken plugin must not take every shop down.
+
+This module must never import a connector's module by name (only through its entry point),
+and never let an exception from one connector escape :func:`discover`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, cast
+
+import structlog
+from pydantic import BaseModel
+
+from connectors.base import ENTRY_POINT_GROUP, ConnectorFactory
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProblem:
+    """One connector entry point that could not be loaded."""
+
+    name: str  # the entry point's name
+    target: str  # what it points at, ``module:Class``
+    error: str  # ``ExceptionType: message``
+
+    def __str__(self) -> str:
+        return f"connector {self.name!r} ({self.target}) failed to load: {self.error}"
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The factories that loaded, by platform, and the entry points that did not."""
+
+    factories: Mapping[str, ConnectorFactory]
+    problems: tuple[LoadProblem, ...] = ()
+
+    def problem_for(self, platform: str) -> LoadProblem | None:
+        """The load problem of the entry point named ``platform``, if it failed."""
+        return next((p for p in self.problems if p.name == platform), None)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _check_factory(obj: Any) -> str | None:
+    """Why ``obj`` is not a usable factory, or None if it is."""
+    platform = getattr(obj, "platform", None)
+    if not isinstance(platform, str) or not platform:
+        return "it has no 'platform' name (a non-empty str class attribute)"
+    model = getattr(obj, "config_model", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return "its 'config_model' is not a pydantic model class"
+    if not callable(getattr(obj, "create", None)):
+        return "it has no 'create(config, context)' method"
+    return None
+
+
+def _load_one(ep: EntryPoint) -> ConnectorFactory:
+    loaded = ep.load()
+    factory = loaded() if isinstance(loaded, type) else loaded
+    reason = _check_factory(factory)
+    if reason is not None:
+        raise TypeError(f"{ep.value} is not a connector factory: {reason}")
+    return cast("ConnectorFactory", factory)
+
+
+def discover(eps: Iterable[EntryPoint] | None = None) -> Discovery:
+    """Load every connector factory registered in ``robot.connectors`` (or in ``eps``)."""
+    candidates = list(entry_points(group=ENTRY_POINT_GROUP) if eps is None else eps)
+    factories: dict[str, ConnectorFactory] = {}
+    sources: dict[str, str] = {}
+    problems: list[LoadProblem] = []
+    for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
+        try:
+            factory = _load_one(ep)
+        except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
+            problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
+            continue
+        previous = sources.get(factory.platform)
+        if previous is not None and previous != ep.value:
+            problems.append(
+                LoadProblem(
+                    ep.name,
+                    ep.value,
+                    f"platform {factory.platform!r} is already provided by {previous}",
+                )
+            )
+            continue
+        factories[factory.platform] = factory
+        sources[factory.platform] = ep.value
+    return Discovery(factories=factories, problems=tuple(problems))
+
+
+def load_factories() -> dict[str, ConnectorFactory]:
+    """The registered connector factories by platform; load failures are logged, not raised."""
+    found = discover()
+    for problem in found.problems:
+        log.warning(
+            "connector_load_failed",
+            connector=problem.name,
+            target=problem.target,
+            error=problem.error,
+        )
+    return dict(found.factories)
