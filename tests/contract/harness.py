@@ -1,0 +1,50 @@
+"""What each platform provides to the shared connector contract suite.
+
+A harness runs the platform's fake (over loopback HTTP for real platforms) and gives the
+suite a connector wired to it, plus the platform-side actions a buyer or the platform would
+take. Each platform adds ``tests/contract/harness_<platform>.py`` defining ``make_harness()``
+(a context manager yielding a :class:`Harness`); the suite finds them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from connectors.base import Connector
+
+
+class Harness(Protocol):
+    platform: str
+    #: the SKU id that paid orders created by ``create_paid_order`` carry on their line
+    sku_id: str
+
+    def connector(self) -> Connector:
+        """A connector for one shop on the fake, with valid credentials."""
+        ...
+
+    def create_paid_order(self, quantity: int = 1) -> str:
+        """A new paid, unshipped order of ``quantity`` units of ``sku_id``; its platform id."""
+        ...
+
+    def close_order(self, platform_order_id: str) -> None:
+        """The buyer is refunded / the order is closed before shipping."""
+        ...
+
+    def shipments(self, platform_order_id: str) -> int:
+        """How many shipments the platform applied to this order."""
+        ...
+
+    def memo(self, platform_order_id: str) -> str | None:
+        """The seller memo the platform holds for this order (None when the platform has
+        no memo and the connector writes none)."""
+        ...
+
+    def expire_credentials(self) -> None:
+        """From now on the shop's authorization is expired / revoked on the platform."""
+        ...
+
+    def signed_push(self, platform_order_id: str) -> tuple[Mapping[str, str], bytes] | None:
+        """Headers and raw body of a genuine push announcing this paid order, or None when
+        the platform does not push over HTTP."""
+        ...
