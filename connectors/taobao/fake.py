@@ -1,0 +1,124 @@
+"""A faithful local fake of the TOP gateway, as a Starlette app (tests and ``robot demo``).
+
+``POST``/``GET /router/rest`` merges query and urlencoded form parameters and answers as TOP
+does (see :class:`connectors.taobao.fake_state.FakeTop` for what is verified). The fake
+answers JSON only: a request without ``format=json`` (TOP's default is XML) gets a minimal
+XML ``error_response`` with code 23, so a client that forgets ``format=json`` fails loudly.
+Multipart bodies (only file-upload APIs use them) are not supported.
+
+Control endpoints for tests and demos live under ``/__fake__/``; they take and return JSON
+with ids as strings. This app must never be exposed beyond loopback: it has no auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.taobao.fake_state import FakeClock, FakeTop, Faults
+
+__all__ = ["FakeClock", "FakeTop", "Faults", "create_app"]
+
+HANG_LIMIT_SECONDS = 120.0
+_XML_FORMAT_ERROR = (
+    '<?xml version="1.0" encoding="utf-8" ?><error_response><code>23</code>'
+    "<msg>Invalid Format</msg><sub_msg>this fake answers format=json only</sub_msg>"
+    "</error_response>"
+)
+_HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>Tengine</body></html>"
+
+
+async def _params(request: Request) -> dict[str, str]:
+    params = dict(request.query_params)
+    if request.method == "POST":
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params.update(parse_qsl(body, keep_blank_values=True))
+    return params
+
+
+def create_app(state: FakeTop) -> Starlette:
+    """The fake gateway serving ``state``."""
+
+    async def router(request: Request) -> Response:
+        params = await _params(request)
+        latency, fault = state.take_transport_fault()
+        if latency:
+            await asyncio.sleep(latency)
+        if fault == "hang":
+            await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
+            return Response(_HTML_500, status_code=504, media_type="text/html")
+        if fault == "http_500":
+            return Response(_HTML_500, status_code=500, media_type="text/html")
+        if params.get("format", "xml") != "json":
+            return Response(_XML_FORMAT_ERROR, media_type="text/xml;charset=utf-8")
+        document = state.handle(params)
+        return Response(
+            json.dumps(document, ensure_ascii=False),
+            media_type="application/json;charset=utf-8",
+        )
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        data = json.loads(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    async def create_trade(request: Request) -> Response:
+        data = await json_body(request)
+        kwargs: dict[str, Any] = {
+            key: data[key] for key in ("status", "items", "buyer_open_uid") if key in data
+        }
+        tid = state.create_trade(**kwargs)
+        return JSONResponse({"tid": str(tid)})
+
+    async def refund(request: Request) -> Response:
+        data = await json_body(request)
+        oid = int(data["oid"]) if data.get("oid") else None
+        try:
+            refund_id = state.request_refund(
+                int(request.path_params["tid"]),
+                oid=oid,
+                status=str(data.get("status", "WAIT_SELLER_AGREE")),
+            )
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"refund_id": str(refund_id)})
+
+    async def close(request: Request) -> Response:
+        data = await json_body(request)
+        try:
+            state.close_trade(
+                int(request.path_params["tid"]), by_taobao=bool(data.get("by_taobao"))
+            )
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    async def faults(request: Request) -> Response:
+        try:
+            current = state.set_faults(**await json_body(request))
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
+        return JSONResponse({**vars(current), "session_expired": state.session_expired})
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    return Starlette(
+        routes=[
+            Route("/router/rest", router, methods=["GET", "POST"]),
+            Route("/__fake__/trades", create_trade, methods=["POST"]),
+            Route("/__fake__/trades/{tid:int}/refund", refund, methods=["POST"]),
+            Route("/__fake__/trades/{tid:int}/close", close, methods=["POST"]),
+            Route("/__fake__/faults", faults, methods=["POST"]),
+            Route("/__fake__/state", snapshot, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,92 @@
+"""Helpers for the Taobao tests (a uniquely named module: importable from any test file)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from connectors.taobao import TaobaoConfig
+from connectors.taobao.fake import FakeTop, create_app
+from connectors.taobao.sign import top_sign
+from connectors.taobao.times import format_top_time
+
+GATEWAY = "http://top.fake/router/rest"
+
+
+def make_config(**overrides: Any) -> TaobaoConfig:
+    values: dict[str, Any] = {
+        "app_key": "12345678",
+        "app_secret": "testsecret",
+        "session": "test-session",
+        "gateway": GATEWAY,
+    }
+    values.update(overrides)
+    return TaobaoConfig(**values)
+
+
+def signed_params(
+    method: str,
+    *,
+    secret: str = "testsecret",
+    sign_method: str = "hmac-sha256",
+    timestamp: str | None = None,
+    now: Any = None,
+    **params: str,
+) -> dict[str, str]:
+    """A hand-built TOP request (independent of the connector's own request builder)."""
+    form = {
+        "method": method,
+        "app_key": "12345678",
+        "sign_method": sign_method,
+        "timestamp": timestamp if timestamp is not None else format_top_time(now),
+        "format": "json",
+        "v": "2.0",
+        "session": "test-session",
+    }
+    form.update(params)
+    form = {key: value for key, value in form.items() if value != ""}
+    form["sign"] = top_sign(form, secret, sign_method)
+    return form
+
+
+def post_raw(
+    top: FakeTop, form: dict[str, str], *, query: dict[str, str] | None = None
+) -> httpx.Response:
+    """POST ``form`` to the in-process fake and return the raw response."""
+
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(top))
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.post(GATEWAY, data=form, params=query or {})
+
+    return asyncio.run(main())
+
+
+@contextmanager
+def serve(top: FakeTop) -> Iterator[str]:
+    """Serve the fake with uvicorn on a free loopback port; yields the gateway URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections queue from now on, so no readiness wait is needed
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(top), log_level="warning", lifespan="off", ws="none", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/router/rest"
+    finally:
+        top.release_hangs()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        assert not thread.is_alive()
