@@ -32,7 +32,8 @@ from robot.cli.common import App, run_guarded
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path) -> None:
     """Auto-delivery robot for virtual goods: orders in, card codes out, exactly once."""
-    ctx.obj = App(config_path=config_path)
+    if ctx.obj is None:  # tests may hand in an App of their own
+        ctx.obj = App(config_path=config_path)
 
 
 def _register() -> None:

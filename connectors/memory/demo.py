@@ -1,0 +1,50 @@
+"""Demo driver for the in-memory platform (used when no real platform's fake is installed,
+and by the demo's own tests)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.memory import MemoryPlatform
+
+
+class MemoryDemo:
+    platform = "memory"
+    pushes = False
+
+    def __init__(self) -> None:
+        self.name = f"demo-{uuid.uuid4().hex}"
+        self.backend = MemoryPlatform.named(self.name)
+        self._ids = itertools.count(1)
+
+    async def start(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def create_paid_order(self, sku_id: str, quantity: int, buyer: str) -> str:
+        oid = f"M{next(self._ids):07d}"
+        self.backend.put_order(Order(
+            platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=buyer,
+            lines=(OrderLine(line_id=f"{oid}-1", quantity=quantity, sku_id=sku_id,
+                             title="VIP 月卡", unit_price_cents=1990),),
+            total_cents=1990 * quantity))
+        return oid
+
+    def refund(self, platform_order_id: str) -> None:
+        self.backend.set_status(platform_order_id, PlatformStatus.CLOSED, RefundState.REFUNDED)
+
+    def inject_faults(self) -> int:
+        self.backend.inject("ship", "unavailable", times=3)
+        return 3
+
+    def shipments(self) -> dict[str, int]:
+        return self.backend.all_shipments()
+
+    async def stop(self) -> None:
+        return None
+
+
+def driver() -> MemoryDemo:
+    return MemoryDemo()

@@ -1,0 +1,337 @@
+"""``robot demo``: the robot's real daemon against local fakes of every built-in platform.
+
+Everything is throw-away: a temporary directory with a SQLite database, a fresh key file,
+two pools of generated codes (imported through the real importer), and one shop per platform
+whose fake runs on loopback. A stream of paid orders arrives — normal ones, bundles,
+duplicates (a second payment notice or an overlapping poll), lines for unknown SKUs, and
+refunds of orders still waiting for stock — with platform faults injected on the way. The
+daemon takes them in, allocates and ships; a live table shows it happen.
+
+Each platform contributes a driver in ``connectors/<platform>/demo.py`` exposing
+``driver() -> DemoDriver``. Expected outcomes are decided up front, so the run can be judged:
+``shipped`` must equal the orders that should ship, held/cancelled likewise, and no code may
+sit in two deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import random
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from robot import pools
+from robot.config import RobotConfig, load_config
+from robot.daemon import Robot
+from robot.db import make_engine
+from robot.migrate import upgrade
+from robot.registry import discover
+from robot.schema import deliveries, orders, stock
+from robot.vault import init_key_file, open_vault
+
+POOL_MAIN = "vip-month"
+POOL_BONUS = "game-card-50"
+POOL_PREORDER = "preorder"  # stays empty: its orders wait for stock, then get refunded
+SKU_MAIN = "SKU-VIP-MONTH"
+SKU_BUNDLE = "SKU-VIP-BUNDLE"
+SKU_PREORDER = "SKU-PREORDER"
+SKU_UNKNOWN = "SKU-NOT-MAPPED"
+
+
+class DemoDriver(Protocol):
+    """A platform's fake, driven like a busy shop."""
+
+    platform: str
+    #: True when the platform pushes orders (the demo then also sends duplicate pushes)
+    pushes: bool
+
+    async def start(self) -> dict[str, Any]:
+        """Start the fake on loopback; return the shop's ``platform_config`` for it."""
+        ...
+
+    def create_paid_order(self, sku_id: str, quantity: int, buyer: str) -> str:
+        """A buyer pays; returns the platform order id."""
+        ...
+
+    def refund(self, platform_order_id: str) -> None:
+        """The buyer is refunded before shipping (order closed on the platform)."""
+        ...
+
+    def inject_faults(self) -> int:
+        """Make the platform misbehave a little (5xx, throttling...); returns faults armed."""
+        ...
+
+    def shipments(self) -> dict[str, int]:
+        """Shipments the platform applied, per order."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Expectation:
+    ship: set[tuple[str, str]] = field(default_factory=set)  # (shop, platform order id)
+    hold: set[tuple[str, str]] = field(default_factory=set)
+    cancel: set[tuple[str, str]] = field(default_factory=set)
+    preorders: list[tuple[DemoDriver, str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.ship) + len(self.hold) + len(self.cancel)
+
+
+def load_drivers(only: list[str] | None = None) -> list[DemoDriver]:
+    """A driver for every installed platform that ships one (the in-memory one last)."""
+    drivers: list[DemoDriver] = []
+    for platform in sorted(discover().factories):
+        if only and platform not in only:
+            continue
+        try:
+            module = importlib.import_module(f"connectors.{platform}.demo")
+        except ModuleNotFoundError:
+            continue
+        drivers.append(module.driver())
+    real = [d for d in drivers if d.platform != "memory"]
+    return real or drivers
+
+
+def _write_codes(path: Path, prefix: str, count: int) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("code,cost\n")
+        for _ in range(count):
+            fh.write(f"{prefix}-{secrets.token_hex(6).upper()},9.90\n")
+
+
+def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
+                  listen: str) -> Path:
+    (root / "shops").mkdir()
+    robot_file = {
+        "database": "sqlite:///robot.db",
+        "key_file": "robot.key",
+        "shops": "shops/*.yaml",
+        "http": {"listen": listen, "public_url": f"http://{listen}"},
+        "defaults": {"poll_interval": 1, "backoff_initial": 0.2, "backoff_max": 2,
+                     "max_attempts": 8},
+        "log": {"level": "error", "format": "json"},
+    }
+    (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False))
+    for driver, platform_config in zip(drivers, platform_configs, strict=True):
+        shop = {
+            "name": f"{driver.platform}-demo",
+            "platform": driver.platform,
+            "unmapped": "hold",
+            "items": [
+                {"sku_id": SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
+                {"sku_id": SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
+                                                 {"pool": POOL_BONUS, "quantity": 2}]},
+                {"sku_id": SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
+            ],
+            "platform_config": platform_config,
+        }
+        path = root / "shops" / f"{driver.platform}.yaml"
+        path.write_text(yaml.safe_dump(shop, sort_keys=False))
+    return root / "robot.yaml"
+
+
+def _free_listen() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@dataclass
+class Summary:
+    orders: int
+    shipped: int
+    cancelled: int
+    failed: int
+    held: int
+    waiting_stock: int
+    duplicate_codes: int
+    per_platform: dict[str, dict[str, int]]
+    p50_ms: float | None
+    p99_ms: float | None
+    platform_shipments_doubled: int
+    faults_injected: int
+    expected: dict[str, int]
+    ok: bool
+    directory: str | None = None
+    pickup_example: str | None = None
+
+
+def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int) -> Summary:
+    """Count outcomes from the database and the fakes, and judge them against expectations."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(orders.c.shop, orders.c.platform_order_id, orders.c.state,
+                                   orders.c.paid_at, orders.c.received_at,
+                                   orders.c.shipped_at)).all()
+        dup = conn.execute(select(func.count()).select_from(
+            select(deliveries.c.code_id).group_by(deliveries.c.code_id)
+            .having(func.count() > 1).subquery())).scalar_one()
+        in_both = conn.execute(select(func.count()).select_from(stock).join(
+            deliveries, deliveries.c.code_id == stock.c.code_id)).scalar_one()
+    states = Counter(r.state for r in rows)
+    per_platform: dict[str, Counter[str]] = {}
+    by_key = {(r.shop, r.platform_order_id): r.state for r in rows}
+    for r in rows:
+        per_platform.setdefault(r.shop.removesuffix("-demo"), Counter())[r.state] += 1
+    latencies = sorted(
+        (r.shipped_at - (r.paid_at or r.received_at)).total_seconds() * 1000
+        for r in rows if r.shipped_at is not None
+    )
+
+    def pct(p: float) -> float | None:
+        if not latencies:
+            return None
+        return round(float(latencies[min(len(latencies) - 1, int(p * len(latencies)))]), 1)
+
+    doubled = sum(1 for d in drivers for n in d.shipments().values() if n > 1)
+    ok = (
+        all(by_key.get(k) == "shipped" for k in exp.ship)
+        and all(by_key.get(k) == "held" for k in exp.hold)
+        and all(by_key.get(k) == "cancelled" for k in exp.cancel)
+        and states.get("failed", 0) == 0
+        and int(dup) == 0 and int(in_both) == 0 and doubled == 0
+        and len(rows) == exp.total
+    )
+    return Summary(
+        orders=len(rows), shipped=states.get("shipped", 0), cancelled=states.get("cancelled", 0),
+        failed=states.get("failed", 0), held=states.get("held", 0),
+        waiting_stock=states.get("waiting_stock", 0), duplicate_codes=int(dup) + int(in_both),
+        per_platform={k: dict(v) for k, v in sorted(per_platform.items())},
+        p50_ms=pct(0.50), p99_ms=pct(0.99), platform_shipments_doubled=doubled,
+        faults_injected=faults,
+        expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel)},
+        ok=ok,
+    )
+
+
+def _table(summary: Summary, elapsed: float, target: int) -> Table:
+    table = Table(title=f"robot demo — {summary.orders}/{target} orders in, {elapsed:.0f}s")
+    for col in ("platform", "received", "allocated", "shipped", "waiting", "held", "cancelled",
+                "failed"):
+        table.add_column(col, justify="right" if col != "platform" else "left")
+    for platform, counts in summary.per_platform.items():
+        table.add_row(platform, *(str(counts.get(k, 0)) for k in (
+            "received", "allocated", "shipped", "waiting_stock", "held", "cancelled", "failed")))
+    table.caption = (f"duplicate codes: {summary.duplicate_codes}   p50 {summary.p50_ms} ms   "
+                     f"p99 {summary.p99_ms} ms   faults injected: {summary.faults_injected}")
+    return table
+
+
+async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,
+                   only: list[str] | None = None, keep: bool = False,
+                   seed: int | None = None) -> Summary:
+    """Run the whole demo; ``console`` None means no live table (JSON mode)."""
+    rng = random.Random(seed)  # noqa: S311 - order mix for a demo, not security
+    drivers = load_drivers(only)
+    if not drivers:
+        raise RuntimeError("no platform with a demo driver is installed")
+    root = Path(tempfile.mkdtemp(prefix="robot-demo-"))
+    try:
+        platform_configs = [await d.start() for d in drivers]
+        listen = _free_listen()
+        config_path = _write_config(root, drivers, platform_configs, listen)
+        init_key_file(root / "robot.key")
+        config = load_config(config_path)
+        engine = make_engine(config.database)
+        upgrade(engine)
+        _import_stock(config, engine, root, orders_wanted)
+        robot = Robot(config, drain_timeout=5)
+        await asyncio.to_thread(robot.prepare)
+        daemon = asyncio.create_task(robot.run(install_signals=False))
+        faults = sum(d.inject_faults() for d in drivers)
+        exp = Expectation()
+        started = time.monotonic()
+        live = Live(console=console, refresh_per_second=4) if console else None
+        with live or contextlib.nullcontext():
+            feeder = asyncio.create_task(_feed(drivers, exp, orders_wanted, rng))
+            while True:
+                summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+                if live is not None:
+                    live.update(_table(summary, time.monotonic() - started, orders_wanted))
+                if feeder.done() and not exp.preorders and _settled(summary, exp):
+                    break
+                if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
+                    for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
+                        driver.refund(oid)
+                        exp.cancel.add((shop, oid))
+                    exp.preorders.clear()
+                if time.monotonic() - started > timeout or daemon.done():
+                    break
+                await asyncio.sleep(0.25)
+            await feeder
+        robot.stop()
+        await daemon
+        summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+        engine.dispose()
+        summary.directory = str(root) if keep else None
+        return summary
+    finally:
+        for d in drivers:
+            with contextlib.suppress(Exception):
+                await d.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _settled(summary: Summary, exp: Expectation) -> bool:
+    return (summary.orders >= exp.total and summary.shipped >= len(exp.ship)
+            and summary.held >= len(exp.hold) and summary.cancelled >= len(exp.cancel))
+
+
+def _import_stock(config: RobotConfig, engine: Engine, root: Path, orders_wanted: int) -> None:
+    vault = open_vault(config.key_file)
+    for name, prefix, count in ((POOL_MAIN, "VIP", orders_wanted * 2 + 50),
+                                (POOL_BONUS, "GAME", orders_wanted * 2 + 50)):
+        pools.create_pool(engine, name, low_stock=20, actor="demo")
+        path = root / f"{name}.csv"
+        _write_codes(path, prefix, count)
+        pools.import_codes(engine, vault, name, path, actor="demo", supplier="demo supplier")
+        path.unlink()
+    pools.create_pool(engine, POOL_PREORDER, actor="demo")
+
+
+async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
+                rng: random.Random) -> None:
+    """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders."""
+    for i in range(count):
+        driver = drivers[i % len(drivers)]
+        shop = f"{driver.platform}-demo"
+        roll = rng.random()
+        buyer = f"buyer-{rng.randrange(10_000)}"
+        if roll < 0.05:
+            oid = driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
+            exp.hold.add((shop, oid))
+        elif roll < 0.10:
+            oid = driver.create_paid_order(SKU_PREORDER, 1, buyer)
+            exp.preorders.append((driver, shop, oid))
+        elif roll < 0.25:
+            oid = driver.create_paid_order(SKU_BUNDLE, 1, buyer)
+            exp.ship.add((shop, oid))
+        else:
+            oid = driver.create_paid_order(SKU_MAIN, rng.choice((1, 1, 2)), buyer)
+            exp.ship.add((shop, oid))
+        if i % 20 == 19:
+            await asyncio.sleep(0.05)
+
+
+def summary_json(summary: Summary) -> str:
+    data = {k: v for k, v in summary.__dict__.items() if v is not None or k in ("p50_ms", "p99_ms")}
+    return json.dumps(data, ensure_ascii=False, indent=2)

@@ -1,0 +1,721 @@
+"""Code pools: creating them, importing codes, stock figures, voiding and expiring codes.
+
+All SQL for the life of pools, batches, codes and stock lives here, except claiming (which
+is :mod:`robot.matcher`'s). A code's state is derived (see :mod:`robot.schema`).
+
+An import is whole or nothing. It is written so that no transaction is long, memory stays
+bounded whatever the file's size, and a crash leaves nothing for sale:
+
+1. hash the file; refuse a file already imported into the pool (unless told otherwise);
+2. create a batch in state ``importing`` and commit;
+3. stream the file; per chunk, fingerprint the codes, find duplicates (earlier in this file
+   = rows of this batch; earlier batches = rows of others) and insert the new ``codes`` rows
+   in one short transaction — they are *not* in ``stock`` yet, so nobody can sell them;
+4. at the end, if any line was rejected (or this is a dry run) delete the batch's codes and
+   mark it ``aborted`` (a dry run deletes its batch row too); otherwise, in one transaction,
+   put the whole batch into ``stock``, mark it ``active``, audit and wake waiting orders.
+
+A crashed importer leaves a batch in ``importing`` whose ``updated_at`` stops moving;
+:func:`cleanup_stale_imports` (run at the start of every import) aborts it and deletes its
+codes. A live importer re-checks its batch at every chunk, so it stops if it was aborted.
+
+This module must never put a plaintext code anywhere but ``codes.ciphertext`` (encrypted):
+not in another column, an audit entry, an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from robot import audit
+from robot.clock import NEVER, utcnow
+from robot.db import dialect_of
+from robot.errors import ImportRejected, UserError
+from robot.importer import Format, ParsedLine, RejectedLine, file_sha256, parse_file
+from robot.schema import batches, codes, deliveries, orders, pools, stock
+from robot.vault import Vault, mask
+
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+STALE_IMPORT = timedelta(minutes=10)
+EXPIRING_SOON = timedelta(days=7)
+CODE_STATES = ("available", "reserved", "delivered", "review", "void", "expired")
+# Bound parameter lists: IN (...) lookups and row-by-row work go in groups of this size.
+LOOKUP_GROUP = 1000
+EXPIRE_GROUP = 1000
+
+
+# --------------------------------------------------------------------------------------
+# Pools
+
+
+def create_pool(engine: Engine, name: str, low_stock: int | None = None, *, actor: str) -> int:
+    """Create a pool; returns its id. Audited ``pool_create``."""
+    if not POOL_NAME.fullmatch(name):
+        raise UserError(
+            f"bad pool name {name!r}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit"
+        )
+    if low_stock is not None and low_stock < 0:
+        raise UserError("the low-stock threshold cannot be negative")
+    exists = UserError(f"pool '{name}' already exists")
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(pools.c.id).where(pools.c.name == name)).first() is not None:
+                raise exists
+            pid = _new_id(conn.execute(
+                insert(pools).values(name=name, low_stock=low_stock, created_at=utcnow())))
+            audit.append(conn, actor=actor, action="pool_create", subject=f"pool:{name}",
+                         details={"pool": name, "pool_id": pid, "low_stock": low_stock})
+    except IntegrityError as exc:  # created by someone else between our check and insert
+        raise exists from exc
+    return pid
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # only for statements that are not single-row INSERTs
+        raise RuntimeError("the database did not report the new row's id")
+    return int(key[0])
+
+
+def pool_id(conn: Connection, name: str) -> int:
+    """The id of pool ``name``; a :class:`UserError` with a suggestion if there is none."""
+    row = conn.execute(select(pools.c.id).where(pools.c.name == name)).first()
+    if row is not None:
+        return int(row.id)
+    names = [str(n) for n in conn.execute(select(pools.c.name)).scalars()]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = (f"did you mean '{close[0]}'?" if close
+            else f"create it with `robot pools create {name}`")
+    raise UserError(f"no pool '{name}'; {hint}")
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """How many codes of a pool are in each state."""
+
+    pool_id: int
+    name: str
+    available: int = 0  # in stock and not expired: what can be sold
+    reserved: int = 0
+    delivered: int = 0
+    review: int = 0
+    void: int = 0
+    expired: int = 0  # retired as expired, plus stock rows past expiry not yet swept
+    expiring_7d: int = 0  # available codes that expire within 7 days
+    low_stock: int | None = None
+
+    @property
+    def is_low(self) -> bool:
+        """At or below the pool's low-stock threshold (never, when it has none)."""
+        return self.low_stock is not None and self.available <= self.low_stock
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.name, "available": self.available, "reserved": self.reserved,
+            "delivered": self.delivered, "review": self.review, "void": self.void,
+            "expired": self.expired, "expiring_7d": self.expiring_7d,
+            "low_stock": self.low_stock, "is_low": self.is_low,
+        }
+
+
+def pool_stats(engine: Engine, now: datetime) -> list[PoolStats]:
+    """Counts per pool and state, by pool name, in four grouped queries."""
+    soon = now + EXPIRING_SOON
+    one, zero = literal(1), literal(0)
+    with engine.connect() as conn:
+        pool_rows = conn.execute(
+            select(pools.c.id, pools.c.name, pools.c.low_stock).order_by(pools.c.name)
+        ).all()
+        in_stock = {
+            int(r.pool_id): r
+            for r in conn.execute(
+                select(
+                    stock.c.pool_id,
+                    func.sum(case((stock.c.expires_at > now, one), else_=zero)).label("ok"),
+                    func.sum(case((and_(stock.c.expires_at > now, stock.c.expires_at <= soon),
+                                   one), else_=zero)).label("soon"),
+                    func.sum(case((stock.c.expires_at <= now, one), else_=zero)).label("stale"),
+                ).group_by(stock.c.pool_id)
+            )
+        }
+        delivered: dict[tuple[int, str], int] = {
+            (int(r.pool_id), str(r.state)): int(r.n)
+            for r in conn.execute(
+                select(deliveries.c.pool_id, deliveries.c.state, func.count().label("n"))
+                .group_by(deliveries.c.pool_id, deliveries.c.state)
+            )
+        }
+        retired: dict[tuple[int, str], int] = {
+            (int(r.pool_id), str(r.retired)): int(r.n)
+            for r in conn.execute(
+                select(codes.c.pool_id, codes.c.retired, func.count().label("n"))
+                .where(codes.c.retired.is_not(None))
+                .group_by(codes.c.pool_id, codes.c.retired)
+            )
+        }
+    result = []
+    for p in pool_rows:
+        pid = int(p.id)
+        s = in_stock.get(pid)
+        result.append(PoolStats(
+            pool_id=pid,
+            name=str(p.name),
+            available=int(s.ok or 0) if s else 0,
+            reserved=delivered.get((pid, "reserved"), 0),
+            delivered=delivered.get((pid, "delivered"), 0),
+            review=delivered.get((pid, "review"), 0),
+            void=retired.get((pid, "void"), 0),
+            expired=retired.get((pid, "expired"), 0) + (int(s.stale or 0) if s else 0),
+            expiring_7d=int(s.soon or 0) if s else 0,
+            low_stock=None if p.low_stock is None else int(p.low_stock),
+        ))
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Import
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did (or, for a dry run, would do)."""
+
+    batch_id: int | None  # None for a dry run
+    pool: str
+    lines: int  # data lines read (a CSV header is not counted)
+    imported: int
+    rejected: list[tuple[int, str]]
+    sha256: str
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id, "pool": self.pool, "lines": self.lines,
+            "imported": self.imported,
+            "rejected": [{"line": n, "reason": r} for n, r in self.rejected],
+            "sha256": self.sha256, "dry_run": self.dry_run,
+        }
+
+
+# On PostgreSQL, ``pool_id = :p AND fingerprint IN (...)`` was measured to turn into a scan of
+# the whole pool while an import grows a table faster than ANALYZE follows (a 200k-line
+# import took 3 minutes). One probe of the unique index per fingerprint is what we mean.
+_PG_EXISTING = text(
+    """
+    SELECT c.fingerprint, c.batch_id, c.source_line
+    FROM unnest(CAST(:fps AS bytea[])) AS f(fp)
+    JOIN LATERAL (
+        SELECT fingerprint, batch_id, source_line FROM codes
+        WHERE pool_id = :pool_id AND fingerprint = f.fp
+    ) AS c ON true
+    """
+)
+
+
+@dataclass
+class _Import:
+    """State of one running import (one chunk of parsed lines at a time)."""
+
+    engine: Engine
+    vault: Vault
+    pool: str
+    pool_id: int
+    batch_id: int
+    cost_cents: int | None
+    now: datetime
+    lines: int = 0
+    imported: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    def add_chunk(self, chunk: list[ParsedLine]) -> None:
+        first_in_chunk: dict[bytes, int] = {}
+        fresh: list[tuple[ParsedLine, bytes]] = []
+        for item in chunk:
+            if item.expires_at is not None and item.expires_at <= self.now:
+                when = item.expires_text or f"{item.expires_at:%Y-%m-%d %H:%M} UTC"
+                self.rejected.append((item.line_no, f"already expired: {when}"))
+                continue
+            fp = self.vault.fingerprint(item.secret)
+            earlier = first_in_chunk.get(fp)
+            if earlier is not None:
+                self.rejected.append((item.line_no, f"duplicate in file (same as line {earlier})"))
+                continue
+            first_in_chunk[fp] = item.line_no
+            fresh.append((item, fp))
+        if not fresh:
+            self._touch_only()
+            return
+        # Encrypt outside the transaction: the write lock is held only for the SQL.
+        rows = []
+        for item, fp in fresh:
+            key_id, blob = self.vault.encrypt(item.secret, pool_id=self.pool_id, fingerprint=fp)
+            rows.append({
+                "pool_id": self.pool_id, "batch_id": self.batch_id, "source_line": item.line_no,
+                "fingerprint": fp, "key_id": key_id, "ciphertext": blob,
+                "cost_cents": item.cost_cents if item.cost_cents is not None else self.cost_cents,
+                "expires_at": item.expires_at, "created_at": self.now,
+            })
+        try:
+            with self.engine.begin() as conn:
+                self._touch(conn)
+                known = self._existing(conn, [fp for _, fp in fresh])
+                new_rows = []
+                for (item, fp), row in zip(fresh, rows, strict=True):
+                    hit = known.get(fp)
+                    if hit is None:
+                        new_rows.append(row)
+                    elif hit[0] == self.batch_id:
+                        self.rejected.append(
+                            (item.line_no, f"duplicate in file (same as line {hit[1]})"))
+                    else:
+                        self.rejected.append(
+                            (item.line_no, f"duplicate in pool (batch {hit[0]} line {hit[1]})"))
+                if new_rows:
+                    conn.execute(insert(codes), new_rows)
+                self.imported += len(new_rows)
+        except IntegrityError as exc:
+            raise UserError(
+                f"another import put some of these codes into pool '{self.pool}' at the same "
+                "time; nothing was imported. Run the import again to see which lines are "
+                "duplicates."
+            ) from exc
+
+    def _existing(self, conn: Connection, fps: list[bytes]) -> dict[bytes, tuple[int, int]]:
+        """``fingerprint -> (batch_id, source_line)`` of codes already in the pool."""
+        found: dict[bytes, tuple[int, int]] = {}
+        postgres = dialect_of(conn) == "postgresql"
+        for start in range(0, len(fps), LOOKUP_GROUP):
+            group = fps[start:start + LOOKUP_GROUP]
+            if postgres:
+                rows = conn.execute(_PG_EXISTING, {"pool_id": self.pool_id, "fps": group})
+            else:
+                rows = conn.execute(
+                    select(codes.c.fingerprint, codes.c.batch_id, codes.c.source_line)
+                    .where(codes.c.pool_id == self.pool_id, codes.c.fingerprint.in_(group)))
+            for r in rows:
+                found[bytes(r.fingerprint)] = (int(r.batch_id), int(r.source_line))
+        return found
+
+    def _touch(self, conn: Connection) -> None:
+        # Proves the importer is alive, and that nobody aborted the batch meanwhile.
+        touched = conn.execute(
+            update(batches).where(batches.c.id == self.batch_id, batches.c.state == "importing")
+            .values(updated_at=utcnow())
+        ).rowcount
+        if touched != 1:
+            raise UserError(
+                f"batch {self.batch_id} was aborted while importing (no progress for "
+                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes?); nothing was imported"
+            )
+
+    def _touch_only(self) -> None:
+        with self.engine.begin() as conn:
+            self._touch(conn)
+
+
+def import_codes(
+    engine: Engine,
+    vault: Vault,
+    pool: str,
+    path: Path,
+    *,
+    actor: str,
+    supplier: str | None = None,
+    cost_cents: int | None = None,
+    fmt: Format | None = None,
+    dry_run: bool = False,
+    allow_same_file: bool = False,
+    chunk: int = 5000,
+    progress: Callable[[int], None] | None = None,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Import the codes of ``path`` into ``pool``: all of them, or none.
+
+    Raises :class:`ImportRejected` listing every bad line (with its line number and reason),
+    and :class:`UserError` for a file already imported into the pool, an unknown pool, or a
+    concurrent import of the same codes. ``progress`` gets the number of lines read so far.
+    """
+    if chunk < 1:
+        raise ValueError("chunk must be positive")
+    now = now or utcnow()
+    cleanup_stale_imports(engine, now=now)
+    sha = file_sha256(path)
+    pid, batch_id = _start_batch(engine, pool, path, sha, actor=actor, supplier=supplier,
+                                 cost_cents=cost_cents, allow_same_file=allow_same_file, now=now)
+    job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now)
+    try:
+        pending: list[ParsedLine] = []
+        for item in parse_file(path, fmt=fmt):
+            job.lines += 1
+            if isinstance(item, RejectedLine):
+                job.rejected.append((item.line_no, item.reason))
+            else:
+                pending.append(item)
+            if len(pending) >= chunk:
+                job.add_chunk(pending)
+                pending = []
+                if progress is not None:
+                    progress(job.lines)
+        if pending:
+            job.add_chunk(pending)
+        if progress is not None:
+            progress(job.lines)
+    except BaseException:
+        # Whatever stopped us (a bad file, the driver, Ctrl-C), take the batch's codes back
+        # out; if even that fails, cleanup_stale_imports removes them later.
+        _abort_batch(engine, batch_id, delete_row=dry_run, quiet=True)
+        raise
+    if job.rejected or dry_run:
+        _abort_batch(engine, batch_id, delete_row=dry_run)
+        if job.rejected:
+            raise ImportRejected(sorted(job.rejected))
+        return ImportReport(None, pool, job.lines, job.imported, [], sha, dry_run=True)
+    try:
+        _activate(engine, job, path=path, sha=sha, supplier=supplier, actor=actor)
+    except BaseException:
+        _abort_batch(engine, batch_id, delete_row=False, quiet=True)
+        raise
+    return ImportReport(batch_id, pool, job.lines, job.imported, [], sha, dry_run=False)
+
+
+def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,
+                 supplier: str | None, cost_cents: int | None, allow_same_file: bool,
+                 now: datetime) -> tuple[int, int]:
+    """Check the file is new to the pool and open its batch: ``(pool_id, batch_id)``."""
+    with engine.begin() as conn:
+        pid = pool_id(conn, pool)
+        same = conn.execute(
+            select(batches.c.id, batches.c.state, batches.c.created_at)
+            .where(batches.c.pool_id == pid, batches.c.file_sha256 == sha,
+                   batches.c.state.in_(("active", "importing")))
+            .order_by(batches.c.id)
+        ).first()
+        if same is not None and same.state == "importing":
+            raise UserError(
+                f"this file is being imported into pool '{pool}' right now (batch {same.id}); "
+                "an import that crashed is cleaned up "
+                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes after its last progress"
+            )
+        if same is not None and not allow_same_file:
+            raise UserError(
+                f"this file was already imported into pool '{pool}' as batch {same.id} "
+                f"on {same.created_at:%Y-%m-%d %H:%M} UTC; nothing was imported "
+                "(--allow-same-file checks it line by line anyway)"
+            )
+        bid = _new_id(conn.execute(insert(batches).values(
+            pool_id=pid, state="importing", file_name=path.name[:255], file_sha256=sha,
+            supplier=supplier, cost_cents=cost_cents, code_count=0, imported_by=actor[:64],
+            created_at=now, updated_at=now,
+        )))
+        return pid, bid
+
+
+def _activate(engine: Engine, job: _Import, *, path: Path, sha: str, supplier: str | None,
+              actor: str) -> None:
+    """Put the whole batch on sale in one transaction."""
+    # Never later than the real clock: nothing already expired may go on sale.
+    now = max(job.now, utcnow())
+    with engine.begin() as conn:
+        job._touch(conn)
+        in_stock = conn.execute(
+            insert(stock).from_select(
+                ["code_id", "pool_id", "expires_at"],
+                select(codes.c.id, codes.c.pool_id, func.coalesce(codes.c.expires_at, NEVER))
+                .where(codes.c.batch_id == job.batch_id,
+                       (codes.c.expires_at.is_(None)) | (codes.c.expires_at > now)),
+            )
+        ).rowcount
+        # A code that expired between reading the file and now is kept, but never for sale.
+        expired = conn.execute(
+            update(codes).where(codes.c.batch_id == job.batch_id,
+                                codes.c.expires_at.is_not(None), codes.c.expires_at <= now)
+            .values(retired="expired", retired_at=now)
+        ).rowcount
+        conn.execute(
+            update(batches).where(batches.c.id == job.batch_id)
+            .values(state="active", code_count=job.imported, updated_at=now)
+        )
+        audit.append(conn, actor=actor, action="import", subject=f"pool:{job.pool}", details={
+            "pool": job.pool, "batch": job.batch_id, "count": job.imported,
+            "in_stock": in_stock, "expired": expired, "sha256": sha, "file": path.name,
+            "supplier": supplier,
+        })
+        conn.execute(update(orders).where(orders.c.state == "waiting_stock").values(due_at=now))
+
+
+def _abort_batch(engine: Engine, batch_id: int, *, delete_row: bool, quiet: bool = False) -> None:
+    """Mark a batch aborted and delete its codes (and, for a dry run, the batch row)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id,
+                                               batches.c.state == "importing")
+                         .values(state="aborted", updated_at=utcnow()))
+        _delete_batch_codes(engine, batch_id)
+        if delete_row:
+            with engine.begin() as conn:
+                conn.execute(delete(batches).where(batches.c.id == batch_id,
+                                                   batches.c.state == "aborted"))
+    except Exception:
+        if not quiet:
+            raise
+        # quiet: we are already propagating the error that matters; the stale-import
+        # cleanup removes whatever is left.
+
+
+def _delete_batch_codes(engine: Engine, batch_id: int) -> int:
+    """Delete a (non-active) batch's codes in short transactions; returns how many."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.execute(
+                select(codes.c.id).where(codes.c.batch_id == batch_id).limit(5000)
+            ).scalars())
+            if not ids:
+                return total
+            # Such codes are never in stock, but a stock row must not outlive its code.
+            conn.execute(delete(stock).where(stock.c.code_id.in_(ids)))
+            total += conn.execute(delete(codes).where(codes.c.id.in_(ids))).rowcount
+
+
+def cleanup_stale_imports(engine: Engine, older_than: timedelta = STALE_IMPORT, *,
+                          now: datetime | None = None) -> int:
+    """Abort imports whose importer stopped (no progress for ``older_than``) and delete the
+    codes of every aborted batch. Returns how many batches were aborted."""
+    cutoff = (now or utcnow()) - older_than
+    aborted = 0
+    with engine.connect() as conn:
+        stale = list(conn.execute(
+            select(batches.c.id).where(batches.c.state == "importing",
+                                       batches.c.updated_at < cutoff)
+        ).scalars())
+    for bid in stale:
+        with engine.begin() as conn:
+            # Guarded: a live importer that just made progress keeps its batch.
+            aborted += conn.execute(
+                update(batches).where(batches.c.id == bid, batches.c.state == "importing",
+                                      batches.c.updated_at < cutoff)
+                .values(state="aborted", updated_at=utcnow())
+            ).rowcount
+    with engine.connect() as conn:
+        leftover = list(conn.execute(
+            select(batches.c.id).where(
+                batches.c.state == "aborted",
+                select(codes.c.id).where(codes.c.batch_id == batches.c.id).exists(),
+            )
+        ).scalars())
+    for bid in leftover:
+        _delete_batch_codes(engine, int(bid))
+    return aborted
+
+
+# --------------------------------------------------------------------------------------
+# Void and expiry
+
+
+@dataclass(frozen=True)
+class VoidReport:
+    """Codes taken off sale, and codes that could not be (with the reason)."""
+
+    voided: list[int]
+    refused: list[tuple[int, str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"voided": self.voided,
+                "refused": [{"code_id": c, "reason": r} for c, r in self.refused]}
+
+
+def void_codes(engine: Engine, code_ids: Iterable[int], *, actor: str) -> VoidReport:
+    """Withdraw unsold codes: only available ones (a stock row) can be voided.
+
+    Audited once (``void``) with the ids, when at least one code was voided.
+    """
+    wanted = list(dict.fromkeys(int(c) for c in code_ids))
+    voided: list[int] = []
+    refused: list[tuple[int, str]] = []
+    now = utcnow()
+    with engine.begin() as conn:
+        for cid in wanted:
+            # Guarded delete: whoever removes the stock row owns the code. A claim that got
+            # there first leaves rowcount 0 and we refuse.
+            if conn.execute(delete(stock).where(stock.c.code_id == cid)).rowcount == 1:
+                conn.execute(update(codes).where(codes.c.id == cid, codes.c.retired.is_(None))
+                             .values(retired="void", retired_at=now))
+                voided.append(cid)
+            else:
+                refused.append((cid, _why_not_available(conn, cid)))
+        if voided:
+            pool_names = sorted({str(n) for n in conn.execute(
+                select(pools.c.name).join(codes, codes.c.pool_id == pools.c.id)
+                .where(codes.c.id.in_(voided[:LOOKUP_GROUP]))
+            ).scalars()})
+            subject = f"pool:{pool_names[0]}" if len(pool_names) == 1 else "codes"
+            audit.append(conn, actor=actor, action="void", subject=subject,
+                         details={"code_ids": voided, "count": len(voided), "pools": pool_names})
+    return VoidReport(voided, refused)
+
+
+def _why_not_available(conn: Connection, code_id: int) -> str:
+    row = conn.execute(
+        select(codes.c.retired, batches.c.state.label("batch_state"),
+               deliveries.c.state, deliveries.c.order_id)
+        .select_from(codes.join(batches, batches.c.id == codes.c.batch_id)
+                     .outerjoin(deliveries, deliveries.c.code_id == codes.c.id))
+        .where(codes.c.id == code_id)
+    ).first()
+    if row is None:
+        return "no such code"
+    if row.state is not None:
+        return f"{row.state} (order {row.order_id})"
+    if row.retired is not None:
+        return f"already {row.retired}"
+    if row.batch_state != "active":
+        return f"its batch is {row.batch_state}"
+    return "not in stock"
+
+
+def expire_codes(engine: Engine, now: datetime) -> int:
+    """Take codes whose expiry has passed out of stock (``retired='expired'``).
+
+    Works pool by pool in short transactions of at most ``EXPIRE_GROUP`` codes; the rows are
+    locked (``SKIP LOCKED`` on servers) so a concurrent claim is neither blocked nor doubled.
+    Audited once per run (``expire``, counts per pool), in the run's last transaction.
+    """
+    with engine.connect() as conn:
+        pool_rows = [(int(r.id), str(r.name)) for r in conn.execute(
+            select(pools.c.id, pools.c.name).order_by(pools.c.id))]
+    server = dialect_of(engine) != "sqlite"
+    counts: Counter[str] = Counter()
+    queue = list(pool_rows)
+    while True:
+        with engine.begin() as conn:
+            ids: list[int] = []
+            while queue and not ids:
+                pid, name = queue[0]
+                stmt = (select(stock.c.code_id)
+                        .where(stock.c.pool_id == pid, stock.c.expires_at <= now)
+                        .order_by(stock.c.expires_at, stock.c.code_id).limit(EXPIRE_GROUP))
+                if server:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                ids = [int(i) for i in conn.execute(stmt).scalars()]
+                if len(ids) < EXPIRE_GROUP:
+                    queue.pop(0)  # this pool is done after this group
+            if ids:
+                deleted = conn.execute(delete(stock).where(stock.c.code_id.in_(ids))).rowcount
+                if deleted != len(ids):  # rows we hold locks on cannot vanish
+                    raise RuntimeError(f"expiry deleted {deleted} of {len(ids)} locked stock rows")
+                conn.execute(update(codes).where(codes.c.id.in_(ids), codes.c.retired.is_(None))
+                             .values(retired="expired", retired_at=now))
+                counts[name] += len(ids)
+            if not queue:
+                if counts:
+                    audit.append(conn, actor="robot", action="expire", subject="stock",
+                                 details={"expired": dict(sorted(counts.items())),
+                                          "count": sum(counts.values()),
+                                          "now": now.isoformat()})
+                return sum(counts.values())
+
+
+# --------------------------------------------------------------------------------------
+# Listing
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    """One code for display: masked, never plaintext."""
+
+    id: int
+    masked: str
+    state: str
+    batch_id: int
+    source_line: int
+    expires_at: datetime | None
+    cost_cents: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "code": self.masked, "state": self.state, "batch": self.batch_id,
+            "line": self.source_line,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "cost_cents": self.cost_cents,
+        }
+
+
+def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = None,
+               limit: int = 50) -> list[CodeRow]:
+    """The newest codes of a pool (optionally in one state), masked."""
+    if state is not None and state not in CODE_STATES:
+        raise UserError(f"unknown state {state!r}; use one of: {', '.join(CODE_STATES)}")
+    if limit < 1:
+        raise UserError("--limit must be at least 1")
+    query = (
+        select(codes.c.id, codes.c.pool_id, codes.c.batch_id, codes.c.source_line,
+               codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, codes.c.cost_cents,
+               codes.c.expires_at, codes.c.retired, stock.c.code_id.label("in_stock"),
+               deliveries.c.state.label("delivery"), batches.c.state.label("batch_state"))
+        .select_from(codes.join(batches, batches.c.id == codes.c.batch_id)
+                     .outerjoin(stock, stock.c.code_id == codes.c.id)
+                     .outerjoin(deliveries, deliveries.c.code_id == codes.c.id))
+        .order_by(codes.c.id.desc()).limit(limit)
+    )
+    with engine.connect() as conn:
+        pid = pool_id(conn, pool)
+        query = query.where(codes.c.pool_id == pid)
+        if state == "available":
+            query = query.where(stock.c.code_id.is_not(None))
+        elif state in ("reserved", "delivered", "review"):
+            query = query.where(deliveries.c.state == state)
+        elif state in ("void", "expired"):
+            query = query.where(codes.c.retired == state)
+        rows = conn.execute(query).all()
+    out = []
+    for r in rows:
+        secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), pool_id=int(r.pool_id),
+                               fingerprint=bytes(r.fingerprint))
+        out.append(CodeRow(
+            id=int(r.id), masked=mask(secret), state=_state_of(r), batch_id=int(r.batch_id),
+            source_line=int(r.source_line), expires_at=r.expires_at,
+            cost_cents=None if r.cost_cents is None else int(r.cost_cents),
+        ))
+    return out
+
+
+def _state_of(r: Any) -> str:
+    if r.in_stock is not None:
+        return "available"
+    if r.delivery is not None:
+        return str(r.delivery)
+    if r.retired is not None:
+        return str(r.retired)
+    return str(r.batch_state) if r.batch_state != "active" else "unknown"
+
+
+def total_available(engine: Engine, names: Sequence[str] | None = None) -> int:
+    """Stock rows (of the named pools, or all): a cheap figure for tests and status."""
+    query = select(func.count()).select_from(stock)
+    with engine.connect() as conn:
+        if names is not None:
+            query = query.where(stock.c.pool_id.in_([pool_id(conn, n) for n in names]))
+        return int(conn.execute(query).scalar_one())
