@@ -24,7 +24,7 @@ Third-party connectors register a :class:`ConnectorFactory` under the entry poin
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -209,6 +209,24 @@ class Connector(Protocol):
     async def aclose(self) -> None:
         """Release network resources."""
         ...
+
+
+@runtime_checkable
+class MessageSource(Protocol):
+    """A connector whose platform queues messages for us to pull (Taobao's TMC).
+
+    The core calls :meth:`consume_messages`, applies each event durably, and only then
+    :meth:`confirm_messages`; unconfirmed messages come back later.
+    """
+
+    @property
+    def pulls_messages(self) -> bool:
+        """True when this shop is configured to pull messages."""
+        ...
+
+    async def consume_messages(self) -> list[tuple[str, PushEvent]]: ...
+
+    async def confirm_messages(self, message_ids: Sequence[str]) -> None: ...
 
 
 class ShopContext(Protocol):

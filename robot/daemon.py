@@ -28,26 +28,29 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from structlog.stdlib import BoundLogger
 
-from connectors.base import Connector
-from robot import pipeline, pools, shops
+from connectors.base import Connector, MessageSource
+from robot import pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig
 from robot.db import check_durability, dialect_of, make_engine
-from robot.errors import Fatal, Retriable, RobotError
+from robot.errors import Fatal
+from robot.http.links import pickup_url_hook
 from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
 from robot.schema import shop_state
 from robot.vault import Vault, open_vault
+
+if TYPE_CHECKING:
+    from robot.http.server import HttpServer
 
 log = get_logger(__name__)
 
@@ -108,7 +111,11 @@ class Robot:
         self._wake_alloc = asyncio.Event()
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self.exit_code = 0
+        self.http: HttpServer | None = None
+        #: Called with (shop, "poll" | "refund") on every failed poll (the metrics counter).
+        self.on_poll_error: Callable[[str, str], None] = lambda _shop, _kind: None
 
     @property
     def engine(self) -> Engine:
@@ -155,9 +162,35 @@ class Robot:
             RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
                         backoff_max=d.backoff_max),
             worker=self.owner,
+            pickup_url=pickup_url_hook(self.engine, self.vault, self.shops,
+                                       self.config.http.public_url),
         )
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
                  owner=self.owner)
+
+    def http_task(self, sock: socket.socket | None = None
+                  ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """The HTTP listener as a ``run(extra=[...])`` task; call after ``prepare()``.
+
+        Binds ``http.listen`` now (or serves ``sock``), so a busy port fails at start-up.
+        """
+        from robot.http.app import build_app  # the web stack loads only when serving
+        from robot.http.context import HttpContext
+        from robot.http.server import HttpServer, bind
+
+        ctx = HttpContext(
+            engine=self.engine, vault=self.vault, shops=self.shops, connectors=self.connectors,
+            public_url=self.config.http.public_url, wake=self.wake,
+            broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
+        )
+        self.on_poll_error = ctx.metrics.poll_error
+        self.http = HttpServer(build_app(ctx), sock or bind(self.config.http.listen))
+        server = self.http
+
+        async def serve() -> None:
+            await server.serve(self._stop)
+
+        return serve
 
     # ------------------------------------------------------------------ the loop
     async def run(self, *, install_signals: bool = True,
@@ -176,6 +209,10 @@ class Robot:
                               id=f"poll:{name}", **common)
             scheduler.add_job(self._poll, "interval", seconds=max(interval, 30.0),
                               args=[name, "refund"], id=f"refunds:{name}", **common)
+            connector = self.connectors[name]
+            if isinstance(connector, MessageSource) and connector.pulls_messages:
+                scheduler.add_job(self._pull_messages, "interval", seconds=min(interval, 5.0),
+                                  args=[name], id=f"messages:{name}", **common)
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
@@ -189,7 +226,7 @@ class Robot:
         await self._stop.wait()
         log.info("robot_stopping", drain_timeout_s=self.drain_timeout)
         scheduler.shutdown(wait=False)
-        _, pending = await asyncio.wait(workers, timeout=self.drain_timeout)
+        _, pending = await asyncio.wait([*workers, *self._jobs], timeout=self.drain_timeout)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -276,64 +313,78 @@ class Robot:
                 await self._idle(self._wake_ship)
 
     # ------------------------------------------------------------------ scheduled jobs
+    def _track_job(self) -> None:
+        """Remember the running job so that stop() lets it finish instead of cutting it off."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
     async def _poll(self, shop_name: str, kind: str) -> None:
         if self._stop.is_set():
             return
+        self._track_job()
         shop = self.shops[shop_name]
-        connector = self.connectors[shop_name]
-        health = self.health.shops[shop_name]
         ttl = timedelta(seconds=max(3 * shop.poll_interval_seconds, 30.0))
         if not await self._db(shops.take_lease, self.engine, shop_name, self.owner, ttl):
             return  # another process is this shop's polling leader
         if await self._db(_paused, self.engine, shop_name):
             return
-        cursor = await self._db(shops.load_cursor, self.engine, shop_name, kind)
-        fetch = connector.poll if kind == "poll" else connector.poll_refunds
-        bound = log.bind(shop=shop_name, poll=kind)
-        while not self._stop.is_set():
-            try:
-                result = await fetch(cursor, datetime.now(UTC))
-            except Fatal as exc:
-                await self._db(pause_shop, self.engine, shop_name, exc.message)
-                bound.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
-                return
-            except (Retriable, RobotError) as exc:
-                await self._poll_failed(shop_name, kind, exc.message, bound)
-                return
-            except Exception as exc:  # noqa: BLE001 - a connector bug must not stop the robot
-                await self._poll_failed(shop_name, kind, f"unexpected {type(exc).__name__}", bound)
-                bound.exception("poll_crashed")
-                return
-            created = 0
-            for order in result.orders:
-                outcome = await self._db(pipeline.intake, self.engine, shop, order,
-                                         actor=f"poll:{shop_name}")
-                created += outcome.action == "created"
-            await self._db(shops.save_poll, self.engine, shop_name, result.cursor, kind=kind,
-                           owner=self.owner)
-            if health.last_error is not None:
-                bound.info("poll_recovered")
-                health.last_error = None
-            health.last_ok = utcnow()
-            if created:
-                bound.info("orders_received", count=created)
-                self.wake()
-            elif result.orders and kind == "refund":
-                self.wake()
-            if not result.more:
-                return
-            cursor = dict(result.cursor)
+        outcome = await poller.poll_shop(
+            self.engine, shop, self.connectors[shop_name], kind, now=lambda: datetime.now(UTC),
+            owner=self.owner, db=self._db, should_stop=self._stop.is_set,
+        )
+        self._record_poll(shop_name, kind, outcome.ok, outcome.error, outcome.paused)
+        if outcome.created or (kind == "refund" and outcome.seen):
+            if outcome.created:
+                log.info("orders_received", shop=shop_name, poll=kind, count=outcome.created)
+            self.wake()
 
-    async def _poll_failed(self, shop_name: str, kind: str, error: str,
-                           bound: BoundLogger) -> None:
+    async def _pull_messages(self, shop_name: str) -> None:
+        """Apply the platform's queued messages (Taobao TMC), then confirm them."""
+        if self._stop.is_set():
+            return
+        self._track_job()
+        connector = self.connectors[shop_name]
+        if not isinstance(connector, MessageSource):
+            return
+        if await self._db(_paused, self.engine, shop_name):
+            return
+        try:
+            applied = await poller.consume_messages(self.engine, self.shops[shop_name], connector,
+                                                    connector, db=self._db)
+        except Fatal as exc:
+            await self._db(pause_shop, self.engine, shop_name, exc.message)
+            self._record_poll(shop_name, "messages", False, exc.message, True)
+            return
+        except Exception as exc:  # noqa: BLE001 - a failed pull is retried at the next tick
+            self._record_poll(shop_name, "messages", False, f"{type(exc).__name__}: {exc}", False)
+            return
+        self._record_poll(shop_name, "messages", True, None, False)
+        if applied:
+            self.wake()
+
+    def _record_poll(self, shop_name: str, kind: str, ok: bool, error: str | None,
+                     paused: bool) -> None:
+        """Log a failure once when it starts and once when it clears, not on every poll."""
         health = self.health.shops[shop_name]
-        if health.last_error != error:
-            bound.warning("poll_failed", error=error)
-        health.last_error = error
-        await self._db(shops.save_poll, self.engine, shop_name, None, kind=kind, ok=False,
-                       error=error)
+        bound = log.bind(shop=shop_name, poll=kind)
+        if paused:
+            bound.error("shop_paused", error=error)
+        elif not ok:
+            self.on_poll_error(shop_name, kind)
+            if health.last_error != error:
+                bound.warning("poll_failed", error=error)
+        elif health.last_error is not None:
+            bound.info("poll_recovered")
+        health.last_error = None if ok else error
+        if ok:
+            health.last_ok = utcnow()
 
     async def _sweep(self) -> None:
+        if self._stop.is_set():
+            return
+        self._track_job()
         now = utcnow()
         expired = await self._db(pools.expire_codes, self.engine, now)
         if expired:

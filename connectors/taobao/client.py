@@ -173,6 +173,11 @@ class TaobaoConnector:
     def parse_push(self, headers: Mapping[str, str], body: bytes, now: datetime) -> PushBatch:
         raise PushRejected("taobao does not push over HTTP")
 
+    @property
+    def pulls_messages(self) -> bool:
+        """Whether this shop takes orders from TMC as well as by polling."""
+        return self.config.use_tmc
+
     async def permit_tmc(self) -> None:
         """Enable TMC messages for this seller (all topics the app subscribes to)."""
         await self._api.call("taobao.tmc.user.permit", {})

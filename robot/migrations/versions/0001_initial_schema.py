@@ -148,6 +148,20 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_state_due', ['state', 'due_at'], unique=False)
 
+    op.create_table('pickup_links',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('expires_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
+    sa.Column('revoked_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_pickup_links_order_id_orders')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_pickup_links')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_pickup_links_token_hash'))
+    )
+    with op.batch_alter_table('pickup_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_pickup_links_order_id'), ['order_id'], unique=False)
+
     op.create_table('codes',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('pool_id', sa.Integer(), nullable=False),
@@ -169,6 +183,21 @@ def upgrade() -> None:
     with op.batch_alter_table('codes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_codes_batch_id'), ['batch_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_codes_key_id'), ['key_id'], unique=False)
+
+    op.create_table('pickup_views',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('link_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('ip_hash', sa.String(length=64), nullable=False),
+    sa.Column('user_agent', sa.String(length=255), nullable=False),
+    sa.ForeignKeyConstraint(['link_id'], ['pickup_links.id'], name=op.f('fk_pickup_views_link_id_pickup_links')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_pickup_views_order_id_orders')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_pickup_views'))
+    )
+    with op.batch_alter_table('pickup_views', schema=None) as batch_op:
+        batch_op.create_index('ix_pickup_views_order_at', ['order_id', 'at'], unique=False)
 
     op.create_table('deliveries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -211,11 +240,19 @@ def downgrade() -> None:
         batch_op.drop_index('ix_deliveries_pool_created')
 
     op.drop_table('deliveries')
+    with op.batch_alter_table('pickup_views', schema=None) as batch_op:
+        batch_op.drop_index('ix_pickup_views_order_at')
+
+    op.drop_table('pickup_views')
     with op.batch_alter_table('codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_codes_key_id'))
         batch_op.drop_index(batch_op.f('ix_codes_batch_id'))
 
     op.drop_table('codes')
+    with op.batch_alter_table('pickup_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_pickup_links_order_id'))
+
+    op.drop_table('pickup_links')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_state_due')
 

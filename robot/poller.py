@@ -1,0 +1,156 @@
+"""Taking orders in from a shop: polling steps, and events from pushes or pulled messages.
+
+A polling step asks the connector for one window after the stored cursor, takes every order
+in (idempotently), and only then stores the new cursor: a crash in between repeats the step,
+which is harmless. Steps repeat while the connector says it is behind (catching up after an
+outage). Events (webhook pushes, Taobao TMC messages) are applied the same way — fetched in
+full when the message is thin, taken in, recorded as seen — and only then acknowledged.
+
+Database calls go through ``db`` (``asyncio.to_thread`` by default; the daemon passes one
+that waits out database outages). This module never holds a transaction across a platform
+call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from connectors.base import Connector, MessageSource, PushEvent
+from robot import pipeline, shops
+from robot.clock import utcnow
+from robot.db import transaction
+from robot.errors import Fatal, RobotError, Skippable
+from robot.log import get_logger
+from robot.outbox import pause_shop
+from robot.schema import push_seen
+
+log = get_logger(__name__)
+
+DbRunner = Callable[..., Awaitable[Any]]
+MESSAGE_ID_MAX = 128  # push_seen.message_id
+
+
+@dataclass
+class PollOutcome:
+    ok: bool
+    steps: int = 0
+    seen: int = 0  # orders the platform returned
+    created: int = 0  # of which new to us
+    error: str | None = None
+    paused: bool = False  # a Fatal error paused the shop
+
+
+async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connector, kind: str,
+                    *, now: Callable[[], datetime], owner: str | None = None,
+                    db: DbRunner = asyncio.to_thread,
+                    should_stop: Callable[[], bool] = lambda: False) -> PollOutcome:
+    """Run polling steps (``kind`` "poll" or "refund") until caught up; never raises for
+    platform errors (they are recorded on the shop and returned)."""
+    cursor = await db(shops.load_cursor, engine, shop.name, kind)
+    fetch = connector.poll if kind == "poll" else connector.poll_refunds
+    outcome = PollOutcome(ok=True)
+    while not should_stop():
+        try:
+            result = await fetch(cursor, now())
+        except Fatal as exc:
+            await db(pause_shop, engine, shop.name, exc.message)
+            return PollOutcome(False, outcome.steps, outcome.seen, outcome.created,
+                               exc.message, paused=True)
+        except RobotError as exc:
+            return await _failed(engine, shop.name, kind, exc.message, outcome, db)
+        except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
+            log.exception("poll_crashed", shop=shop.name, poll=kind)
+            return await _failed(engine, shop.name, kind, f"unexpected {type(exc).__name__}",
+                                 outcome, db)
+        for order in result.orders:
+            taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}")
+            outcome.created += taken.action == "created"
+        outcome.seen += len(result.orders)
+        outcome.steps += 1
+        await db(shops.save_poll, engine, shop.name, result.cursor, kind=kind, owner=owner)
+        if not result.more:
+            break
+        cursor = dict(result.cursor)
+    return outcome
+
+
+async def _failed(engine: Engine, shop: str, kind: str, error: str, outcome: PollOutcome,
+                  db: DbRunner) -> PollOutcome:
+    await db(shops.save_poll, engine, shop, None, kind=kind, ok=False, error=error)
+    return PollOutcome(False, outcome.steps, outcome.seen, outcome.created, error)
+
+
+def message_key(message_id: str) -> str:
+    """The id stored in ``push_seen`` (long ids are cut to the column's size)."""
+    return message_id[:MESSAGE_ID_MAX]
+
+
+def _seen(engine: Engine, shop: str, key: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(push_seen.c.message_id).where(
+            push_seen.c.shop == shop, push_seen.c.message_id == key)).first() is not None
+
+
+def _mark_seen(engine: Engine, shop: str, key: str) -> None:
+    try:
+        with transaction(engine) as conn:
+            conn.execute(insert(push_seen).values(shop=shop, message_id=key, received_at=utcnow()))
+    except IntegrityError:
+        pass  # the same message was applied concurrently (the platform sent it twice)
+
+
+async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
+                       events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
+                       fetch_timeout: float = 30.0) -> int:
+    """Apply verified events durably; returns how many created or changed an order.
+
+    Raises on any failure, so the caller does not acknowledge (the platform resends, and
+    applying again is harmless).
+    """
+    changed = 0
+    for event in events:
+        key = message_key(event.message_id) if event.message_id else None
+        if key is not None and await db(_seen, engine, shop.name, key):
+            continue
+        order = event.order
+        if order is None:
+            try:
+                order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
+                                               fetch_timeout)
+            except Skippable as exc:
+                # The platform will never show us this order (unknown, unreadable): there is
+                # nothing to take in, and asking again would not change that.
+                log.warning("event_order_unreadable", shop=shop.name, error=exc.message,
+                            platform_order_id=event.platform_order_id)
+        if order is not None:
+            result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}")
+            changed += result.action in ("created", "updated")
+        if key is not None:
+            await db(_mark_seen, engine, shop.name, key)
+    return changed
+
+
+async def consume_messages(engine: Engine, shop: pipeline.ShopRules, source: MessageSource,
+                           connector: Connector, *, db: DbRunner = asyncio.to_thread) -> int:
+    """Pull one batch of queued platform messages, apply them, then confirm them.
+
+    Returns the number of messages confirmed. A message whose order cannot be read now stops
+    the batch; it and the rest stay unconfirmed and come back later.
+    """
+    batch = await source.consume_messages()
+    done: list[str] = []
+    try:
+        for message_id, event in batch:
+            await apply_events(engine, shop, connector, [event], db=db)
+            done.append(message_id)
+    finally:
+        if done:
+            await source.confirm_messages(done)
+    return len(done)
