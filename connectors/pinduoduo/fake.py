@@ -1,0 +1,149 @@
+"""A faithful local fake of the POP gateway, as a Starlette app (tests and ``robot demo``).
+
+``POST /api/router`` (and ``GET``, as the Go SDK uses) merges the query string with a JSON
+object body or an urlencoded form body and answers as POP does (see
+:class:`connectors.pinduoduo.fake_state.FakePdd` for what is verified). JSON numbers and
+booleans in a body are signed as their text (``true``/``false``), as the SDKs send them.
+
+Control endpoints for tests and demos live under ``/__fake__/``; they take and return JSON.
+This app must never be exposed beyond loopback: it has no auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.pinduoduo.fake_state import FakeClock, FakePdd, Faults, PopError
+
+__all__ = ["FakeClock", "FakePdd", "Faults", "create_app"]
+
+HANG_LIMIT_SECONDS = 120.0
+_HTML_500 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return "" if value is None else str(value)
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """Query + body parameters as the strings the client signed; ValueError if unreadable."""
+    params = dict(request.query_params)
+    if request.method != "POST":
+        return params
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type:
+        data = json.loads(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("a JSON body must be an object")
+        params.update({str(k): _as_text(v) for k, v in data.items()})
+    else:
+        params.update(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+    return params
+
+
+def create_app(state: FakePdd) -> Starlette:
+    """The fake gateway serving ``state``."""
+
+    async def router(request: Request) -> Response:
+        latency, fault = state.take_transport_fault()
+        if latency:
+            await asyncio.sleep(latency)
+        if fault == "hang":
+            await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
+            return Response(_HTML_500, status_code=504, media_type="text/html")
+        if fault == "http_500":
+            return Response(_HTML_500, status_code=502, media_type="text/html")
+        try:
+            params = await _params(request)
+        except (ValueError, UnicodeDecodeError):
+            err = PopError(10001, "公共参数错误:body")  # invented detail
+            document: dict[str, Any] = {"error_response": {
+                "error_code": err.code, "error_msg": err.msg, "sub_code": err.sub_code,
+                "sub_msg": err.sub_msg}}
+        else:
+            document = state.handle(params)
+        return Response(json.dumps(document, ensure_ascii=False),
+                        media_type="application/json;charset=UTF-8")
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        data = json.loads(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    async def create_order(request: Request) -> Response:
+        data = await json_body(request)
+        kwargs: dict[str, Any] = {k: data[k] for k in ("items", "confirm_status") if k in data}
+        return JSONResponse({"order_sn": state.create_order(**kwargs)})
+
+    async def refund(request: Request) -> Response:
+        data = await json_body(request)
+        try:
+            refund_id = state.request_refund(
+                request.path_params["sn"],
+                after_sales_status=int(data.get("after_sales_status", 2)),
+                after_sales_type=int(data.get("after_sales_type", 2)),
+            )
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"refund_id": str(refund_id)})
+
+    async def cancel(request: Request) -> Response:
+        try:
+            state.cancel_order(request.path_params["sn"])
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    async def faults(request: Request) -> Response:
+        try:
+            current = state.set_faults(**await json_body(request))
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
+        return JSONResponse(vars(current))
+
+    async def tokens(request: Request) -> Response:
+        action = (await json_body(request)).get("action")
+        if action == "expire":
+            state.expire_access_tokens()
+        elif action == "revoke":
+            state.revoke_authorization()
+        else:
+            return JSONResponse({"error": "action must be expire or revoke"}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    async def clock(request: Request) -> Response:
+        owner = getattr(state.clock, "__self__", None)
+        if not isinstance(owner, FakeClock):
+            return JSONResponse({"error": "this fake runs on the real clock"}, status_code=409)
+        seconds = float((await json_body(request)).get("advance_seconds", 0))
+        return JSONResponse({"now": owner.advance(timedelta(seconds=seconds)).isoformat()})
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    return Starlette(routes=[
+        Route("/api/router", router, methods=["GET", "POST"]),
+        Route("/__fake__/orders", create_order, methods=["POST"]),
+        Route("/__fake__/orders/{sn}/refund", refund, methods=["POST"]),
+        Route("/__fake__/orders/{sn}/cancel", cancel, methods=["POST"]),
+        Route("/__fake__/faults", faults, methods=["POST"]),
+        Route("/__fake__/tokens", tokens, methods=["POST"]),
+        Route("/__fake__/clock", clock, methods=["POST"]),
+        Route("/__fake__/state", snapshot, methods=["GET"]),
+    ])

@@ -1,0 +1,132 @@
+"""A faithful local fake of Youzan Cloud, as a Starlette app (tests and ``robot demo``).
+
+Routes: ``POST /auth/token``; ``/api/{name}/{version}`` (and ``/api/{name}`` without a
+version, which Youzan answers with gateway code 4001). State and semantics live in
+:class:`connectors.youzan.fake_state.FakeYouzan`; pushes are sent by
+:class:`connectors.youzan.fake_push.PushSender`.
+
+Control endpoints for tests and demos live under ``/__fake__/`` (JSON in, JSON out). This app
+must never be exposed beyond loopback: it has no auth of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.youzan.fake_push import PushSender
+from connectors.youzan.fake_state import FakeClock, FakeYouzan, Faults
+
+__all__ = ["FakeClock", "FakeYouzan", "Faults", "PushSender", "create_app"]
+
+_HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body>Tengine</body></html>"
+
+
+def _json(document: dict[str, Any]) -> Response:
+    return Response(json.dumps(document, ensure_ascii=False),
+                    media_type="application/json;charset=utf-8")
+
+
+def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette:
+    """The fake serving ``state``; ``sender`` (made on demand) delivers pushes."""
+    senders: list[PushSender] = [sender] if sender is not None else []
+
+    async def faulted(token_endpoint: bool) -> Response | None:
+        latency, fail = state.take_transport_fault(token_endpoint=token_endpoint)
+        if latency:
+            await asyncio.sleep(latency)
+        if fail:
+            return Response(_HTML_502, status_code=502, media_type="text/html")
+        return None
+
+    async def token(request: Request) -> Response:
+        if (failure := await faulted(True)) is not None:
+            return failure
+        raw = await request.body()
+        return _json(state.handle_token(request.headers.get("content-type", ""), raw))
+
+    async def api(request: Request) -> Response:
+        if (failure := await faulted(False)) is not None:
+            return failure
+        raw = await request.body()
+        document = state.handle_api(
+            request.path_params["name"], request.path_params.get("version"),
+            method=request.method, content_type=request.headers.get("content-type", ""),
+            query=dict(request.query_params), raw=raw,
+        )
+        return _json(document)
+
+    async def body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        data = json.loads(raw) if raw.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    async def create_trade(request: Request) -> Response:
+        data = await body(request)
+        kwargs = {key: data[key] for key in ("items", "virtual", "paid", "yz_open_id")
+                  if key in data}
+        return JSONResponse({"tid": state.create_trade(**kwargs)})
+
+    async def refund(request: Request) -> Response:
+        data = await body(request)
+        try:
+            refund_id = state.request_refund(request.path_params["tid"], oid=data.get("oid"),
+                                             status=str(data.get("status", "WAIT_SELLER_AGREE")))
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"refund_id": refund_id})
+
+    async def close(request: Request) -> Response:
+        try:
+            state.close_trade(request.path_params["tid"])
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    async def faults(request: Request) -> Response:
+        try:
+            current = state.set_faults(**await body(request))
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
+        return JSONResponse({**vars(current), "authorized": state.authorized})
+
+    async def push_config(request: Request) -> Response:
+        data = await body(request)
+        with state.lock:
+            state.push_url = data.get("url") or None
+        return JSONResponse({"url": state.push_url})
+
+    async def push_test(request: Request) -> Response:
+        message = state.publish_test_message()
+        return JSONResponse({"msg_id": message.msg_id})
+
+    async def push_deliver(request: Request) -> Response:
+        if not senders:
+            senders.append(PushSender(state))
+        delivered = await asyncio.to_thread(senders[0].deliver_due)
+        return JSONResponse({"delivered": delivered})
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    return Starlette(routes=[
+        Route("/auth/token", token, methods=["POST"]),
+        Route("/api/{name}/{version}", api, methods=["GET", "POST"]),
+        Route("/api/{name}", api, methods=["GET", "POST"]),
+        Route("/__fake__/trades", create_trade, methods=["POST"]),
+        Route("/__fake__/trades/{tid}/refund", refund, methods=["POST"]),
+        Route("/__fake__/trades/{tid}/close", close, methods=["POST"]),
+        Route("/__fake__/faults", faults, methods=["POST"]),
+        Route("/__fake__/push/config", push_config, methods=["POST"]),
+        Route("/__fake__/push/test", push_test, methods=["POST"]),
+        Route("/__fake__/push/deliver", push_deliver, methods=["POST"]),
+        Route("/__fake__/state", snapshot, methods=["GET"]),
+    ])

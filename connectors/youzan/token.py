@@ -1,0 +1,197 @@
+"""The shop's Youzan access token: obtained from ``POST /auth/token``, cached durably, renewed.
+
+The token record (access token, its absolute ``expires`` in epoch milliseconds, and for tool
+apps the rotating refresh token) is kept in the core's encrypted per-shop store
+(:class:`connectors.base.ShopContext`), so a restart or a second process reuses it instead of
+asking again. It is renewed ``token_refresh_margin_seconds`` before ``expires`` and whenever
+the gateway rejects it (4201/4202/4203): first by re-reading the store (another process may
+have renewed it already: a forced silent refresh invalidates the previous token at once), else
+by asking Youzan for a new one.
+
+This module must never log, or put into an exception, a token, a refresh token, an
+authorization code or the client secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from connectors.base import ShopContext
+from connectors.youzan.config import YouzanConfig
+from connectors.youzan.errors import map_http_failure, map_token_error
+from connectors.youzan.http import LoopClient, post_json
+from connectors.youzan.times import epoch_ms
+from robot.errors import AuthError, BadPlatformData
+
+log = structlog.get_logger(__name__)
+
+SECRET_NAME = "youzan_token"  # noqa: S105 - the store entry's name, not a secret
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    access_token: str
+    expires_ms: int  # absolute expiry, epoch milliseconds (Youzan's ``expires``)
+    refresh_token: str | None = None
+    code_used: bool = False  # a tool app's one-time authorization code has been spent
+
+    def fresh(self, now: datetime, margin: timedelta) -> bool:
+        return epoch_ms(now + margin) < self.expires_ms
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> TokenRecord | None:
+        try:
+            data = json.loads(text)
+            return cls(access_token=str(data["access_token"]),
+                       expires_ms=int(data["expires_ms"]),
+                       refresh_token=data.get("refresh_token"),
+                       code_used=bool(data.get("code_used", False)))
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: behave as if nothing was stored
+
+
+class TokenManager:
+    """Hands out a valid access token for one shop, renewing it when needed."""
+
+    def __init__(self, config: YouzanConfig, context: ShopContext, http: LoopClient,
+                 clock: Clock) -> None:
+        self._config = config
+        self._context = context
+        self._http = http
+        self._clock = clock
+        self._record: TokenRecord | None = None
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.renewals = 0  # tokens obtained from Youzan by this process (tests, status)
+
+    @property
+    def _margin(self) -> timedelta:
+        return timedelta(seconds=self._config.token_refresh_margin_seconds)
+
+    def _lock(self) -> asyncio.Lock:
+        # One lock per loop: an asyncio.Lock must not be shared between event loops.
+        key = id(asyncio.get_running_loop())
+        if key not in self._locks:
+            self._locks = {key: asyncio.Lock()}
+        return self._locks[key]
+
+    def _load(self) -> TokenRecord | None:
+        text = self._context.load_secret(SECRET_NAME)
+        return TokenRecord.loads(text) if text else None
+
+    async def token(self) -> str:
+        """A token valid for at least the refresh margin (renewed first if it is not)."""
+        record = self._record
+        if record is not None and record.fresh(self._clock(), self._margin):
+            return record.access_token
+        async with self._lock():
+            record = self._record
+            if record is None or not record.fresh(self._clock(), self._margin):
+                stored = await asyncio.to_thread(self._load)
+                if stored is not None and stored.fresh(self._clock(), self._margin):
+                    record = stored
+                else:
+                    previous = stored or record
+                    # A stored token close to expiry is replaced (refresh=true): asking
+                    # without it would hand back the same soon-expiring token.
+                    record = await self._obtain(previous, force=previous is not None)
+                self._record = record
+            return record.access_token
+
+    async def after_rejection(self, rejected: str) -> str:
+        """The gateway refused ``rejected``: a newer stored token, or a brand new one."""
+        async with self._lock():
+            current = self._record
+            if current is not None and current.access_token != rejected:
+                return current.access_token  # someone in this process renewed it already
+            stored = await asyncio.to_thread(self._load)
+            if (stored is not None and stored.access_token != rejected
+                    and stored.fresh(self._clock(), timedelta(0))):
+                self._record = stored
+                return stored.access_token
+            self._record = await self._obtain(stored or current, force=True)
+            return self._record.access_token
+
+    async def _obtain(self, previous: TokenRecord | None, *, force: bool) -> TokenRecord:
+        config = self._config
+        body: dict[str, Any] = {
+            "client_id": config.client_id,
+            "client_secret": config.client_secret.get_secret_value(),
+        }
+        code_used = previous.code_used if previous else False
+        if config.authorize_type == "silent":
+            body.update(authorize_type="silent", grant_id=config.grant_id, refresh=force)
+        else:
+            refresh = (previous.refresh_token if previous and previous.refresh_token
+                       else config.refresh_token.get_secret_value()
+                       if config.refresh_token else None)
+            if refresh:
+                body.update(authorize_type="refresh_token", refresh_token=refresh)
+            elif config.auth_code is not None and not code_used:
+                body.update(authorize_type="authorization_code",
+                            code=config.auth_code.get_secret_value())
+                code_used = True
+            else:
+                raise AuthError("youzan: no refresh token and the authorization code was used; "
+                                "the merchant must authorize the app again")
+        data = await self._request(body)
+        record = _record_from(data, code_used=code_used,
+                              keep_refresh=previous.refresh_token if previous else None)
+        if record.expires_ms <= epoch_ms(self._clock()):
+            raise BadPlatformData("youzan /auth/token: the new token's expires is in the past")
+        await asyncio.to_thread(self._context.store_secret, SECRET_NAME, record.dumps())
+        self.renewals += 1
+        log.info("youzan_token_renewed", shop=self._context.shop,
+                 grant=body["authorize_type"], forced=force)
+        return record
+
+    async def _request(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = self._config.base_url.rstrip("/") + "/auth/token"
+        response = await post_json(self._http, url, body, what="youzan /auth/token")
+        if response.status_code >= 500:
+            raise map_http_failure("youzan /auth/token", response.status_code, "server error")
+        try:
+            payload = json.loads(response.content)
+        except ValueError as exc:
+            raise map_http_failure("youzan /auth/token", response.status_code, "not JSON") from exc
+        if not isinstance(payload, dict):
+            raise BadPlatformData("youzan /auth/token: unexpected JSON shape")
+        if payload.get("success") is not True:
+            raise map_token_error(_int(payload.get("code")), str(payload.get("message") or ""))
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise BadPlatformData("youzan /auth/token: success without data")
+        return data
+
+
+def _record_from(data: dict[str, Any], *, code_used: bool, keep_refresh: str | None
+                 ) -> TokenRecord:
+    token = data.get("access_token")
+    expires = data.get("expires")
+    if not isinstance(token, str) or not token or isinstance(expires, bool):
+        raise BadPlatformData("youzan /auth/token: no access_token/expires in the answer")
+    try:
+        expires_ms = int(expires) if isinstance(expires, int | float) else int(str(expires))
+    except (TypeError, ValueError) as exc:
+        raise BadPlatformData("youzan /auth/token: expires is not a number") from exc
+    refresh = data.get("refresh_token")
+    return TokenRecord(access_token=token, expires_ms=expires_ms,
+                       refresh_token=str(refresh) if refresh else keep_refresh,
+                       code_used=code_used)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
