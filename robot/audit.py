@@ -27,7 +27,7 @@ from robot.schema import audit_head, audit_log
 GENESIS = "0" * 64
 
 
-def _entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str,
+def _entry_hash(prev_hash: str, seq: int, at: datetime, *, actor: str, action: str,
                 subject: str, details: str) -> str:
     body = json.dumps(
         [seq, at.isoformat(timespec="microseconds"), actor, action, subject, details],
@@ -38,7 +38,9 @@ def _entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str,
 
 
 def canonical(details: Mapping[str, Any]) -> str:
-    return json.dumps(details, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(
+        details, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str
+    )
 
 
 def ensure_head(conn: Connection) -> None:
@@ -60,7 +62,8 @@ def append(conn: Connection, *, actor: str, action: str, subject: str,
     seq = int(row.seq) + 1
     at = utcnow()
     body = canonical(details or {})
-    digest = _entry_hash(row.hash, seq, at, actor, action, subject, body)
+    digest = _entry_hash(row.hash, seq, at, actor=actor, action=action, subject=subject,
+                         details=body)
     conn.execute(
         insert(audit_log).values(
             seq=seq, at=at, actor=actor, action=action, subject=subject,
@@ -80,35 +83,62 @@ class VerifyResult:
 
 
 def verify(engine: Engine, *, batch: int = 5000) -> VerifyResult:
-    """Walk the chain from the start; report the first entry that does not fit."""
+    """Walk the chain from the start; report the first entry that does not fit.
+
+    Safe while other processes append: the head is read after the walk, and when it is ahead
+    of the entries seen (appends committed meanwhile) the walk continues from there.
+    """
     prev_hash = GENESIS
-    expected_seq = 1
     count = 0
     with engine.connect() as conn:
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).first()
-        last = 0
         while True:
             rows = conn.execute(
-                select(audit_log).where(audit_log.c.seq > last).order_by(audit_log.c.seq).limit(batch)
+                select(audit_log)
+                .where(audit_log.c.seq > count)
+                .order_by(audit_log.c.seq)
+                .limit(batch)
             ).all()
-            if not rows:
-                break
             for r in rows:
+                expected_seq = count + 1
                 if r.seq != expected_seq:
                     return VerifyResult(False, count, expected_seq,
                                         f"entry {expected_seq} is missing (next is {r.seq})")
                 if r.prev_hash != prev_hash:
                     return VerifyResult(False, count, r.seq,
                                         f"entry {r.seq} does not follow entry {r.seq - 1}")
-                digest = _entry_hash(r.prev_hash, r.seq, r.at, r.actor, r.action, r.subject, r.details)
+                digest = _entry_hash(r.prev_hash, r.seq, r.at, actor=r.actor, action=r.action,
+                                     subject=r.subject, details=r.details)
                 if digest != r.hash:
                     return VerifyResult(False, count, r.seq, f"entry {r.seq} was altered")
                 prev_hash = r.hash
-                expected_seq += 1
                 count += 1
-                last = r.seq
-    if head is not None and (head.seq != count or head.hash != prev_hash):
-        return VerifyResult(False, count, count + 1 if head.seq > count else count,
-                            f"the chain ends at entry {count} but its head says {head.seq}: "
-                            "entries were removed from the end")
-    return VerifyResult(True, count)
+            if rows:
+                continue
+            # An entry and its head update commit together, so a head read after the walk is
+            # never behind the entries seen; if it is ahead, look again for newer entries.
+            head = conn.execute(
+                select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+            ).first()
+            if head is None:
+                if count:
+                    return VerifyResult(False, count, count,
+                                        "the chain head row is missing: the log was tampered with")
+                return VerifyResult(True, 0)
+            if head.seq > count:
+                newer = conn.execute(
+                    select(audit_log.c.seq).where(audit_log.c.seq > count).limit(1)
+                ).first()
+                if newer is not None:
+                    continue
+                return VerifyResult(False, count, count + 1,
+                                    f"the chain ends at entry {count} but its head says "
+                                    f"{head.seq}: entries were removed from the end")
+            if head.seq < count:
+                return VerifyResult(False, count, head.seq + 1,
+                                    f"entry {head.seq + 1} lies beyond the chain head "
+                                    f"(entry {head.seq}): entries were added outside the robot")
+            if head.hash != prev_hash:
+                return VerifyResult(False, count, count,
+                                    f"the chain head does not match entry {count}: "
+                                    "the last entry was replaced")
+            return VerifyResult(True, count)

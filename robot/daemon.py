@@ -330,10 +330,17 @@ class Robot:
             return  # another process is this shop's polling leader
         if await self._db(_paused, self.engine, shop_name):
             return
-        outcome = await poller.poll_shop(
-            self.engine, shop, self.connectors[shop_name], kind, now=lambda: datetime.now(UTC),
-            owner=self.owner, db=self._db, should_stop=self._stop.is_set,
-        )
+        try:
+            outcome = await poller.poll_shop(
+                self.engine, shop, self.connectors[shop_name], kind,
+                now=lambda: datetime.now(UTC), owner=self.owner, db=self._db,
+                should_stop=self._stop.is_set,
+            )
+        except asyncio.CancelledError:
+            # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
+            # so the next start repeats this step.
+            log.info("poll_cancelled", shop=shop_name, poll=kind)
+            return
         self._record_poll(shop_name, kind, outcome.ok, outcome.error, outcome.paused)
         if outcome.created or (kind == "refund" and outcome.seen):
             if outcome.created:

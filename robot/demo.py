@@ -39,6 +39,7 @@ from sqlalchemy import Engine, func, select
 from robot import pools
 from robot.config import RobotConfig, load_config
 from robot.daemon import Robot
+from robot.log import configure_logging
 from robot.db import make_engine
 from robot.migrate import upgrade
 from robot.registry import discover
@@ -61,12 +62,14 @@ class DemoDriver(Protocol):
     #: True when the platform pushes orders (the demo then also sends duplicate pushes)
     pushes: bool
 
-    async def start(self) -> dict[str, Any]:
-        """Start the fake on loopback; return the shop's ``platform_config`` for it."""
+    async def start(self, robot_url: str) -> dict[str, Any]:
+        """Start the fake on loopback (pushing to ``robot_url``'s webhook if the platform
+        pushes); return the shop's ``platform_config`` for it."""
         ...
 
-    def create_paid_order(self, sku_id: str, quantity: int, buyer: str) -> str:
-        """A buyer pays; returns the platform order id."""
+    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+        """A buyer pays for ``quantity`` of the item whose merchant code (outer id) is ``sku``;
+        returns the platform order id."""
         ...
 
     def refund(self, platform_order_id: str) -> None:
@@ -137,10 +140,10 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
             "platform": driver.platform,
             "unmapped": "hold",
             "items": [
-                {"sku_id": SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
-                {"sku_id": SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
-                                                 {"pool": POOL_BONUS, "quantity": 2}]},
-                {"sku_id": SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
+                {"outer_id": SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
+                {"outer_id": SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
+                                                   {"pool": POOL_BONUS, "quantity": 2}]},
+                {"outer_id": SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
             ],
             "platform_config": platform_config,
         }
@@ -244,18 +247,22 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
     if not drivers:
         raise RuntimeError("no platform with a demo driver is installed")
     root = Path(tempfile.mkdtemp(prefix="robot-demo-"))
+    stack = contextlib.ExitStack()
     try:
-        platform_configs = [await d.start() for d in drivers]
         listen = _free_listen()
+        platform_configs = [await d.start(f"http://{listen}") for d in drivers]
         config_path = _write_config(root, drivers, platform_configs, listen)
         init_key_file(root / "robot.key")
+        log_file = (root / "robot.log").open("a", encoding="utf-8")
+        stack.callback(log_file.close)
+        configure_logging("info", "json", stream=log_file)
         config = load_config(config_path)
         engine = make_engine(config.database)
         upgrade(engine)
         _import_stock(config, engine, root, orders_wanted)
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
-        daemon = asyncio.create_task(robot.run(install_signals=False))
+        daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
         faults = sum(d.inject_faults() for d in drivers)
         exp = Expectation()
         started = time.monotonic()
@@ -287,6 +294,7 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         for d in drivers:
             with contextlib.suppress(Exception):
                 await d.stop()
+        stack.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from robot.errors import VaultError
 
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_BYTES = 32
 KEY_FILE_VERSION = 1
 
@@ -69,7 +70,9 @@ class KeyRing:
 
 
 def _aad(pool_id: int, fingerprint: bytes, key_id: str) -> bytes:
-    return b"robot-code-v1|" + str(pool_id).encode() + b"|" + fingerprint.hex().encode() + b"|" + key_id.encode()
+    return b"|".join(
+        (b"robot-code-v1", str(pool_id).encode(), fingerprint.hex().encode(), key_id.encode())
+    )
 
 
 class Vault:
@@ -104,8 +107,11 @@ class Vault:
         aead = self._aead.get(key_id)
         if aead is None:
             raise VaultError(f"code encrypted under key {key_id!r}, which the key file lacks")
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise VaultError("a stored code is truncated: the row was altered")
         try:
-            plain = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(pool_id, fingerprint, key_id))
+            aad = _aad(pool_id, fingerprint, key_id)
+            plain = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except InvalidTag as exc:
             raise VaultError(
                 "a code failed authentication: wrong key file, or the row was altered or moved"
@@ -123,6 +129,8 @@ class Vault:
         aead = self._aead.get(key_id)
         if aead is None:
             raise VaultError(f"secret sealed under key {key_id!r}, which the key file lacks")
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise VaultError("a stored secret is truncated: the row was altered")
         aad = b"robot-secret-v1|" + context.encode() + b"|" + key_id.encode()
         try:
             return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad).decode("utf-8")
@@ -132,6 +140,15 @@ class Vault:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a file's creation or rename in ``directory`` survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def init_key_file(path: Path) -> None:
@@ -152,6 +169,7 @@ def init_key_file(path: Path) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    _fsync_dir(path.parent)
 
 
 def write_key_ring(path: Path, ring: KeyRing) -> None:
@@ -164,12 +182,16 @@ def write_key_ring(path: Path, ring: KeyRing) -> None:
     }
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A stale temp file keeps its old mode through O_CREAT: force 0600 before writing keys.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    # Codes get encrypted under the new key right after this: the rename must be durable.
+    _fsync_dir(path.parent)
 
 
 def load_key_ring(path: Path, *, check_mode: bool = True) -> KeyRing:
@@ -187,7 +209,11 @@ def load_key_ring(path: Path, *, check_mode: bool = True) -> KeyRing:
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise VaultError(f"key file {path} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        raw = json.loads(text)
         if raw.get("version") != KEY_FILE_VERSION:
             raise VaultError(f"key file {path}: unsupported version {raw.get('version')!r}")
         keys = {str(k): base64.b64decode(v, validate=True) for k, v in raw["keys"].items()}

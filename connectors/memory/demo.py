@@ -20,14 +20,14 @@ class MemoryDemo:
         self.backend = MemoryPlatform.named(self.name)
         self._ids = itertools.count(1)
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self, robot_url: str) -> dict[str, Any]:
         return {"name": self.name}
 
-    def create_paid_order(self, sku_id: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
         oid = f"M{next(self._ids):07d}"
         self.backend.put_order(Order(
             platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=buyer,
-            lines=(OrderLine(line_id=f"{oid}-1", quantity=quantity, sku_id=sku_id,
+            lines=(OrderLine(line_id=f"{oid}-1", quantity=quantity, outer_id=sku,
                              title="VIP 月卡", unit_price_cents=1990),),
             total_cents=1990 * quantity))
         return oid

@@ -17,7 +17,7 @@ class TaobaoDemo:
         self.state = FakeTop()
         self._served: ServedFake | None = None
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self, robot_url: str) -> dict[str, Any]:
         self._served = await serve_fake(create_app(self.state))
         return {
             "app_key": self.state.app_key,
@@ -32,10 +32,10 @@ class TaobaoDemo:
             "timeout_seconds": 5,
         }
 
-    def create_paid_order(self, sku_id: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
         tid = self.state.create_trade(
             items=[{"title": "优酷VIP月卡 Youku VIP month", "price": "19.90", "num": quantity,
-                    "sku_id": sku_id}],
+                    "outer_sku_id": sku}],
             buyer_open_uid=f"AAH_{buyer}",
         )
         return str(tid)

@@ -1,0 +1,95 @@
+"""``robot audit``: verify the hash-chained audit log and list its recent entries.
+
+``verify`` exits with status 1 (a :class:`~robot.errors.UserError`) when the chain is broken,
+naming the first entry that does not fit. This module only reads the log; it must never write
+to it or "repair" it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from robot import audit
+from robot.cli.common import App, emit_json, json_option, print_table
+from robot.errors import UserError
+from robot.schema import audit_log
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Check and read the tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@json_option
+@click.pass_obj
+def verify(app: App, as_json: bool) -> None:
+    """Walk the whole chain; exit 1 if any entry was altered, removed or reordered."""
+    result = audit.verify(app.engine)
+    if as_json:
+        emit_json({
+            "ok": result.ok,
+            "entries": result.entries,
+            "first_bad_seq": result.first_bad_seq,
+            "problem": result.problem,
+        })
+    if result.ok:
+        if not as_json:
+            click.echo(f"audit chain OK: {result.entries} entries")
+        return
+    raise UserError(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}")
+
+
+def _details(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # an altered entry may not hold JSON any more; show it as it is
+
+
+@audit_group.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the most recent entries to show.")
+@click.option("--action", default=None, help="Only entries with this action (e.g. reveal).")
+@json_option
+@click.pass_obj
+def list_entries(app: App, limit: int, action: str | None, as_json: bool) -> None:
+    """Show the most recent entries, newest first."""
+    stmt = select(
+        audit_log.c.seq, audit_log.c.at, audit_log.c.actor, audit_log.c.action,
+        audit_log.c.subject, audit_log.c.details,
+    ).order_by(audit_log.c.seq.desc()).limit(limit)
+    if action is not None:
+        stmt = stmt.where(audit_log.c.action == action)
+    with app.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    if as_json:
+        emit_json([
+            {
+                "seq": r.seq,
+                "at": r.at.isoformat(timespec="microseconds") + "Z",
+                "actor": r.actor,
+                "action": r.action,
+                "subject": r.subject,
+                "details": _details(r.details),
+            }
+            for r in rows
+        ])
+        return
+    print_table(
+        app,
+        "audit log (newest first)",
+        ["seq", "at (UTC)", "actor", "action", "subject", "details"],
+        [
+            [r.seq, r.at.isoformat(sep=" ", timespec="seconds"), r.actor, r.action, r.subject,
+             r.details]
+            for r in rows
+        ],
+    )
+
+
+COMMANDS: list[click.Command] = [audit_group]

@@ -1,0 +1,136 @@
+"""Invariant 4: no plaintext code leaves the vault by accident.
+
+A merchant's whole day runs through the CLI and the daemon's pieces with known codes: import
+(including a rejected file), orders with faults, retries, a failure and a replay, cancel,
+refund, status and listings. Then every captured log line, every command's output (but
+``robot reveal``'s, which is the one place codes are shown), every exception message and
+every column of every table except ``codes.ciphertext`` is searched for each code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import Engine, LargeBinary, select
+
+import robot.cli
+from connectors.base import PlatformStatus, RefundState
+from connectors.memory import MemoryConnector, MemoryPlatform
+from robot import pipeline
+from robot.clock import utcnow
+from robot.config import load_config
+from robot.db import make_engine
+from robot.log import configure_logging
+from robot.migrate import upgrade
+from robot.outbox import Dispatcher, RetryPolicy
+from robot.schema import metadata
+from robot.vault import PAIR_SEP, open_vault
+from tests.factories import paid_order
+from tests.test_daemon import write_config
+
+robot.cli._register()
+
+
+def cli(config: Path, *args: str) -> str:
+    result = CliRunner().invoke(robot.cli.cli, ["-c", str(config), *args], catch_exceptions=True)
+    return result.output + (str(result.exception) if result.exception else "")
+
+
+def scan_database(engine: Engine, secrets: list[str]) -> list[str]:
+    """Every (table.column) whose values contain one of the secrets, codes.ciphertext excepted."""
+    needles = [s.encode() for s in secrets]
+    found = []
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                for column, value in row._mapping.items():
+                    if table.name == "codes" and column == "ciphertext":
+                        continue
+                    if value is None:
+                        continue
+                    raw = value if isinstance(value, bytes) else str(value).encode()
+                    if any(n in raw for n in needles):
+                        found.append(f"{table.name}.{column}")
+            assert all(not isinstance(c.type, LargeBinary) or c.name in ("ciphertext", "fingerprint")
+                       for c in table.columns)
+    return found
+
+
+def test_no_plaintext_code_in_logs_outputs_errors_or_database(tmp_path: Path) -> None:
+    """Known codes never appear outside codes.ciphertext and robot reveal's own output."""
+    name = f"leak-{uuid.uuid4().hex}"
+    config_path = write_config(tmp_path, name)
+    logs = io.StringIO()
+    configure_logging("debug", "json", stream=logs)
+    tag = uuid.uuid4().hex[:8].upper()
+    singles = [f"LEAK{tag}{i:04d}SECRET" for i in range(12)]
+    pairs = [(f"CARD{tag}{i:03d}", f"PASS{tag}{i:03d}X") for i in range(3)]
+    secrets = singles + [c for c, _ in pairs] + [p for _, p in pairs]
+
+    outputs = []
+    outputs.append(cli(config_path, "pools", "create", "p1"))
+    txt = tmp_path / "codes.txt"
+    txt.write_text("\n".join(singles) + "\n")
+    outputs.append(cli(config_path, "pools", "import", "p1", str(txt)))
+    csv = tmp_path / "cards.csv"
+    csv.write_text("card_no,password\n" + "\n".join(f"{c},{p}" for c, p in pairs) + "\n")
+    outputs.append(cli(config_path, "pools", "import", "p1", str(csv)))
+    # a rejected import: duplicates of codes already in the pool, named by line number only
+    bad = tmp_path / "again.txt"
+    bad.write_text(f"{singles[0]}\n{singles[1]}\n\n")
+    rejected = cli(config_path, "pools", "import", "p1", str(bad))
+    assert "line 1" in rejected
+    outputs.append(rejected)
+
+    config = load_config(config_path)
+    engine = make_engine(config.database)
+    upgrade(engine)
+    vault = open_vault(config.key_file)
+    shop = config.shop("mem")
+    platform = MemoryPlatform.named(name)
+    for i in range(6):
+        order = paid_order(f"L{i}", ("s1", 2 if i % 2 else 1))
+        platform.put_order(order)
+        pipeline.intake(engine, shop, order)
+    while pipeline.allocate_next(engine):
+        pass
+    pipeline.intake(engine, shop, paid_order("L0", ("s1", 1), status=PlatformStatus.CLOSED))
+    platform.inject("ship", "unavailable", times=2)
+    disp = Dispatcher(engine, vault, {"mem": MemoryConnector(platform)}, {"mem": shop},
+                      RetryPolicy(max_attempts=1, backoff_initial=0.001, backoff_max=0.001),
+                      worker="leak")
+    for _ in range(10):
+        asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=1)))
+    failed = cli(config_path, "orders", "list", "--state", "failed", "--json")
+    outputs.append(failed)
+    assert json.loads(failed), "one order should have failed after the injected errors"
+    outputs.append(cli(config_path, "orders", "replay", "--all-failed"))
+    for _ in range(10):
+        asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2)))
+    pipeline.intake(engine, shop, paid_order("L3", ("s1", 2), status=PlatformStatus.SHIPPED,
+                                             refund=RefundState.REFUNDED))
+    for args in (["status"], ["status", "--json"], ["orders", "list"], ["orders", "show", "2"],
+                 ["orders", "show", "2", "--json"], ["pools", "list"], ["codes", "list", "p1"],
+                 ["codes", "list", "p1", "--json"], ["audit", "list", "--json"],
+                 ["audit", "verify"], ["config", "show"], ["orders", "cancel", "1"],
+                 ["orders", "show", "999"]):
+        outputs.append(cli(config_path, *args))
+
+    revealed = cli(config_path, "reveal", "2")
+    assert any(s in revealed for s in secrets), "reveal must show the codes (and only it may)"
+    memos = [platform.memo(f"L{i}") or "" for i in range(6)]
+    assert any("****" in m for m in memos)
+
+    haystacks = {"logs": logs.getvalue(), "outputs": "\n".join(outputs), "memos": "\n".join(memos)}
+    for where, text in haystacks.items():
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, f"plaintext code found in {where}"
+    assert PAIR_SEP not in haystacks["outputs"]
+    assert scan_database(engine, secrets) == []
+    engine.dispose()
