@@ -43,12 +43,13 @@ class ServerDatabases:
     """Creates one scratch database per server for this session and drops it at the end."""
 
     def __init__(self) -> None:
-        self.urls: dict[str, str] = {}
-        self._admin: dict[str, str] = {}
+        self.urls: dict[tuple[str, str], str] = {}
 
-    def url_for(self, backend: str) -> str:
-        if backend in self.urls:
-            return self.urls[backend]
+    def url_for(self, backend: str, purpose: str = "main") -> str:
+        """The session's scratch database on ``backend`` for ``purpose`` (created once)."""
+        key = (backend, purpose)
+        if key in self.urls:
+            return self.urls[key]
         base = normalize_url(_server_urls()[backend])
         name = f"robot_t_{secrets.token_hex(4)}"
         admin = create_engine(base, isolation_level="AUTOCOMMIT")
@@ -65,13 +66,13 @@ class ServerDatabases:
             pytest.skip(msg)
         finally:
             admin.dispose()
-        self._admin[backend] = base
-        self.urls[backend] = make_url(base).set(database=name).render_as_string(hide_password=False)
-        return self.urls[backend]
+        self.urls[key] = make_url(base).set(database=name).render_as_string(hide_password=False)
+        return self.urls[key]
 
     def drop_all(self) -> None:
-        for backend, base in self._admin.items():
-            name = make_url(self.urls[backend]).database
+        for (backend, _purpose), url in self.urls.items():
+            name = make_url(url).database
+            base = normalize_url(_server_urls()[backend])
             admin = create_engine(base, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 if backend == "postgresql":

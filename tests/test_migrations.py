@@ -17,7 +17,7 @@ from tests.conftest import ServerDatabases
 def _empty_engine(backend: str, server_databases: ServerDatabases, tmp_path: Path) -> Engine:
     if backend == "sqlite":
         return make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
-    engine = make_engine(server_databases.url_for(backend))
+    engine = make_engine(server_databases.url_for(backend, "migrations"))
     metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
