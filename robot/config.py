@@ -383,6 +383,23 @@ class SkuMapping(_Strict):
         raise AssertionError("a validated SkuMapping has exactly one id")  # pragma: no cover
 
 
+class PickupConfig(_Strict):
+    """How buyers reach their codes on the robot's pickup page (robot.http).
+
+    ``lookup_check`` is what a buyer must give with the platform order number on the lookup
+    form (``/p``): ``none`` disables the lookup for this shop (per-order links only),
+    ``buyer_id_suffix`` asks for the last ``suffix_length`` characters of the platform buyer
+    id (for platforms whose buyer id the buyer knows, e.g. a member number),
+    ``paid_amount`` asks for the amount paid (e.g. ``29.90``; weaker: prices are public).
+    Links expire ``link_ttl`` after they are made (``null``: never).
+    """
+
+    enabled: bool = True
+    lookup_check: Literal["none", "buyer_id_suffix", "paid_amount"] = "none"
+    suffix_length: int = Field(default=4, ge=4, le=32)
+    link_ttl: Duration | None = 30 * 86400.0
+
+
 class ShopFile(_Strict):
     """A shop file exactly as written; ``platform_config`` is checked by the connector."""
 
@@ -395,6 +412,9 @@ class ShopFile(_Strict):
     item_desc: ItemDescTemplate | None = None
     items: list[SkuMapping] = Field(default_factory=list)
     platform_config: dict[str, Any] = Field(default_factory=dict)
+    pickup: PickupConfig = Field(default_factory=PickupConfig)
+    #: Bearer token for the delivery API (robot.http); unset: the API is off for this shop.
+    delivery_api_token: Secret | None = None
 
 
 class _NoPlatformConfig(BaseModel):
@@ -414,6 +434,8 @@ class ShopConfig(_Strict):
     item_desc: ItemDescTemplate = DEFAULT_ITEM_DESC
     items: list[SkuMapping] = Field(default_factory=list)
     platform_config: SerializeAsAny[BaseModel] = Field(default_factory=_NoPlatformConfig)
+    pickup: PickupConfig = Field(default_factory=PickupConfig)
+    delivery_api_token: Secret | None = None
 
 
 class RobotConfig(_Strict):
@@ -780,6 +802,8 @@ def _load_shop(
         item_desc=shop_file.item_desc if shop_file.item_desc is not None else defaults.item_desc,
         items=shop_file.items,
         platform_config=platform_config,
+        pickup=shop_file.pickup,
+        delivery_api_token=shop_file.delivery_api_token,
     )
     return name, shop
 

@@ -39,8 +39,8 @@ from sqlalchemy import Engine, func, select
 from robot import pools
 from robot.config import RobotConfig, load_config
 from robot.daemon import Robot
-from robot.log import configure_logging
 from robot.db import make_engine
+from robot.log import configure_logging
 from robot.migrate import upgrade
 from robot.registry import discover
 from robot.schema import deliveries, orders, stock

@@ -261,3 +261,31 @@ push_seen = Table(
     Column("message_id", String(128), primary_key=True),
     Column("received_at", Timestamp, nullable=False),
 )
+
+# Pickup links (robot.http.links). The token itself is never stored: it is derived as
+# HMAC(key, order id, link id) so it can be rendered again, and only its SHA-256 is kept here
+# for the look-up.
+pickup_links = Table(
+    "pickup_links",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=True),  # NULL: never expires
+    Column("revoked_at", Timestamp, nullable=True),
+)
+
+# Every look at the pickup page: views and reveals, with a keyed hash of the IP (never the IP).
+pickup_views = Table(
+    "pickup_views",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("link_id", BigId, ForeignKey("pickup_links.id"), nullable=False),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # view | reveal
+    Column("at", Timestamp, nullable=False),
+    Column("ip_hash", String(64), nullable=False),
+    Column("user_agent", String(255), nullable=False, default=""),
+    Index("ix_pickup_views_order_at", "order_id", "at"),
+)

@@ -21,7 +21,7 @@ def run_cmd(app: App) -> None:
     configure_logging(config.log.level, config.log.format)
     robot = Robot(config)
     robot.prepare()
-    code = asyncio.run(robot.run())
+    code = asyncio.run(robot.run(extra=[robot.http_task()]))
     sys.exit(code)
 
 

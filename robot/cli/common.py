@@ -84,7 +84,8 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
-def print_table(app: App, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(app: App, title: str, columns: Sequence[str],
+                rows: Sequence[Sequence[Any]]) -> None:
     table = Table(title=title, show_lines=False)
     for col in columns:
         table.add_column(col)

@@ -8,7 +8,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from connectors.base import Connector, PlatformStatus
-from connectors.memory import TEST_PUSH_SECRET, MemoryConnector, MemoryPlatform, order_to_json, sign_push
+from connectors.memory import (
+    TEST_PUSH_SECRET,
+    MemoryConnector,
+    MemoryPlatform,
+    order_to_json,
+    sign_push,
+)
 from tests.factories import paid_order
 
 _ids = itertools.count(1)
