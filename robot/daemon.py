@@ -207,7 +207,9 @@ class Robot:
                                       "next_run_time": datetime.now(UTC)}
             scheduler.add_job(self._poll, "interval", seconds=interval, args=[name, "poll"],
                               id=f"poll:{name}", **common)
-            scheduler.add_job(self._poll, "interval", seconds=max(interval, 30.0),
+            # Refunds change less often than orders arrive: poll them less often, up to 30 s.
+            refund_every = max(interval, min(30.0, 5 * interval))
+            scheduler.add_job(self._poll, "interval", seconds=refund_every,
                               args=[name, "refund"], id=f"refunds:{name}", **common)
             connector = self.connectors[name]
             if isinstance(connector, MessageSource) and connector.pulls_messages:

@@ -60,6 +60,7 @@ class RetryPolicy:
     lease: timedelta = timedelta(seconds=120)
     call_timeout: float = 30.0
     paused_recheck: timedelta = timedelta(seconds=60)
+    concurrency: int = 8  # write-back jobs in flight at once per process
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before attempt ``attempt + 1`` (exponential with jitter, never below the
@@ -190,8 +191,15 @@ class Dispatcher:
         jobs = await asyncio.to_thread(
             claim_jobs, self.engine, self.worker, now=now, limit=limit, lease=self.policy.lease
         )
-        for job in jobs:
-            await self.run_job(job)
+        # Jobs are for different orders; their platform calls overlap, their transactions
+        # stay short and separate.
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(job: Job) -> None:
+            async with gate:
+                await self.run_job(job)
+
+        await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
     async def run_job(self, job: Job) -> None:

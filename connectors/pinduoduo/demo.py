@@ -29,7 +29,7 @@ class PinduoduoDemo:
             # A demo wants orders within seconds: short, overlapping windows right up to now.
             "window_minutes": 1,
             "lag_seconds": 0,
-            "overlap_seconds": 10,
+            "overlap_seconds": 2,
             "initial_lookback_minutes": 5,
             "timeout_seconds": 5,
             "backoff_seconds": 0.1,

@@ -27,7 +27,7 @@ class TaobaoDemo:
             # A demo wants orders within seconds: short, overlapping windows right up to now.
             "window_minutes": 1,
             "lag_seconds": 0,
-            "overlap_seconds": 10,
+            "overlap_seconds": 2,
             "initial_lookback_minutes": 5,
             "timeout_seconds": 5,
         }

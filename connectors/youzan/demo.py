@@ -32,7 +32,7 @@ class YouzanDemo:
             "base_url": self._served.base_url,
             "window_minutes": 1,
             "lag_seconds": 0,
-            "overlap_seconds": 10,
+            "overlap_seconds": 2,
             "initial_lookback_minutes": 5,
             "timeout_seconds": 5,
         }
