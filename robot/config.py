@@ -245,7 +245,8 @@ class HttpConfig(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        # port 0 lets the system pick a free port (tests, several robots on one host)
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise PydanticCustomError("listen", "expected host:port, e.g. 127.0.0.1:8080")
         return value
 

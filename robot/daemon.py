@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 TICK = 1.0  # seconds between checks for due work when nothing woke us
+# A shop's polling leader holds a lease this long and renews it every LEASE_RENEW seconds,
+# whatever the shop's poll interval: when a leader dies, another process takes its shops
+# over within LEASE_TTL + LEASE_RENEW seconds.
+LEASE_TTL = timedelta(seconds=10)
+LEASE_RENEW = 3.0
 SWEEP_INTERVAL = 60.0
 DB_RETRY = 5.0
 
@@ -66,6 +71,7 @@ class ShopHealth:
     broken: str | None = None  # connector failed to build: config or plugin problem
     last_error: str | None = None
     last_ok: datetime | None = None
+    leader: bool = False  # this process holds the shop's polling lease
 
 
 @dataclass
@@ -215,6 +221,8 @@ class Robot:
             if isinstance(connector, MessageSource) and connector.pulls_messages:
                 scheduler.add_job(self._pull_messages, "interval", seconds=min(interval, 5.0),
                                   args=[name], id=f"messages:{name}", **common)
+        scheduler.add_job(self._renew_leases, "interval", seconds=LEASE_RENEW, id="leases",
+                          coalesce=True, max_instances=1, misfire_grace_time=int(LEASE_RENEW))
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
@@ -327,8 +335,7 @@ class Robot:
             return
         self._track_job()
         shop = self.shops[shop_name]
-        ttl = timedelta(seconds=max(3 * shop.poll_interval_seconds, 30.0))
-        if not await self._db(shops.take_lease, self.engine, shop_name, self.owner, ttl):
+        if not await self._db(shops.take_lease, self.engine, shop_name, self.owner, LEASE_TTL):
             return  # another process is this shop's polling leader
         if await self._db(_paused, self.engine, shop_name):
             return
@@ -348,6 +355,18 @@ class Robot:
             if outcome.created:
                 log.info("orders_received", shop=shop_name, poll=kind, count=outcome.created)
             self.wake()
+
+    async def _renew_leases(self) -> None:
+        """Keep the shops we lead, and take over those whose leader stopped renewing."""
+        if self._stop.is_set():
+            return
+        self._track_job()
+        for name in self.shops:
+            led = await self._db(shops.take_lease, self.engine, name, self.owner, LEASE_TTL)
+            health = self.health.shops[name]
+            if led and not health.leader:
+                log.info("shop_lease_taken", shop=name, owner=self.owner)
+            health.leader = bool(led)
 
     async def _pull_messages(self, shop_name: str) -> None:
         """Apply the platform's queued messages (Taobao TMC), then confirm them."""

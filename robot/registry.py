@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, cast
 
-import structlog
 from pydantic import BaseModel
 
 from connectors.base import ENTRY_POINT_GROUP, ConnectorFactory
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import structlog
 
 from connectors.base import ShopContext
 from connectors.pinduoduo.config import PinduoduoConfig
@@ -47,8 +46,9 @@ from robot.errors import (
     Throttled,
     Unavailable,
 )
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
-import structlog
 
 from connectors.base import (
     CheckReport,
@@ -44,8 +43,9 @@ from robot.errors import (
     Retriable,
     Skippable,
 )
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 INCREMENT = "pdd.order.number.list.increment.get"
 DETAIL = "pdd.order.information.get"

@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import structlog
 
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
 from connectors.taobao.times import format_top_time
 from robot.errors import BadPlatformData, Unavailable
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 

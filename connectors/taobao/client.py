@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
-import structlog
 
 from connectors.base import (
     CheckReport,
@@ -43,11 +42,12 @@ from robot.errors import (
     Retriable,
     Skippable,
 )
+from robot.log import get_logger
 
 #: Detail reads (``trade.fullinfo.get``) in flight at once during one poll step.
 DETAIL_CONCURRENCY = 8
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TRADE_FIELDS = (
     "tid,type,status,payment,pay_time,modified,created,buyer_nick,buyer_open_uid,"

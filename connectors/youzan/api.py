@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import structlog
 
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import (
@@ -32,8 +31,9 @@ from connectors.youzan.errors import (
 from connectors.youzan.http import LoopClient, post_json
 from connectors.youzan.token import TokenManager
 from robot.errors import AuthError, BadPlatformData, Throttled
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class YouzanApi:

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
-import structlog
 
 from connectors.base import (
     CheckReport,
@@ -54,8 +53,9 @@ from robot.errors import (
     RobotError,
     Skippable,
 )
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 

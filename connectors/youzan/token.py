@@ -21,16 +21,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import structlog
-
 from connectors.base import ShopContext
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import map_http_failure, map_token_error
 from connectors.youzan.http import LoopClient, post_json
 from connectors.youzan.times import epoch_ms
 from robot.errors import AuthError, BadPlatformData
+from robot.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SECRET_NAME = "youzan_token"  # noqa: S105 - the store entry's name, not a secret
 Clock = Callable[[], datetime]

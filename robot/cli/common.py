@@ -97,7 +97,8 @@ def print_table(app: App, title: str, columns: Sequence[str],
 def run_guarded(command: click.Group) -> int:
     """Run the CLI; turn robot errors into one line on stderr and an exit status."""
     try:
-        command.main(standalone_mode=False)
+        # In non-standalone mode click *returns* the code of ctx.exit(n) / Exit(n).
+        returned = command.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return EXIT_USER
@@ -119,7 +120,7 @@ def run_guarded(command: click.Group) -> int:
     except RobotError as exc:
         click.echo(f"error: {exc.message}", err=True)
         return EXIT_USER
-    return 0
+    return returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
 
 
 def is_terminal() -> bool:
