@@ -22,6 +22,7 @@ import json
 import random
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -40,6 +41,7 @@ from robot import pools
 from robot.config import RobotConfig, load_config
 from robot.daemon import Robot
 from robot.db import make_engine
+from robot.http.links import pickup_url_hook
 from robot.log import configure_logging
 from robot.migrate import upgrade
 from robot.registry import discover
@@ -240,7 +242,7 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
 
 async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,
                    only: list[str] | None = None, keep: bool = False,
-                   seed: int | None = None) -> Summary:
+                   seed: int | None = None, serve_after: bool = False) -> Summary:
     """Run the whole demo; ``console`` None means no live table (JSON mode)."""
     rng = random.Random(seed)  # noqa: S311 - order mix for a demo, not security
     drivers = load_drivers(only)
@@ -284,9 +286,12 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
                     break
                 await asyncio.sleep(0.25)
             await feeder
+        summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+        summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
+        if serve_after and console is not None and summary.pickup_example:
+            await _serve_until_interrupted(console, summary, daemon)
         robot.stop()
         await daemon
-        summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
         engine.dispose()
         summary.directory = str(root) if keep else None
         return summary
@@ -297,6 +302,32 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         stack.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _pickup_example(robot: Robot) -> str | None:
+    """A buyer's pickup link for one shipped order (created as the write-back would)."""
+    with robot.engine.connect() as conn:
+        order_id = conn.execute(select(orders.c.id).where(orders.c.state == "shipped")
+                                .order_by(orders.c.id).limit(1)).scalar()
+    if order_id is None:
+        return None
+    hook = pickup_url_hook(robot.engine, robot.vault, robot.shops, robot.config.http.public_url)
+    return hook(int(order_id))
+
+
+async def _serve_until_interrupted(console: Console, summary: Summary,
+                                   daemon: asyncio.Task[int]) -> None:
+    console.print(f"\nThe robot keeps running. Open a buyer's pickup page: "
+                  f"[bold]{summary.pickup_example}[/bold]")
+    console.print("Press Ctrl-C to stop.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), daemon],
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _settled(summary: Summary, exp: Expectation) -> bool:

@@ -20,9 +20,12 @@ from robot.cli.common import json_option
               help="Only these platforms (default: every built-in platform with a fake).")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (database, config, key).")
 @click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
+@click.option("--serve/--no-serve", "serve", default=None,
+              help="Keep the robot running after the run to open a pickup page "
+                   "(default: when on a terminal).")
 @json_option
 def demo_cmd(orders_wanted: int, timeout: float, platforms: tuple[str, ...], keep: bool,
-             seed: int | None, as_json: bool) -> None:
+             seed: int | None, serve: bool | None, as_json: bool) -> None:
     """Run the real robot against local fakes of every platform, with a live status table.
 
     Exit status 0 only if every order reached the state it should and no code was handed
@@ -33,8 +36,10 @@ def demo_cmd(orders_wanted: int, timeout: float, platforms: tuple[str, ...], kee
 
     configure_logging("error", "json")
     console = None if as_json else Console()
+    serve_after = sys.stdin.isatty() and sys.stdout.isatty() if serve is None else serve
     summary = asyncio.run(run_demo(orders_wanted=orders_wanted, timeout=timeout, console=console,
-                                   only=list(platforms) or None, keep=keep, seed=seed))
+                                   only=list(platforms) or None, keep=keep, seed=seed,
+                                   serve_after=serve_after and not as_json))
     if as_json:
         click.echo(summary_json(summary))
     else:
