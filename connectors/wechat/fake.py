@@ -1,0 +1,133 @@
+"""A faithful local fake of ``api.weixin.qq.com`` (and WeChat Pay's notifier), as Starlette.
+
+Routes: ``POST /cgi-bin/stable_token``; ``POST /wxa/sec/order/{upload_shipping_info,
+get_order,is_trade_managed}?access_token=…``. State and semantics live in
+:class:`connectors.wechat.fake_state.FakeWechat`; notifications are sent by
+:class:`connectors.wechat.fake_pay.PaySender`.
+
+Control endpoints for tests and demos live under ``/__fake__/`` (JSON in, JSON out):
+``payments`` (create a paid payment), ``payments/{out_trade_no}/refund``, ``faults``,
+``tokens/expire``, ``revoke``, ``notify/config``, ``notify/deliver``, ``state``, ``keys``.
+This app must never be exposed beyond loopback: it has no auth of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connectors.wechat.fake_pay import PaySender
+from connectors.wechat.fake_state import FakeClock, FakeWechat, Faults
+
+__all__ = ["FakeClock", "FakeWechat", "Faults", "PaySender", "create_app"]
+
+_HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+
+
+def _json(document: dict[str, Any]) -> Response:
+    return Response(json.dumps(document, ensure_ascii=False),
+                    media_type="application/json; encoding=utf-8")
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+
+
+def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
+    """The fake serving ``state``; ``sender`` (made on demand) delivers notifications."""
+    senders: list[PaySender] = [sender] if sender is not None else []
+
+    async def stable_token(request: Request) -> Response:
+        if state.take_transport_fault():
+            return Response(_HTML_502, status_code=502, media_type="text/html")
+        body = await _body(request)
+        if not isinstance(body, dict):
+            return _json({"errcode": 47001, "errmsg": "data format error"})
+        return _json(state.stable_token(body))
+
+    async def order_api(request: Request) -> Response:
+        if state.take_transport_fault():
+            return Response(_HTML_502, status_code=502, media_type="text/html")
+        body = await _body(request)
+        return _json(state.api(request.path_params["name"],
+                               request.query_params.get("access_token"), body))
+
+    async def control(request: Request) -> dict[str, Any]:
+        data = await _body(request)
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    async def create_payment(request: Request) -> Response:
+        data = await control(request)
+        kwargs = {k: data[k] for k in ("total", "attach", "out_trade_no", "openid",
+                                       "description", "notify") if k in data}
+        return JSONResponse({"out_trade_no": state.create_payment(**kwargs)})
+
+    async def refund(request: Request) -> Response:
+        data = await control(request)
+        try:
+            refund_id = state.refund(request.path_params["oid"], data.get("amount"))
+        except KeyError:
+            return JSONResponse({"error": "unknown payment"}, status_code=404)
+        return JSONResponse({"refund_id": refund_id})
+
+    async def faults(request: Request) -> Response:
+        try:
+            current = state.set_faults(**await control(request))
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
+        return JSONResponse(vars(current))
+
+    async def expire(request: Request) -> Response:
+        state.expire_tokens()
+        return JSONResponse({"ok": True})
+
+    async def revoke(request: Request) -> Response:
+        state.revoke()
+        return JSONResponse({"ok": True})
+
+    async def notify_config(request: Request) -> Response:
+        data = await control(request)
+        with state.lock:
+            state.notify_url = data.get("url") or None
+        return JSONResponse({"url": state.notify_url})
+
+    async def notify_deliver(request: Request) -> Response:
+        if not senders:
+            senders.append(PaySender(state))
+        delivered = await asyncio.to_thread(senders[0].deliver_due)
+        return JSONResponse({"delivered": delivered})
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    async def keys(request: Request) -> Response:
+        # The fake's own test keys, for configuring a robot shop against it.
+        return JSONResponse({"serial": state.serial, "public_key_pem": state.public_key_pem,
+                             "apiv3_key": state.apiv3_key, "appid": state.appid,
+                             "mchid": state.mchid})
+
+    return Starlette(routes=[
+        Route("/cgi-bin/stable_token", stable_token, methods=["POST"]),
+        Route("/wxa/sec/order/{name}", order_api, methods=["POST"]),
+        Route("/__fake__/payments", create_payment, methods=["POST"]),
+        Route("/__fake__/payments/{oid}/refund", refund, methods=["POST"]),
+        Route("/__fake__/faults", faults, methods=["POST"]),
+        Route("/__fake__/tokens/expire", expire, methods=["POST"]),
+        Route("/__fake__/revoke", revoke, methods=["POST"]),
+        Route("/__fake__/notify/config", notify_config, methods=["POST"]),
+        Route("/__fake__/notify/deliver", notify_deliver, methods=["POST"]),
+        Route("/__fake__/state", snapshot, methods=["GET"]),
+        Route("/__fake__/keys", keys, methods=["GET"]),
+    ])
