@@ -61,8 +61,10 @@ class DemoDriver(Protocol):
     """A platform's fake, driven like a busy shop."""
 
     platform: str
-    #: True when the platform pushes orders (the demo then also sends duplicate pushes)
+    #: True when the platform pushes orders to the robot's webhook
     pushes: bool
+    #: which key of a shop's ``items:`` matches the SKU the driver puts on its orders
+    sku_key: str
 
     async def start(self, robot_url: str) -> dict[str, Any]:
         """Start the fake on loopback (pushing to ``robot_url``'s webhook if the platform
@@ -137,15 +139,16 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
     }
     (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False))
     for driver, platform_config in zip(drivers, platform_configs, strict=True):
+        key = driver.sku_key
         shop = {
             "name": f"{driver.platform}-demo",
             "platform": driver.platform,
             "unmapped": "hold",
             "items": [
-                {"outer_id": SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
-                {"outer_id": SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
-                                                   {"pool": POOL_BONUS, "quantity": 2}]},
-                {"outer_id": SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
+                {key: SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
+                {key: SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
+                                            {"pool": POOL_BONUS, "quantity": 2}]},
+                {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
             ],
             "platform_config": platform_config,
         }
@@ -287,9 +290,10 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
                 await asyncio.sleep(0.25)
             await feeder
         summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
-        summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
-        if serve_after and console is not None and summary.pickup_example:
-            await _serve_until_interrupted(console, summary, daemon)
+        if serve_after and console is not None:
+            summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
+            if summary.pickup_example:
+                await _serve_until_interrupted(console, summary, daemon)
         robot.stop()
         await daemon
         engine.dispose()

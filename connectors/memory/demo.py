@@ -14,6 +14,7 @@ from connectors.memory import MemoryPlatform
 class MemoryDemo:
     platform = "memory"
     pushes = False
+    sku_key = "outer_id"  # the merchant's own item code (商家编码)
 
     def __init__(self) -> None:
         self.name = f"demo-{uuid.uuid4().hex}"

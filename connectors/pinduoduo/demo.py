@@ -12,6 +12,7 @@ from connectors.pinduoduo.fake_state import FakePdd
 class PinduoduoDemo:
     platform = "pinduoduo"
     pushes = False
+    sku_key = "outer_id"  # the merchant's own item code (商家编码)
 
     def __init__(self) -> None:
         self.state = FakePdd()

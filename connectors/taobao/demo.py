@@ -12,6 +12,7 @@ from connectors.taobao.fake_state import FakeTop
 class TaobaoDemo:
     platform = "taobao"
     pushes = False
+    sku_key = "outer_id"  # the merchant's own item code (商家编码)
 
     def __init__(self) -> None:
         self.state = FakeTop()

@@ -14,6 +14,7 @@ from connectors.youzan.fake_state import FakeYouzan
 class YouzanDemo:
     platform = "youzan"
     pushes = True
+    sku_key = "outer_id"  # the merchant's own item code (商家编码)
 
     def __init__(self) -> None:
         self.state = FakeYouzan()
