@@ -14,6 +14,7 @@ call.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, MessageSource, PushEvent
+from connectors.base import Connector, MessageSource, PushEvent, PushKind
 from robot import pipeline, shops
 from robot.clock import utcnow
 from robot.db import transaction
@@ -88,8 +89,10 @@ async def _failed(engine: Engine, shop: str, kind: str, error: str, outcome: Pol
 
 
 def message_key(message_id: str) -> str:
-    """The id stored in ``push_seen`` (long ids are cut to the column's size)."""
-    return message_id[:MESSAGE_ID_MAX]
+    """The message id as stored in ``push_seen``: long ids are replaced by their SHA-256."""
+    if len(message_id) <= MESSAGE_ID_MAX:
+        return message_id
+    return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _seen(engine: Engine, shop: str, key: str) -> bool:
@@ -120,7 +123,7 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
         if key is not None and await db(_seen, engine, shop.name, key):
             continue
         order = event.order
-        if order is None:
+        if order is None and event.kind is not PushKind.OTHER:
             try:
                 order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
                                                fetch_timeout)

@@ -1,0 +1,42 @@
+"""``robot orders revoke-link``: end an order's pickup links (and optionally issue a new one).
+
+Adds a command to the ``orders`` group; the group itself is exported by ``cmd_orders``, so
+this module exports no top-level command.
+"""
+
+from __future__ import annotations
+
+import click
+
+from robot.cli.cmd_orders import orders_group
+from robot.cli.common import App, actor, emit_json, json_option
+
+
+@orders_group.command("revoke-link")
+@click.argument("order_id", type=int)
+@click.option("--new", "issue_new", is_flag=True,
+              help="Issue a fresh link at once and print it (to send to the buyer).")
+@json_option
+@click.pass_obj
+def revoke_link_cmd(app: App, order_id: int, issue_new: bool, as_json: bool) -> None:
+    """Revoke every live pickup link of an order (audited)."""
+    from robot.http import links
+    from robot.orders import show_order
+
+    shown = show_order(app.engine, app.vault, order_id)  # UserError if there is no such order
+    revoked = links.revoke(app.engine, order_id, actor=actor())
+    url = None
+    if issue_new:
+        shop = next((s for s in app.config.shops if s.name == shown["shop"]), None)
+        link = links.ensure_link(app.engine, links.link_key(app.vault), order_id,
+                                 ttl=links.ttl_of(shop))
+        url = links.url_for(app.config.http.public_url, link.token)
+    if as_json:
+        emit_json({"order_id": order_id, "revoked": revoked, "new_url": url})
+        return
+    click.echo(f"order {order_id}: revoked {revoked} link(s)")
+    if url:
+        click.echo(url)
+
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,60 @@
+"""What the HTTP side borrows from the daemon: engine, vault, shops, connectors and hooks.
+
+Built by the daemon (:meth:`robot.daemon.Robot.http_task`) or by a test; the Starlette app
+reads it from ``app.state.ctx``. This module must never open connections or read files: it
+only holds references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from connectors.base import Connector
+from robot.clock import utcnow
+from robot.config import ShopConfig
+from robot.http.links import derive_key, link_key
+from robot.http.metrics import Metrics
+from robot.http.ratelimit import RateLimits, TokenBuckets
+from robot.vault import Vault
+
+MAX_PUSH_BODY = 1024 * 1024  # 1 MiB: larger pushes get 413
+MAX_FORM_BODY = 4096  # the pickup forms are a few fields
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_broken() -> Mapping[str, str]:
+    return {}
+
+
+@dataclass
+class HttpContext:
+    """Everything the endpoints need; ``shops`` and ``connectors`` hold running shops only."""
+
+    engine: Engine
+    vault: Vault
+    shops: Mapping[str, ShopConfig]
+    connectors: Mapping[str, Connector]
+    public_url: str = "http://127.0.0.1:8080"
+    #: New orders arrived (the daemon's ``Robot.wake``).
+    wake: Callable[[], None] = _nothing
+    #: Shops whose connector failed to build, with the reason.
+    broken_shops: Callable[[], Mapping[str, str]] = _no_broken
+    limits: RateLimits = field(default_factory=RateLimits)
+    max_push_body: int = MAX_PUSH_BODY
+    db_timeout: float = 2.0  # seconds for the health check's SELECT 1
+    started_at: datetime = field(default_factory=utcnow)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.link_key = link_key(self.vault)
+        self.ip_key = derive_key(self.vault, "ip-hash")
+        self.csrf_key = derive_key(self.vault, "pickup-csrf")
+        self.per_ip = TokenBuckets(self.limits.per_ip)
+        self.per_order = TokenBuckets(self.limits.per_order)

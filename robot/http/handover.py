@@ -1,0 +1,67 @@
+"""Reading an order's codes for the buyer's channels (pickup page, delivery API).
+
+The caller's transaction marks the codes seen (``deliveries.seen_at``) and writes the audit
+entry; decryption happens after that commit, so a code is never shown unless its sighting is
+durable (a later cancel then keeps it out of stock). This module must never log a code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from robot.http.pages import CodeView
+from robot.schema import codes, deliveries, order_lines
+from robot.vault import Vault, mask, split_pair
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    code_id: int
+    line_no: int
+    line_id: str
+    item_id: str | None
+    sku_id: str | None
+    title: str
+    row: Any  # the joined codes row, decrypted on demand
+
+
+def code_rows(conn: Connection, order_id: int) -> list[CodeRow]:
+    rows = conn.execute(
+        select(deliveries.c.line_no, codes.c.id.label("code_id"), codes.c.pool_id,
+               codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, order_lines.c.line_id,
+               order_lines.c.item_id, order_lines.c.sku_id, order_lines.c.title)
+        .join(codes, codes.c.id == deliveries.c.code_id)
+        .join(order_lines, (order_lines.c.order_id == deliveries.c.order_id)
+              & (order_lines.c.line_no == deliveries.c.line_no))
+        .where(deliveries.c.order_id == order_id)
+        .order_by(deliveries.c.line_no, deliveries.c.n)
+    ).all()
+    return [CodeRow(int(r.code_id), int(r.line_no), r.line_id, r.item_id, r.sku_id,
+                    r.title or "", r) for r in rows]
+
+
+def mark_seen(conn: Connection, order_id: int, now: datetime) -> None:
+    conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
+                                          deliveries.c.seen_at.is_(None)).values(seen_at=now))
+
+
+def decrypt(vault: Vault, row: CodeRow) -> tuple[str, str | None]:
+    """``(card_no, password)`` of one code."""
+    r = row.row
+    secret = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=r.fingerprint)
+    return split_pair(secret)
+
+
+def views(vault: Vault, rows: Sequence[CodeRow], *, masked: bool) -> list[CodeView]:
+    out = []
+    for row in rows:
+        card_no, password = decrypt(vault, row)
+        if masked:
+            card_no, password = mask(card_no), (mask(password) if password else None)
+        out.append(CodeView(row.title, card_no, password))
+    return out

@@ -1,0 +1,103 @@
+"""``POST /hooks/{shop}``: push intake for platforms that send us their order messages.
+
+Order of work, so that a reply never promises more than is durable:
+
+1. unknown shop (or one whose connector takes no pushes) → 404; body over the limit → 413;
+2. ``connector.parse_push`` verifies the request with no side effects; a rejection answers
+   401 (verification failed) or 400 (the body is not a message), and nothing is written;
+3. :func:`robot.poller.apply_events` (shared with pulled messages): each event is skipped if
+   ``(shop, message_id)`` is in ``push_seen``; otherwise the order is fetched when the
+   message is thin, taken in through :func:`robot.pipeline.intake` (idempotent) and the
+   message id recorded, each step committed;
+4. only then the platform's expected reply (``PushBatch.reply_status`` / ``reply_body``).
+   Any failure in step 3 answers 503 so the platform retries; redoing step 3 is harmless.
+
+Status for a rejection: a connector may set ``http_status`` on the
+:class:`robot.errors.PushRejected` it raises; otherwise 400 when the rejection was caused by
+a parse error (``raise PushRejected(...) from ValueError/KeyError/TypeError``), else 401.
+
+This module must never write anything for a request that failed verification, and never
+answer 2xx before the events are committed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from robot.errors import PushRejected
+from robot.http.context import HttpContext
+from robot.log import get_logger
+from robot.poller import apply_events
+
+log = get_logger(__name__)
+
+FETCH_TIMEOUT = 30.0
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the limit."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (without reading on) once it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def rejection_status(exc: PushRejected) -> int:
+    explicit = getattr(exc, "http_status", None)
+    if isinstance(explicit, int) and 400 <= explicit < 500:
+        return explicit
+    if isinstance(exc.__cause__, ValueError | KeyError | TypeError):
+        return 400  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+    return 401
+
+
+def _error(status: int, error: str) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=status)
+
+
+async def push(request: Request) -> Response:
+    ctx: HttpContext = request.app.state.ctx
+    name = request.path_params["shop"]
+    shop = ctx.shops.get(name)
+    connector = ctx.connectors.get(name)
+    if shop is None or connector is None or not connector.receives_push:
+        return _error(404, "not_found")
+    try:
+        body = await read_body(request, ctx.max_push_body)
+    except BodyTooLarge:
+        return _error(413, "too_large")
+    bound = log.bind(shop=name)
+    try:
+        batch = connector.parse_push(request.headers, body, datetime.now(UTC))
+    except PushRejected as exc:
+        status = rejection_status(exc)
+        bound.warning("push_rejected", error=exc.message, status_code=status)
+        return _error(status, "rejected")
+    except Exception as exc:  # noqa: BLE001 - a connector bug on odd input is a bad request
+        bound.error("push_parse_crashed", error=type(exc).__name__)
+        return _error(400, "rejected")
+    try:
+        changed = await apply_events(ctx.engine, shop, connector, batch.events,
+                                     fetch_timeout=FETCH_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - anything unapplied: let the platform retry
+        bound.error("push_apply_failed", error=type(exc).__name__, events=len(batch.events))
+        return _error(503, "retry")
+    if changed:
+        ctx.wake()
+    bound.info("push_applied", events=len(batch.events), changed=changed)
+    return Response(batch.reply_body, status_code=batch.reply_status,
+                    media_type=batch.reply_content_type)

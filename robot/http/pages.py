@@ -1,0 +1,226 @@
+"""The pickup page's HTML: small, mobile-first, in Chinese and English, no external assets.
+
+Every page is one self-contained document: inline CSS and (on the revealed page) a few lines
+of inline JavaScript for the copy buttons, both allowed by hash in the Content-Security-Policy
+so no other script can run. Pages are deterministic for their inputs; in particular the
+neutral page is byte-for-byte the same for every "nothing here" answer, so it cannot tell an
+unknown link from an expired one.
+
+Everything interpolated is escaped. This module must never render a plaintext code except in
+:func:`revealed_page`, and never load anything from another origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+CSS = """
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 -apple-system,BlinkMacSystemFont,"PingFang SC","Microsoft YaHei",
+"Noto Sans CJK SC",sans-serif;background:#f4f5f7;color:#1d2129}
+main{max-width:34rem;margin:0 auto;padding:1.25rem 1rem 3rem}
+h1{font-size:1.3rem;margin:.25rem 0 1rem}
+.en{display:block;font-size:.8em;color:#6b7280;font-weight:normal}
+.card{background:#fff;border-radius:12px;padding:1rem;margin:0 0 1rem;
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.meta{color:#4b5563;font-size:.9rem;margin:0 0 .75rem}
+ul.codes{list-style:none;margin:0;padding:0}
+ul.codes li{border-top:1px solid #eef0f3;padding:.75rem 0}
+ul.codes li:first-child{border-top:0}
+.item{font-size:.85rem;color:#6b7280}
+.row{display:flex;align-items:center;gap:.5rem;margin-top:.25rem}
+code{flex:1;font:1.05rem/1.4 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;
+background:#f6f7f9;border-radius:8px;padding:.5rem .6rem}
+.label{font-size:.8rem;color:#6b7280;min-width:3.5rem}
+button,.btn{font:inherit;border:0;border-radius:10px;cursor:pointer}
+button.copy{background:#e8f0fe;color:#1a56db;padding:.45rem .8rem;font-size:.9rem}
+button.primary{width:100%;background:#1a56db;color:#fff;padding:.85rem 1rem;font-size:1.05rem}
+.note{font-size:.85rem;color:#6b7280;margin:.75rem 0 0}
+label{display:block;margin:.75rem 0 .25rem;font-size:.95rem}
+input{width:100%;font:inherit;padding:.7rem .75rem;border:1px solid #d1d5db;border-radius:10px;
+background:#fff}
+a{color:#1a56db}
+""".strip()
+
+COPY_JS = """
+document.addEventListener("click",function(e){
+var b=e.target.closest?e.target.closest("button[data-copy]"):null;if(!b)return;
+var el=document.getElementById(b.getAttribute("data-copy"));if(!el)return;
+var text=el.textContent,old=b.textContent;
+function done(){b.textContent=b.getAttribute("data-done");
+setTimeout(function(){b.textContent=old},1500)}
+function legacy(){var r=document.createRange();r.selectNodeContents(el);var s=window.getSelection();
+s.removeAllRanges();s.addRange(r);try{document.execCommand("copy");done()}catch(_){}}
+if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(text).then(done,legacy)}
+else{legacy()}});
+""".strip()
+
+
+def _sha256_source(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+CSP = (
+    "default-src 'none'; "
+    f"style-src {_sha256_source(CSS)}; "
+    f"script-src {_sha256_source(COPY_JS)}; "
+    "img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+#: Headers for every pickup page: never cached, never framed, and the URL (a key) never sent
+#: as a referrer to another site. ``same-origin`` rather than ``no-referrer``: with the latter
+#: browsers send ``Origin: null`` on the page's own form, which the reveal's origin check
+#: could not tell from a foreign one.
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+
+def _t(zh: str, en: str) -> str:
+    """A bilingual label: Chinese first, English beneath it."""
+    return f'{escape(zh)}<span class="en">{escape(en)}</span>'
+
+
+_NEUTRAL_TEXT = _t("链接无效、已过期或已失效，或订单信息不匹配。",
+                   "The link is invalid or has expired, or the order details did not match.")
+_HELP_TEXT = _t("如需帮助，请联系店铺客服。",
+                "If you need help, please contact the shop's customer service.")
+_REOPEN_TEXT = _t("请重新打开提取链接后再试。", "Open your pickup link again and retry.")
+_LOGGED_TEXT = _t("显示后视为已查收；每次查看都会被记录。",
+                  "Once shown, the codes count as received; every view is logged.")
+_KEEP_TEXT = _t("请妥善保管，勿泄露给他人。", "Keep them safe and share them with no one.")
+
+
+def _layout(title: str, body: str, *, script: bool = False) -> str:
+    js = f"<script>{COPY_JS}</script>" if script else ""
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="referrer" content="same-origin">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
+        f"<body><main>{body}</main>{js}</body></html>"
+    )
+
+
+def neutral_page(*, lookup_url: str | None) -> str:
+    """The one answer for every link or lookup that opens nothing (``lookup_url``: an
+    absolute link to the lookup form, when some shop offers it)."""
+    more = (f'<p class="note"><a href="{escape(lookup_url)}">'
+            f'{_t("按订单号查询", "Look up by order number")}</a></p>' if lookup_url else "")
+    body = (
+        f"<h1>{_t('未找到可提取的内容', 'Nothing to show here')}</h1>"
+        f'<div class="card"><p>{_NEUTRAL_TEXT}</p>'
+        f'<p class="note">{_HELP_TEXT}</p>{more}</div>'
+    )
+    return _layout("提取卡密 / Pickup", body)
+
+
+def busy_page() -> str:
+    body = (f"<h1>{_t('请求过于频繁', 'Too many requests')}</h1>"
+            f'<div class="card"><p>{_t("请稍后再试。", "Please try again a little later.")}</p>'
+            "</div>")
+    return _layout("提取卡密 / Pickup", body)
+
+
+def refused_page() -> str:
+    body = (f"<h1>{_t('请从提取页面操作', 'Please use the pickup page')}</h1>"
+            f'<div class="card"><p>{_REOPEN_TEXT}</p></div>')
+    return _layout("提取卡密 / Pickup", body)
+
+
+@dataclass(frozen=True)
+class CodeView:
+    """One code as a page shows it: the item it belongs to and its (masked or plain) parts."""
+
+    item: str
+    card_no: str
+    password: str | None = None
+
+
+def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
+    items = []
+    for i, c in enumerate(codes):
+        parts = [("卡号 No.", c.card_no, f"c{i}n")]
+        if c.password is not None:
+            parts.append(("密码 PIN", c.password, f"c{i}p"))
+        rows = []
+        for label, value, ident in parts:
+            button = (f'<button type="button" class="copy" data-copy="{ident}" '
+                      f'data-done="已复制 Copied">复制 Copy</button>' if copy else "")
+            label_html = (f'<span class="label">{escape(label)}</span>'
+                          if c.password is not None else "")
+            rows.append(f'<div class="row">{label_html}<code id="{ident}">{escape(value)}</code>'
+                        f"{button}</div>")
+        items.append(f'<li><div class="item">{escape(c.item)}</div>{"".join(rows)}</li>')
+    return f'<ul class="codes">{"".join(items)}</ul>'
+
+
+def _order_meta(platform_order_id: str, count: int) -> str:
+    return (f'<p class="meta">订单号 Order: {escape(platform_order_id)} · '
+            f"{count} 个卡密 code(s)</p>")
+
+
+def masked_page(platform_order_id: str, codes: Sequence[CodeView], *, csrf: str,
+                action: str) -> str:
+    """The order with its codes masked and a button to reveal them (posting to ``action``)."""
+    body = (
+        f"<h1>{_t('您的卡密', 'Your codes')}</h1>"
+        f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
+        f"{_codes_list(codes, copy=False)}</div>"
+        f'<form method="post" action="{escape(action)}" class="card">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<button type="submit" class="primary">{_t("显示完整卡密", "Show full codes")}'
+        "</button>"
+        f'<p class="note">{_LOGGED_TEXT}</p></form>'
+    )
+    return _layout("提取卡密 / Pickup", body)
+
+
+def revealed_page(platform_order_id: str, codes: Sequence[CodeView]) -> str:
+    body = (
+        f"<h1>{_t('您的卡密', 'Your codes')}</h1>"
+        f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
+        f"{_codes_list(codes, copy=True)}"
+        f'<p class="note">{_KEEP_TEXT}</p></div>'
+    )
+    return _layout("提取卡密 / Pickup", body, script=True)
+
+
+CHECK_LABELS = {
+    "buyer_id_suffix": ("买家账号后{n}位", "Last {n} characters of your buyer ID"),
+    "paid_amount": ("实付金额（元）", "Amount paid (CNY)"),
+}
+
+
+def lookup_page(*, check: str | None, suffix_length: int, shop: str | None) -> str:
+    """The lookup form; ``check`` is the shop's check, or None when the form serves several
+    shops (a generic label)."""
+    if check in CHECK_LABELS:
+        zh, en = CHECK_LABELS[check]
+        label = _t(zh.format(n=suffix_length), en.format(n=suffix_length))
+    else:
+        label = _t("验证信息（买家账号后几位或实付金额）",
+                   "Check (end of your buyer ID, or the amount paid)")
+    hidden = (f'<input type="hidden" name="shop" value="{escape(shop)}">' if shop else "")
+    body = (
+        f"<h1>{_t('查询卡密', 'Find your codes')}</h1>"
+        '<form method="post" action="" class="card">'
+        f'<label for="order">{_t("订单号", "Order number")}</label>'
+        '<input id="order" name="order" required maxlength="64" autocomplete="off" '
+        'inputmode="numeric">'
+        f'<label for="check">{label}</label>'
+        '<input id="check" name="check" required maxlength="64" autocomplete="off">'
+        f'{hidden}<p></p><button type="submit" class="primary">{_t("查询", "Look up")}</button>'
+        "</form>"
+    )
+    return _layout("查询卡密 / Find your codes", body)

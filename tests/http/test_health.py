@@ -1,0 +1,125 @@
+"""``/healthz``: 200 while the robot can do its job, 503 with reasons when it cannot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert
+from sqlalchemy.engine import make_url
+
+from robot import audit, shops
+from robot.clock import utcnow
+from robot.db import make_engine, normalize_url
+from robot.outbox import pause_shop
+from robot.schema import metadata, orders, outbox
+from robot.vault import Vault
+from tests.http.conftest import make_http
+from tests.http.proxy import TcpProxy
+
+
+class Switch:
+    """Makes the test database unreachable and reachable again."""
+
+    def __init__(self, engine: Engine, down: Callable[[], None], up: Callable[[], None]) -> None:
+        self.engine = engine
+        self.down = down
+        self.up = up
+
+
+@pytest.fixture
+def switchable(backend: str, db_url: str, tmp_path: Path) -> Iterator[Switch]:
+    """An engine whose database can be cut off: a SQLite file whose directory is moved
+    away, or a server reached through a TCP proxy that can be stopped."""
+    if backend == "sqlite":
+        home = tmp_path / "dbdir"
+        home.mkdir()
+        engine = make_engine(f"sqlite:///{home / 'robot.db'}")
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            audit.ensure_head(conn)
+        away = tmp_path / "dbdir-away"
+        yield Switch(engine, lambda: os.rename(home, away), lambda: os.rename(away, home))
+        engine.dispose()
+        return
+    url = make_url(normalize_url(db_url))
+    proxy = TcpProxy((url.host or "127.0.0.1", int(url.port or 0)))
+    proxy.start()
+    engine = make_engine(url.set(host="127.0.0.1", port=proxy.port)
+                         .render_as_string(hide_password=False))
+    yield Switch(engine, proxy.stop, proxy.start)
+    engine.dispose()
+    proxy.stop()
+
+
+def test_healthz_turns_503_when_the_database_goes_and_200_when_it_returns(
+        switchable: Switch, vault: Vault) -> None:
+    """Database unreachable → 503 naming it; back → 200."""
+    h = make_http(switchable.engine, vault)
+    with h.client:
+        first = h.client.get("/healthz")
+        assert first.status_code == 200, first.json()
+        assert first.json()["database"] == {"ok": True}
+        switchable.down()
+        down = h.client.get("/healthz")
+        assert down.status_code == 503
+        assert down.json()["database"]["ok"] is False
+        assert "database unreachable" in down.json()["reasons"]
+        switchable.up()
+        back = h.client.get("/healthz")
+        assert back.status_code == 200, back.json()
+
+
+def test_stale_poll_is_unhealthy_until_a_poll_succeeds(engine: Engine, vault: Vault) -> None:
+    """A shop with no successful poll for max(3×interval, 120 s) makes the robot unhealthy."""
+    h = make_http(engine, vault, started_at=utcnow() - timedelta(minutes=10))
+    with h.client:
+        response = h.client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["shops"]["mem"]["stale"] is True
+        shops.ensure_row(engine, "mem")
+        shops.save_poll(engine, "mem", {"seq": 1})
+        response = h.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["shops"]["mem"]["last_poll_ok_age_s"] < 60
+
+
+def test_paused_shop_is_reported_without_failing(engine: Engine, vault: Vault) -> None:
+    """A paused shop shows as paused (no reason text) and does not turn the check red."""
+    h = make_http(engine, vault, started_at=utcnow() - timedelta(hours=1))
+    pause_shop(engine, "mem", "secret-ish platform message")
+    with h.client:
+        response = h.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["shops"]["mem"]["paused"] is True
+    assert "secret-ish" not in response.text
+
+
+def test_broken_shops_and_overdue_write_backs_are_unhealthy(engine: Engine,
+                                                            vault: Vault) -> None:
+    """A shop whose connector failed, or ship jobs overdue > 5 min, give 503 with reasons."""
+    h = make_http(engine, vault, broken_shops=lambda: {"tb": "TypeError: credential xyz"})
+    with h.client:
+        response = h.client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["broken_shops"] == ["tb"]
+        assert "credential" not in response.text
+        h.ctx.broken_shops = dict
+        assert h.client.get("/healthz").status_code == 200
+        now = utcnow()
+        with engine.begin() as conn:
+            oid = conn.execute(insert(orders).values(
+                shop="mem", platform="memory", platform_order_id="O1", state="allocated",
+                platform_status="paid", received_at=now, updated_at=now, due_at=now,
+                total_cents=0, currency="CNY", extra="{}")).inserted_primary_key[0]
+            conn.execute(insert(outbox).values(order_id=oid, kind="ship", state="pending",
+                                               attempts=3, due_at=now - timedelta(minutes=6),
+                                               created_at=now))
+        response = h.client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["outbox_backlog"] == 1
+
+
