@@ -5,16 +5,12 @@ Importing this package must stay cheap and side-effect free (no network, no fake
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import BaseModel
-
 from connectors.base import ShopContext
+from connectors.common.factory import PlatformFactory
 from connectors.pinduoduo.client import PinduoduoConnector
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AccessTokenExpired, AppRejected, PddRejected
 from connectors.pinduoduo.tokens import MemoryShopContext
-from robot.errors import ConfigError
 
 __all__ = [
     "AccessTokenExpired",
@@ -27,14 +23,11 @@ __all__ = [
 ]
 
 
-class PinduoduoConnectorFactory:
+class PinduoduoConnectorFactory(PlatformFactory[PinduoduoConfig, PinduoduoConnector]):
     """Builds a :class:`PinduoduoConnector` from a validated :class:`PinduoduoConfig`."""
 
-    platform: ClassVar[str] = "pinduoduo"
-    config_model: ClassVar[type[BaseModel]] = PinduoduoConfig
+    platform = "pinduoduo"
+    config_model = PinduoduoConfig
 
-    def create(self, config: BaseModel, context: ShopContext) -> PinduoduoConnector:
-        if not isinstance(config, PinduoduoConfig):
-            raise ConfigError(
-                f"pinduoduo shop {context.shop}: platform_config is not a PinduoduoConfig")
+    def build(self, config: PinduoduoConfig, context: ShopContext) -> PinduoduoConnector:
         return PinduoduoConnector(config, context=context)

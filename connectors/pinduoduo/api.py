@@ -19,12 +19,15 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from connectors.base import ShopContext
+from connectors.common.clock import Clock, utc_now
+from connectors.common.paging import fetch_backwards
+from connectors.common.values import as_int
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import (
     RETRYABLE_CODES,
@@ -50,8 +53,6 @@ from robot.log import get_logger
 
 log = get_logger(__name__)
 
-Clock = Callable[[], datetime]
-
 #: The object each API answers inside (POP does not derive it from the API name).
 RESPONSE_KEYS = {
     "pdd.pop.auth.token.create": "pop_auth_token_create_response",
@@ -64,10 +65,6 @@ RESPONSE_KEYS = {
     "pdd.logistics.companies.get": "logistics_companies_get_response",
 }
 TOKEN_APIS = frozenset({"pdd.pop.auth.token.create", "pdd.pop.auth.token.refresh"})
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def encode_params(params: Mapping[str, object]) -> dict[str, str]:
@@ -113,7 +110,7 @@ class PopApi:
         self._config = config
         self._context = context or MemoryShopContext()
         self._store = TokenStore(config, self._context)
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._sleep = sleep or asyncio.sleep
         self._limiter = limiter or SHARED
         self._tokens: TokenSet | None = None
@@ -188,7 +185,7 @@ class PopApi:
         payload = _decode(api, response)
         error = payload.get("error_response")
         if isinstance(error, dict):
-            code = _int(error.get("error_code"))
+            code = as_int(error.get("error_code"))
             log.debug("pdd_call_failed", api=api, code=code, ms=elapsed_ms,
                       request_id=error.get("request_id"))
             mapped = map_pdd_error(api, code, str(error.get("error_msg") or ""),
@@ -338,33 +335,15 @@ def _decode(api: str, response: httpx.Response) -> dict[str, Any]:
     return payload
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 Fetch = Callable[[int], Awaitable[dict[str, Any]]]
 
 
 async def fetch_window(fetch: Fetch, *, list_key: str, page_size: int) -> list[dict[str, Any]]:
-    """Every row of an increment window, paging from the last page back to the first.
-
-    POP's doc: only backward paging avoids missed orders — a row updated while we page
-    leaves the window and shifts later rows forward; going backwards turns that shift into
-    a duplicate instead of a skipped row. So ``total_count`` (not ``has_next``) is used.
-    Rows can repeat; callers de-duplicate.
-    """
-    first = await fetch(1)
-    rows = _rows(first, list_key)
-    total = _int(first.get("total_count"))
-    if total <= page_size:
-        return rows
-    last_page = -(-total // page_size)
-    for page in range(last_page, 0, -1):
-        rows.extend(_rows(await fetch(page), list_key))
-    return rows
+    """Every row of an increment window, paging backwards (POP's doc: only backward paging
+    avoids missed orders; see :mod:`connectors.common.paging`). ``total_count`` is used, not
+    ``has_next``. Rows can repeat; callers de-duplicate."""
+    return await fetch_backwards(fetch, rows=lambda body: _rows(body, list_key),
+                                 total_key="total_count", page_size=page_size)
 
 
 def _rows(body: Mapping[str, Any], list_key: str) -> list[dict[str, Any]]:

@@ -28,12 +28,14 @@ from connectors.base import (
     ShipOutcome,
     ShopContext,
 )
-from connectors.pinduoduo.api import Clock, PopApi, fetch_window
+from connectors.common.check import staged_report
+from connectors.common.clock import Clock
+from connectors.pinduoduo.api import PopApi, fetch_window
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AppRejected, PddRejected
 from connectors.pinduoduo.limiter import RateLimiter, Sleep
 from connectors.pinduoduo.normalize import latest_by_order, order_from_row, unique_order_sns
-from connectors.pinduoduo.window import Window, plan_window, read_cursor, write_cursor
+from connectors.pinduoduo.window import PLANNER, write_cursor
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -87,18 +89,9 @@ class PinduoduoConnector:
 
     # -- orders -------------------------------------------------------------------------
 
-    def _window(self, cursor: Mapping[str, Any] | None, now: datetime) -> Window:
-        c = self.config
-        return plan_window(
-            read_cursor(cursor), now,
-            window=timedelta(minutes=c.window_minutes), lag=timedelta(seconds=c.lag_seconds),
-            overlap=timedelta(seconds=c.overlap_seconds),
-            initial_lookback=timedelta(minutes=c.initial_lookback_minutes),
-        )
-
     async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of orders awaiting shipment without a refund, normalized."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         params = {
@@ -124,7 +117,7 @@ class PinduoduoConnector:
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of after-sales changes, returned as their orders re-read in full."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         params = {
@@ -213,29 +206,16 @@ class PinduoduoConnector:
         try:
             await self._api.call(INCREMENT, params)
         except Retriable as exc:
-            return _report(names, 0, exc.message)
+            return staged_report(names, 0, exc.message)
         except PermissionDenied as exc:
-            return _report(names, 3, exc.message)
+            return staged_report(names, 3, exc.message)
         except AppRejected as exc:
-            return _report(names, 1, exc.message)
+            return staged_report(names, 1, exc.message)
         except AuthError as exc:
-            return _report(names, 2, exc.message)
+            return staged_report(names, 2, exc.message)
         except (PddRejected, BadPlatformData) as exc:
-            return _report(names, 3, exc.message)
-        return _report(names, len(names), "")
-
-
-def _report(names: Sequence[str], failed_at: int, detail: str) -> CheckReport:
-    """Checks before ``failed_at`` passed, that one failed, later ones were not reached."""
-    checks: list[tuple[str, bool, str]] = []
-    for index, name in enumerate(names):
-        if index < failed_at:
-            checks.append((name, True, "ok"))
-        elif index == failed_at:
-            checks.append((name, False, detail))
-        else:
-            checks.append((name, False, "not checked"))
-    return CheckReport(ok=failed_at >= len(names), checks=tuple(checks))
+            return staged_report(names, 3, exc.message)
+        return staged_report(names, len(names), "")
 
 
 def _refuse_unshippable(order: Order) -> None:

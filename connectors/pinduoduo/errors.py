@@ -14,13 +14,12 @@ POP-specific subclasses, so callers can act on them without knowing POP::
 
 from __future__ import annotations
 
+from connectors.common.errors import PlatformRefused, http_failure
 from robot.errors import (
     AuthError,
-    BadPlatformData,
     Fatal,
     PermissionDenied,
     RobotError,
-    Skippable,
     Throttled,
     Unavailable,
 )
@@ -46,13 +45,8 @@ class AppRejected(AuthError):
     """POP refused the app itself: the signature (client_secret) or the client_id."""
 
 
-class PddRejected(Skippable):
+class PddRejected(PlatformRefused):
     """POP refused this call's arguments or business rule."""
-
-    def __init__(self, message: str | None = None, *, code: int = 0, sub_code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.sub_code = sub_code
 
 
 def map_pdd_error(
@@ -84,8 +78,5 @@ def map_pdd_error(
 def map_http_failure(api: str, status: int, reason: str) -> RobotError:
     """Translate a non-POP answer (bad status, HTML page, unreadable body) into an exception."""
     detail = f"{api}: HTTP {status} from the POP gateway ({reason})"
-    if status == 429:
-        return Throttled(detail, retry_after=DEFAULT_RETRY_AFTER)
-    if status >= 500 or reason in ("unreadable body", "not JSON"):
-        return Unavailable(detail)
-    return BadPlatformData(detail)
+    return http_failure(detail, status, retry_after=DEFAULT_RETRY_AFTER,
+                        unavailable=reason in ("unreadable body", "not JSON"))

@@ -11,7 +11,6 @@ This app must never be exposed beyond loopback: it has no auth.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -22,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
 from connectors.pinduoduo.fake_state import FakeClock, FakePdd, Faults, PopError
 
 __all__ = ["FakeClock", "FakePdd", "Faults", "create_app"]
 
-HANG_LIMIT_SECONDS = 120.0
 _HTML_500 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 
 
@@ -59,14 +58,8 @@ def create_app(state: FakePdd) -> Starlette:
     """The fake gateway serving ``state``."""
 
     async def router(request: Request) -> Response:
-        latency, fault = state.take_transport_fault()
-        if latency:
-            await asyncio.sleep(latency)
-        if fault == "hang":
-            await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
-            return Response(_HTML_500, status_code=504, media_type="text/html")
-        if fault == "http_500":
-            return Response(_HTML_500, status_code=502, media_type="text/html")
+        if (failure := await transport_fault_response(state, _HTML_500, 502)) is not None:
+            return failure
         try:
             params = await _params(request)
         except (ValueError, UnicodeDecodeError):
@@ -79,20 +72,13 @@ def create_app(state: FakePdd) -> Starlette:
         return Response(json.dumps(document, ensure_ascii=False),
                         media_type="application/json;charset=UTF-8")
 
-    async def json_body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        data = json.loads(raw) if raw.strip() else {}
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
-        return data
-
     async def create_order(request: Request) -> Response:
-        data = await json_body(request)
+        data = await json_object(request)
         kwargs: dict[str, Any] = {k: data[k] for k in ("items", "confirm_status") if k in data}
         return JSONResponse({"order_sn": state.create_order(**kwargs)})
 
     async def refund(request: Request) -> Response:
-        data = await json_body(request)
+        data = await json_object(request)
         try:
             refund_id = state.request_refund(
                 request.path_params["sn"],
@@ -110,15 +96,8 @@ def create_app(state: FakePdd) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse({"ok": True})
 
-    async def faults(request: Request) -> Response:
-        try:
-            current = state.set_faults(**await json_body(request))
-        except KeyError as exc:
-            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
-        return JSONResponse(vars(current))
-
     async def tokens(request: Request) -> Response:
-        action = (await json_body(request)).get("action")
+        action = (await json_object(request)).get("action")
         if action == "expire":
             state.expire_access_tokens()
         elif action == "revoke":
@@ -131,7 +110,7 @@ def create_app(state: FakePdd) -> Starlette:
         owner = getattr(state.clock, "__self__", None)
         if not isinstance(owner, FakeClock):
             return JSONResponse({"error": "this fake runs on the real clock"}, status_code=409)
-        seconds = float((await json_body(request)).get("advance_seconds", 0))
+        seconds = float((await json_object(request)).get("advance_seconds", 0))
         return JSONResponse({"now": owner.advance(timedelta(seconds=seconds)).isoformat()})
 
     async def snapshot(request: Request) -> Response:
@@ -142,7 +121,7 @@ def create_app(state: FakePdd) -> Starlette:
         Route("/__fake__/orders", create_order, methods=["POST"]),
         Route("/__fake__/orders/{sn}/refund", refund, methods=["POST"]),
         Route("/__fake__/orders/{sn}/cancel", cancel, methods=["POST"]),
-        Route("/__fake__/faults", faults, methods=["POST"]),
+        Route("/__fake__/faults", faults_endpoint(state.set_faults), methods=["POST"]),
         Route("/__fake__/tokens", tokens, methods=["POST"]),
         Route("/__fake__/clock", clock, methods=["POST"]),
         Route("/__fake__/state", snapshot, methods=["GET"]),

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
 from connectors.pinduoduo.sign import pdd_sign
 from connectors.pinduoduo.times import CST, format_pdd_time, from_epoch, to_epoch
 
@@ -43,28 +44,6 @@ APP_APIS = frozenset({
     "pdd.pop.auth.token.refresh",
     "pdd.logistics.companies.get",
 })
-
-
-class FakeClock:
-    """A settable clock for the fake (and for the connector under test): aware UTC."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = (start or datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)).astimezone(UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta | float) -> datetime:
-        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-        with self._lock:
-            self._now += step
-            return self._now
-
-
-def _real_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class PopError(Exception):
@@ -190,12 +169,9 @@ class FakeToken:
 
 
 @dataclass
-class Faults:
+class Faults(TransportFaults):
     """Failures to inject into the next calls to ``/api/router``."""
 
-    latency_ms: int = 0  # every call waits this long first
-    http_500: int = 0  # the next N calls answer an HTML 500 page
-    hang: int = 0  # the next N calls never answer (until release_hangs())
     throttle: int = 0  # the next N business calls answer 52101 (or throttle_code)
     throttle_code: int = 52101
     unavailable: int = 0  # the next N business calls answer 52103
@@ -207,7 +183,7 @@ _REFUND_CLOSED = frozenset({6, 9, 11, 12, 13})
 
 
 @dataclass
-class FakePdd:
+class FakePdd(HangingFake):
     """A Pinduoduo open-platform double for one app and one merchant."""
 
     client_id: str = "test-client"
@@ -215,7 +191,7 @@ class FakePdd:
     access_token: str = "test-access-token"  # noqa: S105 - the fake's initial test token
     refresh_token: str = "test-refresh-token"  # noqa: S105 - the fake's initial test token
     auth_code: str = "test-code"
-    clock: Callable[[], datetime] = _real_now
+    clock: Callable[[], datetime] = wall_now
     access_ttl: timedelta = timedelta(hours=24)
     refresh_ttl: timedelta = timedelta(days=30)
     owner_id: str = "900000001"
@@ -331,25 +307,6 @@ class FakePdd:
                     raise KeyError(name)
                 setattr(self.faults, name, int(value))
             return self.faults
-
-    def release_hangs(self) -> None:
-        """Let hanging calls finish (tests call this before stopping the server)."""
-        self._hang_release.set()
-
-    def wait_hang(self, timeout: float) -> None:
-        self._hang_release.wait(timeout)
-
-    def take_transport_fault(self) -> tuple[float, str | None]:
-        """(latency seconds, "hang" | "http_500" | None) for the call arriving now."""
-        with self.lock:
-            latency = self.faults.latency_ms / 1000
-            if self.faults.hang > 0:
-                self.faults.hang -= 1
-                return latency, "hang"
-            if self.faults.http_500 > 0:
-                self.faults.http_500 -= 1
-                return latency, "http_500"
-            return latency, None
 
     def snapshot(self) -> dict[str, Any]:
         """What tests and demos assert on."""

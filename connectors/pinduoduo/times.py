@@ -1,5 +1,5 @@
 """Pinduoduo's time formats: Unix seconds on the wire, ``yyyy-MM-dd HH:mm:ss`` Beijing time
-in order and refund fields.
+in order and refund fields (the GMT+8 strings are :mod:`connectors.common.times`).
 
 This module converts between those and aware UTC datetimes; it must never return a naive
 datetime or guess a zone for an aware input.
@@ -7,10 +7,15 @@ datetime or guess a zone for an aware input.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
-CST = timezone(timedelta(hours=8), "GMT+8")
-PDD_FORMAT = "%Y-%m-%d %H:%M:%S"
+from connectors.common.times import CST, CST_FORMAT
+from connectors.common.times import format_cst as format_pdd_time
+from connectors.common.times import parse_cst as parse_pdd_time
+
+__all__ = ["CST", "PDD_FORMAT", "format_pdd_time", "from_epoch", "parse_pdd_time", "to_epoch"]
+
+PDD_FORMAT = CST_FORMAT
 
 
 def to_epoch(moment: datetime) -> int:
@@ -22,15 +27,3 @@ def to_epoch(moment: datetime) -> int:
 
 def from_epoch(seconds: int | float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def format_pdd_time(moment: datetime) -> str:
-    """An aware datetime as PDD's Beijing-time string (seconds truncated)."""
-    if moment.tzinfo is None:
-        raise ValueError("format_pdd_time needs an aware datetime")
-    return moment.astimezone(CST).strftime(PDD_FORMAT)
-
-
-def parse_pdd_time(text: str) -> datetime:
-    """PDD's Beijing-time string as aware UTC; ValueError if malformed."""
-    return datetime.strptime(text.strip(), PDD_FORMAT).replace(tzinfo=CST).astimezone(UTC)

@@ -5,15 +5,11 @@ Importing this package must stay cheap and side-effect free (no network, no fake
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import BaseModel
-
 from connectors.base import ShopContext
+from connectors.common.factory import PlatformFactory
 from connectors.taobao.client import TaobaoConnector
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
-from robot.errors import ConfigError
 
 __all__ = [
     "ClockSkew",
@@ -25,13 +21,11 @@ __all__ = [
 ]
 
 
-class TaobaoConnectorFactory:
+class TaobaoConnectorFactory(PlatformFactory[TaobaoConfig, TaobaoConnector]):
     """Builds a :class:`TaobaoConnector` from a validated :class:`TaobaoConfig`."""
 
-    platform: ClassVar[str] = "taobao"
-    config_model: ClassVar[type[BaseModel]] = TaobaoConfig
+    platform = "taobao"
+    config_model = TaobaoConfig
 
-    def create(self, config: BaseModel, context: ShopContext) -> TaobaoConnector:
-        if not isinstance(config, TaobaoConfig):
-            raise ConfigError(f"taobao shop {context.shop}: platform_config is not a TaobaoConfig")
+    def build(self, config: TaobaoConfig, context: ShopContext) -> TaobaoConnector:
         return TaobaoConnector(config, shop=context.shop)

@@ -10,14 +10,16 @@ form body so that none of them lands in a proxy's URL log.
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
 
+from connectors.common.clock import Clock, utc_now
+from connectors.common.paging import fetch_backwards
+from connectors.common.values import as_int
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
@@ -26,12 +28,6 @@ from robot.errors import BadPlatformData, Unavailable
 from robot.log import get_logger
 
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def response_key(method: str) -> str:
@@ -71,7 +67,7 @@ class TopApi:
         clock: Clock | None = None,
     ) -> None:
         self._config = config
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=config.timeout_seconds,
@@ -128,7 +124,7 @@ class TopApi:
             log.debug("top_call_failed", method=method, code=error.get("code"), ms=elapsed_ms)
             raise map_top_error(
                 method,
-                _int(error.get("code")),
+                as_int(error.get("code")),
                 str(error.get("msg") or ""),
                 str(error.get("sub_code") or ""),
                 str(error.get("sub_msg") or ""),
@@ -154,13 +150,6 @@ def _decode(method: str, response: httpx.Response) -> dict[str, Any]:
     return payload
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 def list_items(body: Mapping[str, Any], list_key: str, item_key: str) -> list[dict[str, Any]]:
     """``{"trades": {"trade": [...]}}`` → the list; an absent wrapper means none."""
     wrapper = body.get(list_key)
@@ -181,22 +170,14 @@ async def fetch_window(
     item_key: str,
     page_size: int,
 ) -> list[dict[str, Any]]:
-    """Every row of a modified-window query, paging from the last page back to the first.
+    """Every row of a modified-window query, paging backwards (see
+    :mod:`connectors.common.paging`); ``total_results`` is requested, not ``use_has_next``."""
 
-    TOP sorts these results by ``modified`` descending; a row modified while we page leaves
-    the window and shifts the rows after it one place up. Paging backwards (as the API doc
-    advises) turns that shift into a duplicate instead of a silently skipped row, which is
-    why ``total_results`` (not ``use_has_next``) is requested. Rows can repeat; callers dedupe.
-    """
-    first = await api.call(method, {**params, "page_no": 1, "page_size": page_size})
-    rows = list_items(first, list_key, item_key)
-    total = _int(first.get("total_results"))
-    if total <= page_size:
-        return rows
-    for page_no in range(math.ceil(total / page_size), 0, -1):
-        page = await api.call(method, {**params, "page_no": page_no, "page_size": page_size})
-        rows.extend(list_items(page, list_key, item_key))
-    return rows
+    async def page(page_no: int) -> dict[str, Any]:
+        return await api.call(method, {**params, "page_no": page_no, "page_size": page_size})
+
+    return await fetch_backwards(page, rows=lambda body: list_items(body, list_key, item_key),
+                                 total_key="total_results", page_size=page_size)
 
 
 def unique_ids(rows: Sequence[Mapping[str, Any]], key: str) -> list[str]:

@@ -28,11 +28,13 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
 )
-from connectors.taobao.api import Clock, TopApi, fetch_window, list_items, unique_ids
+from connectors.common.check import staged_report
+from connectors.common.clock import Clock
+from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
 from connectors.taobao.normalize import topic_kind, trade_to_order
-from connectors.taobao.window import Window, plan_window, read_cursor, write_cursor
+from connectors.taobao.window import PLANNER, write_cursor
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -91,19 +93,9 @@ class TaobaoConnector:
 
     # -- orders -------------------------------------------------------------------------
 
-    def _window(self, cursor: Mapping[str, Any] | None, now: datetime) -> Window:
-        return plan_window(
-            read_cursor(cursor),
-            now,
-            window=timedelta(minutes=self.config.window_minutes),
-            lag=timedelta(seconds=self.config.lag_seconds),
-            overlap=timedelta(seconds=self.config.overlap_seconds),
-            initial_lookback=timedelta(minutes=self.config.initial_lookback_minutes),
-        )
-
     async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of trades awaiting shipment, each read in full."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await fetch_window(
@@ -124,7 +116,7 @@ class TaobaoConnector:
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of refunds changed on TOP, returned as their trades re-read in full."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await fetch_window(
@@ -272,31 +264,18 @@ class TaobaoConnector:
         try:
             await self._api.call("taobao.trades.sold.increment.get", params)
         except Retriable as exc:
-            return _report(names, 0, exc.message)
+            return staged_report(names, 0, exc.message)
         except SessionExpired as exc:
-            return _report(names, 3, exc.message)
+            return staged_report(names, 3, exc.message)
         except AuthError as exc:
-            return _report(names, 1, exc.message)
+            return staged_report(names, 1, exc.message)
         except ClockSkew as exc:
-            return _report(names, 2, exc.message)
+            return staged_report(names, 2, exc.message)
         except PermissionDenied as exc:
-            return _report(names, 4, exc.message)
+            return staged_report(names, 4, exc.message)
         except (TopRejected, BadPlatformData) as exc:
-            return _report(names, 4, exc.message)
-        return _report(names, len(names), "")
-
-
-def _report(names: Sequence[str], failed_at: int, detail: str) -> CheckReport:
-    """Checks before ``failed_at`` passed, that one failed, later ones were not reached."""
-    checks: list[tuple[str, bool, str]] = []
-    for index, name in enumerate(names):
-        if index < failed_at:
-            checks.append((name, True, "ok"))
-        elif index == failed_at:
-            checks.append((name, False, detail))
-        else:
-            checks.append((name, False, "not checked"))
-    return CheckReport(ok=failed_at >= len(names), checks=tuple(checks))
+            return staged_report(names, 4, exc.message)
+        return staged_report(names, len(names), "")
 
 
 def _refuse_unshippable(order: Order) -> None:

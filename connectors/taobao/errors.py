@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import re
 
+from connectors.common.errors import PlatformRefused, http_failure
 from robot.errors import (
     AuthError,
-    BadPlatformData,
     Fatal,
     PermissionDenied,
     RobotError,
-    Skippable,
     Throttled,
     Unavailable,
 )
@@ -39,13 +38,8 @@ class ClockSkew(Fatal):
     """TOP rejected our timestamp: this host's clock is more than 10 minutes off."""
 
 
-class TopRejected(Skippable):
+class TopRejected(PlatformRefused):
     """TOP refused this call's arguments or business rule."""
-
-    def __init__(self, message: str | None = None, *, code: int = 0, sub_code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.sub_code = sub_code
 
 
 def map_top_error(
@@ -80,8 +74,4 @@ def map_top_error(
 def map_http_failure(method: str, status: int, reason: str) -> RobotError:
     """Translate a non-TOP answer (bad status or unreadable body) into an exception."""
     detail = f"{method}: HTTP {status} from the TOP gateway ({reason})"
-    if status >= 500:
-        return Unavailable(detail)
-    if status == 429:
-        return Throttled(detail, retry_after=DEFAULT_RETRY_AFTER)
-    return BadPlatformData(detail)
+    return http_failure(detail, status, retry_after=DEFAULT_RETRY_AFTER)

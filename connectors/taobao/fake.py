@@ -12,7 +12,6 @@ with ids as strings. This app must never be exposed beyond loopback: it has no a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
 from connectors.taobao.fake_state import FakeClock, FakeTop, Faults
 
 __all__ = ["FakeClock", "FakeTop", "Faults", "create_app"]
 
-HANG_LIMIT_SECONDS = 120.0
 _XML_FORMAT_ERROR = (
     '<?xml version="1.0" encoding="utf-8" ?><error_response><code>23</code>'
     "<msg>Invalid Format</msg><sub_msg>this fake answers format=json only</sub_msg>"
@@ -48,14 +47,8 @@ def create_app(state: FakeTop) -> Starlette:
 
     async def router(request: Request) -> Response:
         params = await _params(request)
-        latency, fault = state.take_transport_fault()
-        if latency:
-            await asyncio.sleep(latency)
-        if fault == "hang":
-            await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
-            return Response(_HTML_500, status_code=504, media_type="text/html")
-        if fault == "http_500":
-            return Response(_HTML_500, status_code=500, media_type="text/html")
+        if (failure := await transport_fault_response(state, _HTML_500, 500)) is not None:
+            return failure
         if params.get("format", "xml") != "json":
             return Response(_XML_FORMAT_ERROR, media_type="text/xml;charset=utf-8")
         document = state.handle(params)
@@ -64,15 +57,8 @@ def create_app(state: FakeTop) -> Starlette:
             media_type="application/json;charset=utf-8",
         )
 
-    async def json_body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        data = json.loads(raw) if raw.strip() else {}
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
-        return data
-
     async def create_trade(request: Request) -> Response:
-        data = await json_body(request)
+        data = await json_object(request)
         kwargs: dict[str, Any] = {
             key: data[key] for key in ("status", "items", "buyer_open_uid") if key in data
         }
@@ -80,7 +66,7 @@ def create_app(state: FakeTop) -> Starlette:
         return JSONResponse({"tid": str(tid)})
 
     async def refund(request: Request) -> Response:
-        data = await json_body(request)
+        data = await json_object(request)
         oid = int(data["oid"]) if data.get("oid") else None
         try:
             refund_id = state.request_refund(
@@ -93,7 +79,7 @@ def create_app(state: FakeTop) -> Starlette:
         return JSONResponse({"refund_id": str(refund_id)})
 
     async def close(request: Request) -> Response:
-        data = await json_body(request)
+        data = await json_object(request)
         try:
             state.close_trade(
                 int(request.path_params["tid"]), by_taobao=bool(data.get("by_taobao"))
@@ -102,12 +88,8 @@ def create_app(state: FakeTop) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse({"ok": True})
 
-    async def faults(request: Request) -> Response:
-        try:
-            current = state.set_faults(**await json_body(request))
-        except KeyError as exc:
-            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
-        return JSONResponse({**vars(current), "session_expired": state.session_expired})
+    faults = faults_endpoint(state.set_faults,
+                             extra=lambda: {"session_expired": state.session_expired})
 
     async def snapshot(request: Request) -> Response:
         return JSONResponse(state.snapshot())

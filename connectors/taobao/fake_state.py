@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
 from connectors.taobao.sign import SIGN_METHODS, top_sign
 from connectors.taobao.times import format_top_time, parse_top_time
 
@@ -40,28 +41,6 @@ SESSION_APIS = frozenset(
     }
 )
 APP_APIS = frozenset({"taobao.tmc.messages.consume", "taobao.tmc.messages.confirm"})
-
-
-class FakeClock:
-    """A settable clock for the fake (and for the connector under test): aware UTC."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = (start or datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)).astimezone(UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta | float) -> datetime:
-        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-        with self._lock:
-            self._now += step
-            return self._now
-
-
-def _real_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TopError(Exception):
@@ -175,12 +154,9 @@ class FakeMessage:
 
 
 @dataclass
-class Faults:
+class Faults(TransportFaults):
     """Failures to inject into the next calls to ``/router/rest``."""
 
-    latency_ms: int = 0  # every call waits this long first
-    http_500: int = 0  # the next N calls answer an HTML 500 page
-    hang: int = 0  # the next N calls never answer (until release_hangs())
     throttle: int = 0  # the next N authenticated calls answer code 7
     ban_seconds: int = 5  # ...saying "This ban will last for N more seconds"
 
@@ -202,13 +178,13 @@ def _pick(data: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
 
 
 @dataclass
-class FakeTop:
+class FakeTop(HangingFake):
     """A Taobao Open Platform double for one app and one seller."""
 
     app_key: str = "12345678"
     app_secret: str = "testsecret"  # noqa: S105 - a fake's published test credential
     session: str = "test-session"
-    clock: Callable[[], datetime] = _real_now
+    clock: Callable[[], datetime] = wall_now
     visibility_timeout: timedelta = timedelta(seconds=30)
     seller_nick: str = "fake-shop"
     user_id: int = 2200000000001
@@ -332,25 +308,6 @@ class FakeTop:
                 else:
                     raise KeyError(name)
             return self.faults
-
-    def release_hangs(self) -> None:
-        """Let hanging calls finish (tests call this before stopping the server)."""
-        self._hang_release.set()
-
-    def wait_hang(self, timeout: float) -> None:
-        self._hang_release.wait(timeout)
-
-    def take_transport_fault(self) -> tuple[float, str | None]:
-        """(latency seconds, "hang" | "http_500" | None) for the call arriving now."""
-        with self.lock:
-            latency = self.faults.latency_ms / 1000
-            if self.faults.hang > 0:
-                self.faults.hang -= 1
-                return latency, "hang"
-            if self.faults.http_500 > 0:
-                self.faults.http_500 -= 1
-                return latency, "http_500"
-            return latency, None
 
     def snapshot(self) -> dict[str, Any]:
         """What tests and demos assert on; ids are strings (JSON numbers lose digits)."""

@@ -1,25 +1,16 @@
 """TOP's wall-clock format: ``yyyy-MM-dd HH:mm:ss`` in China Standard Time (GMT+8).
 
 Every timestamp TOP sends or expects (system ``timestamp``, ``start_modified``, ``pay_time``,
-``modified``) is a naive string in GMT+8. This module converts between that and aware UTC
-datetimes; it must never return a naive datetime or guess a zone for an aware input.
+``modified``) is a naive string in GMT+8; the conversion is :mod:`connectors.common.times`.
+It must never return a naive datetime or guess a zone for an aware input.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from connectors.common.times import CST, CST_FORMAT
+from connectors.common.times import format_cst as format_top_time
+from connectors.common.times import parse_cst as parse_top_time
 
-CST = timezone(timedelta(hours=8), "GMT+8")
-TOP_FORMAT = "%Y-%m-%d %H:%M:%S"
+__all__ = ["CST", "TOP_FORMAT", "format_top_time", "parse_top_time"]
 
-
-def format_top_time(moment: datetime) -> str:
-    """Render an aware datetime as TOP's GMT+8 string (seconds are truncated)."""
-    if moment.tzinfo is None:
-        raise ValueError("format_top_time needs an aware datetime")
-    return moment.astimezone(CST).strftime(TOP_FORMAT)
-
-
-def parse_top_time(text: str) -> datetime:
-    """Parse TOP's GMT+8 string into an aware UTC datetime; ValueError if malformed."""
-    return datetime.strptime(text.strip(), TOP_FORMAT).replace(tzinfo=CST).astimezone(UTC)
+TOP_FORMAT = CST_FORMAT

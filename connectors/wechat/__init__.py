@@ -5,16 +5,12 @@ Importing this package must stay cheap and side-effect free (no network, no fake
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import BaseModel
-
 from connectors.base import ShopContext
+from connectors.common.factory import PlatformFactory
 from connectors.wechat.client import WechatConnector
 from connectors.wechat.config import SkuRule, WechatConfig
 from connectors.wechat.crypto import backend_signature
 from connectors.wechat.errors import TokenRejected, WechatRejected
-from robot.errors import ConfigError
 
 __all__ = [
     "SkuRule",
@@ -27,14 +23,11 @@ __all__ = [
 ]
 
 
-class WechatConnectorFactory:
+class WechatConnectorFactory(PlatformFactory[WechatConfig, WechatConnector]):
     """Builds a :class:`WechatConnector` from a validated :class:`WechatConfig`."""
 
-    platform: ClassVar[str] = "wechat"
-    config_model: ClassVar[type[BaseModel]] = WechatConfig
+    platform = "wechat"
+    config_model = WechatConfig
 
-    def create(self, config: BaseModel, context: ShopContext) -> WechatConnector:
-        if not isinstance(config, WechatConfig):
-            raise ConfigError(f"wechat shop {context.shop}: platform_config is not a "
-                              f"WechatConfig")
+    def build(self, config: WechatConfig, context: ShopContext) -> WechatConnector:
         return WechatConnector(config, context)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from connectors.common.http import LoopClient, post_json
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.errors import TokenRejected, map_errcode, map_http_failure
-from connectors.wechat.http import LoopClient, post_json
 from connectors.wechat.token import TokenManager
 from robot.errors import AuthError, BadPlatformData
 

@@ -17,7 +17,7 @@ refusal as success without re-reading the order, and never log a credential.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -34,12 +34,14 @@ from connectors.base import (
     ShipOutcome,
     ShopContext,
 )
+from connectors.common.check import staged_report
+from connectors.common.clock import Clock, utc_now
+from connectors.common.http import LoopClient
 from connectors.wechat import errors as codes
 from connectors.wechat.api import GET_ORDER, IS_TRADE_MANAGED, UPLOAD_SHIPPING_INFO, WechatApi
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.crypto import load_public_key
 from connectors.wechat.errors import WechatRejected
-from connectors.wechat.http import LoopClient
 from connectors.wechat.lines import resolve_lines, unresolved_line
 from connectors.wechat.push import parse_push
 from connectors.wechat.token import TokenManager
@@ -48,7 +50,6 @@ from robot.log import get_logger
 
 log = get_logger(__name__)
 
-Clock = Callable[[], datetime]
 CHINA = timezone(timedelta(hours=8))
 ITEM_DESC_MAX = 120
 DEFAULT_ITEM_DESC = "虚拟商品"
@@ -56,10 +57,6 @@ DEFAULT_ITEM_DESC = "虚拟商品"
 ORDER_STATES = {1: PlatformStatus.PAID, 2: PlatformStatus.SHIPPED,
                 3: PlatformStatus.COMPLETED, 4: PlatformStatus.COMPLETED,
                 5: PlatformStatus.CLOSED}
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def upload_time(now: datetime) -> str:
@@ -79,11 +76,12 @@ class WechatConnector:
                  clock: Clock | None = None) -> None:
         self.config = config
         self.shop = context.shop
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
         self._keys: dict[str, rsa.RSAPublicKey] = {
             serial: load_public_key(pem.get_secret_value(), serial=serial)
             for serial, pem in config.wechatpay_public_keys.items()}
-        self._http = LoopClient(timeout=config.timeout_seconds, transport=transport)
+        self._http = LoopClient(platform="WeChat", timeout=config.timeout_seconds,
+                                transport=transport)
         self._api = WechatApi(config, TokenManager(config, context, self._http, self._clock),
                               self._http)
 
@@ -212,27 +210,19 @@ class WechatConnector:
 
     async def check(self) -> CheckReport:
         """A stable token (appid/secret/IP whitelist), then ``is_trade_managed``."""
-        checks: list[tuple[str, bool, str]] = []
+        names = ("WeChat reachable", "appid and app_secret", "shipping-info management")
         try:
             await self._api.tokens.token()
         except RobotError as exc:
-            reach = not isinstance(exc, Retriable)
-            checks.append(("WeChat reachable", reach, "ok" if reach else exc.message))
-            checks.append(("appid and app_secret", False, exc.message if reach
-                           else "not checked"))
-            checks.append(("shipping-info management", False, "not checked"))
-            return CheckReport(ok=False, checks=tuple(checks))
-        checks += [("WeChat reachable", True, "ok"), ("appid and app_secret", True, "ok")]
+            return staged_report(names, 0 if isinstance(exc, Retriable) else 1, exc.message)
         try:
             data = await self._api.call(IS_TRADE_MANAGED, {"appid": self.config.appid})
         except RobotError as exc:
-            checks.append(("shipping-info management", False, exc.message))
-            return CheckReport(ok=False, checks=tuple(checks))
-        managed = data.get("is_trade_managed") is True
-        checks.append(("shipping-info management", managed,
-                       "ok" if managed else "not enabled for this mini-program "
-                       "(is_trade_managed is false)"))
-        return CheckReport(ok=managed, checks=tuple(checks))
+            return staged_report(names, 2, exc.message)
+        if data.get("is_trade_managed") is not True:
+            return staged_report(names, 2, "not enabled for this mini-program "
+                                           "(is_trade_managed is false)")
+        return staged_report(names, len(names), "")
 
 
 def _item_desc(text: str) -> str:

@@ -12,12 +12,11 @@ WeChat-specific subclasses, so callers can act on the code::
 
 from __future__ import annotations
 
+from connectors.common.errors import PlatformRefused, TokenRefused, http_failure
 from robot.errors import (
     AuthError,
-    BadPlatformData,
     PermissionDenied,
     RobotError,
-    Skippable,
     Throttled,
     Unavailable,
 )
@@ -34,20 +33,12 @@ UNAUTHORIZED_API = 48001
 THROTTLE_DELAY = 60.0
 
 
-class TokenRejected(AuthError):
+class TokenRejected(TokenRefused):
     """WeChat rejected our access token (invalid, not the latest, or expired)."""
 
-    def __init__(self, message: str | None = None, *, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
 
-
-class WechatRejected(Skippable):
+class WechatRejected(PlatformRefused):
     """WeChat refused this call's arguments or business rule."""
-
-    def __init__(self, message: str | None = None, *, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def map_errcode(api: str, code: int, msg: str) -> RobotError:
@@ -70,8 +61,5 @@ def map_errcode(api: str, code: int, msg: str) -> RobotError:
 def map_http_failure(api: str, status: int, reason: str) -> RobotError:
     """Translate an answer that is not WeChat JSON (bad status, HTML page, garbage)."""
     detail = f"{api}: HTTP {status} from WeChat ({reason})"
-    if status == 429:
-        return Throttled(detail, retry_after=THROTTLE_DELAY)
-    if status >= 500 or reason == "not JSON":
-        return Unavailable(detail)
-    return BadPlatformData(detail)
+    return http_failure(detail, status, retry_after=THROTTLE_DELAY,
+                        unavailable=reason == "not JSON")

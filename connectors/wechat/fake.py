@@ -13,7 +13,6 @@ This app must never be exposed beyond loopback: it has no auth of its own.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.fakekit import deliver_endpoint, faults_endpoint
 from connectors.wechat.fake_pay import PaySender
 from connectors.wechat.fake_state import FakeClock, FakeWechat, Faults
 
@@ -45,7 +45,6 @@ async def _body(request: Request) -> Any:
 
 def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
     """The fake serving ``state``; ``sender`` (made on demand) delivers notifications."""
-    senders: list[PaySender] = [sender] if sender is not None else []
 
     async def stable_token(request: Request) -> Response:
         if state.take_transport_fault():
@@ -82,13 +81,6 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
             return JSONResponse({"error": "unknown payment"}, status_code=404)
         return JSONResponse({"refund_id": refund_id})
 
-    async def faults(request: Request) -> Response:
-        try:
-            current = state.set_faults(**await control(request))
-        except KeyError as exc:
-            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
-        return JSONResponse(vars(current))
-
     async def expire(request: Request) -> Response:
         state.expire_tokens()
         return JSONResponse({"ok": True})
@@ -103,11 +95,7 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
             state.notify_url = data.get("url") or None
         return JSONResponse({"url": state.notify_url})
 
-    async def notify_deliver(request: Request) -> Response:
-        if not senders:
-            senders.append(PaySender(state))
-        delivered = await asyncio.to_thread(senders[0].deliver_due)
-        return JSONResponse({"delivered": delivered})
+    notify_deliver = deliver_endpoint(sender, lambda: PaySender(state))
 
     async def snapshot(request: Request) -> Response:
         return JSONResponse(state.snapshot())
@@ -123,7 +111,8 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
         Route("/wxa/sec/order/{name}", order_api, methods=["POST"]),
         Route("/__fake__/payments", create_payment, methods=["POST"]),
         Route("/__fake__/payments/{oid}/refund", refund, methods=["POST"]),
-        Route("/__fake__/faults", faults, methods=["POST"]),
+        Route("/__fake__/faults", faults_endpoint(state.set_faults, read=control),
+              methods=["POST"]),
         Route("/__fake__/tokens/expire", expire, methods=["POST"]),
         Route("/__fake__/revoke", revoke, methods=["POST"]),
         Route("/__fake__/notify/config", notify_config, methods=["POST"]),

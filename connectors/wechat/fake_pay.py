@@ -12,75 +12,44 @@ resource nonce; the notification id stays the same. Delivery is driven explicitl
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import httpx
 
+from connectors.fakekit import DeliveryLoop, HttpSender, wall_now
 from connectors.wechat.fake_state import FakeWechat, Notification
 
 
-def _wall() -> datetime:
-    return datetime.now(UTC)
-
-
-class PaySender:
+class PaySender(HttpSender[Notification]):
     """Delivers one fake's notifications over HTTP (blocking; call from a worker thread)."""
 
     def __init__(self, state: FakeWechat, *, timeout: float = 5.0,
                  transport: httpx.BaseTransport | None = None,
-                 stamp: Callable[[], datetime] = _wall) -> None:
+                 stamp: Callable[[], datetime] = wall_now) -> None:
+        super().__init__(timeout=timeout, transport=transport)
         self._state = state
-        self._client = httpx.Client(timeout=timeout, transport=transport)
         self._stamp = stamp
-        self._sending = threading.Lock()  # one delivery round at a time keeps order
-        self.answers: list[tuple[str, int]] = []  # (notification id, HTTP status or 0)
 
-    def close(self) -> None:
-        self._client.close()
+    def _url(self) -> str | None:
+        return self._state.notify_url
 
-    def deliver_due(self) -> int:
-        """Post every notification due now (in order); returns how many were accepted."""
-        url = self._state.notify_url
-        if not url:
-            return 0
-        delivered = 0
-        with self._sending:
-            for note in self._state.due_notifications():
-                ok = self._post(url, note)
-                self._state.record_attempt(note, ok)
-                delivered += ok
-        return delivered
+    def _due(self) -> list[Notification]:
+        return self._state.due_notifications()
 
-    def _post(self, url: str, note: Notification) -> bool:
-        body = self._state.envelope(note)
-        headers = self._state.signed(body, self._stamp())
-        try:
-            response = self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError:
-            self.answers.append((note.notification_id, 0))
-            return False
-        self.answers.append((note.notification_id, response.status_code))
+    def _request(self, item: Notification) -> tuple[str, bytes, Mapping[str, str]]:
+        body = self._state.envelope(item)
+        return item.notification_id, body, self._state.signed(body, self._stamp())
+
+    def _accepted(self, response: httpx.Response) -> bool:
         return response.status_code in (200, 204)
 
+    def _record(self, item: Notification, ok: bool) -> None:
+        self._state.record_attempt(item, ok)
 
-class PayLoop:
+
+class PayLoop(DeliveryLoop):
     """Runs :meth:`PaySender.deliver_due` every ``interval`` seconds in a daemon thread."""
 
     def __init__(self, sender: PaySender, interval: float = 1.0) -> None:
-        self._sender = sender
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wechat-fake-pay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._sender.deliver_due()
+        super().__init__(sender.deliver_due, name="wechat-fake-pay", interval=interval)

@@ -23,12 +23,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connectors.fakekit import FakeClock as BaseFakeClock
+from connectors.fakekit import wall_now
 from connectors.wechat.crypto import SIGNATURE_TYPE, encrypt_resource, sign
 
 CHINA = timezone(timedelta(hours=8))
@@ -41,26 +43,12 @@ RETRY_DELAYS = tuple(timedelta(seconds=s) for s in (
 Clock = Callable[[], datetime]
 
 
-class FakeClock:
-    """A settable clock (aware UTC) for the fake and the connector under test."""
+class FakeClock(BaseFakeClock):
+    """A settable clock (aware UTC) for the fake and the connector under test; it starts at
+    the wall time unless told otherwise."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = (start or datetime.now(UTC)).astimezone(UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta | float) -> datetime:
-        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-        with self._lock:
-            self._now += step
-            return self._now
-
-
-def _wall() -> datetime:
-    return datetime.now(UTC)
+        super().__init__(start or wall_now())
 
 
 @dataclass
@@ -72,7 +60,7 @@ class FakePayment:
     attach: str = ""
     description: str = "virtual goods"
     state: int = 1  # get_order order_state: 1 paid, 2 shipped, 3/4 done, 5 refunded
-    paid_at: datetime = field(default_factory=_wall)
+    paid_at: datetime = field(default_factory=wall_now)
     shipments: int = 0
     item_desc: str | None = None
     upload_calls: int = 0
@@ -133,7 +121,7 @@ class FakeWechat:
                  clock: Clock | None = None, notify_url: str | None = None) -> None:
         self.appid, self.app_secret, self.mchid = appid, app_secret, mchid
         self.apiv3_key = apiv3_key or secrets.token_hex(16)  # 32 characters
-        self.clock = clock or _wall
+        self.clock = clock or wall_now
         self.notify_url = notify_url
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.serial = "PUB_KEY_ID_01" + secrets.token_hex(12).upper()

@@ -12,17 +12,17 @@ This module must never log, or put into an exception, a token or the app secret.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import ShopContext
+from connectors.common.http import LoopClient, post_json
+from connectors.common.token import Clock, DurableToken
+from connectors.common.values import as_int
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.errors import map_errcode, map_http_failure
-from connectors.wechat.http import LoopClient, post_json
 from robot.errors import BadPlatformData
 from robot.log import get_logger
 
@@ -30,7 +30,6 @@ log = get_logger(__name__)
 
 SECRET_NAME = "wechat_stable_token"  # noqa: S105 - the store entry's name, not a secret
 STABLE_TOKEN = "cgi-bin/stable_token"  # noqa: S105 - an API path, not a secret
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,65 +53,29 @@ class TokenRecord:
             return None  # unreadable: behave as if nothing was stored
 
 
-class TokenManager:
+class TokenManager(DurableToken[TokenRecord]):
     """Hands out a valid access token for one mini-program."""
 
     def __init__(self, config: WechatConfig, context: ShopContext, http: LoopClient,
                  clock: Clock) -> None:
+        super().__init__(context, clock, secret_name=SECRET_NAME,
+                         margin=timedelta(seconds=config.token_refresh_margin_seconds))
         self._config = config
-        self._context = context
         self._http = http
-        self._clock = clock
-        self._record: TokenRecord | None = None
-        self._locks: dict[int, asyncio.Lock] = {}
-        self.renewals = 0  # tokens obtained from WeChat by this process (tests, status)
 
-    @property
-    def _margin(self) -> timedelta:
-        return timedelta(seconds=self._config.token_refresh_margin_seconds)
+    def parse(self, text: str) -> TokenRecord | None:
+        return TokenRecord.loads(text)
 
-    def _lock(self) -> asyncio.Lock:
-        key = id(asyncio.get_running_loop())
-        if key not in self._locks:
-            self._locks = {key: asyncio.Lock()}  # an asyncio.Lock belongs to one loop
-        return self._locks[key]
+    async def renew(self, previous: TokenRecord | None) -> TokenRecord:
+        return await self._obtain(force=False)
 
-    def _load(self) -> TokenRecord | None:
-        text = self._context.load_secret(SECRET_NAME)
-        return TokenRecord.loads(text) if text else None
-
-    async def token(self) -> str:
-        """A token valid for at least the refresh margin."""
-        record = self._record
-        if record is not None and record.fresh(self._clock(), self._margin):
-            return record.access_token
-        async with self._lock():
-            record = self._record
-            if record is None or not record.fresh(self._clock(), self._margin):
-                stored = await asyncio.to_thread(self._load)
-                if stored is not None and stored.fresh(self._clock(), self._margin):
-                    record = stored
-                else:
-                    record = await self._obtain(force=False)
-                self._record = record
-            return record.access_token
-
-    async def after_rejection(self, rejected: str) -> str:
-        """WeChat refused ``rejected``: a newer stored token, or a new one from WeChat."""
-        async with self._lock():
-            current = self._record
-            if current is not None and current.access_token != rejected:
-                return current.access_token
-            stored = await asyncio.to_thread(self._load)
-            if (stored is not None and stored.access_token != rejected
-                    and stored.fresh(self._clock(), timedelta(0))):
-                self._record = stored
-                return stored.access_token
-            record = await self._obtain(force=False)
-            if record.access_token == rejected:
-                record = await self._obtain(force=True)
-            self._record = record
-            return record.access_token
+    async def replace(self, rejected: str, previous: TokenRecord | None) -> TokenRecord:
+        # stable_token hands back the current token unless forced; force_refresh is limited
+        # (20 a day), so it is used only when the normal answer is the rejected token again.
+        record = await self._obtain(force=False)
+        if record.access_token == rejected:
+            record = await self._obtain(force=True)
+        return record
 
     async def _obtain(self, *, force: bool) -> TokenRecord:
         config = self._config
@@ -125,8 +88,7 @@ class TokenManager:
                 or not isinstance(expires_in, int | float) or expires_in <= 0:
             raise BadPlatformData(f"wechat {STABLE_TOKEN}: no access_token/expires_in")
         record = TokenRecord(token, self._clock().timestamp() + float(expires_in))
-        await asyncio.to_thread(self._context.store_secret, SECRET_NAME, record.dumps())
-        self.renewals += 1
+        await self.save(record)
         log.info("wechat_token_renewed", shop=self._context.shop, forced=force)
         return record
 
@@ -144,13 +106,6 @@ class TokenManager:
             raise BadPlatformData(f"{what}: unexpected JSON shape")
         code = payload.get("errcode", 0)
         if code not in (0, None):
-            error = map_errcode(what, _int(code), str(payload.get("errmsg") or ""))
+            error = map_errcode(what, as_int(code), str(payload.get("errmsg") or ""))
             raise error
         return payload
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

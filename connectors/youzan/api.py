@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from connectors.common.http import LoopClient, post_json
+from connectors.common.values import as_int
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import (
     THROTTLE_CODES,
@@ -28,7 +30,6 @@ from connectors.youzan.errors import (
     map_gateway_error,
     map_http_failure,
 )
-from connectors.youzan.http import LoopClient, post_json
 from connectors.youzan.token import TokenManager
 from robot.errors import AuthError, BadPlatformData, Throttled
 from robot.log import get_logger
@@ -92,32 +93,25 @@ class YouzanApi:
         streak = self._throttled_in_a_row + 1
         gateway = payload.get("gw_err_resp")
         if isinstance(gateway, dict):
-            raise map_gateway_error(name, _int(gateway.get("err_code")),
+            raise map_gateway_error(name, as_int(gateway.get("err_code")),
                                     str(gateway.get("err_msg") or ""), throttled_in_a_row=streak)
         error = payload.get("error_response")
         if isinstance(error, dict):  # old v3 envelope
-            raise map_business_error(name, _int(error.get("code")),
+            raise map_business_error(name, as_int(error.get("code")),
                                      str(error.get("msg") or error.get("message") or ""),
                                      throttled_in_a_row=streak)
         if "response" in payload and "success" not in payload:  # old v3 success
             return payload["response"]
         if "success" not in payload:
-            code = _int(payload.get("code"))
+            code = as_int(payload.get("code"))
             if code in THROTTLE_CODES:  # bare {"msg":"请求被限流","code":500100004}
                 raise map_business_error(name, code, str(payload.get("msg") or ""),
                                          throttled_in_a_row=streak)
             raise BadPlatformData(f"{name}: Youzan answer has no known envelope")
         if payload.get("success") is not True:
-            raise map_business_error(name, _int(payload.get("code")),
+            raise map_business_error(name, as_int(payload.get("code")),
                                      str(payload.get("message") or payload.get("msg") or ""),
                                      throttled_in_a_row=streak)
         if response.status_code != 200:
             raise map_http_failure(name, response.status_code, "unexpected status")
         return payload.get("data")
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

@@ -18,8 +18,8 @@ never treat a refusal as success without re-reading the trade, and never log a c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
@@ -34,16 +34,19 @@ from connectors.base import (
     ShipOutcome,
     ShopContext,
 )
+from connectors.common.check import staged_report
+from connectors.common.clock import Clock, utc_now
+from connectors.common.http import LoopClient
+from connectors.common.values import as_dict, as_int
 from connectors.youzan import errors as codes
 from connectors.youzan.api import YouzanApi
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import YouzanRejected
-from connectors.youzan.http import LoopClient
 from connectors.youzan.normalize import AUTO_DELIVERED, row_status, trade_to_order
 from connectors.youzan.push import parse_push
 from connectors.youzan.times import format_yz_time
 from connectors.youzan.token import TokenManager
-from connectors.youzan.window import Window, plan_window, read_cursor, write_cursor
+from connectors.youzan.window import PLANNER, write_cursor
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -56,8 +59,6 @@ from robot.errors import (
 from robot.log import get_logger
 
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
 
 TRADES_SOLD_GET = "youzan.trades.sold.get"
 TRADE_GET = "youzan.trade.get"
@@ -73,10 +74,6 @@ _WORTH_READING = frozenset({"TRADE_PAID", "WAIT_SELLER_SEND_GOODS", "WAIT_BUYER_
 _NOT_FOUND = frozenset({codes.TRADE_NOT_FOUND, codes.ORDER_NOT_FOUND})
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class YouzanConnector:
     """One Youzan shop."""
 
@@ -88,8 +85,10 @@ class YouzanConnector:
                  clock: Clock | None = None) -> None:
         self.config = config
         self.shop = context.shop
-        self._clock = clock or _utc_now
-        self._http = LoopClient(timeout=config.timeout_seconds, transport=transport)
+        self._clock = clock or utc_now
+        self._http = LoopClient(platform="Youzan", timeout=config.timeout_seconds,
+                                transport=transport,
+                                headers={"Content-Type": "application/json;charset=utf-8"})
         self._api = YouzanApi(config, TokenManager(config, context, self._http, self._clock),
                               self._http)
 
@@ -102,18 +101,9 @@ class YouzanConnector:
 
     # -- intake: polling ----------------------------------------------------------------
 
-    def _window(self, cursor: Mapping[str, Any] | None, now: datetime) -> Window:
-        return plan_window(
-            read_cursor(cursor), now,
-            window=timedelta(minutes=self.config.window_minutes),
-            lag=timedelta(seconds=self.config.lag_seconds),
-            overlap=timedelta(seconds=self.config.overlap_seconds),
-            initial_lookback=timedelta(minutes=self.config.initial_lookback_minutes),
-        )
-
     async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of trades updated on Youzan; the paid ones read in full."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await self._sold_rows(window.start, window.end)
@@ -124,7 +114,7 @@ class YouzanConnector:
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of trades closed or with refunds changed, read in full."""
-        window = self._window(cursor, now)
+        window = PLANNER.next(self.config, cursor, now)
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await self._sold_rows(window.start, window.end)
@@ -144,7 +134,7 @@ class YouzanConnector:
         size = self.config.page_size
         base = {"start_update": format_yz_time(start), "end_update": format_yz_time(end)}
         first = await self._sold_page(base, 1, size)
-        total = _int(_dict(first).get("total_results"))
+        total = as_int(as_dict(first).get("total_results"))
         pages = math.ceil(total / size)
         if pages > MAX_PAGES and end - start > timedelta(seconds=1):
             middle = start + (end - start) / 2
@@ -173,14 +163,14 @@ class YouzanConnector:
         tids: list[str] = []
         page_no, seen = 1, 0
         while page_no <= MAX_PAGES and page_no * size <= REFUND_MAX_ROWS:
-            data = _dict(await self._api.call(REFUND_SEARCH, REFUND_SEARCH_VERSION,
+            data = as_dict(await self._api.call(REFUND_SEARCH, REFUND_SEARCH_VERSION,
                                               {**params, "page_no": page_no, "page_size": size}))
             refunds = data.get("refunds") or []
             if not isinstance(refunds, list):
                 raise BadPlatformData("youzan refund.search: refunds is not a list")
             tids += [str(r["tid"]) for r in refunds if isinstance(r, dict) and r.get("tid")]
             seen += len(refunds)
-            if not refunds or seen >= _int(data.get("total")):
+            if not refunds or seen >= as_int(data.get("total")):
                 break
             page_no += 1
         return tids
@@ -206,7 +196,7 @@ class YouzanConnector:
                 raise NotShippable(f"youzan trade {platform_order_id} not found "
                                    f"({exc.code})") from exc
             raise
-        return trade_to_order(_dict(data))
+        return trade_to_order(as_dict(data))
 
     # -- intake: push -------------------------------------------------------------------
 
@@ -239,7 +229,7 @@ class YouzanConnector:
                 raise NotShippable(f"youzan trade {tid} is a distribution order; its supplier "
                                    f"ships it ({exc.code})") from exc
             raise
-        if _dict(data).get("is_success") is not True:
+        if as_dict(data).get("is_success") is not True:
             return await self._resolve_refusal(tid, 0)
         return ShipOutcome.SHIPPED
 
@@ -256,7 +246,7 @@ class YouzanConnector:
         """Seller memo (only the merchant sees it), cut to :data:`MEMO_MAX_CHARS`."""
         data = await self._api.call(MEMO_API, MEMO_VERSION,
                                     {"tid": order.platform_order_id, "memo": memo[:MEMO_MAX_CHARS]})
-        if _dict(data).get("is_success") is not True:
+        if as_dict(data).get("is_success") is not True:
             raise BadPlatformData(f"{MEMO_API}: is_success is not true for "
                                   f"trade {order.platform_order_id}")
 
@@ -264,28 +254,20 @@ class YouzanConnector:
 
     async def check(self) -> CheckReport:
         """Token (credentials, authorization), then one cheap order query (permission)."""
-        checks: list[tuple[str, bool, str]] = []
+        names = ("Youzan reachable", "client id, secret and shop authorization",
+                 "trade API permission")
         try:
             await self._api.tokens.token()
         except RobotError as exc:
-            reach = not isinstance(exc, Retriable)
-            checks.append(("Youzan reachable", reach, "ok" if reach else exc.message))
-            checks.append(("client id, secret and shop authorization", False,
-                           exc.message if reach else "not checked"))
-            checks.append(("trade API permission", False, "not checked"))
-            return CheckReport(ok=False, checks=tuple(checks))
-        checks += [("Youzan reachable", True, "ok"),
-                   ("client id, secret and shop authorization", True, "ok")]
+            return staged_report(names, 0 if isinstance(exc, Retriable) else 1, exc.message)
         end = self._clock() - timedelta(seconds=self.config.lag_seconds)
         try:
             await self._api.call(TRADES_SOLD_GET, self.config.trades_sold_get_version, {
                 "start_update": format_yz_time(end - timedelta(minutes=1)),
                 "end_update": format_yz_time(end), "page_no": 1, "page_size": 1})
         except (PermissionDenied, AuthError, Skippable, Retriable) as exc:
-            checks.append(("trade API permission", False, exc.message))
-            return CheckReport(ok=False, checks=tuple(checks))
-        checks.append(("trade API permission", True, "ok"))
-        return CheckReport(ok=True, checks=tuple(checks))
+            return staged_report(names, 2, exc.message)
+        return staged_report(names, len(names), "")
 
 
 def _refuse_unshippable(order: Order) -> None:
@@ -298,19 +280,8 @@ def _refuse_unshippable(order: Order) -> None:
                            f"(status {order.extra.get('status')})")
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _sold_list(data: Any) -> list[dict[str, Any]]:
-    rows = _dict(data).get("full_order_info_list") or []
+    rows = as_dict(data).get("full_order_info_list") or []
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise BadPlatformData("youzan trades.sold.get: full_order_info_list is malformed")
     return rows

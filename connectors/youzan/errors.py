@@ -16,13 +16,12 @@ Youzan-specific subclasses, so the core can act without knowing Youzan::
 
 from __future__ import annotations
 
+from connectors.common.errors import PlatformRefused, TokenRefused, http_failure
 from robot.errors import (
     AuthError,
-    BadPlatformData,
     Fatal,
     PermissionDenied,
     RobotError,
-    Skippable,
     Throttled,
     Unavailable,
 )
@@ -45,20 +44,12 @@ TRADE_NOT_FOUND = 5000  # also what another shop's token gets for a trade
 TOKEN_ENDPOINT_CODES = frozenset({1000, 1004, 1005, 1103, 1105})
 
 
-class TokenRejected(AuthError):
+class TokenRejected(TokenRefused):
     """The gateway rejected our access token (invalid, expired or unknown)."""
 
-    def __init__(self, message: str | None = None, *, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
 
-
-class YouzanRejected(Skippable):
+class YouzanRejected(PlatformRefused):
     """Youzan refused this call's arguments or business rule."""
-
-    def __init__(self, message: str | None = None, *, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def throttle_delay(consecutive: int) -> float:
@@ -120,8 +111,5 @@ def map_token_error(code: int, msg: str) -> RobotError:
 def map_http_failure(api: str, status: int, reason: str) -> RobotError:
     """Translate an answer that is not Youzan JSON (bad status, HTML page, garbage)."""
     detail = f"{api}: HTTP {status} from Youzan ({reason})"
-    if status == 429:
-        return Throttled(detail, retry_after=throttle_delay(1))
-    if status >= 500 or reason == "not JSON":
-        return Unavailable(detail)
-    return BadPlatformData(detail)
+    return http_failure(detail, status, retry_after=throttle_delay(1),
+                        unavailable=reason == "not JSON")

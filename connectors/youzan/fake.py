@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.fakekit import deliver_endpoint, faults_endpoint, json_object
 from connectors.youzan.fake_push import PushSender
 from connectors.youzan.fake_state import FakeClock, FakeYouzan, Faults
 
@@ -35,7 +36,6 @@ def _json(document: dict[str, Any]) -> Response:
 
 def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette:
     """The fake serving ``state``; ``sender`` (made on demand) delivers pushes."""
-    senders: list[PushSender] = [sender] if sender is not None else []
 
     async def faulted(token_endpoint: bool) -> Response | None:
         latency, fail = state.take_transport_fault(token_endpoint=token_endpoint)
@@ -62,21 +62,14 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
         )
         return _json(document)
 
-    async def body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        data = json.loads(raw) if raw.strip() else {}
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
-        return data
-
     async def create_trade(request: Request) -> Response:
-        data = await body(request)
+        data = await json_object(request)
         kwargs = {key: data[key] for key in ("items", "virtual", "paid", "yz_open_id")
                   if key in data}
         return JSONResponse({"tid": state.create_trade(**kwargs)})
 
     async def refund(request: Request) -> Response:
-        data = await body(request)
+        data = await json_object(request)
         try:
             refund_id = state.request_refund(request.path_params["tid"], oid=data.get("oid"),
                                              status=str(data.get("status", "WAIT_SELLER_AGREE")))
@@ -91,15 +84,8 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse({"ok": True})
 
-    async def faults(request: Request) -> Response:
-        try:
-            current = state.set_faults(**await body(request))
-        except KeyError as exc:
-            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
-        return JSONResponse({**vars(current), "authorized": state.authorized})
-
     async def push_config(request: Request) -> Response:
-        data = await body(request)
+        data = await json_object(request)
         with state.lock:
             state.push_url = data.get("url") or None
         return JSONResponse({"url": state.push_url})
@@ -108,11 +94,9 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
         message = state.publish_test_message()
         return JSONResponse({"msg_id": message.msg_id})
 
-    async def push_deliver(request: Request) -> Response:
-        if not senders:
-            senders.append(PushSender(state))
-        delivered = await asyncio.to_thread(senders[0].deliver_due)
-        return JSONResponse({"delivered": delivered})
+    push_deliver = deliver_endpoint(sender, lambda: PushSender(state))
+
+    faults = faults_endpoint(state.set_faults, extra=lambda: {"authorized": state.authorized})
 
     async def snapshot(request: Request) -> Response:
         return JSONResponse(state.snapshot())

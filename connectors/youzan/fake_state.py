@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
+from connectors.fakekit import FakeClock, wall_now
 from connectors.youzan.sign import event_sign, legacy_body_sign
 from connectors.youzan.times import epoch_ms, format_yz_time, parse_yz_time
 
@@ -48,28 +49,6 @@ APIS: dict[str, frozenset[str]] = {
     "youzan.trade.refund.search": frozenset({"3.0.1"}),
 }
 V3_ENVELOPE = frozenset({"youzan.trade.memo.update"})
-
-
-class FakeClock:
-    """A settable clock (aware UTC) for the fake and the connector under test."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = (start or datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)).astimezone(UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta | float) -> datetime:
-        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-        with self._lock:
-            self._now += step
-            return self._now
-
-
-def _real_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class GatewayError(Exception):
@@ -222,7 +201,7 @@ class FakeYouzan:
     client_secret: str = "fake-client-secret"  # noqa: S105 - a fake's published test credential
     kdt_id: str = "56232"
     kdt_name: str = "fake youzan shop"
-    clock: Callable[[], datetime] = _real_now
+    clock: Callable[[], datetime] = wall_now
     token_ttl: timedelta = TOKEN_TTL
     faults: Faults = field(default_factory=Faults)
     authorized: bool = True

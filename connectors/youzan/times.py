@@ -2,27 +2,21 @@
 
 Order times (``created``, ``update_time``, ``pay_time``, the ``start_update`` / ``end_update``
 window) are naive GMT+8 strings; refund search windows and token expiry are epoch numbers.
-This module must never return a naive datetime.
+The GMT+8 strings are :mod:`connectors.common.times`. This module must never return a
+naive datetime.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
-CST = timezone(timedelta(hours=8), "GMT+8")
-YZ_FORMAT = "%Y-%m-%d %H:%M:%S"
+from connectors.common.times import CST, CST_FORMAT
+from connectors.common.times import format_cst as format_yz_time
+from connectors.common.times import parse_cst as parse_yz_time
 
+__all__ = ["CST", "YZ_FORMAT", "epoch_ms", "format_yz_time", "from_epoch_ms", "parse_yz_time"]
 
-def format_yz_time(moment: datetime) -> str:
-    """Render an aware datetime as Youzan's GMT+8 string (seconds are truncated)."""
-    if moment.tzinfo is None:
-        raise ValueError("format_yz_time needs an aware datetime")
-    return moment.astimezone(CST).strftime(YZ_FORMAT)
-
-
-def parse_yz_time(text: str) -> datetime:
-    """Parse Youzan's GMT+8 string into an aware UTC datetime; ValueError if malformed."""
-    return datetime.strptime(text.strip(), YZ_FORMAT).replace(tzinfo=CST).astimezone(UTC)
+YZ_FORMAT = CST_FORMAT
 
 
 def epoch_ms(moment: datetime) -> int:

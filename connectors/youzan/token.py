@@ -14,17 +14,17 @@ authorization code or the client secret.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import ShopContext
+from connectors.common.http import LoopClient, post_json
+from connectors.common.token import Clock, DurableToken
+from connectors.common.values import as_int
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import map_http_failure, map_token_error
-from connectors.youzan.http import LoopClient, post_json
 from connectors.youzan.times import epoch_ms
 from robot.errors import AuthError, BadPlatformData
 from robot.log import get_logger
@@ -32,7 +32,6 @@ from robot.log import get_logger
 log = get_logger(__name__)
 
 SECRET_NAME = "youzan_token"  # noqa: S105 - the store entry's name, not a secret
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,66 +59,26 @@ class TokenRecord:
             return None  # unreadable: behave as if nothing was stored
 
 
-class TokenManager:
+class TokenManager(DurableToken[TokenRecord]):
     """Hands out a valid access token for one shop, renewing it when needed."""
 
     def __init__(self, config: YouzanConfig, context: ShopContext, http: LoopClient,
                  clock: Clock) -> None:
+        super().__init__(context, clock, secret_name=SECRET_NAME,
+                         margin=timedelta(seconds=config.token_refresh_margin_seconds))
         self._config = config
-        self._context = context
         self._http = http
-        self._clock = clock
-        self._record: TokenRecord | None = None
-        self._locks: dict[int, asyncio.Lock] = {}
-        self.renewals = 0  # tokens obtained from Youzan by this process (tests, status)
 
-    @property
-    def _margin(self) -> timedelta:
-        return timedelta(seconds=self._config.token_refresh_margin_seconds)
+    def parse(self, text: str) -> TokenRecord | None:
+        return TokenRecord.loads(text)
 
-    def _lock(self) -> asyncio.Lock:
-        # One lock per loop: an asyncio.Lock must not be shared between event loops.
-        key = id(asyncio.get_running_loop())
-        if key not in self._locks:
-            self._locks = {key: asyncio.Lock()}
-        return self._locks[key]
+    async def renew(self, previous: TokenRecord | None) -> TokenRecord:
+        # A stored token close to expiry is replaced (refresh=true): asking without it would
+        # hand back the same soon-expiring token.
+        return await self._obtain(previous, force=previous is not None)
 
-    def _load(self) -> TokenRecord | None:
-        text = self._context.load_secret(SECRET_NAME)
-        return TokenRecord.loads(text) if text else None
-
-    async def token(self) -> str:
-        """A token valid for at least the refresh margin (renewed first if it is not)."""
-        record = self._record
-        if record is not None and record.fresh(self._clock(), self._margin):
-            return record.access_token
-        async with self._lock():
-            record = self._record
-            if record is None or not record.fresh(self._clock(), self._margin):
-                stored = await asyncio.to_thread(self._load)
-                if stored is not None and stored.fresh(self._clock(), self._margin):
-                    record = stored
-                else:
-                    previous = stored or record
-                    # A stored token close to expiry is replaced (refresh=true): asking
-                    # without it would hand back the same soon-expiring token.
-                    record = await self._obtain(previous, force=previous is not None)
-                self._record = record
-            return record.access_token
-
-    async def after_rejection(self, rejected: str) -> str:
-        """The gateway refused ``rejected``: a newer stored token, or a brand new one."""
-        async with self._lock():
-            current = self._record
-            if current is not None and current.access_token != rejected:
-                return current.access_token  # someone in this process renewed it already
-            stored = await asyncio.to_thread(self._load)
-            if (stored is not None and stored.access_token != rejected
-                    and stored.fresh(self._clock(), timedelta(0))):
-                self._record = stored
-                return stored.access_token
-            self._record = await self._obtain(stored or current, force=True)
-            return self._record.access_token
+    async def replace(self, rejected: str, previous: TokenRecord | None) -> TokenRecord:
+        return await self._obtain(previous, force=True)
 
     async def _obtain(self, previous: TokenRecord | None, *, force: bool) -> TokenRecord:
         config = self._config
@@ -148,8 +107,7 @@ class TokenManager:
                               keep_refresh=previous.refresh_token if previous else None)
         if record.expires_ms <= epoch_ms(self._clock()):
             raise BadPlatformData("youzan /auth/token: the new token's expires is in the past")
-        await asyncio.to_thread(self._context.store_secret, SECRET_NAME, record.dumps())
-        self.renewals += 1
+        await self.save(record)
         log.info("youzan_token_renewed", shop=self._context.shop,
                  grant=body["authorize_type"], forced=force)
         return record
@@ -166,7 +124,7 @@ class TokenManager:
         if not isinstance(payload, dict):
             raise BadPlatformData("youzan /auth/token: unexpected JSON shape")
         if payload.get("success") is not True:
-            raise map_token_error(_int(payload.get("code")), str(payload.get("message") or ""))
+            raise map_token_error(as_int(payload.get("code")), str(payload.get("message") or ""))
         data = payload.get("data")
         if not isinstance(data, dict):
             raise BadPlatformData("youzan /auth/token: success without data")
@@ -187,10 +145,3 @@ def _record_from(data: dict[str, Any], *, code_used: bool, keep_refresh: str | N
     return TokenRecord(access_token=token, expires_ms=expires_ms,
                        refresh_token=str(refresh) if refresh else keep_refresh,
                        code_used=code_used)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from robot.cli.common import emit_json, json_option
 from robot.errors import UserError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group("fake")
@@ -41,25 +48,65 @@ def _loopback_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def loopback_options(command: F) -> F:
+    """The ``--port`` and ``--host`` options every ``robot fake`` command takes."""
+    command = click.option("--host", default="127.0.0.1", show_default=True,
+                           help="A loopback address.")(command)
+    return click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                        help="TCP port (0 picks a free one).")(command)
+
+
+def seed_orders_option(help_text: str) -> Callable[[F], F]:
+    """The ``--seed-orders N`` option (0 to 10,000; default 0)."""
+    return click.option("--seed-orders", type=click.IntRange(0, 10_000), default=0,
+                        show_default=True, help=help_text)
+
+
+def listen_on_loopback(host: str, port: int) -> tuple[socket.socket, str]:
+    """A listening loopback socket (see :func:`_loopback_socket`) and its base URL,
+    ``http://HOST:PORT`` (an IPv6 host in brackets)."""
+    sock = _loopback_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return sock, f"http://{shown_host}:{bound_port}"
+
+
+def announce(info: Mapping[str, Any], *, title: str, shown: Iterable[str],
+             more: Iterable[str] = (), as_json: bool) -> None:
+    """Print what a fake serves and its test credentials: all of ``info`` as JSON, or
+    ``title``, then the ``shown`` keys and the ``more`` lines, one a line."""
+    if as_json:
+        emit_json(dict(info))
+        return
+    click.echo(title)
+    for key in shown:
+        click.echo(f"  {key}: {info[key]}")
+    for line in more:
+        click.echo(f"  {line}")
+
+
+def serve_until_interrupted(app: ASGIApp, sock: socket.socket,
+                            *cleanups: Callable[[], object]) -> None:
+    """Serve ``app`` on ``sock`` until interrupted; then run ``cleanups`` in order and close
+    the socket."""
+    # Imported here so every other ``robot`` command starts without loading a web server.
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for cleanup in cleanups:
+            cleanup()
+        sock.close()
+
+
 @fake.command("taobao")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="TCP port (0 picks a free one).",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@loopback_options
 @click.option("--app-key", default="12345678", show_default=True)
 @click.option("--app-secret", default="testsecret", show_default=True)
 @click.option("--session", default="test-session", show_default=True)
-@click.option(
-    "--seed-orders",
-    type=click.IntRange(0, 10_000),
-    default=0,
-    show_default=True,
-    help="Paid trades to create at start.",
-)
+@seed_orders_option("Paid trades to create at start.")
 @json_option
 def fake_taobao(
     port: int,
@@ -72,36 +119,23 @@ def fake_taobao(
 ) -> None:
     """Serve a fake Taobao Open Platform (TOP) gateway until interrupted."""
     # Imported here so every other ``robot`` command starts without loading a web server.
-    import uvicorn
-
     from connectors.taobao.fake import FakeTop, create_app
 
     state = FakeTop(app_key=app_key, app_secret=app_secret, session=session)
     tids = state.seed(seed_orders)
-    sock = _loopback_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    sock, base = listen_on_loopback(host, port)
     info = {
-        "gateway": f"http://{shown_host}:{bound_port}/router/rest",
-        "control": f"http://{shown_host}:{bound_port}/__fake__/state",
+        "gateway": f"{base}/router/rest",
+        "control": f"{base}/__fake__/state",
         "app_key": app_key,
         "app_secret": app_secret,
         "session": session,
         "seeded_tids": [str(tid) for tid in tids],
     }
-    if as_json:
-        emit_json(info)
-    else:
-        click.echo("Fake TOP gateway (test credentials):")
-        for key in ("gateway", "control", "app_key", "app_secret", "session"):
-            click.echo(f"  {key}: {info[key]}")
-        click.echo(f"  seeded trades: {len(tids)}")
-    config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off", ws="none")
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        state.release_hangs()
-        sock.close()
+    announce(info, title="Fake TOP gateway (test credentials):",
+             shown=("gateway", "control", "app_key", "app_secret", "session"),
+             more=[f"seeded trades: {len(tids)}"], as_json=as_json)
+    serve_until_interrupted(create_app(state), sock, state.release_hangs)
 
 
 COMMANDS: list[click.Command] = [fake]

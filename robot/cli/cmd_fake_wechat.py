@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import _loopback_socket, fake
-from robot.cli.common import emit_json, json_option
+from robot.cli.cmd_fake import (
+    announce,
+    fake,
+    listen_on_loopback,
+    loopback_options,
+    seed_orders_option,
+    serve_until_interrupted,
+)
+from robot.cli.common import json_option
 
 
 @fake.command("wechat")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="TCP port (0 picks a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@loopback_options
 @click.option("--appid", default="wxfakeappid000001", show_default=True)
 @click.option("--app-secret", default="fake-app-secret", show_default=True)
 @click.option("--mchid", default="1900000109", show_default=True)
-@click.option("--seed-orders", type=click.IntRange(0, 10_000), default=0, show_default=True,
-              help="Paid payments to create at start.")
+@seed_orders_option("Paid payments to create at start.")
 @click.option("--seed-sku", default="wx-card", show_default=True,
               help="The SKU the seeded payments carry in attach.")
 @click.option("--notify-url", default=None,
@@ -35,20 +39,16 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
     # Imported here so every other ``robot`` command starts without loading a web server.
     import json
 
-    import uvicorn
-
     from connectors.wechat.fake import FakeWechat, PaySender, create_app
     from connectors.wechat.fake_pay import PayLoop
 
     state = FakeWechat(appid=appid, app_secret=app_secret, mchid=mchid, notify_url=notify_url)
     seeded = [state.create_payment(attach=json.dumps({"sku": seed_sku, "qty": 1}))
               for _ in range(seed_orders)]
-    sock = _loopback_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    sock, base = listen_on_loopback(host, port)
     info = {
-        "base_url": f"http://{shown}:{bound_port}",
-        "control": f"http://{shown}:{bound_port}/__fake__/state",
+        "base_url": base,
+        "control": f"{base}/__fake__/state",
         "appid": appid,
         "app_secret": app_secret,
         "mchid": mchid,
@@ -58,26 +58,15 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
         "notify_url": notify_url,
         "seeded_out_trade_nos": seeded,
     }
-    if as_json:
-        emit_json(info)
-    else:
-        click.echo("Fake WeChat (test credentials):")
-        for key in ("base_url", "control", "appid", "app_secret", "mchid", "apiv3_key",
-                    "wechatpay_serial", "notify_url"):
-            click.echo(f"  {key}: {info[key]}")
-        click.echo(f"  public key PEM: GET {info['base_url']}/__fake__/keys")
-        click.echo(f"  seeded payments: {len(seeded)}")
+    announce(info, title="Fake WeChat (test credentials):",
+             shown=("base_url", "control", "appid", "app_secret", "mchid", "apiv3_key",
+                    "wechatpay_serial", "notify_url"),
+             more=[f"public key PEM: GET {base}/__fake__/keys",
+                   f"seeded payments: {len(seeded)}"], as_json=as_json)
     sender = PaySender(state)
     loop = PayLoop(sender)
     loop.start()
-    config = uvicorn.Config(create_app(state, sender), log_level="warning", lifespan="off",
-                            ws="none")
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        loop.stop()
-        sender.close()
-        sock.close()
+    serve_until_interrupted(create_app(state, sender), sock, loop.stop, sender.close)
 
 
 COMMANDS: list[click.Command] = []

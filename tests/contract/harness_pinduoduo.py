@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-
-import uvicorn
 
 from connectors.base import Connector
 from connectors.pinduoduo import MemoryShopContext, PinduoduoConfig, PinduoduoConnector
 from connectors.pinduoduo.fake import FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
-
-
-@contextmanager
-def serve_fake(state: FakePdd) -> Iterator[str]:
-    """Serve ``state`` on a free loopback port in a background thread; yields the gateway."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue from now on, so no readiness wait is needed
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off", ws="none",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/api/router"
-    finally:
-        state.release_hangs()
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+from tests.loopback import serve_in_thread
 
 
 class PinduoduoHarness:
@@ -83,5 +59,5 @@ class PinduoduoHarness:
 @contextmanager
 def make_harness() -> Iterator[PinduoduoHarness]:
     state = FakePdd()
-    with serve_fake(state) as gateway:
-        yield PinduoduoHarness(gateway, state)
+    with serve_in_thread(create_app(state), before_stop=state.release_hangs) as base_url:
+        yield PinduoduoHarness(f"{base_url}/api/router", state)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 
 from connectors.taobao import TaobaoConfig
 from connectors.taobao.fake import FakeTop, create_app
 from connectors.taobao.sign import top_sign
 from connectors.taobao.times import format_top_time
+from tests.loopback import serve_in_thread
 
 GATEWAY = "http://top.fake/router/rest"
 
@@ -72,21 +70,5 @@ def post_raw(
 @contextmanager
 def serve(top: FakeTop) -> Iterator[str]:
     """Serve the fake with uvicorn on a free loopback port; yields the gateway URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue from now on, so no readiness wait is needed
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(top), log_level="warning", lifespan="off", ws="none", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/router/rest"
-    finally:
-        top.release_hangs()
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive()
+    with serve_in_thread(create_app(top), before_stop=top.release_hangs) as base_url:
+        yield f"{base_url}/router/rest"

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 
 from connectors.wechat import WechatConfig, WechatConnector
 from connectors.wechat.fake import FakeClock, FakeWechat, create_app
+from tests.helpers import MemoryContext as SharedMemoryContext
+from tests.loopback import serve_in_thread
 
 SKU = "wx-card"
 PREFIX = "CT"
@@ -21,24 +19,11 @@ UNIT = 1000
 BACKEND_SECRET = "backend-hmac-secret"
 
 
-class MemoryContext:
+class MemoryContext(SharedMemoryContext):
     """A ShopContext keeping secrets in a dict (shared by connectors given the same one)."""
 
     def __init__(self, shop: str = "wx-shop") -> None:
-        self._shop = shop
-        self.secrets: dict[str, str] = {}
-        self.stores = 0
-
-    @property
-    def shop(self) -> str:
-        return self._shop
-
-    def load_secret(self, name: str) -> str | None:
-        return self.secrets.get(name)
-
-    def store_secret(self, name: str, value: str) -> None:
-        self.stores += 1
-        self.secrets[name] = value
+        super().__init__(shop)
 
 
 def platform_config(fake: FakeWechat, base_url: str = "http://wechat.fake",
@@ -77,25 +62,8 @@ def connector_for(fake: FakeWechat, base_url: str, context: MemoryContext | None
                            transport=transport, clock=clock.now if clock else None)
 
 
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue from now on, so no readiness wait is needed
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive()
+#: Serve an app with uvicorn on a free loopback port in a thread; yields its base URL.
+serve = serve_in_thread
 
 
 @contextmanager

@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 
 from connectors.youzan import YouzanConfig, YouzanConnector
 from connectors.youzan.fake import FakeClock, FakeYouzan, create_app
+from tests.helpers import MemoryContext as SharedMemoryContext
+from tests.loopback import serve_in_thread
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
 KDT_ID = "56232"
 
 
-class MemoryContext:
+class MemoryContext(SharedMemoryContext):
     """A ShopContext keeping secrets in a dict (shared by connectors given the same one)."""
 
     def __init__(self, shop: str = "yz-shop") -> None:
-        self._shop = shop
-        self.secrets: dict[str, str] = {}
-        self.stores = 0
-
-    @property
-    def shop(self) -> str:
-        return self._shop
-
-    def load_secret(self, name: str) -> str | None:
-        return self.secrets.get(name)
-
-    def store_secret(self, name: str, value: str) -> None:
-        self.stores += 1
-        self.secrets[name] = value
+        super().__init__(shop)
 
 
 def make_config(base_url: str = "http://youzan.fake", **overrides: Any) -> YouzanConfig:
@@ -58,25 +43,8 @@ def make_real_time_fake() -> FakeYouzan:
     return FakeYouzan(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, kdt_id=KDT_ID)
 
 
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue from now on, so no readiness wait is needed
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        assert not thread.is_alive()
+#: Serve an app with uvicorn on a free loopback port in a thread; yields its base URL.
+serve = serve_in_thread
 
 
 @contextmanager

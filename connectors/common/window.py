@@ -1,0 +1,120 @@
+"""Overlapping time windows for incremental polling, and the cursor that remembers them.
+
+One pure function decides the next window from the stored cursor and "now"; the connector
+returns the window's end as the new cursor, which the core stores only after committing the
+window's orders. It must never produce a window ending later than ``now - lag`` (platforms
+index recent changes late) nor longer than the configured window or the platform's cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from robot.errors import ConfigError
+
+
+class WindowConfig(Protocol):
+    """The polling settings every polled platform's config carries (whole units)."""
+
+    @property
+    def window_minutes(self) -> int: ...
+    @property
+    def lag_seconds(self) -> int: ...
+    @property
+    def overlap_seconds(self) -> int: ...
+    @property
+    def initial_lookback_minutes(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``[start, end]`` to query (whole seconds); ``empty`` means nothing to ask yet."""
+
+    start: datetime
+    end: datetime
+    more: bool  # the window stops short of the horizon: call again at once
+
+    @property
+    def empty(self) -> bool:
+        return self.end <= self.start
+
+
+def plan_window(
+    last_end: datetime | None,
+    now: datetime,
+    *,
+    window: timedelta,
+    lag: timedelta,
+    overlap: timedelta,
+    initial_lookback: timedelta,
+    max_window: timedelta | None = None,
+) -> Window:
+    """The next window after ``last_end`` (None on the first run) as of ``now`` (aware)."""
+    if max_window is not None:
+        window = min(window, max_window)
+    horizon = _whole_seconds(now - lag)
+    if last_end is None:
+        start = _whole_seconds(now - initial_lookback)
+    elif last_end >= horizon:
+        return Window(start=last_end, end=last_end, more=False)  # caught up: nothing new yet
+    else:
+        start = _whole_seconds(last_end - overlap)
+    end = min(start + window, horizon)
+    # Continue until a window reaches the horizon, not merely until the gap is under one
+    # window: the next window starts ``overlap`` earlier, so a gap of (window - overlap, window]
+    # would otherwise need two scheduled polls. The last step ends exactly at the horizon.
+    return Window(start=start, end=end, more=end < horizon)
+
+
+def read_cursor(cursor: Mapping[str, Any] | None, *, platform: str) -> datetime | None:
+    """The window end stored in a cursor ``{"end": iso}``; None for the first run."""
+    if not cursor:
+        return None
+    try:
+        end = datetime.fromisoformat(str(cursor["end"]))
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{platform} poll cursor is malformed (expected {{'end': iso-time}})") from exc
+    if end.tzinfo is None:
+        raise ConfigError(f"{platform} poll cursor time has no zone")
+    return end
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlanner:
+    """One platform's windows: its name (for messages) and its longest allowed window."""
+
+    platform: str
+    max_window: timedelta | None = None
+
+    def plan_window(self, last_end: datetime | None, now: datetime, *, window: timedelta,
+                    lag: timedelta, overlap: timedelta, initial_lookback: timedelta) -> Window:
+        """:func:`plan_window` capped at this platform's ``max_window``."""
+        return plan_window(last_end, now, window=window, lag=lag, overlap=overlap,
+                           initial_lookback=initial_lookback, max_window=self.max_window)
+
+    def read_cursor(self, cursor: Mapping[str, Any] | None) -> datetime | None:
+        return read_cursor(cursor, platform=self.platform)
+
+    def next(self, config: WindowConfig, cursor: Mapping[str, Any] | None,
+             now: datetime) -> Window:
+        """The next window for a shop, from its stored ``cursor`` and its polling settings."""
+        return self.plan_window(
+            self.read_cursor(cursor),
+            now,
+            window=timedelta(minutes=config.window_minutes),
+            lag=timedelta(seconds=config.lag_seconds),
+            overlap=timedelta(seconds=config.overlap_seconds),
+            initial_lookback=timedelta(minutes=config.initial_lookback_minutes),
+        )
+
+
+def write_cursor(end: datetime) -> dict[str, str]:
+    return {"end": end.isoformat()}
+
+
+def _whole_seconds(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)

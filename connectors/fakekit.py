@@ -1,0 +1,248 @@
+"""Pieces every platform fake shares: a settable clock, transport faults, JSON control
+bodies, and the sender (and its background loop) that delivers a fake's pushes.
+
+Only logic that is the same for every fake that uses it lives here; what a platform answers
+stays in its own ``fake_state.py``/``fake.py``. Like the fakes themselves, nothing here may
+ever hold credentials for, or be pointed at, a real platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+#: Where a fake's clock starts when the test does not say.
+DEFAULT_START = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+#: How long a "hang" fault holds a request at most (tests release it sooner).
+HANG_LIMIT_SECONDS = 120.0
+
+
+def wall_now() -> datetime:
+    """The real time, aware UTC (a fake's clock when no test clock is given)."""
+    return datetime.now(UTC)
+
+
+class FakeClock:
+    """A settable clock for the fake (and for the connector under test): aware UTC."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = (start or DEFAULT_START).astimezone(UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        with self._lock:
+            self._now += step
+            return self._now
+
+
+@dataclass
+class TransportFaults:
+    """Faults below the API: latency, an HTML 5xx page, a request that never answers."""
+
+    latency_ms: int = 0  # every call waits this long first
+    http_500: int = 0  # the next N calls answer an HTML 500 page
+    hang: int = 0  # the next N calls never answer (until release_hangs())
+
+
+class HangingFake:
+    """Mixin for a fake whose ``faults`` are :class:`TransportFaults` (guarded by ``lock``).
+
+    The class mixing it in sets ``lock`` and ``_hang_release`` (a ``threading.Event``).
+    """
+
+    lock: threading.RLock
+    faults: TransportFaults
+    _hang_release: threading.Event
+
+    def release_hangs(self) -> None:
+        """Let hanging calls finish (tests call this before stopping the server)."""
+        self._hang_release.set()
+
+    def wait_hang(self, timeout: float) -> None:
+        self._hang_release.wait(timeout)
+
+    def take_transport_fault(self) -> tuple[float, str | None]:
+        """(latency seconds, "hang" | "http_500" | None) for the call arriving now."""
+        with self.lock:
+            latency = self.faults.latency_ms / 1000
+            if self.faults.hang > 0:
+                self.faults.hang -= 1
+                return latency, "hang"
+            if self.faults.http_500 > 0:
+                self.faults.http_500 -= 1
+                return latency, "http_500"
+            return latency, None
+
+
+async def transport_fault_response(state: HangingFake, html: str,
+                                   error_status: int) -> Response | None:
+    """Apply the transport fault due now: wait the latency; for a hang, wait until released
+    (then 504); for ``http_500``, answer ``html`` with ``error_status``. None: no fault."""
+    latency, fault = state.take_transport_fault()
+    if latency:
+        await asyncio.sleep(latency)
+    if fault == "hang":
+        await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
+        return Response(html, status_code=504, media_type="text/html")
+    if fault == "http_500":
+        return Response(html, status_code=error_status, media_type="text/html")
+    return None
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """A control endpoint's JSON object body (empty body: ``{}``); ValueError otherwise."""
+    raw = await request.body()
+    data = json.loads(raw) if raw.strip() else {}
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+Item = TypeVar("Item")
+
+
+class HttpSender(Generic[Item]):
+    """Posts a fake's due pushes, in order, to the URL it is configured with, and reports
+    each attempt back to the fake (which schedules the retries). Blocking: call it from a
+    worker thread. The fake's lock is never held while a request is in flight (the receiver
+    may call the fake's API before it answers).
+
+    A platform's sender says where to post (:meth:`_url`), what is due (:meth:`_due`), how an
+    item is sent (:meth:`_request`), what answer accepts it (:meth:`_accepted`) and how an
+    attempt is recorded (:meth:`_record`).
+    """
+
+    def __init__(self, *, timeout: float = 5.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._client = httpx.Client(timeout=timeout, transport=transport)
+        self._sending = threading.Lock()  # one delivery round at a time keeps order
+        self.answers: list[tuple[str, int]] = []  # (item id, HTTP status or 0), for tests
+
+    def close(self) -> None:
+        self._client.close()
+
+    def deliver_due(self) -> int:
+        """Post every item due now (in order); returns how many were accepted."""
+        url = self._url()
+        if not url:
+            return 0
+        delivered = 0
+        with self._sending:
+            for item in self._due():
+                ok = self._post(url, item)
+                self._record(item, ok)
+                delivered += ok
+        return delivered
+
+    def _post(self, url: str, item: Item) -> bool:
+        item_id, body, headers = self._request(item)
+        try:
+            response = self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError:
+            self.answers.append((item_id, 0))
+            return False
+        self.answers.append((item_id, response.status_code))
+        return self._accepted(response)
+
+    def _url(self) -> str | None:
+        raise NotImplementedError
+
+    def _due(self) -> list[Item]:
+        raise NotImplementedError
+
+    def _request(self, item: Item) -> tuple[str, bytes, Mapping[str, str]]:
+        """(the item's id, the body, the headers) for one attempt."""
+        raise NotImplementedError
+
+    def _accepted(self, response: httpx.Response) -> bool:
+        raise NotImplementedError
+
+    def _record(self, item: Item, ok: bool) -> None:
+        raise NotImplementedError
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def faults_endpoint(set_faults: Callable[..., object], *,
+                    read: Callable[[Request], Awaitable[dict[str, Any]]] = json_object,
+                    extra: Callable[[], Mapping[str, Any]] | None = None) -> Endpoint:
+    """``POST /__fake__/faults``: ``set_faults(**body)``; answers the faults now set (and
+    ``extra()``), or 400 for a fault the fake does not know (``set_faults`` raised KeyError)."""
+
+    async def faults(request: Request) -> Response:
+        try:
+            current = set_faults(**await read(request))
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
+        return JSONResponse({**vars(current), **(extra() if extra is not None else {})})
+
+    return faults
+
+
+def deliver_endpoint(sender: HttpSender[Any] | None,
+                     make_sender: Callable[[], HttpSender[Any]]) -> Endpoint:
+    """``POST /__fake__/.../deliver``: one delivery round now, by ``sender`` (or one made by
+    ``make_sender`` on the first call); answers how many items were accepted."""
+    senders: list[HttpSender[Any]] = [sender] if sender is not None else []
+
+    async def deliver(request: Request) -> Response:
+        if not senders:
+            senders.append(make_sender())
+        delivered = await asyncio.to_thread(senders[0].deliver_due)
+        return JSONResponse({"delivered": delivered})
+
+    return deliver
+
+
+class DeliveryLoop:
+    """Runs ``deliver`` (a sender's ``deliver_due``) every ``interval`` seconds in a daemon
+    thread, until :meth:`stop`."""
+
+    def __init__(self, deliver: Callable[[], object], *, name: str,
+                 interval: float = 1.0) -> None:
+        self._deliver = deliver
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._deliver()
+
+
+__all__ = [
+    "DEFAULT_START",
+    "HANG_LIMIT_SECONDS",
+    "DeliveryLoop",
+    "FakeClock",
+    "HangingFake",
+    "HttpSender",
+    "TransportFaults",
+    "deliver_endpoint",
+    "faults_endpoint",
+    "json_object",
+    "transport_fault_response",
+    "wall_now",
+]

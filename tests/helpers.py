@@ -1,0 +1,27 @@
+"""Helpers shared by several platforms' tests (each platform's own live in its folder).
+
+Test code only: nothing here may hold a real credential.
+"""
+
+from __future__ import annotations
+
+
+class MemoryContext:
+    """A ShopContext keeping secrets in a dict (shared by connectors given the same one);
+    ``stores`` counts the writes."""
+
+    def __init__(self, shop: str) -> None:
+        self._shop = shop
+        self.secrets: dict[str, str] = {}
+        self.stores = 0
+
+    @property
+    def shop(self) -> str:
+        return self._shop
+
+    def load_secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def store_secret(self, name: str, value: str) -> None:
+        self.stores += 1
+        self.secrets[name] = value
