@@ -1,0 +1,74 @@
+"""``python -m benchmarks {all,alloc,import,scale,e2e} [--quick] [--backend B ...]``.
+
+Prints one table per benchmark (floor, robot, ratio, target, met?). Server backends run in
+scratch databases created and dropped here; a server that does not answer is reported and
+skipped. Nothing here changes the robot's code or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchmarks import alloc, common, e2e, importing, scale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("which", choices=("all", "alloc", "import", "scale", "e2e"))
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke check)")
+    parser.add_argument("--backend", action="append", choices=common.BACKENDS,
+                        help="repeatable; default: sqlite, plus servers that answer")
+    parser.add_argument("--orders", type=int, help="orders for the allocation benchmark")
+    parser.add_argument("--codes", type=int, help="codes for the import benchmark")
+    parser.add_argument("--sizes", help="comma-separated pool sizes for the scale benchmark")
+    parser.add_argument("--clients", default="1,4,8", help="PostgreSQL client counts")
+    parser.add_argument("--e2e-orders", type=int, help="orders for the end-to-end demo")
+    args = parser.parse_args(argv)
+
+    backends: list[str] = []
+    for b in args.backend or list(common.BACKENDS):
+        why = common.server_reachable(b)
+        if why is None:
+            backends.append(b)
+        else:
+            print(f"skipping {b}: server not reachable ({why})")
+    quick = args.quick
+    info = common.machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    for b in backends:
+        if b != "sqlite":
+            with common.scratch_db(b) as db:
+                print(f"{b}: {common.server_version(db.url)}")
+    started = time.perf_counter()
+    results: list[common.Result] = []
+    plans: list[str] = []
+    if args.which in ("all", "alloc"):
+        n = args.orders or (300 if quick else 100_000)
+        clients = [int(c) for c in args.clients.split(",")]
+        part = alloc.run(backends, n, pg_clients=(1,) if quick else clients)
+        common.print_table("1. allocation throughput (write-back off)", part)
+        results += part
+    if args.which in ("all", "import"):
+        count = args.codes or (20_000 if quick else 1_000_000)
+        part = importing.run(backends, count)
+        common.print_table("3. import", part)
+        results += part
+    if args.which in ("all", "scale"):
+        sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
+                 else [10_000, 100_000] if quick else [10_000, 1_000_000])
+        part, plans = scale.run(backends, sizes, 100 if quick else 500)
+        common.print_table("4. scale", part)
+        print("\nclaim query plans:\n" + "\n".join(plans))
+        results += part
+    if args.which == "e2e" or (args.which == "all" and not quick):
+        part = e2e.run(args.e2e_orders or 500, timeout=300)
+        common.print_table("2. end to end (demo)", part)
+        results += part
+    common.print_table("summary", results)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,379 @@
+"""Item 1: allocation throughput, robot (intake → allocate_next) against raw-driver floors.
+
+The floor is the same transaction shape written straight against the driver (insert order,
+claim N codes, insert deliveries, update order, insert outbox row, commit) with the robot's
+durability settings, on the same schema and indexes. The robot side runs the real
+``robot.pipeline.intake`` and ``robot.pipeline.allocate_next``; write-back is off (outbox
+rows are left pending). Each measurement gets its own scratch database.
+
+Never touches a database it did not create.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+import pymysql
+from sqlalchemy.engine import make_url
+
+from benchmarks.common import Result, Scratch, new_pool, scratch_db, seed_stock, stamp
+from connectors.base import Order, OrderLine, PlatformStatus
+from robot.clock import utcnow
+from robot.db import (
+    PG_IDLE_IN_TX_TIMEOUT_MS,
+    PG_STATEMENT_TIMEOUT_MS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+)
+from robot.pipeline import allocate_next, intake
+
+POOL = "bench-pool"
+SKU = "SKU-BENCH"
+TARGET = 0.60
+
+
+# --------------------------------------------------------------------------- shop rules
+
+
+@dataclass(frozen=True)
+class _Share:
+    pool: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    pools: tuple[_Share, ...]
+    item_id: str | None = None
+    sku_id: str | None = None
+    outer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchShop:
+    """The one shop of the benchmark (satisfies robot.pipeline.ShopRules)."""
+
+    name: str = "bench-shop"
+    platform: str = "memory"
+    unmapped: Literal["hold", "ignore"] = "hold"
+    items: tuple[_Mapping, ...] = field(
+        default_factory=lambda: (_Mapping(pools=(_Share(POOL, 1),), sku_id=SKU),))
+
+
+def make_order(i: int, per_order: int) -> Order:
+    return Order(
+        platform_order_id=f"B{i:09d}", status=PlatformStatus.PAID,
+        lines=(OrderLine(line_id=f"B{i:09d}-0", quantity=per_order, sku_id=SKU,
+                         title="bench item", unit_price_cents=990),),
+        total_cents=990 * per_order, buyer_id=f"buyer-{i % 997}",
+    )
+
+
+def _split(n: int, workers: int) -> list[range]:
+    step = -(-n // workers)
+    return [range(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _run_threads(target: Callable[[range], None], n: int, workers: int) -> float:
+    """Run ``target`` on ``workers`` threads over slices of ``range(n)``; wall seconds."""
+    errors: list[BaseException] = []
+
+    def wrap(part: range) -> None:
+        try:
+            target(part)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrap, args=(part,)) for part in _split(n, workers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+# --------------------------------------------------------------------------- floors
+
+_ORDER_COLS = ("shop, platform, platform_order_id, state, platform_status, buyer_id,"
+               " total_cents, currency, extra, received_at, updated_at, due_at")
+
+
+def _order_values(i: int, per_order: int, now: Any) -> tuple[Any, ...]:
+    return ("bench-shop", "memory", f"B{i:09d}", "received", "paid", f"buyer-{i % 997}",
+            990 * per_order, "CNY", "{}", now, now, now)
+
+
+def floor_sqlite(db: Scratch, n: int, per_order: int, pool_id: int) -> float:
+    """Raw sqlite3 loop with the robot's pragmas and BEGIN IMMEDIATE; orders/s."""
+    assert db.path is not None
+    conn = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False,
+                           timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    ins_order = f"INSERT INTO orders ({_ORDER_COLS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608 - constant column list and placeholders
+    claim = ("DELETE FROM stock WHERE code_id IN (SELECT code_id FROM stock"
+             " WHERE pool_id = ? AND expires_at > ? ORDER BY expires_at, code_id LIMIT ?)"
+             " RETURNING code_id")
+    ins_del = ("INSERT INTO deliveries (order_id, line_no, n, code_id, pool_id, state,"
+               " created_at) VALUES (?, 0, ?, ?, ?, 'reserved', ?)")
+    upd = ("UPDATE orders SET state = 'allocated', allocated_at = ?, updated_at = ?"
+           " WHERE id = ? AND state = 'received'")
+    ins_out = ("INSERT INTO outbox (order_id, kind, state, attempts, due_at, created_at)"
+               " VALUES (?, 'ship', 'pending', 0, ?, ?)")
+
+    def loop(part: range) -> None:
+        for i in part:
+            now = stamp(utcnow())
+            conn.execute("BEGIN IMMEDIATE")
+            oid = conn.execute(ins_order, _order_values(i, per_order, now)).lastrowid
+            ids = [r[0] for r in conn.execute(claim, (pool_id, now, per_order))]
+            assert len(ids) == per_order
+            conn.executemany(ins_del, [(oid, k, cid, pool_id, now)
+                                       for k, cid in enumerate(sorted(ids))])
+            if conn.execute(upd, (now, now, oid)).rowcount != 1:
+                raise RuntimeError("floor: order moved")
+            conn.execute(ins_out, (oid, now, now))
+            conn.execute("COMMIT")
+
+    try:
+        return n / _run_threads(loop, n, 1)
+    finally:
+        conn.close()
+
+
+def _pg_connect(url: str) -> psycopg.Connection[Any]:
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database,
+        options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={PG_IDLE_IN_TX_TIMEOUT_MS}"
+        " -c synchronous_commit=on",
+    )
+
+
+def floor_postgresql(db: Scratch, n: int, per_order: int, pool_id: int, workers: int) -> float:
+    """Raw psycopg loop, one connection per client thread; orders/s."""
+    ins_order = (f"INSERT INTO orders ({_ORDER_COLS}) VALUES ({', '.join(['%s'] * 12)})"  # noqa: S608 - constants only
+                 " RETURNING id")
+    claim = ("WITH c AS (SELECT code_id FROM stock WHERE pool_id = %s AND expires_at > %s"
+             " ORDER BY expires_at, code_id LIMIT %s FOR UPDATE SKIP LOCKED)"
+             " DELETE FROM stock s USING c WHERE s.code_id = c.code_id RETURNING s.code_id")
+    ins_del = ("INSERT INTO deliveries (order_id, line_no, n, code_id, pool_id, state,"
+               " created_at) VALUES (%s, 0, %s, %s, %s, 'reserved', %s)")
+    upd = ("UPDATE orders SET state = 'allocated', allocated_at = %s, updated_at = %s"
+           " WHERE id = %s AND state = 'received'")
+    ins_out = ("INSERT INTO outbox (order_id, kind, state, attempts, due_at, created_at)"
+               " VALUES (%s, 'ship', 'pending', 0, %s, %s)")
+    conns = [_pg_connect(db.url) for _ in range(workers)]
+    free = list(conns)
+    lock = threading.Lock()
+
+    def loop(part: range) -> None:
+        with lock:
+            conn = free.pop()
+        cur = conn.cursor()
+        for i in part:
+            now = utcnow()
+            row = cur.execute(ins_order, _order_values(i, per_order, now)).fetchone()
+            assert row is not None
+            oid = row[0]
+            ids = sorted(r[0] for r in cur.execute(claim, (pool_id, now, per_order)))
+            if len(ids) != per_order:
+                raise RuntimeError("floor: stock short")
+            cur.executemany(ins_del, [(oid, k, cid, pool_id, now) for k, cid in enumerate(ids)])
+            if cur.execute(upd, (now, now, oid)).rowcount != 1:
+                raise RuntimeError("floor: order moved")
+            cur.execute(ins_out, (oid, now, now))
+            conn.commit()
+
+    try:
+        return n / _run_threads(loop, n, workers)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def _my_connect(url: str) -> pymysql.connections.Connection[Any]:
+    u = make_url(url)
+    conn = pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
+                           user=u.username or "root", password=u.password or "",
+                           database=u.database, charset="utf8mb4", autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 30")
+        cur.execute("SET SESSION time_zone = '+00:00'")
+    return conn
+
+
+def floor_mysql(db: Scratch, n: int, per_order: int, pool_id: int, workers: int) -> float:
+    """Raw pymysql loop (SELECT … FOR UPDATE SKIP LOCKED, then DELETE); orders/s."""
+    ins_order = f"INSERT INTO orders ({_ORDER_COLS}) VALUES ({', '.join(['%s'] * 12)})"  # noqa: S608 - constants only
+    pick = ("SELECT code_id FROM stock WHERE pool_id = %s AND expires_at > %s"
+            " ORDER BY expires_at, code_id LIMIT %s FOR UPDATE SKIP LOCKED")
+    ins_del = ("INSERT INTO deliveries (order_id, line_no, n, code_id, pool_id, state,"
+               " created_at) VALUES (%s, 0, %s, %s, %s, 'reserved', %s)")
+    upd = ("UPDATE orders SET state = 'allocated', allocated_at = %s, updated_at = %s"
+           " WHERE id = %s AND state = 'received'")
+    ins_out = ("INSERT INTO outbox (order_id, kind, state, attempts, due_at, created_at)"
+               " VALUES (%s, 'ship', 'pending', 0, %s, %s)")
+    conns = [_my_connect(db.url) for _ in range(workers)]
+    free = list(conns)
+    lock = threading.Lock()
+
+    def loop(part: range) -> None:
+        with lock:
+            conn = free.pop()
+        cur = conn.cursor()
+        for i in part:
+            now = utcnow()
+            cur.execute(ins_order, _order_values(i, per_order, now))
+            oid = cur.lastrowid
+            cur.execute(pick, (pool_id, now, per_order))
+            ids = sorted(int(r[0]) for r in cur.fetchall())
+            if len(ids) != per_order:
+                raise RuntimeError("floor: stock short")
+            marks = ", ".join(["%s"] * len(ids))
+            delete = f"DELETE FROM stock WHERE code_id IN ({marks})"  # noqa: S608 - placeholders
+            if cur.execute(delete, ids) != len(ids):
+                raise RuntimeError("floor: claim lost rows")
+            cur.executemany(ins_del, [(oid, k, cid, pool_id, now) for k, cid in enumerate(ids)])
+            if cur.execute(upd, (now, now, oid)) != 1:
+                raise RuntimeError("floor: order moved")
+            cur.execute(ins_out, (oid, now, now))
+            conn.commit()
+
+    try:
+        return n / _run_threads(loop, n, workers)
+    finally:
+        for c in conns:
+            c.close()
+
+
+# --------------------------------------------------------------------------- robot
+
+
+@dataclass(frozen=True)
+class RobotRun:
+    pipelined: float  # orders/s, intake then allocate_next per order
+    intake_only: float  # orders/s, intake of pre-made platform orders
+    allocate_only: float  # orders/s, draining pre-inserted received orders
+
+
+def robot_pipelined(db: Scratch, n: int, per_order: int, workers: int) -> float:
+    """Each client: intake(order) then allocate_next(), then drain; orders/s end to end."""
+    engine = make_engine(db.url, pool_size=max(8, workers))
+    shop = BenchShop()
+    try:
+        allocated = [0]
+        lock = threading.Lock()
+
+        def loop(part: range) -> None:
+            got = 0
+            for i in part:
+                intake(engine, shop, make_order(i, per_order))
+                if allocate_next(engine) is not None:
+                    got += 1
+            while allocate_next(engine) is not None:
+                got += 1
+            with lock:
+                allocated[0] += got
+
+        rate = n / _run_threads(loop, n, workers)
+        if allocated[0] != n:
+            raise RuntimeError(f"robot allocated {allocated[0]} of {n}")
+        return rate
+    finally:
+        engine.dispose()
+
+
+def robot_split(db: Scratch, n: int, per_order: int, workers: int) -> tuple[float, float]:
+    """Intake every order first, then drain with allocate_next: (intake/s, allocate/s)."""
+    engine = make_engine(db.url, pool_size=max(8, workers))
+    shop = BenchShop()
+    try:
+        def take(part: range) -> None:
+            for i in part:
+                intake(engine, shop, make_order(i, per_order))
+
+        intake_rate = n / _run_threads(take, n, workers)
+        counts: list[int] = []
+
+        def drain(_part: range) -> None:
+            got = 0
+            while allocate_next(engine) is not None:
+                got += 1
+            counts.append(got)
+
+        alloc_rate = n / _run_threads(drain, workers, workers)
+        if sum(counts) != n:
+            raise RuntimeError(f"robot allocated {sum(counts)} of {n}")
+        return intake_rate, alloc_rate
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _prepared(backend: str, stock_count: int) -> Any:
+    """A scratch database with one pool holding ``stock_count`` codes (context manager)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def ctx() -> Any:
+        with scratch_db(backend) as db:
+            engine = make_engine(db.url)
+            try:
+                pid, bid = new_pool(engine, POOL)
+                seed_stock(engine, pid, bid, stock_count)
+            finally:
+                engine.dispose()
+            yield db, pid
+
+    return ctx()
+
+
+def run(backends: Sequence[str], n: int, per_order: int = 1,
+        pg_clients: Sequence[int] = (1, 4, 8), my_clients: Sequence[int] = (1,),
+        split: bool = True) -> list[Result]:
+    """Floors and robot figures for every backend asked for."""
+    results: list[Result] = []
+    stock_count = n * per_order + 100
+    for backend in backends:
+        clients = {"sqlite": (1,), "postgresql": tuple(pg_clients),
+                   "mysql": tuple(my_clients)}[backend]
+        for c in clients:
+            with _prepared(backend, stock_count) as (db, pid):
+                if backend == "sqlite":
+                    floor = floor_sqlite(db, n, per_order, pid)
+                elif backend == "postgresql":
+                    floor = floor_postgresql(db, n, per_order, pid, c)
+                else:
+                    floor = floor_mysql(db, n, per_order, pid, c)
+            with _prepared(backend, stock_count) as (db, _pid):
+                robot = robot_pipelined(db, n, per_order, c)
+            case = f"{n:,} orders x{per_order} code, {c} client{'s' if c > 1 else ''}"
+            results.append(Result("alloc", backend, case, floor, robot, "orders/s",
+                                  f">= {TARGET:.0%}", robot / floor >= TARGET,
+                                  "intake+allocate_next"))
+            if split and c == 1:
+                with _prepared(backend, stock_count) as (db, _pid):
+                    intake_rate, alloc_rate = robot_split(db, n, per_order, c)
+                results.append(Result("alloc", backend, case + " (split)", floor, alloc_rate,
+                                       "orders/s", "", None,
+                                       f"allocate_next only; intake alone {intake_rate:,.0f}/s"))
+            print(f"  alloc {backend} {case}: floor {floor:,.0f}/s robot {robot:,.0f}/s",
+                  flush=True)
+    return results

@@ -1,0 +1,263 @@
+"""Shared pieces of the benchmarks: scratch databases, seeding, result rows and tables.
+
+Never creates or drops anything outside a scratch database this module created itself, and
+never prints a plaintext code (seeded codes are random bytes, never decrypted).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+from robot.clock import NEVER, utcnow
+from robot.db import make_engine, normalize_url
+from robot.schema import batches, metadata, pools
+
+SERVER_URLS = {
+    "postgresql": os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+BACKENDS = ("sqlite", "postgresql", "mysql")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One line of a results table."""
+
+    bench: str
+    backend: str
+    case: str
+    floor: float | None
+    robot: float | None
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.floor is None or self.robot is None or self.floor == 0:
+            return None
+        return self.robot / self.floor
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def print_table(title: str, rows: list[Result]) -> None:
+    """Print rows as a fixed-width table (plain text, so CI logs stay readable)."""
+    head = ("bench", "backend", "case", "floor", "robot", "unit", "ratio", "target", "met?",
+            "note")
+    body = [
+        (r.bench, r.backend, r.case, _fmt(r.floor), _fmt(r.robot), r.unit,
+         "-" if r.ratio is None else f"{r.ratio:.0%}", r.target,
+         "-" if r.met is None else ("yes" if r.met else "NO"), r.note)
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    print(f"\n== {title}")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for line in body:
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A throw-away database: its backend, robot URL and (for SQLite) file path."""
+
+    backend: str
+    url: str
+    path: Path | None = None
+
+
+@contextmanager
+def scratch_db(backend: str) -> Iterator[Scratch]:
+    """A fresh database with the robot's tables, dropped (or deleted) afterwards."""
+    if backend == "sqlite":
+        root = Path(tempfile.mkdtemp(prefix="robot-bench-"))
+        try:
+            path = root / "bench.db"
+            url = f"sqlite:///{path}"
+            _create_tables(url)
+            yield Scratch(backend, url, path)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
+    base = normalize_url(SERVER_URLS[backend])
+    name = f"bench_{secrets.token_hex(4)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+        try:
+            _create_tables(url)
+            yield Scratch(backend, url)
+        finally:
+            with admin.connect() as conn:
+                if backend == "postgresql":
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                else:
+                    conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        admin.dispose()
+
+
+def server_reachable(backend: str) -> str | None:
+    """None when the server answers, else why not (for a skipped-row note)."""
+    if backend == "sqlite":
+        return None
+    eng = create_engine(normalize_url(SERVER_URLS[backend]))
+    try:
+        with eng.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported
+        return f"{type(exc).__name__}"
+    finally:
+        eng.dispose()
+    return None
+
+
+def _create_tables(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def new_pool(engine: Engine, name: str) -> tuple[int, int]:
+    """Create a pool and an active batch directly: ``(pool_id, batch_id)``."""
+    now = utcnow()
+    with engine.begin() as conn:
+        pk = conn.execute(insert(pools).values(name=name, created_at=now)).inserted_primary_key
+        assert pk is not None
+        pid = int(pk[0])
+        pk = conn.execute(insert(batches).values(
+            pool_id=pid, state="active", file_name="bench", file_sha256="0" * 64,
+            code_count=0, imported_by="bench", created_at=now, updated_at=now,
+        )).inserted_primary_key
+        assert pk is not None
+        bid = int(pk[0])
+    return pid, bid
+
+
+def seed_stock(engine: Engine, pool_id: int, batch_id: int, count: int,
+               *, group: int = 250_000) -> None:
+    """Put ``count`` codes (random bytes, never real codes) into a pool, generated in-database.
+
+    The claim never decrypts, so the ciphertext is filler of a realistic size (12 + 16 + 20
+    bytes). Done in groups so one statement never grows the transaction log too far.
+    """
+    backend = engine.dialect.name
+    now = utcnow()
+    with engine.connect() as conn:
+        start = int(conn.execute(text(
+            "SELECT COALESCE(MAX(source_line), 0) FROM codes WHERE batch_id = :b"),
+            {"b": batch_id}).scalar_one())
+    done = 0
+    while done < count:
+        n = min(group, count - done)
+        lo, hi = start + done + 1, start + done + n
+        params = {"p": pool_id, "b": batch_id, "now": now, "lo": lo, "hi": hi,
+                  "never": NEVER}
+        with engine.begin() as conn:
+            if backend == "postgresql":  # the robot's 30 s statement timeout is for claims
+                conn.execute(text("SET LOCAL statement_timeout = 0"))
+            if backend == "sqlite":
+                conn.execute(text(
+                    "INSERT INTO codes (pool_id, batch_id, source_line, fingerprint, key_id,"
+                    " ciphertext, created_at)"
+                    " WITH RECURSIVE s(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM s"
+                    " WHERE i < :hi)"
+                    " SELECT :p, :b, i, randomblob(32), 'k1', randomblob(48), :now FROM s"),
+                    params)
+            elif backend == "postgresql":
+                conn.execute(text(
+                    "INSERT INTO codes (pool_id, batch_id, source_line, fingerprint, key_id,"
+                    " ciphertext, created_at)"
+                    " SELECT :p, :b, i, sha256(convert_to(:b || '-' || i, 'UTF8')), 'k1',"
+                    " decode(md5(i::text) || md5(i::text) || md5(i::text), 'hex'), :now"
+                    " FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS i"),
+                    params)
+            else:
+                # MariaDB's sequence engine; lo and hi are ints computed above.
+                seq = f"seq_{int(lo)}_to_{int(hi)}"
+                insert_codes = (
+                    "INSERT INTO codes (pool_id, batch_id, source_line, fingerprint, key_id,"  # noqa: S608 - seq is a table name made of two ints
+                    " ciphertext, created_at)"
+                    " SELECT :p, :b, seq, UNHEX(SHA2(CONCAT(:b, '-', seq), 256)), 'k1',"
+                    " RANDOM_BYTES(48), :now FROM " + seq
+                )
+                conn.execute(text(insert_codes), params)
+            conn.execute(text(
+                "INSERT INTO stock (code_id, pool_id, expires_at)"
+                " SELECT id, pool_id, :never FROM codes"
+                " WHERE batch_id = :b AND source_line BETWEEN :lo AND :hi"), params)
+        done += n
+    with engine.begin() as conn:
+        if backend == "postgresql":
+            conn.execute(text("ANALYZE codes"))
+            conn.execute(text("ANALYZE stock"))
+        elif backend == "mysql":
+            conn.execute(text("ANALYZE TABLE stock"))
+        else:
+            conn.execute(text("ANALYZE"))
+
+
+def pool_size(engine: Engine, pool_id: int) -> int:
+    from robot.schema import stock
+
+    with engine.connect() as conn:
+        from sqlalchemy import func
+
+        return int(conn.execute(select(func.count()).select_from(stock)
+                                .where(stock.c.pool_id == pool_id)).scalar_one())
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) // 1024} MiB"
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, "platform": platform.platform()}
+
+
+def server_version(url: str) -> str:
+    eng = make_engine(url)
+    try:
+        with eng.connect() as conn:
+            return str(conn.execute(text("SELECT version()")).scalar_one()).split(" on ")[0]
+    finally:
+        eng.dispose()
+
+
+def stamp(value: datetime) -> str:
+    """A naive UTC datetime as SQLAlchemy stores it in SQLite (for the raw sqlite3 floor)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
