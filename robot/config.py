@@ -25,6 +25,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -261,9 +262,96 @@ class HttpConfig(_Strict):
 
 
 class AlertsConfig(_Strict):
-    """Where alerts go: apprise URLs (they often carry tokens, hence secrets)."""
+    """Where alerts go (apprise URLs: they often carry tokens, hence secrets) and when."""
 
     targets: list[Secret] = Field(default_factory=list)
+    #: Also alert when a pool's stock lasts fewer days than this at last week's sales rate.
+    low_cover_days: float | None = Field(default=None, gt=0)
+    #: Alert when more orders than this are failed / held / waiting for stock.
+    failed_above: int = Field(default=0, ge=0)
+    held_above: int = Field(default=0, ge=0)
+    waiting_stock_above: int = Field(default=0, ge=0)
+    #: Alert when a shop's last successful poll is older than this.
+    poll_lag: Duration = 900.0
+    #: Alert when available codes expire within this many days.
+    expiring_days: float = Field(default=7.0, gt=0)
+    #: Verify the audit chain at most this often (it reads the whole log).
+    audit_every: Duration = 3600.0
+    #: At most one message per alert per this interval (a flapping condition stays quiet).
+    min_interval: Duration = 600.0
+
+
+_ID_KEYS = ("item_id", "sku_id", "outer_id")
+
+
+def _id_to_str(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+PlatformId = Annotated[str | None, BeforeValidator(_id_to_str)]
+
+
+def _one_id(model: BaseModel) -> None:
+    if sum(getattr(model, k) is not None for k in _ID_KEYS) != 1:
+        raise PydanticCustomError("sku_key", "give exactly one of item_id, sku_id, outer_id")
+
+
+def _money(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("yuan", "expected an amount in yuan, e.g. 500 or 99.90")
+    if isinstance(value, float):
+        return str(value)  # 99.9 -> "99.9", not the float's binary expansion
+    return value
+
+
+#: An amount of money in yuan (元), at most two decimals; the risk rules compare it in cents.
+Yuan = Annotated[Decimal, BeforeValidator(_money), Field(gt=0, max_digits=14, decimal_places=2)]
+
+
+class RateRule(_Strict):
+    """At most ``max_orders`` orders within ``window``; the order that would go over is held."""
+
+    max_orders: int = Field(ge=1)
+    window: Duration
+
+
+class ReviewSku(_Strict):
+    """An item / SKU / outer id whose orders always wait for a person (exactly one key)."""
+
+    item_id: PlatformId = None
+    sku_id: PlatformId = None
+    outer_id: PlatformId = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ReviewSku:
+        _one_id(self)
+        return self
+
+
+class RiskRules(_Strict):
+    """Risk rules for new paid orders (robot.risk); every rule is off unless set.
+
+    Amounts are in yuan (元) in the file and compared with orders' totals in cents. A shop's
+    ``risk:`` overrides single fields of ``defaults.risk`` (``null`` turns a rule off for
+    that shop; a shop's ``review_skus`` replaces the default list).
+    """
+
+    buyer_rate: RateRule | None = None  # orders per buyer (platform + buyer id) per window
+    ip_rate: RateRule | None = None  # orders per buyer IP (any shop, any platform) per window
+    max_quantity: int | None = Field(default=None, ge=1)  # units per order
+    buyer_amount_per_day_yuan: Yuan | None = None  # a buyer's orders over the last 24 hours
+    new_buyer_first_order_yuan: Yuan | None = None  # buyers with nothing shipped yet
+    review_skus: list[ReviewSku] = Field(default_factory=list)
+
+    def merged(self, override: RiskRules | None) -> RiskRules:
+        """These rules with the fields ``override`` sets (a shop's ``risk:``) replaced."""
+        if override is None:
+            return self
+        return self.model_copy(
+            update={k: getattr(override, k) for k in override.model_fields_set}
+        )
 
 
 class Defaults(_Strict):
@@ -276,6 +364,7 @@ class Defaults(_Strict):
     unmapped: Unmapped = "hold"
     memo_template: MemoTemplate = DEFAULT_MEMO_TEMPLATE
     item_desc: ItemDescTemplate = DEFAULT_ITEM_DESC
+    risk: RiskRules = Field(default_factory=RiskRules)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Defaults:
@@ -326,18 +415,6 @@ class PoolShare(_Strict):
 
     pool: str = Field(min_length=1, max_length=64)
     quantity: int = Field(default=1, ge=1)
-
-
-_ID_KEYS = ("item_id", "sku_id", "outer_id")
-
-
-def _id_to_str(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-PlatformId = Annotated[str | None, BeforeValidator(_id_to_str)]
 
 
 class SkuMapping(_Strict):
@@ -416,6 +493,7 @@ class ShopFile(_Strict):
     pickup: PickupConfig = Field(default_factory=PickupConfig)
     #: Bearer token for the delivery API (robot.http); unset: the API is off for this shop.
     delivery_api_token: Secret | None = None
+    risk: RiskRules | None = None  # fields set here override defaults.risk
 
 
 class _NoPlatformConfig(BaseModel):
@@ -437,6 +515,7 @@ class ShopConfig(_Strict):
     platform_config: SerializeAsAny[BaseModel] = Field(default_factory=_NoPlatformConfig)
     pickup: PickupConfig = Field(default_factory=PickupConfig)
     delivery_api_token: Secret | None = None
+    risk: RiskRules = Field(default_factory=RiskRules)
 
 
 class RobotConfig(_Strict):
@@ -805,6 +884,7 @@ def _load_shop(
         platform_config=platform_config,
         pickup=shop_file.pickup,
         delivery_api_token=shop_file.delivery_api_token,
+        risk=defaults.risk.merged(shop_file.risk),
     )
     return name, shop
 

@@ -36,12 +36,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from connectors.base import Connector, MessageSource
-from robot import pipeline, poller, pools, shops
+from robot import alerts, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig
 from robot.db import check_durability, dialect_of, make_engine
 from robot.errors import Fatal
 from robot.http.links import pickup_url_hook
+from robot.keys import check_keys
 from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
@@ -141,6 +142,8 @@ class Robot:
         self._engine = make_engine(self.config.database)
         upgrade(self._engine)
         check_durability(self._engine)
+        # A missing or wrong key file is fatal here, before anything is written under it.
+        check_keys(self._engine, self._vault)
         found = discover()
         for problem in found.problems:
             log.error("connector_load_failed", connector=problem.name, error=problem.error)
@@ -226,6 +229,13 @@ class Robot:
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
+        if self.config.alerts.targets:
+            checker = alerts.AlertEngine(
+                self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
+                self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled])
+            scheduler.add_job(self._check_alerts, "interval", seconds=alerts.CHECK_INTERVAL,
+                              args=[checker], id="alerts", coalesce=True, max_instances=1,
+                              misfire_grace_time=30)
         scheduler.start()
         workers = [asyncio.create_task(self._allocator(), name="allocator"),
                    asyncio.create_task(self._shipper(), name="shipper")]
@@ -420,6 +430,12 @@ class Robot:
         await self._db(pools.cleanup_stale_imports, self.engine)
         await self._db(pipeline.wake_waiting, self.engine, now=now)
         self.wake()
+
+    async def _check_alerts(self, checker: alerts.AlertEngine) -> None:
+        if self._stop.is_set():
+            return
+        self._track_job()
+        await self._db(checker.run_once, utcnow())
 
 
 def _paused(engine: Engine, shop: str) -> bool:

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, delete, ins
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
-from robot import audit
+from robot import audit, risk
 from robot.clock import NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
@@ -52,6 +52,8 @@ class ShopRules(Protocol):
     def unmapped(self) -> Literal["hold", "ignore"]: ...
     @property
     def items(self) -> Sequence[MappingLike]: ...
+    # Optional: ``risk`` (robot.config.RiskRules), read with getattr; absent means no rules
+    # (the blacklists still apply).
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,20 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         state, reason = "held", "unmapped SKU: " + ", ".join(_describe(line) for line in unmapped)
     elif not mapped_live:
         state, reason = "ignored", "no line maps to a pool"
+    hits: list[risk.Hit] = []
+    if state != "ignored":
+        rules = getattr(shop, "risk", None)
+        hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now)
+        if hits:
+            state, reason = "held", "; ".join(filter(None, (reason, risk.reason_of(hits))))
 
     inserted = conn.execute(
         insert(orders).values(
             shop=shop.name, platform=shop.platform, platform_order_id=snap.platform_order_id,
             state=state, platform_status=snap.status.value, reason=reason,
-            buyer_id=snap.buyer_id, buyer_ip=snap.buyer_ip, total_cents=snap.total_cents,
+            buyer_id=snap.buyer_id,
+            buyer_ip=risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
+            total_cents=snap.total_cents,
             currency=snap.currency, extra=json.dumps(dict(snap.extra), sort_keys=True),
             paid_at=to_naive_utc(snap.paid_at) if snap.paid_at else None,
             received_at=now, updated_at=now, due_at=now,
@@ -147,7 +157,16 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     audit.append(conn, actor=actor, action="intake", subject=f"order:{order_id}",
                  details={"shop": shop.name, "platform_order_id": snap.platform_order_id,
                           "state": state, "reason": reason})
+    if hits:
+        risk.record_hold(conn, order_id, hits, actor=actor)
     return IntakeResult(int(order_id), "created", state)
+
+
+def _candidate(shop: ShopRules, snap: Order, lines: Sequence[OrderLine]) -> risk.Candidate:
+    return risk.Candidate(
+        platform=shop.platform, buyer_id=snap.buyer_id, buyer_ip=snap.buyer_ip,
+        total_cents=snap.total_cents,
+        lines=[risk.LineFacts(ln.quantity, ln.item_id, ln.sku_id, ln.outer_id) for ln in lines])
 
 
 def _describe(line: OrderLine) -> str:

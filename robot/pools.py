@@ -55,6 +55,7 @@ from robot.clock import NEVER, utcnow
 from robot.db import dialect_of
 from robot.errors import ImportRejected, UserError
 from robot.importer import Format, ParsedLine, RejectedLine, file_sha256, parse_file
+from robot.keys import check_keys
 from robot.schema import batches, codes, deliveries, orders, pools, stock
 from robot.vault import Vault, mask
 
@@ -361,6 +362,8 @@ def import_codes(
     if chunk < 1:
         raise ValueError("chunk must be positive")
     now = now or utcnow()
+    # A wrong or old key file must stop us before a single code is written under it.
+    check_keys(engine, vault)
     cleanup_stale_imports(engine, now=now)
     sha = file_sha256(path)
     pid, batch_id = _start_batch(engine, pool, path, sha, actor=actor, supplier=supplier,

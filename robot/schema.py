@@ -289,3 +289,35 @@ pickup_views = Table(
     Column("user_agent", String(255), nullable=False, default=""),
     Index("ix_pickup_views_order_at", "order_id", "at"),
 )
+
+# Risk blacklists (robot.risk), shared by every shop and platform: ``kind`` is ``buyer`` (a
+# platform buyer id, matched on every platform) or ``ip`` (a canonical IP address).
+blacklist = Table(
+    "blacklist",
+    metadata,
+    Column("kind", String(8), primary_key=True),
+    # Exact, case-sensitive match on MySQL/MariaDB too (buyer ids such as openids are).
+    Column("value", String(128).with_variant(mysql.VARCHAR(128, collation="utf8mb4_bin"),
+                                             "mysql", "mariadb"), primary_key=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    CheckConstraint("kind IN ('buyer','ip')", name="kind"),
+)
+
+# What the risk rules count over a window: a buyer's / an IP's recent orders.
+Index("ix_orders_buyer_id_received_at", orders.c.buyer_id, orders.c.received_at)
+Index("ix_orders_buyer_ip_received_at", orders.c.buyer_ip, orders.c.received_at)
+
+# One row per alert key (robot.alerts): what people were last told about it. ``active`` flips
+# only through guarded UPDATEs, so however many processes evaluate alerts, each start and
+# each clear is sent once; ``last_sent_at`` rate-limits a flapping condition.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("active", Boolean, nullable=False),
+    Column("since", Timestamp, nullable=False),
+    Column("last_sent_at", Timestamp, nullable=True),
+    Column("detail", Text, nullable=True),  # the last message's text; never a code or secret
+)

@@ -1,4 +1,4 @@
-"""``robot keys``: create the key file and show which keys the stored codes depend on.
+"""``robot keys``: create the key file, show which keys the stored codes depend on, rotate.
 
 The key file is the only way to read the codes; the database alone is useless to a thief, and
 so is a backup of it without the key file. This module must never print key material (only
@@ -13,7 +13,7 @@ import click
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from robot.cli.common import App, emit_json, json_option, print_table
+from robot.cli.common import App, actor, emit_json, json_option, print_table
 from robot.errors import RobotError
 from robot.log import scrub
 from robot.schema import codes, shop_secrets
@@ -100,12 +100,17 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
         }
         for kid in [*ring.keys, *missing]
     ]
+    # An unfinished rotation: rows under an old key, or an old key not yet retired.
+    unfinished = db_error is None and (
+        any(kid != ring.current for kid in (*(code_counts or {}), *(secret_counts or {})))
+        or len(ring.keys) > 1)
     if as_json:
         emit_json({
             "key_file": str(path),
             "current": ring.current,
             "keys": key_rows,
             "missing_key_ids": missing,
+            "rotation_unfinished": unfinished,
             "database_error": db_error,
         })
         return
@@ -126,12 +131,69 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
     )
     if db_error is not None:
         click.echo(f"database not checked: {db_error}", err=True)
+    if unfinished and not missing:
+        click.echo("a key rotation is unfinished: run `robot keys rotate` to finish it "
+                   "(re-encrypt and retire the old key)", err=True)
     if missing:
         click.echo(
             "WARNING: rows are encrypted under key id(s) the key file lacks: "
             f"{', '.join(missing)}; restore the key file from its backup.",
             err=True,
         )
+
+
+@keys.command("rotate")
+@key_file_option
+@click.option("--new-key", is_flag=True,
+              help="Start another rotation even if an earlier one is unfinished.")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Codes re-encrypted per transaction.")
+@click.option("--keep-old", is_flag=True,
+              help="Do not retire the old key at the end (`robot keys retire` does it later).")
+@json_option
+@click.pass_obj
+def rotate(app: App, key_file: Path | None, new_key: bool, batch: int, keep_old: bool,
+           as_json: bool) -> None:
+    """Make a new key current, re-encrypt every code and secret under it, retire the old one.
+
+    Safe while the robot runs (it follows the key file) and resumable: run it again after an
+    interruption and it finishes the unfinished rotation instead of adding another key.
+    """
+    from robot.keys import rotate as do_rotate
+
+    path = _key_path(app, key_file)
+
+    def progress(done: int) -> None:
+        if not as_json:
+            click.echo(f"re-encrypted {done} code(s)", err=True)
+
+    report = do_rotate(path, app.engine, actor=actor(), new_key=new_key, batch=batch,
+                       retire_old=not keep_old, on_batch=progress)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    if report.new_key is not None:
+        click.echo(f"new current key: {report.new_key}")
+    else:
+        click.echo(f"finished the unfinished rotation to key {report.current}")
+    click.echo(f"re-encrypted {report.codes} code(s) and {report.secrets} shop secret(s)")
+    if report.retired:
+        click.echo(f"retired key(s): {', '.join(report.retired)}")
+    if report.blocked:
+        click.echo(f"old key(s) kept: {report.blocked}", err=True)
+    click.echo("back the key file up again now: the new key is in it.", err=True)
+
+
+@keys.command("retire")
+@key_file_option
+@click.argument("key_id")
+@click.pass_obj
+def retire(app: App, key_file: Path | None, key_id: str) -> None:
+    """Remove an old key from the key file; refuses while any code or secret uses it."""
+    from robot.keys import retire as do_retire
+
+    do_retire(_key_path(app, key_file), app.engine, key_id, actor=actor())
+    click.echo(f"retired key {key_id}")
 
 
 COMMANDS: list[click.Command] = [keys]

@@ -16,6 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('alert_state',
+    sa.Column('key', sa.String(length=128), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('since', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('last_sent_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
+    sa.Column('detail', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_alert_state'))
+    )
     op.create_table('audit_head',
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -32,6 +40,15 @@ def upgrade() -> None:
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_log'))
+    )
+    op.create_table('blacklist',
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('value', sa.String(length=128).with_variant(mysql.VARCHAR(collation='utf8mb4_bin', length=128), 'mariadb').with_variant(mysql.VARCHAR(collation='utf8mb4_bin', length=128), 'mysql'), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('created_by', sa.String(length=128), nullable=False),
+    sa.CheckConstraint("kind IN ('buyer','ip')", name=op.f('ck_blacklist_kind')),
+    sa.PrimaryKeyConstraint('kind', 'value', name=op.f('pk_blacklist'))
     )
     op.create_table('orders',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -57,6 +74,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('shop', 'platform_order_id', name=op.f('uq_orders_shop_platform_order_id'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index('ix_orders_buyer_id_received_at', ['buyer_id', 'received_at'], unique=False)
+        batch_op.create_index('ix_orders_buyer_ip_received_at', ['buyer_ip', 'received_at'], unique=False)
         batch_op.create_index('ix_orders_shop_state', ['shop', 'state'], unique=False)
         batch_op.create_index('ix_orders_state_due', ['state', 'due_at', 'id'], unique=False)
 
@@ -269,7 +288,11 @@ def downgrade() -> None:
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index('ix_orders_state_due')
         batch_op.drop_index('ix_orders_shop_state')
+        batch_op.drop_index('ix_orders_buyer_ip_received_at')
+        batch_op.drop_index('ix_orders_buyer_id_received_at')
 
     op.drop_table('orders')
+    op.drop_table('blacklist')
     op.drop_table('audit_log')
     op.drop_table('audit_head')
+    op.drop_table('alert_state')

@@ -1,0 +1,94 @@
+"""``robot report``: sales, cost, margin, refunds and pool stock over a window.
+
+The definitions of every figure are in :mod:`robot.report`. This module only formats; it
+never shows a code (reports hold counts and money only).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robot.cli.common import App, emit_json, json_option, print_table
+from robot.clock import utcnow
+from robot.report import GROUPINGS, Report, SalesRow, build, parse_since
+
+CSV_COLUMNS = ("key", "orders", "shipped", "open", "units", "codes", "revenue_cents",
+               "refunds", "refund_cents", "net_revenue_cents", "cancelled", "cancelled_cents",
+               "cost_cents", "cost_unknown", "margin_cents", "margin_pct",
+               "avg_paid_to_shipped_s")
+
+
+def _money(cents: int | None) -> str:
+    return "" if cents is None else f"{cents / 100:.2f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _table_row(r: SalesRow) -> list[Any]:
+    return [r.key, r.orders, r.shipped, r.open, r.units, _money(r.revenue_cents),
+            f"{r.refunds} / {_money(r.refund_cents)}" if r.refund_cents is not None
+            else r.refunds,
+            _money(r.cost_cents) + (f" (+{r.cost_unknown} unknown)" if r.cost_unknown else ""),
+            _money(r.margin_cents),
+            "" if r.margin_pct is None else f"{r.margin_pct}%",
+            f"{r.cancelled} / {_money(r.cancelled_cents)}" if r.cancelled_cents is not None
+            else "", _duration(r.avg_paid_to_shipped_s)]
+
+
+def write_csv(report: Report, path: Path) -> None:
+    """The rows (or the total alone) with every figure in cents, plus the total last."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in [*report.rows, report.total]:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+
+
+@click.command("report")
+@click.option("--since", "since_text", default="7d", show_default=True,
+              help="Window start: 7d, 24h, 30m, 2w, or a UTC date such as 2026-11-01.")
+@click.option("--by", "by", type=click.Choice(GROUPINGS[1:]), default=None,
+              help="Break the figures down by paid day (UTC), shop, SKU or pool.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Also write the rows to this CSV file (amounts in cents).")
+@json_option
+@click.pass_obj
+def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
+           as_json: bool) -> None:
+    """Orders, units, revenue, cost of codes, margin, refunds and pool cover for orders paid
+    in the window."""
+    now = utcnow()
+    grouping = next(g for g in GROUPINGS if g == (by or "total"))  # click.Choice checked it
+    result = build(app.engine, since=parse_since(since_text, now), by=grouping, now=now)
+    if csv_path is not None:
+        write_csv(result, csv_path)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    title = (f"orders paid {result.window.since:%Y-%m-%d %H:%M} to "
+             f"{result.window.until:%Y-%m-%d %H:%M} UTC")
+    print_table(app, title,
+                [by or "", "orders", "shipped", "open", "units", "revenue", "refunds",
+                 "cost", "margin", "margin %", "cancelled", "paid→shipped"],
+                [*(_table_row(r) for r in result.rows), _table_row(result.total)])
+    print_table(app, "pools", ["pool", "available", "burned", "per day", "days of cover"],
+                [[p.pool, p.available, p.burned, p.burn_per_day,
+                  "" if p.days_of_cover is None else p.days_of_cover]
+                 for p in result.pools])
+    if csv_path is not None:
+        click.echo(f"wrote {csv_path}", err=True)
+
+
+COMMANDS: list[click.Command] = [report]

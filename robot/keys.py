@@ -1,0 +1,293 @@
+"""Key rotation and the start-up key check.
+
+Rotation (``robot keys rotate``) runs in three resumable steps:
+
+1. **switch** — a new key is added to the key file and becomes current (atomic rewrite; the
+   old keys stay). From then on every new code or secret is encrypted under it; running
+   robots follow the file (see :class:`robot.vault.Vault`).
+2. **re-encrypt** — codes and shop secrets still under another key are decrypted and
+   encrypted again under the current key, a batch at a time; each batch is one short
+   transaction whose updates are guarded by ``key_id = <old>``, so a row someone else
+   changed meanwhile is left alone (never overwritten with a stale copy).
+3. **retire** — once no code and no secret uses an old key (and no import is running, which
+   could still be writing under it), the old key is removed from the key file.
+
+Running ``rotate`` again after an interruption finishes an unfinished rotation (rows under a
+non-current key, or a non-current key still in the file) instead of adding yet another key;
+only ``new_key=True`` forces one.
+
+:func:`check_keys` is the start-up check: every key id the database uses must be in the key
+file and must decrypt a sample row (and the fingerprint key must match it); otherwise a
+:class:`VaultError` names the ids, before anything is written.
+
+This module must never log, print or put into an exception a plaintext code, secret or key.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
+
+from robot import audit
+from robot.db import transaction
+from robot.errors import UserError, VaultError
+from robot.schema import batches, codes, shop_secrets
+from robot.vault import KEY_BYTES, KeyRing, Vault, load_key_ring, write_key_ring
+
+DEFAULT_BATCH = 500
+_KEY_ID = re.compile(r"k(\d+)")
+
+
+def secret_context(shop: str, name: str) -> str:
+    """The associated data of a shop secret (as :class:`robot.shops.DbShopContext` seals it)."""
+    return f"shop:{shop}:{name}"
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """How many codes and shop secrets each key id encrypts."""
+
+    codes: dict[str, int]
+    secrets: dict[str, int]
+
+    def ids(self) -> set[str]:
+        return set(self.codes) | set(self.secrets)
+
+    def of(self, key_id: str) -> int:
+        return self.codes.get(key_id, 0) + self.secrets.get(key_id, 0)
+
+
+def key_usage(conn: Connection) -> KeyUsage:
+    """Codes and secrets per key id, in two grouped queries."""
+    def counts(table: Any) -> dict[str, int]:
+        rows = conn.execute(select(table.c.key_id, func.count()).group_by(table.c.key_id))
+        return {str(kid): int(n) for kid, n in rows}
+
+    return KeyUsage(counts(codes), counts(shop_secrets))
+
+
+def check_keys(engine: Engine, vault: Vault) -> None:
+    """Refuse to go on with a key file that does not fit the database.
+
+    Raises :class:`VaultError` naming the key ids the database uses that the file lacks, or
+    the key ids whose key in the file does not decrypt the stored rows (a wrong key file),
+    or when the file's fingerprint key does not match the stored fingerprints.
+    """
+    with engine.connect() as conn:
+        code_samples = {str(r.key_id): int(r.id) for r in conn.execute(
+            select(codes.c.key_id, func.min(codes.c.id).label("id")).group_by(codes.c.key_id))}
+        secret_ids = {str(k) for k in conn.execute(select(shop_secrets.c.key_id).distinct())
+                      .scalars()}
+        missing = sorted((set(code_samples) | secret_ids) - set(vault.key_ids))
+        if missing:
+            raise VaultError(
+                "the database holds codes or shop secrets under key id(s) "
+                f"{', '.join(missing)}, which the key file lacks; this is the wrong key file, "
+                "or an old copy: restore the right one from its backup (nothing was written)")
+        rows = conn.execute(
+            select(codes.c.key_id, codes.c.pool_id, codes.c.fingerprint, codes.c.ciphertext)
+            .where(codes.c.id.in_(list(code_samples.values())))).all() if code_samples else []
+        secret_rows = [conn.execute(
+            select(shop_secrets.c.key_id, shop_secrets.c.shop, shop_secrets.c.name,
+                   shop_secrets.c.ciphertext).where(shop_secrets.c.key_id == kid).limit(1)).one()
+            for kid in sorted(secret_ids)]
+    wrong: set[str] = set()
+    for r in rows:
+        try:
+            plain = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
+                                  fingerprint=r.fingerprint)
+        except VaultError:
+            wrong.add(str(r.key_id))
+            continue
+        if vault.fingerprint(plain) != bytes(r.fingerprint):
+            raise VaultError("the key file's fingerprint key does not match the stored codes: "
+                             "wrong key file; restore the right one (nothing was written)")
+    for s in secret_rows:
+        try:
+            vault.unseal(s.key_id, s.ciphertext, context=secret_context(s.shop, s.name))
+        except VaultError:
+            wrong.add(str(s.key_id))
+    if wrong:
+        raise VaultError(
+            f"key id(s) {', '.join(sorted(wrong))} in the key file do not decrypt the stored "
+            "rows: wrong key file; restore the right one (nothing was written)")
+
+
+# ---------------------------------------------------------------------------- rotation
+
+
+@dataclass
+class RotationReport:
+    """What one run of :func:`rotate` did."""
+
+    current: str
+    new_key: str | None = None  # the key this run created (None: it finished an earlier one)
+    codes: int = 0  # re-encrypted
+    secrets: int = 0
+    retired: list[str] = field(default_factory=list)
+    left: dict[str, int] = field(default_factory=dict)  # old key id -> rows still under it
+    blocked: str | None = None  # why old keys were not retired
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "new_key": self.new_key, "codes": self.codes,
+                "secrets": self.secrets, "retired": self.retired, "left": self.left,
+                "blocked": self.blocked}
+
+
+def _next_key_id(ring: KeyRing, used: set[str]) -> str:
+    numbers = [int(m.group(1)) for kid in (*ring.keys, *used) if (m := _KEY_ID.fullmatch(kid))]
+    return f"k{max(numbers, default=0) + 1}"
+
+
+def unfinished(ring: KeyRing, usage: KeyUsage) -> bool:
+    """A rotation is under way: rows under a non-current key, or a non-current key kept."""
+    return any(kid != ring.current for kid in usage.ids()) or len(ring.keys) > 1
+
+
+def switch_key(path: Path, engine: Engine, *, force: bool = False,
+               actor: str) -> tuple[KeyRing, str | None]:
+    """Step 1: make a new key current, unless a rotation is unfinished (and not ``force``).
+
+    Returns the ring now in the file and the new key id (None when none was created).
+    """
+    ring = load_key_ring(path)
+    check_keys(engine, Vault(ring))
+    with engine.connect() as conn:
+        usage = key_usage(conn)
+    if unfinished(ring, usage) and not force:
+        return ring, None
+    kid = _next_key_id(ring, usage.ids())
+    ring = KeyRing(kid, {**ring.keys, kid: secrets.token_bytes(KEY_BYTES)}, ring.fingerprint_key)
+    write_key_ring(path, ring)
+    with transaction(engine) as conn:
+        audit.append(conn, actor=actor, action="key_rotate", subject=f"key:{kid}",
+                     details={"previous": sorted(k for k in ring.keys if k != kid)})
+    return ring, kid
+
+
+def reencrypt_codes(engine: Engine, vault: Vault, *, batch: int = DEFAULT_BATCH,
+                    on_batch: Callable[[int], None] | None = None) -> int:
+    """Step 2 for codes: re-encrypt every code not under the current key; returns how many.
+
+    Walks the ids in order (so it ends even if rows are skipped); each batch is decrypted
+    outside the transaction and written in one short one, each row guarded by its old key id.
+    ``on_batch`` gets the running total after each committed batch.
+    """
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    current = vault.current_key_id
+    stmt = (update(codes)
+            .where(codes.c.id == bindparam("b_id"), codes.c.key_id == bindparam("b_old"))
+            .values(key_id=bindparam("b_kid"), ciphertext=bindparam("b_ct")))
+    done, last = 0, 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
+                       codes.c.ciphertext)
+                .where(codes.c.key_id != current, codes.c.id > last)
+                .order_by(codes.c.id).limit(batch)).all()
+        if not rows:
+            return done
+        params = []
+        for r in rows:
+            fp = bytes(r.fingerprint)
+            plain = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=fp)
+            kid, blob = vault.encrypt(plain, pool_id=r.pool_id, fingerprint=fp)
+            if kid != current:
+                raise VaultError("the key file's current key changed during the rotation; "
+                                 "run `robot keys rotate` again")
+            params.append({"b_id": r.id, "b_old": r.key_id, "b_kid": kid, "b_ct": blob})
+        with transaction(engine) as conn:
+            conn.execute(stmt, params)
+        done += len(rows)
+        last = int(rows[-1].id)
+        if on_batch is not None:
+            on_batch(done)
+
+
+def reencrypt_secrets(engine: Engine, vault: Vault) -> int:
+    """Step 2 for shop secrets (a handful of rows), each guarded by its old key id."""
+    current = vault.current_key_id
+    with engine.connect() as conn:
+        rows = conn.execute(select(shop_secrets.c.shop, shop_secrets.c.name,
+                                   shop_secrets.c.key_id, shop_secrets.c.ciphertext)
+                            .where(shop_secrets.c.key_id != current)).all()
+    done = 0
+    for r in rows:
+        context = secret_context(r.shop, r.name)
+        kid, blob = vault.seal(vault.unseal(r.key_id, r.ciphertext, context=context),
+                               context=context)
+        with transaction(engine) as conn:
+            done += int(conn.execute(
+                update(shop_secrets)
+                .where(shop_secrets.c.shop == r.shop, shop_secrets.c.name == r.name,
+                       shop_secrets.c.key_id == r.key_id)
+                .values(key_id=kid, ciphertext=blob)).rowcount)
+    return done
+
+
+def _import_running(conn: Connection) -> bool:
+    # An import encrypts a chunk before inserting it: it may still write under an old key.
+    return conn.execute(select(func.count()).select_from(batches)
+                        .where(batches.c.state == "importing")).scalar_one() > 0
+
+
+def retire(path: Path, engine: Engine, key_id: str, *, actor: str) -> None:
+    """Step 3: remove ``key_id`` from the key file; refuses while anything still uses it."""
+    ring = load_key_ring(path)
+    if key_id not in ring.keys:
+        raise UserError(f"key {key_id!r} is not in the key file")
+    if key_id == ring.current:
+        raise UserError(f"key {key_id!r} is the current key; rotate first")
+    with engine.connect() as conn:
+        used = key_usage(conn).of(key_id)
+        importing = _import_running(conn)
+    if used:
+        raise UserError(f"key {key_id!r} still encrypts {used} code(s) or secret(s); "
+                        "run `robot keys rotate` to re-encrypt them first")
+    if importing:
+        raise UserError("an import is running and may still write under the old key; "
+                        "retire the key when it has finished")
+    write_key_ring(path, KeyRing(ring.current, {k: v for k, v in ring.keys.items()
+                                                if k != key_id}, ring.fingerprint_key))
+    with transaction(engine) as conn:
+        audit.append(conn, actor=actor, action="key_retire", subject=f"key:{key_id}",
+                     details={"current": ring.current})
+
+
+def rotate(path: Path, engine: Engine, *, actor: str, new_key: bool = False,
+           batch: int = DEFAULT_BATCH, retire_old: bool = True,
+           on_batch: Callable[[int], None] | None = None) -> RotationReport:
+    """Rotate (or finish an unfinished rotation): switch, re-encrypt, retire unused old keys.
+
+    Old keys are retired automatically at the end when nothing uses them any more (unless
+    ``retire_old`` is false: then ``robot keys retire`` does it later).
+    """
+    ring, created = switch_key(path, engine, force=new_key, actor=actor)
+    vault = Vault(ring, path=path)
+    report = RotationReport(current=ring.current, new_key=created)
+    report.codes = reencrypt_codes(engine, vault, batch=batch, on_batch=on_batch)
+    report.secrets = reencrypt_secrets(engine, vault)
+    with engine.connect() as conn:
+        usage = key_usage(conn)
+        importing = _import_running(conn)
+    old = sorted(k for k in load_key_ring(path).keys if k != ring.current)
+    report.left = {k: usage.of(k) for k in old if usage.of(k)}
+    if not retire_old:
+        report.blocked = "not asked to retire old keys"
+    elif report.left:
+        report.blocked = "rows were written under an old key meanwhile; run rotate again"
+    elif importing and old:
+        report.blocked = "an import is running; run rotate again when it has finished"
+    else:
+        for kid in old:
+            retire(path, engine, kid, actor=actor)
+            report.retired.append(kid)
+    return report
