@@ -26,6 +26,7 @@ from sqlalchemy import Engine, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from robot import audit, orders
+from robot.clock import format_age
 from robot.config import AlertsConfig
 from robot.log import get_logger
 from robot.schema import alert_state, pools, stock
@@ -92,8 +93,8 @@ def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
                    and s.lag_seconds > settings.poll_lag)
         found.append(Condition(
             f"poll_lag:{s.shop}", lagging, f"shop {s.shop} not polled",
-            f"last successful poll {_age(s.lag_seconds)} ago "
-            f"(alert after {_age(settings.poll_lag)})"))
+            f"last successful poll {format_age(s.lag_seconds)} ago "
+            f"(alert after {format_age(settings.poll_lag)})"))
     names = {p.pool_id: p.name for p in _pool_names(engine)}
     soon = now + timedelta(days=settings.expiring_days)
     with engine.connect() as conn:
@@ -123,16 +124,6 @@ def _pool_names(engine: Engine) -> list[_PoolName]:
     with engine.connect() as conn:
         return [_PoolName(int(r.id), str(r.name))
                 for r in conn.execute(select(pools.c.id, pools.c.name))]
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 # -------------------------------------------------------------------------------- notifiers
@@ -307,7 +298,7 @@ def _message(cond: Condition, row: Any, now: datetime) -> tuple[str, str]:
         return f"{TITLE_PREFIX} ALERT: {cond.title}", cond.detail or cond.title
     body = f"{cond.title}: resolved"
     if row is not None and row.since is not None:
-        body += f" after {_age((now - row.since).total_seconds())}"
+        body += f" after {format_age((now - row.since).total_seconds())}"
     return f"{TITLE_PREFIX} resolved: {cond.title}", body
 
 

@@ -22,3 +22,14 @@ def to_naive_utc(value: datetime) -> datetime:
 
 def to_aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def format_age(seconds: float | None) -> str:
+    """A duration for people: ``45s``, ``12m``, ``3.5h``; ``never`` for None."""
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -8,16 +8,7 @@ import click
 
 from robot import orders
 from robot.cli.common import App, emit_json, json_option, print_table
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+from robot.clock import format_age
 
 
 @click.command("status")
@@ -32,7 +23,7 @@ def status_cmd(app: App, as_json: bool) -> None:
         return
     print_table(app, "shops", ["shop", "last poll ok", "lag", "paused", "received", "allocated",
                                "shipped", "waiting", "held", "failed", "cancelled"],
-                [[s.shop, s.last_poll_ok_at or "never", _age(s.lag_seconds),
+                [[s.shop, s.last_poll_ok_at or "never", format_age(s.lag_seconds),
                   s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
                       "received", "allocated", "shipped", "waiting_stock", "held", "failed",
                       "cancelled"))] for s in st.shops])
