@@ -261,6 +261,13 @@ def load_key_ring(path: Path, *, check_mode: bool = True) -> KeyRing:
             f"key file {path} is readable by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )
+    euid = os.geteuid()
+    # The service user must own its key (root may read any, e.g. for a backup or `reveal`).
+    if check_mode and euid not in (0, st.st_uid):
+        raise VaultError(
+            f"key file {path} belongs to uid {st.st_uid}, not to the user running the robot "
+            f"(uid {euid}); run: chown $(id -un) {path}"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -477,3 +477,17 @@ def test_keys_status_refuses_a_readable_key_file(monkeypatch: pytest.MonkeyPatch
                                   str(key_file))
     assert status == EXIT_FATAL
     assert f"chmod 600 {key_file}" in err
+
+
+def test_key_file_owned_by_another_user_is_refused(key_file, monkeypatch) -> None:
+    """A key file the robot's user does not own is refused with the chown fix (root excepted)."""
+    import os
+
+    from robot.vault import load_key_ring
+
+    owner = key_file.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1000)
+    with pytest.raises(VaultError, match="chown"):
+        load_key_ring(key_file)
+    monkeypatch.setattr(os, "geteuid", lambda: owner)
+    assert load_key_ring(key_file).current
