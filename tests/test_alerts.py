@@ -373,3 +373,39 @@ def test_alert_settings_default_and_parse_durations() -> None:
     custom = AlertsConfig.model_validate({"poll_lag": "5m", "audit_every": "2h",
                                           "min_interval": 30, "expiring_days": 3})
     assert (custom.poll_lag, custom.audit_every, custom.min_interval) == (300.0, 7200.0, 30.0)
+
+
+def test_daemon_sends_alerts_through_its_scheduled_job(tmp_path: Path,
+                                                       receiver: ThreadingHTTPServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`robot run`'s scheduler evaluates alerts: a held order reaches the json:// target."""
+    import asyncio
+    import uuid
+
+    from connectors.memory import MemoryPlatform
+    from robot import alerts as alerts_module
+    from robot.config import load_config
+    from robot.daemon import Robot
+    from tests.factories import paid_order
+    from tests.test_daemon import wait_for, write_config
+
+    monkeypatch.setattr(alerts_module, "CHECK_INTERVAL", 0.2)
+    name = f"alerts-{uuid.uuid4().hex}"
+    config_path = write_config(tmp_path, name)
+    port = receiver.server_address[1]
+    with config_path.open("a") as fh:
+        fh.write(f"alerts:\n  targets:\n    - json://127.0.0.1:{port}/hook\n")
+    MemoryPlatform.named(name).put_order(paid_order("UNMAPPED-1", ("no-such-sku", 1)))
+    posts = receiver.posts  # type: ignore[attr-defined]
+
+    async def scenario() -> int:
+        robot = Robot(load_config(config_path), drain_timeout=5)
+        await asyncio.to_thread(robot.prepare)
+        task = asyncio.create_task(robot.run(install_signals=False))
+        await wait_for(lambda: any("held" in str(b["title"]) for _, b in posts))
+        robot.stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    titles = [str(b["title"]) for _, b in posts]
+    assert sum("held" in t for t in titles) == 1  # once, not on every check
