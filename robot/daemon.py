@@ -39,7 +39,7 @@ from connectors.base import Connector, MessageSource
 from robot import alerts, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig
-from robot.db import check_durability, dialect_of, make_engine
+from robot.db import check_durability, database_errors, dialect_of, error_reason, make_engine
 from robot.errors import Fatal
 from robot.http.links import pickup_url_hook
 from robot.keys import check_keys
@@ -138,12 +138,13 @@ class Robot:
     def prepare(self) -> None:
         """Open the vault and database, upgrade the schema, build every shop's connector."""
         self._vault = open_vault(self.config.key_file)
-        self._lock = sqlite_lock(self.config.database)
-        self._engine = make_engine(self.config.database)
-        upgrade(self._engine)
-        check_durability(self._engine)
-        # A missing or wrong key file is fatal here, before anything is written under it.
-        check_keys(self._engine, self._vault)
+        with database_errors(self.config.database):  # one clear line, password masked
+            self._lock = sqlite_lock(self.config.database)
+            self._engine = make_engine(self.config.database)
+            upgrade(self._engine)
+            check_durability(self._engine)
+            # A missing or wrong key file is fatal here, before anything is written under it.
+            check_keys(self._engine, self._vault)
         found = discover()
         for problem in found.problems:
             log.error("connector_load_failed", connector=problem.name, error=problem.error)
@@ -289,10 +290,11 @@ class Robot:
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
             except (OperationalError, DBAPIError) as exc:
+                reason = error_reason(exc, self.config.database)  # e.g. the disk is full
                 if self.health.database_ok:
-                    log.error("database_unavailable", error=type(exc.orig or exc).__name__)
+                    log.error("database_unavailable", error=reason)
                 self.health.database_ok = False
-                self.health.database_error = type(exc.orig or exc).__name__
+                self.health.database_error = reason
                 if self._stop.is_set():
                     raise
                 with contextlib.suppress(TimeoutError):
@@ -371,6 +373,8 @@ class Robot:
         if self._stop.is_set():
             return
         self._track_job()
+        if self._dispatcher is not None:
+            await self._db(self._dispatcher.renew)
         for name in self.shops:
             led = await self._db(shops.take_lease, self.engine, name, self.owner, LEASE_TTL)
             health = self.health.shops[name]

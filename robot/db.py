@@ -15,6 +15,7 @@ imports), ``SKIP LOCKED`` available. This module must never log a URL with its p
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,15 +23,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
+from sqlalchemy.pool import QueuePool
 
-from robot.errors import ConfigError, Fatal
+from robot.errors import ConfigError, DatabaseUnavailable, DiskFull, Fatal
 
 SQLITE_MIN = (3, 35, 0)
 PG_STATEMENT_TIMEOUT_MS = 30_000
 PG_IDLE_IN_TX_TIMEOUT_MS = 60_000
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+MYSQL_DISK_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table is full")
+REASON_MAX = 200
+SQLITE_POOL_SIZE = 4
 
 
 def normalize_url(url: str) -> str:
@@ -112,16 +118,19 @@ def _sqlite_engine(url: str) -> Engine:
         )
     parsed = make_url(url)
     memory = parsed.database in (None, "", ":memory:")
+    path = None if memory else os.path.abspath(str(parsed.database))
     engine = create_engine(
         url,
-        # Every connection opens and closes with its checkout: short transactions, one
-        # writer at a time through BEGIN IMMEDIATE, and no connection shared across threads.
-        poolclass=NullPool if not memory else None,
+        # Connections are pooled (opening one costs the PRAGMAs and a WAL check) and used by
+        # one thread at a time; one writer at a time through BEGIN IMMEDIATE.
+        poolclass=QueuePool if not memory else None,
+        **({"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE} if not memory
+           else {}),
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
 
     @event.listens_for(engine, "connect")
-    def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
         # Take transaction control away from the sqlite3 module: we issue BEGIN ourselves.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -130,12 +139,32 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+        if path is not None:
+            record.info["sqlite_file"] = _file_id(path)
+
+    if path is not None:
+
+        @event.listens_for(engine, "checkout")
+        def _sqlite_still_there(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            # A pooled connection keeps writing to its open file even after the file was
+            # moved or deleted (those writes would be lost): check it is still the file at
+            # the configured path, else reconnect (which fails loudly if it is gone).
+            if record.info.get("sqlite_file") != _file_id(path):
+                raise DisconnectionError("the SQLite file was moved, replaced or deleted")
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_durability(engine: Engine) -> None:
@@ -160,3 +189,55 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One short transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
     with engine.begin() as conn:
         yield conn
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a driver error (or SQLAlchemy's wrapper of one) says the disk is full."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL \
+            or "database or disk is full" in str(orig)
+    if getattr(orig, "sqlstate", None) == PG_DISK_FULL:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in MYSQL_DISK_FULL
+
+
+def error_reason(exc: BaseException, url: str | None = None) -> str:
+    """One short line saying why a database call failed: no traceback, no password."""
+    if is_disk_full(exc):
+        return "the database's disk is full (database or disk is full)"
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    text = f"{type(orig).__name__}: {lines[0]}" if lines else type(orig).__name__
+    password = _password(url)
+    if password:
+        text = text.replace(password, "***")
+    return text[:REASON_MAX]
+
+
+def _password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a driver or file error while opening ``url`` into one clear RobotError naming
+    the database (password masked): :class:`DiskFull` or :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(f"database {safe_url(url)}: {error_reason(exc, url)}; free space "
+                           "and try again") from exc
+        raise DatabaseUnavailable(
+            f"database {safe_url(url)} is unavailable: {error_reason(exc, url)}") from exc
+    except OSError as exc:  # a SQLite directory that is missing or not writable
+        raise DatabaseUnavailable(
+            f"database {safe_url(url)} is unavailable: {type(exc).__name__}: "
+            f"{exc.strerror or exc}") from exc

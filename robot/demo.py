@@ -38,7 +38,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from robot import pools
-from robot.config import RobotConfig, load_config
+from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
 from robot.http.links import pickup_url_hook
@@ -138,10 +138,25 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
         "log": {"level": "error", "format": "json"},
     }
     (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False))
+    write_shops(root / "shops", drivers, platform_configs)
+    return root / "robot.yaml"
+
+
+def shop_name(driver: DemoDriver) -> str:
+    return f"{driver.platform}-demo"
+
+
+#: Codes each SKU of a demo shop takes per unit ordered.
+CODES_PER_UNIT = {SKU_MAIN: 1, SKU_BUNDLE: 3, SKU_PREORDER: 1}
+
+
+def write_shops(directory: Path, drivers: list[DemoDriver],
+                platform_configs: list[dict[str, Any]]) -> None:
+    """One shop file per driver, selling the demo SKUs (also used by the chaos suite)."""
     for driver, platform_config in zip(drivers, platform_configs, strict=True):
         key = driver.sku_key
         shop = {
-            "name": f"{driver.platform}-demo",
+            "name": shop_name(driver),
             "platform": driver.platform,
             "unmapped": "hold",
             "items": [
@@ -152,9 +167,8 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
             ],
             "platform_config": platform_config,
         }
-        path = root / "shops" / f"{driver.platform}.yaml"
+        path = directory / f"{driver.platform}.yaml"
         path.write_text(yaml.safe_dump(shop, sort_keys=False))
-    return root / "robot.yaml"
 
 
 def _free_listen() -> str:
@@ -264,7 +278,7 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         config = load_config(config_path)
         engine = make_engine(config.database)
         upgrade(engine)
-        _import_stock(config, engine, root, orders_wanted)
+        import_stock(config.key_file, engine, root, orders_wanted)
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
         daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
@@ -339,8 +353,9 @@ def _settled(summary: Summary, exp: Expectation) -> bool:
             and summary.held >= len(exp.hold) and summary.cancelled >= len(exp.cancel))
 
 
-def _import_stock(config: RobotConfig, engine: Engine, root: Path, orders_wanted: int) -> None:
-    vault = open_vault(config.key_file)
+def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int) -> None:
+    """The demo pools, filled through the real importer (enough for every order twice)."""
+    vault = open_vault(key_file)
     for name, prefix, count in ((POOL_MAIN, "VIP", orders_wanted * 2 + 50),
                                 (POOL_BONUS, "GAME", orders_wanted * 2 + 50)):
         pools.create_pool(engine, name, low_stock=20, actor="demo")
@@ -356,7 +371,7 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
     """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders."""
     for i in range(count):
         driver = drivers[i % len(drivers)]
-        shop = f"{driver.platform}-demo"
+        shop = shop_name(driver)
         roll = rng.random()
         buyer = f"buyer-{rng.randrange(10_000)}"
         if roll < 0.05:

@@ -11,6 +11,8 @@
     ├── Retriable              try again later (``retry_after`` seconds if the cause said so)
     │   ├── Throttled          the platform asked us to slow down
     │   └── Unavailable        5xx, timeout, network error, database unreachable
+    │       ├── DatabaseUnavailable  the database cannot be reached or opened (URL masked)
+    │       └── DiskFull       the database's disk is full; the transaction was rolled back
     ├── Skippable              this one item is bad: park it with a reason and go on
     │   ├── NotShippable       the platform refuses to ship: closed, refunded, unknown
     │   ├── BadPlatformData    the platform sent something we cannot understand
@@ -74,6 +76,14 @@ class Throttled(Retriable):
 
 class Unavailable(Retriable):
     """The platform or the database is unavailable (5xx, timeout or network error)."""
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached or opened."""
+
+
+class DiskFull(Unavailable):
+    """The database's disk is full: nothing was written. Free space, then try again."""
 
 
 class Skippable(RobotError):

@@ -58,6 +58,8 @@ R_BLANK = "blank line"
 R_TOO_LONG = f"too long (max {MAX_CHARS} characters)"
 R_CONTROL = "control character"
 R_NOT_UTF8 = "not valid UTF-8"
+R_NOT_UTF8_CUT = "not valid UTF-8: the line ends inside a character (file cut short?)"
+R_NOT_UTF8_GBK = "not valid UTF-8 (it reads as GBK/GB18030: save the file as UTF-8)"
 R_COLUMNS = "wrong number of columns"
 R_QUOTING = "bad CSV quoting"
 R_MISSING_CODE = "missing code"
@@ -237,6 +239,17 @@ def _physical_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
         yield line_no, raw.rstrip(b"\n").rstrip(b"\r")
 
 
+def _why_not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """The reason for a line that is not UTF-8, with the likely cause when there is one."""
+    if exc.reason == "unexpected end of data" and exc.end == len(raw):
+        return R_NOT_UTF8_CUT  # good UTF-8 up to a character cut in half at the end
+    try:
+        raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return R_NOT_UTF8
+    return R_NOT_UTF8_GBK  # the usual legacy encoding of Chinese Windows exports
+
+
 def _text_lines(fh: BinaryIO) -> Iterator[tuple[int, str | RejectedLine]]:
     """Decoded, trimmed lines, or the reason a line is unusable as text."""
     for line_no, raw in _physical_lines(fh):
@@ -245,8 +258,8 @@ def _text_lines(fh: BinaryIO) -> Iterator[tuple[int, str | RejectedLine]]:
             continue
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield line_no, RejectedLine(line_no, R_NOT_UTF8)
+        except UnicodeDecodeError as exc:
+            yield line_no, RejectedLine(line_no, _why_not_utf8(raw, exc))
             continue
         text = text.strip(_TRIM)
         if not text:

@@ -57,7 +57,9 @@ class RetryPolicy:
     max_attempts: int = 10
     backoff_initial: float = 5.0
     backoff_max: float = 3600.0
-    lease: timedelta = timedelta(seconds=120)
+    # A job's lease is renewed every few seconds while its worker runs it (Dispatcher.renew),
+    # so a worker that dies frees its jobs within one lease, however long a call may take.
+    lease: timedelta = timedelta(seconds=15)
     call_timeout: float = 30.0
     paused_recheck: timedelta = timedelta(seconds=60)
     concurrency: int = 8  # write-back jobs in flight at once per process
@@ -109,6 +111,18 @@ def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
                      .values(claimed_by=worker, claimed_until=now + lease))
         return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+
+
+def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: datetime,
+                 lease: timedelta) -> int:
+    """Extend ``worker``'s leases on ``job_ids`` (those another worker took over stay its)."""
+    with transaction(engine) as conn:
+        return conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(job_ids), outbox.c.claimed_by == worker,
+                   outbox.c.state == "pending", outbox.c.claimed_until.is_not(None))
+            .values(claimed_until=now + lease)
+        ).rowcount
 
 
 def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
@@ -184,6 +198,16 @@ class Dispatcher:
         self.worker = worker
         self._pickup_url = pickup_url or (lambda _order_id: None)
         self.actor = actor
+        self._running: set[int] = set()  # ids of the jobs this worker is running now
+
+    def renew(self, *, now: datetime | None = None) -> int:
+        """Extend the lease of every job this worker is running (blocking: one short
+        transaction); returns how many were renewed."""
+        running = list(self._running)
+        if not running:
+            return 0
+        return renew_claims(self.engine, self.worker, running, now=now or utcnow(),
+                            lease=self.policy.lease)
 
     async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Lease and run the due jobs; returns how many were run."""
@@ -197,7 +221,11 @@ class Dispatcher:
 
         async def one(job: Job) -> None:
             async with gate:
-                await self.run_job(job)
+                self._running.add(job.id)
+                try:
+                    await self.run_job(job)
+                finally:
+                    self._running.discard(job.id)
 
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)

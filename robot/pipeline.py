@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, delete, ins
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.common.unreadable import UnreadableOrder
 from robot import audit, risk
 from robot.clock import NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
@@ -37,6 +38,17 @@ from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, 
 log = get_logger(__name__)
 
 UNSHIPPED = ("received", "held", "waiting_stock", "allocated", "failed")
+#: ``platform_status`` of an order parked because its data was unreadable (no lines kept):
+#: the next readable snapshot takes it in as if it were new.
+UNREADABLE = "unreadable"
+UNREADABLE_REASON = "unreadable platform data: "
+#: Sanity bounds at the boundary: beyond them a value is the platform's bad data, not an
+#: order (and would overflow a column, which a server database reports as an error that
+#: looks like an outage). No line of virtual goods sells more than this many units.
+MAX_LINE_QUANTITY = 10_000
+MAX_CENTS = 10**12  # ten billion yuan
+#: Column widths (robot.schema) of what an Order carries into the database.
+ID_MAX, OUTER_ID_MAX, BUYER_ID_MAX, IP_MAX, CURRENCY_MAX = 64, 128, 128, 64, 8
 TERMINAL = ("shipped", "cancelled", "rejected", "ignored", "refunded")
 WAITING_RETRY = timedelta(seconds=60)
 
@@ -59,7 +71,7 @@ class ShopRules(Protocol):
 @dataclass(frozen=True)
 class IntakeResult:
     order_id: int | None
-    action: Literal["created", "duplicate", "updated", "skipped"]
+    action: Literal["created", "duplicate", "updated", "skipped", "unidentifiable"]
     state: str | None
 
 
@@ -83,10 +95,24 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
 
     A new paid order is created (received, held or ignored); a known order is updated from
     the snapshot (closed or refunded → cancelled / refunded); anything else is a no-op.
+
+    A snapshot the platform sent in a shape we cannot use (an
+    :class:`~connectors.common.unreadable.UnreadableOrder`, or values outside
+    :func:`data_problem`'s bounds) parks the order: a new one is recorded ``held`` with the
+    problem as its reason and no lines (so nothing is allocated or written back), an
+    unshipped known one is moved to ``held``. The next readable snapshot of a parked order
+    takes it in normally. An order whose id is unreadable cannot be parked: it is logged as
+    ``order_unidentifiable`` and audited, and the result says ``unidentifiable``.
     """
+    problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
+    if problem is not None and not _usable_id(order.platform_order_id):
+        return _unidentifiable(engine, shop, order.platform_order_id, problem, actor)
     for _attempt in range(3):
         try:
             with transaction(engine) as conn:
+                if problem is not None:
+                    return _park_tx(conn, shop, order.platform_order_id, problem, actor,
+                                    now or utcnow())
                 return _intake_tx(conn, shop, order, actor, now or utcnow())
         except IntegrityError:
             # Another worker inserted the same order between our look-up and insert; the
@@ -95,17 +121,106 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
     raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
 
 
+def _usable_id(platform_order_id: str) -> bool:
+    return bool(platform_order_id.strip()) and len(platform_order_id) <= ID_MAX
+
+
+def data_problem(snap: Order) -> str | None:
+    """What makes a normalized snapshot unusable (None: nothing). Checked at the boundary
+    for every connector alike, before anything is written."""
+    oid = snap.platform_order_id
+    if not oid.strip():
+        return "the order id is empty"
+    if len(oid) > ID_MAX:
+        return f"the order id is longer than {ID_MAX} characters"
+    if snap.status is PlatformStatus.PAID and not snap.lines:
+        return "a paid order with no order lines"
+    if not 0 <= snap.total_cents <= MAX_CENTS:
+        return f"total {_short(snap.total_cents)} fen is out of range"
+    for key, value, limit in (("buyer_id", snap.buyer_id, BUYER_ID_MAX),
+                              ("buyer_ip", snap.buyer_ip, IP_MAX),
+                              ("currency", snap.currency, CURRENCY_MAX)):
+        if value is not None and len(value) > limit:
+            return f"{key} is longer than {limit} characters"
+    for line in snap.lines:
+        where = f"line {line.line_id[:ID_MAX]}"
+        if not 0 <= line.quantity <= MAX_LINE_QUANTITY:
+            return f"{where}: quantity {_short(line.quantity)} is out of range " \
+                   f"(0..{MAX_LINE_QUANTITY})"
+        if not 0 <= line.unit_price_cents <= MAX_CENTS:
+            return f"{where}: unit price {_short(line.unit_price_cents)} fen is out of range"
+        for key, text, limit in (("line_id", line.line_id, ID_MAX),
+                                 ("item_id", line.item_id, ID_MAX),
+                                 ("sku_id", line.sku_id, ID_MAX),
+                                 ("outer_id", line.outer_id, OUTER_ID_MAX)):
+            if text is not None and len(text) > limit:
+                return f"{where}: {key} is longer than {limit} characters"
+    return None
+
+
+def _short(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else text[:12] + "…" + f"({len(text)} digits)"
+
+
+def _unidentifiable(engine: Engine, shop: ShopRules, platform_order_id: str, problem: str,
+                    actor: str) -> IntakeResult:
+    # No id, no row to park: say so loudly (log and the audit trail) and let the shop go on.
+    # Only the problem text and the id's length are recorded: never the platform's data.
+    log.error("order_unidentifiable", shop=shop.name, platform=shop.platform, problem=problem,
+              id_length=len(platform_order_id))
+    with transaction(engine) as conn:
+        audit.append(conn, actor=actor, action="unidentifiable_order", subject=f"shop:{shop.name}",
+                     details={"shop": shop.name, "problem": problem})
+    return IntakeResult(None, "unidentifiable", None)
+
+
+def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem: str,
+             actor: str, now: datetime) -> IntakeResult:
+    """Hold the order with ``problem`` as the reason (recorded without lines if new)."""
+    reason = UNREADABLE_REASON + problem
+    row = _lock_order(conn, and_(orders.c.shop == shop.name,
+                                 orders.c.platform_order_id == platform_order_id))
+    if row is not None and row.state not in ("received", "waiting_stock", "allocated", "failed"):
+        return IntakeResult(int(row.id), "duplicate", str(row.state))  # parked already, or done
+    # Logged once, when the order is parked; a later poll seeing it again says nothing.
+    log.warning("order_unreadable", shop=shop.name, platform_order_id=platform_order_id,
+                problem=problem)
+    if row is None:
+        inserted = conn.execute(insert(orders).values(
+            shop=shop.name, platform=shop.platform, platform_order_id=platform_order_id,
+            state="held", platform_status=UNREADABLE, reason=reason, total_cents=0,
+            currency="CNY", extra="{}", received_at=now, updated_at=now, due_at=now,
+        )).inserted_primary_key
+        assert inserted is not None
+        order_id = int(inserted[0])
+        audit.append(conn, actor=actor, action="intake", subject=f"order:{order_id}",
+                     details={"shop": shop.name, "platform_order_id": platform_order_id,
+                              "state": "held", "reason": reason})
+        return IntakeResult(order_id, "created", "held")
+    # A known order whose new snapshot is unreadable: it may have been refunded, so it is
+    # not shipped until a person (or a readable snapshot) says so.
+    order_id, state = int(row.id), str(row.state)
+    _transition(conn, order_id, state, "held", reason, now)
+    audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
+                 details={"reason": reason})
+    return IntakeResult(order_id, "updated", "held")
+
+
 def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
                now: datetime) -> IntakeResult:
     row = _lock_order(conn, and_(orders.c.shop == shop.name,
                                  orders.c.platform_order_id == snap.platform_order_id))
+    parked: int | None = None
     if row is not None:
-        return _apply_snapshot(conn, row, snap, actor, now)
-    if snap.status is not PlatformStatus.PAID:
-        return IntakeResult(None, "skipped", None)
+        if not (row.state == "held" and row.platform_status == UNREADABLE):
+            return _apply_snapshot(conn, row, snap, actor, now)
+        parked = int(row.id)  # parked unreadable, now readable: take it in as new
     live = [line for line in snap.lines
             if line.refund in (RefundState.NONE, RefundState.REFUSED) and line.quantity > 0]
-    if not live:
+    if snap.status is not PlatformStatus.PAID or not live:
+        if parked is not None:
+            return _settle_parked(conn, parked, snap, actor, now)
         return IntakeResult(None, "skipped", None)
 
     resolved: list[tuple[OrderLine, list[Need] | None]] = [
@@ -125,20 +240,26 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         if hits:
             state, reason = "held", "; ".join(filter(None, (reason, risk.reason_of(hits))))
 
-    inserted = conn.execute(
-        insert(orders).values(
-            shop=shop.name, platform=shop.platform, platform_order_id=snap.platform_order_id,
-            state=state, platform_status=snap.status.value, reason=reason,
-            buyer_id=snap.buyer_id,
-            buyer_ip=risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
-            total_cents=snap.total_cents,
-            currency=snap.currency, extra=json.dumps(dict(snap.extra), sort_keys=True),
-            paid_at=to_naive_utc(snap.paid_at) if snap.paid_at else None,
-            received_at=now, updated_at=now, due_at=now,
-        )
-    ).inserted_primary_key
-    assert inserted is not None
-    order_id = int(inserted[0])
+    values = {
+        "state": state, "platform_status": snap.status.value, "reason": reason,
+        "buyer_id": snap.buyer_id,
+        "buyer_ip": risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
+        "total_cents": snap.total_cents,
+        "currency": snap.currency, "extra": json.dumps(dict(snap.extra), sort_keys=True),
+        "paid_at": to_naive_utc(snap.paid_at) if snap.paid_at else None,
+        "updated_at": now, "due_at": now,
+    }
+    if parked is not None:
+        _revive(conn, parked, values)
+        order_id = parked
+    else:
+        inserted = conn.execute(
+            insert(orders).values(shop=shop.name, platform=shop.platform,
+                                  platform_order_id=snap.platform_order_id, received_at=now,
+                                  **values)
+        ).inserted_primary_key
+        assert inserted is not None
+        order_id = int(inserted[0])
     conn.execute(
         insert(order_lines),
         [
@@ -160,6 +281,29 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     if hits:
         risk.record_hold(conn, order_id, hits, actor=actor)
     return IntakeResult(int(order_id), "created", state)
+
+
+def _revive(conn: Connection, order_id: int, values: dict[str, Any]) -> None:
+    result = conn.execute(update(orders).where(orders.c.id == order_id,
+                                               orders.c.state == "held",
+                                               orders.c.platform_status == UNREADABLE)
+                          .values(**values))
+    if result.rowcount != 1:
+        raise StateConflict(f"order {order_id} is no longer parked")
+
+
+def _settle_parked(conn: Connection, order_id: int, snap: Order, actor: str,
+                   now: datetime) -> IntakeResult:
+    """A parked order's first readable snapshot says there is nothing to ship."""
+    conn.execute(update(orders).where(orders.c.id == order_id)
+                 .values(platform_status=snap.status.value, updated_at=now))
+    if snap.status is PlatformStatus.CLOSED or snap.fully_refunded:
+        _cancel(conn, order_id, "held", "cancelled", "closed on the platform", actor, now)
+        return IntakeResult(order_id, "updated", "cancelled")
+    # Shipped by hand, completed, not paid yet, or nothing left to ship: a person decides.
+    _transition(conn, order_id, "held", "held",
+                f"platform reports {snap.status.value} with nothing for the robot to ship", now)
+    return IntakeResult(order_id, "updated", "held")
 
 
 def _candidate(shop: ShopRules, snap: Order, lines: Sequence[OrderLine]) -> risk.Candidate:

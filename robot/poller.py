@@ -24,10 +24,11 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Connector, MessageSource, PushEvent, PushKind
+from connectors.common.unreadable import unreadable
 from robot import pipeline, shops
 from robot.clock import utcnow
 from robot.db import transaction
-from robot.errors import Fatal, RobotError, Skippable
+from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
 from robot.log import get_logger
 from robot.outbox import pause_shop
 from robot.schema import push_seen
@@ -127,8 +128,11 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
             try:
                 order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
                                                fetch_timeout)
+            except BadPlatformData as exc:
+                # The platform shows the order but not in a shape we can read: park it.
+                order = unreadable(event.platform_order_id, exc.message)
             except Skippable as exc:
-                # The platform will never show us this order (unknown, unreadable): there is
+                # The platform will never show us this order (unknown, refused): there is
                 # nothing to take in, and asking again would not change that.
                 log.warning("event_order_unreadable", shop=shop.name, error=exc.message,
                             platform_order_id=event.platform_order_id)

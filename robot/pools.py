@@ -12,8 +12,10 @@ bounded whatever the file's size, and a crash leaves nothing for sale:
    = rows of this batch; earlier batches = rows of others) and insert the new ``codes`` rows
    in one short transaction — they are *not* in ``stock`` yet, so nobody can sell them;
 4. at the end, if any line was rejected (or this is a dry run) delete the batch's codes and
-   mark it ``aborted`` (a dry run deletes its batch row too); otherwise, in one transaction,
-   put the whole batch into ``stock``, mark it ``active``, audit and wake waiting orders.
+   then its row, so a refused file leaves the database as it was; otherwise, in one
+   transaction, put the whole batch into ``stock``, mark it ``active``, audit and wake
+   waiting orders. An import stopped by anything else (a driver error, Ctrl-C, a concurrent
+   import) keeps its batch row as ``aborted``, for the record.
 
 A crashed importer leaves a batch in ``importing`` whose ``updated_at`` stops moving;
 :func:`cleanup_stale_imports` (run at the start of every import) aborts it and deletes its
@@ -386,13 +388,15 @@ def import_codes(
             job.add_chunk(pending)
         if progress is not None:
             progress(job.lines)
-    except BaseException:
+    except BaseException as exc:
         # Whatever stopped us (a bad file, the driver, Ctrl-C), take the batch's codes back
-        # out; if even that fails, cleanup_stale_imports removes them later.
-        _abort_batch(engine, batch_id, delete_row=dry_run, quiet=True)
+        # out; if even that fails, cleanup_stale_imports removes them later. A file refused
+        # as a whole (empty, binary, bad header) leaves no batch row either.
+        refused = dry_run or isinstance(exc, ImportRejected)
+        _abort_batch(engine, batch_id, delete_row=refused, quiet=True)
         raise
     if job.rejected or dry_run:
-        _abort_batch(engine, batch_id, delete_row=dry_run)
+        _abort_batch(engine, batch_id, delete_row=True)
         if job.rejected:
             raise ImportRejected(sorted(job.rejected))
         return ImportReport(None, pool, job.lines, job.imported, [], sha, dry_run=True)
@@ -470,7 +474,7 @@ def _activate(engine: Engine, job: _Import, *, path: Path, sha: str, supplier: s
 
 
 def _abort_batch(engine: Engine, batch_id: int, *, delete_row: bool, quiet: bool = False) -> None:
-    """Mark a batch aborted and delete its codes (and, for a dry run, the batch row)."""
+    """Mark a batch aborted and delete its codes (and, if ``delete_row``, the batch row)."""
     try:
         with engine.begin() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id,

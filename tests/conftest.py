@@ -154,3 +154,8 @@ def key_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def vault(key_file: Path) -> Vault:
     return open_vault(key_file)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos suite runs last: it restarts the database servers the other tests use."""
+    items.sort(key=lambda item: "tests/chaos/" in item.nodeid.replace("\\", "/"))

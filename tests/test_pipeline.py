@@ -341,3 +341,30 @@ def test_status_counts(engine: Engine, vault: Vault) -> None:
     assert p1.available == 7 and p1.sold_7d == 3
     assert p1.days_of_cover == round(7 / (3 / 7), 1)
     assert st.attention["held"] == 1
+
+
+def test_a_running_job_keeps_its_lease_and_a_dead_workers_job_is_freed(
+        engine: Engine, vault: Vault) -> None:
+    """While a worker runs a job its lease is renewed; a job whose worker is gone (no
+    renewals) can be claimed by another worker once its short lease runs out."""
+    from robot.outbox import claim_jobs
+
+    seed_codes(engine, vault, "p1", 2)
+    pipeline.intake(engine, SHOP, paid_order("L1", ("s1", 1)))
+    pipeline.intake(engine, SHOP, paid_order("L2", ("s1", 1)))
+    while pipeline.allocate_next(engine):
+        pass
+    disp = dispatcher(engine, vault, MemoryPlatform())
+    lease = disp.policy.lease
+    now = utcnow()
+    mine, dead = claim_jobs(engine, "test", now=now, limit=1, lease=lease) + \
+        claim_jobs(engine, "dead-worker", now=now, limit=1, lease=lease)
+    disp._running.add(mine.id)  # as run_once does while the platform call is in flight
+    later = now + lease * 0.9
+    assert disp.renew(now=later) == 1
+    after_expiry = now + lease + timedelta(seconds=1)
+    taken = claim_jobs(engine, "other", now=after_expiry, limit=10, lease=lease)
+    assert [j.id for j in taken] == [dead.id]  # only the dead worker's job changed hands
+    with engine.connect() as conn:
+        owner = conn.execute(select(outbox.c.claimed_by).where(outbox.c.id == mine.id)).scalar()
+    assert owner == "test"

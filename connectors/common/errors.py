@@ -35,10 +35,15 @@ class TokenRefused(AuthError):
 
 def http_failure(detail: str, status: int, *, retry_after: float,
                  unavailable: bool = False) -> RobotError:
-    """An answer that is not the platform's JSON: 429 throttles, 5xx (or ``unavailable``,
-    the platform's reading of an unreadable body) is unavailable, anything else is bad data."""
+    """An answer that is not the platform's JSON: 429 throttles; 5xx, a 2xx we cannot read
+    (an HTML page from a proxy or WAF, JSON cut off) or ``unavailable`` (the platform's
+    reading of an unreadable body) is unavailable; anything else is bad data.
+
+    A whole unreadable answer is never Skippable: that would park (or skip) whatever it was
+    about, when asking again later is what fixes it.
+    """
     if status == 429:
         return Throttled(detail, retry_after=retry_after)
-    if status >= 500 or unavailable:
+    if status >= 500 or 200 <= status < 300 or unavailable:
         return Unavailable(detail)
     return BadPlatformData(detail)

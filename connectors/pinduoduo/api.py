@@ -317,8 +317,11 @@ class PopApi:
             try:
                 return await self._with_retries(api, params, self._tokens.access_token)
             except AccessTokenExpired as exc:
-                raise AuthError(f"{exc.message}; even a freshly refreshed token was refused: "
-                                "authorize the app again") from exc
+                # The refresh itself worked, so the authorization is good: this is the
+                # platform's tokens changing under us (another process refreshed, or POP
+                # expired the new token at once). Retry later; never pause the shop for it.
+                raise Unavailable(f"{exc.message}; a freshly refreshed token was refused "
+                                  "too (will retry)") from exc
 
 
 def _decode(api: str, response: httpx.Response) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from connectors.base import (
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
+from connectors.common.unreadable import fetch_each, normalize_each, unreadable
 from connectors.pinduoduo.api import PopApi, fetch_window
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AppRejected, PddRejected
@@ -104,16 +105,14 @@ class PinduoduoConnector:
             return await self._api.call(INCREMENT, {**params, "page": number})
 
         rows = await fetch_window(page, list_key="order_sn_list", page_size=self.config.page_size)
-        orders: list[Order] = []
-        for row in latest_by_order(rows):
-            try:
-                orders.append(order_from_row(row))
-            except BadPlatformData as exc:
-                # One unreadable order must not stall the cursor; it is logged by its id so
-                # an operator can fetch it, and the window moves on.
-                log.error("pdd_order_unreadable", shop=self.shop,
-                          order_sn=str(row.get("order_sn")), error=exc.message)
-        return PollResult(orders=tuple(orders), cursor=write_cursor(window.end), more=window.more)
+        # One unreadable order must not stall the cursor: it is handed on as an
+        # UnreadableOrder (the core parks it, or reports it when even its order_sn is
+        # unreadable) and the window moves on.
+        orders = normalize_each(latest_by_order(rows), order_from_row,
+                                lambda row: row.get("order_sn"))
+        orders += tuple(unreadable(None, f"{INCREMENT} row without order_sn")
+                        for row in rows if unique_order_sns([row]) == [])
+        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of after-sales changes, returned as their orders re-read in full."""
@@ -134,13 +133,10 @@ class PinduoduoConnector:
         return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
 
     async def _read_orders(self, order_sns: Sequence[str]) -> tuple[Order, ...]:
-        orders: list[Order] = []
-        for sn in order_sns:
-            try:
-                orders.append(await self.fetch_order(sn))
-            except Skippable as exc:
-                log.error("pdd_order_unreadable", shop=self.shop, order_sn=sn, error=exc.message)
-        return tuple(orders)
+        def skipped(sn: str, exc: Skippable) -> None:
+            log.error("pdd_order_unreadable", shop=self.shop, order_sn=sn, error=exc.message)
+
+        return await fetch_each(order_sns, self.fetch_order, on_skip=skipped)
 
     async def fetch_order(self, platform_order_id: str) -> Order:
         """The order's current snapshot from ``pdd.order.information.get``."""

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.common.shapes import garble
 from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
 from connectors.pinduoduo.fake_state import FakeClock, FakePdd, Faults, PopError
 
@@ -69,8 +70,11 @@ def create_app(state: FakePdd) -> Starlette:
                 "sub_msg": err.sub_msg}}
         else:
             document = state.handle(params)
-        return Response(json.dumps(document, ensure_ascii=False),
-                        media_type="application/json;charset=UTF-8")
+        text = json.dumps(document, ensure_ascii=False)
+        if (bad := state.shapes.take_answer()) is not None:
+            body, media_type = garble(text, bad)
+            return Response(body, media_type=media_type)
+        return Response(text, media_type="application/json;charset=UTF-8")
 
     async def create_order(request: Request) -> Response:
         data = await json_object(request)

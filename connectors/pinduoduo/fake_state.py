@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors.common.shapes import ShapeFaults
 from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
 from connectors.pinduoduo.sign import pdd_sign
 from connectors.pinduoduo.times import CST, format_pdd_time, from_epoch, to_epoch
@@ -203,6 +204,8 @@ class FakePdd(HangingFake):
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     refunds: dict[int, FakeRefund] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
+    shapes: ShapeFaults = field(default_factory=ShapeFaults)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -299,6 +302,36 @@ class FakePdd(HangingFake):
         with self.lock:
             for token in (*self.access_tokens.values(), *self.refresh_tokens.values()):
                 token.revoked = True
+
+    def ship_by_merchant(self, order_sn: str) -> bool:
+        """The merchant ships the order by hand in the merchant backend (the robot's later
+        ``online.send`` is then refused); False if it was not shippable."""
+        with self.lock:
+            order = self._order(order_sn)
+            if not _shippable(order):
+                return False
+            self._apply_shipment(order, 3, f"HAND{order_sn[-8:]}")
+            return True
+
+    def _apply_shipment(self, order: FakeOrder, logistics_id: int, tracking: str) -> None:
+        now = self.now()
+        order.order_status, order.shipping_time, order.updated_at = 2, now, now
+        order.logistics_id, order.tracking_number = logistics_id, tracking
+        order.shipments += 1
+
+    def corrupt_order(self, order_sn: str, path: str, how: str) -> None:
+        """Serialize order ``order_sn`` with the field at ``path`` (dotted, into the order
+        JSON, e.g. ``item_list.0.goods_count``) dropped, null or a huge number string,
+        wherever POP returns it; :meth:`clear_corruption` ends it."""
+        self.shapes.corrupt(order_sn, path, how)
+
+    def garble_answers(self, how: str, count: int = 1) -> None:
+        """The next ``count`` router answers are an HTML page (``html``, HTTP 200) or JSON
+        cut off in the middle (``truncated``)."""
+        self.shapes.garble_next(how, count)
+
+    def clear_corruption(self, order_sn: str | None = None) -> None:
+        self.shapes.clear(order_sn)
 
     def set_faults(self, **changes: Any) -> Faults:
         with self.lock:
@@ -489,13 +522,14 @@ class FakePdd(HangingFake):
             and o.confirm_status != 0
         ]
         rows.sort(key=lambda o: (o.updated_at, o.order_sn))
-        return _page(params, [o.to_json() for o in rows], "order_sn_list")
+        return _page(params, [self.shapes.apply(o.order_sn, o.to_json()) for o in rows],
+                     "order_sn_list")
 
     def _information_get(self, params: Mapping[str, str]) -> dict[str, Any]:
         order = self.orders.get(_required(params, "order_sn"))
         if order is None:
             raise _param_error("订单不存在")  # invented sub_msg
-        return {"order_info": order.to_json()}
+        return {"order_info": self.shapes.apply(order.order_sn, order.to_json())}
 
     def _online_send(self, params: Mapping[str, str]) -> dict[str, Any]:
         order = self.orders.get(_required(params, "order_sn"))
@@ -512,13 +546,10 @@ class FakePdd(HangingFake):
             order.logistics_id, order.tracking_number = logistics_id, tracking
             order.updated_at = self.now()
             return {"is_success": True}
-        if order.order_status != 1 or order.confirm_status != 1 or order.refund_status != 1:
+        if not _shippable(order):
             # invented: POP's "already shipped / not shippable" code is not documented
             raise PopError(50001, "业务服务错误", "订单状态不允许发货")
-        now = self.now()
-        order.order_status, order.shipping_time, order.updated_at = 2, now, now
-        order.logistics_id, order.tracking_number = logistics_id, tracking
-        order.shipments += 1
+        self._apply_shipment(order, logistics_id, tracking)
         return {"is_success": True}
 
     def _note_update(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -596,3 +627,7 @@ def _page(params: Mapping[str, str], rows: list[dict[str, Any]], list_key: str) 
 
 
 __all__ = ["FakeClock", "FakePdd", "Faults", "PopError"]
+
+
+def _shippable(order: FakeOrder) -> bool:
+    return order.order_status == 1 and order.confirm_status == 1 and order.refund_status == 1

@@ -89,6 +89,9 @@ def order_from_row(row: Mapping[str, Any]) -> Order:
     order_sn = _text(row.get("order_sn"))
     if order_sn is None:
         raise BadPlatformData("pinduoduo order without order_sn")
+    if row.get("order_status") in (None, ""):
+        # Never guess a state: read as 0 it would pass for "awaiting shipment".
+        raise BadPlatformData(f"pinduoduo order {order_sn} has no order_status")
     order_status = _int(row, "order_status")
     confirm_status = _int(row, "confirm_status", CONFIRMED)
     refund_status = _int(row, "refund_status", REFUND_NONE)
@@ -140,12 +143,13 @@ def unique_order_sns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def latest_by_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per ``order_sn`` (backward paging repeats rows): the most recently updated."""
+    """One row per ``order_sn`` (backward paging repeats rows): the most recently updated.
+    Rows without an ``order_sn`` are left out (the caller reports them)."""
     best: dict[str, dict[str, Any]] = {}
     for row in rows:
         sn = _text(row.get("order_sn"))
         if sn is None:
-            raise BadPlatformData("pinduoduo order without order_sn")
+            continue
         kept = best.get(sn)
         if kept is None or str(row.get("updated_at") or "") >= str(kept.get("updated_at") or ""):
             best[sn] = row

@@ -10,7 +10,6 @@ own (the core confirms once the effect is durable), and never log a credential.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from connectors.base import (
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
+from connectors.common.unreadable import fetch_each, readable_id, unreadable
 from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
@@ -112,6 +112,7 @@ class TaobaoConnector:
             page_size=self.config.page_size,
         )
         orders = await self._read_trades(unique_ids(rows, "tid"))
+        orders += _without_tid(rows, "taobao.trades.sold.increment.get")
         return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
@@ -128,27 +129,22 @@ class TaobaoConnector:
             page_size=self.config.page_size,
         )
         orders = await self._read_trades(unique_ids(rows, "tid"))
+        orders += _without_tid(rows, "taobao.refunds.receive.get")
         return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
 
     async def _read_trades(self, tids: Sequence[str]) -> tuple[Order, ...]:
-        """Read trades in full, a few at a time (TOP allows parallel calls per app)."""
-        gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
+        """Read trades in full, a few at a time (TOP allows parallel calls per app).
 
-        async def read(tid: str) -> Order | None:
-            async with gate:
-                try:
-                    return await self.fetch_order(tid)
-                except Skippable as exc:
-                    # One unreadable or refused trade must not stall the shop's cursor
-                    # forever; it is logged (an operator can fetch it by id) and the window
-                    # moves on.
-                    log.error("taobao_trade_unreadable", shop=self.shop, tid=tid,
-                              error=exc.message)
-                    return None
+        A trade TOP answers with bad data comes back as an UnreadableOrder (the core parks
+        it); one TOP refuses to show is logged (an operator can fetch it by id) and the window
+        moves on. Any Retriable/Fatal error fails the whole step.
+        """
 
-        # gather keeps the window's order; any Retriable/Fatal error fails the whole step.
-        found = await asyncio.gather(*(read(tid) for tid in tids))
-        return tuple(order for order in found if order is not None)
+        def skipped(tid: str, exc: Skippable) -> None:
+            log.error("taobao_trade_unreadable", shop=self.shop, tid=tid, error=exc.message)
+
+        return await fetch_each(tids, self.fetch_order, on_skip=skipped,
+                                concurrency=DETAIL_CONCURRENCY)
 
     async def fetch_order(self, platform_order_id: str) -> Order:
         """The trade's current snapshot from ``taobao.trade.fullinfo.get``."""
@@ -276,6 +272,12 @@ class TaobaoConnector:
         except (TopRejected, BadPlatformData) as exc:
             return staged_report(names, 4, exc.message)
         return staged_report(names, len(names), "")
+
+
+def _without_tid(rows: Sequence[Mapping[str, Any]], method: str) -> tuple[Order, ...]:
+    """One unidentifiable order per row that carries no usable ``tid``."""
+    return tuple(unreadable(None, f"{method} row without a usable tid")
+                 for row in rows if not readable_id(row.get("tid")))
 
 
 def _refuse_unshippable(order: Order) -> None:

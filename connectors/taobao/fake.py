@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.common.shapes import garble
 from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
 from connectors.taobao.fake_state import FakeClock, FakeTop, Faults
 
@@ -52,10 +53,11 @@ def create_app(state: FakeTop) -> Starlette:
         if params.get("format", "xml") != "json":
             return Response(_XML_FORMAT_ERROR, media_type="text/xml;charset=utf-8")
         document = state.handle(params)
-        return Response(
-            json.dumps(document, ensure_ascii=False),
-            media_type="application/json;charset=utf-8",
-        )
+        text = json.dumps(document, ensure_ascii=False)
+        if (bad := state.shapes.take_answer()) is not None:
+            body, media_type = garble(text, bad)
+            return Response(body, media_type=media_type)
+        return Response(text, media_type="application/json;charset=utf-8")
 
     async def create_trade(request: Request) -> Response:
         data = await json_object(request)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from connectors.common.shapes import ShapeFaults
 from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
 from connectors.taobao.sign import SIGN_METHODS, top_sign
 from connectors.taobao.times import format_top_time, parse_top_time
@@ -198,6 +199,8 @@ class FakeTop(HangingFake):
     messages: list[FakeMessage] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     tmc_permitted: bool = False
+    #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
+    shapes: ShapeFaults = field(default_factory=ShapeFaults)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -297,6 +300,30 @@ class FakeTop(HangingFake):
                 line.status = trade.status
             trade.modified = self.now()
             self._publish("taobao_trade_TradeClose", trade)
+
+    def ship_by_merchant(self, tid: int) -> bool:
+        """The merchant ships the trade by hand in the seller centre (the robot's later
+        ``dummy.send`` is then refused as not shippable); False if it was not shippable."""
+        with self.lock:
+            trade = self._trade(tid)
+            if trade.status != SHIPPABLE:
+                return False
+            self._apply_shipment(trade)
+            return True
+
+    def corrupt_order(self, tid: int, path: str, how: str) -> None:
+        """Serialize trade ``tid`` with the field at ``path`` (dotted, into the trade JSON,
+        e.g. ``orders.order.0.num``) dropped, null or a huge number string, wherever TOP
+        returns it; :meth:`clear_corruption` ends it."""
+        self.shapes.corrupt(str(tid), path, how)
+
+    def garble_answers(self, how: str, count: int = 1) -> None:
+        """The next ``count`` router answers are an HTML page (``html``, HTTP 200) or JSON
+        cut off in the middle (``truncated``)."""
+        self.shapes.garble_next(how, count)
+
+    def clear_corruption(self, tid: int | None = None) -> None:
+        self.shapes.clear(None if tid is None else str(tid))
 
     def set_faults(self, **changes: Any) -> Faults:
         with self.lock:
@@ -479,7 +506,7 @@ class FakeTop(HangingFake):
             )
         status = params.get("status")
         rows = [
-            t.to_json()
+            self.shapes.apply(t.tid, t.to_json())
             for t in self.trades.values()
             if start <= t.modified.replace(microsecond=0) <= end
             and (not status or t.status == status)
@@ -491,7 +518,7 @@ class FakeTop(HangingFake):
         trade = self.trades.get(_int_param(params, "tid"))
         if trade is None:
             raise TopError(15, "Remote service error", "isv.trade-not-exist", "交易不存在")
-        return {"trade": _pick(trade.to_json(), fields)}
+        return {"trade": _pick(self.shapes.apply(trade.tid, trade.to_json()), fields)}
 
     def _dummy_send(self, params: Mapping[str, str]) -> dict[str, Any]:
         trade = self.trades.get(_int_param(params, "tid"))
@@ -506,6 +533,10 @@ class FakeTop(HangingFake):
                 "isv.logistics-dummy-service-error:B04",
                 "订单状态不允许发货",
             )
+        self._apply_shipment(trade)
+        return {"shipping": {"is_success": True}}
+
+    def _apply_shipment(self, trade: FakeTrade) -> None:
         now = self.now()
         trade.status, trade.consign_time, trade.modified = "WAIT_BUYER_CONFIRM_GOODS", now, now
         for line in trade.lines:
@@ -513,7 +544,6 @@ class FakeTop(HangingFake):
                 line.status = "WAIT_BUYER_CONFIRM_GOODS"
         trade.shipments += 1
         self._publish("taobao_trade_TradeSellerShip", trade)
-        return {"shipping": {"is_success": True}}
 
     def _memo_update(self, params: Mapping[str, str]) -> dict[str, Any]:
         trade = self.trades.get(_int_param(params, "tid"))

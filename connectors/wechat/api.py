@@ -14,7 +14,7 @@ from connectors.common.http import LoopClient, post_json
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.errors import TokenRejected, map_errcode, map_http_failure
 from connectors.wechat.token import TokenManager
-from robot.errors import AuthError, BadPlatformData
+from robot.errors import BadPlatformData, Unavailable
 
 UPLOAD_SHIPPING_INFO = "wxa/sec/order/upload_shipping_info"
 GET_ORDER = "wxa/sec/order/get_order"
@@ -38,7 +38,9 @@ class WechatApi:
             try:
                 return await self._once(path, body, token)
             except TokenRejected as exc:
-                raise AuthError(f"{exc.message} (again after renewing the token)") from first
+                # The renewal worked, so the secret is good: retry later, do not pause.
+                raise Unavailable(f"{exc.message} (again after renewing the token; "
+                                  "will retry)") from first
 
     async def _once(self, path: str, body: dict[str, Any], token: str) -> dict[str, Any]:
         url = self._config.base_url.rstrip("/") + "/" + path

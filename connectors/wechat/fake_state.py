@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connectors.common.shapes import ShapeFaults, garble
 from connectors.fakekit import FakeClock as BaseFakeClock
 from connectors.fakekit import wall_now
 from connectors.wechat.crypto import SIGNATURE_TYPE, encrypt_resource, sign
@@ -127,12 +128,18 @@ class FakeWechat:
         self.serial = "PUB_KEY_ID_01" + secrets.token_hex(12).upper()
         self.lock = threading.RLock()
         self.payments: dict[str, FakePayment] = {}
+        #: The retry schedule (a test may compress time; the number of retries stays the same).
+        self.retry_delays: tuple[timedelta, ...] = RETRY_DELAYS
+        #: Called with (API path, body) before each authenticated API call.
+        self.on_call: Callable[[str, Any], None] | None = None
         self.notifications: list[Notification] = []
         self.tokens: dict[str, datetime] = {}  # token → expiry
         self.current_token: str | None = None
         self.token_grants = 0
         self.authorized = True
         self.faults = Faults()
+        #: Malformed notifications and answers on demand (see :meth:`corrupt_order`).
+        self.shapes = ShapeFaults()
         self._seq = itertools.count(1)
 
     # -- keys for the connector's config -------------------------------------------------
@@ -198,6 +205,21 @@ class FakeWechat:
                            "payer_total": payment.total, "payer_refund": value}})
             return refund_id
 
+    def corrupt_order(self, out_trade_no: str, path: str, how: str) -> None:
+        """Send payment ``out_trade_no`` with the field at ``path`` (dotted, into the
+        decrypted notification resource, e.g. ``amount.total``; ``get_order`` answers are
+        bent the same way) dropped, null or a huge number string; :meth:`clear_corruption`
+        ends it."""
+        self.shapes.corrupt(out_trade_no, path, how)
+
+    def garble_answers(self, how: str, count: int = 1) -> None:
+        """The next ``count`` notification bodies are an HTML page (``html``) or JSON cut
+        off in the middle (``truncated``), signed as sent."""
+        self.shapes.garble_next(how, count)
+
+    def clear_corruption(self, out_trade_no: str | None = None) -> None:
+        self.shapes.clear(out_trade_no)
+
     def set_state(self, out_trade_no: str, state: int) -> None:
         with self.lock:
             self.payments[out_trade_no].state = state
@@ -225,8 +247,9 @@ class FakeWechat:
     def envelope(self, note: Notification) -> bytes:
         """The notification body: the resource encrypted afresh with a new nonce."""
         nonce = secrets.token_hex(6)  # 12 characters
-        plain = json.dumps(note.resource, ensure_ascii=False).encode("utf-8")
-        return json.dumps({
+        resource = self.shapes.apply(note.resource.get("out_trade_no"), note.resource)
+        plain = json.dumps(resource, ensure_ascii=False).encode("utf-8")
+        body = json.dumps({
             "id": note.notification_id,
             "create_time": note.created.astimezone(CHINA).isoformat(timespec="seconds"),
             "resource_type": "encrypt-resource", "event_type": note.event_type,
@@ -235,7 +258,10 @@ class FakeWechat:
                          "ciphertext": encrypt_resource(self.apiv3_key, nonce,
                                                         note.associated_data, plain),
                          "associated_data": note.associated_data, "nonce": nonce},
-        }, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        }, ensure_ascii=False, separators=(",", ":"))
+        if (bad := self.shapes.take_answer()) is not None:
+            return garble(body, bad)[0]
+        return body.encode("utf-8")
 
     def signed(self, body: bytes, stamp: datetime) -> dict[str, str]:
         """WeChat Pay's headers for ``body`` sent at ``stamp``."""
@@ -260,10 +286,10 @@ class FakeWechat:
             note.attempts += 1
             if ok:
                 note.delivered = True
-            elif note.attempts > len(RETRY_DELAYS):
+            elif note.attempts > len(self.retry_delays):
                 note.gave_up = True
             else:
-                note.due = self.clock() + RETRY_DELAYS[note.attempts - 1]
+                note.due = self.clock() + self.retry_delays[note.attempts - 1]
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -325,6 +351,8 @@ class FakeWechat:
         with self.lock:
             if (error := self._token_error(token)) is not None:
                 return error
+            if self.on_call is not None:
+                self.on_call(path, body)
             if self.faults.throttle_next > 0:
                 self.faults.throttle_next -= 1
                 return {"errcode": 45011, "errmsg": "api minute-quota reach limit"}
@@ -340,7 +368,9 @@ class FakeWechat:
                                      body.get("merchant_trade_no"))
                 if payment is None:
                     return {"errcode": 10060001, "errmsg": "支付单不存在"}
-                return {"errcode": 0, "errmsg": "ok", "order": payment.to_order(self.mchid)}
+                return {"errcode": 0, "errmsg": "ok",
+                        "order": self.shapes.apply(payment.out_trade_no,
+                                                   payment.to_order(self.mchid))}
             if path == "is_trade_managed":
                 if body.get("appid") != self.appid:
                     return {"errcode": 47001, "errmsg": "data format error"}

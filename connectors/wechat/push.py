@@ -46,6 +46,7 @@ from connectors.base import (
     PushKind,
     RefundState,
 )
+from connectors.common.unreadable import readable_id, unreadable
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.crypto import (
     SIGNATURE_TYPE,
@@ -129,18 +130,43 @@ def _paid(config: WechatConfig, tx: dict[str, Any], what: str) -> PushBatch:
     _same_merchant(config, tx, what)
     if str(tx.get("trade_state") or "") != "SUCCESS":
         return PushBatch(events=(), reply_body=WECHAT_REPLY)
-    out_trade_no = _required(tx, "out_trade_no", what)
-    transaction_id = _required(tx, "transaction_id", what)
+    out_trade_no = readable_id(tx.get("out_trade_no"))
+    transaction_id = readable_id(tx.get("transaction_id"))
+    if not out_trade_no and not transaction_id:
+        raise BadRequest(f"{what}: neither out_trade_no nor transaction_id is readable")
+    message_id = f"wxpay:{transaction_id}" if transaction_id else f"wxpay-out:{out_trade_no}"
+    try:
+        order: Order | None = _paid_order(config, tx, what, out_trade_no, transaction_id)
+    except BadRequest as exc:
+        # A verified payment we cannot read: the core parks it under its out_trade_no (or
+        # reports it when that is unreadable too), rather than WeChat retrying it for a day
+        # and then giving up on a paid order.
+        order = unreadable(out_trade_no, exc.message)
+    if order is None:
+        return PushBatch(events=(), reply_body=WECHAT_REPLY)  # the backend posts lines
+    event = PushEvent(kind=PushKind.PAID, platform_order_id=out_trade_no,
+                      message_id=message_id, order=order)
+    return PushBatch(events=(event,), reply_body=WECHAT_REPLY)
+
+
+def _paid_order(config: WechatConfig, tx: dict[str, Any], what: str, out_trade_no: str,
+                transaction_id: str) -> Order | None:
+    """The paid order a TRANSACTION.SUCCESS resource describes; None when its lines are
+    left to the merchant backend; BadRequest for a field we cannot read."""
+    if not out_trade_no:
+        raise BadRequest(f"{what}: out_trade_no is missing")
+    if not transaction_id:
+        raise BadRequest(f"{what}: transaction_id is missing")
     amount = _obj(tx.get("amount"))
-    total = _cents(amount.get("total"), what)
+    total = _cents(amount.get("total"), what, "amount.total")
     lines = resolve_lines(str(tx.get("attach") or ""), out_trade_no, total, config.sku_rules)
     if lines is None:
         if config.unresolved_lines == "backend":
-            return PushBatch(events=(), reply_body=WECHAT_REPLY)  # the backend posts lines
+            return None
         lines = unresolved_line("")
     payer = _obj(tx.get("payer"))
     openid = str(payer.get("openid") or "")
-    order = Order(
+    return Order(
         platform_order_id=out_trade_no, status=PlatformStatus.PAID, lines=lines,
         total_cents=total, currency=str(amount.get("currency") or "CNY"),
         paid_at=_time(tx.get("success_time")), buyer_id=openid or None,
@@ -148,9 +174,6 @@ def _paid(config: WechatConfig, tx: dict[str, Any], what: str) -> PushBatch:
                      mchid=str(tx.get("mchid") or config.mchid), out_trade_no=out_trade_no,
                      transaction_id=transaction_id, openid=openid),
     )
-    event = PushEvent(kind=PushKind.PAID, platform_order_id=out_trade_no,
-                      message_id=f"wxpay:{transaction_id}", order=order)
-    return PushBatch(events=(event,), reply_body=WECHAT_REPLY)
 
 
 def _refunded(config: WechatConfig, refund: dict[str, Any], what: str) -> PushBatch:
@@ -273,9 +296,9 @@ def _required(data: Mapping[str, Any], key: str, what: str) -> str:
     return str(value).strip()
 
 
-def _cents(value: Any, what: str) -> int:
+def _cents(value: Any, what: str, name: str = "amount") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest(f"{what}: amount is not a non-negative integer (fen)")
+        raise BadRequest(f"{what}: {name} is not a non-negative integer (fen)")
     return value
 
 

@@ -4,9 +4,10 @@
 :meth:`YouzanApi.call` returns the useful part of the answer — ``data`` of a v4 envelope or
 ``response`` of an old v3 one — and raises a :mod:`robot.errors` type for everything else.
 A token the gateway rejects (4201/4202/4203) is renewed and the call retried once; a second
-rejection is an :class:`robot.errors.AuthError` (the core pauses the shop). Throttling answers
-become :class:`robot.errors.Throttled` with Youzan's documented back-off (3/6/12/24/48 s),
-growing while the throttling lasts.
+rejection is :class:`robot.errors.Unavailable` (retried later: the renewal worked, so the
+authorization is good); a refused renewal is an AuthError (the core pauses the shop).
+Throttling answers become :class:`robot.errors.Throttled` with Youzan's documented
+back-off (3/6/12/24/48 s), growing while the throttling lasts.
 
 This module must never log or raise with the access token or the URL (which carries it).
 """
@@ -31,7 +32,7 @@ from connectors.youzan.errors import (
     map_http_failure,
 )
 from connectors.youzan.token import TokenManager
-from robot.errors import AuthError, BadPlatformData, Throttled
+from robot.errors import BadPlatformData, Throttled, Unavailable
 from robot.log import get_logger
 
 log = get_logger(__name__)
@@ -61,8 +62,10 @@ class YouzanApi:
         try:
             return await self._call_once(name, version, params, token)
         except TokenRejected as exc:
-            raise AuthError(f"{exc.message} (again after renewing the token): "
-                            "the shop's authorization is gone") from exc
+            # The renewal itself worked, so the authorization is good: tokens changed under
+            # us (another process, or a token expired at once). Retry later, do not pause.
+            raise Unavailable(f"{exc.message} (again after renewing the token; will retry)"
+                              ) from exc
 
     async def _call_once(self, name: str, version: str, params: Mapping[str, Any],
                          token: str) -> Any:

@@ -37,12 +37,13 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, utc_now
 from connectors.common.http import LoopClient
+from connectors.common.unreadable import fetch_each, unreadable
 from connectors.common.values import as_dict, as_int
 from connectors.youzan import errors as codes
 from connectors.youzan.api import YouzanApi
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import YouzanRejected
-from connectors.youzan.normalize import AUTO_DELIVERED, row_status, trade_to_order
+from connectors.youzan.normalize import AUTO_DELIVERED, known_status, row_status, trade_to_order
 from connectors.youzan.push import parse_push
 from connectors.youzan.times import format_yz_time
 from connectors.youzan.token import TokenManager
@@ -107,10 +108,15 @@ class YouzanConnector:
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await self._sold_rows(window.start, window.end)
-        wanted = [tid for tid, status, _refund in rows if status in _WORTH_READING]
+        # An unknown (or missing) status is read in full too: the detail either explains it
+        # or comes back as an UnreadableOrder for the core to park, never silently skipped.
+        wanted = [tid for tid, status, _refund in rows
+                  if tid and (status in _WORTH_READING or not known_status(status))]
         orders = await self._read_trades(wanted)
+        # UnreadableOrders are PAID-typed, so they pass this filter on to the core.
         paid = tuple(o for o in orders if o.status is PlatformStatus.PAID)
-        return PollResult(orders=paid, cursor=write_cursor(window.end), more=window.more)
+        return PollResult(orders=paid + _without_tid(rows), cursor=write_cursor(window.end),
+                          more=window.more)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of trades closed or with refunds changed, read in full."""
@@ -118,10 +124,12 @@ class YouzanConnector:
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         rows = await self._sold_rows(window.start, window.end)
-        tids = [tid for tid, status, refund in rows if status == "TRADE_CLOSED" or refund]
+        tids = [tid for tid, status, refund in rows
+                if tid and (status == "TRADE_CLOSED" or refund)]
         tids += await self._refund_tids(window.start, window.end)
         orders = await self._read_trades(_unique(tids))
-        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+        return PollResult(orders=orders + _without_tid(rows), cursor=write_cursor(window.end),
+                          more=window.more)
 
     async def _sold_rows(self, start: datetime, end: datetime) -> list[tuple[str, str, int]]:
         """(tid, status, refund_state) of every trade updated in ``[start, end]``, once each.
@@ -176,15 +184,13 @@ class YouzanConnector:
         return tids
 
     async def _read_trades(self, tids: Sequence[str]) -> tuple[Order, ...]:
-        orders: list[Order] = []
-        for tid in tids:
-            try:
-                orders.append(await self.fetch_order(tid))
-            except Skippable as exc:
-                # One unreadable trade must not hold the shop's cursor back forever; it is
-                # logged (an operator can fetch it by id) and the window moves on.
-                log.error("youzan_trade_unreadable", shop=self.shop, tid=tid, error=exc.message)
-        return tuple(orders)
+        # One unreadable trade must not hold the shop's cursor back forever: bad data comes
+        # back as an UnreadableOrder (the core parks it); a trade Youzan no longer shows is
+        # logged (an operator can fetch it by id) and the window moves on.
+        def skipped(tid: str, exc: Skippable) -> None:
+            log.error("youzan_trade_unreadable", shop=self.shop, tid=tid, error=exc.message)
+
+        return await fetch_each(tids, self.fetch_order, on_skip=skipped)
 
     async def fetch_order(self, platform_order_id: str) -> Order:
         """The trade's current snapshot from ``youzan.trade.get``."""
@@ -285,6 +291,13 @@ def _sold_list(data: Any) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise BadPlatformData("youzan trades.sold.get: full_order_info_list is malformed")
     return rows
+
+
+def _without_tid(rows: Sequence[tuple[str, str, int]]) -> tuple[Order, ...]:
+    """An unidentifiable order for the sold rows that carried no tid (one per poll step)."""
+    if all(tid for tid, _status, _refund in rows):
+        return ()
+    return (unreadable(None, f"{TRADES_SOLD_GET} row without full_order_info.order_info.tid"),)
 
 
 def _unique(values: Iterable[str]) -> list[str]:

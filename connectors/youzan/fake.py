@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.common.shapes import garble
 from connectors.fakekit import deliver_endpoint, faults_endpoint, json_object
 from connectors.youzan.fake_push import PushSender
 from connectors.youzan.fake_state import FakeClock, FakeYouzan, Faults
@@ -60,6 +61,9 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
             method=request.method, content_type=request.headers.get("content-type", ""),
             query=dict(request.query_params), raw=raw,
         )
+        if (bad := state.shapes.take_answer()) is not None:
+            body, media_type = garble(json.dumps(document, ensure_ascii=False), bad)
+            return Response(body, media_type=media_type)
         return _json(document)
 
     async def create_trade(request: Request) -> Response:

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
+from connectors.common.shapes import ShapeFaults
 from connectors.fakekit import FakeClock, wall_now
 from connectors.youzan.sign import event_sign, legacy_body_sign
 from connectors.youzan.times import epoch_ms, format_yz_time, parse_yz_time
@@ -207,6 +208,8 @@ class FakeYouzan:
     authorized: bool = True
     push_url: str | None = None
     push_max_retries: int = len(PUSH_RETRY_DELAYS)
+    #: The retry schedule (a test may compress time; the count of retries stays the same).
+    push_retry_delays: tuple[timedelta, ...] = PUSH_RETRY_DELAYS
     trades: dict[str, FakeTrade] = field(default_factory=dict)
     refunds: dict[str, FakeRefund] = field(default_factory=dict)
     messages: list[PushMessage] = field(default_factory=list)
@@ -214,6 +217,8 @@ class FakeYouzan:
     #: Called with (api name, params) before each authenticated API call (tests use it to
     #: change state between two pages of one poll).
     on_call: Callable[[str, Mapping[str, Any]], None] | None = None
+    #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
+    shapes: ShapeFaults = field(default_factory=ShapeFaults)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -341,6 +346,20 @@ class FakeYouzan:
             code = secrets.token_hex(8)
             self.auth_codes.add(code)
             return code
+
+    def corrupt_order(self, tid: str, path: str, how: str) -> None:
+        """Serialize trade ``tid`` with the field at ``path`` (dotted, into its
+        ``full_order_info``, e.g. ``orders.0.num``) dropped, null or a huge number string,
+        wherever Youzan returns it; :meth:`clear_corruption` ends it."""
+        self.shapes.corrupt(tid, path, how)
+
+    def garble_answers(self, how: str, count: int = 1) -> None:
+        """The next ``count`` API answers are an HTML page (``html``, HTTP 200) or JSON cut
+        off in the middle (``truncated``)."""
+        self.shapes.garble_next(how, count)
+
+    def clear_corruption(self, tid: str | None = None) -> None:
+        self.shapes.clear(tid)
 
     def set_faults(self, **changes: Any) -> Faults:
         with self.lock:
@@ -483,7 +502,8 @@ class FakeYouzan:
             elif message.attempts > self.push_max_retries:
                 message.given_up = True
             else:
-                delay = PUSH_RETRY_DELAYS[min(message.attempts, len(PUSH_RETRY_DELAYS)) - 1]
+                delays = self.push_retry_delays
+                delay = delays[min(message.attempts, len(delays)) - 1]
                 message.next_at = self.now() + delay
 
     # -- /auth/token --------------------------------------------------------------------
@@ -645,8 +665,9 @@ class FakeYouzan:
         rows.sort(key=lambda t: (t.update_time, t.tid), reverse=True)
         page = rows[(page_no - 1) * page_size: page_no * page_size]
         return {"total_results": len(rows),
-                "full_order_info_list": [{"full_order_info": t.full_order_info(self.refunds)}
-                                         for t in page]}
+                "full_order_info_list": [
+                    {"full_order_info": self.shapes.apply(t.tid, t.full_order_info(self.refunds))}
+                    for t in page]}
 
     def _trade_get(self, params: Mapping[str, Any]) -> dict[str, Any]:
         trade = self.trades.get(str(params.get("tid") or ""))
@@ -656,7 +677,8 @@ class FakeYouzan:
                          "status": r.status, "refund_fee": r.refund_fee,
                          "refund_state": 2 if r.status == "SUCCESS" else 1}
                         for r in (self.refunds[i] for i in trade.refund_ids)]
-        return {"full_order_info": trade.full_order_info(self.refunds),
+        return {"full_order_info": self.shapes.apply(trade.tid,
+                                                     trade.full_order_info(self.refunds)),
                 "refund_order": refund_order, "delivery_order": [], "order_promotion": {}}
 
     def _confirm(self, params: Mapping[str, Any]) -> dict[str, Any]:

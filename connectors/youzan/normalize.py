@@ -142,7 +142,7 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
     lines = tuple(
         OrderLine(
             line_id=oid,
-            quantity=_int(line.get("num"), 0),
+            quantity=_quantity(tid, oid, line.get("num")),
             item_id=_id(line.get("item_id")),
             sku_id=_id(line.get("sku_id")),
             outer_id=_id(line.get("outer_sku_id")) or _id(line.get("outer_item_id")),
@@ -175,6 +175,15 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
     )
 
 
+def _quantity(tid: str, oid: str, value: Any) -> int:
+    """A line's ``num``: a positive integer, or bad data (never read as 0 or 1)."""
+    count = _int(value, 0) if not isinstance(value, bool) else 0
+    if count < 1:
+        raise BadPlatformData(f"youzan trade {tid} line {oid}: num {value!r:.32} "
+                              "is not a positive integer")
+    return count
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -194,12 +203,18 @@ def _status(raw: str) -> PlatformStatus:
 
 
 def row_status(row: Mapping[str, Any]) -> tuple[str, str, int]:
-    """(tid, status, refund_state) of a ``trades.sold.get`` row, for choosing what to read."""
+    """(tid, status, refund_state) of a ``trades.sold.get`` row, for choosing what to read;
+    tid is ``""`` when the row carries none (the caller reports it)."""
     full = row.get("full_order_info")
     info = full.get("order_info") if isinstance(full, Mapping) else None
     if not isinstance(info, Mapping) or _id(info.get("tid")) is None:
-        raise BadPlatformData("youzan trades.sold.get row without full_order_info.order_info.tid")
+        return "", "", 0
     return str(info.get("tid")), str(info.get("status") or ""), _int(info.get("refund_state"))
+
+
+def known_status(raw: str) -> bool:
+    """Whether ``raw`` is a trade status this module knows (others are bad data)."""
+    return raw in _PAID | _SHIPPED | _UNPAID | {"TRADE_SUCCESS", "TRADE_CLOSED"}
 
 
 def topic_kind(topic: str) -> PushKind | None:

@@ -8,7 +8,10 @@ Every event is thin (``order=None``): the core reads the trade with ``fetch_orde
 message's content never overrides what the API says.
 
 It must have no side effects and raise :class:`robot.errors.PushRejected` for anything that
-fails verification or is not a Youzan message for this app. The success reply Youzan expects
+fails verification or is not a Youzan message for this app: :class:`BadRequest` (HTTP 400)
+once the signature verified but the body is not a message we can read, plain
+``PushRejected`` (401) otherwise. Youzan signs no timestamp, so there is no age check: a
+replayed message is harmless because intake is idempotent. The success reply Youzan expects
 (any 200 whose body contains ``success``) is in the returned batch; the core sends it only after
 the events' effects are durable, so a crash before that makes Youzan send the message again.
 """
@@ -27,6 +30,12 @@ from robot.errors import BadPlatformData, PushRejected
 SUCCESS_REPLY = b'{"code":0,"msg":"success"}'
 
 
+class BadRequest(PushRejected):
+    """The request is signed correctly but is not a message we understand: 400."""
+
+    http_status = 400
+
+
 def parse_push(headers: Mapping[str, str], body: bytes, *, client_id: str,
                client_secret: str, kdt_id: str) -> PushBatch:
     """The events of one pushed request, or PushRejected."""
@@ -39,9 +48,9 @@ def parse_push(headers: Mapping[str, str], body: bytes, *, client_id: str,
     try:
         payload = json.loads(body)
     except ValueError as exc:
-        raise PushRejected("youzan push body is not JSON") from exc
+        raise BadRequest("youzan push body is not JSON") from exc
     if not isinstance(payload, dict):
-        raise PushRejected("youzan push body is not a JSON object")
+        raise BadRequest("youzan push body is not a JSON object")
     if str(payload.get("client_id", client_id)) != client_id:
         raise PushRejected("youzan push is for another app (client_id)")
     if payload.get("test") in (True, "true", 1):
@@ -56,10 +65,10 @@ def parse_push(headers: Mapping[str, str], body: bytes, *, client_id: str,
     try:
         msg = decode_msg(payload.get("msg"))
     except BadPlatformData as exc:
-        raise PushRejected(f"youzan push {topic}: {exc.message}") from exc
+        raise BadRequest(f"youzan push {topic}: {exc.message}") from exc
     tid = _text(msg.get("tid")) or _text(payload.get("id"))
     if not tid:
-        raise PushRejected(f"youzan push {topic} names no trade (tid)")
+        raise BadRequest(f"youzan push {topic} names no trade (tid)")
     message_id = _text(payload.get("msg_id")) or f"{topic}:{tid}:{_text(payload.get('version'))}"
     event = PushEvent(kind=kind, platform_order_id=tid, message_id=message_id, order=None)
     return PushBatch(events=(event,), reply_body=SUCCESS_REPLY)

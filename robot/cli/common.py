@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from robot.errors import ConfigError, Fatal, RobotError, UserError
 
@@ -46,11 +47,14 @@ class App:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from robot.db import make_engine
+            from robot.db import database_errors, make_engine
             from robot.migrate import upgrade
 
-            self._engine = make_engine(self.config.database)
-            upgrade(self._engine)
+            url = self.config.database
+            with database_errors(url):  # one clear line naming the database, not a traceback
+                engine = make_engine(url)
+                upgrade(engine)
+            self._engine = engine
         return self._engine
 
     @cached_property
@@ -120,6 +124,11 @@ def run_guarded(command: click.Group) -> int:
     except RobotError as exc:
         click.echo(f"error: {exc.message}", err=True)
         return EXIT_USER
+    except DBAPIError as exc:  # a database failure in mid-command (disk full, server gone)
+        from robot.db import error_reason
+
+        click.echo(f"error: database: {error_reason(exc)}; nothing more was done", err=True)
+        return EXIT_FATAL
     return returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
 
 

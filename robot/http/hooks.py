@@ -16,6 +16,10 @@ Status for a rejection: a connector may set ``http_status`` on the
 :class:`robot.errors.PushRejected` it raises; otherwise 400 when the rejection was caused by
 a parse error (``raise PushRejected(...) from ValueError/KeyError/TypeError``), else 401.
 
+Every refusal answers ``{"error": <kind>, "reason": <one short line>}`` so whoever set up the
+push (or reads the platform's delivery log) sees why; a rejection's reason is the
+connector's :class:`~robot.errors.PushRejected` message, which by contract carries no secret.
+
 This module must never write anything for a request that failed verification, and never
 answer 2xx before the events are committed.
 """
@@ -35,6 +39,7 @@ from robot.poller import apply_events
 log = get_logger(__name__)
 
 FETCH_TIMEOUT = 30.0
+MAX_REASON = 200  # characters of a rejection's message sent back
 
 
 class BodyTooLarge(Exception):
@@ -65,8 +70,8 @@ def rejection_status(exc: PushRejected) -> int:
     return 401
 
 
-def _error(status: int, error: str) -> JSONResponse:
-    return JSONResponse({"error": error}, status_code=status)
+def _error(status: int, error: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason[:MAX_REASON]}, status_code=status)
 
 
 async def push(request: Request) -> Response:
@@ -75,27 +80,27 @@ async def push(request: Request) -> Response:
     shop = ctx.shops.get(name)
     connector = ctx.connectors.get(name)
     if shop is None or connector is None or not connector.receives_push:
-        return _error(404, "not_found")
+        return _error(404, "not_found", "no shop of that name takes pushes")
     try:
         body = await read_body(request, ctx.max_push_body)
     except BodyTooLarge:
-        return _error(413, "too_large")
+        return _error(413, "too_large", f"body over {ctx.max_push_body} bytes")
     bound = log.bind(shop=name)
     try:
         batch = connector.parse_push(request.headers, body, datetime.now(UTC))
     except PushRejected as exc:
         status = rejection_status(exc)
         bound.warning("push_rejected", error=exc.message, status_code=status)
-        return _error(status, "rejected")
+        return _error(status, "rejected", exc.message)
     except Exception as exc:  # noqa: BLE001 - a connector bug on odd input is a bad request
         bound.error("push_parse_crashed", error=type(exc).__name__)
-        return _error(400, "rejected")
+        return _error(400, "rejected", "the message could not be read")
     try:
         changed = await apply_events(ctx.engine, shop, connector, batch.events,
                                      fetch_timeout=FETCH_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - anything unapplied: let the platform retry
         bound.error("push_apply_failed", error=type(exc).__name__, events=len(batch.events))
-        return _error(503, "retry")
+        return _error(503, "retry", "not stored yet; send it again later")
     if changed:
         ctx.wake()
     bound.info("push_applied", events=len(batch.events), changed=changed)

@@ -1,7 +1,7 @@
 """Fixtures for the HTTP side: an app over a fresh database with one in-memory shop.
 
 ``http`` builds the Starlette app around an :class:`HttpContext` and wraps it in Starlette's
-TestClient; ``snapshot`` reads every table so a test can prove a request wrote nothing.
+TestClient (``tests.badinput.snapshot`` proves a request wrote nothing).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
 from connectors.memory import MemoryConfig, MemoryConnector, MemoryPlatform
@@ -24,7 +24,6 @@ from robot.config import PickupConfig, PoolShare, ShopConfig, SkuMapping
 from robot.http.app import build_app
 from robot.http.context import HttpContext
 from robot.http.ratelimit import Bucket, RateLimits
-from robot.schema import metadata
 from robot.vault import Vault
 from tests.factories import paid_order, seed_codes
 
@@ -97,10 +96,3 @@ def http(engine: Engine, vault: Vault) -> Iterator[Http]:
     h = make_http(engine, vault)
     with h.client:
         yield h
-
-
-def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, for "nothing was written" checks."""
-    with engine.connect() as conn:
-        return {t.name: sorted((tuple(r) for r in conn.execute(select(t))), key=repr)
-                for t in metadata.sorted_tables}

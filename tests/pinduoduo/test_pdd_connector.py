@@ -174,6 +174,24 @@ def test_revoked_authorization_is_fatal_after_one_refresh_attempt(
     assert pdd.calls == ["pdd.order.information.get", "pdd.pop.auth.token.refresh"]
 
 
+def test_a_fresh_token_refused_again_is_retried_later_not_fatal(
+    pdd: FakePdd, clock: FakeClock
+) -> None:
+    """When POP refuses the token it just issued (tokens changing under several robot
+    processes), the call fails as Unavailable (retried later), not AuthError (shop paused)."""
+    sn = pdd.create_order()
+    pdd.expire_access_tokens()
+    ttl, pdd.access_ttl = pdd.access_ttl, timedelta(0)  # the new token is born expired
+    context = MemoryShopContext("shop-p")
+    with pytest.raises(Unavailable, match="refused too"):
+        drive(pdd, clock, lambda c: c.fetch_order(sn), context=context)
+    assert pdd.calls == ["pdd.order.information.get", "pdd.pop.auth.token.refresh",
+                         "pdd.order.information.get"]
+    pdd.access_ttl = ttl
+    order = drive(pdd, clock, lambda c: c.fetch_order(sn), context=context)
+    assert order.platform_order_id == sn  # the next attempt refreshes again and works
+
+
 def test_throttling_is_retried_with_backoff(pdd: FakePdd, clock: FakeClock) -> None:
     """52101 and 70031 answers are retried with growing delays, then succeed."""
     sn = pdd.create_order()

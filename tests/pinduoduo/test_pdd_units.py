@@ -80,11 +80,13 @@ def test_signature_failure_is_fatal_and_says_why() -> None:
 
 
 def test_http_failures_map_to_retriable_or_bad_data() -> None:
-    """5xx and HTML pages are Unavailable, 429 Throttled, other shapes BadPlatformData."""
+    """5xx and unreadable 2xx answers are Unavailable, 429 Throttled, another status
+    BadPlatformData."""
     assert isinstance(map_http_failure("a", 502, "server error"), Unavailable)
     assert isinstance(map_http_failure("a", 200, "not JSON"), Unavailable)
+    assert isinstance(map_http_failure("a", 200, "unexpected JSON shape"), Unavailable)
     assert isinstance(map_http_failure("a", 429, "x"), Throttled)
-    assert isinstance(map_http_failure("a", 200, "unexpected JSON shape"), BadPlatformData)
+    assert isinstance(map_http_failure("a", 403, "unexpected status"), BadPlatformData)
 
 
 NOW = datetime(2024, 1, 2, 12, 0, 0, tzinfo=UTC)

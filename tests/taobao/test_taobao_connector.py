@@ -20,6 +20,7 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
 )
+from connectors.common.unreadable import UnreadableOrder
 from connectors.taobao import ClockSkew, SessionExpired, TaobaoConnector
 from connectors.taobao.fake import FakeClock, FakeTop
 from connectors.taobao.times import parse_top_time
@@ -357,13 +358,16 @@ def test_paid_at_is_aware_utc(drive: Any, top: FakeTop) -> None:
 def test_one_unreadable_trade_does_not_stall_the_poll(
     drive: Any, top: FakeTop, clock: FakeClock
 ) -> None:
-    """A trade with unreadable data is logged and skipped; the others and the cursor advance."""
+    """A trade with unreadable data comes back as an UnreadableOrder naming the problem (the
+    core parks it); the others and the cursor advance."""
     good = top.create_trade()
     bad = top.create_trade()
     top.trades[bad].lines[0].price = "1.005"  # not a whole number of fen
     clock.advance(120)
-    with capture_logs() as logs:
-        result = drive(lambda c: c.poll(None, clock.now()), initial_lookback_minutes=10)
-    assert [order.platform_order_id for order in result.orders] == [str(good)]
+    result = drive(lambda c: c.poll(None, clock.now()), initial_lookback_minutes=10)
+    by_id = {order.platform_order_id: order for order in result.orders}
+    assert set(by_id) == {str(good), str(bad)}
+    assert not isinstance(by_id[str(good)], UnreadableOrder)
+    parked = by_id[str(bad)]
+    assert isinstance(parked, UnreadableOrder) and "whole number of fen" in parked.problem
     assert result.cursor
-    assert [e["tid"] for e in logs if e["event"] == "taobao_trade_unreadable"] == [str(bad)]

@@ -214,9 +214,11 @@ def test_session_expired_is_an_auth_error_and_skew_is_fatal() -> None:
 
 
 def test_http_failures_map_by_status() -> None:
-    """5xx is Unavailable; an unreadable 200 is BadPlatformData; 429 is Throttled."""
+    """5xx and an unreadable 200 are Unavailable; another status is BadPlatformData; 429 is
+    Throttled."""
     assert isinstance(map_http_failure("m", 502, "x"), Unavailable)
-    assert isinstance(map_http_failure("m", 200, "x"), BadPlatformData)
+    assert isinstance(map_http_failure("m", 200, "x"), Unavailable)
+    assert isinstance(map_http_failure("m", 404, "x"), BadPlatformData)
     assert isinstance(map_http_failure("m", 429, "x"), Throttled)
 
 

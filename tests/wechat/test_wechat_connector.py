@@ -203,6 +203,26 @@ def test_revoked_secret_is_fatal(fake: FakeWechat, connector: WechatConnector) -
         run(connector.fetch_order(oid))
 
 
+def test_a_renewed_token_refused_again_is_retried_later_not_fatal(
+        fake: FakeWechat, connector: WechatConnector) -> None:
+    """WeChat refuses even the token it just granted: Unavailable (retried), not AuthError."""
+    oid = fake.create_payment(attach=f"sku={SKU}")
+    run(connector.fetch_order(oid))
+    grant = fake.stable_token
+
+    def grant_then_expire(body: dict[str, Any]) -> dict[str, Any]:
+        document = grant(body)
+        fake.expire_tokens()  # every token, the new one too, is expired at once
+        return document
+
+    fake.stable_token = grant_then_expire  # type: ignore[method-assign]
+    fake.expire_tokens()
+    with pytest.raises(Unavailable, match="again after renewing"):
+        run(connector.fetch_order(oid))
+    fake.stable_token = grant  # type: ignore[method-assign]
+    assert run(connector.fetch_order(oid)).status is PlatformStatus.PAID
+
+
 def test_throttled_busy_and_502(fake: FakeWechat, connector: WechatConnector) -> None:
     """45011 → Throttled with a delay; -1 and HTML 502 → Unavailable."""
     oid = fake.create_payment(attach=f"sku={SKU}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +19,6 @@ from connectors.wechat.crypto import decrypt_resource, encrypt_resource
 from connectors.wechat.fake import FakeWechat
 from connectors.wechat.lines import parse_attach
 from robot.errors import PushRejected
-from robot.http.hooks import rejection_status
 from tests.wechat.helpers import BACKEND_SECRET, SKU, MemoryContext, make_config
 
 NOW = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -74,61 +72,12 @@ def test_good_notification_becomes_a_complete_paid_order(fake: FakeWechat,
     assert order.paid_at == NOW
 
 
-def test_signature_wrong_key_is_rejected(fake: FakeWechat, connector: WechatConnector,
-                                         context: MemoryContext) -> None:
-    """A signature made with another RSA key under the same serial is refused."""
-    oid = fake.create_payment(attach=f"sku={SKU}")
-    body = fake.envelope(fake.notification_for(oid))
-    impostor = FakeWechat(apiv3_key=fake.apiv3_key)
-    impostor.serial = fake.serial
-    error = _rejected(connector, context, impostor.signed(body, NOW), body)
-    assert rejection_status(error) == 401
-
-
-def test_unknown_serial_is_rejected(fake: FakeWechat, connector: WechatConnector,
-                                   context: MemoryContext) -> None:
-    """A serial with no configured key is refused."""
-    headers, body = _push(fake, fake.create_payment(attach=f"sku={SKU}"))
-    _rejected(connector, context, {**headers, "Wechatpay-Serial": "PUB_KEY_ID_OTHER"}, body)
-
-
-@pytest.mark.parametrize("alter", [
-    lambda b: b.replace(b'"id"', b'"id" ', 1),
-    lambda b: b.replace(b"TRANSACTION.SUCCESS", b"REFUND.SUCCESS"),
-    lambda b: b + b"\n",
-])
-def test_altered_body_is_rejected(fake: FakeWechat, connector: WechatConnector,
-                                  context: MemoryContext, alter: Callable[[bytes], bytes]) -> None:
-    """Any change to the signed body (even whitespace) is refused."""
-    headers, body = _push(fake, fake.create_payment(attach=f"sku={SKU}"))
-    _rejected(connector, context, headers, alter(body))
-
-
-@pytest.mark.parametrize("skew", [timedelta(minutes=5, seconds=1), timedelta(hours=3),
-                                  -timedelta(minutes=6)])
-def test_stale_or_future_timestamp_is_rejected(fake: FakeWechat, connector: WechatConnector,
-                                               context: MemoryContext, skew: timedelta) -> None:
-    """A correctly signed notification more than 5 minutes from now is refused."""
-    headers, body = _push(fake, fake.create_payment(attach=f"sku={SKU}"), NOW - skew)
-    _rejected(connector, context, headers, body)
-
-
 def test_timestamp_just_inside_the_window_is_accepted(fake: FakeWechat,
                                                       connector: WechatConnector) -> None:
     """4 min 59 s old is still fresh."""
     headers, body = _push(fake, fake.create_payment(attach=f"sku={SKU}"),
                           NOW - timedelta(minutes=4, seconds=59))
     assert len(connector.parse_push(headers, body, NOW).events) == 1
-
-
-def test_missing_headers_or_other_signature_type_are_rejected(
-        fake: FakeWechat, connector: WechatConnector, context: MemoryContext) -> None:
-    """No signature, no nonce, or a signature type other than RSA2048 is refused."""
-    headers, body = _push(fake, fake.create_payment(attach=f"sku={SKU}"))
-    for drop in ("Wechatpay-Signature", "Wechatpay-Nonce", "Wechatpay-Timestamp"):
-        _rejected(connector, context, {k: v for k, v in headers.items() if k != drop}, body)
-    _rejected(connector, context, {**headers, "Wechatpay-Signature-Type": "SM2"}, body)
-    _rejected(connector, context, {}, body)
 
 
 def _resign(fake: FakeWechat, envelope: dict[str, object]) -> tuple[dict[str, str], bytes]:
@@ -264,26 +213,6 @@ def test_backend_post_good(connector: WechatConnector) -> None:
     assert [(ln.sku_id, ln.quantity) for ln in event.order.lines] == [(SKU, 1)]
     assert event.order.extra["transaction_id"] == "4200000001"
     assert event.order.extra["openid"] == "o-buyer"
-
-
-def test_backend_post_rejections(connector: WechatConnector, context: MemoryContext) -> None:
-    """Wrong secret, altered body, stale timestamp, replayed timestamp header: refused."""
-    headers, body = _backend_post(BACKEND_BODY, secret="wrong")
-    _rejected(connector, context, headers, body)
-    headers, body = _backend_post(BACKEND_BODY)
-    _rejected(connector, context, headers, body.replace(b"1000", b"1"))
-    _rejected(connector, context, {**headers, "X-Robot-Timestamp": str(int(NOW.timestamp()) + 1)},
-              body)
-    headers, body = _backend_post(BACKEND_BODY, NOW - timedelta(minutes=6))
-    _rejected(connector, context, headers, body)
-
-
-def test_backend_post_bad_shape_is_400(connector: WechatConnector) -> None:
-    """A verified post without lines is a bad request (400), not a forgery."""
-    headers, body = _backend_post({**BACKEND_BODY, "lines": []})
-    with pytest.raises(PushRejected) as info:
-        connector.parse_push(headers, body, NOW)
-    assert rejection_status(info.value) == 400
 
 
 def test_backend_post_disabled_without_secret(fake: FakeWechat, context: MemoryContext) -> None:

@@ -106,8 +106,9 @@ def test_revoked_authorization_is_an_auth_error_after_one_renewal() -> None:
         _fetch(in_process(fake, context, clock=clock), tid)
 
 
-def test_token_rejected_twice_is_an_auth_error() -> None:
-    """A gateway that rejects even the renewed token: AuthError, not a retry loop."""
+def test_token_rejected_twice_is_retried_later_not_fatal() -> None:
+    """A gateway that rejects even the token it just renewed: Unavailable (the core retries
+    with backoff), not AuthError — the renewal worked, so the shop must not be paused."""
     clock = FakeClock()
     fake = make_fake(clock)
     tid = fake.create_trade()
@@ -119,7 +120,7 @@ def test_token_rejected_twice_is_an_auth_error() -> None:
         return document
 
     fake.handle_token = issue_then_expire  # type: ignore[method-assign]
-    with pytest.raises(AuthError, match="again after renewing"):
+    with pytest.raises(Unavailable, match="again after renewing"):
         _fetch(in_process(fake, clock=clock), tid)
     assert fake.tokens_issued == 2
     assert fake.calls.count("youzan.trade.get") == 2

@@ -1,0 +1,1 @@
+"""Bad-input catalogue (index filled in below)."""

@@ -1,0 +1,681 @@
+"""The chaos run: real ``robot run`` processes on one database, fed by the four platform fakes
+with faults injected, while a driver SIGKILLs robots, terminates database sessions and
+restarts the database server; then the invariants of DESIGN.md are checked from the database
+and from the fakes' own records.
+
+Used by ``tests/chaos/test_chaos.py`` (small, in CI) and ``scripts/chaos`` (long runs). The
+driver plays systemd too: a robot that exits on its own is started again.
+
+What is checked when the load stops (each failure is one line in ``ChaosReport.violations``):
+
+* no code in two deliveries, and no delivered code still in stock;
+* every order holds exactly the codes it was sold (units × codes per unit), or none;
+* every paid order was shipped exactly once on its platform (the fake counts shipments), or
+  is visibly ``held`` / ``waiting_stock`` / ``failed`` with a reason, or was cancelled
+  because the buyer was refunded (and then was never shipped);
+* every write-back that reached a platform was for a claim already committed: at the moment
+  the fake receives the call, a separate connection must see the order's deliveries, and
+  they must be the codes the order still holds at the end;
+* the audit chain verifies, and every robot drains and exits 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from robot import audit
+from robot.db import make_engine, normalize_url
+from robot.demo import (
+    CODES_PER_UNIT,
+    SKU_BUNDLE,
+    SKU_MAIN,
+    SKU_UNKNOWN,
+    DemoDriver,
+    import_stock,
+    load_drivers,
+    shop_name,
+    write_shops,
+)
+from robot.migrate import upgrade
+from robot.schema import deliveries, orders, outbox, stock
+from robot.vault import init_key_file
+from tests.chaos.platforms import Chaos, chaos_for
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+SETTLED = ("shipped", "held", "waiting_stock", "failed", "cancelled", "refunded", "rejected",
+           "ignored")
+
+
+@dataclass
+class ChaosPlan:
+    backend: str  # sqlite | postgresql | mysql
+    server_url: str | None = None  # the server to create a scratch database on
+    robots: int = 3
+    orders: int = 300
+    seconds: float = 40.0  # how long the load lasts
+    kill_every: float = 4.0  # mean seconds between SIGKILLs
+    session_kill_every: float = 3.0  # mean seconds between terminated database sessions
+    fault_every: float = 1.5  # mean seconds between platform faults
+    restart_db: bool = True  # restart the database server once, mid-load
+    settle_timeout: float = 150.0
+    seed: int | None = None
+    keep: bool = False  # keep the working directory (logs, config) afterwards
+    say: Callable[[str], None] = lambda _line: None
+
+
+@dataclass
+class Placed:
+    """An order the driver placed on a platform, and what it expects of it."""
+
+    chaos: Chaos
+    shop: str
+    order_id: str
+    kind: str  # normal | unknown_sku | refunded | by_hand
+    codes: int  # codes the order takes when allocated
+
+
+@dataclass
+class ChaosReport:
+    backend: str
+    orders: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    kills: int = 0
+    restarts: int = 0
+    unexpected_exits: int = 0
+    session_kills: int = 0
+    db_restarts: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    shipments_applied: int = 0
+    write_backs_witnessed: int = 0
+    duplicates_found: int = 0
+    audit_entries: int = 0
+    seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+    workdir: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def lines(self) -> list[str]:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
+        states = ", ".join(f"{k} {v}" for k, v in sorted(self.states.items()))
+        out = [
+            f"chaos on {self.backend}: {'OK' if self.ok else 'VIOLATIONS'} in {self.seconds:.0f} s",
+            f"  orders placed         {self.orders}  ({states})",
+            f"  robots SIGKILLed      {self.kills}  (restarts {self.restarts}, "
+            f"exits on their own {self.unexpected_exits})",
+            f"  db sessions killed    {self.session_kills}",
+            f"  db server restarts    {self.db_restarts}",
+            f"  faults injected       {sum(self.faults.values())}  ({faults})",
+            f"  shipments applied     {self.shipments_applied}  "
+            f"(write-backs witnessed {self.write_backs_witnessed})",
+            f"  audit entries         {self.audit_entries}",
+            f"  duplicates found      {self.duplicates_found}",
+            f"  violations            {len(self.violations)}",
+        ]
+        out += [f"    - {v}" for v in self.violations[:50]]
+        if self.workdir:
+            out.append(f"  working directory     {self.workdir}")
+        return out
+
+
+# -- the fakes, on their own event loop -----------------------------------------------------
+class FakeHost:
+    """Runs the platform fakes' servers on an event loop in a thread of the driver process,
+    so they outlive every robot process."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fakes", daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+# -- the database ---------------------------------------------------------------------------
+class Database:
+    """The scratch database of one run, with what the driver does to its server."""
+
+    def __init__(self, plan: ChaosPlan, workdir: Path) -> None:
+        self.backend = plan.backend
+        self._admin_url: str | None = None
+        if plan.backend == "sqlite":
+            self.url = f"sqlite:///{workdir / 'robot.db'}"
+            return
+        if not plan.server_url:
+            raise ValueError(f"a {plan.backend} chaos run needs the server's URL")
+        base = make_url(normalize_url(plan.server_url))
+        self._admin_url = base.render_as_string(hide_password=False)
+        self.name = f"robot_chaos_{secrets.token_hex(4)}"
+        with self.admin() as conn:
+            quoted = f'"{self.name}"' if plan.backend == "postgresql" else f"`{self.name}`"
+            extra = "" if plan.backend == "postgresql" else " CHARACTER SET utf8mb4"
+            conn.execute(text(f"CREATE DATABASE {quoted}{extra}"))
+        self.url = base.set(database=self.name).render_as_string(hide_password=False)
+
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[Any]:
+        assert self._admin_url is not None
+        engine = create_engine(self._admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def reader(self) -> Engine:
+        """An engine for the driver's own reads (no pooling: sessions get killed)."""
+        return create_engine(normalize_url(self.url), poolclass=NullPool)
+
+    def kill_sessions(self, rng: random.Random) -> int:
+        """Terminate one to three of the robots' sessions; returns how many."""
+        if self.backend == "sqlite":
+            return 0
+        with self.admin() as conn:
+            if self.backend == "postgresql":
+                ids = conn.execute(text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                    "AND pid <> pg_backend_pid()"), {"db": self.name}).scalars().all()
+            else:
+                ids = conn.execute(text(
+                    "SELECT id FROM information_schema.processlist WHERE db = :db "
+                    "AND id <> CONNECTION_ID()"), {"db": self.name}).scalars().all()
+            victims = rng.sample(list(ids), min(len(ids), rng.randint(1, 3)))
+            for victim in victims:
+                with contextlib.suppress(DBAPIError):  # it may have gone meanwhile
+                    if self.backend == "postgresql":
+                        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
+                    else:
+                        conn.execute(text(f"KILL CONNECTION {int(victim)}"))
+        return len(victims)
+
+    def restart_server(self) -> None:
+        """Stop the database server and start it again (as root, like the CI machine)."""
+        if self.backend == "postgresql":
+            version = sorted(os.listdir("/etc/postgresql"))[-1]
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "-m", "fast",
+                            version, "main", "restart"], check=True, capture_output=True)
+        elif self.backend == "mysql":
+            with contextlib.suppress(DBAPIError), self.admin() as conn:
+                conn.execute(text("SHUTDOWN"))
+            _wait(lambda: subprocess.run(["pgrep", "-x", "mariadbd"],
+                                         check=False, capture_output=True).returncode != 0,
+                  60, "the MariaDB server to stop")
+            subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background",
+                            "--exec", "/usr/sbin/mariadbd"], check=True, capture_output=True)
+        else:
+            return
+        _wait(self._reachable, 60, f"the {self.backend} server to come back")
+
+    def _reachable(self) -> bool:
+        try:
+            with self.admin() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError:
+            return False
+        return True
+
+    def drop(self) -> None:
+        if self.backend == "sqlite":
+            return
+        with self.admin() as conn:
+            if self.backend == "postgresql":
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _retrying(read: Callable[[], T], timeout: float = 60.0) -> T:
+    """Run a read of the driver's own, waiting out a killed session or a restarting server."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# -- robot processes ------------------------------------------------------------------------
+class RobotProcess:
+    """One ``robot run`` process, restartable on its own port."""
+
+    def __init__(self, index: int, config: Path, port: int, log: Path) -> None:
+        self.index, self.config, self.port, self.log_path = index, config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "robot", "-c", str(self.config), "run"],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, wait for the drain; the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            return -9
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_robot_config(path: Path, db_url: str, key_file: Path, port: int) -> None:
+    doc = {
+        "database": db_url, "key_file": str(key_file), "shops": "shops/*.yaml",
+        "http": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+        # Many faults in a short time: retry quickly and long enough to see them through.
+        "defaults": {"poll_interval": 1, "backoff_initial": 0.2, "backoff_max": 2,
+                     "max_attempts": 40},
+        "log": {"level": "info", "format": "json"},
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+# -- the run --------------------------------------------------------------------------------
+class ChaosRun:
+    def __init__(self, plan: ChaosPlan) -> None:
+        self.plan = plan
+        self.rng = random.Random(plan.seed)
+        self.report = ChaosReport(plan.backend)
+        self.placed: list[Placed] = []
+        self.by_hand: set[tuple[str, str]] = set()
+        #: (shop, order id) → (order state, committed code ids) seen at each write-back
+        self.witnessed: dict[tuple[str, str], list[tuple[str | None, list[int]]]] = {}
+        self._witness_lock = threading.Lock()
+
+    def run(self) -> ChaosReport:
+        plan = self.plan
+        workdir = Path(tempfile.mkdtemp(prefix=f"robot-chaos-{plan.backend}-"))
+        started = time.monotonic()
+        host = FakeHost()
+        drivers: list[DemoDriver] = []
+        db: Database | None = None
+        robots: list[RobotProcess] = []
+        try:
+            db = Database(plan, workdir)
+            self.reader = db.reader()
+            engine = make_engine(db.url)
+            upgrade(engine)
+            key_file = workdir / "robot.key"
+            init_key_file(key_file)
+            import_stock(key_file, engine, workdir, plan.orders)
+            engine.dispose()
+            ports = [_free_port() for _ in range(plan.robots)]
+            drivers = load_drivers()
+            platform_configs = [host.call(d.start(f"http://127.0.0.1:{ports[0]}"))
+                                for d in drivers]
+            # A robot killed mid-request makes the fakes' server log a client disconnect.
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+            (workdir / "shops").mkdir()
+            write_shops(workdir / "shops", drivers, platform_configs)
+            self.chaos = [chaos_for(d) for d in drivers]
+            for chaos in self.chaos:
+                chaos.compress_retries(1 / 15)
+                chaos.watch_shipments(self._witness(shop_name(chaos.driver)))
+            for i, port in enumerate(ports):
+                config = workdir / f"robot-{i}.yaml"
+                _write_robot_config(config, db.url, key_file, port)
+                robots.append(RobotProcess(i, config, port, workdir / f"robot-{i}.log"))
+            for robot in robots:
+                robot.start()
+            plan.say(f"{plan.backend}: {len(robots)} robots, {len(drivers)} platforms, "
+                     f"{plan.orders} orders over {plan.seconds:.0f} s")
+            self._load(db, robots)
+            plan.say(f"{plan.backend}: load stopped; waiting for the orders to settle")
+            self._settle(robots)
+            for robot in robots:
+                status = robot.stop()
+                if status != 0:
+                    self.report.violations.append(
+                        f"robot {robot.index} exited {status} on SIGTERM (log {robot.log_path})")
+            self._check(drivers)
+        finally:
+            for robot in robots:
+                if robot.alive():
+                    robot.proc.kill()  # type: ignore[union-attr]
+                    robot.proc.wait(timeout=30)  # type: ignore[union-attr]
+            for chaos in getattr(self, "chaos", []):
+                chaos.calm()
+            for d in drivers:
+                with contextlib.suppress(Exception):
+                    host.call(d.stop())
+            host.close()
+            if hasattr(self, "reader"):
+                self.reader.dispose()
+            if db is not None and not plan.keep:
+                db.drop()
+            self.report.seconds = time.monotonic() - started
+            if plan.keep or not self.report.ok:
+                self.report.workdir = str(workdir)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        return self.report
+
+    # -- load ---------------------------------------------------------------------------
+    def _load(self, db: Database, robots: list[RobotProcess]) -> None:
+        plan, rng = self.plan, self.rng
+        start = time.monotonic()
+        end = start + plan.seconds
+        next_kill = start + self._every(plan.kill_every)
+        next_session_kill = start + self._every(plan.session_kill_every)
+        next_fault = start + self._every(plan.fault_every)
+        restart_at = start + plan.seconds / 2 if plan.restart_db and db.backend != "sqlite" \
+            else None
+        pending: list[tuple[float, Callable[[], None]]] = []  # (when, action)
+        restarts: dict[int, float] = {}
+        while (now := time.monotonic()) < end:
+            due = int(plan.orders * min(1.0, (now - start) / plan.seconds)) + 1
+            while len(self.placed) < min(due, plan.orders):
+                pending.extend(self._place())
+            for item in [p for p in pending if p[0] <= now]:
+                pending.remove(item)
+                item[1]()
+            if now >= next_kill:
+                self._kill_one(robots, restarts, now)
+                next_kill = now + self._every(plan.kill_every)
+            if now >= next_session_kill:
+                self.report.session_kills += _retrying(lambda: db.kill_sessions(rng), 30)
+                next_session_kill = now + self._every(plan.session_kill_every)
+            if now >= next_fault:
+                self._fault()
+                next_fault = now + self._every(plan.fault_every)
+            if restart_at is not None and now >= restart_at:
+                plan.say(f"{plan.backend}: restarting the database server")
+                db.restart_server()
+                self.report.db_restarts += 1
+                restart_at = None
+            self._supervise(robots, restarts)
+            time.sleep(0.05)
+        while len(self.placed) < plan.orders:
+            pending.extend(self._place())
+        for _when, action in pending:
+            action()
+
+    def _every(self, mean: float) -> float:
+        """Seconds to the next event of a kind: around ``mean``, never bunched or starved."""
+        return self.rng.uniform(0.5 * mean, 1.5 * mean)
+
+    def _place(self) -> list[tuple[float, Callable[[], None]]]:
+        """Place one order on a random platform; returns actions to run later."""
+        rng = self.rng
+        chaos = self.chaos[len(self.placed) % len(self.chaos)]
+        shop = shop_name(chaos.driver)
+        buyer = f"buyer-{rng.randrange(100_000)}"
+        roll = rng.random()
+        if roll < 0.05:
+            oid = chaos.driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
+            self.placed.append(Placed(chaos, shop, oid, "unknown_sku", 0))
+            return []
+        sku = SKU_BUNDLE if roll < 0.20 else SKU_MAIN
+        qty = rng.choice((1, 1, 2))
+        oid = chaos.driver.create_paid_order(sku, qty, buyer)
+        placed = Placed(chaos, shop, oid, "normal", qty * CODES_PER_UNIT[sku])
+        self.placed.append(placed)
+        later = time.monotonic() + rng.uniform(0.0, 2.0)
+        if roll > 0.93:
+            placed.kind = "refunded"
+            return [(later, lambda: chaos.driver.refund(oid))]
+        if roll > 0.90 and chaos.hand_ships:
+
+            def by_hand() -> None:
+                if chaos.ship_by_hand(oid):
+                    placed.kind = "by_hand"
+                    self.report.faults["already_shipped_by_hand"] += 1
+
+            return [(later, by_hand)]
+        return []
+
+    def _fault(self) -> None:
+        chaos = self.rng.choice(self.chaos)
+        roll = self.rng.random()
+        if roll < 0.15 and chaos.duplicate_pushes(self.rng):
+            return
+        if roll < 0.25 and chaos.reorder_pushes() > 1:
+            return
+        if chaos.menu():
+            chaos.inject(self.rng)
+
+    def _kill_one(self, robots: list[RobotProcess], restarts: dict[int, float],
+                  now: float) -> None:
+        alive = [r for r in robots if r.alive() and r.index not in restarts]
+        if not alive:
+            return
+        victim = self.rng.choice(alive)
+        victim.kill()
+        self.report.kills += 1
+        restarts[victim.index] = now + self.rng.uniform(0.0, 1.5)
+        others = [r for r in robots if r.alive()]
+        if others:  # the platforms' pushes go to a robot that is up, as a load balancer would
+            target = self.rng.choice(others)
+            for chaos in self.chaos:
+                chaos.point_pushes(target.url)
+
+    def _supervise(self, robots: list[RobotProcess], restarts: dict[int, float]) -> None:
+        """Restart robots due for it, and (like systemd) any that exited on their own."""
+        now = time.monotonic()
+        for robot in robots:
+            if robot.index in restarts:
+                if now >= restarts[robot.index]:
+                    del restarts[robot.index]
+                    robot.start()
+                    self.report.restarts += 1
+            elif not robot.alive():
+                self.report.unexpected_exits += 1
+                robot.start()
+                self.report.restarts += 1
+        if len(robots) == 1 and robots[0].alive():
+            for chaos in self.chaos:
+                chaos.point_pushes(robots[0].url)
+
+    # -- settle -------------------------------------------------------------------------
+    def _settle(self, robots: list[RobotProcess]) -> None:
+        for chaos in self.chaos:
+            chaos.calm()
+        deadline = time.monotonic() + self.plan.settle_timeout
+        restarts: dict[int, float] = {}
+        while time.monotonic() < deadline:
+            self._supervise(robots, restarts)
+            if _retrying(self._settled):
+                return
+            time.sleep(0.5)
+        self.report.violations.append(
+            f"orders did not settle within {self.plan.settle_timeout:.0f} s after the load")
+
+    def _settled(self) -> bool:
+        with self.reader.connect() as conn:
+            states = {(r.shop, r.platform_order_id): r.state for r in conn.execute(
+                select(orders.c.shop, orders.c.platform_order_id, orders.c.state))}
+            ships_due = conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.kind == "ship", outbox.c.state == "pending")).scalar_one()
+        for p in self.placed:
+            state = states.get((p.shop, p.order_id))
+            if state is None and p.kind not in ("by_hand", "refunded"):
+                return False
+            if state is not None and state not in SETTLED:
+                return False
+        return int(ships_due) == 0
+
+    # -- the write-back witness ---------------------------------------------------------
+    def _witness(self, shop: str) -> Callable[[str], None]:
+        def witness(order_id: str) -> None:
+            def read() -> tuple[str | None, list[int]]:
+                with self.reader.connect() as conn:
+                    row = conn.execute(select(orders.c.id, orders.c.state).where(
+                        orders.c.shop == shop,
+                        orders.c.platform_order_id == order_id)).first()
+                    ids = conn.execute(select(deliveries.c.code_id).where(
+                        deliveries.c.order_id == row.id).order_by(deliveries.c.code_id)
+                    ).scalars().all() if row is not None else []
+                return (row.state if row is not None else None), [int(i) for i in ids]
+
+            try:
+                seen = _retrying(read, 30)
+            except DBAPIError as exc:
+                self.report.violations.append(
+                    f"{shop} {order_id}: could not witness a write-back ({type(exc).__name__})")
+                return
+            with self._witness_lock:
+                self.report.write_backs_witnessed += 1
+                self.witnessed.setdefault((shop, order_id), []).append(seen)
+        return witness
+
+    # -- the invariants -----------------------------------------------------------------
+    def _check(self, drivers: list[DemoDriver]) -> None:
+        report, v = self.report, self.report.violations
+        report.orders = len(self.placed)
+        for chaos in self.chaos:
+            report.faults.update(chaos.injected)
+        with self.reader.connect() as conn:
+            rows = {(r.shop, r.platform_order_id): r for r in conn.execute(
+                select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
+                       orders.c.reason))}
+            held: dict[int, list[tuple[int, str]]] = {}
+            for d in conn.execute(select(deliveries.c.order_id, deliveries.c.code_id,
+                                         deliveries.c.state)):
+                held.setdefault(int(d.order_id), []).append((int(d.code_id), d.state))
+            twice = conn.execute(select(deliveries.c.code_id).group_by(deliveries.c.code_id)
+                                 .having(func.count() > 1)).scalars().all()
+            in_stock = conn.execute(select(func.count()).select_from(stock).join(
+                deliveries, deliveries.c.code_id == stock.c.code_id)).scalar_one()
+        report.duplicates_found = len(twice) + int(in_stock)
+        if twice:
+            v.append(f"codes in two deliveries: {sorted(twice)[:10]}")
+        if in_stock:
+            v.append(f"{in_stock} delivered codes are still in stock")
+        applied = {(shop_name(d), oid): n for d in drivers for oid, n in d.shipments().items()}
+        report.shipments_applied = sum(applied.values())
+        placed_keys = {(p.shop, p.order_id) for p in self.placed}
+        for key in applied.keys() - placed_keys:
+            v.append(f"{key[0]} {key[1]}: shipped on the platform but never placed")
+        for p in self.placed:
+            self._check_order(p, rows.get((p.shop, p.order_id)), held, applied)
+        result = audit.verify(self.reader)
+        report.audit_entries = result.entries
+        if not result.ok:
+            v.append(f"audit chain broken at {result.first_bad_seq}: {result.problem}")
+
+    def _check_order(self, p: Placed, row: Any, held: dict[int, list[tuple[int, str]]],
+                     applied: dict[tuple[str, str], int]) -> None:
+        v = self.report.violations
+        name = f"{p.shop} {p.order_id} ({p.kind})"
+        shipped_on_platform = applied.get((p.shop, p.order_id), 0)
+        state = row.state if row is not None else "absent"
+        self.report.states[state] += 1
+        if shipped_on_platform > 1:
+            v.append(f"{name}: shipped {shipped_on_platform} times on the platform")
+        if p.kind == "by_hand":
+            if shipped_on_platform != 1:
+                v.append(f"{name}: shipped by hand, but the platform counts "
+                         f"{shipped_on_platform} shipments")
+            return
+        if row is None:
+            if p.kind != "refunded" or shipped_on_platform:
+                v.append(f"{name}: paid on the platform but never taken in")
+            return  # refunded before the robot saw it: nothing to do, nothing was done
+        # A refund after delivery flags the codes for review; they stay the order's.
+        codes = [c for c, s in held.get(int(row.id), [])
+                 if s in ("reserved", "delivered") or state == "refunded"]
+        for then, seen in self.witnessed.get((p.shop, p.order_id), []):
+            if then in ("cancelled", "rejected"):
+                continue  # a refund overtook the write-back; the platform must refuse it
+            if len(seen) != p.codes:
+                v.append(f"{name}: a write-back reached the platform while the order was "
+                         f"{then} with {len(seen)} committed codes of {p.codes}")
+            elif state in ("shipped", "refunded") and seen != sorted(codes):
+                v.append(f"{name}: a write-back carried a claim that is not the order's codes")
+        if state in ("shipped", "refunded"):
+            if shipped_on_platform != 1:
+                v.append(f"{name}: {state} in the robot, {shipped_on_platform} shipments on "
+                         "the platform")
+            if len(codes) != p.codes:
+                v.append(f"{name}: {state} with {len(codes)} codes, sold {p.codes}")
+        elif state in ("cancelled", "rejected"):
+            if shipped_on_platform:
+                v.append(f"{name}: cancelled in the robot, shipped on the platform")
+            if p.kind != "refunded":
+                v.append(f"{name}: cancelled though never refunded ({row.reason})")
+            if codes:
+                v.append(f"{name}: cancelled but still holds {len(codes)} codes")
+        elif state in ("held", "waiting_stock", "failed"):
+            if not row.reason:
+                v.append(f"{name}: {state} without a reason")
+            if shipped_on_platform:
+                v.append(f"{name}: {state} in the robot, shipped on the platform")
+            if state != "failed" and codes:
+                v.append(f"{name}: {state} but holds {len(codes)} codes")
+            if state == "failed" and len(codes) not in (0, p.codes):
+                v.append(f"{name}: failed holding {len(codes)} codes of {p.codes}")
+        else:
+            v.append(f"{name}: left {state} ({row.reason})")
+        if p.kind == "unknown_sku" and state != "held":
+            v.append(f"{name}: an unknown SKU ended {state}, not held")
+
+
+def run(plan: ChaosPlan) -> ChaosReport:
+    return ChaosRun(plan).run()

@@ -1,0 +1,38 @@
+"""The chaos suite, small: real robot processes under kills, lost database sessions, a
+database restart and misbehaving platforms keep every invariant of DESIGN.md.
+
+``scripts/chaos --orders 10000 --minutes 10`` is the long run of the same harness.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.harness import ChaosPlan, run
+from tests.conftest import _server_urls, backends
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", [b for b in backends() if b != "sqlite"])
+def test_several_robots_on_a_server_database_keep_every_invariant(backend: str) -> None:
+    """Three robots on PostgreSQL/MariaDB, SIGKILLed every few seconds, their sessions
+    terminated, the server restarted once, the platforms faulty: no violation."""
+    report = run(ChaosPlan(backend=backend, server_url=_server_urls()[backend], robots=3,
+                           orders=240, seconds=35, say=print))
+    print("\n".join(report.lines()))
+    assert report.kills >= 4 and report.session_kills >= 4 and report.db_restarts == 1
+    assert sum(report.faults.values()) >= 10
+    assert report.shipments_applied >= report.orders // 2
+    assert report.violations == []
+
+
+@pytest.mark.timeout(600)
+def test_one_robot_on_sqlite_killed_again_and_again_keeps_every_invariant() -> None:
+    """SQLite allows one robot: it is SIGKILLed and restarted repeatedly under faulty
+    platforms: no violation."""
+    report = run(ChaosPlan(backend="sqlite", robots=1, orders=150, seconds=30, kill_every=6,
+                           say=print))
+    print("\n".join(report.lines()))
+    assert report.kills >= 3 and sum(report.faults.values()) >= 10
+    assert report.shipments_applied >= report.orders // 2
+    assert report.violations == []
