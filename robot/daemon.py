@@ -24,6 +24,8 @@ import fcntl
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,20 +35,21 @@ from typing import IO, TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from connectors.base import Connector, MessageSource
 from robot import alerts, pipeline, poller, pools, shops
 from robot.clock import utcnow
-from robot.config import RobotConfig, ShopConfig
+from robot.config import RobotConfig, ShopConfig, check_pools
 from robot.db import check_durability, database_errors, dialect_of, error_reason, make_engine
-from robot.errors import Fatal
+from robot.errors import Fatal, Unavailable
 from robot.http.links import pickup_url_hook
 from robot.keys import check_keys
 from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.schema import pools as pool_table
 from robot.schema import shop_state
 from robot.vault import Vault, open_vault
 
@@ -123,6 +126,12 @@ class Robot:
         self.http: HttpServer | None = None
         #: Called with (shop, "poll" | "refund") on every failed poll (the metrics counter).
         self.on_poll_error: Callable[[str, str], None] = lambda _shop, _kind: None
+        #: Called with the reason each time start-up finds the database unavailable.
+        self.on_database_wait: Callable[[str], None] = lambda _reason: None
+        #: Seconds between attempts while the database is unavailable.
+        self.db_retry = DB_RETRY
+        self._start_stop = threading.Event()
+        self._down_since = 0.0  # time.monotonic() when the current database outage was seen
 
     @property
     def engine(self) -> Engine:
@@ -135,16 +144,62 @@ class Robot:
         return self._vault
 
     # ------------------------------------------------------------------ start-up
+    def _open_database(self, vault: Vault) -> None:
+        """Open, upgrade and check the database, waiting for one that is not there yet.
+
+        A server that is down or still starting, or a full disk, is waited for (the reason
+        logged once, then every minute) until it answers or the robot is stopped; anything
+        else (a durability setting, a wrong key file) is fatal at once.
+        """
+        url = self.config.database
+        waited = 0.0
+        while True:
+            try:
+                with database_errors(url):  # one clear line, password masked
+                    self._lock = sqlite_lock(url)
+                    engine = make_engine(url)
+                    try:
+                        upgrade(engine)
+                        check_durability(engine)
+                        # A missing or wrong key file is fatal here, before anything is
+                        # written under it.
+                        check_keys(engine, vault)
+                    except BaseException:
+                        engine.dispose()
+                        raise
+                self._engine = engine
+                if waited:
+                    log.info("database_recovered", waited_s=round(waited, 1))
+                return
+            except Unavailable as exc:  # DatabaseUnavailable or DiskFull
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
+                if waited == 0 or waited // 60 != (waited + self.db_retry) // 60:
+                    log.error("database_unavailable_at_start", error=exc.message,
+                              waited_s=round(waited, 1))
+                self.on_database_wait(exc.message)
+                if self._start_stop.wait(self.db_retry):
+                    raise
+                waited += self.db_retry
+
+    def stop_waiting(self) -> None:
+        """Give up a start-up that is waiting for the database (prepare() re-raises)."""
+        self._start_stop.set()
+
+    @property
+    def gave_up_waiting(self) -> bool:
+        return self._start_stop.is_set()
+
     def prepare(self) -> None:
         """Open the vault and database, upgrade the schema, build every shop's connector."""
         self._vault = open_vault(self.config.key_file)
-        with database_errors(self.config.database):  # one clear line, password masked
-            self._lock = sqlite_lock(self.config.database)
-            self._engine = make_engine(self.config.database)
-            upgrade(self._engine)
-            check_durability(self._engine)
-            # A missing or wrong key file is fatal here, before anything is written under it.
-            check_keys(self._engine, self._vault)
+        self._open_database(self._vault)
+        with self.engine.connect() as conn:
+            existing = {str(name) for name in conn.execute(select(pool_table.c.name)).scalars()}
+        for missing in check_pools(self.config, existing):
+            # Orders for such a SKU wait with the reason; every other line goes on.
+            log.error("pool_missing", problem=missing)
         found = discover()
         for problem in found.problems:
             log.error("connector_load_failed", connector=problem.name, error=problem.error)
@@ -280,31 +335,45 @@ class Robot:
         for connector in self.connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
-        self.engine.dispose()
+        self.release()
+
+    def release(self) -> None:
+        """Free what prepare() took: the database connections and the SQLite file lock."""
+        if self._engine is not None:
+            self._engine.dispose()
         if self._lock is not None:
             self._lock.close()
+            self._lock = None
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run database work in a thread; wait out outages instead of crashing."""
         while True:
+            started = time.monotonic()
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
-            except (OperationalError, DBAPIError) as exc:
-                reason = error_reason(exc, self.config.database)  # e.g. the disk is full
-                if self.health.database_ok:
-                    log.error("database_unavailable", error=reason)
-                self.health.database_ok = False
-                self.health.database_error = reason
-                if self._stop.is_set():
-                    raise
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), DB_RETRY)
+            except DBAPIError as exc:  # OperationalError included
+                await self._database_down(exc)
                 continue
-            if not self.health.database_ok:
+            # A call already under way when the outage was noticed proves nothing.
+            if not self.health.database_ok and started >= self._down_since:
                 log.info("database_recovered")
                 self.health.database_ok = True
                 self.health.database_error = None
             return result
+
+    async def _database_down(self, exc: DBAPIError) -> None:
+        """Record an outage (logged once, when it starts) and wait before the next attempt;
+        re-raises when the robot is stopping. Only a call that succeeds ends the outage."""
+        reason = error_reason(exc, self.config.database)  # e.g. the disk is full
+        if self.health.database_ok:
+            log.error("database_unavailable", error=reason)
+            self._down_since = time.monotonic()
+        self.health.database_ok = False
+        self.health.database_error = reason
+        if self._stop.is_set():
+            raise exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.db_retry)
 
     async def _idle(self, event: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
@@ -328,8 +397,8 @@ class Robot:
         while not self._stop.is_set():
             try:
                 ran = await self._dispatcher.run_once()
-            except (OperationalError, DBAPIError):
-                await self._db(lambda: None)  # logs the outage once and waits
+            except DBAPIError as exc:
+                await self._database_down(exc)
                 ran = 0
             if not ran:
                 await self._idle(self._wake_ship)
@@ -373,7 +442,7 @@ class Robot:
         if self._stop.is_set():
             return
         self._track_job()
-        if self._dispatcher is not None:
+        if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
         for name in self.shops:
             led = await self._db(shops.take_lease, self.engine, name, self.owner, LEASE_TTL)

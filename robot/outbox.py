@@ -200,6 +200,11 @@ class Dispatcher:
         self.actor = actor
         self._running: set[int] = set()  # ids of the jobs this worker is running now
 
+    @property
+    def busy(self) -> bool:
+        """Whether this worker is running jobs right now (whose leases need renewing)."""
+        return bool(self._running)
+
     def renew(self, *, now: datetime | None = None) -> int:
         """Extend the lease of every job this worker is running (blocking: one short
         transaction); returns how many were renewed."""

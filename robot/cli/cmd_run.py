@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import click
 
 from robot.cli.common import App
+from robot.errors import Unavailable
 
 
 @click.command("run")
@@ -20,7 +22,16 @@ def run_cmd(app: App) -> None:
     config = app.config
     configure_logging(config.log.level, config.log.format)
     robot = Robot(config)
-    robot.prepare()
+    # SIGTERM while start-up waits for the database: stop waiting and exit 0 (a clean stop).
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: robot.stop_waiting())
+    try:
+        robot.prepare()
+    except Unavailable:
+        if not robot.gave_up_waiting:
+            raise
+        sys.exit(0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     code = asyncio.run(robot.run(extra=[robot.http_task()]))
     sys.exit(code)
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
-import robot.cli
 from robot import pools as P
-from robot.cli.common import EXIT_USER, App, run_guarded
+from robot.cli.common import EXIT_USER, App
 from robot.errors import ImportRejected, UserError
 from robot.importer import MAX_CHARS, ParsedLine, RejectedLine, parse_file
 from robot.schema import codes
 from robot.vault import Vault
+from tests.badinput.cli import run, use_app
 from tests.badinput.snapshot import snapshot
 
 ACTOR = "test:badinput"
@@ -310,20 +309,10 @@ def test_parsed_lines_never_show_a_code(tmp_path: Path) -> None:
 @pytest.fixture
 def cli(engine: Engine, vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
     """`robot` as installed, on the test database and key file."""
-    robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
     app.__dict__["vault"] = vault
-    monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
-    return app
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["robot", *args])
-    status = run_guarded(robot.cli.cli)
-    out, err = capsys.readouterr()
-    return status, out, err
+    return use_app(monkeypatch, app)
 
 
 @pytest.mark.usefixtures("cli")

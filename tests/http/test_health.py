@@ -2,61 +2,48 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert
-from sqlalchemy.engine import make_url
 
 from robot import audit, shops
 from robot.clock import utcnow
-from robot.db import make_engine, normalize_url
+from robot.db import make_engine
 from robot.outbox import pause_shop
 from robot.schema import metadata, orders, outbox
 from robot.vault import Vault
 from tests.http.conftest import make_http
-from tests.http.proxy import TcpProxy
+from tests.outage import Switch, switchable_database
 
 
-class Switch:
-    """Makes the test database unreachable and reachable again."""
+class Switchable:
+    """An engine on a database a test can take away (``down``) and give back (``up``)."""
 
-    def __init__(self, engine: Engine, down: Callable[[], None], up: Callable[[], None]) -> None:
+    def __init__(self, engine: Engine, switch: Switch) -> None:
         self.engine = engine
-        self.down = down
-        self.up = up
+        self.down = switch.down
+        self.up = switch.up
 
 
 @pytest.fixture
-def switchable(backend: str, db_url: str, tmp_path: Path) -> Iterator[Switch]:
-    """An engine whose database can be cut off: a SQLite file whose directory is moved
-    away, or a server reached through a TCP proxy that can be stopped."""
-    if backend == "sqlite":
-        home = tmp_path / "dbdir"
-        home.mkdir()
-        engine = make_engine(f"sqlite:///{home / 'robot.db'}")
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            audit.ensure_head(conn)
-        away = tmp_path / "dbdir-away"
-        yield Switch(engine, lambda: os.rename(home, away), lambda: os.rename(away, home))
+def switchable(backend: str, db_url: str, tmp_path: Path) -> Iterator[Switchable]:
+    """The test database behind a switch (a fresh SQLite file with the schema on SQLite)."""
+    with switchable_database(backend, None if backend == "sqlite" else db_url,
+                             tmp_path) as switch:
+        engine = make_engine(switch.url)
+        if backend == "sqlite":
+            metadata.create_all(engine)
+            with engine.begin() as conn:
+                audit.ensure_head(conn)
+        yield Switchable(engine, switch)
         engine.dispose()
-        return
-    url = make_url(normalize_url(db_url))
-    proxy = TcpProxy((url.host or "127.0.0.1", int(url.port or 0)))
-    proxy.start()
-    engine = make_engine(url.set(host="127.0.0.1", port=proxy.port)
-                         .render_as_string(hide_password=False))
-    yield Switch(engine, proxy.stop, proxy.start)
-    engine.dispose()
-    proxy.stop()
 
 
 def test_healthz_turns_503_when_the_database_goes_and_200_when_it_returns(
-        switchable: Switch, vault: Vault) -> None:
+        switchable: Switchable, vault: Vault) -> None:
     """Database unreachable → 503 naming it; back → 200."""
     h = make_http(switchable.engine, vault)
     with h.client:
