@@ -1,4 +1,4 @@
-"""``python -m benchmarks {all,alloc,import,scale,e2e} [--quick] [--backend B ...]``.
+"""``python -m benchmarks {all,alloc,import,scale,e2e,idle,soak} [--quick] [--backend B ...]``.
 
 Prints one table per benchmark (floor, robot, ratio, target, met?). Server backends run in
 scratch databases created and dropped here; a server that does not answer is reported and
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from benchmarks import alloc, common, e2e, importing, scale
+from benchmarks import alloc, common, e2e, idle, importing, scale, soak
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("which", choices=("all", "alloc", "import", "scale", "e2e"))
+    parser.add_argument("which", choices=("all", "alloc", "import", "scale", "e2e", "idle", "soak"))
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke check)")
     parser.add_argument("--backend", action="append", choices=common.BACKENDS,
                         help="repeatable; default: sqlite, plus servers that answer")
@@ -24,6 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="comma-separated pool sizes for the scale benchmark")
     parser.add_argument("--clients", default="1,4,8", help="PostgreSQL client counts")
     parser.add_argument("--e2e-orders", type=int, help="orders for the end-to-end demo")
+    parser.add_argument("--window", type=float,
+                        help="idle: seconds measured after the warm-up (default 60; quick 15)")
+    parser.add_argument("--profile", type=Path,
+                        help="idle: py-spy record the robot through the window into this file"
+                        " (.svg flame graph, .txt raw)")
+    parser.add_argument("--minutes", type=float,
+                        help="soak: minutes of steady load (default 30; quick 2)")
+    parser.add_argument("--soak-max-orders", type=int,
+                        help="soak: orders of the max-rate run (default 2000; quick 300)")
     args = parser.parse_args(argv)
 
     backends: list[str] = []
@@ -60,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         part, plans = scale.run(backends, sizes, 100 if quick else 500)
         common.print_table("4. scale", part)
         print("\nclaim query plans:\n" + "\n".join(plans))
+        results += part
+    if args.which in ("all", "idle"):
+        part = idle.run(backends, args.window or (15.0 if quick else 60.0),
+                        warmup=5.0 if quick else 10.0, profile=args.profile)
+        common.print_table("6. idle (4 shops polled every 5 s, no orders)", part)
+        results += part
+    if args.which in ("all", "soak"):
+        part = soak.run(backends, args.minutes or (2.0 if quick else 30.0),
+                        args.soak_max_orders or (300 if quick else 2000))
+        common.print_table("5. soak (PostgreSQL)", part)
         results += part
     if args.which == "e2e" or (args.which == "all" and not quick):
         part = e2e.run(args.e2e_orders or 500, timeout=300)

@@ -89,14 +89,18 @@ class Scratch:
 
 
 @contextmanager
-def scratch_db(backend: str) -> Iterator[Scratch]:
-    """A fresh database with the robot's tables, dropped (or deleted) afterwards."""
+def scratch_db(backend: str, *, tables: bool = True) -> Iterator[Scratch]:
+    """A fresh database with the robot's tables, dropped (or deleted) afterwards.
+
+    ``tables=False`` leaves it empty, for a caller that runs the robot's own migrations.
+    """
     if backend == "sqlite":
         root = Path(tempfile.mkdtemp(prefix="robot-bench-"))
         try:
             path = root / "bench.db"
             url = f"sqlite:///{path}"
-            _create_tables(url)
+            if tables:
+                _create_tables(url)
             yield Scratch(backend, url, path)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -112,7 +116,8 @@ def scratch_db(backend: str) -> Iterator[Scratch]:
                 conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
         url = make_url(base).set(database=name).render_as_string(hide_password=False)
         try:
-            _create_tables(url)
+            if tables:
+                _create_tables(url)
             yield Scratch(backend, url)
         finally:
             with admin.connect() as conn:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -50,3 +52,25 @@ async def serve_fake(app: Starlette) -> ServedFake:
             await task  # raises the start-up error
         await asyncio.sleep(0.01)
     return ServedFake(f"http://127.0.0.1:{port}", server, task, sock)
+
+
+T = TypeVar("T")
+
+
+class FakeHost:
+    """An event loop in a thread of this process that serves the platform fakes, so they
+    outlive the robot processes a driver (chaos run, benchmark) starts and kills."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fakes", daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the fakes' loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()

@@ -246,6 +246,9 @@ _PRE_CHAIN: Final[list[Processor]] = [
 
 # Libraries that install their own handlers (and stop propagation) when left to themselves.
 _SELF_HANDLING_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+#: Libraries that say at INFO what is routine for a daemon ("Running job …" and "Job …
+#: executed successfully" for every poll): heard at DEBUG only.
+_CHATTY_LOGGERS: Final = ("apscheduler.executors",)
 
 _handler: logging.Handler | None = None
 
@@ -278,6 +281,9 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     root.addHandler(handler)
     root.setLevel(numeric_level)
     _handler = handler
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING)
+                                         if numeric_level > logging.DEBUG else logging.NOTSET)
     for name in _SELF_HANDLING_LOGGERS:
         library = logging.getLogger(name)
         for own in list(library.handlers):

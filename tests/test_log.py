@@ -351,3 +351,16 @@ def test_unconfigured_get_logger_falls_back_to_redacted_warnings(
     assert line["event"] == "early_warning"
     assert line["access_token"] == REDACTED
     assert line["code"] == "SE****67"
+
+
+def test_scheduler_job_chatter_is_heard_at_debug_only() -> None:
+    """APScheduler's per-run "Running job"/"executed successfully" lines flood an info log."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    logging.getLogger("apscheduler.executors.default").info("Running job %s", "poll")
+    logging.getLogger("apscheduler.executors.default").warning("Run time of job was missed")
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] \
+        == ["Run time of job was missed"]
+    configure_logging("debug", "json", stream=stream)
+    logging.getLogger("apscheduler.executors.default").info("Running job %s", "poll")
+    assert "Running job poll" in stream.getvalue()

@@ -21,7 +21,6 @@ What is checked when the load stops (each failure is one line in ``ChaosReport.v
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -36,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from connectors.fakeserve import FakeHost
 from robot import audit
 from robot.db import make_engine, normalize_url
 from robot.demo import (
@@ -66,9 +66,10 @@ from robot.vault import init_key_file
 from tests.chaos.platforms import Chaos, chaos_for
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 SETTLED = ("shipped", "held", "waiting_stock", "failed", "cancelled", "refunded", "rejected",
            "ignored")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -146,24 +147,6 @@ class ChaosReport:
 
 
 # -- the fakes, on their own event loop -----------------------------------------------------
-class FakeHost:
-    """Runs the platform fakes' servers on an event loop in a thread of the driver process,
-    so they outlive every robot process."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fakes", daemon=True)
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 # -- the database ---------------------------------------------------------------------------
 class Database:
     """The scratch database of one run, with what the driver does to its server."""
