@@ -25,21 +25,11 @@ from robot.schema import codes
 from robot.vault import Vault
 from tests.badinput.cli import run, use_app
 from tests.badinput.snapshot import snapshot
+from tests.test_importer import code, write
 
 ACTOR = "test:badinput"
 POOL = "game-card"
 TOO_LONG = f"too long (max {MAX_CHARS} characters)"
-
-
-def code(i: int) -> str:
-    """A synthetic code: nothing like a real card."""
-    return f"TEST-{i:06d}-QZXW"
-
-
-def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return path
 
 
 def lines(*secrets: str) -> str:
