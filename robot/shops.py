@@ -110,8 +110,14 @@ class DbShopContext:
     def store_secret(self, name: str, value: str) -> None:
         key_id, blob = self._vault.seal(value, context=self._context(name))
         now = utcnow()
-        with transaction(self._engine) as conn:
-            _upsert_secret(conn, self._shop, name, key_id, blob, now)
+        try:
+            with transaction(self._engine) as conn:
+                _upsert_secret(conn, self._shop, name, key_id, blob, now)
+        except IntegrityError:
+            # Another process stored it first, between our update and our insert (two robots
+            # renewing one shop's token at once): now the update finds its row.
+            with transaction(self._engine) as conn:
+                _upsert_secret(conn, self._shop, name, key_id, blob, now)
 
 
 def _upsert_secret(conn: Connection, shop: str, name: str, key_id: str, blob: bytes,

@@ -72,3 +72,33 @@ def test_eight_workers_never_hand_out_a_code_twice(engine: Engine, vault: Vault)
     assert all(need[oid] > len(in_stock) for oid in waiting)
     assert sum(done.values()) >= ORDERS
     assert audit.verify(engine).ok
+
+
+def test_two_processes_storing_one_new_secret_at_once_both_succeed(engine: Engine,
+                                                                   vault: Vault) -> None:
+    """Two robots renewing one shop's token: the other's row lands between our update (no
+    row yet) and our insert. The insert's unique violation is not an error: the store is
+    retried and updates that row (found by the chaos run as a crashed Pinduoduo poll)."""
+    from sqlalchemy import event, insert
+
+    from robot.clock import utcnow
+    from robot.schema import shop_secrets
+    from robot.shops import DbShopContext
+
+    raced: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _other_process_first(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if not raced and statement.lstrip().upper().startswith("INSERT INTO SHOP_SECRETS"):
+            raced.append(statement)
+            key_id, blob = vault.seal("theirs", context="shop:s1:pop_tokens")
+            with conn.begin_nested():
+                conn.execute(insert(shop_secrets).values(shop="s1", name="pop_tokens",
+                                                         key_id=key_id, ciphertext=blob,
+                                                         updated_at=utcnow()))
+
+    context = DbShopContext(engine, vault, "s1")
+    context.store_secret("pop_tokens", "ours")
+    event.remove(engine, "before_cursor_execute", _other_process_first)
+    assert len(raced) == 1
+    assert context.load_secret("pop_tokens") == "ours"

@@ -34,6 +34,7 @@ def cli(ctx: click.Context, config_path: Path) -> None:
     """Auto-delivery robot for virtual goods: orders in, card codes out, exactly once."""
     if ctx.obj is None:  # tests may hand in an App of their own
         ctx.obj = App(config_path=config_path)
+        ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:

@@ -53,9 +53,18 @@ class App:
             url = self.config.database
             with database_errors(url):  # one clear line naming the database, not a traceback
                 engine = make_engine(url)
-                upgrade(engine)
+                try:
+                    upgrade(engine)
+                except BaseException:
+                    engine.dispose()
+                    raise
             self._engine = engine
         return self._engine
+
+    def close(self) -> None:
+        """Close the database connections this command opened (the engine stays usable)."""
+        if self._engine is not None:
+            self._engine.dispose()
 
     @cached_property
     def vault(self) -> Vault:
