@@ -438,7 +438,7 @@ SIGNERS: dict[str, Callable[[bytes], dict[str, str]]] = {
 }
 
 
-@settings(max_examples=80, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, shop=st.sampled_from(["mem", "wx", "yz"]), sign=st.booleans())
 def test_random_bodies_never_500_nor_write(hooks: Hooks, body: bytes, shop: str,

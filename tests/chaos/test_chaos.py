@@ -18,7 +18,7 @@ def test_several_robots_on_a_server_database_keep_every_invariant(backend: str) 
     """Three robots on PostgreSQL/MariaDB, SIGKILLed every few seconds, their sessions
     terminated, the server restarted once, the platforms faulty: no violation."""
     report = run(ChaosPlan(backend=backend, server_url=_server_urls()[backend], robots=3,
-                           orders=240, seconds=35, say=print))
+                           orders=200, seconds=28, say=print))
     print("\n".join(report.lines()))
     assert report.kills >= 4 and report.session_kills >= 4 and report.db_restarts == 1
     assert sum(report.faults.values()) >= 10
@@ -30,7 +30,7 @@ def test_several_robots_on_a_server_database_keep_every_invariant(backend: str) 
 def test_one_robot_on_sqlite_killed_again_and_again_keeps_every_invariant() -> None:
     """SQLite allows one robot: it is SIGKILLed and restarted repeatedly under faulty
     platforms: no violation."""
-    report = run(ChaosPlan(backend="sqlite", robots=1, orders=150, seconds=30, kill_every=6,
+    report = run(ChaosPlan(backend="sqlite", robots=1, orders=120, seconds=24, kill_every=5,
                            say=print))
     print("\n".join(report.lines()))
     assert report.kills >= 3 and sum(report.faults.values()) >= 10
