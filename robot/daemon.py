@@ -49,7 +49,6 @@ from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
-from robot.schema import pools as pool_table
 from robot.schema import shop_state
 from robot.vault import Vault, open_vault
 
@@ -196,7 +195,7 @@ class Robot:
         self._vault = open_vault(self.config.key_file)
         self._open_database(self._vault)
         with self.engine.connect() as conn:
-            existing = {str(name) for name in conn.execute(select(pool_table.c.name)).scalars()}
+            existing = pools.pool_names(conn)
         for missing in check_pools(self.config, existing):
             # Orders for such a SKU wait with the reason; every other line goes on.
             log.error("pool_missing", problem=missing)

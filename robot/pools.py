@@ -103,13 +103,17 @@ def _new_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
+def pool_names(conn: Connection) -> set[str]:
+    """The names of every pool."""
+    return {str(n) for n in conn.execute(select(pools.c.name)).scalars()}
+
+
 def pool_id(conn: Connection, name: str) -> int:
     """The id of pool ``name``; a :class:`UserError` with a suggestion if there is none."""
     row = conn.execute(select(pools.c.id).where(pools.c.name == name)).first()
     if row is not None:
         return int(row.id)
-    names = [str(n) for n in conn.execute(select(pools.c.name)).scalars()]
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, sorted(pool_names(conn)), n=1)
     hint = (f"did you mean '{close[0]}'?" if close
             else f"create it with `robot pools create {name}`")
     raise UserError(f"no pool '{name}'; {hint}")

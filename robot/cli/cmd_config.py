@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 import yaml
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,7 +46,9 @@ def _pool_names(config: RobotConfig) -> tuple[set[str] | None, str | None]:
         with engine.connect() as conn:
             if not inspect(conn).has_table(pools.name):
                 return None, "database has no pools table yet; pool names not checked"
-            names = {str(name) for name in conn.execute(select(pools.c.name)).scalars()}
+            from robot.pools import pool_names
+
+            names = pool_names(conn)
     except SQLAlchemyError as exc:
         # The driver's text may quote the URL; name the error class and the masked URL only.
         return None, (
