@@ -70,11 +70,17 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]
         log.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Check a condition until it holds (the robots work in other processes)."""
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               logs: Path | None = None) -> None:
+    """Check a condition until it holds (the robots work in other processes); on time-out
+    the message carries the tail of each robot's log found in ``logs``."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            tails = "".join(f"\n--- {p.name}\n" + "\n".join(p.read_text(errors="replace")
+                                                           .splitlines()[-40:])
+                            for p in sorted(logs.glob("robot-*.log"))) if logs else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tails}")
         time.sleep(0.1)
 
 
@@ -107,7 +113,7 @@ def test_leader_killed_its_shop_is_taken_over_nothing_lost_or_doubled(
     config = write_config(tmp_path, db_url, key_file, platform_file)
     robots = {p.pid: p for p in (spawn(config), spawn(config))}
 
-    wait_until(lambda: shipped(engine) >= set(first), 60, "the first orders to ship")
+    wait_until(lambda: shipped(engine) >= set(first), 120, "the first orders to ship", tmp_path)
     holder = leader(engine)
     assert holder is not None
     victim = robots[int(holder.rsplit(":", 1)[1])]
@@ -118,8 +124,9 @@ def test_leader_killed_its_shop_is_taken_over_nothing_lost_or_doubled(
     second = [f"B{i}" for i in range(20)]
     for oid in second:
         platform.put_order(paid_order(oid, ("s1", 1)))
-    wait_until(lambda: shipped(engine) >= set(first + second), 60,
-               "the survivor to take the shop over and ship the rest")
+    # Takeover needs LEASE_TTL + LEASE_RENEW (13 s); the rest is headroom for a loaded CI host.
+    wait_until(lambda: shipped(engine) >= set(first + second), 120,
+               "the survivor to take the shop over and ship the rest", tmp_path)
     assert leader(engine) == f"{holder.rsplit(':', 1)[0]}:{survivor.pid}"
     assert platform.all_shipments() == dict.fromkeys(first + second, 1)
     with engine.connect() as conn:
@@ -147,7 +154,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, key_file: Path, vault: Va
         platform.put_order(paid_order(f"S{i}", ("s1", 1)))
     config = write_config(tmp_path, db_url, key_file, platform_file)
     robot = spawn(config)
-    wait_until(lambda: len(shipped(engine)) == 5, 60, "the orders to ship")
+    wait_until(lambda: len(shipped(engine)) == 5, 120, "the orders to ship", tmp_path)
     second = spawn(config)
     assert second.wait(timeout=60) != 0  # refused: SQLite allows one robot process
     robot.send_signal(signal.SIGTERM)

@@ -5,9 +5,10 @@ shipped order cannot be shipped again (the answer is "already shipped"), a close
 refunding order cannot be shipped at all, and every applied shipment is counted so tests can
 prove "shipped exactly once". Faults can be injected per call kind.
 
-With ``state_file`` set the platform lives in a JSON file guarded by an exclusive ``flock``,
-so several processes (a robot that is killed and restarted, and the test that checks it)
-see one platform. Pushes are signed with HMAC-SHA256 over the raw body (``X-Memory-Sign``).
+With ``state_file`` set the platform lives in a JSON file, replaced atomically under an
+exclusive ``flock`` of a lock file beside it, so several processes (a robot that is killed
+and restarted, and the test that checks it) see one platform. Pushes are signed with
+HMAC-SHA256 over the raw body (``X-Memory-Sign``).
 """
 
 from __future__ import annotations
@@ -108,17 +109,26 @@ class MemoryPlatform:
             if self._file is None:
                 yield self._state
                 return
-            fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o600)
+            # The lock lives in a file of its own: the state file is replaced whole (write a
+            # temporary file, then rename), so a process SIGKILLed mid-write leaves the old
+            # state or the new one, never a truncated file that reads as an empty platform.
+            fd = os.open(f"{self._file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                raw = os.read(fd, 1 << 30)
+                try:
+                    raw = self._file.read_bytes()
+                except FileNotFoundError:
+                    raw = b""
                 state = json.loads(raw) if raw else _empty_state()
                 yield state
                 data = json.dumps(state).encode()
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.ftruncate(fd, 0)
-                os.write(fd, data)
-                os.fsync(fd)
+                if data != raw:
+                    tmp = self._file.with_name(f"{self._file.name}.{os.getpid()}.tmp")
+                    with tmp.open("wb") as out:
+                        out.write(data)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(tmp, self._file)
             finally:
                 os.close(fd)  # closing releases the flock
 
