@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,28 +49,54 @@ def ensure_head(conn: Connection) -> None:
         conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
 
 
+# Built once: appending is on every allocation's path.
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_INSERT_ENTRY = insert(audit_log)
+_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry to append (its place in the chain is given when it is appended)."""
+
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, Any] | None = None
+
+
 def append(conn: Connection, *, actor: str, action: str, subject: str,
            details: Mapping[str, Any] | None = None) -> int:
     """Append one entry inside the caller's transaction; returns its sequence number."""
-    stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-    if dialect_of(conn) != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
-        stmt = stmt.with_for_update()
+    return append_many(conn, [Entry(actor, action, subject, details)])
+
+
+def append_many(conn: Connection, entries: Sequence[Entry]) -> int:
+    """Append entries in order inside the caller's transaction, with one read and one
+    update of the chain head (a transaction that records several steps takes the head's
+    lock once); returns the last sequence number."""
+    # SQLite's BEGIN IMMEDIATE already serializes writers; servers lock the head row.
+    stmt = _HEAD if dialect_of(conn) == "sqlite" else _HEAD_LOCKED
     row = conn.execute(stmt).first()
     if row is None:
         ensure_head(conn)
         row = conn.execute(stmt).one()
-    seq = int(row.seq) + 1
+    seq, prev = int(row.seq), str(row.hash)
     at = utcnow()
-    body = canonical(details or {})
-    digest = _entry_hash(row.hash, seq, at, actor=actor, action=action, subject=subject,
-                         details=body)
-    conn.execute(
-        insert(audit_log).values(
-            seq=seq, at=at, actor=actor, action=action, subject=subject,
-            details=body, prev_hash=row.hash, hash=digest,
-        )
-    )
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    rows = []
+    for entry in entries:
+        seq += 1
+        body = canonical(entry.details or {})
+        digest = _entry_hash(prev, seq, at, actor=entry.actor, action=entry.action,
+                             subject=entry.subject, details=body)
+        rows.append({"seq": seq, "at": at, "actor": entry.actor, "action": entry.action,
+                     "subject": entry.subject, "details": body, "prev_hash": prev,
+                     "hash": digest})
+        prev = digest
+    if rows:
+        conn.execute(_INSERT_ENTRY, rows)
+        conn.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
     return seq
 
 

@@ -315,8 +315,10 @@ class Robot:
         self._wake_ship.set()
 
     def wake(self) -> None:
-        """New orders or codes arrived: allocate now rather than at the next tick."""
+        """New orders or codes arrived: allocate and write back now rather than at the next
+        tick (intake allocates what it can in its own transaction)."""
         self._wake_alloc.set()
+        self._wake_ship.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():

@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
@@ -86,15 +96,41 @@ def _lock_order(conn: Connection, where: ColumnElement[bool]) -> Row[Any] | None
     return conn.execute(stmt).first()
 
 
+# The hot path's statements are built once and given their values at execution: building a
+# statement per call (``.values(...)``, ``.where(x == value)``) cost more CPU than running
+# it (profiles in BENCHMARKS.md). An UPDATE without ``.values()`` sets the columns named by
+# the execution's parameters.
+_BY_PLATFORM_ID = select(orders).where(orders.c.shop == bindparam("b_shop"),
+                                       orders.c.platform_order_id == bindparam("b_oid"))
+_BY_PLATFORM_ID_LOCKED = _BY_PLATFORM_ID.with_for_update()
+_INSERT_ORDER = insert(orders)
+_INSERT_OUTBOX = insert(outbox)
+_MOVE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"),
+                                   orders.c.state == bindparam("b_from"))
+_POOL_IDS = select(pools.c.name, pools.c.id).where(
+    pools.c.name.in_(bindparam("b_names", expanding=True)))
+
+
+def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any] | None:
+    """The order with its row lock on server databases (SQLite's writer lock covers it)."""
+    stmt = _BY_PLATFORM_ID_LOCKED if _is_server(conn) else _BY_PLATFORM_ID
+    return conn.execute(stmt, {"b_shop": shop, "b_oid": platform_order_id}).first()
+
+
 # --------------------------------------------------------------------------- intake
 
 
 def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
-           now: datetime | None = None) -> IntakeResult:
+           now: datetime | None = None, allocate: bool = False) -> IntakeResult:
     """Record a platform order snapshot. Idempotent on (shop, platform order id).
 
     A new paid order is created (received, held or ignored); a known order is updated from
     the snapshot (closed or refunded → cancelled / refunded); anything else is a no-op.
+
+    With ``allocate`` a new order that passes the checks is allocated in the same
+    transaction (``allocated``, or ``waiting_stock`` with the reason): one commit per order
+    instead of two, and the claim is as durable as the order itself. The daemon takes orders
+    in this way; without it the order waits ``received`` for :func:`allocate_next`.
 
     A snapshot the platform sent in a shape we cannot use (an
     :class:`~connectors.common.unreadable.UnreadableOrder`, or values outside
@@ -113,7 +149,7 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
                 if problem is not None:
                     return _park_tx(conn, shop, order.platform_order_id, problem, actor,
                                     now or utcnow())
-                return _intake_tx(conn, shop, order, actor, now or utcnow())
+                return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate)
         except IntegrityError:
             # Another worker inserted the same order between our look-up and insert; the
             # unique constraint stopped the second copy. Try again as an update.
@@ -179,8 +215,7 @@ def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem:
              actor: str, now: datetime) -> IntakeResult:
     """Hold the order with ``problem`` as the reason (recorded without lines if new)."""
     reason = UNREADABLE_REASON + problem
-    row = _lock_order(conn, and_(orders.c.shop == shop.name,
-                                 orders.c.platform_order_id == platform_order_id))
+    row = _find_order(conn, shop.name, platform_order_id)
     if row is not None and row.state not in ("received", "waiting_stock", "allocated", "failed"):
         return IntakeResult(int(row.id), "duplicate", str(row.state))  # parked already, or done
     # Logged once, when the order is parked; a later poll seeing it again says nothing.
@@ -208,9 +243,8 @@ def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem:
 
 
 def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
-               now: datetime) -> IntakeResult:
-    row = _lock_order(conn, and_(orders.c.shop == shop.name,
-                                 orders.c.platform_order_id == snap.platform_order_id))
+               now: datetime, allocate: bool = False) -> IntakeResult:
+    row = _find_order(conn, shop.name, snap.platform_order_id)
     parked: int | None = None
     if row is not None:
         if not (row.state == "held" and row.platform_status == UNREADABLE):
@@ -254,12 +288,17 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         order_id = parked
     else:
         inserted = conn.execute(
-            insert(orders).values(shop=shop.name, platform=shop.platform,
-                                  platform_order_id=snap.platform_order_id, received_at=now,
-                                  **values)
+            _INSERT_ORDER, {"shop": shop.name, "platform": shop.platform,
+                            "platform_order_id": snap.platform_order_id, "received_at": now,
+                            **values}
         ).inserted_primary_key
         assert inserted is not None
         order_id = int(inserted[0])
+    wanted: list[_Wanted] = [
+        (no, line.quantity, [(n.pool, n.per_unit) for n in needs] if needs and line in live
+         else [])
+        for no, (line, needs) in enumerate(resolved)
+    ]
     conn.execute(
         insert(order_lines),
         [
@@ -268,19 +307,23 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
                 "item_id": line.item_id, "sku_id": line.sku_id, "outer_id": line.outer_id,
                 "title": line.title[:255], "quantity": line.quantity,
                 "unit_price_cents": line.unit_price_cents, "refund": line.refund.value,
-                "mapping": json.dumps(
-                    [[n.pool, n.per_unit] for n in needs] if needs and line in live else []
-                ),
+                "mapping": json.dumps([list(share) for share in shares]),
             }
-            for no, (line, needs) in enumerate(resolved)
+            for (no, _qty, shares), (line, _needs) in zip(wanted, resolved, strict=True)
         ],
     )
-    audit.append(conn, actor=actor, action="intake", subject=f"order:{order_id}",
-                 details={"shop": shop.name, "platform_order_id": snap.platform_order_id,
-                          "state": state, "reason": reason})
+    entry = audit.Entry(actor=actor, action="intake", subject=f"order:{order_id}",
+                        details={"shop": shop.name,
+                                 "platform_order_id": snap.platform_order_id,
+                                 "state": state, "reason": reason})
+    if allocate and state == "received":
+        result = _allocate_locked(conn, order_id, state, now, actor, wanted=wanted,
+                                  before=[entry])
+        return IntakeResult(order_id, "created", result.state)
+    audit.append_many(conn, [entry])
     if hits:
         risk.record_hold(conn, order_id, hits, actor=actor)
-    return IntakeResult(int(order_id), "created", state)
+    return IntakeResult(order_id, "created", state)
 
 
 def _revive(conn: Connection, order_id: int, values: dict[str, Any]) -> None:
@@ -376,11 +419,9 @@ def _update_line_refunds(conn: Connection, order_id: int, snap: Order) -> list[O
 def _transition(conn: Connection, order_id: int, from_state: str, to_state: str,
                 reason: str | None, now: datetime, **values: object) -> None:
     """Move an order between states, guarded by the state it leaves."""
-    result = conn.execute(
-        update(orders)
-        .where(orders.c.id == order_id, orders.c.state == from_state)
-        .values(state=to_state, reason=reason, updated_at=now, **values)
-    )
+    result = conn.execute(_MOVE_ORDER, {"b_id": order_id, "b_from": from_state,
+                                        "state": to_state, "reason": reason,
+                                        "updated_at": now, **values})
     if result.rowcount != 1:
         raise StateConflict(f"order {order_id} is no longer {from_state}")
 
@@ -480,58 +521,80 @@ def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
         return _allocate_locked(conn, order_id, str(row.state), now, actor)
 
 
+#: (line_no, quantity, [(pool name, codes per unit), ...]) of one order line.
+_Wanted = tuple[int, int, list[tuple[str, int]]]
+
+
 def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
-                     actor: str) -> AllocationResult:
-    lines = conn.execute(
-        select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping)
-        .where(order_lines.c.order_id == order_id).order_by(order_lines.c.line_no)
-    ).all()
-    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(select(pools.c.name, pools.c.id))}
+                     actor: str, *, wanted: Sequence[_Wanted] | None = None,
+                     before: Sequence[audit.Entry] = ()) -> AllocationResult:
+    """Reserve every code of the order or none. ``wanted`` is the order's lines when the
+    caller has them at hand (intake), else they are read; ``before`` are audit entries of
+    this transaction still to be appended ahead of the allocation's (one chain append)."""
+    if wanted is None:
+        wanted = [(int(r.line_no), int(r.quantity), [(str(p), int(k)) for p, k in
+                                                      json.loads(r.mapping)])
+                  for r in conn.execute(
+                      select(order_lines.c.line_no, order_lines.c.quantity,
+                             order_lines.c.mapping)
+                      .where(order_lines.c.order_id == order_id)
+                      .order_by(order_lines.c.line_no))]
+    names = sorted({pool for _no, _qty, shares in wanted for pool, _k in shares})
+    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(
+        _POOL_IDS, {"b_names": names})} if names else {}
     plan: list[tuple[int, int, int]] = []  # (line_no, pool_id, count)
-    for line in lines:
-        for pool_name, per_unit in json.loads(line.mapping):
+    for line_no, quantity, shares in wanted:
+        for pool_name, per_unit in shares:
             pid = pool_ids.get(pool_name)
             if pid is None:
                 reason = f"pool {pool_name!r} does not exist"
-                return _wait(conn, order_id, state, now, reason, actor)
-            plan.append((int(line.line_no), int(pid), int(per_unit) * int(line.quantity)))
+                return _wait(conn, order_id, state, now, reason, actor, before)
+            plan.append((line_no, pid, per_unit * quantity))
 
     rows: list[dict[str, object]] = []
     per_line: dict[int, int] = {}
-    savepoint = conn.begin_nested()
+    # A claim of one code takes it or nothing; only a larger plan can fall short half-way
+    # and needs a savepoint to put back what it took.
+    savepoint = conn.begin_nested() if sum(count for _n, _p, count in plan) > 1 else None
     for line_no, pid, count in plan:
         got = claim(conn, pid, count, now)
         if len(got) < count:
-            savepoint.rollback()
+            if savepoint is not None:
+                savepoint.rollback()
             name = next(n for n, i in pool_ids.items() if i == pid)
             return _wait(conn, order_id, state, now,
-                         f"not enough stock in pool {name!r} (need {count})", actor)
+                         f"not enough stock in pool {name!r} (need {count})", actor, before)
         for cid in got:
             n = per_line.get(line_no, 0)
             per_line[line_no] = n + 1
             rows.append({"order_id": order_id, "line_no": line_no, "n": n, "code_id": cid,
                          "pool_id": pid, "state": "reserved", "created_at": now})
-    savepoint.commit()
+    if savepoint is not None:
+        savepoint.commit()
     if rows:
         conn.execute(insert(deliveries), rows)
     _transition(conn, order_id, state, "allocated", None, now, allocated_at=now)
-    conn.execute(insert(outbox).values(order_id=order_id, kind="ship", state="pending",
-                                       attempts=0, due_at=now, created_at=now))
+    conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship", "state": "pending",
+                                  "attempts": 0, "due_at": now, "created_at": now})
     code_ids = tuple(int(str(r["code_id"])) for r in rows)
-    audit.append(conn, actor=actor, action="allocate", subject=f"order:{order_id}",
-                 details={"code_ids": list(code_ids)})
+    audit.append_many(conn, [*before, audit.Entry(
+        actor=actor, action="allocate", subject=f"order:{order_id}",
+        details={"code_ids": list(code_ids)})])
     return AllocationResult(order_id, "allocated", code_ids)
 
 
 def _wait(conn: Connection, order_id: int, state: str, now: datetime, reason: str,
-          actor: str) -> AllocationResult:
+          actor: str, before: Sequence[audit.Entry] = ()) -> AllocationResult:
     conn.execute(
         update(orders).where(orders.c.id == order_id, orders.c.state == state)
         .values(state="waiting_stock", reason=reason, updated_at=now, due_at=now + WAITING_RETRY)
     )
+    entries = list(before)
     if state != "waiting_stock":
-        audit.append(conn, actor=actor, action="wait_stock", subject=f"order:{order_id}",
-                     details={"reason": reason})
+        entries.append(audit.Entry(actor=actor, action="wait_stock", subject=f"order:{order_id}",
+                                   details={"reason": reason}))
+    if entries:
+        audit.append_many(conn, entries)
     return AllocationResult(order_id, "waiting_stock", reason=reason)
 
 

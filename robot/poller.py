@@ -72,7 +72,8 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
             return await _failed(engine, shop.name, kind, f"unexpected {type(exc).__name__}",
                                  outcome, db)
         for order in result.orders:
-            taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}")
+            taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}",
+                             allocate=True)
             outcome.created += taken.action == "created"
         outcome.seen += len(result.orders)
         outcome.steps += 1
@@ -137,7 +138,8 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                 log.warning("event_order_unreadable", shop=shop.name, error=exc.message,
                             platform_order_id=event.platform_order_id)
         if order is not None:
-            result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}")
+            result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}",
+                              allocate=True)
             changed += result.action in ("created", "updated")
         if key is not None:
             await db(_mark_seen, engine, shop.name, key)

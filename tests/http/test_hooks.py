@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from connectors.base import PushBatch, PushEvent
 from connectors.memory import TEST_PUSH_SECRET, MemoryConnector, order_to_json, sign_push
-from robot.schema import orders, push_seen
+from robot.schema import deliveries, orders, push_seen
 from robot.vault import Vault
 from tests.factories import paid_order, seed_codes
 from tests.http.conftest import Http, make_http
@@ -31,7 +31,8 @@ def order_count(engine: Engine) -> int:
 
 
 def test_good_push_creates_the_order_and_wakes_the_allocator(http: Http) -> None:
-    """A correctly signed push is committed as an order before the platform's reply."""
+    """A correctly signed push is committed as an order, with its codes claimed in the same
+    transaction, before the platform's reply."""
     body = message("P1")
     response = http.client.post("/hooks/mem", content=body, headers=signed(body))
     assert response.status_code == 200
@@ -39,8 +40,10 @@ def test_good_push_creates_the_order_and_wakes_the_allocator(http: Http) -> None
     with http.engine.connect() as conn:
         row = conn.execute(select(orders.c.platform_order_id, orders.c.state)).one()
         seen = conn.execute(select(push_seen.c.shop, push_seen.c.message_id)).all()
-    assert tuple(row) == ("P1", "received")
+    assert tuple(row) == ("P1", "allocated")
     assert [tuple(s) for s in seen] == [("mem", "m-1")]
+    with http.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 1
     assert http.woken
 
 
