@@ -203,9 +203,11 @@ outbox = Table(
     Index("ix_outbox_state_due", "state", "due_at"),
 )
 
+# The log is AUDIT_CHAINS hash chains (robot.audit): an entry is (chain, seq).
 audit_log = Table(
     "audit_log",
     metadata,
+    Column("chain", Integer, primary_key=True, autoincrement=False, server_default="1"),
     Column("seq", BigId, primary_key=True, autoincrement=False),
     Column("at", Timestamp, nullable=False),
     Column("actor", String(128), nullable=False),
@@ -214,10 +216,11 @@ audit_log = Table(
     Column("details", Text, nullable=False),  # canonical JSON; never plaintext codes
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_at", "at"),
 )
 
-# One row (id = 1): the chain's head. Appending locks it, which orders appends across
-# processes without relying on sequence order.
+# One row per chain (id = the chain's number): its head. Appending locks one head, which
+# orders the appends of that chain across processes without relying on sequence order.
 audit_head = Table(
     "audit_head",
     metadata,

@@ -17,6 +17,7 @@ import robot.cli
 from robot import audit
 from robot.cli.common import EXIT_USER, App, run_guarded
 from robot.schema import audit_head, audit_log
+from tests.conftest import backends
 
 
 def _append(engine: Engine, n: int, *, actor: str = "test", action: str = "import") -> list[int]:
@@ -212,20 +213,17 @@ def test_replaced_last_entry_is_detected_by_the_head(engine: Engine) -> None:
     assert "head does not match" in (result.problem or "")
 
 
-def test_concurrent_appends_form_one_chain(engine: Engine) -> None:
-    """4 threads x 50 appends, each in its own transaction, give one gapless valid chain."""
+def test_concurrent_appends_form_gapless_valid_chains(engine: Engine) -> None:
+    """4 threads x 50 appends, each in its own transaction, give gapless valid chains that
+    hold every entry once."""
     threads, per_thread = 4, 50
     start = threading.Barrier(threads)
     errors: list[BaseException] = []
-    seqs: list[int] = []
-    lock = threading.Lock()
 
     def worker(n: int) -> None:
         try:
             start.wait()
-            mine = _append(engine, per_thread, actor=f"worker-{n}")
-            with lock:
-                seqs.extend(mine)
+            _append(engine, per_thread, actor=f"worker-{n}")
         except BaseException as exc:
             errors.append(exc)
 
@@ -236,13 +234,47 @@ def test_concurrent_appends_form_one_chain(engine: Engine) -> None:
         t.join()
     assert errors == []
     total = threads * per_thread
-    assert sorted(seqs) == list(range(1, total + 1))
     assert audit.verify(engine) == audit.VerifyResult(True, total)
     with engine.connect() as conn:
         by_actor: Counter[str] = Counter(dict(conn.execute(
             select(audit_log.c.actor, func.count()).group_by(audit_log.c.actor)).all()))
-        assert conn.execute(select(audit_head.c.seq)).scalar_one() == total
+        per_chain: dict[int, list[int]] = {}
+        for chain, seq in conn.execute(select(audit_log.c.chain, audit_log.c.seq)
+                                       .order_by(audit_log.c.chain, audit_log.c.seq)):
+            per_chain.setdefault(int(chain), []).append(int(seq))
+        heads = dict(conn.execute(select(audit_head.c.id, audit_head.c.seq)).all())
     assert by_actor == {f"worker-{n}": per_thread for n in range(threads)}
+    for chain, seqs in per_chain.items():
+        assert seqs == list(range(1, len(seqs) + 1)) and heads[chain] == len(seqs)
+    assert sum(heads.values()) == total
+    if engine.dialect.name == "sqlite":
+        assert set(per_chain) == {1}  # one writer at a time: one chain
+
+
+@pytest.mark.parametrize("backend", [b for b in backends() if b != "sqlite"], indirect=True)
+def test_an_appender_takes_a_free_chain_instead_of_waiting(engine: Engine) -> None:
+    """While one transaction holds a chain's head until it commits, another appends to a
+    free chain at once (server databases; SQLite has one writer); both chains verify."""
+    with engine.connect() as first:
+        first.begin()
+        audit.append(first, actor="slow", action="intake", subject="order:1")
+        second_done = threading.Event()
+        chains: list[int] = []
+
+        def second() -> None:
+            with engine.begin() as conn:
+                audit.append(conn, actor="fast", action="intake", subject="order:2")
+                chains.append(int(conn.info[audit._TAKEN][1]))
+            second_done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        waited = not second_done.wait(timeout=20)
+        first.commit()
+        thread.join()
+    assert not waited, "the second appender waited for the first one's chain"
+    assert chains and chains[0] != 1
+    assert audit.verify(engine) == audit.VerifyResult(True, 2)
 
 
 def test_verify_while_appending_reports_no_false_break(engine: Engine) -> None:
@@ -319,11 +351,12 @@ def test_cli_verify_json(cli_app: App, engine: Engine, monkeypatch: pytest.Monke
     _append(engine, 3)
     status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "verify", "--json")
     assert status == 0
-    assert json.loads(out) == {"ok": True, "entries": 3, "first_bad_seq": None, "problem": None}
+    assert json.loads(out) == {"ok": True, "entries": 3, "first_bad_seq": None, "chain": None,
+                               "problem": None}
     _set(engine, 3, subject="batch:x")
     status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "verify", "--json")
     assert status == EXIT_USER
-    assert json.loads(out) == {"ok": False, "entries": 2, "first_bad_seq": 3,
+    assert json.loads(out) == {"ok": False, "entries": 2, "first_bad_seq": 3, "chain": 1,
                                "problem": "entry 3 was altered"}
 
 

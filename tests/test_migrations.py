@@ -6,8 +6,10 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
+from robot import audit
+from robot.clock import utcnow
 from robot.db import make_engine
 from robot.migrate import current_revision, head_revision, upgrade
 from robot.schema import metadata
@@ -39,6 +41,41 @@ def test_upgrade_head_matches_models(backend: str, server_databases: ServerDatab
         assert set(metadata.tables) <= tables
         upgrade(engine)  # already at head: nothing to do, nothing fails
         assert current_revision(engine) == head_revision()
+    finally:
+        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        engine.dispose()
+
+
+def test_a_log_written_as_one_chain_verifies_after_the_upgrade(
+    backend: str, server_databases: ServerDatabases, tmp_path: Path,
+) -> None:
+    """Entries written before the log had several chains (revision 0001) are chain 1 after
+    upgrading, still verify, and new entries append after them."""
+    engine = _empty_engine(backend, server_databases, tmp_path)
+    try:
+        upgrade(engine, "0001")
+        prev = audit.GENESIS
+        with engine.begin() as conn:
+            for seq in (1, 2):
+                at = utcnow()
+                digest = audit._entry_hash(prev, seq, at, actor="old", action="import",
+                                           subject=f"batch:{seq}", details="{}")
+                conn.execute(text(
+                    "INSERT INTO audit_log (seq, at, actor, action, subject, details, "
+                    "prev_hash, hash) VALUES (:seq, :at, 'old', 'import', :subject, '{}', "
+                    ":prev, :hash)"), {"seq": seq, "at": at, "subject": f"batch:{seq}",
+                                       "prev": prev, "hash": digest})
+                prev = digest
+            conn.execute(text("UPDATE audit_head SET seq = 2, hash = :h WHERE id = 1"),
+                         {"h": prev})
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert audit.verify(engine) == audit.VerifyResult(True, 2)
+        with engine.begin() as conn:
+            assert audit.append(conn, actor="new", action="import", subject="batch:3") == 3
+        assert audit.verify(engine) == audit.VerifyResult(True, 3)
     finally:
         metadata.drop_all(engine)
         with engine.begin() as conn:

@@ -28,20 +28,23 @@ def audit_group() -> None:
 @json_option
 @click.pass_obj
 def verify(app: App, as_json: bool) -> None:
-    """Walk the whole chain; exit 1 if any entry was altered, removed or reordered."""
+    """Walk every chain; exit 1 if any entry was altered, removed or reordered."""
     result = audit.verify(app.engine)
     if as_json:
         emit_json({
             "ok": result.ok,
             "entries": result.entries,
             "first_bad_seq": result.first_bad_seq,
+            "chain": result.chain,
             "problem": result.problem,
         })
     if result.ok:
         if not as_json:
             click.echo(f"audit chain OK: {result.entries} entries")
         return
-    raise UserError(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}")
+    where = "" if result.chain in (None, 1) else f"chain {result.chain} "
+    raise UserError(f"audit chain BROKEN at {where}entry {result.first_bad_seq}: "
+                    f"{result.problem}")
 
 
 def _details(text: str) -> Any:
@@ -60,9 +63,9 @@ def _details(text: str) -> Any:
 def list_entries(app: App, limit: int, action: str | None, as_json: bool) -> None:
     """Show the most recent entries, newest first."""
     stmt = select(
-        audit_log.c.seq, audit_log.c.at, audit_log.c.actor, audit_log.c.action,
-        audit_log.c.subject, audit_log.c.details,
-    ).order_by(audit_log.c.seq.desc()).limit(limit)
+        audit_log.c.chain, audit_log.c.seq, audit_log.c.at, audit_log.c.actor,
+        audit_log.c.action, audit_log.c.subject, audit_log.c.details,
+    ).order_by(audit_log.c.at.desc(), audit_log.c.seq.desc(), audit_log.c.chain).limit(limit)
     if action is not None:
         stmt = stmt.where(audit_log.c.action == action)
     with app.engine.connect() as conn:
@@ -70,6 +73,7 @@ def list_entries(app: App, limit: int, action: str | None, as_json: bool) -> Non
     if as_json:
         emit_json([
             {
+                "chain": r.chain,
                 "seq": r.seq,
                 "at": r.at.isoformat(timespec="microseconds") + "Z",
                 "actor": r.actor,
@@ -83,9 +87,10 @@ def list_entries(app: App, limit: int, action: str | None, as_json: bool) -> Non
     print_table(
         app,
         "audit log (newest first)",
-        ["seq", "at (UTC)", "actor", "action", "subject", "details"],
+        ["entry", "at (UTC)", "actor", "action", "subject", "details"],
         [
-            [r.seq, r.at.isoformat(sep=" ", timespec="seconds"), r.actor, r.action, r.subject,
+            [str(r.seq) if r.chain == 1 else f"{r.chain}:{r.seq}",
+             r.at.isoformat(sep=" ", timespec="seconds"), r.actor, r.action, r.subject,
              r.details]
             for r in rows
         ],
