@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codes", type=int, help="codes for the import benchmark")
     parser.add_argument("--sizes", help="comma-separated pool sizes for the scale benchmark")
     parser.add_argument("--clients", default="1,4,8", help="PostgreSQL client counts")
-    parser.add_argument("--e2e-orders", type=int, help="orders for the end-to-end demo")
+    parser.add_argument("--e2e-orders", type=int,
+                        help="e2e: orders of the max-rate run (default 3000; quick 200)")
+    parser.add_argument("--e2e-seconds", type=float,
+                        help="e2e: seconds of paced load at half the max (default 60; quick 10)")
     parser.add_argument("--window", type=float,
                         help="idle: seconds measured after the warm-up (default 60; quick 15)")
     parser.add_argument("--profile", type=Path,
@@ -81,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                         args.soak_max_orders or (300 if quick else 2000))
         common.print_table("5. soak (PostgreSQL)", part)
         results += part
-    if args.which == "e2e" or (args.which == "all" and not quick):
-        part = e2e.run(args.e2e_orders or 500, timeout=300)
-        common.print_table("2. end to end (demo)", part)
+    if args.which in ("all", "e2e"):
+        part = e2e.run(backends, args.e2e_orders or (200 if quick else 3000),
+                       args.e2e_seconds or (10.0 if quick else 60.0))
+        common.print_table("2. end to end (push intake, zero-latency fake)", part)
         results += part
     common.print_table("summary", results)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

@@ -47,14 +47,14 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import httpx
 import psycopg
 import yaml
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.common import Result, Scratch, scratch_db
@@ -67,6 +67,7 @@ from robot.daemon import Robot
 from robot.db import make_engine
 from robot.log import configure_logging
 from robot.migrate import upgrade
+from robot.schema import orders
 from robot.vault import init_key_file, open_vault
 
 SHOP = "soak-shop"
@@ -184,7 +185,7 @@ class Feeder:
             platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=f"buyer-{i % 997}",
             lines=(OrderLine(line_id=f"{oid}-1", quantity=1, outer_id=SKU, title="VIP month",
                              unit_price_cents=1990),),
-            total_cents=1990, paid_at=None)
+            total_cents=1990, paid_at=datetime.now(UTC))  # paid now: latency starts here
         self.running.platform.put_order(order)
         body = json.dumps({"order": order_to_json(order), "message_id": f"m-{oid}"}).encode()
         headers = {"X-Memory-Sign": sign_push(TEST_PUSH_SECRET, body),
@@ -296,7 +297,7 @@ class Holder:
         self.conn.close()
 
 
-def _pct(values: list[float], p: float) -> float | None:
+def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
@@ -315,12 +316,15 @@ class SoakReport:
     sizes: dict[str, tuple[int, int]]  # table -> (bytes at start, bytes at end)
     push_errors: int
     unshipped: int
+    paid_to_shipped_ms: list[float] = field(default_factory=list)  # every shipped order
 
 
 def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
          hold_at: float, hold_for: float) -> SoakReport:
     """Push orders at ``rate``/s for ``minutes``; a stuck session from ``hold_at`` s for
-    ``hold_for`` s; sample the tables every ``bucket_s`` s."""
+    ``hold_for`` s (PostgreSQL; ``hold_for=0``: none); sample the tables every ``bucket_s``
+    s (PostgreSQL's statistics; other backends run the same paced load without them)."""
+    pg = backend == "postgresql"
     total_s = minutes * 60
     n = int(rate * total_s) + 10
     nb = round(total_s / bucket_s)
@@ -337,7 +341,7 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
             buckets = [Bucket(k) for k in range(nb)]
             holder: Holder | None = None
             hold_first = int(hold_at // bucket_s)
-            sizes0 = _sizes(engine, HOT)
+            sizes0 = _sizes(engine, HOT) if pg else {}
             start_wall = utcnow()
             start = time.monotonic()
             i = 0
@@ -346,7 +350,8 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
                     end = start + (k + 1) * bucket_s
                     while True:
                         now = time.monotonic()
-                        if holder is None and k == hold_first and now - start >= hold_at:
+                        if holder is None and hold_for > 0 and k == hold_first \
+                                and now - start >= hold_at:
                             holder = Holder(db.url)
                         if holder is not None and now - start >= hold_at + hold_for:
                             holder.release()
@@ -364,7 +369,7 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
                     buckets[k].holding = holder is not None
                     if holder is not None:
                         buckets[k].held_xmin = holder.xmin(engine)
-                    buckets[k].tables = _stats(engine)
+                    buckets[k].tables = _stats(engine) if pg else {}
                     _progress(buckets[k], bucket_s, engine, start_wall)
             finally:
                 if holder is not None:
@@ -377,19 +382,22 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
             while _shipped(engine) < feeder.count and time.monotonic() < settle:
                 time.sleep(0.5)
             with engine.connect() as conn:
-                rows = conn.execute(text(
-                    "SELECT received_at, shipped_at FROM orders")).all()
-            sizes1 = _sizes(engine, HOT)
+                rows = conn.execute(select(orders.c.received_at, orders.c.shipped_at,
+                                           orders.c.paid_at)).all()
+            sizes1 = _sizes(engine, HOT) if pg else {}
             engine.dispose()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     shipped = [0] * nb
     lat: list[list[float]] = [[] for _ in range(nb)]
     unshipped = 0
-    for received, shipped_at in rows:
+    paid_to_shipped: list[float] = []
+    for received, shipped_at, paid_at in rows:
         if shipped_at is None:
             unshipped += 1
             continue
+        if paid_at is not None:
+            paid_to_shipped.append((shipped_at - paid_at).total_seconds() * 1000)
         kb = int((received - start_wall).total_seconds() // bucket_s)
         if 0 <= kb < nb:
             lat[kb].append((shipped_at - received).total_seconds() * 1000)
@@ -398,10 +406,10 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
             shipped[ks] += 1
     return SoakReport(
         rate=rate, bucket_s=bucket_s, buckets=buckets, shipped=shipped,
-        p50=[_pct(v, 0.50) for v in lat], p99=[_pct(v, 0.99) for v in lat],
+        p50=[percentile(v, 0.50) for v in lat], p99=[percentile(v, 0.99) for v in lat],
         hold=(int(hold_at // bucket_s), int((hold_at + hold_for) // bucket_s) - 1),
-        sizes={t: (sizes0[t], sizes1[t]) for t in HOT}, push_errors=feeder.errors,
-        unshipped=unshipped)
+        sizes={t: (sizes0[t], sizes1[t]) for t in HOT if t in sizes0},
+        push_errors=feeder.errors, unshipped=unshipped, paid_to_shipped_ms=paid_to_shipped)
 
 
 def _sender(feeder: Feeder, todo: queue.Queue[int | None]) -> None:

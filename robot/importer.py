@@ -189,6 +189,10 @@ def _echo(value: str, shape: re.Pattern[str]) -> str:
 def _has_control(text: str) -> bool:
     # Cc: C0/C1 controls (NUL, tab inside a code, ...); Cf: invisible format characters such
     # as zero-width spaces that make a code look right and fail; Zl/Zp: line separators.
+    # str.isprintable() is False for every one of those (and for a few harmless characters
+    # such as U+3000), so a printable line, nearly every line, skips the per-character look.
+    if text.isprintable():
+        return False
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 
 

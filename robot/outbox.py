@@ -250,7 +250,8 @@ class Dispatcher:
         if job.kind == "ship" and ctx.state != "allocated":
             await asyncio.to_thread(self._not_allocated, job, ctx.state)
             return
-        pickup = self._pickup_url(job.order_id)
+        # The link hook runs a short transaction: off the event loop, like every other one.
+        pickup = await asyncio.to_thread(self._pickup_url, job.order_id)
         try:
             if job.kind == "ship":
                 shipment = Shipment(

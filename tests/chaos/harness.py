@@ -118,6 +118,7 @@ class ChaosReport:
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
     workdir: str | None = None
+    database: str | None = None  # the scratch database, when kept
 
     @property
     def ok(self) -> bool:
@@ -143,6 +144,8 @@ class ChaosReport:
         out += [f"    - {v}" for v in self.violations[:50]]
         if self.workdir:
             out.append(f"  working directory     {self.workdir}")
+        if self.database:
+            out.append(f"  database kept         {self.database}")
         return out
 
 
@@ -391,8 +394,10 @@ class ChaosRun:
             host.close()
             if hasattr(self, "reader"):
                 self.reader.dispose()
-            if db is not None and not plan.keep:
-                db.drop()
+            if db is not None and not plan.keep and self.report.ok:
+                db.drop()  # a run with violations keeps its database to be examined
+            elif db is not None and db.backend != "sqlite":
+                self.report.database = db.name
             self.report.seconds = time.monotonic() - started
             if plan.keep or not self.report.ok:
                 self.report.workdir = str(workdir)
@@ -548,14 +553,20 @@ class ChaosRun:
     def _witness(self, shop: str) -> Callable[[str], None]:
         def witness(order_id: str) -> None:
             def read() -> tuple[str | None, list[int]]:
+                # One statement, so one snapshot: two reads could straddle a commit (the
+                # order read before a cancel, its deliveries after) and report a state the
+                # database never held.
                 with self.reader.connect() as conn:
-                    row = conn.execute(select(orders.c.id, orders.c.state).where(
-                        orders.c.shop == shop,
-                        orders.c.platform_order_id == order_id)).first()
-                    ids = conn.execute(select(deliveries.c.code_id).where(
-                        deliveries.c.order_id == row.id).order_by(deliveries.c.code_id)
-                    ).scalars().all() if row is not None else []
-                return (row.state if row is not None else None), [int(i) for i in ids]
+                    rows = conn.execute(
+                        select(orders.c.state, deliveries.c.code_id)
+                        .select_from(orders.outerjoin(
+                            deliveries, deliveries.c.order_id == orders.c.id))
+                        .where(orders.c.shop == shop, orders.c.platform_order_id == order_id)
+                    ).all()
+                if not rows:
+                    return None, []
+                return rows[0].state, sorted(int(r.code_id) for r in rows
+                                             if r.code_id is not None)
 
             try:
                 seen = _retrying(read, 30)
