@@ -57,7 +57,13 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-TICK = 1.0  # seconds between checks for due work when nothing woke us
+# Seconds between checks for due work when nothing woke us: TICK after work, growing to
+# IDLE_TICK while the robot stays idle (an idle robot should cost next to no CPU). Work made
+# in this process wakes its loops at once; work made elsewhere (a CLI replay, another
+# robot's import) waits at most IDLE_TICK, and the write-back never sleeps past the
+# shortest retry delay (backoff_initial).
+TICK = 1.0
+IDLE_TICK = 5.0
 # A shop's polling leader holds a lease this long and renews it every LEASE_RENEW seconds,
 # whatever the shop's poll interval: when a leader dies, another process takes its shops
 # over within LEASE_TTL + LEASE_RENEW seconds.
@@ -376,25 +382,35 @@ class Robot:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self.db_retry)
 
-    async def _idle(self, event: asyncio.Event) -> None:
+    async def _idle(self, event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), TICK)
+            await asyncio.wait_for(event.wait(), seconds)
         event.clear()
 
+    @staticmethod
+    def _longer(tick: float, ceiling: float) -> float:
+        """The next idle wait after an idle round: doubled, up to ``ceiling``."""
+        return min(max(tick * 2, TICK), max(ceiling, TICK))
+
     async def _allocator(self) -> None:
+        tick = TICK
         while not self._stop.is_set():
-            allocated = 0
+            found = 0
             while not self._stop.is_set():
                 result = await self._db(pipeline.allocate_next, self.engine, actor=self.owner)
                 if result is None:
                     break
+                found += 1
                 if result.state == "allocated":
-                    allocated += 1
                     self._wake_ship.set()
-            await self._idle(self._wake_alloc)
+            woken = self._wake_alloc.is_set()
+            tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
+            await self._idle(self._wake_alloc, tick)
 
     async def _shipper(self) -> None:
         assert self._dispatcher is not None
+        ceiling = min(IDLE_TICK, self._dispatcher.policy.backoff_initial)
+        tick = TICK
         while not self._stop.is_set():
             try:
                 ran = await self._dispatcher.run_once()
@@ -402,7 +418,10 @@ class Robot:
                 await self._database_down(exc)
                 ran = 0
             if not ran:
-                await self._idle(self._wake_ship)
+                tick = TICK if self._wake_ship.is_set() else self._longer(tick, ceiling)
+                await self._idle(self._wake_ship, tick)
+            else:
+                tick = TICK
 
     # ------------------------------------------------------------------ scheduled jobs
     def _track_job(self) -> None:
@@ -417,15 +436,16 @@ class Robot:
             return
         self._track_job()
         shop = self.shops[shop_name]
-        if not await self._db(shops.take_lease, self.engine, shop_name, self.owner, LEASE_TTL):
+        if not self._solo and not await self._db(shops.take_lease, self.engine, shop_name,
+                                                 self.owner, LEASE_TTL):
             return  # another process is this shop's polling leader
         if await self._db(_paused, self.engine, shop_name):
             return
         try:
             outcome = await poller.poll_shop(
                 self.engine, shop, self.connectors[shop_name], kind,
-                now=lambda: datetime.now(UTC), owner=self.owner, db=self._db,
-                should_stop=self._stop.is_set,
+                now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
+                db=self._db, should_stop=self._stop.is_set,
             )
         except asyncio.CancelledError:
             # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
@@ -438,6 +458,12 @@ class Robot:
                 log.info("orders_received", shop=shop_name, poll=kind, count=outcome.created)
             self.wake()
 
+    @property
+    def _solo(self) -> bool:
+        """SQLite: this process is the only robot on the database (it holds the file lock,
+        see :func:`sqlite_lock`), so it leads every shop without writing leases."""
+        return self._lock is not None
+
     async def _renew_leases(self) -> None:
         """Keep the shops we lead, and take over those whose leader stopped renewing."""
         if self._stop.is_set():
@@ -446,7 +472,8 @@ class Robot:
         if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
         for name in self.shops:
-            led = await self._db(shops.take_lease, self.engine, name, self.owner, LEASE_TTL)
+            led = self._solo or await self._db(shops.take_lease, self.engine, name, self.owner,
+                                               LEASE_TTL)
             health = self.health.shops[name]
             if led and not health.leader:
                 log.info("shop_lease_taken", shop=name, owner=self.owner)

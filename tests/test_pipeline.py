@@ -368,3 +368,51 @@ def test_a_running_job_keeps_its_lease_and_a_dead_workers_job_is_freed(
     with engine.connect() as conn:
         owner = conn.execute(select(outbox.c.claimed_by).where(outbox.c.id == mine.id)).scalar()
     assert owner == "test"
+
+
+def test_intake_with_allocate_claims_in_the_same_transaction(engine: Engine, vault: Vault) -> None:
+    """The daemon's intake allocates a new order at once: codes reserved, the write-back
+    queued, and the intake and allocation audited together in that order."""
+    seed_codes(engine, vault, "p1", 5)
+    seed_codes(engine, vault, "p2", 5)
+    result = pipeline.intake(engine, SHOP, paid_order("M1", ("bundle", 2)), allocate=True)
+    assert (result.action, result.state) == ("created", "allocated")
+    assert result.order_id is not None
+    with engine.connect() as conn:
+        held = conn.execute(select(deliveries.c.pool_id, deliveries.c.state)
+                            .where(deliveries.c.order_id == result.order_id)).all()
+        jobs = conn.execute(select(outbox.c.kind, outbox.c.state)
+                            .where(outbox.c.order_id == result.order_id)).all()
+        actions = conn.execute(select(audit.audit_log.c.action).where(
+            audit.audit_log.c.subject == f"order:{result.order_id}")
+            .order_by(audit.audit_log.c.chain, audit.audit_log.c.seq)).scalars().all()
+    assert len(held) == 6 and {s for _p, s in held} == {"reserved"}  # 2 x (1 + 2) codes
+    assert [tuple(j) for j in jobs] == [("ship", "pending")]
+    assert actions == ["intake", "allocate"]
+    assert pipeline.allocate_next(engine) is None  # nothing left for the allocator
+    assert audit.verify(engine).ok
+
+
+def test_intake_with_allocate_short_of_stock_waits_with_nothing_claimed(
+    engine: Engine, vault: Vault,
+) -> None:
+    """A bundle the stock cannot fill takes nothing: the order waits, with the reason, and
+    every code is still for sale."""
+    seed_codes(engine, vault, "p1", 5)
+    seed_codes(engine, vault, "p2", 1)
+    result = pipeline.intake(engine, SHOP, paid_order("M2", ("bundle", 1)), allocate=True)
+    assert result.state == "waiting_stock"
+    assert stock_count(engine) == 6
+    with engine.connect() as conn:
+        reason = conn.execute(select(orders_t.c.reason)
+                              .where(orders_t.c.id == result.order_id)).scalar_one()
+        assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 0
+    assert reason == "not enough stock in pool 'p2' (need 2)"
+
+
+def test_intake_with_allocate_leaves_a_held_order_alone(engine: Engine, vault: Vault) -> None:
+    """An order held at intake (unmapped SKU) is not allocated by the daemon's intake."""
+    seed_codes(engine, vault, "p1", 5)
+    result = pipeline.intake(engine, SHOP, paid_order("M3", ("nope", 1)), allocate=True)
+    assert result.state == "held"
+    assert stock_count(engine) == 5
