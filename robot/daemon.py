@@ -436,8 +436,7 @@ class Robot:
             return
         self._track_job()
         shop = self.shops[shop_name]
-        if not self._solo and not await self._db(shops.take_lease, self.engine, shop_name,
-                                                 self.owner, LEASE_TTL):
+        if not await self._lead(shop_name):
             return  # another process is this shop's polling leader
         if await self._db(_paused, self.engine, shop_name):
             return
@@ -464,6 +463,11 @@ class Robot:
         see :func:`sqlite_lock`), so it leads every shop without writing leases."""
         return self._lock is not None
 
+    async def _lead(self, shop_name: str) -> bool:
+        """Take or keep the shop's polling lease; False if another process leads it."""
+        return self._solo or bool(await self._db(shops.take_lease, self.engine, shop_name,
+                                                 self.owner, LEASE_TTL))
+
     async def _renew_leases(self) -> None:
         """Keep the shops we lead, and take over those whose leader stopped renewing."""
         if self._stop.is_set():
@@ -472,8 +476,7 @@ class Robot:
         if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
         for name in self.shops:
-            led = self._solo or await self._db(shops.take_lease, self.engine, name, self.owner,
-                                               LEASE_TTL)
+            led = await self._lead(name)
             health = self.health.shops[name]
             if led and not health.leader:
                 log.info("shop_lease_taken", shop=name, owner=self.owner)

@@ -585,10 +585,9 @@ def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
 
 def _wait(conn: Connection, order_id: int, state: str, now: datetime, reason: str,
           actor: str, before: Sequence[audit.Entry] = ()) -> AllocationResult:
-    conn.execute(
-        update(orders).where(orders.c.id == order_id, orders.c.state == state)
-        .values(state="waiting_stock", reason=reason, updated_at=now, due_at=now + WAITING_RETRY)
-    )
+    conn.execute(_MOVE_ORDER, {"b_id": order_id, "b_from": state, "state": "waiting_stock",
+                               "reason": reason, "updated_at": now,
+                               "due_at": now + WAITING_RETRY})
     entries = list(before)
     if state != "waiting_stock":
         entries.append(audit.Entry(actor=actor, action="wait_stock", subject=f"order:{order_id}",
