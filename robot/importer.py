@@ -35,6 +35,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -122,6 +123,8 @@ def detect_format(path: Path, fmt: Format | None = None) -> Format:
     )
 
 
+# Pure functions of the text; a file repeats the same few costs and expiries on every line.
+@lru_cache(maxsize=4096)
 def parse_cost(value: str) -> int:
     """Yuan with at most two decimals (``12``, ``12.5``, ``¥12.50``) → cents.
 
@@ -137,6 +140,7 @@ def parse_cost(value: str) -> int:
     return cents
 
 
+@lru_cache(maxsize=4096)
 def parse_expiry(value: str) -> datetime:
     """An expiry as written by a merchant → naive UTC (see the module docstring).
 
@@ -347,11 +351,14 @@ def _csv_items(lines: Iterator[tuple[int, str | RejectedLine]],
         if isinstance(text, RejectedLine):
             yield text
             continue
-        try:
-            cells = [c.strip(_TRIM) for c in next(csv.reader([text], strict=True))]
-        except csv.Error:
-            yield RejectedLine(line_no, R_QUOTING)
-            continue
+        if '"' in text:
+            try:
+                cells = [c.strip(_TRIM) for c in next(csv.reader([text], strict=True))]
+            except csv.Error:
+                yield RejectedLine(line_no, R_QUOTING)
+                continue
+        else:  # no quotes: what the csv module would make of it (the line holds no breaks)
+            cells = [c.strip(_TRIM) for c in text.split(",")]
         if not any(cells):  # a row of empty cells (spreadsheets export these)
             yield RejectedLine(line_no, R_BLANK)
             continue

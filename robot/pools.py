@@ -31,6 +31,7 @@ import difflib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,7 +55,7 @@ from sqlalchemy.exc import IntegrityError
 
 from robot import audit
 from robot.clock import NEVER, utcnow
-from robot.db import dialect_of
+from robot.db import bulk_insert, dialect_of
 from robot.errors import ImportRejected, UserError
 from robot.importer import Format, ParsedLine, RejectedLine, file_sha256, parse_file
 from robot.keys import check_keys
@@ -242,6 +243,10 @@ _PG_EXISTING = text(
 )
 
 
+_CODE_COLUMNS = ("pool_id", "batch_id", "source_line", "fingerprint", "key_id", "ciphertext",
+                 "cost_cents", "expires_at", "created_at")
+
+
 @dataclass
 class _Import:
     """State of one running import (one chunk of parsed lines at a time)."""
@@ -257,7 +262,10 @@ class _Import:
     imported: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
-    def add_chunk(self, chunk: list[ParsedLine]) -> None:
+    def seal(self, chunk: list[ParsedLine]) -> list[tuple[int, bytes, tuple[Any, ...]]]:
+        """Rows ready for ``codes`` (``(line_no, fingerprint, row)``): fingerprinted,
+        encrypted, and checked against expiry and earlier lines of the chunk. No SQL: this
+        runs while the writer thread stores the previous chunk."""
         first_in_chunk: dict[bytes, int] = {}
         fresh: list[tuple[ParsedLine, bytes]] = []
         for item in chunk:
@@ -272,36 +280,37 @@ class _Import:
                 continue
             first_in_chunk[fp] = item.line_no
             fresh.append((item, fp))
-        if not fresh:
+        sealed = self.vault.encrypt_many([(item.secret, fp) for item, fp in fresh],
+                                         pool_id=self.pool_id)
+        return [
+            (item.line_no, fp,
+             (self.pool_id, self.batch_id, item.line_no, fp, key_id, blob,
+              item.cost_cents if item.cost_cents is not None else self.cost_cents,
+              item.expires_at, self.now))
+            for (item, fp), (key_id, blob) in zip(fresh, sealed, strict=True)
+        ]
+
+    def store(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
+        """Write sealed rows in one transaction, minus codes the pool already holds."""
+        if not sealed:
             self._touch_only()
             return
-        # Encrypt outside the transaction: the write lock is held only for the SQL.
-        rows = []
-        for item, fp in fresh:
-            key_id, blob = self.vault.encrypt(item.secret, pool_id=self.pool_id, fingerprint=fp)
-            rows.append({
-                "pool_id": self.pool_id, "batch_id": self.batch_id, "source_line": item.line_no,
-                "fingerprint": fp, "key_id": key_id, "ciphertext": blob,
-                "cost_cents": item.cost_cents if item.cost_cents is not None else self.cost_cents,
-                "expires_at": item.expires_at, "created_at": self.now,
-            })
         try:
             with self.engine.begin() as conn:
                 self._touch(conn)
-                known = self._existing(conn, [fp for _, fp in fresh])
+                known = self._existing(conn, [fp for _, fp, _ in sealed])
                 new_rows = []
-                for (item, fp), row in zip(fresh, rows, strict=True):
+                for line_no, fp, row in sealed:
                     hit = known.get(fp)
                     if hit is None:
                         new_rows.append(row)
                     elif hit[0] == self.batch_id:
                         self.rejected.append(
-                            (item.line_no, f"duplicate in file (same as line {hit[1]})"))
+                            (line_no, f"duplicate in file (same as line {hit[1]})"))
                     else:
                         self.rejected.append(
-                            (item.line_no, f"duplicate in pool (batch {hit[0]} line {hit[1]})"))
-                if new_rows:
-                    conn.execute(insert(codes), new_rows)
+                            (line_no, f"duplicate in pool (batch {hit[0]} line {hit[1]})"))
+                bulk_insert(conn, codes, _CODE_COLUMNS, new_rows)
                 self.imported += len(new_rows)
         except IntegrityError as exc:
             raise UserError(
@@ -376,20 +385,35 @@ def import_codes(
                                  cost_cents=cost_cents, allow_same_file=allow_same_file, now=now)
     job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now)
     try:
-        pending: list[ParsedLine] = []
-        for item in parse_file(path, fmt=fmt):
-            job.lines += 1
-            if isinstance(item, RejectedLine):
-                job.rejected.append((item.line_no, item.reason))
-            else:
-                pending.append(item)
-            if len(pending) >= chunk:
-                job.add_chunk(pending)
-                pending = []
-                if progress is not None:
-                    progress(job.lines)
-        if pending:
-            job.add_chunk(pending)
+        # Parsing, fingerprints and encryption of one chunk (this thread) overlap the SQL of
+        # the one before (the writer thread; the driver releases the GIL while it waits).
+        # Chunks are stored one after another, in file order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as writer:
+            stored: Future[None] | None = None
+
+            def hand_over(items: list[ParsedLine]) -> None:
+                nonlocal stored
+                sealed = job.seal(items)
+                if stored is not None:
+                    stored.result()  # the writer's error, if any, is raised here
+                stored = writer.submit(job.store, sealed)
+
+            pending: list[ParsedLine] = []
+            for item in parse_file(path, fmt=fmt):
+                job.lines += 1
+                if isinstance(item, RejectedLine):
+                    job.rejected.append((item.line_no, item.reason))
+                else:
+                    pending.append(item)
+                if len(pending) >= chunk:
+                    hand_over(pending)
+                    pending = []
+                    if progress is not None:
+                        progress(job.lines)
+            if pending:
+                hand_over(pending)
+            if stored is not None:
+                stored.result()
         if progress is not None:
             progress(job.lines)
     except BaseException as exc:

@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-from sqlalchemy import Engine, LargeBinary, String, Text, event, func, insert, select, update
+from sqlalchemy import Engine, LargeBinary, String, Text, func, insert, select, update
 
 import robot.cli
 from robot import pools as P
@@ -381,8 +381,9 @@ def test_import_aborted_underneath_stops(engine: Engine, vault: Vault, pool: str
     assert batch_states(engine) == ["aborted"]
 
 
-def test_concurrent_import_of_the_same_code_aborts_cleanly(engine: Engine, vault: Vault,
-                                                           pool: str, tmp_path: Path) -> None:
+def test_concurrent_import_of_the_same_code_aborts_cleanly(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A code inserted by another import between our check and our insert aborts us cleanly."""
     rival_secret = code(2)
     now = utcnow()
@@ -394,23 +395,24 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(engine: Engine, vault
     fp = vault.fingerprint(rival_secret)
     kid, blob = vault.encrypt(rival_secret, pool_id=pid, fingerprint=fp)
     fired: list[bool] = []
+    looked_up = P._Import._existing
 
-    def sneak_in(conn: Any, clause: Any, *_: Any) -> None:
-        # Right before our INSERT INTO codes, the rival's row lands (same transaction here,
-        # which is what a commit by another session looks like to the unique index).
-        if not fired and getattr(clause, "table", None) is codes and clause.is_insert:
+    def sneak_in(job: Any, conn: Any, fps: list[bytes]) -> Any:
+        # Right after our check and before our insert, the rival's row lands (same
+        # transaction here, which is what a commit by another session looks like to the
+        # unique index): the bulk insert (COPY on PostgreSQL) hits the unique constraint.
+        found = looked_up(job, conn, fps)
+        if not fired:
             fired.append(True)
             conn.execute(insert(codes).values(pool_id=pid, batch_id=rival, source_line=1,
                                               fingerprint=fp, key_id=kid, ciphertext=blob,
                                               created_at=now))
+        return found
 
-    event.listen(engine, "before_execute", sneak_in)
-    try:
-        with pytest.raises(UserError, match="another import put some of these codes") as info:
-            P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(1), rival_secret]),
-                           actor=ACTOR)
-    finally:
-        event.remove(engine, "before_execute", sneak_in)
+    monkeypatch.setattr(P._Import, "_existing", sneak_in)
+    with pytest.raises(UserError, match="another import put some of these codes") as info:
+        P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(1), rival_secret]),
+                       actor=ACTOR)
     assert fired == [True]
     assert rival_secret not in str(info.value)
     assert count(engine, codes) == 0

@@ -127,6 +127,23 @@ def test_encryptions_of_the_same_code_differ(vault: Vault) -> None:
     assert vault.decrypt("k1", second, pool_id=1, fingerprint=fp) == SECRET
 
 
+def test_encrypt_many_seals_like_encrypt(vault: Vault) -> None:
+    """The import's batch encryption: each blob decrypts for its own row only, and every
+    code has a nonce of its own (drawn in one call, sliced without overlap)."""
+    secrets_ = [SECRET, "卡密-视频会员-Ωμ", SECRET]
+    items = [(s, vault.fingerprint(s)) for s in secrets_]
+    sealed = vault.encrypt_many(items, pool_id=4)
+    assert [kid for kid, _ in sealed] == [vault.current_key_id] * 3
+    for (secret, fp), (kid, blob) in zip(items, sealed, strict=True):
+        assert vault.decrypt(kid, blob, pool_id=4, fingerprint=fp) == secret
+        with pytest.raises(VaultError):
+            vault.decrypt(kid, blob, pool_id=5, fingerprint=fp)
+    nonces = {blob[:NONCE_BYTES] for _, blob in sealed}
+    assert len(nonces) == 3
+    assert sealed[0][1] != sealed[2][1]  # the same code twice: two ciphertexts
+    assert vault.encrypt_many([], pool_id=4) == []
+
+
 def test_rotation_keeps_old_codes_readable(key_file: Path) -> None:
     """After a new current key, codes under the old key still decrypt and new ones use k2."""
     ring = load_key_ring(key_file)
