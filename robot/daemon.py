@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -49,7 +49,6 @@ from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
-from robot.schema import shop_state
 from robot.vault import Vault, open_vault
 
 if TYPE_CHECKING:
@@ -127,6 +126,7 @@ class Robot:
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
+        self._held: dict[str, float] = {}  # shop -> monotonic time its lease is surely ours
         self.exit_code = 0
         self.http: HttpServer | None = None
         #: Called with (shop, "poll" | "refund") on every failed poll (the metrics counter).
@@ -336,6 +336,7 @@ class Robot:
         self.stop()
 
     async def _close(self) -> None:
+        self._held.clear()
         for name in self.shops:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(shops.release_lease, self.engine, name, self.owner)
@@ -438,13 +439,14 @@ class Robot:
         shop = self.shops[shop_name]
         if not await self._lead(shop_name):
             return  # another process is this shop's polling leader
-        if await self._db(_paused, self.engine, shop_name):
+        start = await self._db(shops.poll_start, self.engine, shop_name, kind)
+        if start.paused:
             return
         try:
             outcome = await poller.poll_shop(
                 self.engine, shop, self.connectors[shop_name], kind,
                 now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
-                db=self._db, should_stop=self._stop.is_set,
+                db=self._db, should_stop=self._stop.is_set, start=start,
             )
         except asyncio.CancelledError:
             # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
@@ -464,23 +466,47 @@ class Robot:
         return self._lock is not None
 
     async def _lead(self, shop_name: str) -> bool:
-        """Take or keep the shop's polling lease; False if another process leads it."""
-        return self._solo or bool(await self._db(shops.take_lease, self.engine, shop_name,
-                                                 self.owner, LEASE_TTL))
+        """Take or keep the shop's polling lease; False if another process leads it.
+
+        A lease taken less than half its TTL ago is still ours (nobody may take it before
+        it expires): the poll goes ahead without writing to the database."""
+        if self._solo:
+            return True
+        if time.monotonic() < self._held.get(shop_name, 0.0):
+            return True
+        led = bool(await self._db(shops.take_lease, self.engine, shop_name, self.owner,
+                                  LEASE_TTL))
+        self._hold({shop_name} if led else set(), [shop_name])
+        return led
+
+    def _hold(self, led: set[str], asked: list[str]) -> None:
+        """Remember until when the leases just taken (``led`` of ``asked``) are ours."""
+        until = time.monotonic() + LEASE_TTL.total_seconds() / 2
+        for name in asked:
+            if name in led:
+                self._held[name] = until
+            else:
+                self._held.pop(name, None)
 
     async def _renew_leases(self) -> None:
-        """Keep the shops we lead, and take over those whose leader stopped renewing."""
+        """Keep the shops we lead, and take over those whose leader stopped renewing (one
+        transaction for all shops)."""
         if self._stop.is_set():
             return
         self._track_job()
         if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
-        for name in self.shops:
-            led = await self._lead(name)
+        names = list(self.shops)
+        if self._solo:
+            led = set(names)
+        else:
+            led = await self._db(shops.take_leases, self.engine, names, self.owner, LEASE_TTL)
+            self._hold(led, names)
+        for name in names:
             health = self.health.shops[name]
-            if led and not health.leader:
+            if name in led and not health.leader:
                 log.info("shop_lease_taken", shop=name, owner=self.owner)
-            health.leader = bool(led)
+            health.leader = name in led
 
     async def _pull_messages(self, shop_name: str) -> None:
         """Apply the platform's queued messages (Taobao TMC), then confirm them."""
@@ -490,7 +516,7 @@ class Robot:
         connector = self.connectors[shop_name]
         if not isinstance(connector, MessageSource):
             return
-        if await self._db(_paused, self.engine, shop_name):
+        if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
             return
         try:
             applied = await poller.consume_messages(self.engine, self.shops[shop_name], connector,
@@ -540,9 +566,3 @@ class Robot:
             return
         self._track_job()
         await self._db(checker.run_once, utcnow())
-
-
-def _paused(engine: Engine, shop: str) -> bool:
-    with engine.connect() as conn:
-        return bool(conn.execute(select(shop_state.c.paused).where(shop_state.c.shop == shop))
-                    .scalar())

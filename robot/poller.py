@@ -52,10 +52,14 @@ class PollOutcome:
 async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connector, kind: str,
                     *, now: Callable[[], datetime], owner: str | None = None,
                     db: DbRunner = asyncio.to_thread,
-                    should_stop: Callable[[], bool] = lambda: False) -> PollOutcome:
+                    should_stop: Callable[[], bool] = lambda: False,
+                    start: shops.PollStart | None = None) -> PollOutcome:
     """Run polling steps (``kind`` "poll" or "refund") until caught up; never raises for
-    platform errors (they are recorded on the shop and returned)."""
-    cursor = await db(shops.load_cursor, engine, shop.name, kind)
+    platform errors (they are recorded on the shop and returned). ``start`` is the shop's
+    state as the caller just read it (else the cursor is read here)."""
+    if start is None:
+        start = await db(shops.poll_start, engine, shop.name, kind)
+    cursor = start.cursor
     fetch = connector.poll if kind == "poll" else connector.poll_refunds
     outcome = PollOutcome(ok=True)
     while not should_stop():

@@ -9,7 +9,8 @@ passes. Secrets (refreshed access tokens) are sealed with the vault before they 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,11 +57,45 @@ def release_lease(engine: Engine, shop: str, owner: str) -> None:
                      .values(lease_owner=None, lease_until=None))
 
 
-def load_cursor(engine: Engine, shop: str, kind: str = "poll") -> dict[str, Any] | None:
+def take_leases(engine: Engine, names: Sequence[str], owner: str, ttl: timedelta,
+                now: datetime | None = None) -> set[str]:
+    """:func:`take_lease` for several shops in one transaction: the shops ``owner`` leads."""
+    now = now or utcnow()
+    names = sorted(names)  # one row order for every process: no deadlock between renewals
+    with transaction(engine) as conn:
+        conn.execute(
+            update(shop_state)
+            .where(shop_state.c.shop.in_(names),
+                   or_(shop_state.c.lease_owner == owner, shop_state.c.lease_owner.is_(None),
+                       shop_state.c.lease_until < now))
+            .values(lease_owner=owner, lease_until=now + ttl)
+        )
+        return {str(r[0]) for r in conn.execute(
+            select(shop_state.c.shop)
+            .where(shop_state.c.shop.in_(names), shop_state.c.lease_owner == owner))}
+
+
+@dataclass(frozen=True)
+class PollStart:
+    """What a poll reads first: whether the shop is paused, and the stored cursor."""
+
+    paused: bool
+    cursor: dict[str, Any] | None
+
+
+def poll_start(engine: Engine, shop: str, kind: str = "poll") -> PollStart:
+    """The shop's pause flag and ``kind``'s cursor, in one read."""
     column = shop_state.c.poll_cursor if kind == "poll" else shop_state.c.refund_cursor
     with engine.connect() as conn:
-        raw = conn.execute(select(column).where(shop_state.c.shop == shop)).scalar()
-    return json.loads(raw) if raw else None
+        row = conn.execute(select(shop_state.c.paused, column)
+                           .where(shop_state.c.shop == shop)).first()
+    if row is None:
+        return PollStart(False, None)
+    return PollStart(bool(row[0]), json.loads(row[1]) if row[1] else None)
+
+
+def load_cursor(engine: Engine, shop: str, kind: str = "poll") -> dict[str, Any] | None:
+    return poll_start(engine, shop, kind).cursor
 
 
 def save_poll(engine: Engine, shop: str, cursor: Mapping[str, Any] | None, *,
