@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors.base import Connector, MessageSource
-from robot import alerts, pipeline, poller, pools, shops
+from robot import alerts, maintenance, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools
 from robot.db import check_durability, database_errors, dialect_of, error_reason, make_engine
@@ -127,6 +127,7 @@ class Robot:
         self._dispatcher: Dispatcher | None = None
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._held: dict[str, float] = {}  # shop -> monotonic time its lease is surely ours
+        self._vacuum = False  # PostgreSQL with autovacuum off: vacuum the hot tables
         self.exit_code = 0
         self.http: HttpServer | None = None
         #: Called with (shop, "poll" | "refund") on every failed poll (the metrics counter).
@@ -169,10 +170,15 @@ class Robot:
                         # A missing or wrong key file is fatal here, before anything is
                         # written under it.
                         check_keys(engine, vault)
+                        self._vacuum = maintenance.autovacuum_off(engine)
                     except BaseException:
                         engine.dispose()
                         raise
                 self._engine = engine
+                if self._vacuum:
+                    log.warning("postgres_autovacuum_off", every_s=maintenance.INTERVAL,
+                                detail="the server does not vacuum: the robot vacuums its own "
+                                "hot tables")
                 if waited:
                     log.info("database_recovered", waited_s=round(waited, 1))
                 return
@@ -290,6 +296,10 @@ class Robot:
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
+        if self._vacuum:
+            scheduler.add_job(self._maintain, "interval", seconds=maintenance.INTERVAL,
+                              id="vacuum", coalesce=True, max_instances=1,
+                              misfire_grace_time=30)
         if self.config.alerts.targets:
             checker = alerts.AlertEngine(
                 self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
@@ -560,6 +570,12 @@ class Robot:
         await self._db(pools.cleanup_stale_imports, self.engine)
         await self._db(pipeline.wake_waiting, self.engine, now=now)
         self.wake()
+
+    async def _maintain(self) -> None:
+        if self._stop.is_set():
+            return
+        self._track_job()
+        await self._db(maintenance.vacuum_hot_tables, self.engine)
 
     async def _check_alerts(self, checker: alerts.AlertEngine) -> None:
         if self._stop.is_set():

@@ -104,6 +104,8 @@ _BY_PLATFORM_ID = select(orders).where(orders.c.shop == bindparam("b_shop"),
                                        orders.c.platform_order_id == bindparam("b_oid"))
 _BY_PLATFORM_ID_LOCKED = _BY_PLATFORM_ID.with_for_update()
 _INSERT_ORDER = insert(orders)
+_INSERT_LINES = insert(order_lines)
+_INSERT_DELIVERIES = insert(deliveries)
 _INSERT_OUTBOX = insert(outbox)
 _MOVE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"),
                                    orders.c.state == bindparam("b_from"))
@@ -300,7 +302,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         for no, (line, needs) in enumerate(resolved)
     ]
     conn.execute(
-        insert(order_lines),
+        _INSERT_LINES,
         [
             {
                 "order_id": order_id, "line_no": no, "line_id": line.line_id,
@@ -572,7 +574,7 @@ def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
     if savepoint is not None:
         savepoint.commit()
     if rows:
-        conn.execute(insert(deliveries), rows)
+        conn.execute(_INSERT_DELIVERIES, rows)
     _transition(conn, order_id, state, "allocated", None, now, allocated_at=now)
     conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship", "state": "pending",
                                   "attempts": 0, "due_at": now, "created_at": now})

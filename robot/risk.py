@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from robot import audit
@@ -208,14 +208,16 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
     buyer = cand.buyer_id or None
     ip = canonical_ip(cand.buyer_ip) if cand.buyer_ip else None
     until = at if before_id is not None else None
-    same_buyer = (orders.c.buyer_id == buyer) & (orders.c.platform == cand.platform)
     facts: dict[str, Any] = {}
-    if buyer is not None:
-        facts["buyer_blacklisted"] = _listed(conn, "buyer", buyer)
-    if ip is not None:
-        facts["ip_blacklisted"] = _listed(conn, "ip", ip)
+    if buyer is not None or ip is not None:
+        listed = set(conn.execute(_LISTED, {"b_buyer": buyer, "b_ip": ip}).scalars())
+        if buyer is not None:
+            facts["buyer_blacklisted"] = "buyer" in listed
+        if ip is not None:
+            facts["ip_blacklisted"] = "ip" in listed
     if rules is None:
         return Facts(**facts)
+    same_buyer = (orders.c.buyer_id == buyer) & (orders.c.platform == cand.platform)
     if buyer is not None and rules.buyer_rate is not None:
         facts["buyer_orders"] = _count_since(conn, same_buyer, at - timedelta(
             seconds=rules.buyer_rate.window), before_id, until)
@@ -238,9 +240,11 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
     return Facts(**facts)
 
 
-def _listed(conn: Connection, kind: Kind, value: str) -> bool:
-    return conn.execute(select(blacklist.c.kind).where(
-        blacklist.c.kind == kind, blacklist.c.value == value)).first() is not None
+# Built once (every new order asks): the kinds under which this buyer id or IP is listed.
+# A None value matches nothing (``value = NULL`` is never true).
+_LISTED = select(blacklist.c.kind).where(or_(
+    and_(blacklist.c.kind == "buyer", blacklist.c.value == bindparam("b_buyer")),
+    and_(blacklist.c.kind == "ip", blacklist.c.value == bindparam("b_ip"))))
 
 
 def check_new_order(conn: Connection, rules: RiskRules | None, cand: Candidate,
