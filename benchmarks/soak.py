@@ -249,6 +249,7 @@ class TableSample:
     live: int
     autovacuums: int
     last_autovacuum: datetime | None
+    vacuums: int = 0  # manual VACUUMs (the robot's own when the server's autovacuum is off)
 
 
 @dataclass
@@ -263,9 +264,9 @@ class Bucket:
 def _stats(engine: Engine) -> dict[str, TableSample]:
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT relname, n_dead_tup, n_live_tup, autovacuum_count, last_autovacuum"
-            " FROM pg_stat_user_tables")).all()
-    return {r[0]: TableSample(int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows}
+            "SELECT relname, n_dead_tup, n_live_tup, autovacuum_count, last_autovacuum,"
+            " vacuum_count FROM pg_stat_user_tables")).all()
+    return {r[0]: TableSample(int(r[1]), int(r[2]), int(r[3]), r[4], int(r[5])) for r in rows}
 
 
 def _sizes(engine: Engine, tables: Sequence[str]) -> dict[str, int]:
@@ -468,7 +469,8 @@ def judge(report: SoakReport) -> tuple[list[Result], list[str]]:
     end = report.buckets[-1].tables
     lines.append("")
     lines.append(f"{'table':>12} {'dead before':>11} {'dead peak':>9} {'dead end':>8}"
-                 f" {'live end':>8} {'autovacuums':>11} {'size start':>10} {'size end':>9}"
+                 f" {'live end':>8} {'autovacuums':>11} {'vacuums':>7} {'size start':>10}"
+                 f" {'size end':>9}"
                  "  recovered?")
     recovered_all = True
     for t in HOT:
@@ -481,6 +483,7 @@ def judge(report: SoakReport) -> tuple[list[Result], list[str]]:
         s0, s1 = report.sizes[t]
         lines.append(f"{t:>12} {before[t].dead if t in before else 0:>11} {peak:>9}"
                      f" {end[t].dead:>8} {end[t].live:>8} {end[t].autovacuums:>11}"
+                     f" {end[t].vacuums:>7}"
                      f" {s0 // 1024:>8}kB {s1 // 1024:>7}kB  {'yes' if ok else 'NO'}")
     others = sorted(t for t in end if t not in HOT
                     and max(b.tables[t].dead for b in report.buckets if t in b.tables) >= 1000)

@@ -22,7 +22,7 @@ from robot.log import get_logger
 log = get_logger(__name__)
 
 INTERVAL = 60.0  # seconds between looks at the dead-tuple counts
-BASE, SCALE = 1000, 0.1  # vacuum a table past BASE + SCALE x live rows dead
+BASE, SCALE = 50, 0.2  # autovacuum's defaults: vacuum past BASE + SCALE x live rows dead
 #: Tables whose rows are deleted or updated on every order (append-only ones need no vacuum).
 HOT_TABLES = ("stock", "orders", "outbox", "deliveries", "order_lines", "audit_head",
               "shop_state", "pickup_links", "push_seen")
