@@ -36,7 +36,6 @@ SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 MYSQL_DISK_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table is full")
 REASON_MAX = 200
-SQLITE_POOL_SIZE = 4
 
 
 def normalize_url(url: str) -> str:
@@ -121,11 +120,16 @@ def _sqlite_engine(url: str) -> Engine:
     path = None if memory else os.path.abspath(str(parsed.database))
     engine = create_engine(
         url,
-        # Connections are pooled (opening one costs the PRAGMAs and a WAL check) and used by
-        # one thread at a time; one writer at a time through BEGIN IMMEDIATE.
+        # One pooled connection (opening one costs the PRAGMAs and a WAL check), lent to one
+        # thread at a time. Every transaction here is BEGIN IMMEDIATE, one writer at a time:
+        # threads that queued on SQLite's own lock waited in its busy handler, which sleeps
+        # 1, 2, 5 ... up to 100 ms between tries, so under load the lock sat free while the
+        # next writer slept. Queued on the pool instead, the next thread takes the
+        # connection the moment it is returned. (Other processes, such as CLI commands,
+        # still meet the busy handler; the daemon is the only long-lived writer.)
         poolclass=QueuePool if not memory else None,
-        **({"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE} if not memory
-           else {}),
+        **({"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+           if not memory else {}),
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
 

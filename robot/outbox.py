@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import tenacity
-from sqlalchemy import Connection, Engine, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 from structlog.stdlib import BoundLogger
 
 from connectors.base import (
@@ -90,6 +90,14 @@ class JobContext:
     order: Order
     masked_codes: tuple[str, ...]
     platform_order_id: str
+    paused: bool = False  # the shop is paused (credentials or permission problem)
+    pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
+
+
+class PickupLinks(Protocol):
+    """Makes (or finds) an order's pickup link inside the caller's transaction."""
+
+    def in_tx(self, conn: Connection, order_id: int, shop_name: str) -> str | None: ...
 
 
 def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
@@ -128,16 +136,34 @@ def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: dateti
 def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
     """Rebuild the order as the connector needs it, with its codes masked."""
     with engine.connect() as conn:
-        o = conn.execute(select(orders).where(orders.c.id == order_id)).one()
-        lines = conn.execute(select(order_lines).where(order_lines.c.order_id == order_id)
-                             .order_by(order_lines.c.line_no)).all()
-        delivered = conn.execute(
-            select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                   codes.c.ciphertext)
-            .join(deliveries, deliveries.c.code_id == codes.c.id)
-            .where(deliveries.c.order_id == order_id)
-            .order_by(deliveries.c.line_no, deliveries.c.n)
-        ).all()
+        rows = _context_rows(conn, order_id)
+    return _context(vault, rows)
+
+
+_ContextRows = tuple[Any, Sequence[Any], Sequence[Any]]  # order, lines, codes (Rows)
+# Built once: every write-back job reads these.
+_JOB_ORDER = (select(orders, shop_state.c.paused)
+              .outerjoin(shop_state, shop_state.c.shop == orders.c.shop)
+              .where(orders.c.id == bindparam("b_id")))
+_JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
+              .order_by(order_lines.c.line_no))
+_JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
+                     codes.c.ciphertext)
+              .join(deliveries, deliveries.c.code_id == codes.c.id)
+              .where(deliveries.c.order_id == bindparam("b_id"))
+              .order_by(deliveries.c.line_no, deliveries.c.n))
+
+
+def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
+    """The order (with its shop's pause flag), its lines and its codes' rows."""
+    params = {"b_id": order_id}
+    return (conn.execute(_JOB_ORDER, params).one(), conn.execute(_JOB_LINES, params).all(),
+            conn.execute(_JOB_CODES, params).all())
+
+
+def _context(vault: Vault, rows: _ContextRows) -> JobContext:
+    """Decrypt and mask the codes (outside any transaction) and rebuild the order."""
+    o, lines, delivered = rows
     masked = tuple(
         mask(vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=r.fingerprint))
         for r in delivered
@@ -153,7 +179,8 @@ def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
         paid_at=to_aware(o.paid_at) if o.paid_at else None,
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
-    return JobContext(o.shop, o.state, order, masked, o.platform_order_id)
+    return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
+                      paused=bool(o.paused))
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -187,7 +214,7 @@ class Dispatcher:
         policy: RetryPolicy,
         *,
         worker: str,
-        pickup_url: Callable[[int], str | None] | None = None,
+        pickup_url: PickupLinks | None = None,
         actor: str = "outbox",
     ) -> None:
         self.engine = engine
@@ -196,7 +223,7 @@ class Dispatcher:
         self.shops = shops
         self.policy = policy
         self.worker = worker
-        self._pickup_url = pickup_url or (lambda _order_id: None)
+        self._pickup = pickup_url
         self.actor = actor
         self._running: set[int] = set()  # ids of the jobs this worker is running now
 
@@ -235,8 +262,20 @@ class Dispatcher:
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
+    def _prepare(self, job: Job) -> JobContext:
+        """One transaction: the job's order, lines, codes and shop state, and the order's
+        pickup link (made on first use) when the job will call the platform."""
+        with transaction(self.engine) as conn:
+            rows = _context_rows(conn, job.order_id)
+            o = rows[0]
+            calls = (not o.paused and o.shop in self.shops and o.shop in self.connectors
+                     and (job.kind != "ship" or o.state == "allocated"))
+            pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
+                      if calls and self._pickup is not None else None)
+        return replace(_context(self.vault, rows), pickup_url=pickup)
+
     async def run_job(self, job: Job) -> None:
-        ctx = await asyncio.to_thread(load_context, self.engine, self.vault, job.order_id)
+        ctx = await asyncio.to_thread(self._prepare, job)
         bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
         connector = self.connectors.get(ctx.shop)
         shop = self.shops.get(ctx.shop)
@@ -244,14 +283,13 @@ class Dispatcher:
             await self._later(job, f"shop {ctx.shop!r} is not configured or its connector failed",
                               count=False)
             return
-        if await asyncio.to_thread(self._shop_paused, ctx.shop):
+        if ctx.paused:
             await self._later(job, "shop paused", count=False, delay=self.policy.paused_recheck)
             return
         if job.kind == "ship" and ctx.state != "allocated":
             await asyncio.to_thread(self._not_allocated, job, ctx.state)
             return
-        # The link hook runs a short transaction: off the event loop, like every other one.
-        pickup = await asyncio.to_thread(self._pickup_url, job.order_id)
+        pickup = ctx.pickup_url
         try:
             if job.kind == "ship":
                 shipment = Shipment(
@@ -387,11 +425,6 @@ class Dispatcher:
             return
         await asyncio.to_thread(self._fail, job, exc.message)
         bound.error("write_back_failed", error=exc.message)
-
-    def _shop_paused(self, shop: str) -> bool:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(shop_state.c.paused).where(shop_state.c.shop == shop)).first()
-        return bool(row and row.paused)
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)

@@ -7,14 +7,14 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from connectors.base import PlatformStatus, RefundState
 from connectors.memory import MemoryConnector, MemoryPlatform
 from robot import audit, orders, pipeline
 from robot.clock import utcnow
 from robot.errors import UserError
-from robot.outbox import Dispatcher, RetryPolicy
+from robot.outbox import Dispatcher, RetryPolicy, pause_shop, resume_shop
 from robot.schema import deliveries, order_lines, outbox, stock
 from robot.schema import orders as orders_t
 from robot.vault import Vault
@@ -416,3 +416,43 @@ def test_intake_with_allocate_leaves_a_held_order_alone(engine: Engine, vault: V
     result = pipeline.intake(engine, SHOP, paid_order("M3", ("nope", 1)), allocate=True)
     assert result.state == "held"
     assert stock_count(engine) == 5
+
+
+class RecordingLinks:
+    """A pickup-link maker that records when the write-back asks for a link."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, str, bool]] = []
+
+    def in_tx(self, conn: Connection, order_id: int, shop_name: str) -> str | None:
+        self.asked.append((order_id, shop_name, conn.in_transaction()))
+        return f"https://pick.example/p/{order_id}"
+
+
+def test_write_back_asks_for_the_pickup_link_only_when_it_calls_the_platform(
+        engine: Engine, vault: Vault) -> None:
+    """The link is made inside the job's preparing transaction, for the ship and the memo
+    job; a paused shop's job is put off without asking for one."""
+    seed_codes(engine, vault, "p1", 2)
+    platform = MemoryPlatform()
+    platform.put_order(paid_order("L1", ("s1", 1)))
+    links = RecordingLinks()
+    disp = Dispatcher(
+        engine, vault, {SHOP.name: MemoryConnector(platform)}, {SHOP.name: SHOP},
+        RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.001),
+        worker="test", pickup_url=links)
+    oid = pipeline.intake(engine, SHOP, paid_order("L1", ("s1", 1)), allocate=True).order_id
+    assert oid is not None
+    pause_shop(engine, SHOP.name, "authorization revoked")
+    assert asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2))) == 1
+    assert links.asked == []
+    assert platform.shipments("L1") == 0
+    with engine.connect() as conn:
+        job = conn.execute(select(outbox.c.last_error, outbox.c.attempts)).one()
+    assert (job.last_error, job.attempts) == ("shop paused", 0)
+
+    resume_shop(engine, SHOP.name, actor="t")
+    drain(engine, disp)
+    assert state_of(engine, oid) == "shipped"
+    assert links.asked == [(oid, SHOP.name, True)] * 2  # ship, then memo
+    assert f"https://pick.example/p/{oid}" in (platform.memo("L1") or "")

@@ -25,7 +25,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -182,31 +182,46 @@ def ttl_of(shop: ShopConfig | None) -> timedelta | None:
     return timedelta(seconds=shop.pickup.link_ttl)
 
 
-def pickup_url_hook(engine: Engine, vault: Vault, shops: Mapping[str, ShopConfig],
-                    public_url: str) -> Callable[[int], str | None]:
+class PickupHook:
     """The Dispatcher's ``pickup_url``: the order's link (made on first use), or None when
     the order's shop has the pickup page turned off.
 
-    Called synchronously from the write-back loop: it is one short transaction. Database
+    :meth:`in_tx` works inside the write-back's own transaction (the one that reads the
+    job's order); calling the hook runs it in a short transaction of its own. Database
     errors propagate (the dispatcher waits outages out); anything else is logged and the
     memo goes without a link.
     """
-    key = link_key(vault)
 
-    def hook(order_id: int) -> str | None:
+    def __init__(self, engine: Engine, vault: Vault, shops: Mapping[str, ShopConfig],
+                 public_url: str) -> None:
+        self._engine = engine
+        self._key = link_key(vault)
+        self._shops = shops
+        self._public_url = public_url
+
+    def __call__(self, order_id: int) -> str | None:
+        with transaction(self._engine) as conn:
+            shop_name = conn.execute(select(orders.c.shop)
+                                     .where(orders.c.id == order_id)).scalar()
+            if shop_name is None:
+                return None
+            return self.in_tx(conn, order_id, str(shop_name))
+
+    def in_tx(self, conn: Connection, order_id: int, shop_name: str) -> str | None:
+        shop = self._shops.get(shop_name)
+        if shop is None or not shop.pickup.enabled:
+            return None
         try:
-            with transaction(engine) as conn:
-                shop_name = conn.execute(select(orders.c.shop)
-                                         .where(orders.c.id == order_id)).scalar()
-                shop = shops.get(str(shop_name)) if shop_name is not None else None
-                if shop is None or not shop.pickup.enabled:
-                    return None
-                link = ensure_link_tx(conn, key, order_id, ttl=ttl_of(shop), now=utcnow())
+            link = ensure_link_tx(conn, self._key, order_id, ttl=ttl_of(shop), now=utcnow())
         except DBAPIError:
             raise
         except Exception as exc:  # noqa: BLE001 - a missing link must not stop a shipment
             log.error("pickup_link_failed", order_id=order_id, error=type(exc).__name__)
             return None
-        return url_for(public_url, link.token)
+        return url_for(self._public_url, link.token)
 
-    return hook
+
+def pickup_url_hook(engine: Engine, vault: Vault, shops: Mapping[str, ShopConfig],
+                    public_url: str) -> PickupHook:
+    """The write-back's pickup-link hook for these shops (see :class:`PickupHook`)."""
+    return PickupHook(engine, vault, shops, public_url)
