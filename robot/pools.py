@@ -298,6 +298,19 @@ class _Import:
         try:
             with self.engine.begin() as conn:
                 self._touch(conn)
+                # Nearly always every code is new: insert them all, and look for the codes
+                # the pool already holds only when the unique index says there are some.
+                # (Any other error leaves the savepoint alone: the transaction is rolled back
+                # as a whole, and SQLite may already have done so, on a full disk say.)
+                savepoint = conn.begin_nested()
+                try:
+                    bulk_insert(conn, codes, _CODE_COLUMNS, [row for _, _, row in sealed])
+                except IntegrityError:
+                    savepoint.rollback()
+                else:
+                    savepoint.commit()
+                    self.imported += len(sealed)
+                    return
                 known = self._existing(conn, [fp for _, fp, _ in sealed])
                 new_rows = []
                 for line_no, fp, row in sealed:
@@ -364,7 +377,7 @@ def import_codes(
     fmt: Format | None = None,
     dry_run: bool = False,
     allow_same_file: bool = False,
-    chunk: int = 5000,
+    chunk: int = 20_000,
     progress: Callable[[int], None] | None = None,
     now: datetime | None = None,
 ) -> ImportReport:

@@ -384,8 +384,12 @@ def test_import_aborted_underneath_stops(engine: Engine, vault: Vault, pool: str
 def test_concurrent_import_of_the_same_code_aborts_cleanly(
         engine: Engine, vault: Vault, pool: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A code inserted by another import between our check and our insert aborts us cleanly."""
+    """A code inserted by another import between our check and our insert aborts us cleanly.
+
+    (The check runs when the first insert of a chunk met a code the pool holds: here
+    ``code(3)``, imported before.)"""
     rival_secret = code(2)
+    P.import_codes(engine, vault, pool, txt(tmp_path, "before.txt", [code(3)]), actor=ACTOR)
     now = utcnow()
     with engine.begin() as conn:
         pid = P.pool_id(conn, pool)
@@ -411,12 +415,12 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(
 
     monkeypatch.setattr(P._Import, "_existing", sneak_in)
     with pytest.raises(UserError, match="another import put some of these codes") as info:
-        P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(1), rival_secret]),
-                       actor=ACTOR)
+        P.import_codes(engine, vault, pool,
+                       txt(tmp_path, "a.txt", [code(1), rival_secret, code(3)]), actor=ACTOR)
     assert fired == [True]
     assert rival_secret not in str(info.value)
-    assert count(engine, codes) == 0
-    assert batch_states(engine) == ["importing", "aborted"]
+    assert count(engine, codes) == 1  # code(3), from before
+    assert batch_states(engine) == ["active", "importing", "aborted"]
 
 
 def test_twenty_thousand_lines(engine: Engine, vault: Vault, pool: str, tmp_path: Path) -> None:
