@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from robot.clock import utcnow
@@ -35,6 +35,12 @@ def ensure_row(engine: Engine, shop: str) -> None:
         pass  # another process created it first
 
 
+def _takeable(owner: str, now: datetime) -> ColumnElement[bool]:
+    """A lease ``owner`` may take: free, expired, or already its own."""
+    return or_(shop_state.c.lease_owner == owner, shop_state.c.lease_owner.is_(None),
+               shop_state.c.lease_until < now)
+
+
 def take_lease(engine: Engine, shop: str, owner: str, ttl: timedelta,
                now: datetime | None = None) -> bool:
     """Become (or stay) the shop's polling leader for ``ttl``; False if someone else is."""
@@ -43,8 +49,7 @@ def take_lease(engine: Engine, shop: str, owner: str, ttl: timedelta,
         result = conn.execute(
             update(shop_state)
             .where(shop_state.c.shop == shop,
-                   or_(shop_state.c.lease_owner == owner, shop_state.c.lease_owner.is_(None),
-                       shop_state.c.lease_until < now))
+                   _takeable(owner, now))
             .values(lease_owner=owner, lease_until=now + ttl)
         )
         return result.rowcount == 1
@@ -66,8 +71,7 @@ def take_leases(engine: Engine, names: Sequence[str], owner: str, ttl: timedelta
         conn.execute(
             update(shop_state)
             .where(shop_state.c.shop.in_(names),
-                   or_(shop_state.c.lease_owner == owner, shop_state.c.lease_owner.is_(None),
-                       shop_state.c.lease_until < now))
+                   _takeable(owner, now))
             .values(lease_owner=owner, lease_until=now + ttl)
         )
         return {str(r[0]) for r in conn.execute(

@@ -136,11 +136,7 @@ class Vault:
 
     def encrypt(self, secret: str, *, pool_id: int, fingerprint: bytes) -> tuple[str, bytes]:
         """Return ``(key_id, nonce || ciphertext)`` under the current key."""
-        self._follow()
-        kid = self._ring.current
-        nonce = os.urandom(NONCE_BYTES)
-        ct = self._aead[kid].encrypt(nonce, secret.encode("utf-8"), _aad(pool_id, fingerprint, kid))
-        return kid, nonce + ct
+        return self.encrypt_many([(secret, fingerprint)], pool_id=pool_id)[0]
 
     def encrypt_many(self, items: Sequence[tuple[str, bytes]], *,
                      pool_id: int) -> list[tuple[str, bytes]]:
