@@ -125,6 +125,7 @@ class ChaosReport:
     unexpected_exits: int = 0
     session_kills: int = 0
     db_restarts: int = 0
+    db_restart_seconds: float = 0.0  # from stopping the server to its first answer again
     faults: Counter[str] = field(default_factory=Counter)
     shipments_applied: int = 0
     write_backs_witnessed: int = 0
@@ -154,7 +155,8 @@ class ChaosReport:
             f"  robots SIGKILLed      {self.kills}  (restarts {self.restarts}, "
             f"exits on their own {self.unexpected_exits})",
             f"  db sessions killed    {self.session_kills}",
-            f"  db server restarts    {self.db_restarts}",
+            f"  db server restarts    {self.db_restarts}"
+            + (f"  (back in {self.db_restart_seconds:.1f} s)" if self.db_restarts else ""),
             f"  faults injected       {sum(self.faults.values())}  ({faults})",
             f"  shipments applied     {self.shipments_applied}  "
             f"(write-backs witnessed {self.write_backs_witnessed}; calls received: "
@@ -475,7 +477,9 @@ class ChaosRun:
                 next_fault = now + self._every(plan.fault_every)
             if restart_at is not None and now >= restart_at:
                 plan.say(f"{plan.backend}: restarting the database server")
+                began = time.monotonic()
                 db.restart_server()
+                self.report.db_restart_seconds += time.monotonic() - began
                 self.report.db_restarts += 1
                 restart_at = None
             self._supervise(robots, restarts)
