@@ -1,5 +1,6 @@
 """Pieces every platform fake shares: a settable clock, transport faults, JSON control
-bodies, and the sender (and its background loop) that delivers a fake's pushes.
+bodies, the sender (and its background loop) that delivers a fake's pushes, and the record of
+every ship and memo call a fake received (:class:`WriteBackLog`).
 
 Only logic that is the same for every fake that uses it lives here; what a platform answers
 stays in its own ``fake_state.py``/``fake.py``. Like the fakes themselves, nothing here may
@@ -9,12 +10,16 @@ ever hold credentials for, or be pointed at, a real platform.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
+import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
 from starlette.requests import Request
@@ -110,6 +115,134 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     return data
+
+
+#: A masked code as the robot writes it (``12****89``; a short code is all stars). Plaintext
+#: never matches: the record keeps what was sent, and a fake is never sent plaintext.
+MASKED_CODE = re.compile(r"[^\s*/]{0,2}\*{4,}[^\s*/]{0,2}")
+#: A pickup link (any absolute http(s) URL in the text).
+LINK = re.compile(r"https?://[^\s<>\"']+")
+
+
+def masked_codes_in(text: str) -> tuple[str, ...]:
+    """The masked codes in ``text``, in order (a card/password pair counts as two)."""
+    return tuple(MASKED_CODE.findall(text))
+
+
+def links_in(text: str) -> tuple[str, ...]:
+    return tuple(LINK.findall(text))
+
+
+@dataclass(frozen=True)
+class WriteBackCall:
+    """One ship or memo call as the fake received it, whatever it answered."""
+
+    seq: int  # receipt order within this fake
+    #: real wall time of receipt (``time.time()``), not the fake's settable clock: the
+    #: chaos harness orders it against the robot's own timestamps
+    received_at: float
+    kind: Literal["ship", "memo"]
+    order_id: str  # the platform order id the call was for
+    payload: Mapping[str, str]  # the business fields sent (never credentials or signatures)
+    outcome: str  # "applied", or the refusal the fake answered with
+    masked_codes: tuple[str, ...] = ()  # found in the payload's text
+    links: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "received_at": self.received_at, "kind": self.kind,
+                "order_id": self.order_id, "payload": dict(self.payload),
+                "outcome": self.outcome, "masked_codes": list(self.masked_codes),
+                "links": list(self.links)}
+
+
+@dataclass
+class WriteBackLog:
+    """Every ship and memo call a fake received, in order, with its payload and the fake's
+    answer: refused second shipments too, so "shipped twice" can be seen (a shipment counter
+    alone never passes 1, because the platform refuses the second). Shared by every fake;
+    served in each fake's ``/__fake__/state`` under ``write_backs``."""
+
+    calls: list[WriteBackCall] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+
+    def record(self, kind: Literal["ship", "memo"], order_id: object,
+               payload: Mapping[str, object], outcome: str = "applied", *,
+               received_at: float | None = None) -> WriteBackCall:
+        """Record one call (received now unless ``received_at`` says when); ``payload``
+        values are kept as text (None dropped)."""
+        sent = {k: str(v) for k, v in payload.items() if v is not None}
+        text = " ".join(sent.values())
+        when = time.time() if received_at is None else received_at
+        with self._lock:
+            call = WriteBackCall(next(self._seq), when, kind, str(order_id), sent,
+                                 outcome, masked_codes_in(text), links_in(text))
+            self.calls.append(call)
+        return call
+
+    def for_order(self, order_id: object) -> list[WriteBackCall]:
+        with self._lock:
+            return [c for c in self.calls if c.order_id == str(order_id)]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [c.to_json() for c in self.calls]
+
+
+class RecordsWriteBacks(Protocol):
+    """A fake whose ship and memo handlers are wrapped by :func:`records`."""
+
+    writebacks: WriteBackLog
+
+
+Fake = TypeVar("Fake", bound=RecordsWriteBacks)
+Sent = TypeVar("Sent")
+Answer = TypeVar("Answer")
+
+
+def sent_fields(id_field: str, *fields: str) -> Callable[[Any, Mapping[str, Any]],
+                                                          tuple[object, Mapping[str, object]]]:
+    """For :func:`records` on flat parameters: the order id is ``id_field``; the payload is
+    ``id_field`` and ``fields`` (those present)."""
+
+    def describe(_fake: Any, params: Mapping[str, Any]) -> tuple[object, Mapping[str, object]]:
+        return params.get(id_field, ""), {f: params.get(f) for f in (id_field, *fields)}
+
+    return describe
+
+
+def records(kind: Literal["ship", "memo"],
+            describe: Callable[[Fake, Sent], tuple[object, Mapping[str, object]]], *,
+            refusal: Callable[[Answer], str | None] | None = None,
+            ) -> Callable[[Callable[[Fake, Sent], Answer]], Callable[[Fake, Sent], Answer]]:
+    """Wrap a fake's ship or memo handler so that every call it receives lands in the fake's
+    :class:`WriteBackLog`: ``applied`` when it answers, ``refused: ...`` when it raises the
+    platform's error (re-raised) or when ``refusal`` reads a refusal in its answer (platforms
+    that answer errors as data). ``describe`` names the order and the payload sent."""
+
+    def wrap(handler: Callable[[Fake, Sent], Answer]) -> Callable[[Fake, Sent], Answer]:
+        @functools.wraps(handler)
+        def recorded(fake: Fake, sent: Sent) -> Answer:
+            received_at = time.time()
+            order_id, payload = describe(fake, sent)
+            try:
+                answer = handler(fake, sent)
+            except Exception as exc:
+                detail = " ".join(str(a) for a in exc.args) or type(exc).__name__
+                fake.writebacks.record(kind, order_id, payload, f"refused: {detail}",
+                                       received_at=received_at)
+                raise
+            refused = refusal(answer) if refusal is not None else None
+            fake.writebacks.record(kind, order_id, payload,
+                                   f"refused: {refused}" if refused else "applied",
+                                   received_at=received_at)
+            return answer
+
+        return recorded
+
+    return wrap
 
 
 Item = TypeVar("Item")
@@ -239,10 +372,17 @@ __all__ = [
     "FakeClock",
     "HangingFake",
     "HttpSender",
+    "RecordsWriteBacks",
     "TransportFaults",
+    "WriteBackCall",
+    "WriteBackLog",
     "deliver_endpoint",
     "faults_endpoint",
     "json_object",
+    "links_in",
+    "masked_codes_in",
+    "records",
+    "sent_fields",
     "transport_fault_response",
     "wall_now",
 ]

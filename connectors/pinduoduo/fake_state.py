@@ -24,7 +24,15 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.common.shapes import ShapeFaults
-from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
+from connectors.fakekit import (
+    FakeClock,
+    HangingFake,
+    TransportFaults,
+    WriteBackLog,
+    records,
+    sent_fields,
+    wall_now,
+)
 from connectors.pinduoduo.sign import pdd_sign
 from connectors.pinduoduo.times import CST, format_pdd_time, from_epoch, to_epoch
 
@@ -206,6 +214,8 @@ class FakePdd(HangingFake):
     calls: list[str] = field(default_factory=list)
     #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
     shapes: ShapeFaults = field(default_factory=ShapeFaults)
+    #: Every ship and memo call received, refused ones too (``snapshot()["write_backs"]``).
+    writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -355,6 +365,7 @@ class FakePdd(HangingFake):
                 },
                 "refreshes": self.refreshes,
                 "calls": len(self.calls),
+                "write_backs": self.writebacks.to_json(),
             }
 
     def seed(self, count: int, *, rng: random.Random | None = None) -> list[str]:
@@ -531,6 +542,8 @@ class FakePdd(HangingFake):
             raise _param_error("订单不存在")  # invented sub_msg
         return {"order_info": self.shapes.apply(order.order_sn, order.to_json())}
 
+    @records("ship", sent_fields("order_sn", "logistics_id", "tracking_number",
+                                 "redelivery_type"))
     def _online_send(self, params: Mapping[str, str]) -> dict[str, Any]:
         order = self.orders.get(_required(params, "order_sn"))
         logistics_id = _int_param(params, "logistics_id")
@@ -552,6 +565,7 @@ class FakePdd(HangingFake):
         self._apply_shipment(order, logistics_id, tracking)
         return {"is_success": True}
 
+    @records("memo", sent_fields("order_sn", "note", "tag"))
     def _note_update(self, params: Mapping[str, str]) -> dict[str, Any]:
         order = self.orders.get(_required(params, "order_sn"))
         if order is None:

@@ -21,7 +21,15 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.common.shapes import ShapeFaults
-from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
+from connectors.fakekit import (
+    FakeClock,
+    HangingFake,
+    TransportFaults,
+    WriteBackLog,
+    records,
+    sent_fields,
+    wall_now,
+)
 from connectors.taobao.sign import SIGN_METHODS, top_sign
 from connectors.taobao.times import format_top_time, parse_top_time
 
@@ -201,6 +209,8 @@ class FakeTop(HangingFake):
     tmc_permitted: bool = False
     #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
     shapes: ShapeFaults = field(default_factory=ShapeFaults)
+    #: Every ship and memo call received, refused ones too (``snapshot()["write_backs"]``).
+    writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -355,6 +365,7 @@ class FakeTop(HangingFake):
                     "confirmed": sum(1 for m in self.messages if m.confirmed),
                 },
                 "calls": len(self.calls),
+                "write_backs": self.writebacks.to_json(),
             }
 
     def seed(self, count: int, *, rng: random.Random | None = None) -> list[int]:
@@ -520,6 +531,7 @@ class FakeTop(HangingFake):
             raise TopError(15, "Remote service error", "isv.trade-not-exist", "交易不存在")
         return {"trade": _pick(self.shapes.apply(trade.tid, trade.to_json()), fields)}
 
+    @records("ship", sent_fields("tid"))
     def _dummy_send(self, params: Mapping[str, str]) -> dict[str, Any]:
         trade = self.trades.get(_int_param(params, "tid"))
         if trade is None:
@@ -545,6 +557,7 @@ class FakeTop(HangingFake):
         trade.shipments += 1
         self._publish("taobao_trade_TradeSellerShip", trade)
 
+    @records("memo", sent_fields("tid", "memo", "reset"))
     def _memo_update(self, params: Mapping[str, str]) -> dict[str, Any]:
         trade = self.trades.get(_int_param(params, "tid"))
         if trade is None:

@@ -21,7 +21,7 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.common.shapes import ShapeFaults, garble
 from connectors.fakekit import FakeClock as BaseFakeClock
-from connectors.fakekit import wall_now
+from connectors.fakekit import WriteBackLog, records, wall_now
 from connectors.wechat.crypto import SIGNATURE_TYPE, encrypt_resource, sign
 
 CHINA = timezone(timedelta(hours=8))
@@ -113,6 +113,30 @@ class Faults:
     managed: bool = True  # is_trade_managed
 
 
+def _refusal(answer: dict[str, Any]) -> str | None:
+    """The refusal in an API answer (WeChat answers errors as data), or None."""
+    if answer.get("errcode") == 0:
+        return None
+    return f"{answer.get('errcode')} {answer.get('errmsg')}"
+
+
+def _upload_sent(fake: FakeWechat, body: dict[str, Any]) -> tuple[object, Mapping[str, object]]:
+    """(the merchant's order number, what to record) of one shipping upload."""
+    key = body.get("order_key")
+    key = key if isinstance(key, dict) else {}
+    if key.get("order_number_type") == 2:
+        payment = fake._find(key.get("transaction_id"), None, None)
+    else:
+        payment = fake._find(None, key.get("mchid"), key.get("out_trade_no"))
+    shipping = body.get("shipping_list")
+    first = shipping[0] if isinstance(shipping, list) and shipping \
+        and isinstance(shipping[0], dict) else {}
+    return (payment.out_trade_no if payment is not None else "",
+            {"order_number_type": key.get("order_number_type"),
+             "transaction_id": key.get("transaction_id"), "out_trade_no": key.get("out_trade_no"),
+             "logistics_type": body.get("logistics_type"), "item_desc": first.get("item_desc")})
+
+
 class FakeWechat:
     """The fake's state; every method is thread-safe."""
 
@@ -141,6 +165,8 @@ class FakeWechat:
         #: Malformed notifications and answers on demand (see :meth:`corrupt_order`).
         self.shapes = ShapeFaults()
         self._seq = itertools.count(1)
+        #: Every shipping upload received, refused ones too (``snapshot()["write_backs"]``).
+        self.writebacks = WriteBackLog()
 
     # -- keys for the connector's config -------------------------------------------------
 
@@ -385,6 +411,7 @@ class FakeWechat:
             return None
         return self.payments.get(str(out_trade_no or ""))
 
+    @records("ship", _upload_sent, refusal=_refusal)
     def _upload(self, body: dict[str, Any]) -> dict[str, Any]:
         key = body.get("order_key")
         bad = {"errcode": 47001, "errmsg": "data format error"}
@@ -442,6 +469,7 @@ class FakeWechat:
                                   for n in self.notifications],
                 "token_grants": self.token_grants, "authorized": self.authorized,
                 "faults": vars(self.faults),
+                "write_backs": self.writebacks.to_json(),
             }
 
 

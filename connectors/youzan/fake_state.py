@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.common.shapes import ShapeFaults
-from connectors.fakekit import FakeClock, wall_now
+from connectors.fakekit import FakeClock, WriteBackLog, records, sent_fields, wall_now
 from connectors.youzan.sign import event_sign, legacy_body_sign
 from connectors.youzan.times import epoch_ms, format_yz_time, parse_yz_time
 
@@ -219,6 +219,8 @@ class FakeYouzan:
     on_call: Callable[[str, Mapping[str, Any]], None] | None = None
     #: Malformed answers on demand (see :meth:`corrupt_order`, :meth:`garble_answers`).
     shapes: ShapeFaults = field(default_factory=ShapeFaults)
+    #: Every ship and memo call received, refused ones too (``snapshot()["write_backs"]``).
+    writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -415,6 +417,7 @@ class FakeYouzan:
                          "given_up": sum(1 for m in self.messages if m.given_up)},
                 "tokens_issued": self.tokens_issued,
                 "calls": len(self.calls),
+                "write_backs": self.writebacks.to_json(),
             }
 
     def _trade(self, tid: str) -> FakeTrade:
@@ -681,6 +684,7 @@ class FakeYouzan:
                                                      trade.full_order_info(self.refunds)),
                 "refund_order": refund_order, "delivery_order": [], "order_promotion": {}}
 
+    @records("ship", sent_fields("tid", "is_no_express", "out_sid"))
     def _confirm(self, params: Mapping[str, Any]) -> dict[str, Any]:
         tid = str(params.get("tid") or "")
         if not tid:
@@ -702,6 +706,7 @@ class FakeYouzan:
         self._publish("trade_TradeSellerShip", trade)
         return {"is_success": True}
 
+    @records("memo", sent_fields("tid", "memo"))
     def _memo_update(self, params: Mapping[str, Any]) -> dict[str, Any]:
         trade = self.trades.get(str(params.get("tid") or ""))
         if trade is None:

@@ -8,15 +8,24 @@ driver plays systemd too: a robot that exits on its own is started again.
 
 What is checked when the load stops (each failure is one line in ``ChaosReport.violations``):
 
-* no code in two deliveries, and no delivered code still in stock;
+* no code in two deliveries, and no delivered code still in stock; no *plaintext* in two
+  deliveries either (every delivered code is decrypted with the run's key: one code hidden
+  under two rows, pools or fingerprints is still one code);
 * every order holds exactly the codes it was sold (units × codes per unit), or none;
 * every paid order was shipped exactly once on its platform (the fake counts shipments), or
   is visibly ``held`` / ``waiting_stock`` / ``failed`` with a reason, or was cancelled
   because the buyer was refunded (and then was never shipped);
+* every order that did not ship is explained by what the run did to it (an unmapped SKU, a
+  refund, a hand shipment), so shipped never falls below the minimum those explain;
+* what was *sent*, from every call the fakes recorded (refused ones too): no ship call after
+  the robot had recorded the order shipped (no crash or lost answer explains that), no call
+  carrying codes or a pickup link other than the first one sent for the order, no memo whose
+  masked codes are not the order's (``tests/chaos/checks.py``);
 * every write-back that reached a platform was for a claim already committed: at the moment
   the fake receives the call, a separate connection must see the order's deliveries, and
   they must be the codes the order still holds at the end;
-* the audit chain verifies, and every robot drains and exits 0 on SIGTERM.
+* the audit chain verifies, every robot drains and exits 0 on SIGTERM, and a database server
+  the run restarted accepts connections again at the end.
 """
 
 from __future__ import annotations
@@ -61,8 +70,9 @@ from robot.demo import (
     write_shops,
 )
 from robot.migrate import upgrade
-from robot.schema import deliveries, orders, outbox, stock
-from robot.vault import init_key_file
+from robot.schema import codes, deliveries, orders, outbox, stock
+from robot.vault import Vault, init_key_file, mask, open_vault
+from tests.chaos import checks
 from tests.chaos.platforms import Chaos, chaos_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +96,11 @@ class ChaosPlan:
     settle_timeout: float = 150.0
     seed: int | None = None
     keep: bool = False  # keep the working directory (logs, config) afterwards
+    #: the module run as ``python -m <robot_module> -c robot.yaml run`` (a test runs a
+    #: deliberately broken robot to show that the checks catch it)
+    robot_module: str = "robot"
+    #: called with (engine, key file) after the stock is imported, before any robot starts
+    after_import: Callable[[Engine, Path], None] | None = None
     say: Callable[[str], None] = lambda _line: None
 
 
@@ -110,9 +125,16 @@ class ChaosReport:
     unexpected_exits: int = 0
     session_kills: int = 0
     db_restarts: int = 0
+    db_restart_seconds: float = 0.0  # from stopping the server to its first answer again
     faults: Counter[str] = field(default_factory=Counter)
     shipments_applied: int = 0
     write_backs_witnessed: int = 0
+    ship_calls: int = 0  # every ship call the platforms received, refused ones included
+    memo_calls: int = 0
+    shipped_minimum: int = 0  # what the run's injected events allow at least
+    shipped_expected: int = 0  # orders placed to ship (normal ones)
+    shipped: int = 0  # of those, shipped
+    plaintexts_compared: int = 0
     duplicates_found: int = 0
     audit_entries: int = 0
     seconds: float = 0.0
@@ -133,10 +155,15 @@ class ChaosReport:
             f"  robots SIGKILLed      {self.kills}  (restarts {self.restarts}, "
             f"exits on their own {self.unexpected_exits})",
             f"  db sessions killed    {self.session_kills}",
-            f"  db server restarts    {self.db_restarts}",
+            f"  db server restarts    {self.db_restarts}"
+            + (f"  (back in {self.db_restart_seconds:.1f} s)" if self.db_restarts else ""),
             f"  faults injected       {sum(self.faults.values())}  ({faults})",
             f"  shipments applied     {self.shipments_applied}  "
-            f"(write-backs witnessed {self.write_backs_witnessed})",
+            f"(write-backs witnessed {self.write_backs_witnessed}; calls received: "
+            f"ship {self.ship_calls}, memo {self.memo_calls})",
+            f"  shipped               {self.shipped} of {self.shipped_expected} "
+            f"(the injected faults explain a minimum of {self.shipped_minimum})",
+            f"  plaintexts compared   {self.plaintexts_compared}",
             f"  audit entries         {self.audit_entries}",
             f"  duplicates found      {self.duplicates_found}",
             f"  violations            {len(self.violations)}",
@@ -267,8 +294,10 @@ def _retrying(read: Callable[[], T], timeout: float = 60.0) -> T:
 class RobotProcess:
     """One ``robot run`` process, restartable on its own port."""
 
-    def __init__(self, index: int, config: Path, port: int, log: Path) -> None:
+    def __init__(self, index: int, config: Path, port: int, log: Path,
+                 module: str = "robot") -> None:
         self.index, self.config, self.port, self.log_path = index, config, port, log
+        self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -279,7 +308,7 @@ class RobotProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robot", "-c", str(self.config), "run"],
+                [sys.executable, "-m", self.module, "-c", str(self.config), "run"],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         self.starts += 1
@@ -311,10 +340,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_robot_config(path: Path, db_url: str, key_file: Path, port: int) -> None:
+def _write_robot_config(path: Path, db_url: str, key_file: Path, port: int,
+                        public_url: str) -> None:
     doc = {
         "database": db_url, "key_file": str(key_file), "shops": "shops/*.yaml",
-        "http": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+        # One public address for every robot, as behind a load balancer: a pickup link is
+        # the same whichever robot writes it.
+        "http": {"listen": f"127.0.0.1:{port}", "public_url": public_url},
         # Many faults in a short time: retry quickly and long enough to see them through.
         "defaults": {"poll_interval": 1, "backoff_initial": 0.2, "backoff_max": 2,
                      "max_attempts": 40},
@@ -350,7 +382,10 @@ class ChaosRun:
             upgrade(engine)
             key_file = workdir / "robot.key"
             init_key_file(key_file)
+            self.vault = open_vault(key_file)
             import_stock(key_file, engine, workdir, plan.orders)
+            if plan.after_import is not None:
+                plan.after_import(engine, key_file)
             engine.dispose()
             ports = [_free_port() for _ in range(plan.robots)]
             drivers = load_drivers()
@@ -366,8 +401,9 @@ class ChaosRun:
                 chaos.watch_shipments(self._witness(shop_name(chaos.driver)))
             for i, port in enumerate(ports):
                 config = workdir / f"robot-{i}.yaml"
-                _write_robot_config(config, db.url, key_file, port)
-                robots.append(RobotProcess(i, config, port, workdir / f"robot-{i}.log"))
+                _write_robot_config(config, db.url, key_file, port, f"http://127.0.0.1:{ports[0]}")
+                robots.append(RobotProcess(i, config, port, workdir / f"robot-{i}.log",
+                                           plan.robot_module))
             for robot in robots:
                 robot.start()
             plan.say(f"{plan.backend}: {len(robots)} robots, {len(drivers)} platforms, "
@@ -381,6 +417,12 @@ class ChaosRun:
                     self.report.violations.append(
                         f"robot {robot.index} exited {status} on SIGTERM (log {robot.log_path})")
             self._check(drivers)
+            if db.backend != "sqlite":
+                try:
+                    _wait(db._reachable, 60, f"the {db.backend} server")
+                except TimeoutError:
+                    self.report.violations.append(
+                        f"the {db.backend} server does not accept connections at the end")
         finally:
             for robot in robots:
                 if robot.alive():
@@ -435,7 +477,9 @@ class ChaosRun:
                 next_fault = now + self._every(plan.fault_every)
             if restart_at is not None and now >= restart_at:
                 plan.say(f"{plan.backend}: restarting the database server")
+                began = time.monotonic()
                 db.restart_server()
+                self.report.db_restart_seconds += time.monotonic() - began
                 self.report.db_restarts += 1
                 restart_at = None
             self._supervise(robots, restarts)
@@ -588,10 +632,14 @@ class ChaosRun:
         with self.reader.connect() as conn:
             rows = {(r.shop, r.platform_order_id): r for r in conn.execute(
                 select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
-                       orders.c.reason))}
+                       orders.c.reason, orders.c.shipped_at))}
             held: dict[int, list[tuple[int, str]]] = {}
-            for d in conn.execute(select(deliveries.c.order_id, deliveries.c.code_id,
-                                         deliveries.c.state)):
+            delivered = conn.execute(
+                select(deliveries.c.order_id, deliveries.c.code_id, deliveries.c.state,
+                       codes.c.pool_id, codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext)
+                .join(codes, codes.c.id == deliveries.c.code_id)
+                .order_by(deliveries.c.order_id, deliveries.c.line_no, deliveries.c.n)).all()
+            for d in delivered:
                 held.setdefault(int(d.order_id), []).append((int(d.code_id), d.state))
             twice = conn.execute(select(deliveries.c.code_id).group_by(deliveries.c.code_id)
                                  .having(func.count() > 1)).scalars().all()
@@ -609,6 +657,7 @@ class ChaosRun:
             v.append(f"{key[0]} {key[1]}: shipped on the platform but never placed")
         for p in self.placed:
             self._check_order(p, rows.get((p.shop, p.order_id)), held, applied)
+        self._check_sent(rows, delivered)
         result = audit.verify(self.reader)
         report.audit_entries = result.entries
         if not result.ok:
@@ -667,8 +716,54 @@ class ChaosRun:
                 v.append(f"{name}: failed holding {len(codes)} codes of {p.codes}")
         else:
             v.append(f"{name}: left {state} ({row.reason})")
-        if p.kind == "unknown_sku" and state != "held":
-            v.append(f"{name}: an unknown SKU ended {state}, not held")
+
+
+    def _check_sent(self, rows: dict[tuple[str, str], Any], delivered: list[Any]) -> None:
+        """What the platforms were sent, the plaintexts delivered, and the outcomes against
+        what the run explains (``tests/chaos/checks.py``)."""
+        report, v = self.report, self.report.violations
+        names = {int(row.id): f"{shop} {oid}" for (shop, oid), row in rows.items()}
+        plain: list[tuple[str, int, str]] = []
+        masked: dict[int, list[str]] = {}
+        for d in delivered:
+            secret = _decrypt(self.vault, d)
+            plain.append((names.get(int(d.order_id), f"order {d.order_id}"), int(d.code_id),
+                          secret))
+            masked.setdefault(int(d.order_id), []).append(mask(secret))
+        report.plaintexts_compared = len(plain)
+        v.extend(checks.check_plaintexts(plain))
+        placed = {(p.shop, p.order_id): p for p in self.placed}
+        for chaos in self.chaos:
+            shop = shop_name(chaos.driver)
+            for order_id, calls in checks.calls_by_order(chaos.write_backs()).items():
+                report.ship_calls += sum(1 for c in calls if c.kind == "ship")
+                report.memo_calls += sum(1 for c in calls if c.kind == "memo")
+                row, p = rows.get((shop, order_id)), placed.get((shop, order_id))
+                if p is None:
+                    v.append(f"{shop} {order_id}: {len(calls)} write-back calls for an order "
+                             "never placed")
+                    continue
+                # The memo carries each code masked, a card/password pair as two.
+                held = masked.get(int(row.id), []) if row is not None else []
+                codes_sent = [part for code in held for part in code.split(" / ")]
+                v.extend(checks.check_write_backs(
+                    f"{shop} {order_id} ({p.kind})", calls, codes_sent,
+                    row.shipped_at if row is not None else None))
+        outcomes = []
+        for p in self.placed:
+            row = rows.get((p.shop, p.order_id))
+            outcomes.append(checks.Outcome(f"{p.shop} {p.order_id} ({p.kind})", p.kind,
+                                           row.state if row is not None else "absent",
+                                           row.reason if row is not None else None))
+        report.shipped, report.shipped_minimum, found = checks.check_outcomes(outcomes)
+        report.shipped_expected = sum(1 for o in outcomes if o.kind in checks.MUST_SHIP)
+        v.extend(found)
+
+
+def _decrypt(vault: Vault, row: Any) -> str:
+    """One delivered code's plaintext (kept in memory for the comparison, never printed)."""
+    return vault.decrypt(str(row.key_id), bytes(row.ciphertext), pool_id=int(row.pool_id),
+                         fingerprint=bytes(row.fingerprint))
 
 
 def run(plan: ChaosPlan) -> ChaosReport:

@@ -81,6 +81,11 @@ class Chaos:
     def watch_shipments(self, watcher: ShipWatcher) -> None:
         raise NotImplementedError
 
+    def write_backs(self) -> list[dict[str, Any]]:
+        """Every ship and memo call the fake received, as its ``/__fake__/state`` serves
+        them (``connectors.fakekit.WriteBackLog``)."""
+        return list(self.state.snapshot()["write_backs"])
+
 
 class TaobaoChaos(Chaos):
     hand_ships = True

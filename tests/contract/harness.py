@@ -9,7 +9,9 @@ take. Each platform adds ``tests/contract/harness_<platform>.py`` defining ``mak
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+import httpx
 
 from connectors.base import Connector
 
@@ -48,3 +50,19 @@ class Harness(Protocol):
         """Headers and raw body of a genuine push announcing this paid order, or None when
         the platform does not push over HTTP."""
         ...
+
+
+class WireHarness(Harness, Protocol):
+    """A platform whose fake speaks the wire protocol over loopback HTTP (every real
+    platform; not the in-memory one, whose "calls" are Python calls)."""
+
+    def write_backs(self, platform_order_id: str) -> list[dict[str, Any]]:
+        """The ship and memo calls the fake recorded for this order, as its
+        ``/__fake__/state`` serves them (what the chaos harness reads)."""
+        ...
+
+
+def served_write_backs(fake_root: str, platform_order_id: str) -> list[dict[str, Any]]:
+    """The ``write_backs`` of a fake's ``/__fake__/state`` for one order, over HTTP."""
+    state = httpx.get(f"{fake_root.rstrip('/')}/__fake__/state", timeout=10).json()
+    return [c for c in state["write_backs"] if c["order_id"] == platform_order_id]

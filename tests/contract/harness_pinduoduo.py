@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from connectors.base import Connector
 from connectors.pinduoduo import MemoryShopContext, PinduoduoConfig, PinduoduoConnector
 from connectors.pinduoduo.fake import FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
+from tests.contract.harness import served_write_backs
 from tests.loopback import serve_in_thread
 
 
@@ -54,6 +56,10 @@ class PinduoduoHarness:
 
     def signed_push(self, platform_order_id: str) -> tuple[Mapping[str, str], bytes] | None:
         return None  # POP pushes over a WebSocket, never over HTTP
+
+    def write_backs(self, platform_order_id: str) -> list[dict[str, Any]]:
+        return served_write_backs(str(self.config.gateway).removesuffix("/api/router"),
+                                  platform_order_id)
 
 
 @contextmanager

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
 from connectors.base import Connector
 from connectors.taobao import TaobaoConnector
 from connectors.taobao.fake import FakeTop
+from tests.contract.harness import served_write_backs
 from tests.taobao.taobao_helpers import make_config, serve
 
 
@@ -46,6 +48,9 @@ class TaobaoHarness:
 
     def signed_push(self, platform_order_id: str) -> tuple[Mapping[str, str], bytes] | None:
         return None  # TOP does not push over HTTP (TMC is pulled)
+
+    def write_backs(self, platform_order_id: str) -> list[dict[str, Any]]:
+        return served_write_backs(self.gateway.removesuffix("/router/rest"), platform_order_id)
 
 
 @contextmanager

@@ -11,9 +11,11 @@ import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from connectors.base import Connector
 from connectors.wechat.fake import FakeClock, FakeWechat
+from tests.contract.harness import served_write_backs
 from tests.wechat.helpers import PREFIX, SKU, UNIT, MemoryContext, connector_for, live_fake
 
 
@@ -50,6 +52,9 @@ class WechatHarness:
         note = self.fake.notification_for(platform_order_id)
         body = self.fake.envelope(note)
         return self.fake.signed(body, datetime.now(UTC)), body
+
+    def write_backs(self, platform_order_id: str) -> list[dict[str, Any]]:
+        return served_write_backs(self.base_url, platform_order_id)
 
 
 @contextmanager

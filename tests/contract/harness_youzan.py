@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from connectors.base import Connector
 from connectors.youzan.fake import FakeClock
+from tests.contract.harness import served_write_backs
 from tests.youzan.helpers import MemoryContext, connector_for, live_fake, make_fake
 
 SKU = 36000001
@@ -44,6 +46,9 @@ class YouzanHarness:
 
     def signed_push(self, platform_order_id: str) -> tuple[Mapping[str, str], bytes] | None:
         return self.fake.signed_push(platform_order_id)
+
+    def write_backs(self, platform_order_id: str) -> list[dict[str, Any]]:
+        return served_write_backs(self.base_url, platform_order_id)
 
 
 @contextmanager

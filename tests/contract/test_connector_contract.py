@@ -19,7 +19,7 @@ import pytest
 import tests.contract
 from connectors.base import Connector, Order, PlatformStatus, Shipment, ShipOutcome
 from robot.errors import Fatal, NotShippable, PushRejected
-from tests.contract.harness import Harness
+from tests.contract.harness import Harness, WireHarness
 
 HARNESSES = sorted(m.name for m in pkgutil.iter_modules(tests.contract.__path__)
                    if m.name.startswith("harness_"))
@@ -143,3 +143,47 @@ def test_forged_push_is_refused(harness: Harness) -> None:
     headers, body = push
     with pytest.raises(PushRejected):
         connector.parse_push(headers, body.replace(b"}", b" }", 1), datetime.now(UTC))
+
+
+# -- what a wire fake records (the chaos suite's evidence) -----------------------------------
+WIRE_HARNESSES = [h for h in HARNESSES if h != "harness_memory"]  # memory: no wire, no record
+
+
+@pytest.fixture(params=WIRE_HARNESSES, ids=[h.removeprefix("harness_") for h in WIRE_HARNESSES])
+def wire_harness(request: pytest.FixtureRequest) -> Iterator[WireHarness]:
+    module = importlib.import_module(f"tests.contract.{request.param}")
+    with module.make_harness() as h:
+        yield h
+
+
+def test_fake_records_every_ship_and_memo_call_with_its_payload(wire_harness: WireHarness) -> None:
+    """Every ship and memo call the fake receives is recorded with its payload and answer,
+    the refused second shipment included, and served in /__fake__/state."""
+    harness = wire_harness
+    oid = harness.create_paid_order()
+    connector = harness.connector()
+    memo = "[robot] VI****AB GA****CD https://robot.example/p/tok3n"
+
+    async def scenario() -> None:
+        order = await connector.fetch_order(oid)
+        await connector.ship(_shipment(order))
+        await connector.ship(_shipment(order))  # the stale order: the call is made, refused
+        await connector.write_memo(order, memo)
+        await connector.aclose()
+
+    run(scenario())
+    calls = harness.write_backs(oid)
+    ships = [c for c in calls if c["kind"] == "ship"]
+    assert [c["outcome"] == "applied" for c in ships] == [True, False]
+    assert ships[1]["outcome"].startswith("refused: ")
+    assert all(c["order_id"] == oid and c["payload"] for c in ships)
+    assert ships[0]["received_at"] <= ships[1]["received_at"]
+    assert ships[0]["seq"] < ships[1]["seq"]
+    memos = [c for c in calls if c["kind"] == "memo"]
+    if harness.memo(oid) is None:  # WeChat has no seller memo: nothing is sent
+        assert memos == []
+        return
+    assert len(memos) == 1 and memos[0]["outcome"] == "applied"
+    assert memos[0]["masked_codes"] == ["VI****AB", "GA****CD"]
+    assert memos[0]["links"] == ["https://robot.example/p/tok3n"]
+    assert memo in memos[0]["payload"].values()
