@@ -68,7 +68,7 @@ class GuardSettings:
 class _Order:
     misses: float
     at: float  # when ``misses`` was last brought up to date
-    next_slot: float
+    last_slot: float  # when its latest admitted lookup was checked (or will be)
 
 
 class LookupGuard:
@@ -83,7 +83,7 @@ class LookupGuard:
         self._slice_at = [0] * _STEPS  # which slice number each counter belongs to
         self._level = 0.0
         self._level_at = clock()
-        self._next_slot = 0.0
+        self._last_slot = -math.inf
         self._engaged = False
         self._engaged_since_reading = False
         self._orders: OrderedDict[str, _Order] = OrderedDict()
@@ -138,17 +138,14 @@ class LookupGuard:
             spacing = self._spacing()
             order = self._order(key, now)
             order_spacing = self._order_spacing(order)
-            slot = now
-            if spacing > 0.0:
-                slot = max(slot, self._next_slot)
-            if order is not None and order_spacing > 0.0:
-                slot = max(slot, order.next_slot)
+            slot = max(now, self._last_slot + spacing)
+            if order is not None:
+                slot = max(slot, order.last_slot + order_spacing)
             if slot - now > self.settings.max_wait:
                 return None
-            if spacing > 0.0:
-                self._next_slot = slot + spacing
+            self._last_slot = slot
             if order is not None:
-                order.next_slot = slot + order_spacing
+                order.last_slot = slot
             return slot - now
 
     def record(self, key: str | None, *, found: bool) -> None:
@@ -176,7 +173,7 @@ class LookupGuard:
     def _miss_on(self, key: str, now: float) -> None:
         order = self._order(key, now)
         if order is None:
-            order = _Order(misses=0.0, at=now, next_slot=now)
+            order = _Order(misses=0.0, at=now, last_slot=now)
             self._orders[key] = order
             while len(self._orders) > self.settings.max_orders:
                 self._orders.popitem(last=False)
