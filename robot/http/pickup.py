@@ -4,13 +4,17 @@
 * ``POST /p/{token}/reveal`` (a form with a CSRF token derived from the link, accepted only
   from the same origin) marks the codes seen, logs a ``reveal`` and appends ``pickup_reveal``
   to the audit log, all committed before the codes are decrypted and shown;
-* ``GET /p`` / ``POST /p``: platform order number plus the shop's check (see
-  :class:`robot.config.PickupConfig`); a match redirects to the order's link.
+* ``GET /p`` / ``POST /p``: platform order number plus the shop's checks (see
+  :class:`robot.config.PickupConfig` and :mod:`robot.http.checks`); a match redirects to the
+  order's link.
 
-Against enumeration: every request spends from a per-IP bucket and a per-link (or per order
-number) bucket *before* anything is looked up, and every failure — unknown, expired or
-revoked link, order not (or no longer) deliverable, wrong check — is the same neutral page
-with the same status, byte for byte. Tokens and checks are compared in constant time. IPs are
+Against enumeration: every request spends from a per-IP bucket *before* anything is looked
+up, link pages also from a per-link bucket; lookups wait their turn in
+:mod:`robot.http.guard` (growing delays per order number and, once failures pile up,
+globally). Every value a lookup sends is held to its length and shape before anything
+converts it. Every failure — unknown, expired or revoked link, order not (or no longer)
+deliverable, wrong or malformed check — is the same neutral page with the same status,
+byte for byte. Tokens and checks are compared in constant time. IPs are
 stored only as HMAC-SHA256 under a key derived from the vault (see :mod:`robot.http.links`).
 
 This module must never log a token, an IP or a code, and never show a plaintext code before
