@@ -16,7 +16,7 @@ log line: messages carry pool and shop names, counts and the robot's own error t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -216,11 +216,14 @@ class AlertEngine:
     """Applies readings to ``alert_state`` and sends each transition it wins, once."""
 
     def __init__(self, engine: Engine, notifier: Notifier, settings: AlertsConfig, *,
-                 shops: Sequence[str] | None = None) -> None:
+                 shops: Sequence[str] | None = None,
+                 extra: Sequence[Callable[[], Condition]] = ()) -> None:
         self.engine = engine
         self.notifier = notifier
         self.settings = settings
         self.shops = list(shops) if shops is not None else None
+        #: Readings the process itself keeps (e.g. the pickup lookup guard), read each run.
+        self.extra = list(extra)
         self._next_audit: datetime | None = None
 
     def run_once(self, now: datetime) -> list[Sent]:
@@ -230,7 +233,9 @@ class AlertEngine:
                             check_audit=check_audit)
         if check_audit:
             self._next_audit = now + timedelta(seconds=self.settings.audit_every)
-        kinds = ALWAYS_KINDS | ({"audit"} if check_audit else set())
+        own = [read() for read in self.extra]
+        readings = [*readings, *own]
+        kinds = ALWAYS_KINDS | ({"audit"} if check_audit else set()) | {c.kind for c in own}
         by_key = {c.key: c for c in readings}
         with self.engine.connect() as conn:
             rows = {str(r.key): r for r in conn.execute(select(alert_state))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 # Codes that never expire sort last in the stock index under this sentinel.
 NEVER = datetime(9999, 12, 31)
@@ -33,3 +33,9 @@ def format_age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def to_zone(value: datetime, zone: tzinfo) -> datetime:
+    """A stored (naive UTC) time as the wall-clock time in ``zone`` (e.g. the shops' time
+    zone, :func:`robot.config.zone`), aware."""
+    return to_aware(value).astimezone(zone)

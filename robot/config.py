@@ -29,6 +29,7 @@ from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -385,6 +386,32 @@ class LogConfig(_Strict):
         return value.lower() if isinstance(value, str) else value
 
 
+#: The shops' time zone when the robot file names none (the platforms show Beijing time).
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def _zone_name(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("timezone_type",
+                                  "expected an IANA time zone name, e.g. Asia/Shanghai")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: not a zone key at all ("../x")
+        raise PydanticCustomError(
+            "timezone", "unknown time zone {name}; use an IANA name, e.g. Asia/Shanghai",
+            {"name": repr(value[:64])}) from None
+    return value
+
+
+#: An IANA time zone name (``Asia/Shanghai``), checked against the system's zone database.
+TimeZoneName = Annotated[str, BeforeValidator(_zone_name)]
+
+
+def zone(name: str) -> ZoneInfo:
+    """The zone a validated :data:`TimeZoneName` names."""
+    return ZoneInfo(name)
+
+
 def _as_list(value: Any) -> Any:
     if isinstance(value, str):
         return [value]
@@ -401,6 +428,8 @@ class RobotFile(_Strict):
     shops: Annotated[list[str], BeforeValidator(_as_list)] = Field(
         default_factory=lambda: ["shops/*.yaml"]
     )
+    #: The shops' time zone: what the buyers' order pages show times in (the lookup's paid_at).
+    timezone: TimeZoneName = DEFAULT_TIMEZONE
     http: HttpConfig = Field(default_factory=HttpConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -461,21 +490,61 @@ class SkuMapping(_Strict):
         raise AssertionError("a validated SkuMapping has exactly one id")  # pragma: no cover
 
 
+#: What a buyer may be asked on the lookup form (robot.http.checks holds how each is read and
+#: compared). A later check, e.g. the recharge account's last 4 for top-up orders, is one more
+#: name here and one more entry in robot.http.checks.CHECKS.
+LookupCheckName = Literal["buyer_id_suffix", "paid_at", "paid_amount"]
+#: Checks that are no secret on their own (a price is public): only allowed beside another.
+PUBLIC_CHECKS = frozenset({"paid_amount"})
+_SECRET_CHECKS = ("paid_at", "buyer_id_suffix")
+
+
+def _checks_list(value: Any) -> Any:
+    if value is None or value == "none":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        if "none" in value:
+            raise PydanticCustomError(
+                "lookup_none", "'none' turns the lookup off: give it alone, not in a list")
+        return tuple(value)
+    raise PydanticCustomError(
+        "lookup_type", "expected none, one check or a list of checks, e.g. [paid_at, paid_amount]")
+
+
 class PickupConfig(_Strict):
     """How buyers reach their codes on the robot's pickup page (robot.http).
 
     ``lookup_check`` is what a buyer must give with the platform order number on the lookup
-    form (``/p``): ``none`` disables the lookup for this shop (per-order links only),
-    ``buyer_id_suffix`` asks for the last ``suffix_length`` characters of the platform buyer
-    id (for platforms whose buyer id the buyer knows, e.g. a member number),
-    ``paid_amount`` asks for the amount paid (e.g. ``29.90``; weaker: prices are public).
-    Links expire ``link_ttl`` after they are made (``null``: never).
+    form (``/p``), one check or a list of checks that must all match: ``none`` (the default)
+    disables the lookup for this shop (per-order links only); ``paid_at`` asks for the minute
+    the buyer paid, as their order page shows it (the robot's ``timezone``, ±1 minute);
+    ``buyer_id_suffix`` asks for the last ``suffix_length`` characters of the platform buyer id
+    (for platforms whose buyer id the buyer sees, e.g. a member number); ``paid_amount`` asks
+    for the amount paid, which is public (the price), so it is only accepted beside another
+    check (``[paid_at, paid_amount]``). Links expire ``link_ttl`` after they are made
+    (``null``: never).
     """
 
     enabled: bool = True
-    lookup_check: Literal["none", "buyer_id_suffix", "paid_amount"] = "none"
+    lookup_check: Annotated[tuple[LookupCheckName, ...], BeforeValidator(_checks_list)] = ()
     suffix_length: int = Field(default=4, ge=4, le=32)
     link_ttl: Duration | None = 30 * 86400.0
+
+    @field_validator("lookup_check")
+    @classmethod
+    def _secret_enough(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("lookup_duplicate", "a check is listed twice")
+        if value and all(check in PUBLIC_CHECKS for check in value):
+            raise PydanticCustomError(
+                "lookup_public",
+                "{checks} alone is no secret (prices are public: anyone could open orders by "
+                "guessing order numbers); use {secret}, or combine, e.g. [paid_at, paid_amount]",
+                {"checks": " + ".join(value), "secret": " or ".join(_SECRET_CHECKS)},
+            )
+        return value
 
 
 class ShopFile(_Strict):
@@ -524,6 +593,7 @@ class RobotConfig(_Strict):
     path: Path  # the robot file
     database: str  # resolved URL (may hold a password: never print it, see safe_url)
     key_file: Path
+    timezone: TimeZoneName = DEFAULT_TIMEZONE  # the shops' time zone (see RobotFile)
     http: HttpConfig = Field(default_factory=HttpConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -1005,6 +1075,7 @@ def load_config(
         path=robot_file,
         database=database,
         key_file=key_file if key_file.is_absolute() else base / key_file,
+        timezone=robot.timezone,
         http=robot.http,
         alerts=robot.alerts,
         defaults=robot.defaults,

@@ -130,6 +130,8 @@ class Robot:
         self._vacuum = False  # PostgreSQL with autovacuum off: vacuum the hot tables
         self.exit_code = 0
         self.http: HttpServer | None = None
+        #: Alert readings kept in memory by parts of this process (the pickup lookup guard).
+        self.alert_readings: list[Callable[[], alerts.Condition]] = []
         #: Called with (shop, "poll" | "refund") on every failed poll (the metrics counter).
         self.on_poll_error: Callable[[str, str], None] = lambda _shop, _kind: None
         #: Called with the reason each time start-up finds the database unavailable.
@@ -258,7 +260,9 @@ class Robot:
             engine=self.engine, vault=self.vault, shops=self.shops, connectors=self.connectors,
             public_url=self.config.http.public_url, wake=self.wake,
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
+            timezone=self.config.timezone,
         )
+        self.alert_readings.append(ctx.guard.reading)
         self.on_poll_error = ctx.metrics.poll_error
         self.http = HttpServer(build_app(ctx), sock or bind(self.config.http.listen))
         server = self.http
@@ -303,7 +307,8 @@ class Robot:
         if self.config.alerts.targets:
             checker = alerts.AlertEngine(
                 self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
-                self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled])
+                self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled],
+                extra=self.alert_readings)
             scheduler.add_job(self._check_alerts, "interval", seconds=alerts.CHECK_INTERVAL,
                               args=[checker], id="alerts", coalesce=True, max_instances=1,
                               misfire_grace_time=30)

@@ -129,7 +129,10 @@ orders = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("shop", String(64), nullable=False),
     Column("platform", String(32), nullable=False),
-    Column("platform_order_id", String(64), nullable=False),
+    # Exact, binary comparison on MySQL/MariaDB too: under utf8mb4_unicode_ci full-width
+    # digits and zero-width characters would find the row (robot.http.checks).
+    Column("platform_order_id", String(64).with_variant(
+        mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb"), nullable=False),
     Column("state", String(16), nullable=False),
     Column("platform_status", String(16), nullable=False),
     Column("reason", Text, nullable=True),  # why held / failed / waiting / cancelled

@@ -868,3 +868,58 @@ def test_config_show_bad_config_never_prints_secret(site: Path) -> None:
         "shops/tb.yaml: shop 'tb-main': platform_config.app_key: Input should be a valid string"
     ]
     assert SECRET not in result.output
+
+
+# --------------------------------------------------------------------------- lookup checks
+
+
+def test_paid_amount_alone_is_refused_naming_file_shop_field_and_alternatives(
+        site: Path) -> None:
+    """``lookup_check: paid_amount`` alone is no secret (a price is public): refused."""
+    write(site.parent / "shops" / "tb.yaml",
+          SHOP_YAML + "pickup: {lookup_check: paid_amount}\n")
+    (problem,) = problems_of(site)
+    assert problem.startswith("shops/tb.yaml: shop 'tb-main': pickup.lookup_check: paid_amount "
+                              "alone is no secret")
+    assert "paid_at or buyer_id_suffix" in problem and "[paid_at, paid_amount]" in problem
+    write(site.parent / "shops" / "tb.yaml",
+          SHOP_YAML + "pickup: {lookup_check: [paid_amount]}\n")
+    assert "alone is no secret" in problems_of(site)[0]
+
+
+@pytest.mark.parametrize(("checks", "expected"), [
+    ("paid_at", ("paid_at",)),
+    ("[paid_at, paid_amount]", ("paid_at", "paid_amount")),
+    ("[buyer_id_suffix, paid_amount]", ("buyer_id_suffix", "paid_amount")),
+    ("none", ()),
+])
+def test_lookup_checks_a_buyer_knows_are_accepted(site: Path, checks: str,
+                                                  expected: tuple[str, ...]) -> None:
+    """One secret check, or a public one combined with a secret one, loads."""
+    write(site.parent / "shops" / "tb.yaml", SHOP_YAML + f"pickup: {{lookup_check: {checks}}}\n")
+    config = load_config(site, registry=REGISTRY)
+    assert config.shops[0].pickup.lookup_check == expected
+
+
+@pytest.mark.parametrize(("checks", "message"), [
+    ("[paid_at, paid_at]", "a check is listed twice"),
+    ("[none, paid_at]", "'none' turns the lookup off"),
+    ("birthday", "Input should be 'buyer_id_suffix', 'paid_at' or 'paid_amount'"),
+])
+def test_bad_lookup_checks_are_errors(site: Path, checks: str, message: str) -> None:
+    """Duplicates, ``none`` in a list and unknown checks are reported on the field."""
+    write(site.parent / "shops" / "tb.yaml", SHOP_YAML + f"pickup: {{lookup_check: {checks}}}\n")
+    (problem,) = problems_of(site)
+    assert problem.startswith("shops/tb.yaml: shop 'tb-main': pickup.lookup_check")
+    assert message in problem
+
+
+def test_timezone_defaults_to_shanghai_and_must_be_an_iana_name(site: Path) -> None:
+    """``timezone`` is the shops' time zone: Asia/Shanghai unless set, an IANA name if set."""
+    assert load_config(site, registry=REGISTRY).timezone == "Asia/Shanghai"
+    edit(site, "key_file: robot.key", "key_file: robot.key\ntimezone: Europe/Berlin")
+    assert load_config(site, registry=REGISTRY).timezone == "Europe/Berlin"
+    for bad in ("Mars/Olympus", "../../etc/passwd", "Beijing"):
+        edit(site, site.read_text().split("timezone: ")[1].split("\n")[0], bad)
+        (problem,) = problems_of(site)
+        assert problem.startswith(f"robot.yaml: timezone: unknown time zone {bad!r}")

@@ -7,7 +7,9 @@ only holds references.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,7 +17,8 @@ from sqlalchemy import Engine
 
 from connectors.base import Connector
 from robot.clock import utcnow
-from robot.config import ShopConfig
+from robot.config import DEFAULT_TIMEZONE, ShopConfig, zone
+from robot.http.guard import GuardSettings, LookupGuard
 from robot.http.links import derive_key, link_key
 from robot.http.metrics import Metrics
 from robot.http.ratelimit import RateLimits, TokenBuckets
@@ -51,10 +54,18 @@ class HttpContext:
     db_timeout: float = 2.0  # seconds for the health check's SELECT 1
     started_at: datetime = field(default_factory=utcnow)
     metrics: Metrics = field(default_factory=Metrics)
+    #: The shops' time zone (``timezone`` in the robot file): the lookup's ``paid_at``.
+    timezone: str = DEFAULT_TIMEZONE
+    guard_settings: GuardSettings = field(default_factory=GuardSettings)
+    #: Monotonic seconds and a non-blocking wait (tests inject a simulated clock).
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def __post_init__(self) -> None:
         self.link_key = link_key(self.vault)
         self.ip_key = derive_key(self.vault, "ip-hash")
         self.csrf_key = derive_key(self.vault, "pickup-csrf")
-        self.per_ip = TokenBuckets(self.limits.per_ip)
-        self.per_order = TokenBuckets(self.limits.per_order)
+        self.per_ip = TokenBuckets(self.limits.per_ip, clock=self.clock)
+        self.per_order = TokenBuckets(self.limits.per_order, clock=self.clock)
+        self.guard = LookupGuard(self.guard_settings, clock=self.clock)
+        self.zone = zone(self.timezone)

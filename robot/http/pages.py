@@ -196,30 +196,43 @@ def revealed_page(platform_order_id: str, codes: Sequence[CodeView]) -> str:
     return _layout("提取卡密 / Pickup", body, script=True)
 
 
+#: Per check: its label (``{n}``: the suffix length) and what the input looks like.
 CHECK_LABELS = {
+    "paid_at": ("付款时间（见订单详情，精确到分钟）",
+                "Time of payment, as your order details show it (to the minute)"),
     "buyer_id_suffix": ("买家账号后{n}位", "Last {n} characters of your buyer ID"),
     "paid_amount": ("实付金额（元）", "Amount paid (CNY)"),
 }
+CHECK_INPUTS = {
+    "paid_at": 'placeholder="2026-12-05 14:03" inputmode="text"',
+    "buyer_id_suffix": "",
+    "paid_amount": 'placeholder="29.90" inputmode="decimal"',
+}
 
 
-def lookup_page(*, check: str | None, suffix_length: int, shop: str | None) -> str:
-    """The lookup form; ``check`` is the shop's check, or None when the form serves several
-    shops (a generic label)."""
-    if check in CHECK_LABELS:
-        zh, en = CHECK_LABELS[check]
+def lookup_page(*, checks: Sequence[str], suffix_length: int, shop: str | None,
+                required: bool = True) -> str:
+    """The lookup form with one input per check (named after the check); ``required=False``
+    when the form serves several shops asking different checks (each uses its own)."""
+    fields = []
+    for name in checks:
+        zh, en = CHECK_LABELS.get(name, (name, name))
         label = _t(zh.format(n=suffix_length), en.format(n=suffix_length))
-    else:
-        label = _t("验证信息（买家账号后几位或实付金额）",
-                   "Check (end of your buyer ID, or the amount paid)")
+        attrs = " ".join(a for a in (CHECK_INPUTS.get(name, ""), "required" if required
+                                     else "") if a)
+        fields.append(f'<label for="{escape(name)}">{label}</label>'
+                      f'<input id="{escape(name)}" name="{escape(name)}" maxlength="64" '
+                      f'autocomplete="off" {attrs}>')
+    note = ("" if required else
+            f'<p class="note">{_t("请填写店铺要求的验证信息。", "Fill in what the shop asks for.")}'
+            "</p>")
     hidden = (f'<input type="hidden" name="shop" value="{escape(shop)}">' if shop else "")
     body = (
         f"<h1>{_t('查询卡密', 'Find your codes')}</h1>"
         '<form method="post" action="" class="card">'
         f'<label for="order">{_t("订单号", "Order number")}</label>'
-        '<input id="order" name="order" required maxlength="64" autocomplete="off" '
-        'inputmode="numeric">'
-        f'<label for="check">{label}</label>'
-        '<input id="check" name="check" required maxlength="64" autocomplete="off">'
+        '<input id="order" name="order" required maxlength="64" autocomplete="off">'
+        f'{"".join(fields)}{note}'
         f'{hidden}<p></p><button type="submit" class="primary">{_t("查询", "Look up")}</button>'
         "</form>"
     )

@@ -4,13 +4,17 @@
 * ``POST /p/{token}/reveal`` (a form with a CSRF token derived from the link, accepted only
   from the same origin) marks the codes seen, logs a ``reveal`` and appends ``pickup_reveal``
   to the audit log, all committed before the codes are decrypted and shown;
-* ``GET /p`` / ``POST /p``: platform order number plus the shop's check (see
-  :class:`robot.config.PickupConfig`); a match redirects to the order's link.
+* ``GET /p`` / ``POST /p``: platform order number plus the shop's checks (see
+  :class:`robot.config.PickupConfig` and :mod:`robot.http.checks`); a match redirects to the
+  order's link.
 
-Against enumeration: every request spends from a per-IP bucket and a per-link (or per order
-number) bucket *before* anything is looked up, and every failure — unknown, expired or
-revoked link, order not (or no longer) deliverable, wrong check — is the same neutral page
-with the same status, byte for byte. Tokens and checks are compared in constant time. IPs are
+Against enumeration: every request spends from a per-IP bucket *before* anything is looked
+up, link pages also from a per-link bucket; lookups wait their turn in
+:mod:`robot.http.guard` (growing delays per order number and, once failures pile up,
+globally). Every value a lookup sends is held to its length and shape before anything
+converts it. Every failure — unknown, expired or revoked link, order not (or no longer)
+deliverable, wrong or malformed check — is the same neutral page with the same status,
+byte for byte. Tokens and checks are compared in constant time. IPs are
 stored only as HMAC-SHA256 under a key derived from the vault (see :mod:`robot.http.links`).
 
 This module must never log a token, an IP or a code, and never show a plaintext code before
@@ -22,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Connection, Engine, insert, select
@@ -33,9 +37,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from robot import audit
 from robot.clock import utcnow
-from robot.config import PickupConfig, ShopConfig
+from robot.config import SHOP_NAME_RE, ShopConfig
 from robot.db import transaction
-from robot.http import handover, links, pages
+from robot.http import checks, handover, links, pages
 from robot.http.context import MAX_FORM_BODY, HttpContext
 from robot.http.hooks import BodyTooLarge, read_body
 from robot.http.pages import CodeView
@@ -57,7 +61,7 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
 
 def lookup_shops(ctx: HttpContext, only: str | None = None) -> dict[str, ShopConfig]:
     return {name: shop for name, shop in ctx.shops.items()
-            if shop.pickup.enabled and shop.pickup.lookup_check != "none"
+            if shop.pickup.enabled and shop.pickup.lookup_check
             and (only is None or name == only)}
 
 
@@ -87,17 +91,17 @@ def csrf_for(ctx: HttpContext, token: str) -> str:
                     hashlib.sha256).hexdigest()[:32]
 
 
-def same_text(a: str, b: str) -> bool:
-    """Constant-time equality of two strings of any lengths."""
-    return hmac.compare_digest(hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
-                               hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest())
+#: Constant-time equality of two strings (kept here too: the delivery API imports it from here).
+same_text = checks.same_text
 
 
-def _spend(ctx: HttpContext, ip_digest: str, subject: str) -> bool:
-    """One request's share of both budgets; both are spent even when the first is empty."""
+def _spend(ctx: HttpContext, ip_digest: str, token: str) -> bool:
+    """One request's share of both budgets; both are spent even when the first is empty. A
+    token that is not even shaped like one opens nothing: only the client's budget pays."""
     ip_ok = ctx.per_ip.allow("ip:" + ip_digest)
-    subject_ok = ctx.per_order.allow(hashlib.sha256(subject.encode("utf-8", "surrogatepass"))
-                                     .hexdigest())
+    if not links.TOKEN_RE.fullmatch(token):
+        return ip_ok
+    subject_ok = ctx.per_order.allow(hashlib.sha256(b"t:" + token.encode()).hexdigest())
     return ip_ok and subject_ok
 
 
@@ -174,54 +178,41 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
     return link, handover.views(ctx.vault, rows, masked=False)
 
 
-def parse_amount(text: str) -> int | None:
-    """Cents from what a buyer types as an amount (``29.9``, ``¥29.90``, ``29.90元``)."""
-    cleaned = text.strip().replace(",", "").replace(" ", "")
-    cleaned = cleaned.removeprefix("¥").removeprefix("￥").removesuffix("元")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    exponent = value.as_tuple().exponent
-    if not isinstance(exponent, int) or exponent < -2 or value < 0:  # NaN/inf, or sub-cent
-        return None
-    return int(value * 100)
-
-
-def check_matches(cfg: PickupConfig, buyer_id: str | None, total_cents: int,
-                  given: str) -> bool:
-    """Whether ``given`` is the shop's check for this order (constant time)."""
-    given = given.strip()
-    if cfg.lookup_check == "buyer_id_suffix":
-        n = cfg.suffix_length
-        usable = buyer_id is not None and len(buyer_id) >= n
-        expected = buyer_id[-n:] if buyer_id is not None and usable else "\x00"
-        return same_text(given.casefold(), expected.casefold()) and usable
-    if cfg.lookup_check == "paid_amount":
-        cents = parse_amount(given)
-        return same_text(str(cents), str(total_cents)) and cents is not None
-    return False
-
-
 def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], order_no: str,
-                   given: str) -> str | None:
-    """The token of the matching order's link (made if needed), or None."""
+                   form: Mapping[str, str], zone: tzinfo) -> str | None:
+    """The token of the matching order's link (made if needed), or None.
+
+    ``order_no`` is normalized (:func:`robot.http.checks.order_number`); the comparison is
+    binary on every backend, so only that exact number finds the row.
+    """
     if not shops or not order_no:
         return None
     with engine.connect() as conn:
         rows = conn.execute(
             select(orders.c.id, orders.c.shop, orders.c.buyer_id, orders.c.total_cents,
-                   orders.c.state)
+                   orders.c.paid_at, orders.c.state)
             .where(orders.c.platform_order_id == order_no, orders.c.shop.in_(sorted(shops)))
             .order_by(orders.c.id)
         ).all()
     for row in rows:
         shop = shops[row.shop]
-        if (check_matches(shop.pickup, row.buyer_id, int(row.total_cents), given)
+        names = shop.pickup.lookup_check
+        given = checks.read_checks(names, form)
+        facts = checks.OrderFacts(row.buyer_id, int(row.total_cents), row.paid_at)
+        rules = checks.Rules(shop.pickup.suffix_length, zone)
+        if (given is not None and checks.all_match(names, given, facts, rules)
                 and row.state in links.VISIBLE_STATES):
             link = links.ensure_link(engine, key, int(row.id), ttl=links.ttl_of(shop))
             return link.token
     return None
+
+
+def _well_formed(shops: Mapping[str, ShopConfig], form: Mapping[str, str]) -> bool:
+    """Whether some shop's checks can all be read from the form (cheap: patterns only)."""
+    if any(len(v) > checks.RAW_MAX for v in form.values()):
+        return False
+    return any(checks.read_checks(s.pickup.lookup_check, form) is not None
+               for s in shops.values())
 
 
 # ------------------------------------------------------------------ endpoints
@@ -231,7 +222,7 @@ async def page(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
     digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "t:" + token):
+    if not _spend(ctx, digest, token):
         return _html(pages.busy_page(), 429)
     try:
         found = await asyncio.to_thread(open_link, ctx, token, digest, _user_agent(request))
@@ -248,7 +239,7 @@ async def reveal(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
     digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "t:" + token):
+    if not _spend(ctx, digest, token):
         return _html(pages.busy_page(), 429)
     form = await _form(request)
     # The CSRF token depends on the link token alone, so this answer says nothing about
@@ -267,29 +258,52 @@ async def reveal(request: Request) -> Response:
     return _html(pages.revealed_page(link.platform_order_id, codes))
 
 
+def _lookup_form_page(ctx: HttpContext, only: str | None) -> Response:
+    shops = lookup_shops(ctx, only)
+    if not shops:
+        return neutral(ctx)
+    sets = {(s.pickup.lookup_check, s.pickup.suffix_length) for s in shops.values()}
+    if len(sets) == 1:
+        names, length = next(iter(sets))
+        return _html(pages.lookup_page(checks=names, suffix_length=length, shop=only))
+    # Several shops with different checks: every check any of them asks, none required.
+    union = tuple(sorted({n for s in shops.values() for n in s.pickup.lookup_check}))
+    return _html(pages.lookup_page(checks=union, suffix_length=4, shop=only, required=False))
+
+
 async def lookup(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     only = request.query_params.get("shop") or None
+    if only is not None and not SHOP_NAME_RE.fullmatch(only):
+        return neutral(ctx)
     if request.method == "GET":
-        shops = lookup_shops(ctx, only)
-        if not shops:
-            return neutral(ctx)
-        checks = {(s.pickup.lookup_check, s.pickup.suffix_length) for s in shops.values()}
-        check, length = next(iter(checks)) if len(checks) == 1 else (None, 4)
-        return _html(pages.lookup_page(check=check, suffix_length=length, shop=only))
+        return _lookup_form_page(ctx, only)
     form = await _form(request)
     if form is None:
         return neutral(ctx)
-    order_no = form.get("order", "").strip()[:64]
     digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "o:" + order_no.casefold()):
+    if not ctx.per_ip.allow("ip:" + digest):
         return _html(pages.busy_page(), 429)
-    shops = lookup_shops(ctx, form.get("shop") or only)
+    # Length and shape of every value first: nothing converts what it has not matched.
+    order_no = checks.order_number(form.get("order", ""))
+    shop_name = form.get("shop") or only
+    shops = (lookup_shops(ctx, shop_name)
+             if shop_name is None or SHOP_NAME_RE.fullmatch(shop_name) else {})
+    if order_no is None or not _well_formed(shops, form):
+        ctx.guard.record(checks.order_key(order_no) if order_no else None, found=False)
+        return neutral(ctx)
+    key = checks.order_key(order_no)
+    wait = ctx.guard.admit(key)
+    if wait is None:
+        return _html(pages.busy_page(), 429)
+    if wait > 0:
+        await ctx.sleep(wait)
     try:
         token = await asyncio.to_thread(find_by_lookup, ctx.engine, ctx.link_key, shops,
-                                        order_no, form.get("check", ""))
+                                        order_no, form, ctx.zone)
     except DBAPIError:
         return _unavailable()
+    ctx.guard.record(key, found=token is not None)
     if token is None:
         return neutral(ctx)
     # Relative to ".../p": resolves to ".../p/<token>" whatever prefix the robot is served

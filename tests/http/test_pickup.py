@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
 from robot import audit, orders
@@ -21,6 +23,7 @@ from robot.schema import audit_log, deliveries, pickup_links, pickup_views
 from robot.vault import Vault, mask
 from tests.factories import seed_codes
 from tests.http.conftest import PUBLIC_URL, Http, make_http, shop_config
+from tests.http.lookup_helpers import SimClock
 
 
 def link_for(h: Http, order_id: int, **kwargs: object) -> str:
@@ -149,18 +152,26 @@ def test_lookup_disabled_when_the_shop_says_none(engine: Engine, vault: Vault) -
     assert response.status_code == 404
 
 
-def test_paid_amount_check(engine: Engine, vault: Vault) -> None:
-    """``paid_amount`` accepts the amount as a buyer types it, and nothing else."""
+def test_paid_amount_only_beside_another_check(engine: Engine, vault: Vault) -> None:
+    """``paid_amount`` alone is no lookup check at all; beside ``buyer_id_suffix`` it takes
+    the amount as a buyer types it."""
     seed_codes(engine, vault, "p1", 2)
-    h = make_http(engine, vault, shop=shop_config(pickup=PickupConfig(lookup_check="paid_amount")))
-    h.order("A1")  # 1 × 10.00
+    clock = SimClock()  # misses on one order space its lookups: simulated, not slept
+    h = make_http(engine, vault, shop=shop_config(
+        pickup=PickupConfig(lookup_check=["buyer_id_suffix", "paid_amount"])),
+        clock=clock, sleep=clock.sleep)
+    h.order("A1", buyer="buyer-00001234")  # 1 × 10.00
     with h.client:
-        for wrong in ("10.01", "1000", "abc", "", "10.001", "NaN"):
-            assert h.client.post("/p", data={"order": "A1", "check": wrong},
+        for wrong in ("10.01", "1000", "abc", "", "10.001", "NaN", "1e1"):
+            assert h.client.post("/p", data={"order": "A1", "paid_amount": wrong,
+                                             "buyer_id_suffix": "1234"},
                                  follow_redirects=False).status_code == 404, wrong
         for right in ("10", "10.00", "¥10.0", "10元"):
-            assert h.client.post("/p", data={"order": "A1", "check": right},
+            assert h.client.post("/p", data={"order": "A1", "paid_amount": right,
+                                             "buyer_id_suffix": "1234"},
                                  follow_redirects=False).status_code == 303, right
+    with pytest.raises(ValidationError, match="alone is no secret"):
+        PickupConfig(lookup_check="paid_amount")
 
 
 def test_rate_limits_refuse_the_request_after_the_budget(engine: Engine, vault: Vault) -> None:
