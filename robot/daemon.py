@@ -250,6 +250,7 @@ class Robot:
 
         Binds ``http.listen`` now (or serves ``sock``), so a busy port fails at start-up.
         """
+        from robot.http.address import parse_networks
         from robot.http.app import build_app  # the web stack loads only when serving
         from robot.http.context import HttpContext
         from robot.http.server import HttpServer, bind
@@ -258,6 +259,7 @@ class Robot:
             engine=self.engine, vault=self.vault, shops=self.shops, connectors=self.connectors,
             public_url=self.config.http.public_url, wake=self.wake,
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
+            trusted_proxies=parse_networks(self.config.http.trusted_proxies),
         )
         self.on_poll_error = ctx.metrics.poll_error
         self.http = HttpServer(build_app(ctx), sock or bind(self.config.http.listen))

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from connectors.base import Connector
 from robot.clock import utcnow
 from robot.config import ShopConfig
+from robot.http.address import IPNetwork
 from robot.http.links import derive_key, link_key
 from robot.http.metrics import Metrics
 from robot.http.ratelimit import RateLimits, TokenBuckets
@@ -51,6 +52,8 @@ class HttpContext:
     db_timeout: float = 2.0  # seconds for the health check's SELECT 1
     started_at: datetime = field(default_factory=utcnow)
     metrics: Metrics = field(default_factory=Metrics)
+    #: Reverse proxies whose X-Forwarded-For is believed (``http.trusted_proxies``).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     def __post_init__(self) -> None:
         self.link_key = link_key(self.vault)
@@ -58,3 +61,5 @@ class HttpContext:
         self.csrf_key = derive_key(self.vault, "pickup-csrf")
         self.per_ip = TokenBuckets(self.limits.per_ip)
         self.per_order = TokenBuckets(self.limits.per_order)
+        self.api_client_failures = TokenBuckets(self.limits.api_failures_per_client)
+        self.api_shop_failures = TokenBuckets(self.limits.api_failures_per_shop)

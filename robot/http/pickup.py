@@ -36,6 +36,7 @@ from robot.clock import utcnow
 from robot.config import PickupConfig, ShopConfig
 from robot.db import transaction
 from robot.http import handover, links, pages
+from robot.http.address import client_of
 from robot.http.context import MAX_FORM_BODY, HttpContext
 from robot.http.hooks import BodyTooLarge, read_body
 from robot.http.pages import CodeView
@@ -71,15 +72,15 @@ def _unavailable() -> HTMLResponse:
     return _html(pages.busy_page(), 503)
 
 
-def client_ip(request: Request) -> str:
-    # uvicorn rewrites request.client from X-Forwarded-For only for trusted proxies
-    # (forwarded_allow_ips, loopback by default), so this is the buyer's address behind a
-    # local reverse proxy and cannot be spoofed from outside.
-    return request.client.host if request.client else "unknown"
-
-
 def ip_hash(ctx: HttpContext, ip: str) -> str:
     return hmac.new(ctx.ip_key, ip.encode(), hashlib.sha256).hexdigest()
+
+
+def client_hashes(ctx: HttpContext, request: Request) -> tuple[str, str]:
+    """The client's hashed address (for the view log) and hashed network (for the per-IP
+    bucket), from :func:`robot.http.address.client_of`."""
+    client = client_of(request)
+    return ip_hash(ctx, client.address), ip_hash(ctx, "net|" + client.network)
 
 
 def csrf_for(ctx: HttpContext, token: str) -> str:
@@ -93,9 +94,9 @@ def same_text(a: str, b: str) -> bool:
                                hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest())
 
 
-def _spend(ctx: HttpContext, ip_digest: str, subject: str) -> bool:
+def _spend(ctx: HttpContext, net_digest: str, subject: str) -> bool:
     """One request's share of both budgets; both are spent even when the first is empty."""
-    ip_ok = ctx.per_ip.allow("ip:" + ip_digest)
+    ip_ok = ctx.per_ip.allow("ip:" + net_digest)
     subject_ok = ctx.per_order.allow(hashlib.sha256(subject.encode("utf-8", "surrogatepass"))
                                      .hexdigest())
     return ip_ok and subject_ok
@@ -230,8 +231,8 @@ def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], ord
 async def page(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
-    digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "t:" + token):
+    digest, net = client_hashes(ctx, request)
+    if not _spend(ctx, net, "t:" + token):
         return _html(pages.busy_page(), 429)
     try:
         found = await asyncio.to_thread(open_link, ctx, token, digest, _user_agent(request))
@@ -247,8 +248,8 @@ async def page(request: Request) -> Response:
 async def reveal(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
-    digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "t:" + token):
+    digest, net = client_hashes(ctx, request)
+    if not _spend(ctx, net, "t:" + token):
         return _html(pages.busy_page(), 429)
     form = await _form(request)
     # The CSRF token depends on the link token alone, so this answer says nothing about
@@ -281,8 +282,8 @@ async def lookup(request: Request) -> Response:
     if form is None:
         return neutral(ctx)
     order_no = form.get("order", "").strip()[:64]
-    digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, "o:" + order_no.casefold()):
+    _, net = client_hashes(ctx, request)
+    if not _spend(ctx, net, "o:" + order_no.casefold()):
         return _html(pages.busy_page(), 429)
     shops = lookup_shops(ctx, form.get("shop") or only)
     try:
