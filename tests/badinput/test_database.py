@@ -395,14 +395,17 @@ def test_failing_writes_are_one_outage_logged_once_and_ship_everything_after(
     engine.dispose()
 
 
+@pytest.mark.parametrize("at", ["CREATE TABLE", "FROM pools"])
 def test_a_session_killed_during_start_up_is_waited_out(
-        backend: str, server_databases: ServerDatabases, tmp_path: Path,
+        at: str, backend: str, server_databases: ServerDatabases, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database session dies in the middle of the start-up migration (PostgreSQL
-    pg_terminate_backend, MySQL KILL, SQLite's handle closed): the robot says so once, tries
-    again, says once that the database is back, and then runs and ships."""
+    """The database session dies during start-up — in the middle of the migration, or
+    reading the pools after it — (PostgreSQL pg_terminate_backend, MySQL KILL, SQLite's
+    handle closed): the robot says so once, tries again, says once that the database is
+    back, and then runs and ships."""
     name = f"dbkill-{uuid.uuid4().hex}"
-    url = server_url(backend, server_databases, "killed") or f"sqlite:///{tmp_path / 'robot.db'}"
+    url = server_url(backend, server_databases, f"killed-{at}") \
+        or f"sqlite:///{tmp_path / 'robot.db'}"
     config = load_config(write_config(tmp_path / "site", name, db_url=url))
     killed: list[str] = []
 
@@ -411,7 +414,7 @@ def test_a_session_killed_during_start_up_is_waited_out(
 
         @event.listens_for(engine, "before_cursor_execute")
         def _kill(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if not killed and statement.lstrip().upper().startswith("CREATE TABLE"):
+            if not killed and at in statement:
                 killed.append(statement.split("(", maxsplit=1)[0].strip())
                 kill_session(conn, url)
 
