@@ -247,13 +247,13 @@ class HttpConfig(_Strict):
     public_url: str = "http://127.0.0.1:8080"
     #: Reverse proxies (CIDRs or addresses) whose ``X-Forwarded-For`` is believed; empty:
     #: nobody's, the TCP peer is the client (see robot.http.address).
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _trusted_proxies(cls, value: Any) -> Any:
         if value is None:
-            return ()
+            return []
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise PydanticCustomError(
                 "trusted_proxies", "expected a list of CIDRs, e.g. [127.0.0.1/32, ::1/128]")
@@ -276,7 +276,7 @@ class HttpConfig(_Strict):
         if bad:
             raise PydanticCustomError("trusted_proxies", "{problems}",
                                       {"problems": "; ".join(bad)})
-        return tuple(out)
+        return out
 
     @field_validator("listen")
     @classmethod
