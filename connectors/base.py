@@ -12,7 +12,10 @@ and maps the platform's error codes onto :mod:`robot.errors` (``Fatal`` / ``Retr
   to call again at once (catching up after an outage).
 * push: :meth:`Connector.parse_push` verifies a received HTTP request (signature, age) and
   returns the events it carries; it must have no side effects and raise
-  :class:`robot.errors.PushRejected` for anything that fails verification.
+  :class:`robot.errors.PushRejected` for anything that fails verification. A connector that
+  takes pushes declares how long its platform waits for the answer as the class attribute
+  ``push_window`` (seconds; :func:`push_window` falls back to :data:`DEFAULT_PUSH_WINDOW`):
+  the core answers well within it, refusing what it could not store durably in time.
 
 A connector never sees plaintext codes: a :class:`Shipment` carries masked codes and a
 pickup link only. Money is in integer cents (fen); times are timezone-aware UTC.
@@ -32,6 +35,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 ENTRY_POINT_GROUP = "robot.connectors"
+#: Seconds a platform waits for a push's answer when its connector does not declare
+#: ``push_window``: the shortest window known (闲管家, 3 s), so an undeclared platform is safe.
+DEFAULT_PUSH_WINDOW = 3.0
 
 
 class PlatformStatus(enum.StrEnum):
@@ -159,6 +165,14 @@ class CheckReport:
 
     ok: bool
     checks: tuple[tuple[str, bool, str], ...]  # (check name, passed, detail)
+
+
+def push_window(connector: object) -> float:
+    """Seconds the connector's platform waits for the answer to a push (see the module)."""
+    window = getattr(connector, "push_window", None)
+    if isinstance(window, int | float) and not isinstance(window, bool) and window > 0:
+        return float(window)
+    return DEFAULT_PUSH_WINDOW
 
 
 @runtime_checkable

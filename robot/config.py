@@ -16,8 +16,10 @@ and never print a pydantic ``ValidationError`` as is (its text quotes input valu
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
+import ipaddress
 import os
 import re
 import string
@@ -65,6 +67,8 @@ MEMO_PLACEHOLDERS = frozenset({"masked_codes", "pickup_url", "order_id"})
 ITEM_DESC_PLACEHOLDERS = frozenset({"title", "quantity", "order_id"})
 DEFAULT_MEMO_TEMPLATE = "[robot] {masked_codes} {pickup_url}"
 DEFAULT_ITEM_DESC = "{title} x{quantity}"
+#: Characters a delivery API token needs at least (``secrets.token_urlsafe(32)`` gives 43).
+MIN_API_TOKEN = 32
 
 _BASE_DIR = "base_dir"  # key in the pydantic validation context
 
@@ -242,6 +246,38 @@ class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     #: Base of the links buyers get (pickup page); no trailing slash.
     public_url: str = "http://127.0.0.1:8080"
+    #: Reverse proxies (CIDRs or addresses) whose ``X-Forwarded-For`` is believed; empty:
+    #: nobody's, the TCP peer is the client (see robot.http.address).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise PydanticCustomError(
+                "trusted_proxies", "expected a list of CIDRs, e.g. [127.0.0.1/32, ::1/128]")
+        out, bad = [], []
+        for i, item in enumerate(value):
+            text = str(item).strip() if isinstance(item, str | int) else ""
+            try:
+                net = ipaddress.ip_network(text, strict=True)
+            except ValueError:
+                hint = ""
+                with contextlib.suppress(ValueError):
+                    hint = f" (did you mean {ipaddress.ip_network(text, strict=False)}?)"
+                bad.append(f"[{i}]: '{text[:60]}' is not a CIDR such as 10.0.0.0/8 or "
+                           f"::1/128{hint}")
+                continue
+            if net.prefixlen == 0:
+                bad.append(f"[{i}]: {net} would let every address on the internet say who "
+                           "the client is; name your proxies")
+            out.append(str(net))
+        if bad:
+            raise PydanticCustomError("trusted_proxies", "{problems}",
+                                      {"problems": "; ".join(bad)})
+        return out
 
     @field_validator("listen")
     @classmethod
@@ -563,6 +599,18 @@ class ShopFile(_Strict):
     #: Bearer token for the delivery API (robot.http); unset: the API is off for this shop.
     delivery_api_token: Secret | None = None
     risk: RiskRules | None = None  # fields set here override defaults.risk
+
+    @field_validator("delivery_api_token")
+    @classmethod
+    def _api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_API_TOKEN:
+            # Never quote the token, not even its length: it names how weak it is.
+            raise PydanticCustomError(
+                "api_token_short",
+                "too short: use at least {n} random characters, e.g. make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                {"n": MIN_API_TOKEN})
+        return value
 
 
 class _NoPlatformConfig(BaseModel):

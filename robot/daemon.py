@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
@@ -41,8 +41,16 @@ from connectors.base import Connector, MessageSource
 from robot import alerts, maintenance, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools
-from robot.db import check_durability, database_errors, dialect_of, error_reason, make_engine
-from robot.errors import Fatal, Unavailable
+from robot.db import (
+    check_durability,
+    database_errors,
+    dialect_of,
+    error_reason,
+    make_engine,
+    safe_url,
+    start_error_is_transient,
+)
+from robot.errors import DatabaseUnavailable, Fatal, Unavailable
 from robot.http.links import pickup_url_hook
 from robot.keys import check_keys
 from robot.log import get_logger
@@ -50,11 +58,13 @@ from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
 from robot.vault import Vault, open_vault
+from robot.writes import signal_of
 
 if TYPE_CHECKING:
     from robot.http.server import HttpServer
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 # Seconds between checks for due work when nothing woke us: TICK after work, growing to
 # IDLE_TICK while the robot stays idle (an idle robot should cost next to no CPU). Work made
@@ -139,6 +149,7 @@ class Robot:
         #: Seconds between attempts while the database is unavailable.
         self.db_retry = DB_RETRY
         self._start_stop = threading.Event()
+        self._waited_since: float | None = None  # time.monotonic() start-up began waiting
         self._down_since = 0.0  # time.monotonic() when the current database outage was seen
 
     @property
@@ -152,49 +163,69 @@ class Robot:
         return self._vault
 
     # ------------------------------------------------------------------ start-up
-    def _open_database(self, vault: Vault) -> None:
-        """Open, upgrade and check the database, waiting for one that is not there yet.
+    def _open_database(self, vault: Vault) -> set[str]:
+        """Open, upgrade and check the database; returns the pool names it holds.
 
-        A server that is down or still starting, or a full disk, is waited for (the reason
-        logged once, then every minute) until it answers or the robot is stopped; anything
-        else (a durability setting, a wrong key file) is fatal at once.
+        Run through :meth:`_starting`, which waits out database errors; a durability
+        setting, a wrong key file or a schema newer than this robot is fatal at once.
         """
         url = self.config.database
-        waited = 0.0
+        self._lock = sqlite_lock(url)
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+            check_durability(engine)
+            # A missing or wrong key file is fatal here, before anything is written under it.
+            check_keys(engine, vault)
+            self._vacuum = maintenance.autovacuum_off(engine)
+            with engine.connect() as conn:
+                existing = pools.pool_names(conn)
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine = engine
+        return existing
+
+    def _starting(self, step: Callable[[], _T]) -> _T:
+        """Run a start-up step, waiting out the database as long as it takes.
+
+        A server that is down or still starting, a session killed under us, a connection
+        reset, a full disk: the reason is logged once when the wait starts
+        (``database_unavailable_at_start``) and once when it ends (``database_recovered``),
+        and the step is run again every ``db_retry`` seconds until it passes or the robot is
+        stopped (then :class:`DatabaseUnavailable` is raised).
+        """
+        url = self.config.database
         while True:
             try:
                 with database_errors(url):  # one clear line, password masked
-                    self._lock = sqlite_lock(url)
-                    engine = make_engine(url)
-                    try:
-                        upgrade(engine)
-                        check_durability(engine)
-                        # A missing or wrong key file is fatal here, before anything is
-                        # written under it.
-                        check_keys(engine, vault)
-                        self._vacuum = maintenance.autovacuum_off(engine)
-                    except BaseException:
-                        engine.dispose()
-                        raise
-                self._engine = engine
-                if self._vacuum:
-                    log.warning("postgres_autovacuum_off", every_s=maintenance.INTERVAL,
-                                detail="the server does not vacuum: the robot vacuums its own "
-                                "hot tables")
-                if waited:
-                    log.info("database_recovered", waited_s=round(waited, 1))
-                return
-            except Unavailable as exc:  # DatabaseUnavailable or DiskFull
-                if self._lock is not None:
+                    result = step()
+            except Exception as exc:
+                if not start_error_is_transient(exc):
+                    raise
+                if self._lock is not None and self._engine is None:
                     self._lock.close()
                     self._lock = None
-                if waited == 0 or waited // 60 != (waited + self.db_retry) // 60:
-                    log.error("database_unavailable_at_start", error=exc.message,
-                              waited_s=round(waited, 1))
-                self.on_database_wait(exc.message)
+                reason = exc.message if isinstance(exc, Unavailable) else (
+                    f"database {safe_url(url)} is unavailable: {error_reason(exc, url)}")
+                if self._waited_since is None:
+                    self._waited_since = time.monotonic()
+                    log.error("database_unavailable_at_start", error=reason)
+                self.on_database_wait(reason)
                 if self._start_stop.wait(self.db_retry):
-                    raise
-                waited += self.db_retry
+                    if isinstance(exc, Unavailable):
+                        raise
+                    raise DatabaseUnavailable(reason) from exc
+                continue
+            if self._waited_since is not None:
+                log.info("database_recovered",
+                         waited_s=round(time.monotonic() - self._waited_since, 1))
+                self._waited_since = None
+            return result
+
+    def _ensure_shop_rows(self) -> None:
+        for name in self.shops:
+            shops.ensure_row(self.engine, name)
 
     def stop_waiting(self) -> None:
         """Give up a start-up that is waiting for the database (prepare() re-raises)."""
@@ -206,10 +237,12 @@ class Robot:
 
     def prepare(self) -> None:
         """Open the vault and database, upgrade the schema, build every shop's connector."""
-        self._vault = open_vault(self.config.key_file)
-        self._open_database(self._vault)
-        with self.engine.connect() as conn:
-            existing = pools.pool_names(conn)
+        vault = self._vault = open_vault(self.config.key_file)
+        existing = self._starting(lambda: self._open_database(vault))
+        if self._vacuum:
+            log.warning("postgres_autovacuum_off", every_s=maintenance.INTERVAL,
+                        detail="the server does not vacuum: the robot vacuums its own "
+                        "hot tables")
         for missing in check_pools(self.config, existing):
             # Orders for such a SKU wait with the reason; every other line goes on.
             log.error("pool_missing", problem=missing)
@@ -233,7 +266,7 @@ class Robot:
                 log.error("shop_broken", shop=shop.name, error=health.broken)
                 continue
             self.shops[shop.name] = shop
-            shops.ensure_row(self.engine, shop.name)
+        self._starting(self._ensure_shop_rows)
         d = self.config.defaults
         self._dispatcher = Dispatcher(
             self.engine, self.vault, self.connectors, self.shops,
@@ -252,6 +285,7 @@ class Robot:
 
         Binds ``http.listen`` now (or serves ``sock``), so a busy port fails at start-up.
         """
+        from robot.http.address import parse_networks
         from robot.http.app import build_app  # the web stack loads only when serving
         from robot.http.context import HttpContext
         from robot.http.server import HttpServer, bind
@@ -261,6 +295,7 @@ class Robot:
             public_url=self.config.http.public_url, wake=self.wake,
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
             timezone=self.config.timezone,
+            trusted_proxies=parse_networks(self.config.http.trusted_proxies),
         )
         self.alert_readings.append(ctx.guard.reading)
         self.on_poll_error = ctx.metrics.poll_error
@@ -370,19 +405,30 @@ class Robot:
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run database work in a thread; wait out outages instead of crashing."""
+        failed = False
         while True:
             started = time.monotonic()
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
             except DBAPIError as exc:  # OperationalError included
+                failed = True
                 await self._database_down(exc)
                 continue
-            # A call already under way when the outage was noticed proves nothing.
-            if not self.health.database_ok and started >= self._down_since:
-                log.info("database_recovered")
-                self.health.database_ok = True
-                self.health.database_error = None
+            if failed:
+                self._maybe_recovered(started)
             return result
+
+    def _maybe_recovered(self, started: float) -> None:
+        """A call that had failed just went through: the outage is over, logged once —
+        unless writes still fail (robot.writes). Reads that never failed prove nothing: on a
+        full disk they succeed all along, and an outage ended by each of them would be
+        logged again at the next failing write."""
+        if (self.health.database_ok or started < self._down_since
+                or signal_of(self.engine).failing):
+            return
+        log.info("database_recovered")
+        self.health.database_ok = True
+        self.health.database_error = None
 
     async def _database_down(self, exc: DBAPIError) -> None:
         """Record an outage (logged once, when it starts) and wait before the next attempt;
@@ -427,12 +473,19 @@ class Robot:
         assert self._dispatcher is not None
         ceiling = min(IDLE_TICK, self._dispatcher.policy.backoff_initial)
         tick = TICK
+        failed = False
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 ran = await self._dispatcher.run_once()
             except DBAPIError as exc:
+                failed = True
                 await self._database_down(exc)
                 ran = 0
+            else:
+                if failed:
+                    self._maybe_recovered(started)
+                    failed = not self.health.database_ok
             if not ran:
                 tick = TICK if self._wake_ship.is_set() else self._longer(tick, ceiling)
                 await self._idle(self._wake_ship, tick)

@@ -23,10 +23,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, LargeBinary, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    PendingRollbackError,
+    ResourceClosedError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import QueuePool
 
-from robot.errors import ConfigError, DatabaseUnavailable, DiskFull, Fatal
+from robot import writes
+from robot.errors import ConfigError, DatabaseUnavailable, DiskFull, Fatal, Unavailable
 
 SQLITE_MIN = (3, 35, 0)
 PG_STATEMENT_TIMEOUT_MS = 30_000
@@ -77,9 +86,9 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     url = normalize_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(url)
-    if backend == "postgresql":
-        return create_engine(
+        engine = _sqlite_engine(url)
+    elif backend == "postgresql":
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -91,6 +100,13 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
                 "connect_timeout": 10,
             },
         )
+    else:
+        engine = _mysql_engine(url, pool_size)
+    _watch_writes(engine)
+    return engine
+
+
+def _mysql_engine(url: str, pool_size: int) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -246,9 +262,54 @@ def _bound(dialect: Dialect, table: Table, columns: Sequence[str],
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One short transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
-    with engine.begin() as conn:
-        yield conn
+    """One short transaction (BEGIN IMMEDIATE on SQLite); commits on success.
+
+    Reports to the engine's :class:`robot.writes.WriteSignal`: a database failure as a
+    failed write, a commit of a transaction that changed rows as a successful one.
+    """
+    try:
+        with engine.begin() as conn:
+            conn.info[_WROTE] = False
+            yield conn
+            wrote = bool(conn.info.get(_WROTE))
+    except DBAPIError as exc:
+        if writes.is_outage(exc):
+            writes.signal_of(engine).failed(error_reason(exc))
+        raise
+    if wrote:
+        writes.signal_of(engine).succeeded()
+
+
+_WROTE = "robot_wrote"  # Connection.info key: the transaction changed rows
+_CHANGE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE")
+#: Statements whose failure is a failed write (SQLite's BEGIN IMMEDIATE takes the write lock).
+_WRITE_VERBS = (*_CHANGE_VERBS, "BEGIN IMMEDIATE")
+
+
+def _starts(statement: str | None, verbs: tuple[str, ...]) -> bool:
+    return statement is not None and statement.lstrip()[:15].upper().startswith(verbs)
+
+
+def _watch_writes(engine: Engine) -> None:
+    """Mark connections that changed rows; report failing writes to the write signal."""
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _wrote(conn: Connection, _cursor: Any, statement: str, _params: Any, context: Any,
+               _many: bool) -> None:
+        changed = context is not None and (context.isinsert or context.isupdate
+                                           or context.isdelete)
+        if changed or _starts(statement, _CHANGE_VERBS):
+            conn.info[_WROTE] = True
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: Any) -> None:
+        conn = context.connection
+        # statement None: the commit (or rollback) itself failed
+        wrote = conn is not None and not conn.invalidated and bool(conn.info.get(_WROTE))
+        if (_starts(context.statement, _WRITE_VERBS) or (context.statement is None and wrote)) \
+                and context.sqlalchemy_exception is not None \
+                and writes.is_outage(context.sqlalchemy_exception):
+            writes.signal_of(engine).failed(error_reason(context.sqlalchemy_exception))
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -301,3 +362,35 @@ def database_errors(url: str) -> Iterator[None]:
         raise DatabaseUnavailable(
             f"database {safe_url(url)} is unavailable: {type(exc).__name__}: "
             f"{exc.strerror or exc}") from exc
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' own base exceptions (raised unwrapped by raw-connection work)."""
+    found: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the driver is a dependency
+        pass
+    else:
+        found.append(psycopg.Error)
+    try:
+        import pymysql
+    except ImportError:  # pragma: no cover - the driver is a dependency
+        pass
+    else:
+        found.append(pymysql.err.Error)
+    return tuple(found)
+
+
+def start_error_is_transient(exc: BaseException) -> bool:
+    """Whether start-up should wait out ``exc`` as it waits out an absent database.
+
+    Any driver error (a server down or restarting, a session killed under us, a connection
+    reset, a full disk, a lock held too long) and the errors SQLAlchemy raises on a
+    connection such an error left behind (a transaction that must be rolled back first, a
+    closed result, a pool that gave no connection in time). Configuration, key and schema
+    problems are not here: they need a person.
+    """
+    return isinstance(exc, (Unavailable, DBAPIError, DisconnectionError, PendingRollbackError,
+                            ResourceClosedError, PoolTimeout, ConnectionError,
+                            *_driver_errors()))

@@ -20,7 +20,7 @@ ENV = {
     "YOUZAN_CLIENT_SECRET": "example-youzan-secret",
     "WX_APP_SECRET": "example-wx-secret",
     "WXPAY_APIV3_KEY": "0123456789abcdef0123456789abcdef",
-    "WX_DELIVERY_API_TOKEN": "example-delivery-token",
+    "WX_DELIVERY_API_TOKEN": "example-delivery-token-at-least-32-chars",
 }
 
 

@@ -70,6 +70,7 @@ class WechatConnector:
 
     platform: ClassVar[str] = "wechat"
     receives_push: ClassVar[bool] = True
+    push_window: ClassVar[float] = 5.0  # WeChat Pay notifications: answer within 5 s
 
     def __init__(self, config: WechatConfig, context: ShopContext, *,
                  transport: httpx.AsyncBaseTransport | None = None,

@@ -80,6 +80,7 @@ class YouzanConnector:
 
     platform: ClassVar[str] = "youzan"
     receives_push: ClassVar[bool] = True
+    push_window: ClassVar[float] = 5.0  # Youzan: answer a push within 5 s (its push documentation)
 
     def __init__(self, config: YouzanConfig, context: ShopContext, *,
                  transport: httpx.AsyncBaseTransport | None = None,

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from connectors.base import Connector
 from robot.clock import utcnow
 from robot.config import DEFAULT_TIMEZONE, ShopConfig, zone
+from robot.http.address import IPNetwork
 from robot.http.guard import GuardSettings, LookupGuard
 from robot.http.links import derive_key, link_key
 from robot.http.metrics import Metrics
@@ -60,6 +61,8 @@ class HttpContext:
     #: Monotonic seconds and a non-blocking wait (tests inject a simulated clock).
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    #: Reverse proxies whose X-Forwarded-For is believed (``http.trusted_proxies``).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     def __post_init__(self) -> None:
         self.link_key = link_key(self.vault)
@@ -69,3 +72,7 @@ class HttpContext:
         self.per_order = TokenBuckets(self.limits.per_order, clock=self.clock)
         self.guard = LookupGuard(self.guard_settings, clock=self.clock)
         self.zone = zone(self.timezone)
+        self.api_client_failures = TokenBuckets(self.limits.api_failures_per_client,
+                                               clock=self.clock)
+        self.api_shop_failures = TokenBuckets(self.limits.api_failures_per_shop,
+                                              clock=self.clock)

@@ -2,15 +2,28 @@
 own backend (e.g. a WeChat mini-program's server shows them in-app).
 
 Authenticated per shop with ``Authorization: Bearer <delivery_api_token>`` from the shop
-file; a shop without a token has no API (404). A wrong or missing token is 401 with no
-detail. The answer carries the codes in plain text (this is the hand-over channel), so each
+file (at least 32 characters, checked by ``config check``). Every refusal of the credentials
+is the same answer, status, body and headers: for a wrong or missing token, for a shop
+without a token (no API) and for a shop that does not exist, so the API does not tell which
+shops have one. Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`.
+
+Failed authentications are limited (:class:`robot.http.ratelimit.RateLimits`): per client
+(address, IPv6 /64) every request is refused with 429 once its failures run out; per shop
+name, a wrong token is answered 429 once failures from all clients together run out — but
+a right token is still checked and served, so an attack on a shop never locks out the
+merchant's own backend.
+
+The answer carries the codes in plain text (this is the hand-over channel), so each
 read is audited (``delivery_api_read``) and marks the codes seen, committed before the codes
-are decrypted. This module must never log a code or a token.
+are decrypted. This module must never log a code, a token or an address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +36,17 @@ from robot import audit
 from robot.clock import utcnow
 from robot.db import transaction
 from robot.http import handover, links
+from robot.http.address import client_of
 from robot.http.context import HttpContext
-from robot.http.pickup import same_text
+from robot.log import get_logger
 from robot.schema import orders
 
+log = get_logger(__name__)
+
 NO_STORE = {"Cache-Control": "no-store"}
+RETRY_AFTER = "60"  # seconds: a client or shop regains failures at about this pace
+#: Compared against when a shop has no token, so that such a shop costs the same time.
+_NO_TOKEN = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
@@ -59,17 +78,59 @@ def _json(body: dict[str, Any], status: int, **headers: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={**NO_STORE, **headers})
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def authorized(header: str, expected: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``expected`` as a bearer token; always
+    the same work, whether or not there is a token to compare with."""
+    scheme, _, given = header.partition(" ")
+    want = _digest(expected) if expected is not None else _NO_TOKEN
+    same = hmac.compare_digest(_digest(given.strip()), want)
+    return same and expected is not None and scheme.lower() == "bearer"
+
+
+def _unauthorized() -> JSONResponse:
+    return _json({"error": "unauthorized"}, 401, **{"WWW-Authenticate": "Bearer"})
+
+
+def _too_many() -> JSONResponse:
+    return _json({"error": "too_many_failures"}, 429, **{"Retry-After": RETRY_AFTER})
+
+
+def _keys(ctx: HttpContext, request: Request, shop_name: str) -> tuple[str, str]:
+    """Opaque bucket keys for the client's network and for the shop name asked for."""
+    network = client_of(request).network
+    client = hmac.new(ctx.ip_key, f"api|{network}".encode(), hashlib.sha256).hexdigest()
+    return client, hashlib.sha256(shop_name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _refuse(ctx: HttpContext, client_key: str, shop_key: str, shop_name: str) -> JSONResponse:
+    """Count a failed authentication against the client and the shop name; 401, or 429
+    when the shop name's failures have run out (logged once as they run out)."""
+    ctx.api_client_failures.allow(client_key)  # when empty, the next request gets 429 first
+    if not ctx.api_shop_failures.allow(shop_key):
+        return _too_many()
+    if not ctx.api_shop_failures.has(shop_key):  # that was the last one
+        # Named only when it is a shop of ours: the path is the caller's text.
+        log.warning("delivery_api_failures_limited",
+                    shop=shop_name if shop_name in ctx.shops else None)
+    return _unauthorized()
+
+
 async def delivery(request: Request) -> JSONResponse:
     ctx: HttpContext = request.app.state.ctx
     shop_name = request.path_params["shop"]
     platform_order_id = request.path_params["platform_order_id"]
+    client_key, shop_key = _keys(ctx, request, shop_name)
+    if not ctx.api_client_failures.has(client_key):
+        return _too_many()
     shop = ctx.shops.get(shop_name)
-    if shop is None or shop.delivery_api_token is None:
-        return _json({"error": "not_found"}, 404)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = shop.delivery_api_token.get_secret_value()
-    if not (same_text(given.strip(), expected) and scheme.lower() == "bearer"):
-        return _json({"error": "unauthorized"}, 401, **{"WWW-Authenticate": "Bearer"})
+    token = shop.delivery_api_token if shop is not None else None
+    if not authorized(request.headers.get("authorization", ""),
+                      token.get_secret_value() if token is not None else None):
+        return _refuse(ctx, client_key, shop_key, shop_name)
     try:
         found = await asyncio.to_thread(read, ctx, shop_name, platform_order_id)
     except DBAPIError:

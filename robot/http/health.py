@@ -1,11 +1,12 @@
 """``/healthz``: 200 when the robot is doing its job, 503 with the reasons when it is not.
 
-Unhealthy when: the database does not answer ``SELECT 1`` within ``db_timeout``; an enabled,
-unpaused shop has not polled successfully for ``max(3 × poll interval, 120 s)`` (counted
-from the process start when it never has); a shop's connector failed to build; ship jobs
-wait more than five minutes past their due time. Paused shops are reported but do not make
-the robot unhealthy: the robot paused them itself on a credentials error, alerted, and only
-a person can resume them (a restart would not help).
+Unhealthy when: the database does not answer ``SELECT 1`` within ``db_timeout``, or its
+writes are failing (:mod:`robot.writes`: a full disk or an I/O error that reads do not
+show); an enabled, unpaused shop has not polled successfully for ``max(3 × poll interval,
+120 s)`` (counted from the process start when it never has); a shop's connector failed to
+build; ship jobs wait more than five minutes past their due time. Paused shops are reported
+but do not make the robot unhealthy: the robot paused them itself on a credentials error,
+alerted, and only a person can resume them (a restart would not help).
 
 The body may be seen by anyone who can reach the listener: it names shops and counts, never
 error texts (they can quote platform answers). This module only reads; it must never write,
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse
 from robot.clock import utcnow
 from robot.http import queries
 from robot.http.context import HttpContext
+from robot.writes import signal_of
 
 MIN_POLL_AGE = 120.0
 
@@ -33,6 +35,18 @@ def _facts(engine: Engine, now: datetime) -> dict[str, Any]:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1")).scalar_one()
         return {"shops": queries.shop_states(conn), "backlog": queries.outbox_backlog(conn, now)}
+
+
+def _check_writes(ctx: HttpContext, now: datetime, body: dict[str, Any],
+                  reasons: list[str]) -> None:
+    """Writes failing (robot.writes): unhealthy from the first failed write to the next
+    successful one, however well ``SELECT 1`` answers meanwhile."""
+    state = signal_of(ctx.engine).state()
+    if not state.failing:
+        return
+    since = state.failed_at or now
+    body["database_writes"] = {"ok": False, "failing_since": since.isoformat()}
+    reasons.append(f"database writes failing for {(now - since).total_seconds():.0f}s")
 
 
 async def report(ctx: HttpContext, now: datetime | None = None) -> tuple[bool, dict[str, Any]]:
@@ -70,6 +84,7 @@ async def report(ctx: HttpContext, now: datetime | None = None) -> tuple[bool, d
         body["outbox_backlog"] = facts["backlog"]
         if facts["backlog"]:
             reasons.append(f"{facts['backlog']} ship job(s) overdue by more than 5 minutes")
+    _check_writes(ctx, now, body, reasons)
     broken = dict(ctx.broken_shops())
     if broken:
         body["broken_shops"] = sorted(broken)

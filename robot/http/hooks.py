@@ -12,6 +12,14 @@ Order of work, so that a reply never promises more than is durable:
 4. only then the platform's expected reply (``PushBatch.reply_status`` / ``reply_body``).
    Any failure in step 3 answers 503 so the platform retries; redoing step 3 is harmless.
 
+Every push is answered within its platform's window (the connector's ``push_window``, see
+:func:`connectors.base.push_window`): steps 1-3 get :data:`ANSWER_SHARE` of it, counted from
+the request's arrival. A slow database or platform fetch that runs past that answers 503
+(the platform sends the push again later). Work already handed to a database thread may
+still commit after that answer; the retry then finds the message (``push_seen``) or the order
+(intake is idempotent on the order), so the push is taken in exactly once either way — it is
+never acknowledged without being stored.
+
 Status for a rejection: a connector may set ``http_status`` on the
 :class:`robot.errors.PushRejected` it raises; otherwise 400 when the rejection was caused by
 a parse error (``raise PushRejected(...) from ValueError/KeyError/TypeError``), else 401.
@@ -26,11 +34,13 @@ answer 2xx before the events are committed.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from connectors.base import push_window
 from robot.errors import PushRejected
 from robot.http.context import HttpContext
 from robot.log import get_logger
@@ -38,7 +48,9 @@ from robot.poller import apply_events
 
 log = get_logger(__name__)
 
-FETCH_TIMEOUT = 30.0
+#: Share of the platform's window spent before answering; the rest is for the network both
+#: ways and for the platform's own measuring.
+ANSWER_SHARE = 0.7
 MAX_REASON = 200  # characters of a rejection's message sent back
 
 
@@ -76,16 +88,23 @@ def _error(status: int, error: str, reason: str) -> JSONResponse:
 
 async def push(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
+    loop = asyncio.get_running_loop()
     name = request.path_params["shop"]
     shop = ctx.shops.get(name)
     connector = ctx.connectors.get(name)
     if shop is None or connector is None or not connector.receives_push:
         return _error(404, "not_found", "no shop of that name takes pushes")
+    budget = push_window(connector) * ANSWER_SHARE
+    deadline = loop.time() + budget
+    bound = log.bind(shop=name)
     try:
-        body = await read_body(request, ctx.max_push_body)
+        async with asyncio.timeout_at(deadline):
+            body = await read_body(request, ctx.max_push_body)
     except BodyTooLarge:
         return _error(413, "too_large", f"body over {ctx.max_push_body} bytes")
-    bound = log.bind(shop=name)
+    except TimeoutError:
+        bound.warning("push_body_too_slow", budget_s=round(budget, 2))
+        return _error(408, "timeout", "the body did not arrive in time")
     try:
         batch = connector.parse_push(request.headers, body, datetime.now(UTC))
     except PushRejected as exc:
@@ -95,9 +114,15 @@ async def push(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - a connector bug on odd input is a bad request
         bound.error("push_parse_crashed", error=type(exc).__name__)
         return _error(400, "rejected", "the message could not be read")
+    left = deadline - loop.time()
     try:
-        changed = await apply_events(ctx.engine, shop, connector, batch.events,
-                                     fetch_timeout=FETCH_TIMEOUT)
+        async with asyncio.timeout_at(deadline):
+            changed = await apply_events(ctx.engine, shop, connector, batch.events,
+                                         fetch_timeout=max(left, 0.001))
+    except TimeoutError:
+        # Not stored within the platform's window: refuse, so the platform sends it again.
+        bound.warning("push_deferred", events=len(batch.events), budget_s=round(budget, 2))
+        return _error(503, "retry", "not stored in time; send it again later")
     except Exception as exc:  # noqa: BLE001 - anything unapplied: let the platform retry
         bound.error("push_apply_failed", error=type(exc).__name__, events=len(batch.events))
         return _error(503, "retry", "not stored yet; send it again later")

@@ -40,6 +40,7 @@ from robot.clock import utcnow
 from robot.config import SHOP_NAME_RE, ShopConfig
 from robot.db import transaction
 from robot.http import checks, handover, links, pages
+from robot.http.address import client_of
 from robot.http.context import MAX_FORM_BODY, HttpContext
 from robot.http.hooks import BodyTooLarge, read_body
 from robot.http.pages import CodeView
@@ -75,15 +76,15 @@ def _unavailable() -> HTMLResponse:
     return _html(pages.busy_page(), 503)
 
 
-def client_ip(request: Request) -> str:
-    # uvicorn rewrites request.client from X-Forwarded-For only for trusted proxies
-    # (forwarded_allow_ips, loopback by default), so this is the buyer's address behind a
-    # local reverse proxy and cannot be spoofed from outside.
-    return request.client.host if request.client else "unknown"
-
-
 def ip_hash(ctx: HttpContext, ip: str) -> str:
     return hmac.new(ctx.ip_key, ip.encode(), hashlib.sha256).hexdigest()
+
+
+def client_hashes(ctx: HttpContext, request: Request) -> tuple[str, str]:
+    """The client's hashed address (for the view log) and hashed network (for the per-IP
+    bucket), from :func:`robot.http.address.client_of`."""
+    client = client_of(request)
+    return ip_hash(ctx, client.address), ip_hash(ctx, "net|" + client.network)
 
 
 def csrf_for(ctx: HttpContext, token: str) -> str:
@@ -95,10 +96,10 @@ def csrf_for(ctx: HttpContext, token: str) -> str:
 same_text = checks.same_text
 
 
-def _spend(ctx: HttpContext, ip_digest: str, token: str) -> bool:
+def _spend(ctx: HttpContext, net_digest: str, token: str) -> bool:
     """One request's share of both budgets; both are spent even when the first is empty. A
     token that is not even shaped like one opens nothing: only the client's budget pays."""
-    ip_ok = ctx.per_ip.allow("ip:" + ip_digest)
+    ip_ok = ctx.per_ip.allow("ip:" + net_digest)
     if not links.TOKEN_RE.fullmatch(token):
         return ip_ok
     subject_ok = ctx.per_order.allow(hashlib.sha256(b"t:" + token.encode()).hexdigest())
@@ -221,8 +222,8 @@ def _well_formed(shops: Mapping[str, ShopConfig], form: Mapping[str, str]) -> bo
 async def page(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
-    digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, token):
+    digest, net = client_hashes(ctx, request)
+    if not _spend(ctx, net, token):
         return _html(pages.busy_page(), 429)
     try:
         found = await asyncio.to_thread(open_link, ctx, token, digest, _user_agent(request))
@@ -238,8 +239,8 @@ async def page(request: Request) -> Response:
 async def reveal(request: Request) -> Response:
     ctx: HttpContext = request.app.state.ctx
     token = request.path_params["token"]
-    digest = ip_hash(ctx, client_ip(request))
-    if not _spend(ctx, digest, token):
+    digest, net = client_hashes(ctx, request)
+    if not _spend(ctx, net, token):
         return _html(pages.busy_page(), 429)
     form = await _form(request)
     # The CSRF token depends on the link token alone, so this answer says nothing about
@@ -281,8 +282,8 @@ async def lookup(request: Request) -> Response:
     form = await _form(request)
     if form is None:
         return neutral(ctx)
-    digest = ip_hash(ctx, client_ip(request))
-    if not ctx.per_ip.allow("ip:" + digest):
+    _, net = client_hashes(ctx, request)
+    if not ctx.per_ip.allow("ip:" + net):
         return _html(pages.busy_page(), 429)
     # Length and shape of every value first: nothing converts what it has not matched.
     order_no = checks.order_number(form.get("order", ""))

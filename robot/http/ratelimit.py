@@ -29,10 +29,15 @@ class Bucket:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """The pickup page's limits (per client IP, and per link or order number)."""
+    """The pickup page's limits (per client IP, and per link or order number) and the
+    delivery API's limits on failed authentications."""
 
     per_ip: Bucket = Bucket(burst=30, per_second=30 / 60)
     per_order: Bucket = Bucket(burst=10, per_second=10 / 3600)
+    #: Delivery API: failed authentications a client (its address, an IPv6 /64) may make,
+    #: and a shop name may take from everyone together (see robot.http.delivery).
+    api_failures_per_client: Bucket = Bucket(burst=10, per_second=10 / 600)
+    api_failures_per_shop: Bucket = Bucket(burst=60, per_second=60 / 600)
 
 
 class TokenBuckets:
@@ -45,6 +50,13 @@ class TokenBuckets:
         self._clock = clock
         self._lock = threading.Lock()
         self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def has(self, key: str) -> bool:
+        """Whether ``key``'s bucket holds a token, without taking it."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._state.get(key, (self.shape.burst, now))
+        return min(self.shape.burst, tokens + (now - at) * self.shape.per_second) >= 1.0
 
     def allow(self, key: str) -> bool:
         """Take one token for ``key``; False when its bucket is empty."""

@@ -7,7 +7,9 @@ lets requests in flight finish (a few seconds at most).
 
 uvicorn's own signal handling is switched off (the robot owns SIGTERM/SIGINT), its loggers
 propagate to the robot's (``log_config=None``), and its access log is off: request paths
-carry pickup tokens. This module must never log a request path.
+carry pickup tokens. Its proxy-header handling is off: the client's address comes from
+:mod:`robot.http.address`, which believes ``X-Forwarded-For`` only from
+``http.trusted_proxies``. This module must never log a request path.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class HttpServer:
         self.sock = sock
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            proxy_headers=True, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+            # X-Forwarded-For is read by robot.http.address, for http.trusted_proxies only;
+            # uvicorn's own rewrite (forwarded_allow_ips) would hide the real peer from it.
+            proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         )
         self._server = _Server(config)
 

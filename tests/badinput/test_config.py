@@ -79,6 +79,19 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("missing secrets", lambda s: add_shop(s, "tb.yaml", TAOBAO_SHOP),
      ["error: shops/tb.yaml: shop 'tb': platform_config.app_secret: environment variable "
       "TB_SECRET_NOT_SET is not set"]),
+    ("a delivery API token too short to resist guessing",
+     lambda s: (s / "shops" / "mem.yaml").write_text(
+         (s / "shops" / "mem.yaml").read_text() + "delivery_api_token: x\n"),
+     ["error: shops/mem.yaml: shop 'mem': delivery_api_token: too short: use at least 32 "
+      "random characters, e.g. make one with python3 -c 'import secrets; "
+      "print(secrets.token_urlsafe(32))'"]),
+    ("trusted proxies that are no CIDRs",
+     lambda s: (s / "robot.yaml").write_text((s / "robot.yaml").read_text() + (
+         "http: {trusted_proxies: [10.0.0.1/8, nginx-host, 0.0.0.0/0, '::1']}\n")),
+     ["error: robot.yaml: http.trusted_proxies: [0]: '10.0.0.1/8' is not a CIDR such as "
+      "10.0.0.0/8 or ::1/128 (did you mean 10.0.0.0/8?); [1]: 'nginx-host' is not a CIDR such "
+      "as 10.0.0.0/8 or ::1/128; [2]: 0.0.0.0/0 would let every address on the internet say "
+      "who the client is; name your proxies"]),
     ("two shops with one name", lambda s: add_shop(s, "copy.yaml", (s / "shops" / "mem.yaml")
                                                    .read_text()),
      ["error: shops/mem.yaml: shop 'mem': name: duplicate shop name, also used by "

@@ -41,7 +41,7 @@ from robot.vault import open_vault
 from tests.badinput.cli import run, use_app
 from tests.conftest import ServerDatabases
 from tests.factories import paid_order, seed_codes
-from tests.outage import Switch, switchable_database
+from tests.outage import FailingWrites, Switch, kill_session, switchable_database
 from tests.test_daemon import wait_for, write_config
 
 PASSWORD = "pw-never-shown-7Q"
@@ -332,6 +332,113 @@ def test_disk_full_mid_run_holds_nothing_back_once_space_returns(
     full = [e for e in logs if e["event"] == "database_unavailable"]
     assert full and all(e["error"] == "the database's disk is full (database or disk is full)"
                         for e in full)
+    assert [e["event"] for e in logs if e["event"].startswith("database_")] \
+        == ["database_unavailable", "database_recovered"]  # once each, not per attempt
     assert platform.all_shipments() == {"A0": 1, "B0": 1}
     assert_intact(engine)
     engine.dispose()
+
+
+# -- writes failing while reads answer; a session killed at start ------------------------------
+
+
+def test_failing_writes_are_one_outage_logged_once_and_ship_everything_after(
+        backend: str, server_databases: ServerDatabases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes fail with EIO while reads still answer: the robot logs the outage once when it
+    starts and once when it ends (not once per attempt, nor once per read that went through),
+    and ships every order exactly once when writes work again."""
+    fault = FailingWrites()
+    engines: list[Engine] = []
+
+    def make_faulty(url: str) -> Engine:
+        engines.append(fault.install(make_engine(url)))
+        return engines[-1]
+
+    monkeypatch.setattr("robot.daemon.make_engine", make_faulty)
+    name = f"dbeio-{uuid.uuid4().hex}"
+    url = server_url(backend, server_databases, "eio") or f"sqlite:///{tmp_path / 'robot.db'}"
+    config = load_config(write_config(tmp_path / "site", name, db_url=url))
+    engine = make_engine(config.database)
+    upgrade(engine)
+    seed_codes(engine, open_vault(config.key_file), "p1", 10)
+    platform = MemoryPlatform.named(name)
+    platform.put_order(paid_order("E0", ("s1", 1)))
+
+    async def scenario() -> int:
+        robot = Robot(config, drain_timeout=5)
+        robot.db_retry = 0.05
+        await asyncio.to_thread(robot.prepare)
+        task = asyncio.create_task(robot.run(install_signals=False))
+        await wait_for(lambda: shipped(engine) == 1)
+        fault.failing = True
+        for i in range(3):
+            platform.put_order(paid_order(f"E{i + 1}", ("s1", 1)))
+        await wait_for(lambda: fault.failures >= 20)  # many attempts, reads in between
+        assert not robot.health.database_ok
+        fault.failing = False
+        await wait_for(lambda: shipped(engine) == 4)
+        await wait_for(lambda: robot.health.database_ok)
+        robot.stop()
+        return await task
+
+    with capture_logs() as logs:
+        assert asyncio.run(scenario()) == 0
+    events = [e["event"] for e in logs if e["event"].startswith("database_")]
+    assert events == ["database_unavailable", "database_recovered"]
+    assert "disk I/O error" in next(e["error"] for e in logs
+                                    if e["event"] == "database_unavailable") \
+        or "Input/output error" in next(e["error"] for e in logs
+                                        if e["event"] == "database_unavailable")
+    assert platform.all_shipments() == {f"E{i}": 1 for i in range(4)}
+    assert_intact(engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("at", ["CREATE TABLE", "FROM pools"])
+def test_a_session_killed_during_start_up_is_waited_out(
+        at: str, backend: str, server_databases: ServerDatabases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database session dies during start-up — in the middle of the migration, or
+    reading the pools after it — (PostgreSQL pg_terminate_backend, MySQL KILL, SQLite's
+    handle closed): the robot says so once, tries again, says once that the database is
+    back, and then runs and ships."""
+    name = f"dbkill-{uuid.uuid4().hex}"
+    url = server_url(backend, server_databases, f"killed-{at}") \
+        or f"sqlite:///{tmp_path / 'robot.db'}"
+    config = load_config(write_config(tmp_path / "site", name, db_url=url))
+    killed: list[str] = []
+
+    def make_killable(engine_url: str) -> Engine:
+        engine = make_engine(engine_url)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _kill(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if not killed and at in statement:
+                killed.append(statement.split("(", maxsplit=1)[0].strip())
+                kill_session(conn, url)
+
+        return engine
+
+    monkeypatch.setattr("robot.daemon.make_engine", make_killable)
+    robot = Robot(config, drain_timeout=5)
+    robot.db_retry = 0.05
+    with capture_logs() as logs:
+        robot.prepare()
+    assert killed  # the session really died mid-migration
+    events = [e["event"] for e in logs if e["event"].startswith("database")]
+    assert events == ["database_unavailable_at_start", "database_recovered"]
+    one_line(next(e["error"] for e in logs if e["event"] == "database_unavailable_at_start"))
+
+    seed_codes(robot.engine, robot.vault, "p1", 1)
+    MemoryPlatform.named(name).put_order(paid_order("K1", ("s1", 1)))
+
+    async def scenario() -> int:
+        task = asyncio.create_task(robot.run(install_signals=False))
+        await wait_for(lambda: shipped(robot.engine) == 1)
+        robot.stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    assert MemoryPlatform.named(name).all_shipments() == {"K1": 1}
+    assert_intact(robot.engine)

@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-API_TOKEN = "test-delivery-token"
+API_TOKEN = "test-delivery-token-0123456789abcdefghijkl"  # 32+ characters, as config check asks
 PUBLIC_URL = "https://robot.example.com"
 
 

@@ -16,7 +16,8 @@ from robot.outbox import pause_shop
 from robot.schema import metadata, orders, outbox
 from robot.vault import Vault
 from tests.http.conftest import make_http
-from tests.outage import Switch, switchable_database
+from tests.http.test_hooks import message, signed
+from tests.outage import FailingWrites, Switch, switchable_database
 
 
 class Switchable:
@@ -110,3 +111,27 @@ def test_broken_shops_and_overdue_write_backs_are_unhealthy(engine: Engine,
     assert response.json()["outbox_backlog"] == 1
 
 
+
+
+def test_healthz_turns_503_at_the_first_failed_write_though_reads_answer(
+        engine: Engine, vault: Vault) -> None:
+    """Writes failing with EIO while SELECT 1 answers (a full or failing disk): /healthz is
+    503 from the first failed write on, and 200 again after the next successful write."""
+    fault = FailingWrites()
+    fault.install(engine)
+    h = make_http(engine, vault)
+    body = message("H1", "h-1")
+    with h.client:
+        assert h.client.get("/healthz").status_code == 200
+        fault.failing = True
+        assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 503
+        down = h.client.get("/healthz")
+        assert down.status_code == 503, down.json()
+        assert down.json()["database"] == {"ok": True}  # reads still answer
+        assert down.json()["database_writes"]["ok"] is False
+        assert any(r.startswith("database writes failing") for r in down.json()["reasons"])
+        fault.failing = False
+        assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
+        back = h.client.get("/healthz")
+        assert back.status_code == 200, back.json()
+        assert "database_writes" not in back.json()

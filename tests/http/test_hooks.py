@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
+from typing import ClassVar
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.engine import make_url
 
-from connectors.base import PushBatch, PushEvent
+from connectors.base import DEFAULT_PUSH_WINDOW, PushBatch, PushEvent, push_window
 from connectors.memory import TEST_PUSH_SECRET, MemoryConnector, order_to_json, sign_push
+from connectors.wechat.client import WechatConnector
+from connectors.youzan.client import YouzanConnector
+from robot.db import make_engine
+from robot.http.hooks import ANSWER_SHARE
 from robot.schema import deliveries, orders, push_seen
 from robot.vault import Vault
 from tests.factories import paid_order, seed_codes
@@ -85,3 +94,76 @@ def test_thin_push_fetches_the_order_and_platform_failure_is_503(engine: Engine,
     assert response.status_code == 200
     assert response.text == "success"
     assert order_count(engine) == 1
+
+
+class QuickConnector(MemoryConnector):
+    """A platform that waits one second for a push's answer."""
+
+    push_window: ClassVar[float] = 1.0
+
+
+@contextmanager
+def orders_locked(engine: Engine, db_url: str) -> Iterator[None]:
+    """Another connection holds a write lock on ``orders`` (SQLite: on the database)."""
+    if engine.dialect.name == "sqlite":
+        raw = sqlite3.connect(str(make_url(db_url).database), isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+        return
+    locker = make_engine(db_url)
+    try:
+        with locker.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"))
+            else:
+                conn.execute(text("LOCK TABLES orders WRITE"))
+            try:
+                yield
+            finally:
+                if engine.dialect.name != "postgresql":
+                    conn.execute(text("UNLOCK TABLES"))
+                conn.rollback()
+    finally:
+        locker.dispose()
+
+
+def test_push_on_a_locked_database_is_refused_in_time_and_its_retry_taken_in_once(
+        engine: Engine, vault: Vault, db_url: str) -> None:
+    """With the orders table locked by another connection, a push is answered within its
+    platform's window with a refusal (never a 2xx for what is not stored); once the lock is
+    gone, the platform's retry makes exactly one order with one claim."""
+    seed_codes(engine, vault, "p1", 2)
+    h = make_http(engine, vault)
+    h.ctx.connectors = {"mem": QuickConnector(h.platform)}  # type: ignore[misc]
+    body = message("L1", "lock-1")
+    with h.client:
+        with orders_locked(engine, db_url):
+            started = time.monotonic()
+            refused = h.client.post("/hooks/mem", content=body, headers=signed(body))
+            took = time.monotonic() - started
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "retry"
+        assert took < QuickConnector.push_window
+        # The abandoned attempt's database thread finishes (it may or may not commit).
+        deadline = time.monotonic() + 60
+        while engine.pool.checkedout():  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the abandoned attempt never finished"
+            time.sleep(0.02)
+        again = h.client.post("/hooks/mem", content=body, headers=signed(body))
+        assert again.status_code == 200
+        assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
+    assert order_count(engine) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(push_seen)).scalar_one() == 1
+
+
+def test_push_windows_are_declared_by_the_connectors() -> None:
+    """Youzan and WeChat Pay answer within 5 s; a connector that says nothing gets 3 s."""
+    assert push_window(YouzanConnector) == push_window(WechatConnector) == 5.0
+    assert push_window(MemoryConnector) == DEFAULT_PUSH_WINDOW == 3.0
+    assert ANSWER_SHARE * 5.0 < 5.0
