@@ -55,6 +55,10 @@ class App:
                 engine = make_engine(url)
                 try:
                     upgrade(engine)
+                    # Audit entries are sealed with the key file, read when one is written.
+                    from robot import audit
+
+                    audit.bind(engine, self.config.key_file)
                 except BaseException:
                     engine.dispose()
                     raise
@@ -64,6 +68,9 @@ class App:
     def close(self) -> None:
         """Close the database connections this command opened (the engine stays usable)."""
         if self._engine is not None:
+            from robot import audit
+
+            audit.checkpoint_due(self._engine, every=0.0)  # what this command appended
             self._engine.dispose()
 
     @cached_property
