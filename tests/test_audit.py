@@ -444,10 +444,10 @@ def test_wiped_log_fails_verify(cli_app: App, engine: Engine, monkeypatch: pytes
     assert status == EXIT_USER
     assert "BROKEN at chain 1" in err and "the chain is missing" in err
     assert "its checkpoint says entry 5" in err
-    _append(engine, 1)  # the robot recreates the heads and starts again at 1
+    _append(engine, 1)  # the robot recreates the heads and starts a chain again at 1
     status, err = _verify_cli(monkeypatch, capsys)
     assert status == EXIT_USER
-    assert "the chain ends at entry 1" in err and "its checkpoint says entry 5" in err
+    assert "BROKEN at chain 1" in err and "but its checkpoint says entry 5" in err
 
 
 def test_chain_deleted_with_its_head_fails_verify(
