@@ -350,6 +350,7 @@ class ChaosRun:
             upgrade(engine)
             key_file = workdir / "robot.key"
             init_key_file(key_file)
+            audit.bind(self.reader, key_file)  # the robots seal the audit log with it
             import_stock(key_file, engine, workdir, plan.orders)
             engine.dispose()
             ports = [_free_port() for _ in range(plan.robots)]
