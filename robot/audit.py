@@ -96,17 +96,18 @@ class Seal:
     chain_key: bytes = field(repr=False)
     checkpoint_key: bytes = field(repr=False)
     checkpoints: Path
+    key_file: Path | None = None  # whose owner the checkpoint files get when root writes them
 
     @classmethod
-    def from_ring(cls, ring: KeyRing, checkpoints: Path) -> Seal:
+    def from_ring(cls, ring: KeyRing, checkpoints: Path, key_file: Path | None = None) -> Seal:
         # The fingerprint key never rotates (the vault refuses a key file with another one),
         # so the audit keys stay the same through every `robot keys rotate`.
         return cls(_derive(ring.fingerprint_key, _CHAIN_LABEL),
-                   _derive(ring.fingerprint_key, _CHECKPOINT_LABEL), checkpoints)
+                   _derive(ring.fingerprint_key, _CHECKPOINT_LABEL), checkpoints, key_file)
 
     @classmethod
     def from_key_file(cls, key_file: Path) -> Seal:
-        return cls.from_ring(load_key_ring(key_file), checkpoint_path(key_file))
+        return cls.from_ring(load_key_ring(key_file), checkpoint_path(key_file), key_file)
 
 
 SealSource = Path | Callable[[], Seal]
@@ -124,6 +125,8 @@ class _Binding:
         self.failing = False  # the last checkpoint failed (logged once)
 
     def seal(self) -> Seal:
+        if self._seal is not None:  # appending asks on every entry: no lock once loaded
+            return self._seal
         with self._lock:
             if self._seal is None:
                 source = self._source
@@ -328,11 +331,21 @@ def read_checkpoints(seal: Seal) -> dict[int, Mark]:
     return chains
 
 
+def _give_to_owner(fd: int, seal: Seal) -> None:
+    """A file root creates (a CLI command run with sudo) goes to the key file's owner, the
+    service user, who must go on reading and replacing it."""
+    if os.geteuid() == 0 and seal.key_file is not None:
+        st = seal.key_file.stat()
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(seal: Seal) -> Iterator[None]:
     """Hold the checkpoint file's lock (a separate file: the checkpoint itself is renamed)."""
+    path = seal.checkpoints
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        _give_to_owner(fd, seal)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -348,6 +361,7 @@ def _write(seal: Seal, chains: Mapping[int, Mark]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # a stale temp file keeps its old mode through O_CREAT
+    _give_to_owner(fd, seal)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=1)
         fh.write("\n")
@@ -383,7 +397,7 @@ def checkpoint(engine: Engine) -> dict[int, Mark]:
 
 
 def _checkpoint(engine: Engine, seal: Seal) -> dict[int, Mark]:
-    with _locked(seal.checkpoints):
+    with _locked(seal):
         old = read_checkpoints(seal)
         new = dict(old)
         with engine.connect() as conn:

@@ -743,3 +743,55 @@ def test_a_tampered_old_chain_is_not_resealed(engine: Engine) -> None:
         assert conn.execute(select(audit_head.c.keyed).where(audit_head.c.id == 1)).scalar_one() \
             is False
     assert not audit.verify(engine).ok
+
+
+def test_the_robot_checkpoints_while_it_runs_and_at_shutdown(tmp_path: Path) -> None:
+    """`robot run` re-seals nothing on a new database, checkpoints within a second of its
+    appends while running (without any verify), and leaves the checkpoint at every chain's
+    head when it stops."""
+    import asyncio
+    import uuid
+
+    from connectors.memory import MemoryPlatform
+    from robot.config import load_config
+    from robot.daemon import Robot
+    from robot.db import make_engine
+    from robot.migrate import upgrade
+    from robot.schema import orders
+    from robot.vault import open_vault
+    from tests.factories import paid_order, seed_codes
+    from tests.test_daemon import wait_for, write_config
+
+    name = f"audit-{uuid.uuid4().hex}"
+    config = load_config(write_config(tmp_path, name))
+    engine = make_engine(config.database)
+    upgrade(engine)
+    seed_codes(engine, open_vault(config.key_file), "p1", 5)
+    platform = MemoryPlatform.named(name)
+    for i in range(3):
+        platform.put_order(paid_order(f"A{i}", ("s1", 1)))
+    seal = audit.Seal.from_key_file(config.key_file)
+
+    def heads() -> dict[int, audit.Mark]:
+        with engine.connect() as conn:
+            return {int(r.id): audit.Mark(int(r.seq), str(r.hash))
+                    for r in conn.execute(select(audit_head))}
+
+    def checkpointed_shipments() -> bool:
+        with engine.connect() as conn:
+            shipped = conn.execute(select(func.count()).select_from(orders)
+                                   .where(orders.c.state == "shipped")).scalar_one()
+        return shipped == 3 and audit.read_checkpoints(seal) == heads()
+
+    async def scenario() -> int:
+        robot = Robot(config, drain_timeout=5)
+        await asyncio.to_thread(robot.prepare)
+        task = asyncio.create_task(robot.run(install_signals=False))
+        await wait_for(checkpointed_shipments)
+        robot.stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    assert audit.read_checkpoints(seal) == heads()
+    assert heads()[1].seq > 3
+    engine.dispose()
