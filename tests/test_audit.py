@@ -600,6 +600,10 @@ def test_checkpoint_file_is_private_signed_and_replaced_whole(engine: Engine, ke
     result = audit.verify(engine)
     assert not result.ok
     assert "fails its signature" in (result.problem or "")
+    tampered = path.read_text()
+    with pytest.raises(audit.CheckpointError, match="fails its signature"):
+        audit.checkpoint(engine)
+    assert path.read_text() == tampered  # the evidence is never overwritten
 
 
 def test_checkpoint_never_moves_back(engine: Engine) -> None:
@@ -732,6 +736,20 @@ def test_an_old_unkeyed_chain_is_verified_then_resealed(engine: Engine) -> None:
     assert (last.action, json.loads(last.details)) == ("audit_reseal", {"chains": {"1": 3}})
     assert _checkpoints(engine)[1].seq == 4
     assert audit.upgrade_legacy(engine, actor="test") == {}
+
+
+def test_cli_upgrade_reseals_old_chains(cli_app: App, engine: Engine,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`robot audit upgrade` re-seals an older version's chain and says so; verify then
+    exits 0; a second run finds nothing to do."""
+    _legacy_chain(engine, 3)
+    assert _verify_cli(monkeypatch, capsys)[0] == EXIT_USER
+    status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "upgrade")
+    assert (status, out) == (0, "chain 1: 3 entries verified and re-sealed with the key file\n")
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "upgrade")
+    assert (status, out) == (0, "every audit chain is keyed already\n")
 
 
 def test_a_tampered_old_chain_is_not_resealed(engine: Engine) -> None:
