@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors.base import Connector, MessageSource
-from robot import alerts, maintenance, pipeline, poller, pools, shops
+from robot import alerts, audit, maintenance, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools
 from robot.db import (
@@ -177,6 +177,11 @@ class Robot:
             check_durability(engine)
             # A missing or wrong key file is fatal here, before anything is written under it.
             check_keys(engine, vault)
+            # The audit log is sealed with the key file; chains of an older version are
+            # re-sealed before anything is appended to them.
+            audit.bind(engine, self.config.key_file)
+            audit.upgrade_legacy(engine, actor="robot")
+            audit.checkpoint_quietly(engine)
             self._vacuum = maintenance.autovacuum_off(engine)
             with engine.connect() as conn:
                 existing = pools.pool_names(conn)
@@ -335,6 +340,11 @@ class Robot:
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
+        # Checkpoints of the audit chains (outside the database) follow the appends within
+        # a second: what an attacker with the database could remove unseen.
+        scheduler.add_job(self._checkpoint_audit, "interval", seconds=audit.CHECKPOINT_EVERY,
+                          id="audit_checkpoint", coalesce=True, max_instances=1,
+                          misfire_grace_time=5)
         if self._vacuum:
             scheduler.add_job(self._maintain, "interval", seconds=maintenance.INTERVAL,
                               id="vacuum", coalesce=True, max_instances=1,
@@ -393,7 +403,11 @@ class Robot:
         for connector in self.connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
+        await asyncio.to_thread(audit.checkpoint_quietly, self.engine)  # never raises
         self.release()
+
+    async def _checkpoint_audit(self) -> None:
+        await asyncio.to_thread(audit.checkpoint_due, self.engine)  # never raises
 
     def release(self) -> None:
         """Free what prepare() took: the database connections and the SQLite file lock."""

@@ -37,7 +37,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
-from robot import pools
+from robot import audit, pools
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
@@ -356,6 +356,7 @@ def _settled(summary: Summary, exp: Expectation) -> bool:
 def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int) -> None:
     """The demo pools, filled through the real importer (enough for every order twice)."""
     vault = open_vault(key_file)
+    audit.bind(engine, key_file)  # the imports are audited under the same key file
     for name, prefix, count in ((POOL_MAIN, "VIP", orders_wanted * 2 + 50),
                                 (POOL_BONUS, "GAME", orders_wanted * 2 + 50)):
         pools.create_pool(engine, name, low_stock=20, actor="demo")

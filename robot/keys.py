@@ -18,7 +18,10 @@ only ``new_key=True`` forces one.
 
 :func:`check_keys` is the start-up check: every key id the database uses must be in the key
 file and must decrypt a sample row (and the fingerprint key must match it); otherwise a
-:class:`VaultError` names the ids, before anything is written.
+:class:`VaultError` names the ids, before anything is written. ``robot run``,
+``robot config check`` and ``robot keys status`` all run it. :func:`refuse_new_key_file`
+keeps ``robot keys init`` from writing a fresh key over a database whose rows need the old
+one, and :func:`lost_key_file` says the same when the key file is missing.
 
 This module must never log, print or put into an exception a plaintext code, secret or key.
 """
@@ -37,7 +40,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from robot import audit
 from robot.db import transaction
 from robot.errors import UserError, VaultError
-from robot.schema import batches, codes, shop_secrets
+from robot.schema import audit_head, audit_log, batches, codes, shop_secrets
 from robot.vault import KEY_BYTES, KeyRing, Vault, load_key_ring, write_key_ring
 
 DEFAULT_BATCH = 500
@@ -70,6 +73,55 @@ def key_usage(conn: Connection) -> KeyUsage:
         return {str(kid): int(n) for kid, n in rows}
 
     return KeyUsage(counts(codes), counts(shop_secrets))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the database holds that only its own key file can read or verify."""
+
+    usage: KeyUsage
+    audit_entries: int  # entries of keyed audit chains (sealed with the fingerprint key)
+
+    def __bool__(self) -> bool:
+        return bool(self.usage.ids() or self.audit_entries)
+
+    def describe(self) -> str:
+        parts = [f"{n} code(s) under key {kid}" for kid, n in sorted(self.usage.codes.items())]
+        parts += [f"{n} shop secret(s) under key {kid}"
+                  for kid, n in sorted(self.usage.secrets.items())]
+        if self.audit_entries:
+            parts.append(f"{self.audit_entries} audit log entries sealed with its key file")
+        return ", ".join(parts)
+
+
+def stored(engine: Engine) -> Stored:
+    """Codes and secrets per key id, and the entries of keyed audit chains."""
+    with engine.connect() as conn:
+        sealed = conn.execute(
+            select(func.count()).select_from(audit_log.join(
+                audit_head, audit_log.c.chain == audit_head.c.id))
+            .where(audit_head.c.keyed.is_(True))).scalar_one()
+        return Stored(key_usage(conn), int(sealed))
+
+
+def lost_key_file(engine: Engine, path: Path) -> VaultError | None:
+    """The error for a missing key file when the database holds rows that need it."""
+    found = stored(engine)
+    if not found:
+        return None
+    return VaultError(
+        f"key file {path} not found, and the database holds {found.describe()}: restore the "
+        "key file from its backup; a new one (`robot keys init`) cannot read them")
+
+
+def refuse_new_key_file(engine: Engine, path: Path) -> None:
+    """``robot keys init``: refuse while the database holds anything a new key cannot read."""
+    found = stored(engine)
+    if found:
+        raise VaultError(
+            f"refusing to create a new key file {path}: the database holds "
+            f"{found.describe()}, which a new key could never read or verify; restore the key "
+            "file from its backup instead (nothing was written)")
 
 
 def check_keys(engine: Engine, vault: Vault) -> None:

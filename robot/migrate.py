@@ -55,8 +55,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         try:
             command.upgrade(alembic_config(conn), revision)
             conn.commit()
-            with conn.begin():
-                audit.ensure_head(conn)
+            if revision == "head":  # an older revision's audit_head may lack columns
+                with conn.begin():
+                    audit.ensure_head(conn)
         finally:
             if dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_ID})

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 
@@ -230,6 +231,9 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    # False: the chain still holds the unkeyed SHA-256 hashes of an older version, to be
+    # re-sealed (robot.audit.upgrade_legacy); new chains are keyed from their first entry.
+    Column("keyed", Boolean, nullable=False, server_default=false()),
 )
 
 shop_state = Table(

@@ -144,11 +144,26 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+def _test_key_file(tmp_path: Path) -> Path:
+    """The test's key file (created on first use by whichever needs it first)."""
+    path = tmp_path / "keys" / "robot.key"
+    if not path.exists():
+        init_key_file(path)
+    return path
+
+
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "keys" / "robot.key"
-    init_key_file(path)
-    return path
+    return _test_key_file(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def audit_seal(tmp_path: Path) -> Iterator[None]:
+    """Engines a test makes itself seal the audit log with the test's key file (the robot
+    binds its own engine to its configured key file)."""
+    audit.bind_default(lambda: audit.Seal.from_key_file(_test_key_file(tmp_path)))
+    yield
+    audit.bind_default(None)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from connectors.base import Shipment, ShipOutcome
 from connectors.memory import MemoryConnector, MemoryPlatform
-from robot import pipeline
+from robot import audit, pipeline
 from robot.clock import utcnow
 from robot.db import make_engine
 from robot.outbox import Dispatcher, RetryPolicy
@@ -37,6 +37,7 @@ class HangAfterShip(MemoryConnector):
 
 def main(step: str, url: str, key_file: str, platform_file: str) -> None:
     engine = make_engine(url)
+    audit.bind(engine, Path(key_file))
     vault = open_vault(Path(key_file))
     platform = MemoryPlatform(Path(platform_file))
     connector_cls = HangAfterShip if step == "ship-hang" else MemoryConnector

@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, delete, func, insert, select, update
+from structlog.testing import capture_logs
 
 import robot.cli
 from robot import audit
 from robot.cli.common import EXIT_USER, App, run_guarded
+from robot.clock import utcnow
+from robot.errors import Fatal
 from robot.schema import audit_head, audit_log
+from robot.vault import Vault, init_key_file
 from tests.conftest import backends
 
 
@@ -27,6 +31,11 @@ def _append(engine: Engine, n: int, *, actor: str = "test", action: str = "impor
             seqs.append(audit.append(conn, actor=actor, action=action, subject=f"batch:{i}",
                                      details={"i": i, "pool": "youku-vip", "备注": "导入"}))
     return seqs
+
+
+def _key(engine: Engine) -> bytes:
+    """The audit key (as an insider holding the key file would have it)."""
+    return audit.seal_of(engine).chain_key
 
 
 def _row(engine: Engine, seq: int) -> dict[str, Any]:
@@ -189,8 +198,8 @@ def test_entry_added_behind_the_robots_back_is_detected(engine: Engine) -> None:
     _append(engine, 3)
     last = _row(engine, 3)
     at = last["at"]
-    forged = audit._entry_hash(last["hash"], 4, at, actor="x", action="void", subject="code:1",
-                               details="{}")
+    forged = audit._entry_hash(_key(engine), last["hash"], 4, at, chain=1, actor="x",
+                               action="void", subject="code:1", details="{}")
     with engine.begin() as conn:
         conn.execute(insert(audit_log).values(seq=4, at=at, actor="x", action="void",
                                               subject="code:1", details="{}",
@@ -205,8 +214,8 @@ def test_replaced_last_entry_is_detected_by_the_head(engine: Engine) -> None:
     _append(engine, 3)
     prev = _row(engine, 2)
     row = _row(engine, 3)
-    forged = audit._entry_hash(prev["hash"], 3, row["at"], actor="x", action="void",
-                               subject="code:1", details="{}")
+    forged = audit._entry_hash(_key(engine), prev["hash"], 3, row["at"], chain=1, actor="x",
+                               action="void", subject="code:1", details="{}")
     _set(engine, 3, actor="x", action="void", subject="code:1", details="{}", hash=forged)
     result = audit.verify(engine)
     assert (result.ok, result.first_bad_seq) == (False, 3)
@@ -342,7 +351,8 @@ def test_cli_verify_broken_exits_1(cli_app: App, engine: Engine,
     status, out, err = _run_guarded(monkeypatch, capsys, "audit", "verify")
     assert status == EXIT_USER
     assert out == ""
-    assert err == "error: audit chain BROKEN at entry 2: entry 2 is missing (next is 3)\n"
+    assert err == ("error: audit chain BROKEN at chain 1, entry 2: "
+                   "entry 2 is missing (next is 3)\n")
 
 
 def test_cli_verify_json(cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
@@ -389,3 +399,417 @@ def test_cli_list_rejects_a_zero_limit(cli_app: App) -> None:
     result = CliRunner().invoke(robot.cli.cli, ["audit", "list", "--limit", "0"])
     assert result.exit_code == 2
     assert "--limit" in result.output
+
+
+# --- what the database alone cannot hide: keyed hashes and checkpoints outside it ---------
+
+
+def _verify_cli(monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`robot audit verify` as the operator runs it: (exit status, stderr)."""
+    status, _, err = _run_guarded(monkeypatch, capsys, "audit", "verify")
+    return status, err
+
+
+def _spread(engine: Engine) -> list[int]:
+    """Entries in two chains on server databases (one held open while another appends), in
+    chain 1 on SQLite; returns the chains used."""
+    if engine.dialect.name == "sqlite":
+        _append(engine, 4)
+        return [1]
+    with engine.connect() as first:
+        first.begin()
+        audit.append(first, actor="held", action="intake", subject="order:1")
+        _append(engine, 3)  # chain 1 is held: these go to another chain
+        first.commit()
+    with engine.connect() as conn:
+        return sorted(int(c) for c in conn.execute(select(audit_log.c.chain).distinct())
+                      .scalars())
+
+
+def _checkpoints(engine: Engine) -> dict[int, audit.Mark]:
+    return audit.read_checkpoints(audit.seal_of(engine))
+
+
+def test_wiped_log_fails_verify(cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """DELETE FROM audit_log and audit_head after a checkpoint makes verify exit 1 naming the
+    chain and its checkpoint, and still after the robot appends to the recreated chain."""
+    _append(engine, 5)
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    with engine.begin() as conn:
+        conn.execute(delete(audit_log))
+        conn.execute(delete(audit_head))
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    assert "BROKEN at chain 1" in err and "the chain is missing" in err
+    assert "its checkpoint says entry 5" in err
+    _append(engine, 1)  # the robot recreates the heads and starts a chain again at 1
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    assert "BROKEN at chain 1" in err and "but its checkpoint says entry 5" in err
+
+
+def test_chain_deleted_with_its_head_fails_verify(
+        cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Deleting one whole chain with its head row makes verify exit 1 naming that chain."""
+    chains = _spread(engine)
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    gone = chains[-1]
+    with engine.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.chain == gone))
+        conn.execute(delete(audit_head).where(audit_head.c.id == gone))
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    assert f"BROKEN at chain {gone}" in err and "the chain is missing" in err
+
+
+def test_empty_chain_deleted_fails_verify(engine: Engine) -> None:
+    """A chain with no entries is missing too when its head row is deleted."""
+    _append(engine, 1)
+    with engine.begin() as conn:
+        conn.execute(delete(audit_head).where(audit_head.c.id == 5))
+    result = audit.verify(engine)
+    assert (result.ok, result.chain) == (False, 5)
+    assert "the chain is missing" in (result.problem or "")
+
+
+def test_heads_reset_to_genesis_fail_verify(
+        cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Entries deleted and every head reset to genesis makes verify exit 1 with the
+    checkpoint expected and what was found."""
+    chains = _spread(engine)
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    marks = _checkpoints(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(audit_log))
+        conn.execute(update(audit_head).values(seq=0, hash=audit.GENESIS))
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    first = chains[0]
+    assert f"BROKEN at chain {first}" in err
+    assert (f"the chain ends at entry 0 (hash {audit.GENESIS[:16]}…) but its checkpoint says "
+            f"entry {marks[first].seq} (hash {marks[first].hash[:16]}…)") in err
+
+
+def _rehash_from(engine: Engine, seq: int, digest: Any) -> None:
+    """An attacker's rewrite of chain 1 from ``seq`` on: every hash recomputed with
+    ``digest(prev, row)`` and the head moved to the last one."""
+    with engine.begin() as conn:
+        rows = conn.execute(select(audit_log).where(audit_log.c.chain == 1)
+                            .order_by(audit_log.c.seq)).all()
+        prev = audit.GENESIS
+        for r in rows:
+            if r.seq >= seq:
+                new = digest(prev, r)
+                conn.execute(update(audit_log).where(audit_log.c.chain == 1,
+                                                     audit_log.c.seq == r.seq)
+                             .values(prev_hash=prev, hash=new))
+                prev = new
+            else:
+                prev = r.hash
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=prev))
+
+
+def _unkeyed(prev: str, r: Any) -> str:
+    return audit._legacy_hash(prev, r.seq, r.at, actor=r.actor, action=r.action,
+                              subject=r.subject, details=r.details, chain=r.chain)
+
+
+def _own_key(prev: str, r: Any) -> str:
+    return audit._entry_hash(b"k" * 32, prev, r.seq, r.at, chain=r.chain, actor=r.actor,
+                             action=r.action, subject=r.subject, details=r.details)
+
+
+@pytest.mark.parametrize("digest", [_unkeyed, _own_key], ids=["sha256", "hmac-own-key"])
+def test_edited_entry_with_every_hash_recomputed_fails_verify(
+        cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], digest: Any) -> None:
+    """An entry edited and every hash after it recomputed (unkeyed SHA-256, or HMAC under a
+    key of the attacker's own) makes verify exit 1 at the edited entry: the hash is keyed."""
+    _append(engine, 5)
+    _set(engine, 3, details='{"i":2,"pool":"forged"}')
+    _rehash_from(engine, 3, digest)
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    assert err == "error: audit chain BROKEN at chain 1, entry 3: entry 3 was altered\n"
+
+
+def test_rewritten_as_an_old_unkeyed_chain_is_refused(
+        cli_app: App, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A keyed, checkpointed chain rewritten with unkeyed hashes and marked as an old
+    version's is a downgrade: verify exits 1 and the upgrade refuses to re-seal it."""
+    _append(engine, 4)
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    _set(engine, 2, details='{"forged":true}')
+    _rehash_from(engine, 1, _unkeyed)
+    with engine.begin() as conn:
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(keyed=False))
+    status, err = _verify_cli(monkeypatch, capsys)
+    assert status == EXIT_USER
+    assert "a downgrade" in err
+    with pytest.raises(Fatal, match="a downgrade"):
+        audit.upgrade_legacy(engine, actor="test")
+    with engine.connect() as conn:
+        assert conn.execute(select(audit_head.c.keyed).where(audit_head.c.id == 1)).scalar_one() \
+            is False
+
+
+def test_verify_with_another_key_file_fails(engine: Engine, tmp_path: Path) -> None:
+    """Entries sealed under one key file do not verify under another: the hash is keyed."""
+    _append(engine, 2)
+    other = tmp_path / "other" / "robot.key"
+    init_key_file(other)
+    audit.bind(engine, other)
+    result = audit.verify(engine)
+    assert (result.ok, result.first_bad_seq, result.problem) == (False, 1, "entry 1 was altered")
+
+
+def test_audit_key_survives_key_rotation(engine: Engine, key_file: Path, vault: Vault) -> None:
+    """`robot keys rotate` changes the code keys, not the audit key: the log verifies
+    before and after, and entries appended after it verify too."""
+    from robot.keys import rotate
+
+    _append(engine, 2)
+    assert audit.verify(engine).ok
+    report = rotate(key_file, engine, actor="test")
+    assert report.new_key == "k2"
+    audit.bind(engine, key_file)  # a fresh process reading the rotated file
+    _append(engine, 1)
+    result = audit.verify(engine)
+    assert result.ok, result.problem
+
+
+def test_checkpoint_file_is_private_signed_and_replaced_whole(engine: Engine, key_file: Path
+                                                            ) -> None:
+    """The checkpoint file sits beside the key file, mode 0600, with no temp file left; an
+    edited checkpoint fails its signature and verify says so."""
+    _append(engine, 3)
+    assert audit.verify(engine).ok
+    path = audit.checkpoint_path(key_file)
+    assert path.parent == key_file.parent
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    assert _checkpoints(engine)[1] == audit.Mark(3, _row(engine, 3)["hash"])
+    doc = json.loads(path.read_text())
+    doc["chains"]["1"][0] = 2  # an attacker moving the checkpoint back
+    path.write_text(json.dumps(doc))
+    result = audit.verify(engine)
+    assert not result.ok
+    assert "fails its signature" in (result.problem or "")
+    tampered = path.read_text()
+    with pytest.raises(audit.CheckpointError, match="fails its signature"):
+        audit.checkpoint(engine)
+    assert path.read_text() == tampered  # the evidence is never overwritten
+
+
+def test_checkpoint_never_moves_back(engine: Engine) -> None:
+    """A head behind its checkpoint (entries removed from the end, head moved back) leaves
+    the checkpoint where it was, logged; verify reports the removal."""
+    _append(engine, 5)
+    audit.checkpoint(engine)
+    third = _row(engine, 3)["hash"]
+    with engine.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.seq > 3))
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=3, hash=third))
+    with capture_logs() as logs:
+        marks = audit.checkpoint(engine)
+    assert marks[1].seq == 5
+    assert [e["chain"] for e in logs if e["event"] == "audit_checkpoint_refused"] == [1]
+    result = audit.verify(engine)
+    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert "its checkpoint says entry 5" in (result.problem or "")
+
+
+def test_checkpoint_moves_only_over_verified_entries(engine: Engine) -> None:
+    """A forged entry with the head moved over it does not move the checkpoint."""
+    _append(engine, 2)
+    audit.checkpoint(engine)
+    last = _row(engine, 2)
+    with engine.begin() as conn:
+        conn.execute(insert(audit_log).values(chain=1, seq=3, at=last["at"], actor="x",
+                                              action="void", subject="code:1", details="{}",
+                                              prev_hash=last["hash"], hash="e" * 64))
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=3, hash="e" * 64))
+    assert audit.checkpoint(engine)[1] == audit.Mark(2, last["hash"])
+
+
+def test_checkpoint_is_logged_and_follows_appends(engine: Engine, key_file: Path) -> None:
+    """After an append, checkpoint_due writes the checkpoint (at most once per interval) and
+    logs it with the chain, sequence and hash; with nothing appended it does nothing."""
+    audit.bind(engine, key_file)  # as `robot run` binds its engine
+    assert audit.checkpoint_due(engine, every=0.0) is False  # nothing appended yet
+    _append(engine, 2)
+    with capture_logs() as logs:
+        assert audit.checkpoint_due(engine, every=0.0) is True
+    head = _row(engine, 2)["hash"]
+    [first] = [e["chains"] for e in logs if e["event"] == "audit_checkpoint"]
+    assert first == {1: [2, head], **{c: [0, audit.GENESIS] for c in range(2, 9)}}
+    _append(engine, 1)
+    assert audit.checkpoint_due(engine, every=3600.0) is False  # too soon after the last
+    assert _checkpoints(engine)[1].seq == 2
+    with capture_logs() as logs:
+        assert audit.checkpoint_due(engine, every=0.0) is True
+    assert [e["chains"] for e in logs if e["event"] == "audit_checkpoint"] == [
+        {1: [3, _row(engine, 3)["hash"]]}]  # only what moved
+
+
+def test_concurrent_checkpoints_never_regress(engine: Engine) -> None:
+    """Appenders and several checkpointing threads at once: every checkpoint read is a valid
+    signed file whose sequences never go down, and the last one matches the heads."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: dict[int, list[dict[int, audit.Mark]]] = {n: [] for n in range(3)}
+
+    def appender() -> None:
+        try:
+            _append(engine, 30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def checkpointer(n: int) -> None:
+        try:
+            while not stop.is_set():
+                audit.checkpoint(engine)
+                seen[n].append(_checkpoints(engine))
+        except BaseException as exc:
+            errors.append(exc)
+
+    appenders = [threading.Thread(target=appender) for _ in range(2)]
+    checkers = [threading.Thread(target=checkpointer, args=(n,)) for n in seen]
+    for t in (*appenders, *checkers):
+        t.start()
+    for t in appenders:
+        t.join()
+    stop.set()
+    for t in checkers:
+        t.join()
+    assert errors == []
+    final = audit.checkpoint(engine)
+    for reads in seen.values():
+        for before, after in zip(reads, [*reads[1:], final], strict=True):
+            assert all(after[c].seq >= m.seq for c, m in before.items()), (before, after)
+    with engine.connect() as conn:
+        heads = {int(r.id): audit.Mark(int(r.seq), str(r.hash))
+                 for r in conn.execute(select(audit_head))}
+    assert final == heads
+    assert audit.verify(engine) == audit.VerifyResult(True, 60)
+
+
+def _legacy_chain(engine: Engine, n: int, *, alter: int | None = None) -> None:
+    """Chain 1 as an older version left it: unkeyed SHA-256 hashes, head not keyed."""
+    prev = audit.GENESIS
+    with engine.begin() as conn:
+        for seq in range(1, n + 1):
+            at = utcnow()
+            details = '{"old":true}'
+            digest = audit._legacy_hash(prev, seq, at, actor="old", action="import",
+                                        subject=f"batch:{seq}", details=details)
+            if seq == alter:
+                details = '{"old":"forged"}'
+            conn.execute(insert(audit_log).values(chain=1, seq=seq, at=at, actor="old",
+                                                  action="import", subject=f"batch:{seq}",
+                                                  details=details, prev_hash=prev, hash=digest))
+            prev = digest
+        conn.execute(update(audit_head).where(audit_head.c.id == 1)
+                     .values(seq=n, hash=prev, keyed=False))
+
+
+def test_an_old_unkeyed_chain_is_verified_then_resealed(engine: Engine) -> None:
+    """An older version's chain fails verify (and refuses appends) until the upgrade, which
+    verifies it under SHA-256, re-seals it keyed, audits itself and checkpoints; again, it
+    does nothing."""
+    _legacy_chain(engine, 3)
+    result = audit.verify(engine)
+    assert not result.ok and "run `robot audit upgrade`" in (result.problem or "")
+    with pytest.raises(Fatal, match="robot audit upgrade"), engine.begin() as conn:
+        audit.append(conn, actor="t", action="import", subject="x")
+    with capture_logs() as logs:
+        assert audit.upgrade_legacy(engine, actor="test") == {1: 3}
+    assert [e["entries"] for e in logs if e["event"] == "audit_chain_resealed"] == [3]
+    assert audit.verify(engine) == audit.VerifyResult(True, 4)
+    with engine.connect() as conn:
+        last = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)).one()
+    assert (last.action, json.loads(last.details)) == ("audit_reseal", {"chains": {"1": 3}})
+    assert _checkpoints(engine)[1].seq == 4
+    assert audit.upgrade_legacy(engine, actor="test") == {}
+
+
+def test_cli_upgrade_reseals_old_chains(cli_app: App, engine: Engine,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`robot audit upgrade` re-seals an older version's chain and says so; verify then
+    exits 0; a second run finds nothing to do."""
+    _legacy_chain(engine, 3)
+    assert _verify_cli(monkeypatch, capsys)[0] == EXIT_USER
+    status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "upgrade")
+    assert (status, out) == (0, "chain 1: 3 entries verified and re-sealed with the key file\n")
+    assert _verify_cli(monkeypatch, capsys) == (0, "")
+    status, out, _ = _run_guarded(monkeypatch, capsys, "audit", "upgrade")
+    assert (status, out) == (0, "every audit chain is keyed already\n")
+
+
+def test_a_tampered_old_chain_is_not_resealed(engine: Engine) -> None:
+    """An older version's chain that fails its unkeyed verification is refused, unchanged."""
+    _legacy_chain(engine, 4, alter=2)
+    with pytest.raises(Fatal, match="fails its unkeyed verification at entry 2"):
+        audit.upgrade_legacy(engine, actor="test")
+    with engine.connect() as conn:
+        assert conn.execute(select(audit_head.c.keyed).where(audit_head.c.id == 1)).scalar_one() \
+            is False
+    assert not audit.verify(engine).ok
+
+
+def test_the_robot_checkpoints_while_it_runs_and_at_shutdown(tmp_path: Path) -> None:
+    """`robot run` re-seals nothing on a new database, checkpoints within a second of its
+    appends while running (without any verify), and leaves the checkpoint at every chain's
+    head when it stops."""
+    import asyncio
+    import uuid
+
+    from connectors.memory import MemoryPlatform
+    from robot.config import load_config
+    from robot.daemon import Robot
+    from robot.db import make_engine
+    from robot.migrate import upgrade
+    from robot.schema import orders
+    from robot.vault import open_vault
+    from tests.factories import paid_order, seed_codes
+    from tests.test_daemon import wait_for, write_config
+
+    name = f"audit-{uuid.uuid4().hex}"
+    config = load_config(write_config(tmp_path, name))
+    engine = make_engine(config.database)
+    upgrade(engine)
+    seed_codes(engine, open_vault(config.key_file), "p1", 5)
+    platform = MemoryPlatform.named(name)
+    for i in range(3):
+        platform.put_order(paid_order(f"A{i}", ("s1", 1)))
+    seal = audit.Seal.from_key_file(config.key_file)
+
+    def heads() -> dict[int, audit.Mark]:
+        with engine.connect() as conn:
+            return {int(r.id): audit.Mark(int(r.seq), str(r.hash))
+                    for r in conn.execute(select(audit_head))}
+
+    def checkpointed_shipments() -> bool:
+        with engine.connect() as conn:
+            shipped = conn.execute(select(func.count()).select_from(orders)
+                                   .where(orders.c.state == "shipped")).scalar_one()
+        return shipped == 3 and audit.read_checkpoints(seal) == heads()
+
+    async def scenario() -> int:
+        robot = Robot(config, drain_timeout=5)
+        await asyncio.to_thread(robot.prepare)
+        task = asyncio.create_task(robot.run(install_signals=False))
+        await wait_for(checkpointed_shipments)
+        robot.stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    assert audit.read_checkpoints(seal) == heads()
+    assert heads()[1].seq > 3
+    engine.dispose()

@@ -37,8 +37,11 @@ from robot.config import (
 )
 from robot.db import make_engine
 from robot.errors import ConfigError, UserError
+from robot.pools import create_pool
 from robot.registry import Discovery, LoadProblem, discover, load_factories
 from robot.schema import pools
+from robot.vault import init_key_file, open_vault
+from tests.factories import seed_codes
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-APP-value-9f8e7d"
@@ -923,3 +926,59 @@ def test_timezone_defaults_to_shanghai_and_must_be_an_iana_name(site: Path) -> N
         edit(site, site.read_text().split("timezone: ")[1].split("\n")[0], bad)
         (problem,) = problems_of(site)
         assert problem.startswith(f"robot.yaml: timezone: unknown time zone {bad!r}")
+
+
+# --- the key file, checked against the database as `robot run` checks it ------------------
+
+
+def _site_with_codes(site: Path, db_url: str, key_file: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site on the test database, its pools created, 2 codes under the test key file."""
+    monkeypatch.setenv("TEST_ROBOT_DB", db_url)
+    edit(site, "database: sqlite:///robot.db", "database: ${TEST_ROBOT_DB}")
+    engine = make_engine(db_url)
+    try:
+        for name in ("iqiyi-month", "game-card-50"):
+            create_pool(engine, name, actor="t")
+        seed_codes(engine, open_vault(key_file), "youku-vip-month", 2)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_check_fails_with_a_wrong_key_file(site: Path, db_url: str, key_file: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file that does not decrypt the stored codes fails `config check` with the
+    start-up check's message (it used to say "config OK")."""
+    _site_with_codes(site, db_url, key_file, monkeypatch)
+    init_key_file(site.parent / "robot.key")  # the configured one: another key
+    result = _invoke("-c", str(site), "config", "check")
+    assert isinstance(result.exception, ConfigError)
+    assert [p for p in result.exception.problems if "do not decrypt" in p] == [
+        "key id(s) k1 in the key file do not decrypt the stored rows: wrong key file; "
+        "restore the right one (nothing was written)"]
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_check_fails_with_the_key_file_missing_over_codes(
+        site: Path, db_url: str, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the key file missing and codes in the database, `config check` fails saying to
+    restore the key file from backup, never suggesting `keys init`."""
+    _site_with_codes(site, db_url, key_file, monkeypatch)
+    result = _invoke("-c", str(site), "config", "check")
+    assert isinstance(result.exception, ConfigError)
+    [problem] = result.exception.problems
+    assert "not found, and the database holds 2 code(s) under key k1" in problem
+    assert "restore the key file from its backup" in problem
+    assert "create it with" not in result.output
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_check_passes_with_the_right_key_file(site: Path, db_url: str, key_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The right key file passes: config OK."""
+    _site_with_codes(site, db_url, key_file, monkeypatch)
+    edit(site, "key_file: robot.key", f"key_file: {key_file}")
+    result = _invoke("-c", str(site), "config", "check")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "config OK: 1 shop(s)\n"

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from connectors.base import PlatformStatus
 from connectors.memory import MemoryPlatform
+from robot import audit
 from robot.config import load_config
 from robot.daemon import Robot, sqlite_lock
 from robot.db import make_engine
@@ -24,6 +25,8 @@ from tests.factories import paid_order, seed_codes
 def write_config(root: Path, platform_name: str, db_url: str | None = None) -> Path:
     (root / "shops").mkdir(parents=True, exist_ok=True)
     init_key_file(root / "robot.key")
+    # The test's own engines seal the audit log with the robot's key file, as the robot does.
+    audit.bind_default(root / "robot.key")
     (root / "robot.yaml").write_text(
         f"database: {db_url or 'sqlite:///robot.db'}\n"
         "key_file: robot.key\n"

@@ -283,3 +283,93 @@ def test_cli_rotate_and_status(cli_app: App, engine: Engine, key_file: Path,
     retired = runner.invoke(robot.cli.cli, ["keys", "retire", "--key-file", str(key_file), "k2"])
     assert retired.exit_code == 0, retired.output
     assert sorted(load_key_ring(key_file).keys) == ["k3"]
+
+
+# --- a key file is never created over rows that need another one (issue 15, point 10) -----
+
+
+def _two_keys_and_a_secret(engine: Engine, key_file: Path, vault: Vault) -> None:
+    """2 codes under k1, 1 code and 1 shop secret under k2 (a rotation not finished)."""
+    seed_codes(engine, vault, "p1", 2)
+    keys.switch_key(key_file, engine, actor="t")
+    rotated = open_vault(key_file)
+    seed_codes(engine, rotated, "p1", 1)
+    DbShopContext(engine, rotated, "tb").store_secret("session", "s3cr3t-token")
+
+
+def test_keys_init_refuses_over_encrypted_rows(cli_app: App, engine: Engine, key_file: Path,
+                                               vault: Vault) -> None:
+    """With the key file gone and codes and secrets under k1 and k2 in the database,
+    `keys init` refuses, naming the counts and key ids and saying to restore the backup;
+    no key file is written."""
+    _two_keys_and_a_secret(engine, key_file, vault)
+    key_file.unlink()
+    result = CliRunner().invoke(robot.cli.cli, ["keys", "init", "--key-file", str(key_file)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, VaultError)
+    message = result.exception.message
+    for part in ("2 code(s) under key k1", "1 code(s) under key k2",
+                 "1 shop secret(s) under key k2", "restore the key file from its backup",
+                 "nothing was written"):
+        assert part in message, message
+    assert not key_file.exists()
+
+
+def test_keys_init_refuses_over_a_sealed_audit_log(cli_app: App, engine: Engine,
+                                                   key_file: Path) -> None:
+    """A database with no code but an audit log sealed with the lost key file is refused
+    too: a new key file could never verify it."""
+    create_pool(engine, "p1", actor="t")
+    key_file.unlink()
+    result = CliRunner().invoke(robot.cli.cli, ["keys", "init", "--key-file", str(key_file)])
+    assert isinstance(result.exception, VaultError)
+    assert "1 audit log entries sealed with its key file" in result.exception.message
+    assert not key_file.exists()
+
+
+def test_keys_init_on_an_empty_database_writes_a_key_file(cli_app: App, tmp_path: Path) -> None:
+    """An empty database needs no old key: `keys init` writes a new key file (mode 0600)."""
+    path = tmp_path / "fresh" / "robot.key"
+    result = CliRunner().invoke(robot.cli.cli, ["keys", "init", "--key-file", str(path)])
+    assert result.exit_code == 0, result.output
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_status_fails_with_a_wrong_key_file(cli_app: App, engine: Engine, vault: Vault,
+                                                 tmp_path: Path) -> None:
+    """`keys status` with a key file that does not decrypt the stored codes runs the start-up
+    check and fails saying so (it used to look healthy); --json carries the check too."""
+    seed_codes(engine, vault, "p1", 2)
+    other = tmp_path / "other" / "robot.key"
+    init_key_file(other)
+    runner = CliRunner()
+    result = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(other)])
+    assert isinstance(result.exception, VaultError)
+    assert "k1 in the key file do not decrypt the stored rows" in result.exception.message
+    as_json = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(other), "--json"])
+    assert isinstance(as_json.exception, VaultError)
+    assert "do not decrypt" in json.loads(as_json.stdout)["key_check"]
+
+
+def test_keys_status_with_the_key_file_missing_says_restore(cli_app: App, engine: Engine,
+                                                            key_file: Path,
+                                                            vault: Vault) -> None:
+    """`keys status` with the key file missing over stored codes says to restore it from
+    backup, not to create one."""
+    seed_codes(engine, vault, "p1", 3)
+    key_file.unlink()
+    result = CliRunner().invoke(robot.cli.cli, ["keys", "status", "--key-file", str(key_file)])
+    assert isinstance(result.exception, VaultError)
+    assert "not found, and the database holds 3 code(s) under key k1" in result.exception.message
+    assert "restore the key file from its backup" in result.exception.message
+
+
+def test_keys_status_with_the_right_key_file_reports_the_check(cli_app: App, engine: Engine,
+                                                               key_file: Path,
+                                                               vault: Vault) -> None:
+    """The right key file passes the start-up check: status exits 0 with key_check ok."""
+    seed_codes(engine, vault, "p1", 1)
+    result = CliRunner().invoke(robot.cli.cli, ["keys", "status", "--key-file", str(key_file),
+                                                "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["key_check"] == "ok"

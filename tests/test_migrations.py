@@ -51,8 +51,9 @@ def test_upgrade_head_matches_models(backend: str, server_databases: ServerDatab
 def test_a_log_written_as_one_chain_verifies_after_the_upgrade(
     backend: str, server_databases: ServerDatabases, tmp_path: Path,
 ) -> None:
-    """Entries written before the log had several chains (revision 0001) are chain 1 after
-    upgrading, still verify, and new entries append after them."""
+    """Entries written by an older version (revision 0001: one chain, unkeyed SHA-256) are
+    chain 1 after upgrading; verify refuses them until `robot audit upgrade` has verified
+    and re-sealed them with the key file; then they verify and new entries append after."""
     engine = _empty_engine(backend, server_databases, tmp_path)
     try:
         upgrade(engine, "0001")
@@ -60,22 +61,25 @@ def test_a_log_written_as_one_chain_verifies_after_the_upgrade(
         with engine.begin() as conn:
             for seq in (1, 2):
                 at = utcnow()
-                digest = audit._entry_hash(prev, seq, at, actor="old", action="import",
-                                           subject=f"batch:{seq}", details="{}")
+                digest = audit._legacy_hash(prev, seq, at, actor="old", action="import",
+                                            subject=f"batch:{seq}", details="{}")
                 conn.execute(text(
                     "INSERT INTO audit_log (seq, at, actor, action, subject, details, "
                     "prev_hash, hash) VALUES (:seq, :at, 'old', 'import', :subject, '{}', "
                     ":prev, :hash)"), {"seq": seq, "at": at, "subject": f"batch:{seq}",
                                        "prev": prev, "hash": digest})
                 prev = digest
-            conn.execute(text("UPDATE audit_head SET seq = 2, hash = :h WHERE id = 1"),
+            conn.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 2, :h)"),
                          {"h": prev})
         upgrade(engine)
         assert current_revision(engine) == head_revision()
-        assert audit.verify(engine) == audit.VerifyResult(True, 2)
+        result = audit.verify(engine)
+        assert not result.ok and "robot audit upgrade" in (result.problem or "")
+        assert audit.upgrade_legacy(engine, actor="test") == {1: 2}
+        assert audit.verify(engine) == audit.VerifyResult(True, 3)  # + the re-seal entry
         with engine.begin() as conn:
-            assert audit.append(conn, actor="new", action="import", subject="batch:3") == 3
-        assert audit.verify(engine) == audit.VerifyResult(True, 3)
+            assert audit.append(conn, actor="new", action="import", subject="batch:4") == 4
+        assert audit.verify(engine) == audit.VerifyResult(True, 4)
     finally:
         metadata.drop_all(engine)
         with engine.begin() as conn:

@@ -1,8 +1,12 @@
-"""``robot audit``: verify the hash-chained audit log and list its recent entries.
+"""``robot audit``: verify the keyed hash-chained audit log, list its entries, upgrade it.
 
-``verify`` exits with status 1 (a :class:`~robot.errors.UserError`) when the chain is broken,
-naming the first entry that does not fit. This module only reads the log; it must never write
-to it or "repair" it.
+``verify`` walks every chain with the audit key (derived from the key file) and holds each
+against its signed checkpoint kept beside the key file; it exits with status 1 (a
+:class:`~robot.errors.UserError`) naming the chain and what was found when an entry was
+altered, removed or reordered, or a chain is shorter than its checkpoint, differs from it,
+or is missing. When all is well it moves the checkpoints forward. ``upgrade`` re-seals the
+unkeyed chains of an older version (``robot run`` does it at start). This module never
+"repairs" the log.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import click
 from sqlalchemy import select
 
 from robot import audit
-from robot.cli.common import App, emit_json, json_option, print_table
+from robot.cli.common import App, actor, emit_json, json_option, print_table
 from robot.errors import UserError
 from robot.schema import audit_log
 
@@ -28,7 +32,8 @@ def audit_group() -> None:
 @json_option
 @click.pass_obj
 def verify(app: App, as_json: bool) -> None:
-    """Walk every chain; exit 1 if any entry was altered, removed or reordered."""
+    """Walk every chain; exit 1 if any entry was altered, removed or reordered, or a chain
+    is shorter than its checkpoint, differs from it, or is missing."""
     result = audit.verify(app.engine)
     if as_json:
         emit_json({
@@ -42,9 +47,26 @@ def verify(app: App, as_json: bool) -> None:
         if not as_json:
             click.echo(f"audit chain OK: {result.entries} entries")
         return
-    where = "" if result.chain in (None, 1) else f"chain {result.chain} "
-    raise UserError(f"audit chain BROKEN at {where}entry {result.first_bad_seq}: "
-                    f"{result.problem}")
+    where = "" if result.chain is None else f"chain {result.chain}, "
+    at = "" if result.first_bad_seq is None else f"entry {result.first_bad_seq}"
+    raise UserError(f"audit chain BROKEN at {where}{at}: {result.problem}"
+                    if where or at else f"audit chain BROKEN: {result.problem}")
+
+
+@audit_group.command("upgrade")
+@click.pass_obj
+def upgrade(app: App) -> None:
+    """Re-seal the chains an older version wrote with unkeyed hashes (verified first).
+
+    Resumable (one chain per transaction); refuses a chain that fails its old verification
+    or that its checkpoint says was keyed already. `robot run` does this at start.
+    """
+    done = audit.upgrade_legacy(app.engine, actor=actor())
+    if not done:
+        click.echo("every audit chain is keyed already")
+        return
+    for chain, entries in sorted(done.items()):
+        click.echo(f"chain {chain}: {entries} entries verified and re-sealed with the key file")
 
 
 def _details(text: str) -> Any:

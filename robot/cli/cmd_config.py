@@ -1,63 +1,89 @@
 """``robot config check`` and ``robot config show``: is the configuration right, and what is it.
 
 ``check`` loads the robot file and every shop file (all problems at once, exit status 2) and,
-when the database already exists, checks that every pool the shops name exists. It never
+when the database already exists, checks that every pool the shops name exists and that the
+key file opens and fits the database as ``robot run`` checks it at start (a missing key file
+is an error when the database holds codes, secrets or audit entries that need it). It never
 creates a database file and never runs migrations. ``show`` prints the effective
 configuration; it must never print a secret (every ``Secret`` shows as ``********``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
-from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from robot.cli.common import App, emit_json, json_option
+from robot.cli.common import App, emit_json, json_option, missing_sqlite_file
 from robot.config import RobotConfig, check_pools, effective_dict
 from robot.db import make_engine, safe_url
-from robot.errors import ConfigError, RobotError
+from robot.errors import ConfigError, RobotError, VaultError
 from robot.schema import pools
+from robot.vault import open_vault
 
 
-def _missing_sqlite_file(url: str) -> Path | None:
-    """The SQLite file ``url`` points at, if it does not exist yet (connecting would create it)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database)
-    return None if path.exists() else path
+def _database_checks(config: RobotConfig) -> tuple[set[str] | None, list[str], list[str]]:
+    """Pool names in the database (None: not read), notes, and problems with the key file.
 
-
-def _pool_names(config: RobotConfig) -> tuple[set[str] | None, str | None]:
-    """The pool names in the database, or None and a note saying why they were not read."""
-    missing = _missing_sqlite_file(config.database)
+    The key file is opened and checked against the database exactly as ``robot run`` does
+    at start (:func:`robot.keys.check_keys`); a missing key file is a problem when the
+    database holds rows that need it, and only a note when it holds none.
+    """
+    missing = missing_sqlite_file(config.database)
     if missing is not None:
-        return None, f"database {missing} does not exist yet; pool names not checked"
+        notes = [f"database {missing} does not exist yet; pool names not checked"]
+        return None, notes, _key_file_problems(config, None)
     try:
         engine = make_engine(config.database)
     except RobotError as exc:
-        return None, f"database not usable ({exc.message}); pool names not checked"
+        return None, [f"database not usable ({exc.message}); pool names not checked"], []
+    try:
+        return _with_database(config, engine)
+    finally:
+        engine.dispose()
+
+
+def _with_database(config: RobotConfig,
+                   engine: Engine) -> tuple[set[str] | None, list[str], list[str]]:
     try:
         with engine.connect() as conn:
             if not inspect(conn).has_table(pools.name):
-                return None, "database has no pools table yet; pool names not checked"
+                return (None, ["database has no pools table yet; pool names not checked"],
+                        _key_file_problems(config, None))
             from robot.pools import pool_names
 
             names = pool_names(conn)
     except SQLAlchemyError as exc:
         # The driver's text may quote the URL; name the error class and the masked URL only.
-        return None, (
+        return None, [
             f"database {safe_url(config.database)} unreachable ({type(exc).__name__}); "
-            "pool names not checked"
-        )
-    finally:
-        engine.dispose()
-    return names, None
+            "pool names and key file not checked"
+        ], []
+    try:
+        return names, [], _key_file_problems(config, engine)
+    except SQLAlchemyError as exc:  # e.g. a schema older than this robot (not migrated yet)
+        return names, [f"key file not checked against the database ({type(exc).__name__}); "
+                       "`robot run` checks it at start"], []
+
+
+def _key_file_problems(config: RobotConfig, engine: Engine | None) -> list[str]:
+    """The key file as ``robot run`` would find it (``engine``: a database with the schema)."""
+    from robot.keys import check_keys, lost_key_file
+
+    path = config.key_file
+    try:
+        if not path.exists():
+            lost = lost_key_file(engine, path) if engine is not None else None
+            return [] if lost is None else [lost.message]
+        vault = open_vault(path)
+        if engine is not None:
+            check_keys(engine, vault)
+    except VaultError as exc:
+        return [exc.message]
+    return []
 
 
 @click.group()
@@ -71,12 +97,11 @@ def config() -> None:
 def check(app: App, as_json: bool) -> None:
     """Validate the robot file, every shop file, and the pools the shops name."""
     cfg = app.config  # raises ConfigError listing every problem
-    names, note = _pool_names(cfg)
+    names, notes, problems = _database_checks(cfg)
     if names is not None:
-        problems = check_pools(cfg, names)
-        if problems:
-            raise ConfigError(problems)
-    notes = [note] if note else []
+        problems = [*check_pools(cfg, names), *problems]
+    if problems:
+        raise ConfigError(problems)
     if not cfg.key_file.exists():
         notes.append(f"key file {cfg.key_file} does not exist yet; create it with: robot keys init")
     if as_json:

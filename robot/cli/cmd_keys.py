@@ -14,10 +14,11 @@ from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.errors import RobotError
+from robot.errors import RobotError, VaultError
+from robot.keys import lost_key_file
 from robot.log import scrub
 from robot.schema import codes, shop_secrets
-from robot.vault import init_key_file, load_key_ring
+from robot.vault import init_key_file, load_key_ring, open_vault
 
 key_file_option = click.option(
     "--key-file",
@@ -40,8 +41,13 @@ def keys() -> None:
 @key_file_option
 @click.pass_obj
 def init(app: App, key_file: Path | None) -> None:
-    """Create a new key file (mode 0600); refuses to overwrite an existing one."""
+    """Create a new key file (mode 0600); refuses to overwrite an existing one, and refuses
+    while the database holds codes, secrets or audit entries that need another key file."""
+    from robot.keys import refuse_new_key_file
+
     path = _key_path(app, key_file)
+    if not path.exists() and app.has_database():
+        refuse_new_key_file(app.engine, path)
     init_key_file(path)
     click.echo(f"wrote a new key file: {path.absolute()}")
     click.echo(
@@ -75,10 +81,16 @@ def _usage(app: App) -> tuple[dict[str, int], dict[str, int]] | str:
 @json_option
 @click.pass_obj
 def status(app: App, key_file: Path | None, as_json: bool) -> None:
-    """Show the key ids in the key file, the current one, and what each one encrypts."""
+    """Show the key ids in the key file, the current one, and what each one encrypts; exit
+    non-zero when the key file does not fit the database (the check `robot run` makes)."""
     path = _key_path(app, key_file)
+    if not path.exists() and app.has_database():
+        lost = lost_key_file(app.engine, path)
+        if lost is not None:
+            raise lost
     ring = load_key_ring(path)
     usage = _usage(app)
+    key_error = None if isinstance(usage, str) else _key_check(app, path)
     if isinstance(usage, str):
         code_counts: dict[str, int] | None = None
         secret_counts: dict[str, int] | None = None
@@ -112,7 +124,10 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
             "missing_key_ids": missing,
             "rotation_unfinished": unfinished,
             "database_error": db_error,
+            "key_check": "not run" if db_error else (key_error or "ok"),
         })
+        if key_error is not None:
+            raise VaultError(key_error)
         return
     print_table(
         app,
@@ -140,6 +155,19 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
             f"{', '.join(missing)}; restore the key file from its backup.",
             err=True,
         )
+    if key_error is not None:
+        raise VaultError(key_error)
+
+
+def _key_check(app: App, path: Path) -> str | None:
+    """Open the key file and check it against the database as `robot run` does at start."""
+    from robot.keys import check_keys
+
+    try:
+        check_keys(app.engine, open_vault(path))
+    except VaultError as exc:
+        return exc.message
+    return None
 
 
 @keys.command("rotate")

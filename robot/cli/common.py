@@ -55,15 +55,26 @@ class App:
                 engine = make_engine(url)
                 try:
                     upgrade(engine)
+                    # Audit entries are sealed with the key file, read when one is written.
+                    from robot import audit
+
+                    audit.bind(engine, self.config.key_file)
                 except BaseException:
                     engine.dispose()
                     raise
             self._engine = engine
         return self._engine
 
+    def has_database(self) -> bool:
+        """Whether there is a database to ask (a SQLite file not created yet is none)."""
+        return self._engine is not None or missing_sqlite_file(self.config.database) is None
+
     def close(self) -> None:
         """Close the database connections this command opened (the engine stays usable)."""
         if self._engine is not None:
+            from robot import audit
+
+            audit.checkpoint_due(self._engine, every=0.0)  # what this command appended
             self._engine.dispose()
 
     @cached_property
@@ -79,6 +90,17 @@ class App:
     @cached_property
     def err_console(self) -> Console:
         return Console(stderr=True)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file ``url`` points at, if it does not exist yet (connecting would create it)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def actor() -> str:

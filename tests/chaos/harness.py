@@ -383,6 +383,7 @@ class ChaosRun:
             key_file = workdir / "robot.key"
             init_key_file(key_file)
             self.vault = open_vault(key_file)
+            audit.bind(self.reader, key_file)  # the robots seal the audit log with it
             import_stock(key_file, engine, workdir, plan.orders)
             if plan.after_import is not None:
                 plan.after_import(engine, key_file)
