@@ -110,9 +110,9 @@ BOM = b"\xef\xbb\xbf"
 _TRIM = " \t\r\n\u3000"
 # Control bytes that do not occur in text files (tab, LF, VT, FF, CR and ESC are tolerated).
 _CONTROL_BYTES = frozenset(set(range(0x20)) - {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1B}) | {0x7F}
-# What a code may look like when it lands in the wrong column: such values are masked.
-_CODE_LIKE = re.compile(r"(?=[^0-9]*[0-9])[A-Za-z0-9][A-Za-z0-9_\-]{5,}")
-_DATE_SHAPE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T][0-9:.+\-Z ]*)?")
+# What a date or a cost as a person writes it is made of (see echo).
+_LOOSE_DATE = re.compile(r"[0-9年月日号时分秒:./\-+ TZ]{1,40}")
+_LOOSE_COST = re.compile(r"[-+0-9.,¥￥元 ]{1,16}")
 _CN_DATE = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})[日号]?(.*)")
 _DOTTED_DATE = re.compile(r"(\d{4})\.(\d{1,2})\.(\d{1,2})(.*)")
 _COMPACT_DATE = re.compile(r"((?:19|20)\d{2})(\d{2})(\d{2})")
@@ -265,12 +265,22 @@ def _checked(value: datetime) -> datetime:
 
 
 def echo(value: str) -> str:
-    """A field value safe to show in a reason: as written (a bad date or cost is what the
-    merchant must find in the file), masked when it could be a code (a column mix-up puts
-    codes where dates belong) or is too long to be anything else."""
+    """A field value safe to show in a reason: as written when it cannot be a code (a bad
+    date or cost is what the merchant must find in the file), masked otherwise (a column
+    mix-up puts codes where dates belong).
+
+    Shown: up to 5 characters; date-like text (digits and date/time separators, at most 14
+    digits, at most 8 when there is nothing but digits); cost-like text with at most 10
+    digits; words without a digit or a Latin letter (``明天``, ``永久有效期``).
+    """
     value = value.strip(_TRIM)
-    if _DATE_SHAPE.fullmatch(value) or (len(value) <= 40 and not _CODE_LIKE.fullmatch(value)
-                                        and not _has_control(value)):
+    if _has_control(value):
+        return mask(value)
+    digits = sum(ch.isdigit() for ch in value)
+    if (len(value) <= 5
+            or (_LOOSE_DATE.fullmatch(value) and digits <= (8 if value.isdigit() else 14))
+            or (_LOOSE_COST.fullmatch(value) and digits <= 10)
+            or not any(ch.isdigit() or (ch.isascii() and ch.isalpha()) for ch in value)):
         return value
     return mask(value)
 

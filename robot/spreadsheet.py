@@ -27,8 +27,10 @@ from typing import Any
 from robot.errors import ImportRejected
 
 # A workbook is a zip archive: refuse one that would inflate beyond this (a zip bomb) before
-# openpyxl opens it.
-MAX_UNCOMPRESSED = 2 << 30
+# openpyxl opens it. The shared strings are held in memory whole: a million codes take
+# about 50 MB of them.
+MAX_UNCOMPRESSED = 1 << 30
+MAX_SHARED_STRINGS = 256 << 20
 # Spreadsheets hold numbers as IEEE doubles and Excel keeps 15 significant digits of them.
 EXACT_DIGITS = 15
 _READ_AHEAD = 256  # rows read per warnings-silenced step
@@ -47,10 +49,12 @@ def _check_archive(path: Path) -> None:
                                  " save it from Excel as .xlsx or .csv")
     try:
         with zipfile.ZipFile(path) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
+            infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise _refuse(path.name, f"damaged .xlsx workbook ({exc})") from None
-    if inflated > MAX_UNCOMPRESSED:
+    inflated = sum(info.file_size for info in infos)
+    strings = sum(i.file_size for i in infos if i.filename.lower().endswith("sharedstrings.xml"))
+    if inflated > MAX_UNCOMPRESSED or strings > MAX_SHARED_STRINGS:
         raise _refuse(path.name, f"the workbook inflates to {inflated >> 20} MB "
                                  f"(more than {MAX_UNCOMPRESSED >> 20} MB): export it as .csv")
 
@@ -202,7 +206,8 @@ def _date_text(value: Any) -> tuple[str, str | None]:
     if isinstance(value, time | timedelta):
         return "", f"bad date: {value} (a time of day without a date)"
     # A number in a date column: Excel's date serial without a date format, or a mistake.
-    return "", f"bad date: {_number_shown(value)} (a number, not a date: format the cell as a date)"
+    return "", (f"bad date: {_echo(_number_shown(value))} (a number, not a date: format the "
+                "cell as a date)")
 
 
 def _cost_text(value: Any) -> tuple[str, str | None]:
@@ -214,8 +219,14 @@ def _cost_text(value: Any) -> tuple[str, str | None]:
         cents = round(value * 100)
         if abs(value * 100 - cents) < 1e-6 and cents >= 0:
             return f"{cents // 100}.{cents % 100:02d}", None
-        return "", f"bad cost: {_number_shown(value)}"
+        return "", f"bad cost: {_echo(_number_shown(value))}"
     return "", "bad cost: a date or time cell"
+
+
+def _echo(text: str) -> str:
+    from robot.importer import echo  # the importer imports this module
+
+    return echo(text)
 
 
 def _number_shown(value: Any) -> str:

@@ -16,6 +16,7 @@ from robot.importer import (
     ParsedLine,
     RejectedLine,
     detect_encoding,
+    echo,
     encoding_named,
     file_sha256,
     parse_cost,
@@ -362,3 +363,17 @@ def test_reason_kinds() -> None:
     assert reason_kind("duplicate in pool (batch 1 line 3)") == "duplicate in pool"
     assert reason_kind("too long (max 512 characters)") == "too long"
     assert reason_kind("control character") == "control character"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("2030-02-30", "2030-02-30"), ("2030年2月30日", "2030年2月30日"), ("20300230", "20300230"),
+    ("30/02/2030 25:00", "30/02/2030 25:00"), ("soon", "soon"), ("明天", "明天"),
+    ("永久有效期", "永久有效期"), ("¥1,234.567", "¥1,234.567"),
+    ("TEST-000099-QZXW", "TE****XW"), ("ABCDEFGHJKLM", "AB****LM"),
+    ("充值卡0001", "充值****01"), ("1234-5678-9012-3456", "12****56"),
+    ("123456789012", "12****12"), ("tomorrow", "to****ow"),
+])
+def test_echo_shows_dates_and_costs_masks_what_could_be_a_code(value: str, shown: str) -> None:
+    """Bad dates and costs are shown as written; anything that could be a code (letters,
+    long digit runs, card numbers with dashes, codes with Chinese characters) is masked."""
+    assert echo(value) == shown

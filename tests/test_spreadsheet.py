@@ -271,3 +271,21 @@ def test_column_letters() -> None:
     """Columns are named as Excel names them."""
     assert [column_letter(i) for i in (0, 25, 26, 27, 701, 702)] == [
         "A", "Z", "AA", "AB", "ZZ", "AAA"]
+
+
+def test_workbooks_that_would_inflate_too_far_are_refused(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workbook whose parts inflate beyond the limits (a zip bomb) is refused before
+    openpyxl reads it."""
+    import robot.spreadsheet as S
+
+    path = workbook(tmp_path / "z.xlsx", [["code"], ["A1"]])
+    monkeypatch.setattr(S, "MAX_UNCOMPRESSED", 1000)
+    with pytest.raises(ImportRejected, match="inflates to"):
+        verdicts(path)
+    monkeypatch.setattr(S, "MAX_UNCOMPRESSED", 1 << 30)
+    monkeypatch.setattr(S, "MAX_SHARED_STRINGS", 1000)
+    with zipfile.ZipFile(path, "a") as archive:  # the table Excel keeps the cells' texts in
+        archive.writestr("xl/sharedStrings.xml", "<sst>" + "<si><t>x</t></si>" * 100 + "</sst>")
+    with pytest.raises(ImportRejected, match="inflates to"):
+        verdicts(path)
