@@ -358,3 +358,30 @@ def test_export_refusals(engine: Engine, vault: Vault, pool: str, tmp_path: Path
     bad = run(engine, vault, "codes", "export", POOL, "--since", "last week", "--csv", str(out))
     assert bad.exit_code == 1
     assert not out.exists()
+
+
+def test_plaintext_export_marks_reserved_codes_seen(engine: Engine, vault: Vault, pool: str,
+                                                    tmp_path: Path) -> None:
+    """Reserved codes exported in plaintext count as seen, so a cancelled order cannot put
+    them back on sale; a masked export marks nothing."""
+    path = tmp_path / "stock.txt"
+    path.write_text("".join(f"{code(i)}\n" for i in range(3)), encoding="utf-8")
+    P.import_codes(engine, vault, POOL, path, actor=ACTOR)
+    order = paid_order("TB-2001", ("s1", 1))
+    pipeline.intake(engine, SHOP, order)
+    while pipeline.allocate_next(engine):
+        pass
+
+    def seen() -> list[Any]:
+        with engine.connect() as conn:
+            return list(conn.execute(select(deliveries.c.seen_at)).scalars())
+
+    assert run(engine, vault, "codes", "export", POOL, "--state", "reserved",
+               "--csv", str(tmp_path / "m.csv")).exit_code == 0
+    assert seen() == [None]
+    result = run(engine, vault, "codes", "export", POOL, "--state", "reserved", "--plaintext",
+                 "--yes", "--csv", str(tmp_path / "p.csv"))
+    assert result.exit_code == 0, result.output
+    assert [r["state"] for r in read_csv(tmp_path / "p.csv")] == ["reserved"]
+    [when] = seen()
+    assert when is not None

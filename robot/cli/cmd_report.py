@@ -85,12 +85,12 @@ def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
     grouping = next(g for g in GROUPINGS if g == (by or "total"))  # click.Choice checked it
     since = parse_since(since_text, now)
     result = build(app.engine, since=since, by=grouping, now=now)
-    latency = paid_to_shipped(app.engine, since=since, until=result.window.until)
     if csv_path is not None:
         write_csv(result, csv_path)
     if html_path is not None:
         write_html(app, result, html_path, now=now)
     if as_json:
+        latency = paid_to_shipped(app.engine, since=since, until=result.window.until)
         emit_json({**result.as_dict(), "paid_to_shipped": [r.as_dict() for r in latency]})
         return
     title = (f"orders paid {result.window.since:%Y-%m-%d %H:%M} to "
