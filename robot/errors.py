@@ -26,6 +26,8 @@ the boundary with ``raise ... from exc``; no message ever carries a plaintext co
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RobotError(Exception):
     """The delivery robot failed."""
@@ -109,6 +111,9 @@ class UserError(RobotError):
 class ImportRejected(UserError):
     """The import file has bad lines; nothing was imported."""
 
-    def __init__(self, rejects: list[tuple[int, str]], message: str | None = None) -> None:
+    def __init__(self, rejects: list[tuple[int, str]], message: str | None = None, *,
+                 summary: dict[str, Any] | None = None) -> None:
         self.rejects = rejects
+        # Accepted, blank and rejected lines of the file (None when it was refused whole).
+        self.summary = summary
         super().__init__(message or f"{len(rejects)} line(s) rejected; nothing was imported")

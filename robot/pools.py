@@ -57,7 +57,15 @@ from robot import audit
 from robot.clock import NEVER, utcnow
 from robot.db import bulk_insert, dialect_of
 from robot.errors import ImportRejected, UserError
-from robot.importer import Format, ParsedLine, RejectedLine, file_sha256, parse_file
+from robot.importer import (
+    BlankLine,
+    Encoding,
+    Format,
+    ParsedLine,
+    file_sha256,
+    parse_file,
+    reason_kind,
+)
 from robot.keys import check_keys
 from robot.schema import batches, codes, deliveries, orders, pools, stock
 from robot.vault import Vault, mask
@@ -69,6 +77,8 @@ CODE_STATES = ("available", "reserved", "delivered", "review", "void", "expired"
 # Bound parameter lists: IN (...) lookups and row-by-row work go in groups of this size.
 LOOKUP_GROUP = 1000
 EXPIRE_GROUP = 1000
+# Lines between two calls of an import's progress callback.
+PROGRESS_EVERY = 2048
 
 
 # --------------------------------------------------------------------------------------
@@ -213,11 +223,12 @@ class ImportReport:
 
     batch_id: int | None  # None for a dry run
     pool: str
-    lines: int  # data lines read (a CSV header is not counted)
+    lines: int  # data lines read, blank ones included (a CSV header is not counted)
     imported: int
     rejected: list[tuple[int, str]]
     sha256: str
     dry_run: bool
+    blank: int = 0  # blank lines skipped
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -225,7 +236,17 @@ class ImportReport:
             "imported": self.imported,
             "rejected": [{"line": n, "reason": r} for n, r in self.rejected],
             "sha256": self.sha256, "dry_run": self.dry_run,
+            "summary": import_summary(self.imported, self.blank, self.rejected),
         }
+
+
+def import_summary(accepted: int, blank: int, rejected: Sequence[tuple[int, str]]
+                   ) -> dict[str, Any]:
+    """Accepted lines, blank lines skipped, rejected lines and their count by reason (most
+    frequent first; ties in the order they first occur in the file)."""
+    by_reason = Counter(reason_kind(r) for _, r in sorted(rejected))
+    return {"accepted": accepted, "skipped_blank": blank, "rejected": len(rejected),
+            "rejected_by_reason": dict(by_reason.most_common())}
 
 
 # On PostgreSQL, ``pool_id = :p AND fingerprint IN (...)`` was measured to turn into a scan of
@@ -375,6 +396,8 @@ def import_codes(
     supplier: str | None = None,
     cost_cents: int | None = None,
     fmt: Format | None = None,
+    encoding: Encoding | None = None,
+    sheet: str | None = None,
     dry_run: bool = False,
     allow_same_file: bool = False,
     chunk: int = 20_000,
@@ -386,6 +409,8 @@ def import_codes(
     Raises :class:`ImportRejected` listing every bad line (with its line number and reason),
     and :class:`UserError` for a file already imported into the pool, an unknown pool, or a
     concurrent import of the same codes. ``progress`` gets the number of lines read so far.
+    Blank lines are skipped and counted; the refusal carries the summary (``accepted`` =
+    lines that would have been imported).
     """
     if chunk < 1:
         raise ValueError("chunk must be positive")
@@ -397,6 +422,7 @@ def import_codes(
     pid, batch_id = _start_batch(engine, pool, path, sha, actor=actor, supplier=supplier,
                                  cost_cents=cost_cents, allow_same_file=allow_same_file, now=now)
     job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now)
+    blank = 0
     try:
         # Parsing, fingerprints and encryption of one chunk (this thread) overlap the SQL of
         # the one before (the writer thread; the driver releases the GIL while it waits).
@@ -412,17 +438,19 @@ def import_codes(
                 stored = writer.submit(job.store, sealed)
 
             pending: list[ParsedLine] = []
-            for item in parse_file(path, fmt=fmt):
+            for item in parse_file(path, fmt=fmt, encoding=encoding, sheet=sheet):
                 job.lines += 1
-                if isinstance(item, RejectedLine):
-                    job.rejected.append((item.line_no, item.reason))
-                else:
+                if isinstance(item, ParsedLine):
                     pending.append(item)
+                elif isinstance(item, BlankLine):
+                    blank += 1
+                else:
+                    job.rejected.append((item.line_no, item.reason))
                 if len(pending) >= chunk:
                     hand_over(pending)
                     pending = []
-                    if progress is not None:
-                        progress(job.lines)
+                if progress is not None and not job.lines % PROGRESS_EVERY:
+                    progress(job.lines)
             if pending:
                 hand_over(pending)
             if stored is not None:
@@ -439,14 +467,17 @@ def import_codes(
     if job.rejected or dry_run:
         _abort_batch(engine, batch_id, delete_row=True)
         if job.rejected:
-            raise ImportRejected(sorted(job.rejected))
-        return ImportReport(None, pool, job.lines, job.imported, [], sha, dry_run=True)
+            raise ImportRejected(sorted(job.rejected),
+                                 summary=import_summary(job.imported, blank, job.rejected))
+        return ImportReport(None, pool, job.lines, job.imported, [], sha, dry_run=True,
+                            blank=blank)
     try:
         _activate(engine, job, path=path, sha=sha, supplier=supplier, actor=actor)
     except BaseException:
         _abort_batch(engine, batch_id, delete_row=False, quiet=True)
         raise
-    return ImportReport(batch_id, pool, job.lines, job.imported, [], sha, dry_run=False)
+    return ImportReport(batch_id, pool, job.lines, job.imported, [], sha, dry_run=False,
+                        blank=blank)
 
 
 def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,

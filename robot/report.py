@@ -385,3 +385,63 @@ def build(engine: Engine, *, since: datetime, until: datetime | None = None,
                                                key=lambda r: r.key)
         pool_rows = _pool_stock(conn, window, now)
     return Report(window, by, rows, total, pool_rows)
+
+
+# ---------------------------------------------------------------------------- paid to shipped
+
+# Upper edges (seconds) of the paid→shipped buckets; the last bucket is "longer".
+LATENCY_EDGES: tuple[int, ...] = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """Shipped orders of one day (or ``total``) counted by paid→shipped bucket; p50/p90 are
+    the upper edge of the bucket that holds them (None: the longest bucket, or no orders)."""
+
+    key: str
+    counts: list[int]  # one per LATENCY_EDGES, plus one for "longer"
+
+    @property
+    def shipped(self) -> int:
+        return sum(self.counts)
+
+    def percentile(self, q: float) -> int | None:
+        """The upper bucket edge (seconds) at or below which ``q`` of the orders shipped."""
+        need, seen = q * self.shipped, 0
+        for edge, n in zip(LATENCY_EDGES, self.counts, strict=False):
+            seen += n
+            if self.shipped and seen >= need:
+                return edge
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "shipped": self.shipped, "counts": self.counts,
+                "p50_le_s": self.percentile(0.5), "p90_le_s": self.percentile(0.9)}
+
+
+def paid_to_shipped(engine: Engine, *, since: datetime, until: datetime) -> list[LatencyRow]:
+    """Shipped orders paid in ``[since, until)`` by paid day and paid→shipped bucket (one
+    grouped query), with a ``total`` row last."""
+    window = Window(since, until)
+    with engine.connect() as conn:
+        secs = _seconds(conn, _paid(), orders.c.shipped_at)
+        # Literal numbers, not bound parameters: the same CASE is in SELECT and GROUP BY,
+        # and PostgreSQL's server-side parameters would make them two expressions. Delays are
+        # compared to the second (SQLite's julianday arithmetic is off by microseconds).
+        bucket = case(*((secs < literal_column(f"{edge}.5"), literal_column(str(i)))
+                        for i, edge in enumerate(LATENCY_EDGES)),
+                      else_=literal_column(str(len(LATENCY_EDGES)))).label("b")
+        key = _key("day").label("k")
+        rows = conn.execute(
+            select(key, bucket, func.count().label("n"))
+            .where(_in_window(window), orders.c.state.in_(SHIPPED),
+                   orders.c.shipped_at.is_not(None))
+            .group_by(key, bucket)
+        ).all()
+    days: dict[str, list[int]] = {}
+    total = [0] * (len(LATENCY_EDGES) + 1)
+    for r in rows:
+        counts = days.setdefault(str(r.k), [0] * (len(LATENCY_EDGES) + 1))
+        counts[int(r.b)] += int(r.n)
+        total[int(r.b)] += int(r.n)
+    return [*(LatencyRow(k, v) for k, v in sorted(days.items())), LatencyRow("total", total)]

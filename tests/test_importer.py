@@ -11,13 +11,18 @@ import pytest
 
 from robot.errors import ImportRejected
 from robot.importer import (
+    BlankLine,
     Format,
     ParsedLine,
     RejectedLine,
+    detect_encoding,
+    echo,
+    encoding_named,
     file_sha256,
     parse_cost,
     parse_expiry,
     parse_file,
+    reason_kind,
 )
 from robot.vault import join_pair
 
@@ -33,8 +38,12 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
     return path
 
 
-def verdicts(path: Path, fmt: Format | None = None) -> list[ParsedLine | RejectedLine]:
+def verdicts(path: Path, fmt: Format | None = None) -> list[ParsedLine | BlankLine | RejectedLine]:
     return list(parse_file(path, fmt=fmt))
+
+
+def blanks(path: Path, fmt: Format | None = None) -> list[int]:
+    return [v.line_no for v in verdicts(path, fmt) if isinstance(v, BlankLine)]
 
 
 def rejects(path: Path, fmt: Format | None = None) -> list[tuple[int, str]]:
@@ -66,11 +75,13 @@ def test_txt_inner_spaces_are_kept(tmp_path: Path) -> None:
     assert secrets_of(path) == [(1, "ABCD EFGH 1234")]
 
 
-def test_blank_lines_are_rejected_with_their_numbers(tmp_path: Path) -> None:
-    """Empty and whitespace-only lines are reported as blank, line numbers counted from 1."""
-    path = write(tmp_path, "a.txt", f"{code(1)}\n\n   \n{code(2)}\n")
-    assert rejects(path) == [(2, "blank line"), (3, "blank line")]
-    assert secrets_of(path) == [(1, code(1)), (4, code(2))]
+def test_blank_lines_are_skipped_and_counted_not_rejected(tmp_path: Path) -> None:
+    """Empty and whitespace-only lines are blank verdicts (skipped, counted), never rejects;
+    line numbers still count them."""
+    path = write(tmp_path, "a.txt", f"\n{code(1)}\n\n   \n{code(2)}\n\u3000\n")
+    assert rejects(path) == []
+    assert blanks(path) == [1, 3, 4, 6]
+    assert secrets_of(path) == [(2, code(1)), (5, code(2))]
 
 
 @pytest.mark.parametrize("bad", ["AB\x00CD", "AB\tCD", "AB\u200bCD", "AB\x1fCD", "AB\x7fCD"])
@@ -153,7 +164,7 @@ def test_csv_bad_cost(tmp_path: Path) -> None:
     assert rejects(path) == [
         (3, "bad cost: -1"),
         (4, "bad cost: 1.234"),
-        (5, "bad cost: ****"),  # not cost-shaped: masked
+        (5, "bad cost: abc"),  # shown as written: it cannot be a code
     ]
 
 
@@ -164,12 +175,16 @@ def test_csv_wrong_number_of_columns(tmp_path: Path) -> None:
 
 
 def test_csv_blank_rows(tmp_path: Path) -> None:
-    """Blank lines and rows of empty cells are blank; a row without its code is missing one."""
-    path = write(tmp_path, "a.csv", "code,cost\nA1,1\n\n,\n,2\n")
-    assert rejects(path) == [(3, "blank line"), (4, "blank line"), (5, "missing code")]
+    """Blank lines (also before the header) and rows of empty cells are skipped; a row without
+    its code is missing one."""
+    path = write(tmp_path, "a.csv", "\n \ncode,cost\nA1,1\n\n,\n,2\n")
+    assert rejects(path) == [(7, "missing code")]
+    assert blanks(path) == [1, 2, 5, 6]
+    assert secrets_of(path) == [(4, "A1")]
 
 
-@pytest.mark.parametrize("header", ["code,price", "code,card_no", "cost", "code,code", "卡密"])
+@pytest.mark.parametrize("header", ["code,price", "code,card_no", "cost", "code,code", "卡号,单价",
+                                    "卡密,code", "有效期,过期时间,卡密", "密码"])
 def test_csv_bad_header_refuses_the_file(tmp_path: Path, header: str) -> None:
     """Unknown, duplicate, conflicting or missing code columns fail the whole file at line 1."""
     path = write(tmp_path, "a.csv", f"{header}\nA1\n")
@@ -217,3 +232,148 @@ def test_parse_cost_refuses(text: str) -> None:
     """Negative, over-precise, malformed or absurd costs are refused."""
     with pytest.raises(ValueError):
         parse_cost(text)
+
+
+# ---------------------------------------------------------------------------- encodings, headers
+
+CN_ROWS = [("C001", "卡密甲1", "2030-03-01", "29.90"), ("C002", "卡密乙2", "", "")]
+
+
+def cn_csv(encoding: str, *, bom: bool = False, header: str = "卡号,卡密,有效期,成本") -> bytes:
+    text = header + "\r\n" + "".join(",".join(r) + "\r\n" for r in CN_ROWS)
+    return (b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding)
+
+
+@pytest.mark.parametrize(("encoding", "bom"), [("utf-8", False), ("utf-8", True), ("gbk", False),
+                                               ("gb18030", False)],
+                         ids=["utf8", "utf8-bom", "gbk", "gb18030"])
+def test_chinese_csv_in_every_supplier_encoding(tmp_path: Path, encoding: str, bom: bool) -> None:
+    """A CSV with Chinese headers and Chinese codes reads the same in UTF-8, UTF-8 with a BOM
+    and GBK (detected, no option needed)."""
+    path = write(tmp_path, "a.csv", cn_csv(encoding, bom=bom))
+    items = [v for v in verdicts(path) if isinstance(v, ParsedLine)]
+    assert [(v.line_no, v.secret, v.expires_at, v.cost_cents) for v in items] == [
+        (2, join_pair("C001", "卡密甲1"), datetime(2030, 3, 1, 16, 0), 2990),
+        (3, join_pair("C002", "卡密乙2"), None, None),
+    ]
+    assert rejects(path) == []
+
+
+def test_gbk_is_detected_even_far_into_the_file(tmp_path: Path) -> None:
+    """A file whose first Chinese character comes after thousands of ASCII lines is GBK."""
+    data = "code\n" + "".join(f"{code(i)}\n" for i in range(5000)) + "充值卡-0001\n"
+    path = write(tmp_path, "a.csv", data.encode("gbk"))
+    assert secrets_of(path)[-1] == (5002, "充值卡-0001")
+    assert detect_encoding(path) == "gb18030"
+
+
+def test_mixed_encodings_refuse_the_odd_lines_not_mangle_them(tmp_path: Path) -> None:
+    """A UTF-8 file with one GBK line keeps reading UTF-8 and refuses that line, naming the fix;
+    no line is ever decoded into mojibake."""
+    data = "code\n充值卡A1\n".encode() + "充值卡A2\n".encode("gbk") + "充值卡A3\n".encode()
+    path = write(tmp_path, "a.csv", data)
+    assert secrets_of(path) == [(2, "充值卡A1"), (4, "充值卡A3")]
+    [(line, reason)] = rejects(path)
+    assert line == 3
+    assert "--encoding gbk" in reason
+
+
+def test_forced_encoding(tmp_path: Path) -> None:
+    """--encoding gbk reads a GBK file; --encoding utf-8 refuses its lines with the hint."""
+    path = write(tmp_path, "a.txt", "充值卡0001\n充值卡0002\n".encode("gbk"))
+    assert [s for _, s in [(v.line_no, v.secret) for v in parse_file(path, encoding="gb18030")
+                           if isinstance(v, ParsedLine)]] == ["充值卡0001", "充值卡0002"]
+    forced = [v for v in parse_file(path, encoding="utf-8") if isinstance(v, RejectedLine)]
+    assert [v.line_no for v in forced] == [1, 2]
+    assert encoding_named("GBK") == "gb18030" and encoding_named("utf-8-sig") == "utf-8"
+    with pytest.raises(ValueError):
+        encoding_named("latin-1")
+
+
+def test_utf8_cut_inside_a_character_is_not_taken_for_gbk(tmp_path: Path) -> None:
+    """A UTF-8 file cut in the middle of a character (which happens to read as GBK) stays
+    UTF-8, so its last line is refused rather than imported as mojibake."""
+    data = ("code\n" + "卡密-0001\n" + "0002-卡密").encode()[:-2]
+    path = write(tmp_path, "a.csv", data)
+    assert detect_encoding(path) == "utf-8"
+    assert rejects(path) == [(3, "not valid UTF-8: the line ends inside a character (file cut "
+                                 "short?)")]
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("卡号,密码", [(2, join_pair("C1", "P1"))]),
+    ("卡号,卡密", [(2, join_pair("C1", "P1"))]),
+    ("卡密,成本", [(2, "C1")]),  # 卡密 alone is the code; the second column is a cost
+    (" 卡号 ,\u3000密码", [(2, join_pair("C1", "P1"))]),
+])
+def test_chinese_headers(tmp_path: Path, header: str, expected: list[tuple[int, str]]) -> None:
+    """卡号/密码/卡密/有效期/过期时间/成本/进价 name the usual columns; 卡密 without 卡号 is the
+    whole code."""
+    second = "P1" if "成本" not in header else "1"
+    path = write(tmp_path, "a.csv", f"{header}\nC1,{second}\n")
+    assert secrets_of(path) == expected
+
+
+def test_chinese_expiry_and_cost_aliases(tmp_path: Path) -> None:
+    """过期时间 and 进价 are expires_at and cost."""
+    path = write(tmp_path, "a.csv", "卡密,过期时间,进价\nK1,2030-03-01 08:30,¥12.5\n")
+    [item] = [v for v in verdicts(path) if isinstance(v, ParsedLine)]
+    assert (item.secret, item.expires_at, item.cost_cents) == ("K1", datetime(2030, 3, 1, 0, 30),
+                                                               1250)
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("2030年3月1日", datetime(2030, 3, 1, 16, 0)),
+    ("2030年03月01日 08:30", datetime(2030, 3, 1, 0, 30)),
+    ("2030.3.1", datetime(2030, 3, 1, 16, 0)),
+    ("20300301", datetime(2030, 3, 1, 16, 0)),
+])
+def test_chinese_date_forms(text: str, utc: datetime) -> None:
+    """Dates as Chinese suppliers write them read like YYYY-MM-DD."""
+    assert parse_expiry(text) == utc
+
+
+def test_permanent_means_no_expiry(tmp_path: Path) -> None:
+    """永久 / 长期 in the expiry column mean the code does not expire."""
+    path = write(tmp_path, "a.csv", "code,有效期\nA1,永久\nA2,长期有效\n")
+    assert [(v.line_no, v.expires_at) for v in verdicts(path) if isinstance(v, ParsedLine)] == [
+        (2, None), (3, None)]
+
+
+def test_bad_values_are_shown_as_written_codes_masked(tmp_path: Path) -> None:
+    """A bad date or cost is shown as the merchant wrote it; a value that could be a code
+    (a column mix-up) is masked."""
+    path = write(tmp_path, "a.csv",
+                 "code,expires_at,cost\n"
+                 "A1,明天,1\n"
+                 "A2,2030-02-30,1\n"
+                 "A3,soon,1\n"
+                 "A4,2030-01-01,十元\n"
+                 f"A5,{code(77)},1\n"
+                 f"A6,2030-01-01,{code(78)}\n")
+    assert rejects(path) == [
+        (2, "bad date: 明天"), (3, "bad date: 2030-02-30"), (4, "bad date: soon"),
+        (5, "bad cost: 十元"), (6, "bad date: TE****XW"), (7, "bad cost: TE****XW"),
+    ]
+
+
+def test_reason_kinds() -> None:
+    """A reason's kind drops its particulars (for the summary by reason)."""
+    assert reason_kind("bad date: 2030-02-30") == "bad date"
+    assert reason_kind("duplicate in pool (batch 1 line 3)") == "duplicate in pool"
+    assert reason_kind("too long (max 512 characters)") == "too long"
+    assert reason_kind("control character") == "control character"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("2030-02-30", "2030-02-30"), ("2030年2月30日", "2030年2月30日"), ("20300230", "20300230"),
+    ("30/02/2030 25:00", "30/02/2030 25:00"), ("soon", "soon"), ("明天", "明天"),
+    ("永久有效期", "永久有效期"), ("¥1,234.567", "¥1,234.567"),
+    ("TEST-000099-QZXW", "TE****XW"), ("ABCDEFGHJKLM", "AB****LM"),
+    ("充值卡0001", "充值****01"), ("1234-5678-9012-3456", "12****56"),
+    ("123456789012", "12****12"), ("tomorrow", "to****ow"),
+])
+def test_echo_shows_dates_and_costs_masks_what_could_be_a_code(value: str, shown: str) -> None:
+    """Bad dates and costs are shown as written; anything that could be a code (letters,
+    long digit runs, card numbers with dashes, codes with Chinese characters) is masked."""
+    assert echo(value) == shown

@@ -183,11 +183,11 @@ LONG = "L" * 513
 # Encodings, huge lines, duplicates and dates are in the bad-input catalogue
 # (tests/badinput/test_imports.py).
 @pytest.mark.parametrize(("name", "content", "expected"), [
-    ("a.txt", f"{code(1)}\n\n{code(2)}\n", [(2, "blank line")]),
+    ("a.csv", f"code,expires_at\n{code(1)},2030-02-30\n", [(2, "bad date: 2030-02-30")]),
     ("a.txt", f"{code(1)}\nAB\x00CD\n", [(2, "control character")]),
     ("a.csv", f"code,cost\n{code(1)},1\n{code(2)},-2.5\n", [(3, "bad cost: -2.5")]),
     ("a.csv", f"code,cost\n{code(1)},1,2\n", [(2, "wrong number of columns")]),
-], ids=["blank", "control", "bad-cost", "columns"])
+], ids=["bad-date", "control", "bad-cost", "columns"])
 def test_each_bad_line_is_reported_and_nothing_imported(
     engine: Engine, vault: Vault, pool: str, tmp_path: Path, name: str, content: str | bytes,
     expected: list[tuple[int, str]],
@@ -223,7 +223,6 @@ def test_every_rejected_line_is_reported_in_order(engine: Engine, vault: Vault, 
     with pytest.raises(ImportRejected) as info:
         P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", content), actor=ACTOR, chunk=2)
     assert info.value.rejects == [
-        (2, "blank line"),
         (4, "duplicate in file (same as line 1)"),
         (5, "too long (max 512 characters)"),
         (7, "duplicate in file (same as line 3)"),
@@ -245,10 +244,10 @@ def test_whole_or_nothing_across_many_chunks(engine: Engine, vault: Vault, pool:
                                              tmp_path: Path) -> None:
     """One bad last line after many committed chunks leaves no code, no stock, no active batch."""
     P.import_codes(engine, vault, pool, txt(tmp_path, "old.txt", [code(1, "OLD")]), actor=ACTOR)
-    secrets = [code(i) for i in range(1, 51)] + [""]
+    secrets = [code(i) for i in range(1, 51)] + [LONG]
     with pytest.raises(ImportRejected) as info:
         P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", secrets), actor=ACTOR, chunk=7)
-    assert info.value.rejects == [(51, "blank line")]
+    assert info.value.rejects == [(51, "too long (max 512 characters)")]
     assert count(engine, codes) == 1
     assert count(engine, stock) == 1
     assert batch_states(engine) == ["active"]
@@ -303,13 +302,15 @@ def test_csv_pairs_expiry_and_cost(engine: Engine, vault: Vault, pool: str,
     ]
 
 
-def test_progress_reports_lines_read(engine: Engine, vault: Vault, pool: str,
-                                     tmp_path: Path) -> None:
-    """The progress callback sees the running line count, ending at the total."""
+def test_progress_reports_lines_read(engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The progress callback sees the running line count every few lines (not only per chunk),
+    ending at the total."""
     seen: list[int] = []
+    monkeypatch.setattr(P, "PROGRESS_EVERY", 3)
     P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(i) for i in range(10)]),
-                   actor=ACTOR, chunk=4, progress=seen.append)
-    assert seen == [4, 8, 10]
+                   actor=ACTOR, chunk=100, progress=seen.append)
+    assert seen == [3, 6, 9, 10]
 
 
 def test_unknown_pool_creates_no_batch(engine: Engine, vault: Vault, pool: str,

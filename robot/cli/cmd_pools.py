@@ -17,15 +17,23 @@ from robot import pools as pool_ops
 from robot.cli.common import actor, emit_json, is_terminal, json_option, print_table
 from robot.clock import utcnow
 from robot.errors import ImportRejected, UserError
-from robot.importer import parse_cost
+from robot.importer import ENCODING_NAMES, FORMATS, Encoding, Format, encoding_named, parse_cost
+
+# Files of more lines than this show a progress bar (on a terminal).
+PROGRESS_FROM_LINES = 5000
 
 
 def _yuan(cents: int | None) -> str:
     return "" if cents is None else f"{cents / 100:.2f}"
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in the file (for the progress bar's total), read in blocks."""
+def _count_lines(path: Path, fmt: str | None, sheet: str | None) -> int | None:
+    """Lines in the file (the progress bar's total): rows a workbook declares, else line
+    breaks counted in blocks."""
+    if fmt == "xlsx" or (fmt is None and path.suffix.lower() in (".xlsx", ".xlsm")):
+        from robot.spreadsheet import declared_rows
+
+        return declared_rows(path, sheet)
     count = 0
     last = b"\n"
     with path.open("rb") as fh:
@@ -87,18 +95,28 @@ def pools_list(ctx: click.Context, as_json: bool) -> None:
               help="Cost per code in yuan (a CSV 'cost' column overrides it).")
 @click.option("--allow-same-file", is_flag=True,
               help="Check a file already imported into this pool again, line by line.")
-@click.option("--format", "fmt", type=click.Choice(["txt", "csv"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="File format (default: from the extension).")
+@click.option("--encoding", "encoding_name", type=click.Choice(sorted(ENCODING_NAMES),
+                                                               case_sensitive=False),
+              default=None, help="Text encoding of a .txt/.csv file (default: detected, UTF-8 "
+                                 "or GBK).")
+@click.option("--sheet", default=None, metavar="NAME",
+              help="Sheet of an .xlsx workbook (default: the first).")
 @json_option
 @click.pass_context
 def pools_import(ctx: click.Context, name: str, file: Path, dry_run: bool, supplier: str | None,
-                 cost: str | None, allow_same_file: bool, fmt: str | None, as_json: bool) -> None:
+                 cost: str | None, allow_same_file: bool, fmt: Format | None,
+                 encoding_name: str | None, sheet: str | None, as_json: bool) -> None:
     """Import the codes in FILE into pool NAME: every line, or nothing.
 
-    FILE is .txt (one code per line) or .csv (header: code or card_no,password; optional
-    expires_at, cost). Every rejected line is listed as "line N: reason".
+    FILE is .txt (one code per line), .csv or .xlsx (header: code, or card_no and password;
+    optional expires_at, cost; or the Chinese 卡号, 密码/卡密, 有效期/过期时间, 成本/进价).
+    Blank lines are skipped. Every rejected line is listed as "line N: reason" (for a
+    workbook, N is the row), then a summary.
     """
     app = ctx.obj
+    encoding: Encoding | None = None if encoding_name is None else encoding_named(encoding_name)
     cost_cents = None
     if cost is not None:
         try:
@@ -108,14 +126,16 @@ def pools_import(ctx: click.Context, name: str, file: Path, dry_run: bool, suppl
                                      param_hint="--cost") from None
     kwargs: dict[str, Any] = {
         "actor": actor(), "supplier": supplier, "cost_cents": cost_cents,
-        "fmt": fmt, "dry_run": dry_run, "allow_same_file": allow_same_file,
+        "fmt": fmt, "encoding": encoding, "sheet": sheet, "dry_run": dry_run,
+        "allow_same_file": allow_same_file,
     }
+    total = _count_lines(file, fmt, sheet) if is_terminal() and not as_json else None
     try:
-        if is_terminal() and not as_json:
+        if total is not None and total > PROGRESS_FROM_LINES:
             with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("lines"), TimeElapsedColumn(), console=app.console,
                           transient=True) as bar:
-                task = bar.add_task("import", total=_count_lines(file))
+                task = bar.add_task("import", total=total)
                 report = pool_ops.import_codes(
                     app.engine, app.vault, name, file,
                     progress=lambda n: bar.update(task, completed=n), **kwargs)
@@ -123,19 +143,38 @@ def pools_import(ctx: click.Context, name: str, file: Path, dry_run: bool, suppl
             report = pool_ops.import_codes(app.engine, app.vault, name, file, **kwargs)
     except ImportRejected as exc:
         if as_json:
-            emit_json({"pool": name, "file": file.name, "imported": 0, "dry_run": dry_run,
-                       "rejected": [{"line": n, "reason": r} for n, r in exc.rejects]})
+            data: dict[str, Any] = {
+                "pool": name, "file": file.name, "imported": 0, "dry_run": dry_run,
+                "rejected": [{"line": n, "reason": r} for n, r in exc.rejects]}
+            if exc.summary is not None:
+                data["summary"] = exc.summary
+            emit_json(data)
         for line_no, reason in exc.rejects:
             click.echo(f"line {line_no}: {reason}", err=True)
+        if exc.summary is not None:
+            click.echo(_summary_line(exc.summary), err=True)
         raise
+    summary = report.as_dict()["summary"]
     if as_json:
         emit_json(report.as_dict())
     elif report.dry_run:
         app.console.print(f"dry run: {report.imported} code(s) from {report.lines} line(s) would "
                           f"be imported into pool [bold]{name}[/bold]; nothing was changed")
+        app.console.print(_summary_line(summary), markup=False, highlight=False)
     else:
         app.console.print(f"imported {report.imported} code(s) into pool [bold]{name}[/bold] "
                           f"(batch {report.batch_id}, sha256 {report.sha256[:12]}…)")
+        app.console.print(_summary_line(summary), markup=False, highlight=False)
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    """``summary: 120 accepted, 3 blank line(s) skipped, 2 rejected (bad date 1, …)``."""
+    line = (f"summary: {summary['accepted']} accepted, {summary['skipped_blank']} blank "
+            f"line(s) skipped, {summary['rejected']} rejected")
+    by_reason = summary["rejected_by_reason"]
+    if by_reason:
+        line += " (" + ", ".join(f"{k} {n}" for k, n in by_reason.items()) + ")"
+    return line
 
 
 @click.group("codes")
@@ -182,6 +221,43 @@ def codes_void(ctx: click.Context, code_ids: tuple[int, ...], as_json: bool) -> 
             click.echo(f"code {cid}: not voided: {reason}", err=True)
     if report.refused:
         raise UserError(f"{len(report.refused)} code(s) were not voided")
+
+
+@codes.command("export")
+@click.argument("pool")
+@click.option("--state", type=click.Choice(list(pool_ops.CODE_STATES)), default=None,
+              help="Only codes in this state (default: every state).")
+@click.option("--since", "since_text", default=None, metavar="WHEN",
+              help="Only codes delivered (for --state delivered), reserved, or else imported "
+                   "since: 7d, 24h, 2w, or a UTC date such as 2026-11-01.")
+@click.option("--csv", "csv_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False), help="The CSV file to write.")
+@click.option("--plaintext", is_flag=True,
+              help="Write the codes in plain text (audited; the file is made mode 0600).")
+@click.option("--yes", is_flag=True, help="Do not ask before a plaintext export.")
+@json_option
+@click.pass_context
+def codes_export(ctx: click.Context, pool: str, state: str | None, since_text: str | None,
+                 csv_path: Path, plaintext: bool, yes: bool, as_json: bool) -> None:
+    """Write POOL's codes to a CSV file to reconcile with the supplier: id, code (masked
+    unless --plaintext), state, batch, line, supplier, cost (yuan), expiry, order and
+    delivery time."""
+    from robot.export import count_codes, export_codes
+    from robot.report import parse_since
+
+    app = ctx.obj
+    since = None if since_text is None else parse_since(since_text, utcnow())
+    if plaintext and not yes:
+        n = count_codes(app.engine, pool, state=state, since=since)
+        click.confirm(f"Write {n} code(s) of pool {pool} in PLAIN TEXT to {csv_path}? "
+                      "This is audited", abort=True, err=True)
+    result = export_codes(app.engine, app.vault, pool, csv_path, actor=actor(), state=state,
+                          since=since, plaintext=plaintext)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    how = "in plain text (mode 0600; this was audited)" if plaintext else "masked"
+    click.echo(f"wrote {result.rows} code(s) of pool {pool} to {csv_path}, {how}", err=True)
 
 
 COMMANDS: list[click.Command] = [pools, codes]

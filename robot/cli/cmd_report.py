@@ -7,6 +7,7 @@ never shows a code (reports hold counts and money only).
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,15 @@ import click
 
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import utcnow
-from robot.report import GROUPINGS, Report, SalesRow, build, parse_since
+from robot.report import (
+    GROUPINGS,
+    Grouping,
+    Report,
+    SalesRow,
+    build,
+    paid_to_shipped,
+    parse_since,
+)
 
 CSV_COLUMNS = ("key", "orders", "shipped", "open", "units", "codes", "revenue_cents",
                "refunds", "refund_cents", "net_revenue_cents", "cancelled", "cancelled_cents",
@@ -63,19 +72,26 @@ def write_csv(report: Report, path: Path) -> None:
               help="Break the figures down by paid day (UTC), shop, SKU or pool.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Also write the rows to this CSV file (amounts in cents).")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Also write the report with charts to this HTML file (one "
+                                 "self-contained page).")
 @json_option
 @click.pass_obj
 def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
-           as_json: bool) -> None:
+           html_path: Path | None, as_json: bool) -> None:
     """Orders, units, revenue, cost of codes, margin, refunds and pool cover for orders paid
     in the window."""
     now = utcnow()
     grouping = next(g for g in GROUPINGS if g == (by or "total"))  # click.Choice checked it
-    result = build(app.engine, since=parse_since(since_text, now), by=grouping, now=now)
+    since = parse_since(since_text, now)
+    result = build(app.engine, since=since, by=grouping, now=now)
     if csv_path is not None:
         write_csv(result, csv_path)
+    if html_path is not None:
+        write_html(app, result, html_path, now=now)
     if as_json:
-        emit_json(result.as_dict())
+        latency = paid_to_shipped(app.engine, since=since, until=result.window.until)
+        emit_json({**result.as_dict(), "paid_to_shipped": [r.as_dict() for r in latency]})
         return
     title = (f"orders paid {result.window.since:%Y-%m-%d %H:%M} to "
              f"{result.window.until:%Y-%m-%d %H:%M} UTC")
@@ -89,6 +105,23 @@ def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
                  for p in result.pools])
     if csv_path is not None:
         click.echo(f"wrote {csv_path}", err=True)
+    if html_path is not None:
+        click.echo(f"wrote {html_path}", err=True)
+
+
+def write_html(app: App, result: Report, path: Path, *, now: datetime) -> None:
+    """The page of :mod:`robot.reporthtml` for the same window (by day, SKU and shop)."""
+    from robot.reporthtml import HtmlReport, render
+
+    w = result.window
+
+    def view(by: Grouping) -> Report:
+        return result if result.by == by else build(app.engine, since=w.since, until=w.until,
+                                                    by=by, now=now)
+
+    page = render(HtmlReport(view("day"), view("sku"), view("shop"),
+                             paid_to_shipped(app.engine, since=w.since, until=w.until), now))
+    path.write_text(page, encoding="utf-8")
 
 
 COMMANDS: list[click.Command] = [report]

@@ -68,21 +68,22 @@ def imported(engine: Engine, vault: Vault, path: Path) -> list[str]:
 # -- encoding --------------------------------------------------------------------------------
 
 
-def test_gbk_file_is_refused_with_the_fix_named(engine: Engine, vault: Vault, pool: str,
-                                                tmp_path: Path) -> None:
-    """A GBK export (Chinese Windows) is read as text, every line refused with the fix named."""
-    path = write(tmp_path, "gbk.txt", "".join(f"充值卡{i:04d}\n" for i in range(300)).encode("gbk"))
-    rejects = refused(engine, vault, path)
-    reason = "not valid UTF-8 (it reads as GBK/GB18030: save the file as UTF-8)"
-    assert rejects == [(n, reason) for n in range(1, 301)]
+def test_gbk_file_is_imported_as_gbk(engine: Engine, vault: Vault, pool: str,
+                                     tmp_path: Path) -> None:
+    """A GBK export (Chinese Windows) is detected and imported with its Chinese codes exact."""
+    secrets = [f"充值卡{i:04d}" for i in range(300)]
+    path = write(tmp_path, "gbk.txt", "".join(f"{s}\n" for s in secrets).encode("gbk"))
+    assert imported(engine, vault, path) == secrets
 
 
 def test_one_gbk_line_is_reported_alone(engine: Engine, vault: Vault, pool: str,
                                         tmp_path: Path) -> None:
-    """One legacy-encoded line among UTF-8 ones is the only line reported."""
-    data = lines(code(11)).encode() + "卡密ABC\n".encode("gbk") + lines(code(13)).encode()
+    """One legacy-encoded line among UTF-8 Chinese ones is the only line reported, with the
+    fix named; it is never imported as mojibake."""
+    data = "卡密-0011\n".encode() + "卡密ABC\n".encode("gbk") + "卡密-0013\n".encode()
     assert refused(engine, vault, write(tmp_path, "a.txt", data)) == [
-        (2, "not valid UTF-8 (it reads as GBK/GB18030: save the file as UTF-8)")]
+        (2, "not valid UTF-8 (it reads as GBK/GB18030 but other lines are UTF-8: save the file "
+            "in one encoding, or give --encoding gbk)")]
 
 
 def test_bytes_that_are_no_encoding_at_all(engine: Engine, vault: Vault, pool: str,
@@ -178,7 +179,7 @@ def test_binary_file_is_refused_whole(engine: Engine, vault: Vault, pool: str, t
     path = write(tmp_path, "codes.txt", data)
     assert refused(engine, vault, path) == [(1, "binary file")]
     with pytest.raises(ImportRejected, match=r"^codes\.txt: binary file \(export the codes as "
-                                             r"\.txt or \.csv\)$"):
+                                             r"\.txt, \.csv or \.xlsx\)$"):
         P.import_codes(engine, vault, POOL, path, actor=ACTOR)
 
 
@@ -240,8 +241,8 @@ def test_same_file_twice_is_refused_by_hash(engine: Engine, vault: Vault, pool: 
 
 def test_bad_expiry_dates_are_reported_per_line(engine: Engine, vault: Vault, pool: str,
                                                 tmp_path: Path) -> None:
-    """Impossible, unreadable and past expiry dates each name their line; a value that does not
-    look like a date (a column mix-up could put a code there) is masked."""
+    """Impossible, unreadable and past expiry dates each name their line, shown as written; a
+    value that could be a code (a column mix-up) is masked."""
     data = ("code,expires_at\n"
             f"{code(11)},2030-01-01\n"
             f"{code(12)},2030-02-31\n"
@@ -253,7 +254,7 @@ def test_bad_expiry_dates_are_reported_per_line(engine: Engine, vault: Vault, po
     rejects = refused(engine, vault, write(tmp_path, "a.csv", data))
     assert rejects == [
         (3, "bad date: 2030-02-31"),
-        (4, "bad date: ****"),
+        (4, "bad date: soon"),
         (5, "already expired: 2020-05-01"),
         (6, "bad date: TE****XW"),
         (7, "bad date: 9999-12-31"),
@@ -309,27 +310,31 @@ def cli(engine: Engine, vault: Vault, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_cli_lists_every_bad_line_and_exits_1(engine: Engine, pool: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """`robot pools import` prints "line N: reason" per bad line and one error line, exit 1,
-    no traceback, and changes nothing."""
-    path = write(tmp_path, "b.txt", lines(code(11), "", code(1)).encode() + "卡密\n".encode("gbk"))
+    """`robot pools import` prints "line N: reason" per bad line, a summary and one error
+    line, exit 1, no traceback, and changes nothing (the blank line is skipped, not refused)."""
+    path = write(tmp_path, "b.txt", lines("卡密-11", "", code(1)).encode() + "卡密\n".encode("gbk"))
     before = snapshot(engine)
     status, out, err = run(monkeypatch, capsys, "pools", "import", POOL, str(path))
     assert (status, out) == (EXIT_USER, "")
+    gbk = ("not valid UTF-8 (it reads as GBK/GB18030 but other lines are UTF-8: save the file "
+           "in one encoding, or give --encoding gbk)")
     assert err.splitlines() == [
-        "line 2: blank line",
         "line 3: duplicate in pool (batch 1 line 1)",
-        "line 4: not valid UTF-8 (it reads as GBK/GB18030: save the file as UTF-8)",
-        "error: 3 line(s) rejected; nothing was imported",
+        f"line 4: {gbk}",
+        "summary: 1 accepted, 1 blank line(s) skipped, 2 rejected (duplicate in pool 1, not "
+        "valid UTF-8 1)",
+        "error: 2 line(s) rejected; nothing was imported",
     ]
     assert code(1) not in err
     status, out, err = run(monkeypatch, capsys, "pools", "import", POOL, str(path), "--json")
     assert status == EXIT_USER
     assert json.loads(out) == {"pool": POOL, "file": "b.txt", "imported": 0, "dry_run": False,
-                               "rejected": [{"line": 2, "reason": "blank line"},
-                                            {"line": 3, "reason": "duplicate in pool (batch 1 "
+                               "rejected": [{"line": 3, "reason": "duplicate in pool (batch 1 "
                                                                   "line 1)"},
-                                            {"line": 4, "reason": "not valid UTF-8 (it reads as "
-                                             "GBK/GB18030: save the file as UTF-8)"}]}
+                                            {"line": 4, "reason": gbk}],
+                               "summary": {"accepted": 1, "skipped_blank": 1, "rejected": 2,
+                                           "rejected_by_reason": {"duplicate in pool": 1,
+                                                                  "not valid UTF-8": 1}}}
     assert snapshot(engine) == before
 
 
@@ -344,7 +349,7 @@ def test_cli_binary_and_empty_files(engine: Engine, pool: str, tmp_path: Path,
     assert (status, out) == (EXIT_USER, "")
     assert err.splitlines() == [
         "line 1: binary file",
-        "error: export.txt: binary file (export the codes as .txt or .csv)",
+        "error: export.txt: binary file (export the codes as .txt, .csv or .xlsx)",
     ]
     empty = write(tmp_path, "empty.txt", b"")
     status, out, err = run(monkeypatch, capsys, "pools", "import", POOL, str(empty))
