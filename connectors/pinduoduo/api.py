@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from connectors.base import ShopContext
-from connectors.common.clock import Clock, utc_now
+from connectors.common.clock import Clock, PlatformClock, probe_get, utc_now
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
 from connectors.pinduoduo.config import PinduoduoConfig
@@ -111,6 +111,10 @@ class PopApi:
         self._context = context or MemoryShopContext()
         self._store = TokenStore(config, self._context)
         self._clock = clock or utc_now
+        #: POP's clock as measured from its answers: windows and the signed ``timestamp``
+        #: follow it (POP refuses a timestamp far off its own clock).
+        self.clock = PlatformClock(
+            self._clock, probe=lambda: probe_get(self._client, self._config.gateway))
         self._sleep = sleep or asyncio.sleep
         self._limiter = limiter or SHARED
         self._tokens: TokenSet | None = None
@@ -122,6 +126,7 @@ class PopApi:
         self._client = httpx.AsyncClient(
             transport=transport, timeout=config.timeout_seconds,
             limits=httpx.Limits(max_keepalive_connections=0),
+            event_hooks=self.clock.hooks(),
         )
 
     def __repr__(self) -> str:
@@ -143,7 +148,8 @@ class PopApi:
         await self._client.aclose()
 
     def now(self) -> datetime:
-        return self._clock()
+        """POP's time now, as measured (ours until measured)."""
+        return self.clock.now()
 
     # -- the wire ------------------------------------------------------------------------
 
@@ -154,7 +160,7 @@ class PopApi:
         sent.update(
             type=api,
             client_id=self._config.client_id,
-            timestamp=str(to_epoch(self._clock())),
+            timestamp=str(to_epoch(self.clock.now())),
             data_type="JSON",
             version="V1",
         )

@@ -21,7 +21,14 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.common.shapes import ShapeFaults
-from connectors.fakekit import FakeClock, HangingFake, TransportFaults, wall_now
+from connectors.fakekit import (
+    FakeClock,
+    HangingFake,
+    TransportFaults,
+    check_clock_offset,
+    platform_now,
+    wall_now,
+)
 from connectors.taobao.sign import SIGN_METHODS, top_sign
 from connectors.taobao.times import format_top_time, parse_top_time
 
@@ -186,6 +193,9 @@ class FakeTop(HangingFake):
     app_secret: str = "testsecret"  # noqa: S105 - a fake's published test credential
     session: str = "test-session"
     clock: Callable[[], datetime] = wall_now
+    #: Seconds the platform's clock runs ahead of ``clock`` (negative: behind); its order
+    #: times, windows and ``Date`` header follow it.
+    clock_offset: float = 0.0
     visibility_timeout: timedelta = timedelta(seconds=30)
     seller_nick: str = "fake-shop"
     user_id: int = 2200000000001
@@ -203,6 +213,7 @@ class FakeTop(HangingFake):
     shapes: ShapeFaults = field(default_factory=ShapeFaults)
 
     def __post_init__(self) -> None:
+        self.clock_offset = check_clock_offset(self.clock_offset)
         self.lock = threading.RLock()
         self._hang_release = threading.Event()
         # Real tids exceed 2**53; so do the fake's, to catch float-parsing bugs.
@@ -215,7 +226,13 @@ class FakeTop(HangingFake):
     # -- scenario control (Python API; the /__fake__/ endpoints wrap these) -------------
 
     def now(self) -> datetime:
-        return self.clock().astimezone(UTC)
+        """The platform's time: the clock shifted by ``clock_offset``."""
+        return platform_now(self.clock, self.clock_offset)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
+        with self.lock:
+            self.clock_offset = check_clock_offset(seconds)
 
     def create_trade(
         self,
