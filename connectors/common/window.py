@@ -132,14 +132,19 @@ class WindowPlanner:
         """One windowed poll step: the next window in the platform's time after ``cursor``
         as of ``now`` (our clock), its orders from ``fetch``, and the cursor to store.
 
-        The platform's clock is probed first when nothing recent measured it. If the answers
-        show that the window reached past the platform's horizon (it was planned on a clock
-        that was off), the cursor is held at that horizon (never moved back); on a first run
-        it stays unset and the step is repeated at once with the measured clock.
+        The window's own answers measure the platform's clock; only when there is nothing to
+        ask on an unmeasured clock is the platform probed first. If the answers show that the
+        window reached past the platform's horizon (it was planned on a clock that was off),
+        the cursor is held at that horizon (never moved back); on a first run it stays unset
+        and the step is repeated at once with the measured clock.
         """
-        await clock.ensure_measured()
         last_end = self.read_cursor(cursor)
         window = self.next(config, cursor, clock.platform(now))
+        if window.empty and not clock.measured:
+            # Nothing to ask on our clock, but the platform's may be ahead: measure it
+            # rather than wait until ours catches up.
+            await clock.ensure_measured()
+            window = self.next(config, cursor, clock.platform(now))
         if window.empty:
             return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
         orders = tuple(await fetch(window))
