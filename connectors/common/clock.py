@@ -157,6 +157,17 @@ class PlatformClock:
             return
 
 
+#: A refusal is worth one re-signed retry when its answer moved the measured offset by at
+#: least this much (platforms refuse timestamps 5-10 minutes off; smaller moves are noise).
+RESIGN_MOVE = timedelta(seconds=60)
+
+
+def moved_since(clock: PlatformClock, used: timedelta) -> bool:
+    """Whether the applied offset moved by :data:`RESIGN_MOVE` since a request was signed
+    with ``used``: a refusal of that request may be the platform refusing our timestamp."""
+    return abs(clock.offset - used) >= RESIGN_MOVE
+
+
 async def probe_get(client: httpx.AsyncClient, url: str) -> Any:
     """A bare GET whose only use is its ``Date`` header (the answer is ignored)."""
     await client.get(url)

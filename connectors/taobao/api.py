@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from connectors.common.clock import Clock, PlatformClock, probe_get
+from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
 from connectors.taobao.config import TaobaoConfig
@@ -114,14 +114,15 @@ class TopApi:
     ) -> dict[str, Any]:
         """Call ``method`` and return the inside of its ``<method>_response`` object.
 
-        A timestamp refusal (code 31) is retried once when the refusal itself moved the
-        measured clock (the first call to a platform far off ours); otherwise it stands.
+        A timestamp refusal (code 31) is retried once, signed in TOP's time, when the refusal
+        itself moved the measured clock (the first call to a platform far off ours);
+        otherwise it stands.
         """
         used = self.clock.offset
         try:
             return await self._call_once(method, params, session=session)
         except ClockSkew:
-            if abs(self.clock.offset - used).total_seconds() < 1:
+            if not moved_since(self.clock, used):
                 raise
             log.info("top_timestamp_resigned", method=method,
                      offset_s=self.clock.offset.total_seconds())
