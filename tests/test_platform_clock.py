@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from structlog.testing import capture_logs
 
 from connectors.base import ClockReading, Order
@@ -27,8 +27,10 @@ from robot.alerts import AlertEngine, MemoryNotifier
 from robot.cli import _register, cli
 from robot.clock import utcnow
 from robot.config import AlertsConfig, load_config
-from robot.daemon import Robot
+from robot.daemon import Robot, ShopHealth
+from robot.schema import orders
 from robot.vault import Vault
+from tests.factories import paid_order
 from tests.http.conftest import make_http
 from tests.test_daemon import write_config
 
@@ -251,3 +253,42 @@ def test_clock_alert_fires_once_and_clears_once(engine: Engine) -> None:
     assert [t for t, _ in notifier.sent] == ["[robot] ALERT: shop shop-a: platform clock off",
                                              "[robot] resolved: shop shop-a: platform clock off"]
     assert "600s behind" in notifier.sent[0][1]
+
+
+class _Sweeper:
+    """A connector stand-in that lists one recent order, ``R1``, and counts the listings."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+
+    async def recent_order_ids(self, now: datetime, period: timedelta) -> list[str]:
+        self.listings += 1
+        return ["R1"]
+
+    async def fetch_order(self, platform_order_id: str) -> Order:
+        return paid_order(platform_order_id, ("s1", 1))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_the_sweep_runs_only_on_the_shops_polling_leader(tmp_path: Path, engine: Engine) -> None:
+    """A robot that does not hold a shop's polling lease does not sweep it; once it leads,
+    its sweep takes the missed order in."""
+    config = load_config(write_config(tmp_path, f"sweep-{uuid.uuid4().hex}"))
+    robot = Robot(config, owner="me")
+    robot._engine = engine  # the test's database (prepare() would open the configured one)
+    robot.shops = {shop.name: shop for shop in config.shops}
+    sweeper = _Sweeper()
+    robot.connectors = {"mem": sweeper}  # type: ignore[dict-item]
+    robot.health.shops["mem"] = ShopHealth()
+    shops.ensure_row(engine, "mem")
+    assert shops.take_lease(engine, "mem", "other", timedelta(minutes=5))
+    asyncio.run(robot._reconcile("mem"))
+    assert sweeper.listings == 0
+    shops.release_lease(engine, "mem", "other")
+    asyncio.run(robot._reconcile("mem"))
+    assert sweeper.listings == 1
+    with engine.connect() as conn:
+        held = {r[0] for r in conn.execute(select(orders.c.platform_order_id))}
+    assert held == {"R1"}
