@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -241,6 +241,42 @@ class MessageSource(Protocol):
     async def consume_messages(self) -> list[tuple[str, PushEvent]]: ...
 
     async def confirm_messages(self, message_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """What a connector knows of its platform's clock: platform minus ours, in seconds
+    (negative: the platform is behind us), the median of ``samples`` recent measurements."""
+
+    offset_seconds: float
+    samples: int
+    measured_at: datetime  # our clock, when the latest sample was taken
+    applied: bool = True  # False: too large to trust, windows are not shifted by it
+
+
+@runtime_checkable
+class ClockAware(Protocol):
+    """A connector that measures its platform's clock (optional; the core reports it)."""
+
+    def clock_reading(self) -> ClockReading | None:
+        """The platform's clock offset as last measured; None when nothing recent was."""
+        ...
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """A polled connector that can list recent orders cheaply (optional).
+
+    The core's reconciliation sweep calls :meth:`recent_order_ids` on a slow schedule, reads
+    in full (:meth:`Connector.fetch_order`) only the orders it does not hold, and takes them
+    in. It never touches the poll cursor.
+    """
+
+    async def recent_order_ids(self, now: datetime, period: timedelta) -> Sequence[str]:
+        """Ids of orders awaiting shipment that changed within ``period`` before ``now``
+        (our clock; the connector counts in its platform's time), ids and times only where
+        the platform allows it."""
+        ...
 
 
 class ShopContext(Protocol):

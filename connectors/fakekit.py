@@ -1,6 +1,8 @@
-"""Pieces every platform fake shares: a settable clock, transport faults, JSON control
-bodies, the sender (and its background loop) that delivers a fake's pushes, and the record of
-every ship and memo call a fake received (:class:`WriteBackLog`).
+"""Pieces every platform fake shares: a settable clock and its offset from ours (the
+platform's clock running ahead or behind: its order times, windows and ``Date`` header all
+follow it), transport faults, JSON control bodies, the sender (and its background loop)
+that delivers a fake's pushes, and the record of every ship and memo call a fake received
+(:class:`WriteBackLog`).
 
 Only logic that is the same for every fake that uses it lives here; what a platform answers
 stays in its own ``fake_state.py``/``fake.py``. Like the fakes themselves, nothing here may
@@ -13,17 +15,22 @@ import asyncio
 import functools
 import itertools
 import json
+import math
 import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Where a fake's clock starts when the test does not say.
 DEFAULT_START = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -52,6 +59,85 @@ class FakeClock:
         with self._lock:
             self._now += step
             return self._now
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+#: The largest clock offset a fake accepts (seconds either way).
+MAX_CLOCK_OFFSET = 7 * 86400.0
+
+
+def check_clock_offset(value: Any) -> float:
+    """A fake's clock offset in seconds (negative: the platform is behind); ValueError if it
+    is not a finite number within :data:`MAX_CLOCK_OFFSET`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("clock offset must be a number of seconds")
+    seconds = float(value)
+    if not math.isfinite(seconds) or abs(seconds) > MAX_CLOCK_OFFSET:
+        raise ValueError(f"clock offset must be within ±{MAX_CLOCK_OFFSET:.0f} seconds")
+    return seconds
+
+
+def platform_now(clock: Callable[[], datetime], offset_seconds: float) -> datetime:
+    """The platform's time: ``clock()`` (ours) shifted by the fake's clock offset, aware UTC."""
+    return clock().astimezone(UTC) + timedelta(seconds=offset_seconds)
+
+
+class PlatformDate:
+    """ASGI middleware: every answer's ``Date`` header is the fake platform's time, as a
+    real gateway's is its own (the server's own ``Date`` must be turned off)."""
+
+    def __init__(self, app: ASGIApp, now: Callable[[], datetime]) -> None:
+        self.app = app
+        self.now = now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                stamp = format_datetime(self.now().astimezone(UTC), usegmt=True)
+                message = {**message, "headers": [*headers, (b"date", stamp.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, dated)
+
+
+class ClockedFake(Protocol):
+    """A fake whose platform clock runs ``clock_offset`` seconds from ours."""
+
+    clock_offset: float
+
+    def now(self) -> datetime: ...
+
+    def set_clock_offset(self, seconds: float) -> None: ...
+
+
+def clock_route(state: ClockedFake) -> Route:
+    """``GET|POST /__fake__/clock/offset``: the fake platform's time and its offset from
+    ours; POST ``{"offset_seconds": N}`` sets the offset (400 for anything else)."""
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = await json_object(request)
+                state.set_clock_offset(check_clock_offset(data["offset_seconds"]))
+            except (ValueError, KeyError) as exc:
+                return JSONResponse({"error": f"expected {{'offset_seconds': N}} ({exc})"},
+                                    status_code=400)
+        return JSONResponse({"now": state.now().isoformat(),
+                             "offset_seconds": state.clock_offset})
+
+    return Route("/__fake__/clock/offset", clock, methods=["GET", "POST"])
+
+
+def platform_dated(state: ClockedFake) -> list[Middleware]:
+    """The middleware that dates a fake's answers by its platform clock (see
+    :class:`PlatformDate`)."""
+    return [Middleware(PlatformDate, now=state.now)]
 
 
 @dataclass
@@ -308,9 +394,6 @@ class HttpSender(Generic[Item]):
         raise NotImplementedError
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
 def faults_endpoint(set_faults: Callable[..., object], *,
                     read: Callable[[Request], Awaitable[dict[str, Any]]] = json_object,
                     extra: Callable[[], Mapping[str, Any]] | None = None) -> Endpoint:
@@ -368,19 +451,26 @@ class DeliveryLoop:
 __all__ = [
     "DEFAULT_START",
     "HANG_LIMIT_SECONDS",
+    "MAX_CLOCK_OFFSET",
+    "ClockedFake",
     "DeliveryLoop",
     "FakeClock",
     "HangingFake",
     "HttpSender",
+    "PlatformDate",
     "RecordsWriteBacks",
     "TransportFaults",
     "WriteBackCall",
     "WriteBackLog",
+    "check_clock_offset",
+    "clock_route",
     "deliver_endpoint",
     "faults_endpoint",
     "json_object",
     "links_in",
     "masked_codes_in",
+    "platform_dated",
+    "platform_now",
     "records",
     "sent_fields",
     "transport_fault_response",

@@ -44,6 +44,7 @@ async def serve_fake(app: Starlette) -> ServedFake:
     sock.listen(256)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="error", lifespan="off", ws="none",
+                            date_header=False,  # a fake dates its answers by its own clock
                             access_log=False)
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="fake-server")

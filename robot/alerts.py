@@ -37,7 +37,11 @@ CHECK_INTERVAL = 60.0  # seconds between evaluations in the daemon
 TITLE_PREFIX = "[robot]"
 # Kinds evaluated on every run: an active key of one of these kinds that no reading mentions
 # any more (its pool or shop is gone) is cleared. "audit" is only read when due.
-ALWAYS_KINDS = frozenset({"low_stock", "orders", "shop_paused", "poll_lag", "expiring"})
+ALWAYS_KINDS = frozenset({"low_stock", "orders", "shop_paused", "poll_lag", "expiring",
+                          "clock"})
+#: A stored clock offset older than this is no reading at all (the shop stopped polling:
+#: poll_lag says so).
+CLOCK_READING_MAX_AGE = timedelta(hours=1)
 _REASON_MAX = 200
 
 
@@ -59,10 +63,12 @@ class Condition:
 
 
 def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
-             shops: Sequence[str] | None = None, check_audit: bool = True) -> list[Condition]:
+             shops: Sequence[str] | None = None, check_audit: bool = True,
+             max_clock_offset: float | None = None) -> list[Condition]:
     """Read every alert condition; ``shops`` limits shop alerts to these (the configured ones).
 
-    ``check_audit=False`` leaves the (expensive) audit chain check out of the readings.
+    ``check_audit=False`` leaves the (expensive) audit chain check out of the readings;
+    ``max_clock_offset`` (seconds) turns on the platform clock alert.
     """
     st = orders.status(engine, shops or (), now=now)
     found: list[Condition] = []
@@ -95,6 +101,8 @@ def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
             f"poll_lag:{s.shop}", lagging, f"shop {s.shop} not polled",
             f"last successful poll {format_age(s.lag_seconds)} ago "
             f"(alert after {format_age(settings.poll_lag)})"))
+        if max_clock_offset is not None:
+            found.append(_clock_condition(s, max_clock_offset, now))
     names = {p.pool_id: p.name for p in _pool_names(engine)}
     soon = now + timedelta(days=settings.expiring_days)
     with engine.connect() as conn:
@@ -112,6 +120,19 @@ def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
         found.append(Condition("audit:chain", not result.ok, "audit chain broken",
                                result.problem or f"{result.entries} entries verified"))
     return found
+
+
+def _clock_condition(s: orders.ShopStatus, limit: float, now: datetime) -> Condition:
+    """The shop's platform clock is past ``limit`` seconds from ours (a recent reading)."""
+    offset = s.clock_offset_s
+    recent = (s.clock_checked_at is not None
+              and now - s.clock_checked_at <= CLOCK_READING_MAX_AGE)
+    active = recent and offset is not None and abs(offset) > limit
+    side = "ahead of" if (offset or 0) > 0 else "behind"
+    return Condition(f"clock:{s.shop}", active, f"shop {s.shop}: platform clock off",
+                     f"the platform's clock is {abs(offset or 0):.0f}s {side} this machine's "
+                     f"(alert above {limit:g}s); polling follows the platform's clock, but "
+                     "check this machine's time (NTP)")
 
 
 @dataclass(frozen=True)
@@ -217,20 +238,22 @@ class AlertEngine:
 
     def __init__(self, engine: Engine, notifier: Notifier, settings: AlertsConfig, *,
                  shops: Sequence[str] | None = None,
-                 extra: Sequence[Callable[[], Condition]] = ()) -> None:
+                 extra: Sequence[Callable[[], Condition]] = (),
+                 max_clock_offset: float | None = None) -> None:
         self.engine = engine
         self.notifier = notifier
         self.settings = settings
         self.shops = list(shops) if shops is not None else None
         #: Readings the process itself keeps (e.g. the pickup lookup guard), read each run.
         self.extra = list(extra)
+        self.max_clock_offset = max_clock_offset
         self._next_audit: datetime | None = None
 
     def run_once(self, now: datetime) -> list[Sent]:
         """Evaluate, apply start / clear transitions, send them; returns what was sent."""
         check_audit = self._next_audit is None or now >= self._next_audit
         readings = evaluate(self.engine, self.settings, now, shops=self.shops,
-                            check_audit=check_audit)
+                            check_audit=check_audit, max_clock_offset=self.max_clock_offset)
         if check_audit:
             self._next_audit = now + timedelta(seconds=self.settings.audit_every)
         own = [read() for read in self.extra]

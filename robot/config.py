@@ -318,6 +318,21 @@ class AlertsConfig(_Strict):
     min_interval: Duration = 600.0
 
 
+class IntakeConfig(_Strict):
+    """Guards on taking orders in: platform clocks and the reconciliation sweep."""
+
+    #: A platform clock this far from ours (either way) is logged, alerted and shown as
+    #: degraded in /healthz. Windows follow the platform's clock whatever the offset; 60 s is
+    #: far above the measurement's own error (1 s Date resolution, smoothed over samples)
+    #: and ten times inside the platforms' 10-minute timestamp tolerance.
+    max_clock_offset: Duration = 60.0
+    #: How often each polled shop re-reads its recent past for orders polling missed.
+    sweep_every: Duration = 1800.0
+    #: How far back the sweep reads (by the platform's modified/update time).
+    sweep_lookback: Annotated[float, BeforeValidator(parse_duration),
+                              Field(gt=0, le=7 * 86400)] = 86400.0
+
+
 _ID_KEYS = ("item_id", "sku_id", "outer_id")
 
 
@@ -468,6 +483,7 @@ class RobotFile(_Strict):
     timezone: TimeZoneName = DEFAULT_TIMEZONE
     http: HttpConfig = Field(default_factory=HttpConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     log: LogConfig = Field(default_factory=LogConfig)
 
@@ -644,6 +660,7 @@ class RobotConfig(_Strict):
     timezone: TimeZoneName = DEFAULT_TIMEZONE  # the shops' time zone (see RobotFile)
     http: HttpConfig = Field(default_factory=HttpConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     log: LogConfig = Field(default_factory=LogConfig)
     shops: list[ShopConfig] = Field(default_factory=list)
@@ -1126,6 +1143,7 @@ def load_config(
         timezone=robot.timezone,
         http=robot.http,
         alerts=robot.alerts,
+        intake=robot.intake,
         defaults=robot.defaults,
         log=robot.log,
         shops=shops,

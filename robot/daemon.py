@@ -2,10 +2,12 @@
 
 Inside one event loop:
 
-* an APScheduler 3.x ``AsyncIOScheduler`` is the timer: per-shop polls (orders, refunds) and
+* an APScheduler 3.x ``AsyncIOScheduler`` is the timer: per-shop polls (orders, refunds), the
+  per-shop reconciliation sweep (re-reads the recent past for orders polling missed) and
   periodic sweeps (expire codes, wake orders waiting for stock, clean crashed imports). It is
-  never the lock: polling a shop needs the shop's lease row, everything else is claimed row
-  by row in the database, so a second process running the same jobs is harmless;
+  never the lock: polling and reconciling a shop need the shop's lease row, everything else
+  is claimed row by row in the database, so a second process running the same jobs is
+  harmless;
 * an allocator task and a write-back dispatcher task, woken when work arrives and otherwise
   checking once a second;
 * (with the HTTP listener) the webhook, health, metrics and pickup endpoints.
@@ -37,7 +39,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from connectors.base import Connector, MessageSource
+from connectors.base import ClockAware, Connector, MessageSource, Reconciler
 from robot import alerts, audit, maintenance, pipeline, poller, pools, shops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools
@@ -80,6 +82,14 @@ LEASE_TTL = timedelta(seconds=10)
 LEASE_RENEW = 3.0
 SWEEP_INTERVAL = 60.0
 DB_RETRY = 5.0
+# A shop's first reconciliation sweep runs this long after start (or sooner, with a shorter
+# sweep_every): the first polls catch up first, and a robot that restarts often still sweeps.
+FIRST_RECONCILE = 120.0
+# A measured clock offset is written to the database when it moved by this much, crossed
+# the limit, or was last written this long ago (so `robot status` and alerts stay current
+# without a write per poll).
+CLOCK_SAVE_DELTA = 1.0
+CLOCK_SAVE_EVERY = timedelta(minutes=5)
 
 
 @dataclass
@@ -90,6 +100,9 @@ class ShopHealth:
     last_error: str | None = None
     last_ok: datetime | None = None
     leader: bool = False  # this process holds the shop's polling lease
+    clock_offset: float | None = None  # the platform's clock minus ours (s), last measured
+    clock_off: bool = False  # |clock_offset| is past intake.max_clock_offset
+    clock_saved: tuple[float, datetime] | None = None  # what the database holds
 
 
 @dataclass
@@ -301,6 +314,8 @@ class Robot:
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
             timezone=self.config.timezone,
             trusted_proxies=parse_networks(self.config.http.trusted_proxies),
+            clock_skewed=self.clock_skewed,
+            max_clock_offset=self.config.intake.max_clock_offset,
         )
         self.alert_readings.append(ctx.guard.reading)
         self.on_poll_error = ctx.metrics.poll_error
@@ -332,6 +347,12 @@ class Robot:
             scheduler.add_job(self._poll, "interval", seconds=refund_every,
                               args=[name, "refund"], id=f"refunds:{name}", **common)
             connector = self.connectors[name]
+            if isinstance(connector, Reconciler):
+                every = self.config.intake.sweep_every
+                first = datetime.now(UTC) + timedelta(seconds=min(every, FIRST_RECONCILE))
+                scheduler.add_job(self._reconcile, "interval", seconds=every, args=[name],
+                                  id=f"reconcile:{name}", coalesce=True, max_instances=1,
+                                  misfire_grace_time=max(5, int(every)), next_run_time=first)
             if isinstance(connector, MessageSource) and connector.pulls_messages:
                 scheduler.add_job(self._pull_messages, "interval", seconds=min(interval, 5.0),
                                   args=[name], id=f"messages:{name}", **common)
@@ -353,7 +374,8 @@ class Robot:
             checker = alerts.AlertEngine(
                 self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
                 self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled],
-                extra=self.alert_readings)
+                extra=self.alert_readings,
+                max_clock_offset=self.config.intake.max_clock_offset)
             scheduler.add_job(self._check_alerts, "interval", seconds=alerts.CHECK_INTERVAL,
                               args=[checker], id="alerts", coalesce=True, max_instances=1,
                               misfire_grace_time=30)
@@ -536,10 +558,73 @@ class Robot:
             log.info("poll_cancelled", shop=shop_name, poll=kind)
             return
         self._record_poll(shop_name, kind, outcome.ok, outcome.error, outcome.paused)
+        await self._watch_clock(shop_name)
         if outcome.created or (kind == "refund" and outcome.seen):
             if outcome.created:
                 log.info("orders_received", shop=shop_name, poll=kind, count=outcome.created)
             self.wake()
+
+    async def _reconcile(self, shop_name: str) -> None:
+        """The shop's reconciliation sweep, by its polling leader; moves no cursor."""
+        if self._stop.is_set():
+            return
+        self._track_job()
+        if not await self._lead(shop_name):
+            return
+        if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
+            return
+        lookback = timedelta(seconds=self.config.intake.sweep_lookback)
+        try:
+            outcome = await poller.reconcile_shop(
+                self.engine, self.shops[shop_name], self.connectors[shop_name],
+                now=datetime.now(UTC), period=lookback, db=self._db)
+        except asyncio.CancelledError:
+            log.info("sweep_cancelled", shop=shop_name)
+            return
+        if not outcome.ok:
+            log.warning("sweep_failed", shop=shop_name, error=outcome.error)
+        else:
+            log.info("sweep_done", shop=shop_name, listed=outcome.listed,
+                     missing=outcome.missing, created=outcome.created)
+        await self._watch_clock(shop_name)
+        if outcome.created:
+            self.wake()
+
+    def clock_skewed(self) -> dict[str, float]:
+        """Shops whose platform clock is past ``intake.max_clock_offset`` from ours, with
+        the offset in seconds (platform minus ours)."""
+        return {name: h.clock_offset for name, h in self.health.shops.items()
+                if h.clock_off and h.clock_offset is not None}
+
+    async def _watch_clock(self, shop_name: str) -> None:
+        """Note the platform's clock offset as the connector last measured it: logged once
+        when it passes the limit and once when it is back, kept for /healthz, and written
+        to the database (for `robot status` and alerts) when it changed."""
+        connector = self.connectors[shop_name]
+        if not isinstance(connector, ClockAware):
+            return
+        reading = connector.clock_reading()
+        if reading is None:
+            return
+        health = self.health.shops[shop_name]
+        limit = self.config.intake.max_clock_offset
+        offset = reading.offset_seconds
+        off = abs(offset) > limit
+        if off and not health.clock_off:
+            log.warning("clock_offset_large", shop=shop_name, offset_s=offset, limit_s=limit,
+                        corrected=reading.applied,
+                        detail="the platform's clock differs from this machine's; polling "
+                        "windows follow the platform's clock" if reading.applied else
+                        "too far off to correct for: check this machine's clock (NTP)")
+        elif health.clock_off and not off:
+            log.info("clock_offset_recovered", shop=shop_name, offset_s=offset, limit_s=limit)
+        health.clock_offset, health.clock_off = offset, off
+        now = utcnow()
+        saved = health.clock_saved
+        if (saved is None or abs(saved[0] - offset) >= CLOCK_SAVE_DELTA
+                or (abs(saved[0]) > limit) != off or now - saved[1] >= CLOCK_SAVE_EVERY):
+            await self._db(shops.save_clock, self.engine, shop_name, offset, now)
+            health.clock_saved = (offset, now)
 
     @property
     def _solo(self) -> bool:

@@ -222,6 +222,9 @@ class ShopStatus:
     paused_reason: str | None
     last_error: str | None
     states: dict[str, int] = field(default_factory=dict)
+    #: The platform's clock minus ours (seconds) as last measured, and when; None: not yet.
+    clock_offset_s: float | None = None
+    clock_checked_at: datetime | None = None
 
 
 @dataclass
@@ -271,6 +274,9 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
             paused_reason=st.paused_reason if st is not None else None,
             last_error=st.last_error if st is not None else None,
             states=by_state.get(name, {}),
+            clock_offset_s=(st.clock_offset_ms / 1000 if st is not None
+                            and st.clock_offset_ms is not None else None),
+            clock_checked_at=st.clock_checked_at if st is not None else None,
         ))
     pool_list = []
     for p in pool_rows:

@@ -159,6 +159,23 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
     raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
 
 
+#: Ids per ``IN (...)`` list when looking orders up in bulk (well under every driver's limit).
+_ID_CHUNK = 500
+
+
+def known_order_ids(engine: Engine, shop: str, platform_order_ids: Sequence[str]) -> set[str]:
+    """Which of ``platform_order_ids`` the shop already holds (the reconciliation sweep)."""
+    known: set[str] = set()
+    ids = list(dict.fromkeys(platform_order_ids))
+    with engine.connect() as conn:
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start:start + _ID_CHUNK]
+            known.update(str(r[0]) for r in conn.execute(
+                select(orders.c.platform_order_id)
+                .where(orders.c.shop == shop, orders.c.platform_order_id.in_(chunk))))
+    return known
+
+
 def _usable_id(platform_order_id: str) -> bool:
     return bool(platform_order_id.strip()) and len(platform_order_id) <= ID_MAX
 

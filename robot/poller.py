@@ -1,9 +1,12 @@
-"""Taking orders in from a shop: polling steps, and events from pushes or pulled messages.
+"""Taking orders in from a shop: polling steps, the reconciliation sweep, and events from
+pushes or pulled messages.
 
 A polling step asks the connector for one window after the stored cursor, takes every order
 in (idempotently), and only then stores the new cursor: a crash in between repeats the step,
 which is harmless. Steps repeat while the connector says it is behind (catching up after an
-outage). Events (webhook pushes, Taobao TMC messages) are applied the same way — fetched in
+outage). The sweep lists the ids of the shop's recent orders (a trailing period, cheaply)
+and reads in full and takes in only those the robot does not hold; it never touches a
+cursor. Events (webhook pushes, Taobao TMC messages) are applied the same way — fetched in
 full when the message is thin, taken in, recorded as seen — and only then acknowledged.
 
 Database calls go through ``db`` (``asyncio.to_thread`` by default; the daemon passes one
@@ -17,13 +20,13 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, MessageSource, PushEvent, PushKind
+from connectors.base import Connector, MessageSource, PushEvent, PushKind, Reconciler
 from connectors.common.unreadable import unreadable
 from robot import pipeline, shops
 from robot.clock import utcnow
@@ -92,6 +95,62 @@ async def _failed(engine: Engine, shop: str, kind: str, error: str, outcome: Pol
                   db: DbRunner) -> PollOutcome:
     await db(shops.save_poll, engine, shop, None, kind=kind, ok=False, error=error)
     return PollOutcome(False, outcome.steps, outcome.seen, outcome.created, error)
+
+
+@dataclass
+class SweepOutcome:
+    ok: bool
+    listed: int = 0  # recent orders the platform listed
+    missing: int = 0  # of which the robot did not hold
+    created: int = 0  # of which taken in as new orders now
+    error: str | None = None
+
+
+#: Ids named in one ``orders_recovered`` log line (the count is always complete).
+_RECOVERED_SHOWN = 20
+
+
+async def reconcile_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connector, *,
+                         now: datetime, period: timedelta, db: DbRunner = asyncio.to_thread,
+                         fetch_timeout: float = 30.0) -> SweepOutcome:
+    """Take in the orders of the last ``period`` (the platform's time, up to ``now`` on our
+    clock) that polling missed. Never raises for platform errors; moves no cursor.
+
+    Orders the robot holds are not read again (intake is idempotent, but reading every
+    recent order in full each sweep would cost a call per order); a listed order that is
+    not paid (any more) is skipped by intake like a polled one.
+    """
+    if not isinstance(connector, Reconciler):
+        return SweepOutcome(True)
+    try:
+        ids = list(await connector.recent_order_ids(now, period))
+        known = await db(pipeline.known_order_ids, engine, shop.name, ids)
+        missing = [oid for oid in ids if oid not in known]
+        created = 0
+        for oid in missing:
+            try:
+                order = await asyncio.wait_for(connector.fetch_order(oid), fetch_timeout)
+            except BadPlatformData as exc:
+                order = unreadable(oid, exc.message)  # park it where a person sees it
+            except Skippable as exc:
+                log.warning("sweep_order_unreadable", shop=shop.name, error=exc.message,
+                            platform_order_id=oid)
+                continue
+            taken = await db(pipeline.intake, engine, shop, order, actor=f"sweep:{shop.name}",
+                             allocate=True)
+            created += taken.action == "created"
+    except RobotError as exc:
+        return SweepOutcome(False, error=exc.message)
+    except TimeoutError:
+        return SweepOutcome(False, error=f"reading an order took over {fetch_timeout:g}s")
+    except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
+        log.exception("sweep_crashed", shop=shop.name)
+        return SweepOutcome(False, error=f"unexpected {type(exc).__name__}")
+    if created:
+        # Polling should have found these: the log says so, with the ids to look at.
+        log.warning("orders_recovered", shop=shop.name, count=created,
+                    platform_order_ids=missing[:_RECOVERED_SHOWN])
+    return SweepOutcome(True, len(ids), len(missing), created)
 
 
 def message_key(message_id: str) -> str:

@@ -250,6 +250,9 @@ shop_state = Table(
     Column("lease_owner", String(128), nullable=True),
     Column("lease_until", Timestamp, nullable=True),
     Column("updated_at", Timestamp, nullable=False),
+    # The platform's clock minus ours as last measured (milliseconds), and when (ours).
+    Column("clock_offset_ms", BigInteger, nullable=True),
+    Column("clock_checked_at", Timestamp, nullable=True),
 )
 
 # Encrypted per-shop secrets a connector refreshes itself (access / refresh tokens).

@@ -1,4 +1,5 @@
-"""Per-shop durable state: poll cursors, the polling lease, poll health, and sealed secrets.
+"""Per-shop durable state: poll cursors, the polling lease, poll health, the platform's
+clock offset, and sealed secrets.
 
 The lease makes polling of a shop single-leader across processes: a guarded ``UPDATE`` takes
 it only when it is free, expired, or already ours, so the database decides, never a local
@@ -121,6 +122,13 @@ def save_poll(engine: Engine, shop: str, cursor: Mapping[str, Any] | None, *,
         if owner is not None:  # a leader that lost its lease must not move the cursor
             stmt = stmt.where(shop_state.c.lease_owner == owner)
         conn.execute(stmt.values(**values))
+
+
+def save_clock(engine: Engine, shop: str, offset_seconds: float, at: datetime) -> None:
+    """Record the platform's clock offset from ours (seconds) as measured at ``at``."""
+    with transaction(engine) as conn:
+        conn.execute(update(shop_state).where(shop_state.c.shop == shop).values(
+            clock_offset_ms=round(offset_seconds * 1000), clock_checked_at=at))
 
 
 class DbShopContext:

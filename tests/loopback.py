@@ -27,6 +27,7 @@ def serve_in_thread(app: ASGIApp, *,
     sock.listen(64)  # connections queue from now on, so no readiness wait is needed
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
+                            date_header=False,  # a fake dates its answers by its own clock
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from connectors.common.clock import PlatformClock
 from robot.errors import Unavailable
 
 
@@ -24,24 +25,27 @@ class LoopClient:
     """Lazily creates the ``AsyncClient`` for the running loop.
 
     ``platform`` names the far side in error messages ("Youzan", "WeChat"); ``headers`` are
-    sent with every request.
+    sent with every request; ``clock`` (when given) takes a sample from every answer.
     """
 
     def __init__(self, *, platform: str, timeout: float,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 clock: PlatformClock | None = None) -> None:
         self.platform = platform
         self._timeout = timeout
         self._transport = transport
         self._headers = dict(headers) if headers else None
+        self.clock = clock
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def get(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._client.is_closed:
-            self._client = httpx.AsyncClient(transport=self._transport, timeout=self._timeout,
-                                             headers=self._headers)
+            self._client = httpx.AsyncClient(
+                transport=self._transport, timeout=self._timeout, headers=self._headers,
+                event_hooks=self.clock.hooks() if self.clock is not None else None)
             self._loop = loop
         return self._client
 

@@ -4,16 +4,31 @@ One pure function decides the next window from the stored cursor and "now"; the 
 returns the window's end as the new cursor, which the core stores only after committing the
 window's orders. It must never produce a window ending later than ``now - lag`` (platforms
 index recent changes late) nor longer than the configured window or the platform's cap.
+
+Windows and cursors are in the *platform's* time: :meth:`WindowPlanner.step` (the windowed
+poll every connector shares) turns our "now" into the platform's with the connector's
+:class:`~connectors.common.clock.PlatformClock`, measured afresh by every answer, and never
+stores a cursor beyond the platform's horizon as measured after the window was fetched.
+:meth:`WindowPlanner.trailing` cuts the reconciliation sweep's period into windows the
+platform accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from connectors.base import Order, PollResult
+from connectors.common.clock import PlatformClock
 from robot.errors import ConfigError
+
+#: A window may end this much past the platform's horizon as measured after the fetch
+#: before the cursor is held back (the ``Date`` header has one-second resolution).
+SETTLE_TOLERANCE = timedelta(seconds=2)
+
+FetchWindow = Callable[["Window"], Awaitable[Sequence[Order]]]
 
 
 class WindowConfig(Protocol):
@@ -110,6 +125,50 @@ class WindowPlanner:
             overlap=timedelta(seconds=config.overlap_seconds),
             initial_lookback=timedelta(minutes=config.initial_lookback_minutes),
         )
+
+
+    async def step(self, config: WindowConfig, cursor: Mapping[str, Any] | None,
+                   now: datetime, clock: PlatformClock, fetch: FetchWindow) -> PollResult:
+        """One windowed poll step: the next window in the platform's time after ``cursor``
+        as of ``now`` (our clock), its orders from ``fetch``, and the cursor to store.
+
+        The window's own answers measure the platform's clock; only when there is nothing to
+        ask on an unmeasured clock is the platform probed first. If the answers show that the
+        window reached past the platform's horizon (it was planned on a clock that was off),
+        the cursor is held at that horizon (never moved back); on a first run it stays unset
+        and the step is repeated at once with the measured clock.
+        """
+        last_end = self.read_cursor(cursor)
+        window = self.next(config, cursor, clock.platform(now))
+        if window.empty and not clock.measured:
+            # Nothing to ask on our clock, but the platform's may be ahead: measure it
+            # rather than wait until ours catches up.
+            await clock.ensure_measured()
+            window = self.next(config, cursor, clock.platform(now))
+        if window.empty:
+            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
+        orders = tuple(await fetch(window))
+        horizon = _whole_seconds(clock.platform(now) - timedelta(seconds=config.lag_seconds))
+        if window.end <= horizon + SETTLE_TOLERANCE:
+            return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+        if last_end is None:
+            return PollResult(orders=orders, cursor=dict(cursor or {}), more=True)
+        return PollResult(orders=orders, cursor=write_cursor(max(horizon, last_end)),
+                          more=False)
+
+    def trailing(self, config: WindowConfig, now: datetime, period: timedelta,
+                 clock: PlatformClock) -> list[Window]:
+        """Windows covering ``period`` up to the platform's horizon as of ``now`` (our
+        clock), each within the platform's cap, oldest first (the reconciliation sweep)."""
+        end = _whole_seconds(clock.platform(now) - timedelta(seconds=config.lag_seconds))
+        start = end - period
+        size = self.max_window or period
+        windows = []
+        while start < end:
+            stop = min(start + size, end)
+            windows.append(Window(start=start, end=stop, more=stop < end))
+            start = stop
+        return windows
 
 
 def write_cursor(end: datetime) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from connectors.base import ShopContext
-from connectors.common.clock import Clock, utc_now
+from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get, utc_now
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
 from connectors.pinduoduo.config import PinduoduoConfig
@@ -44,6 +44,7 @@ from connectors.pinduoduo.tokens import MemoryShopContext, TokenSet, TokenStore
 from robot.errors import (
     AuthError,
     BadPlatformData,
+    Fatal,
     PermissionDenied,
     RobotError,
     Throttled,
@@ -111,6 +112,10 @@ class PopApi:
         self._context = context or MemoryShopContext()
         self._store = TokenStore(config, self._context)
         self._clock = clock or utc_now
+        #: POP's clock as measured from its answers: windows and the signed ``timestamp``
+        #: follow it (POP refuses a timestamp far off its own clock).
+        self.clock = PlatformClock(
+            self._clock, probe=lambda: probe_get(self._client, self._config.gateway))
         self._sleep = sleep or asyncio.sleep
         self._limiter = limiter or SHARED
         self._tokens: TokenSet | None = None
@@ -122,6 +127,7 @@ class PopApi:
         self._client = httpx.AsyncClient(
             transport=transport, timeout=config.timeout_seconds,
             limits=httpx.Limits(max_keepalive_connections=0),
+            event_hooks=self.clock.hooks(),
         )
 
     def __repr__(self) -> str:
@@ -143,7 +149,8 @@ class PopApi:
         await self._client.aclose()
 
     def now(self) -> datetime:
-        return self._clock()
+        """POP's time now, as measured (ours until measured)."""
+        return self.clock.now()
 
     # -- the wire ------------------------------------------------------------------------
 
@@ -154,7 +161,7 @@ class PopApi:
         sent.update(
             type=api,
             client_id=self._config.client_id,
-            timestamp=str(to_epoch(self._clock())),
+            timestamp=str(to_epoch(self.clock.now())),
             data_type="JSON",
             version="V1",
         )
@@ -201,6 +208,21 @@ class PopApi:
         log.debug("pdd_call", api=api, ms=elapsed_ms, request_id=payload.get("request_id"))
         return body
 
+    async def _signed_post(self, api: str, params: Mapping[str, object],
+                           access_token: str | None) -> dict[str, Any]:
+        """:meth:`_post`, re-signed once in POP's time when a refusal's own answer moved the
+        measured clock (POP refuses a timestamp far off its clock; the code it uses for
+        that is not documented, so any refusal qualifies, and only then)."""
+        used = self.clock.offset
+        try:
+            return await self._post(api, params, access_token)
+        except (Fatal, AuthError, PddRejected) as exc:
+            if not moved_since(self.clock, used):
+                raise
+            log.info("pdd_timestamp_resigned", api=api, error=exc.message,
+                     offset_s=self.clock.offset.total_seconds())
+        return await self._post(api, params, access_token)
+
     async def _with_retries(self, api: str, params: Mapping[str, object],
                             access_token: str | None) -> dict[str, Any]:
         attempt = 0
@@ -208,7 +230,7 @@ class PopApi:
             await self._limiter.acquire(api, client_id=self._config.client_id,
                                         merchant=self.merchant)
             try:
-                return await self._post(api, params, access_token)
+                return await self._signed_post(api, params, access_token)
             except _Transient as transient:
                 if attempt >= self._config.max_retries:
                     raise transient.error from None

@@ -20,6 +20,7 @@ import httpx
 
 from connectors.base import (
     CheckReport,
+    ClockReading,
     Order,
     PlatformStatus,
     PollResult,
@@ -36,7 +37,7 @@ from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AppRejected, PddRejected
 from connectors.pinduoduo.limiter import RateLimiter, Sleep
 from connectors.pinduoduo.normalize import latest_by_order, order_from_row, unique_order_sns
-from connectors.pinduoduo.window import PLANNER, write_cursor
+from connectors.pinduoduo.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -58,6 +59,7 @@ NOTE = "pdd.order.note.update"
 # ⚠ POP's note length limit is not in the docs we found; 500 characters is a cautious cut.
 MEMO_MAX_CHARS = 500
 ALL_AFTER_SALES = 1  # after_sales_status / after_sales_type 1 = all
+SWEEP_PAGE_SIZE = 100  # POP's largest page: fewest calls for the reconciliation sweep
 
 
 class PinduoduoConnector:
@@ -90,47 +92,65 @@ class PinduoduoConnector:
 
     # -- orders -------------------------------------------------------------------------
 
-    async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
-        """One window of orders awaiting shipment without a refund, normalized."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
+    def clock_reading(self) -> ClockReading | None:
+        """POP's clock offset from ours, as measured from its answers."""
+        return self._api.clock.reading()
+
+    async def _order_rows(self, window: Window, page_size: int) -> list[dict[str, Any]]:
+        """Every row of one window of orders awaiting shipment without a refund."""
         params = {
             "start_updated_at": window.start, "end_updated_at": window.end,
             "order_status": 1, "refund_status": 1, "is_lucky_flag": 0,
-            "page_size": self.config.page_size,
+            "page_size": page_size,
         }
 
         async def page(number: int) -> dict[str, Any]:
             return await self._api.call(INCREMENT, {**params, "page": number})
 
-        rows = await fetch_window(page, list_key="order_sn_list", page_size=self.config.page_size)
-        # One unreadable order must not stall the cursor: it is handed on as an
-        # UnreadableOrder (the core parks it, or reports it when even its order_sn is
-        # unreadable) and the window moves on.
-        orders = normalize_each(latest_by_order(rows), order_from_row,
-                                lambda row: row.get("order_sn"))
-        orders += tuple(unreadable(None, f"{INCREMENT} row without order_sn")
-                        for row in rows if unique_order_sns([row]) == [])
-        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+        return await fetch_window(page, list_key="order_sn_list", page_size=page_size)
+
+    async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
+        """One window (in POP's time) of orders awaiting shipment without a refund."""
+
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            rows = await self._order_rows(window, self.config.page_size)
+            # One unreadable order must not stall the cursor: it is handed on as an
+            # UnreadableOrder (the core parks it, or reports it when even its order_sn is
+            # unreadable) and the window moves on.
+            orders = normalize_each(latest_by_order(rows), order_from_row,
+                                    lambda row: row.get("order_sn"))
+            return orders + tuple(unreadable(None, f"{INCREMENT} row without order_sn")
+                                  for row in rows if unique_order_sns([row]) == [])
+
+        return await PLANNER.step(self.config, cursor, now, self._api.clock, fetch)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of after-sales changes, returned as their orders re-read in full."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
-        params = {
-            "start_updated_at": window.start, "end_updated_at": window.end,
-            "after_sales_status": ALL_AFTER_SALES, "after_sales_type": ALL_AFTER_SALES,
-            "page_size": self.config.page_size,
-        }
 
-        async def page(number: int) -> dict[str, Any]:
-            return await self._api.call(REFUNDS, {**params, "page": number})
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            params = {
+                "start_updated_at": window.start, "end_updated_at": window.end,
+                "after_sales_status": ALL_AFTER_SALES, "after_sales_type": ALL_AFTER_SALES,
+                "page_size": self.config.page_size,
+            }
 
-        rows = await fetch_window(page, list_key="refund_list", page_size=self.config.page_size)
-        orders = await self._read_orders(unique_order_sns(rows))
-        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+            async def page(number: int) -> dict[str, Any]:
+                return await self._api.call(REFUNDS, {**params, "page": number})
+
+            rows = await fetch_window(page, list_key="refund_list",
+                                      page_size=self.config.page_size)
+            return await self._read_orders(unique_order_sns(rows))
+
+        return await PLANNER.step(self.config, cursor, now, self._api.clock, fetch)
+
+    async def recent_order_ids(self, now: datetime, period: timedelta) -> list[str]:
+        """Order numbers awaiting shipment updated within ``period`` (POP's time), in POP's
+        ≤30-minute increment windows with its largest pages (POP has no field selection)."""
+        await self._api.clock.ensure_measured()
+        rows: list[dict[str, Any]] = []
+        for window in PLANNER.trailing(self.config, now, period, self._api.clock):
+            rows += await self._order_rows(window, SWEEP_PAGE_SIZE)
+        return unique_order_sns(rows)
 
     async def _read_orders(self, order_sns: Sequence[str]) -> tuple[Order, ...]:
         def skipped(sn: str, exc: Skippable) -> None:

@@ -22,7 +22,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
+from connectors.fakekit import (
+    clock_route,
+    faults_endpoint,
+    json_object,
+    platform_dated,
+    transport_fault_response,
+)
 from connectors.pinduoduo.fake_state import FakeClock, FakePdd, Faults, PopError
 
 __all__ = ["FakeClock", "FakePdd", "Faults", "create_app"]
@@ -129,4 +135,5 @@ def create_app(state: FakePdd) -> Starlette:
         Route("/__fake__/tokens", tokens, methods=["POST"]),
         Route("/__fake__/clock", clock, methods=["POST"]),
         Route("/__fake__/state", snapshot, methods=["GET"]),
-    ])
+        clock_route(state),
+    ], middleware=platform_dated(state))  # answers dated by the platform's clock

@@ -19,7 +19,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +29,8 @@ from connectors.fakekit import (
     HangingFake,
     TransportFaults,
     WriteBackLog,
+    check_clock_offset,
+    platform_now,
     records,
     sent_fields,
     wall_now,
@@ -201,6 +203,9 @@ class FakePdd(HangingFake):
     refresh_token: str = "test-refresh-token"  # noqa: S105 - the fake's initial test token
     auth_code: str = "test-code"
     clock: Callable[[], datetime] = wall_now
+    #: Seconds the platform's clock runs ahead of ``clock`` (negative: behind); its order
+    #: times, windows and ``Date`` header follow it.
+    clock_offset: float = 0.0
     access_ttl: timedelta = timedelta(hours=24)
     refresh_ttl: timedelta = timedelta(days=30)
     owner_id: str = "900000001"
@@ -218,6 +223,7 @@ class FakePdd(HangingFake):
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
+        self.clock_offset = check_clock_offset(self.clock_offset)
         self.lock = threading.RLock()
         self._hang_release = threading.Event()
         self._serials = itertools.count(123456789012345, 7919)
@@ -234,7 +240,13 @@ class FakePdd(HangingFake):
     # -- scenario control (Python API; the /__fake__/ endpoints wrap these) -------------
 
     def now(self) -> datetime:
-        return self.clock().astimezone(UTC)
+        """The platform's time: the clock shifted by ``clock_offset``."""
+        return platform_now(self.clock, self.clock_offset)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
+        with self.lock:
+            self.clock_offset = check_clock_offset(seconds)
 
     def create_order(
         self,

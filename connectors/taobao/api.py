@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
-from connectors.common.clock import Clock, utc_now
+from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
 from connectors.taobao.config import TaobaoConfig
-from connectors.taobao.errors import map_http_failure, map_top_error
+from connectors.taobao.errors import ClockSkew, map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
 from connectors.taobao.times import format_top_time
 from robot.errors import BadPlatformData, Unavailable
@@ -67,11 +67,15 @@ class TopApi:
         clock: Clock | None = None,
     ) -> None:
         self._config = config
-        self._clock = clock or utc_now
+        #: TOP's clock as measured from its answers: windows and the signed ``timestamp``
+        #: follow it (TOP refuses a timestamp more than 10 minutes off its own clock).
+        self.clock = PlatformClock(
+            clock, probe=lambda: probe_get(self._client, self._config.gateway))
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=config.timeout_seconds,
             headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+            event_hooks=self.clock.hooks(),
         )
 
     def __repr__(self) -> str:
@@ -81,7 +85,8 @@ class TopApi:
         await self._client.aclose()
 
     def now(self) -> datetime:
-        return self._clock()
+        """TOP's time now, as measured (ours until measured)."""
+        return self.clock.now()
 
     def signed_form(
         self, method: str, params: Mapping[str, object], *, session: bool
@@ -92,7 +97,7 @@ class TopApi:
             method=method,
             app_key=self._config.app_key,
             sign_method=self._config.sign_method,
-            timestamp=format_top_time(self._clock()),
+            timestamp=format_top_time(self.clock.now()),
             format="json",
             v="2.0",
             simplify="false",
@@ -107,7 +112,25 @@ class TopApi:
     async def call(
         self, method: str, params: Mapping[str, object], *, session: bool = True
     ) -> dict[str, Any]:
-        """Call ``method`` and return the inside of its ``<method>_response`` object."""
+        """Call ``method`` and return the inside of its ``<method>_response`` object.
+
+        A timestamp refusal (code 31) is retried once, signed in TOP's time, when the refusal
+        itself moved the measured clock (the first call to a platform far off ours);
+        otherwise it stands.
+        """
+        used = self.clock.offset
+        try:
+            return await self._call_once(method, params, session=session)
+        except ClockSkew:
+            if not moved_since(self.clock, used):
+                raise
+            log.info("top_timestamp_resigned", method=method,
+                     offset_s=self.clock.offset.total_seconds())
+        return await self._call_once(method, params, session=session)
+
+    async def _call_once(
+        self, method: str, params: Mapping[str, object], *, session: bool
+    ) -> dict[str, Any]:
         form = self.signed_form(method, params, session=session)
         started = time.monotonic()
         try:

@@ -19,6 +19,7 @@ import httpx
 
 from connectors.base import (
     CheckReport,
+    ClockReading,
     Order,
     PlatformStatus,
     PollResult,
@@ -34,7 +35,7 @@ from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
 from connectors.taobao.normalize import topic_kind, trade_to_order
-from connectors.taobao.window import PLANNER, write_cursor
+from connectors.taobao.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -58,6 +59,8 @@ TRADE_FIELDS = (
     "orders.refund_status,orders.refund_id"
 )
 INCREMENT_FIELDS = "tid,status,modified"
+SWEEP_FIELDS = "tid,modified"  # the reconciliation sweep lists ids and times only
+SWEEP_PAGE_SIZE = 100  # TOP's largest page: fewest calls
 REFUND_FIELDS = "refund_id,tid,oid,status,modified"
 MEMO_MAX_BYTES = 1000
 TMC_BATCH = 100  # messages per consume call (TOP allows 10-200)
@@ -93,44 +96,66 @@ class TaobaoConnector:
 
     # -- orders -------------------------------------------------------------------------
 
+    def clock_reading(self) -> ClockReading | None:
+        """TOP's clock offset from ours, as measured from its answers."""
+        return self._api.clock.reading()
+
     async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
-        """One window of trades awaiting shipment, each read in full."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
-        rows = await fetch_window(
-            self._api,
-            "taobao.trades.sold.increment.get",
-            {
-                "fields": INCREMENT_FIELDS,
-                "start_modified": window.start,
-                "end_modified": window.end,
-                "status": "WAIT_SELLER_SEND_GOODS",
-            },
-            list_key="trades",
-            item_key="trade",
-            page_size=self.config.page_size,
-        )
-        orders = await self._read_trades(unique_ids(rows, "tid"))
-        orders += _without_tid(rows, "taobao.trades.sold.increment.get")
-        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+        """One window (in TOP's time) of trades awaiting shipment, each read in full."""
+
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            rows = await fetch_window(
+                self._api,
+                "taobao.trades.sold.increment.get",
+                {
+                    "fields": INCREMENT_FIELDS,
+                    "start_modified": window.start,
+                    "end_modified": window.end,
+                    "status": "WAIT_SELLER_SEND_GOODS",
+                },
+                list_key="trades",
+                item_key="trade",
+                page_size=self.config.page_size,
+            )
+            orders = await self._read_trades(unique_ids(rows, "tid"))
+            return orders + _without_tid(rows, "taobao.trades.sold.increment.get")
+
+        return await PLANNER.step(self.config, cursor, now, self._api.clock, fetch)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of refunds changed on TOP, returned as their trades re-read in full."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
-        rows = await fetch_window(
-            self._api,
-            "taobao.refunds.receive.get",
-            {"fields": REFUND_FIELDS, "start_modified": window.start, "end_modified": window.end},
-            list_key="refunds",
-            item_key="refund",
-            page_size=self.config.page_size,
-        )
-        orders = await self._read_trades(unique_ids(rows, "tid"))
-        orders += _without_tid(rows, "taobao.refunds.receive.get")
-        return PollResult(orders=orders, cursor=write_cursor(window.end), more=window.more)
+
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            rows = await fetch_window(
+                self._api,
+                "taobao.refunds.receive.get",
+                {"fields": REFUND_FIELDS, "start_modified": window.start,
+                 "end_modified": window.end},
+                list_key="refunds",
+                item_key="refund",
+                page_size=self.config.page_size,
+            )
+            orders = await self._read_trades(unique_ids(rows, "tid"))
+            return orders + _without_tid(rows, "taobao.refunds.receive.get")
+
+        return await PLANNER.step(self.config, cursor, now, self._api.clock, fetch)
+
+    async def recent_order_ids(self, now: datetime, period: timedelta) -> list[str]:
+        """Tids of trades awaiting shipment modified within ``period`` (TOP's time), from
+        ``trades.sold.increment.get`` asking for ``tid,modified`` only, in ≤1-day windows."""
+        await self._api.clock.ensure_measured()
+        rows: list[dict[str, Any]] = []
+        for window in PLANNER.trailing(self.config, now, period, self._api.clock):
+            rows += await fetch_window(
+                self._api,
+                "taobao.trades.sold.increment.get",
+                {"fields": SWEEP_FIELDS, "start_modified": window.start,
+                 "end_modified": window.end, "status": "WAIT_SELLER_SEND_GOODS"},
+                list_key="trades",
+                item_key="trade",
+                page_size=SWEEP_PAGE_SIZE,
+            )
+        return unique_ids(rows, "tid")
 
     async def _read_trades(self, tids: Sequence[str]) -> tuple[Order, ...]:
         """Read trades in full, a few at a time (TOP allows parallel calls per app).

@@ -22,7 +22,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import faults_endpoint, json_object, transport_fault_response
+from connectors.fakekit import (
+    clock_route,
+    faults_endpoint,
+    json_object,
+    platform_dated,
+    transport_fault_response,
+)
 from connectors.taobao.fake_state import FakeClock, FakeTop, Faults
 
 __all__ = ["FakeClock", "FakeTop", "Faults", "create_app"]
@@ -104,5 +110,7 @@ def create_app(state: FakeTop) -> Starlette:
             Route("/__fake__/trades/{tid:int}/close", close, methods=["POST"]),
             Route("/__fake__/faults", faults, methods=["POST"]),
             Route("/__fake__/state", snapshot, methods=["GET"]),
-        ]
+            clock_route(state),
+        ],
+        middleware=platform_dated(state),  # answers dated by the platform's clock
     )

@@ -26,6 +26,8 @@ from connectors.fakekit import (
     HangingFake,
     TransportFaults,
     WriteBackLog,
+    check_clock_offset,
+    platform_now,
     records,
     sent_fields,
     wall_now,
@@ -194,6 +196,9 @@ class FakeTop(HangingFake):
     app_secret: str = "testsecret"  # noqa: S105 - a fake's published test credential
     session: str = "test-session"
     clock: Callable[[], datetime] = wall_now
+    #: Seconds the platform's clock runs ahead of ``clock`` (negative: behind); its order
+    #: times, windows and ``Date`` header follow it.
+    clock_offset: float = 0.0
     visibility_timeout: timedelta = timedelta(seconds=30)
     seller_nick: str = "fake-shop"
     user_id: int = 2200000000001
@@ -213,6 +218,7 @@ class FakeTop(HangingFake):
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
+        self.clock_offset = check_clock_offset(self.clock_offset)
         self.lock = threading.RLock()
         self._hang_release = threading.Event()
         # Real tids exceed 2**53; so do the fake's, to catch float-parsing bugs.
@@ -225,7 +231,13 @@ class FakeTop(HangingFake):
     # -- scenario control (Python API; the /__fake__/ endpoints wrap these) -------------
 
     def now(self) -> datetime:
-        return self.clock().astimezone(UTC)
+        """The platform's time: the clock shifted by ``clock_offset``."""
+        return platform_now(self.clock, self.clock_offset)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
+        with self.lock:
+            self.clock_offset = check_clock_offset(seconds)
 
     def create_trade(
         self,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.base import (
     CheckReport,
+    ClockReading,
     Order,
     PlatformStatus,
     PollResult,
@@ -35,7 +36,7 @@ from connectors.base import (
     ShopContext,
 )
 from connectors.common.check import staged_report
-from connectors.common.clock import Clock, utc_now
+from connectors.common.clock import Clock, PlatformClock, utc_now
 from connectors.common.http import LoopClient
 from connectors.wechat import errors as codes
 from connectors.wechat.api import GET_ORDER, IS_TRADE_MANAGED, UPLOAD_SHIPPING_INFO, WechatApi
@@ -81,8 +82,10 @@ class WechatConnector:
         self._keys: dict[str, rsa.RSAPublicKey] = {
             serial: load_public_key(pem.get_secret_value(), serial=serial)
             for serial, pem in config.wechatpay_public_keys.items()}
+        #: WeChat's clock as measured from its answers (reported; nothing is windowed).
+        self.platform_clock = PlatformClock(self._clock)
         self._http = LoopClient(platform="WeChat", timeout=config.timeout_seconds,
-                                transport=transport)
+                                transport=transport, clock=self.platform_clock)
         self._api = WechatApi(config, TokenManager(config, context, self._http, self._clock),
                               self._http)
 
@@ -92,6 +95,10 @@ class WechatConnector:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def clock_reading(self) -> ClockReading | None:
+        """WeChat's clock offset from ours, as measured from its answers."""
+        return self.platform_clock.reading()
 
     # -- intake ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.fakekit import deliver_endpoint, faults_endpoint
+from connectors.fakekit import clock_route, deliver_endpoint, faults_endpoint, platform_dated
 from connectors.wechat.fake_pay import PaySender
 from connectors.wechat.fake_state import FakeClock, FakeWechat, Faults
 
@@ -118,5 +118,6 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
         Route("/__fake__/notify/config", notify_config, methods=["POST"]),
         Route("/__fake__/notify/deliver", notify_deliver, methods=["POST"]),
         Route("/__fake__/state", snapshot, methods=["GET"]),
+        clock_route(state),
         Route("/__fake__/keys", keys, methods=["GET"]),
-    ])
+    ], middleware=platform_dated(state))  # answers dated by the platform's clock

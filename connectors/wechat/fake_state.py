@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.common.shapes import ShapeFaults, garble
 from connectors.fakekit import FakeClock as BaseFakeClock
-from connectors.fakekit import WriteBackLog, records, wall_now
+from connectors.fakekit import WriteBackLog, check_clock_offset, platform_now, records, wall_now
 from connectors.wechat.crypto import SIGNATURE_TYPE, encrypt_resource, sign
 
 CHINA = timezone(timedelta(hours=8))
@@ -143,10 +143,15 @@ class FakeWechat:
     def __init__(self, *, appid: str = "wxfakeappid000001",
                  app_secret: str = "fake-app-secret",  # noqa: S107 - the fake's test secret
                  mchid: str = "1900000109", apiv3_key: str | None = None,
-                 clock: Clock | None = None, notify_url: str | None = None) -> None:
+                 clock: Clock | None = None, notify_url: str | None = None,
+                 clock_offset: float = 0.0) -> None:
         self.appid, self.app_secret, self.mchid = appid, app_secret, mchid
         self.apiv3_key = apiv3_key or secrets.token_hex(16)  # 32 characters
-        self.clock = clock or wall_now
+        self._local_clock = clock or wall_now
+        #: Seconds WeChat's clock runs ahead of ``clock`` (negative: behind); every time the
+        #: fake reads or writes (``self.clock()``) and its ``Date`` header follow it.
+        self.clock_offset = check_clock_offset(clock_offset)
+        self.clock: Clock = self.now
         self.notify_url = notify_url
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.serial = "PUB_KEY_ID_01" + secrets.token_hex(12).upper()
@@ -168,9 +173,19 @@ class FakeWechat:
         #: Every shipping upload received, refused ones too (``snapshot()["write_backs"]``).
         self.writebacks = WriteBackLog()
 
+    def now(self) -> datetime:
+        """WeChat's time: the clock shifted by ``clock_offset``."""
+        return platform_now(self._local_clock, self.clock_offset)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set WeChat's clock to run ``seconds`` ahead of ours (negative: behind)."""
+        with self.lock:
+            self.clock_offset = check_clock_offset(seconds)
+
     # -- keys for the connector's config -------------------------------------------------
 
     @property
+
     def public_key_pem(self) -> str:
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.PEM,

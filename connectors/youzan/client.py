@@ -26,6 +26,7 @@ import httpx
 
 from connectors.base import (
     CheckReport,
+    ClockReading,
     Order,
     PlatformStatus,
     PollResult,
@@ -35,7 +36,7 @@ from connectors.base import (
     ShopContext,
 )
 from connectors.common.check import staged_report
-from connectors.common.clock import Clock, utc_now
+from connectors.common.clock import Clock, PlatformClock, probe_get, utc_now
 from connectors.common.http import LoopClient
 from connectors.common.unreadable import fetch_each, unreadable
 from connectors.common.values import as_dict, as_int
@@ -47,7 +48,7 @@ from connectors.youzan.normalize import AUTO_DELIVERED, known_status, row_status
 from connectors.youzan.push import parse_push
 from connectors.youzan.times import format_yz_time
 from connectors.youzan.token import TokenManager
-from connectors.youzan.window import PLANNER, write_cursor
+from connectors.youzan.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -88,9 +89,13 @@ class YouzanConnector:
         self.config = config
         self.shop = context.shop
         self._clock = clock or utc_now
+        #: Youzan's clock as measured from its answers; windows follow it.
+        self.platform_clock = PlatformClock(
+            self._clock, probe=lambda: probe_get(self._http.get(), self.config.base_url))
         self._http = LoopClient(platform="Youzan", timeout=config.timeout_seconds,
                                 transport=transport,
-                                headers={"Content-Type": "application/json;charset=utf-8"})
+                                headers={"Content-Type": "application/json;charset=utf-8"},
+                                clock=self.platform_clock)
         self._api = YouzanApi(config, TokenManager(config, context, self._http, self._clock),
                               self._http)
 
@@ -103,34 +108,45 @@ class YouzanConnector:
 
     # -- intake: polling ----------------------------------------------------------------
 
+    def clock_reading(self) -> ClockReading | None:
+        """Youzan's clock offset from ours, as measured from its answers."""
+        return self.platform_clock.reading()
+
     async def poll(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
-        """One window of trades updated on Youzan; the paid ones read in full."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
-        rows = await self._sold_rows(window.start, window.end)
-        # An unknown (or missing) status is read in full too: the detail either explains it
-        # or comes back as an UnreadableOrder for the core to park, never silently skipped.
-        wanted = [tid for tid, status, _refund in rows
-                  if tid and (status in _WORTH_READING or not known_status(status))]
-        orders = await self._read_trades(wanted)
-        # UnreadableOrders are PAID-typed, so they pass this filter on to the core.
-        paid = tuple(o for o in orders if o.status is PlatformStatus.PAID)
-        return PollResult(orders=paid + _without_tid(rows), cursor=write_cursor(window.end),
-                          more=window.more)
+        """One window (in Youzan's time) of trades updated on Youzan; the paid ones read
+        in full."""
+
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            rows = await self._sold_rows(window.start, window.end)
+            # An unknown (or missing) status is read in full too: the detail either explains
+            # it or comes back as an UnreadableOrder for the core to park, never skipped.
+            orders = await self._read_trades(_worth_reading(rows))
+            # UnreadableOrders are PAID-typed, so they pass this filter on to the core.
+            paid = tuple(o for o in orders if o.status is PlatformStatus.PAID)
+            return paid + _without_tid(rows)
+
+        return await PLANNER.step(self.config, cursor, now, self.platform_clock, fetch)
 
     async def poll_refunds(self, cursor: Mapping[str, Any] | None, now: datetime) -> PollResult:
         """One window of trades closed or with refunds changed, read in full."""
-        window = PLANNER.next(self.config, cursor, now)
-        if window.empty:
-            return PollResult(orders=(), cursor=dict(cursor or {}), more=False)
-        rows = await self._sold_rows(window.start, window.end)
-        tids = [tid for tid, status, refund in rows
-                if tid and (status == "TRADE_CLOSED" or refund)]
-        tids += await self._refund_tids(window.start, window.end)
-        orders = await self._read_trades(_unique(tids))
-        return PollResult(orders=orders + _without_tid(rows), cursor=write_cursor(window.end),
-                          more=window.more)
+
+        async def fetch(window: Window) -> tuple[Order, ...]:
+            rows = await self._sold_rows(window.start, window.end)
+            tids = [tid for tid, status, refund in rows
+                    if tid and (status == "TRADE_CLOSED" or refund)]
+            tids += await self._refund_tids(window.start, window.end)
+            return await self._read_trades(_unique(tids)) + _without_tid(rows)
+
+        return await PLANNER.step(self.config, cursor, now, self.platform_clock, fetch)
+
+    async def recent_order_ids(self, now: datetime, period: timedelta) -> list[str]:
+        """Tids of trades updated within ``period`` (Youzan's time) that polling would read
+        (one ``trades.sold.get`` window, split only past 100 pages)."""
+        await self.platform_clock.ensure_measured()
+        tids: list[str] = []
+        for window in PLANNER.trailing(self.config, now, period, self.platform_clock):
+            tids += _worth_reading(await self._sold_rows(window.start, window.end))
+        return _unique(tids)
 
     async def _sold_rows(self, start: datetime, end: datetime) -> list[tuple[str, str, int]]:
         """(tid, status, refund_state) of every trade updated in ``[start, end]``, once each.
@@ -267,7 +283,7 @@ class YouzanConnector:
             await self._api.tokens.token()
         except RobotError as exc:
             return staged_report(names, 0 if isinstance(exc, Retriable) else 1, exc.message)
-        end = self._clock() - timedelta(seconds=self.config.lag_seconds)
+        end = self.platform_clock.now() - timedelta(seconds=self.config.lag_seconds)
         try:
             await self._api.call(TRADES_SOLD_GET, self.config.trades_sold_get_version, {
                 "start_update": format_yz_time(end - timedelta(minutes=1)),
@@ -299,6 +315,12 @@ def _without_tid(rows: Sequence[tuple[str, str, int]]) -> tuple[Order, ...]:
     if all(tid for tid, _status, _refund in rows):
         return ()
     return (unreadable(None, f"{TRADES_SOLD_GET} row without full_order_info.order_info.tid"),)
+
+
+def _worth_reading(rows: Sequence[tuple[str, str, int]]) -> list[str]:
+    """Tids of sold rows whose trade may need delivering (or whose status is unknown)."""
+    return [tid for tid, status, _refund in rows
+            if tid and (status in _WORTH_READING or not known_status(status))]
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -21,7 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import deliver_endpoint, faults_endpoint, json_object
+from connectors.fakekit import (
+    clock_route,
+    deliver_endpoint,
+    faults_endpoint,
+    json_object,
+    platform_dated,
+)
 from connectors.youzan.fake_push import PushSender
 from connectors.youzan.fake_state import FakeClock, FakeYouzan, Faults
 
@@ -117,4 +123,5 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
         Route("/__fake__/push/test", push_test, methods=["POST"]),
         Route("/__fake__/push/deliver", push_deliver, methods=["POST"]),
         Route("/__fake__/state", snapshot, methods=["GET"]),
-    ])
+        clock_route(state),
+    ], middleware=platform_dated(state))  # answers dated by the platform's clock

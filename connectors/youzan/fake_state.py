@@ -21,13 +21,21 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 from connectors.common.shapes import ShapeFaults
-from connectors.fakekit import FakeClock, WriteBackLog, records, sent_fields, wall_now
+from connectors.fakekit import (
+    FakeClock,
+    WriteBackLog,
+    check_clock_offset,
+    platform_now,
+    records,
+    sent_fields,
+    wall_now,
+)
 from connectors.youzan.sign import event_sign, legacy_body_sign
 from connectors.youzan.times import epoch_ms, format_yz_time, parse_yz_time
 
@@ -203,6 +211,9 @@ class FakeYouzan:
     kdt_id: str = "56232"
     kdt_name: str = "fake youzan shop"
     clock: Callable[[], datetime] = wall_now
+    #: Seconds the platform's clock runs ahead of ``clock`` (negative: behind); its order
+    #: times, windows and ``Date`` header follow it.
+    clock_offset: float = 0.0
     token_ttl: timedelta = TOKEN_TTL
     faults: Faults = field(default_factory=Faults)
     authorized: bool = True
@@ -223,6 +234,7 @@ class FakeYouzan:
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
+        self.clock_offset = check_clock_offset(self.clock_offset)
         self.lock = threading.RLock()
         self._seq = itertools.count(1)
         self._oids = itertools.count(2_960_000_000_001, 3)
@@ -236,7 +248,13 @@ class FakeYouzan:
     # -- scenario control (the /__fake__/ endpoints wrap these) -------------------------
 
     def now(self) -> datetime:
-        return self.clock().astimezone(UTC)
+        """The platform's time: the clock shifted by ``clock_offset``."""
+        return platform_now(self.clock, self.clock_offset)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
+        with self.lock:
+            self.clock_offset = check_clock_offset(seconds)
 
     def create_trade(self, *, items: Iterable[Mapping[str, Any]] = (
             {"title": "Game card 100", "price": "10.00"},), virtual: bool = False,

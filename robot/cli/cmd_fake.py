@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from connectors.fakekit import MAX_CLOCK_OFFSET
 from robot.cli.common import emit_json, json_option
 from robot.errors import UserError
 
@@ -62,6 +63,16 @@ def seed_orders_option(help_text: str) -> Callable[[F], F]:
                         show_default=True, help=help_text)
 
 
+def clock_offset_option(command: F) -> F:
+    """The ``--clock-offset SECONDS`` option: the fake platform's clock runs this far ahead
+    of this machine's (negative: behind); its order times, windows and ``Date`` follow it."""
+    return click.option(
+        "--clock-offset", type=click.FloatRange(-MAX_CLOCK_OFFSET, MAX_CLOCK_OFFSET),
+        default=0.0, show_default=True, metavar="SECONDS",
+        help="The platform's clock runs this many seconds ahead of ours (negative: behind); "
+             "change it later with POST /__fake__/clock/offset.")(command)
+
+
 def listen_on_loopback(host: str, port: int) -> tuple[socket.socket, str]:
     """A listening loopback socket (see :func:`_loopback_socket`) and its base URL,
     ``http://HOST:PORT`` (an IPv6 host in brackets)."""
@@ -92,7 +103,8 @@ def serve_until_interrupted(app: ASGIApp, sock: socket.socket,
     # Imported here so every other ``robot`` command starts without loading a web server.
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
+                            date_header=False)  # a fake dates its answers by its own clock
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -107,6 +119,7 @@ def serve_until_interrupted(app: ASGIApp, sock: socket.socket,
 @click.option("--app-secret", default="testsecret", show_default=True)
 @click.option("--session", default="test-session", show_default=True)
 @seed_orders_option("Paid trades to create at start.")
+@clock_offset_option
 @json_option
 def fake_taobao(
     port: int,
@@ -115,13 +128,15 @@ def fake_taobao(
     app_secret: str,
     session: str,
     seed_orders: int,
+    clock_offset: float,
     as_json: bool,
 ) -> None:
     """Serve a fake Taobao Open Platform (TOP) gateway until interrupted."""
     # Imported here so every other ``robot`` command starts without loading a web server.
     from connectors.taobao.fake import FakeTop, create_app
 
-    state = FakeTop(app_key=app_key, app_secret=app_secret, session=session)
+    state = FakeTop(app_key=app_key, app_secret=app_secret, session=session,
+                    clock_offset=clock_offset)
     tids = state.seed(seed_orders)
     sock, base = listen_on_loopback(host, port)
     info = {
@@ -131,6 +146,7 @@ def fake_taobao(
         "app_secret": app_secret,
         "session": session,
         "seeded_tids": [str(tid) for tid in tids],
+        "clock_offset_seconds": clock_offset,
     }
     announce(info, title="Fake TOP gateway (test credentials):",
              shown=("gateway", "control", "app_key", "app_secret", "session"),

@@ -11,6 +11,7 @@ import click
 
 from robot.cli.cmd_fake import (
     announce,
+    clock_offset_option,
     fake,
     listen_on_loopback,
     loopback_options,
@@ -27,6 +28,7 @@ from robot.cli.common import json_option
 @click.option("--access-token", default="test-access-token", show_default=True)
 @click.option("--refresh-token", default="test-refresh-token", show_default=True)
 @seed_orders_option("Paid orders awaiting shipment to create at start.")
+@clock_offset_option
 @json_option
 def fake_pinduoduo(
     port: int,
@@ -36,6 +38,7 @@ def fake_pinduoduo(
     access_token: str,
     refresh_token: str,
     seed_orders: int,
+    clock_offset: float,
     as_json: bool,
 ) -> None:
     """Serve a fake Pinduoduo open-platform (POP) gateway until interrupted."""
@@ -44,7 +47,8 @@ def fake_pinduoduo(
 
     sock, base = listen_on_loopback(host, port)
     state = FakePdd(client_id=client_id, client_secret=client_secret,
-                    access_token=access_token, refresh_token=refresh_token)
+                    access_token=access_token, refresh_token=refresh_token,
+                    clock_offset=clock_offset)
     order_sns = state.seed(seed_orders)
     info = {
         "gateway": f"{base}/api/router",
@@ -55,6 +59,7 @@ def fake_pinduoduo(
         "refresh_token": refresh_token,
         "authorization_code": state.auth_code,
         "seeded_orders": order_sns,
+        "clock_offset_seconds": clock_offset,
     }
     announce(info, title="Fake Pinduoduo POP gateway (test credentials):",
              shown=("gateway", "control", "client_id", "client_secret", "access_token",

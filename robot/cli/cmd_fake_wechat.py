@@ -13,6 +13,7 @@ import click
 
 from robot.cli.cmd_fake import (
     announce,
+    clock_offset_option,
     fake,
     listen_on_loopback,
     loopback_options,
@@ -32,9 +33,11 @@ from robot.cli.common import json_option
               help="The SKU the seeded payments carry in attach.")
 @click.option("--notify-url", default=None,
               help="Deliver WeChat Pay notifications to this URL (the robot's /hooks/SHOP).")
+@clock_offset_option
 @json_option
 def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
-                seed_orders: int, seed_sku: str, notify_url: str | None, as_json: bool) -> None:
+                seed_orders: int, seed_sku: str, notify_url: str | None, clock_offset: float,
+                as_json: bool) -> None:
     """Serve a fake WeChat (stable_token, shipping-info APIs, Pay notifications)."""
     # Imported here so every other ``robot`` command starts without loading a web server.
     import json
@@ -42,7 +45,8 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
     from connectors.wechat.fake import FakeWechat, PaySender, create_app
     from connectors.wechat.fake_pay import PayLoop
 
-    state = FakeWechat(appid=appid, app_secret=app_secret, mchid=mchid, notify_url=notify_url)
+    state = FakeWechat(appid=appid, app_secret=app_secret, mchid=mchid, notify_url=notify_url,
+                       clock_offset=clock_offset)
     seeded = [state.create_payment(attach=json.dumps({"sku": seed_sku, "qty": 1}))
               for _ in range(seed_orders)]
     sock, base = listen_on_loopback(host, port)
@@ -57,6 +61,7 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
         "wechatpay_public_key_pem": state.public_key_pem,
         "notify_url": notify_url,
         "seeded_out_trade_nos": seeded,
+        "clock_offset_seconds": clock_offset,
     }
     announce(info, title="Fake WeChat (test credentials):",
              shown=("base_url", "control", "appid", "app_secret", "mchid", "apiv3_key",

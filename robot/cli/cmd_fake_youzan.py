@@ -12,6 +12,7 @@ import click
 
 from robot.cli.cmd_fake import (
     announce,
+    clock_offset_option,
     fake,
     listen_on_loopback,
     loopback_options,
@@ -29,16 +30,18 @@ from robot.cli.common import json_option
 @seed_orders_option("Paid trades to create at start.")
 @click.option("--push-url", default=None,
               help="Deliver push messages to this URL (e.g. the robot's /hooks/SHOP).")
+@clock_offset_option
 @json_option
 def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id: str,
-                seed_orders: int, push_url: str | None, as_json: bool) -> None:
+                seed_orders: int, push_url: str | None, clock_offset: float,
+                as_json: bool) -> None:
     """Serve a fake Youzan Cloud (token endpoint, API gateway, pushes) until interrupted."""
     # Imported here so every other ``robot`` command starts without loading a web server.
     from connectors.youzan.fake import FakeYouzan, PushSender, create_app
     from connectors.youzan.fake_push import PushLoop
 
     state = FakeYouzan(client_id=client_id, client_secret=client_secret, kdt_id=kdt_id,
-                       push_url=push_url)
+                       push_url=push_url, clock_offset=clock_offset)
     tids = state.seed(seed_orders)
     sock, base = listen_on_loopback(host, port)
     info = {

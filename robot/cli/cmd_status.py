@@ -21,9 +21,11 @@ def status_cmd(app: App, as_json: bool) -> None:
     if as_json:
         emit_json(dataclasses.asdict(st))
         return
-    print_table(app, "shops", ["shop", "last poll ok", "lag", "paused", "received", "allocated",
-                               "shipped", "waiting", "held", "failed", "cancelled"],
+    limit = app.config.intake.max_clock_offset
+    print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
+                               "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
                 [[s.shop, s.last_poll_ok_at or "never", format_age(s.lag_seconds),
+                  _clock(s.clock_offset_s, limit),
                   s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
                       "received", "allocated", "shipped", "waiting_stock", "held", "failed",
                       "cancelled"))] for s in st.shops])
@@ -31,6 +33,12 @@ def status_cmd(app: App, as_json: bool) -> None:
                 [[p.pool, p.available, p.sold_7d,
                   "-" if p.days_of_cover is None else p.days_of_cover,
                   p.low_stock if p.low_stock is not None else ""] for p in st.pools])
+    skewed = [s for s in st.shops
+              if s.clock_offset_s is not None and abs(s.clock_offset_s) > limit]
+    for s in skewed:
+        app.console.print(f"[bold red]clock:[/bold red] {s.shop}'s platform clock is "
+                          f"{_clock(s.clock_offset_s, limit)} from this machine's (limit "
+                          f"{limit:g}s); polling follows the platform's clock, but check NTP")
     needs = {k: v for k, v in st.attention.items() if v}
     if needs:
         app.console.print("[bold red]needs attention:[/bold red] "
@@ -38,6 +46,14 @@ def status_cmd(app: App, as_json: bool) -> None:
                           + "  (robot orders list --state …)")
     else:
         app.console.print("[green]nothing needs attention[/green]")
+
+
+def _clock(offset: float | None, limit: float) -> str:
+    """The platform's clock against ours: "+600s" (ahead), "-3s" (behind), "" unmeasured;
+    "!" past the limit."""
+    if offset is None:
+        return ""
+    return f"{offset:+.0f}s" + (" !" if abs(offset) > limit else "")
 
 
 COMMANDS: list[click.Command] = [status_cmd]

@@ -37,6 +37,10 @@ def _no_broken() -> Mapping[str, str]:
     return {}
 
 
+def _no_skew() -> Mapping[str, float]:
+    return {}
+
+
 @dataclass
 class HttpContext:
     """Everything the endpoints need; ``shops`` and ``connectors`` hold running shops only."""
@@ -50,6 +54,9 @@ class HttpContext:
     wake: Callable[[], None] = _nothing
     #: Shops whose connector failed to build, with the reason.
     broken_shops: Callable[[], Mapping[str, str]] = _no_broken
+    #: Shops whose platform clock is past ``max_clock_offset`` from ours, with the offset (s).
+    clock_skewed: Callable[[], Mapping[str, float]] = _no_skew
+    max_clock_offset: float = 60.0
     limits: RateLimits = field(default_factory=RateLimits)
     max_push_body: int = MAX_PUSH_BODY
     db_timeout: float = 2.0  # seconds for the health check's SELECT 1

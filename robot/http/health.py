@@ -8,6 +8,10 @@ build; ship jobs wait more than five minutes past their due time. Paused shops a
 but do not make the robot unhealthy: the robot paused them itself on a credentials error,
 alerted, and only a person can resume them (a restart would not help).
 
+Degraded (503 too, ``"status": "degraded"`` when nothing else is wrong): a platform's clock
+is further from ours than ``intake.max_clock_offset``. Orders still flow (windows follow the
+platform's clock), but something needs a person: usually this machine's NTP.
+
 The body may be seen by anyone who can reach the listener: it names shops and counts, never
 error texts (they can quote platform answers). This module only reads; it must never write,
 decrypt or block the event loop.
@@ -90,8 +94,20 @@ async def report(ctx: HttpContext, now: datetime | None = None) -> tuple[bool, d
         body["broken_shops"] = sorted(broken)
         reasons.extend(f"shop {name} is broken (its connector failed to start; see the log)"
                        for name in sorted(broken))
-    healthy = not reasons
-    return healthy, {"status": "ok" if healthy else "unhealthy", "reasons": reasons, **body}
+    degraded = _clock_reasons(ctx, body)
+    healthy = not reasons and not degraded
+    status = "ok" if healthy else "unhealthy" if reasons else "degraded"
+    return healthy, {"status": status, "reasons": reasons + degraded, **body}
+
+
+def _clock_reasons(ctx: HttpContext, body: dict[str, Any]) -> list[str]:
+    """Shops whose platform clock is past the limit (offsets added to ``body``)."""
+    skewed = dict(ctx.clock_skewed())
+    if skewed:
+        body["clock_offset_s"] = {name: round(offset, 1) for name, offset in sorted(skewed.items())}
+    return [f"shop {name}: the platform's clock is {abs(offset):.0f}s "
+            f"{'ahead of' if offset > 0 else 'behind'} ours (limit "
+            f"{ctx.max_clock_offset:.0f}s)" for name, offset in sorted(skewed.items())]
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -240,16 +240,40 @@ def test_session_expiry_is_session_expired(drive: Any, top: FakeTop, clock: Fake
     assert isinstance(caught.value, AuthError)
 
 
-def test_clock_skew_is_reported(top: FakeTop, clock: FakeClock, drive: Any) -> None:
-    """A connector clock 20 minutes off gets ClockSkew (code 31)."""
+def test_clock_skew_is_reported_when_tops_clock_cannot_be_measured(
+    top: FakeTop, clock: FakeClock, drive: Any
+) -> None:
+    """A host clock 20 minutes off, with no usable Date from TOP, gets ClockSkew (code 31)."""
     skewed = FakeClock(clock.now() + timedelta(minutes=20))
 
     async def scenario(connector: TaobaoConnector) -> None:
-        connector.api._clock = skewed.now  # simulate a wrong host clock
+        connector.api.clock.local = skewed.now  # simulate a wrong host clock
+        connector.api.clock.observe_response = lambda response: None  # type: ignore[method-assign]
         await connector.fetch_order("1")
 
     with pytest.raises(ClockSkew):
         drive(scenario)
+
+
+def test_a_host_clock_far_off_is_measured_and_the_timestamp_follows_tops_clock(
+    top: FakeTop, clock: FakeClock, drive: Any
+) -> None:
+    """A host clock 20 minutes ahead: TOP's refusal carries its Date, the call is re-signed
+    once in TOP's time and succeeds; later calls are signed in TOP's time from the start."""
+    tid = top.create_trade()
+    skewed = FakeClock(clock.now() + timedelta(minutes=20))
+
+    async def scenario(connector: TaobaoConnector) -> float:
+        connector.api.clock.local = skewed.now
+        await connector.fetch_order(str(tid))
+        calls = len(top.calls)
+        await connector.fetch_order(str(tid))
+        assert len(top.calls) == calls + 1  # no refusal the second time
+        reading = connector.clock_reading()
+        assert reading is not None
+        return reading.offset_seconds
+
+    assert drive(scenario) == -1200
 
 
 def test_errors_and_logs_never_carry_credentials(drive: Any, top: FakeTop) -> None:
