@@ -41,10 +41,12 @@ def codes_by_key(engine: Engine) -> dict[str, int]:
 
 def all_plaintexts(engine: Engine, vault: Vault) -> set[str]:
     with engine.connect() as conn:
-        rows = conn.execute(select(codes.c.key_id, codes.c.ciphertext, codes.c.pool_id,
-                                   codes.c.fingerprint)).all()
-    return {vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
-                          fingerprint=bytes(r.fingerprint)) for r in rows}
+        rows = conn.execute(select(codes.c.id, codes.c.key_id, codes.c.ciphertext,
+                                   codes.c.pool_id, codes.c.fingerprint,
+                                   codes.c.aad_version)).all()
+    return {vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                          fingerprint=bytes(r.fingerprint), aad_version=r.aad_version)
+            for r in rows}
 
 
 def order_for(engine: Engine, name: str, quantity: int = 1) -> int:
@@ -156,20 +158,22 @@ def test_a_guarded_write_never_overwrites_a_newer_row(engine: Engine, key_file: 
         victim = conn.execute(select(codes).order_by(codes.c.id.desc()).limit(1)).one()
     fp = bytes(victim.fingerprint)
     writer = open_vault(key_file)
-    theirs = writer.encrypt(writer.decrypt(victim.key_id, victim.ciphertext,
-                                           pool_id=victim.pool_id, fingerprint=fp),
-                            pool_id=victim.pool_id, fingerprint=fp)
+    theirs = writer.encrypt(writer.decrypt(victim.key_id, victim.ciphertext, code_id=victim.id,
+                                           pool_id=victim.pool_id, fingerprint=fp,
+                                           aad_version=victim.aad_version),
+                            code_id=victim.id, pool_id=victim.pool_id, fingerprint=fp)
 
     class Meddled(Vault):
         """Lets another writer in while the rotation holds the victim's old copy."""
 
-        def decrypt(self, key_id: str, blob: bytes, *, pool_id: int,
-                    fingerprint: bytes) -> str:
+        def decrypt(self, key_id: str, blob: bytes, *, code_id: int, pool_id: int,
+                    fingerprint: bytes, aad_version: int | None) -> str:
             if fingerprint == fp:
                 with engine.begin() as conn:
                     conn.execute(update(codes).where(codes.c.id == victim.id)
                                  .values(key_id=theirs[0], ciphertext=theirs[1]))
-            return super().decrypt(key_id, blob, pool_id=pool_id, fingerprint=fingerprint)
+            return super().decrypt(key_id, blob, code_id=code_id, pool_id=pool_id,
+                                   fingerprint=fingerprint, aad_version=aad_version)
 
     assert keys.reencrypt_codes(engine, Meddled(load_key_ring(key_file)), batch=2) == 4
     with engine.connect() as conn:

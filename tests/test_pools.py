@@ -55,8 +55,9 @@ def batch_states(engine: Engine) -> list[str]:
 def plaintexts(engine: Engine, vault: Vault, *where: Any) -> list[str]:
     with engine.connect() as conn:
         rows = conn.execute(select(codes).where(*where).order_by(codes.c.id)).all()
-    return [vault.decrypt(r.key_id, bytes(r.ciphertext), pool_id=r.pool_id,
-                          fingerprint=bytes(r.fingerprint)) for r in rows]
+    return [vault.decrypt(r.key_id, bytes(r.ciphertext), code_id=r.id, pool_id=r.pool_id,
+                          fingerprint=bytes(r.fingerprint), aad_version=r.aad_version)
+            for r in rows]
 
 
 def audit_entries(engine: Engine, action: str) -> list[Any]:
@@ -323,6 +324,7 @@ def test_unknown_pool_creates_no_batch(engine: Engine, vault: Vault, pool: str,
 def leftover_batch(engine: Engine, vault: Vault, pool: str, secret: str,
                    last_progress: datetime) -> int:
     """What a crashed importer leaves: an 'importing' batch with a code, quiet since then."""
+    (cid,) = P.reserve_code_ids(engine, 1)
     with engine.begin() as conn:
         pid = P.pool_id(conn, pool)
         bid = new_id(conn.execute(insert(batches).values(
@@ -330,10 +332,10 @@ def leftover_batch(engine: Engine, vault: Vault, pool: str, secret: str,
             code_count=0, imported_by=ACTOR, created_at=last_progress,
             updated_at=last_progress)))
         fp = vault.fingerprint(secret)
-        kid, blob = vault.encrypt(secret, pool_id=pid, fingerprint=fp)
-        conn.execute(insert(codes).values(pool_id=pid, batch_id=bid, source_line=1,
+        kid, blob = vault.encrypt(secret, code_id=cid, pool_id=pid, fingerprint=fp)
+        conn.execute(insert(codes).values(id=cid, pool_id=pid, batch_id=bid, source_line=1,
                                           fingerprint=fp, key_id=kid, ciphertext=blob,
-                                          created_at=last_progress))
+                                          created_at=last_progress, aad_version=2))
     return bid
 
 
@@ -397,7 +399,8 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(
             pool_id=pid, state="importing", file_name="r.txt", file_sha256="3" * 64,
             code_count=0, imported_by="rival", created_at=now, updated_at=now)))
     fp = vault.fingerprint(rival_secret)
-    kid, blob = vault.encrypt(rival_secret, pool_id=pid, fingerprint=fp)
+    (rival_id,) = P.reserve_code_ids(engine, 1)
+    kid, blob = vault.encrypt(rival_secret, code_id=rival_id, pool_id=pid, fingerprint=fp)
     fired: list[bool] = []
     looked_up = P._Import._existing
 
@@ -408,9 +411,10 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(
         found = looked_up(job, conn, fps)
         if not fired:
             fired.append(True)
-            conn.execute(insert(codes).values(pool_id=pid, batch_id=rival, source_line=1,
-                                              fingerprint=fp, key_id=kid, ciphertext=blob,
-                                              created_at=now))
+            conn.execute(insert(codes).values(id=rival_id, pool_id=pid, batch_id=rival,
+                                              source_line=1, fingerprint=fp, key_id=kid,
+                                              ciphertext=blob, created_at=now,
+                                              aad_version=2))
         return found
 
     monkeypatch.setattr(P._Import, "_existing", sneak_in)

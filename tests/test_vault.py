@@ -35,9 +35,10 @@ from tests.factories import seed_codes
 SECRET = "SECRET-CODE-1234567"
 
 
-def _sealed(vault: Vault, secret: str = SECRET, pool_id: int = 1) -> tuple[str, bytes, bytes]:
+def _sealed(vault: Vault, secret: str = SECRET, pool_id: int = 1,
+            code_id: int = 1) -> tuple[str, bytes, bytes]:
     fp = vault.fingerprint(secret)
-    kid, blob = vault.encrypt(secret, pool_id=pool_id, fingerprint=fp)
+    kid, blob = vault.encrypt(secret, code_id=code_id, pool_id=pool_id, fingerprint=fp)
     return kid, blob, fp
 
 
@@ -60,14 +61,14 @@ def test_round_trip(vault: Vault, secret: str) -> None:
     kid, blob, fp = _sealed(vault, secret, pool_id=7)
     assert kid == vault.current_key_id
     assert secret.encode() not in blob
-    assert vault.decrypt(kid, blob, pool_id=7, fingerprint=fp) == secret
+    assert vault.decrypt(kid, blob, code_id=1, pool_id=7, fingerprint=fp, aad_version=2) == secret
 
 
 def test_ciphertext_moved_to_another_pool_fails(vault: Vault) -> None:
     """A ciphertext copied to a row of another pool does not decrypt."""
     kid, blob, fp = _sealed(vault, pool_id=1)
     with pytest.raises(VaultError, match="altered or moved"):
-        vault.decrypt(kid, blob, pool_id=2, fingerprint=fp)
+        vault.decrypt(kid, blob, code_id=1, pool_id=2, fingerprint=fp, aad_version=2)
 
 
 def test_ciphertext_moved_to_another_fingerprint_fails(vault: Vault) -> None:
@@ -75,7 +76,7 @@ def test_ciphertext_moved_to_another_fingerprint_fails(vault: Vault) -> None:
     kid, blob, _ = _sealed(vault)
     other_fp = vault.fingerprint("ANOTHER-CODE-0000")
     with pytest.raises(VaultError):
-        vault.decrypt(kid, blob, pool_id=1, fingerprint=other_fp)
+        vault.decrypt(kid, blob, code_id=1, pool_id=1, fingerprint=other_fp, aad_version=2)
 
 
 @pytest.mark.parametrize("index", [0, NONCE_BYTES, -1])
@@ -85,7 +86,8 @@ def test_flipped_byte_fails(vault: Vault, index: int) -> None:
     tampered = bytearray(blob)
     tampered[index] ^= 0x01
     with pytest.raises(VaultError) as info:
-        vault.decrypt(kid, bytes(tampered), pool_id=1, fingerprint=fp)
+        vault.decrypt(kid, bytes(tampered), code_id=1, pool_id=1, fingerprint=fp,
+                      aad_version=2)
     assert SECRET not in str(info.value)
 
 
@@ -94,14 +96,14 @@ def test_truncated_blob_fails_with_vault_error(vault: Vault) -> None:
     kid, blob, fp = _sealed(vault)
     for cut in (0, 5, NONCE_BYTES + 3):
         with pytest.raises(VaultError, match="truncated"):
-            vault.decrypt(kid, blob[:cut], pool_id=1, fingerprint=fp)
+            vault.decrypt(kid, blob[:cut], code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 def test_unknown_key_id_names_the_key_not_the_code(vault: Vault) -> None:
     """Decrypting under a key the file lacks names the key id and never the code."""
     _, blob, fp = _sealed(vault)
     with pytest.raises(VaultError) as info:
-        vault.decrypt("k9", blob, pool_id=1, fingerprint=fp)
+        vault.decrypt("k9", blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
     message = str(info.value)
     assert "'k9'" in message
     assert SECRET not in message
@@ -115,7 +117,7 @@ def test_key_id_is_bound_into_the_ciphertext(key_file: Path) -> None:
     kid, blob, fp = _sealed(Vault(ring))
     assert kid == "k1"
     with pytest.raises(VaultError):
-        two.decrypt("k2", blob, pool_id=1, fingerprint=fp)
+        two.decrypt("k2", blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 def test_encryptions_of_the_same_code_differ(vault: Vault) -> None:
@@ -124,20 +126,24 @@ def test_encryptions_of_the_same_code_differ(vault: Vault) -> None:
     _, second, _ = _sealed(vault)
     assert first != second
     assert first[:NONCE_BYTES] != second[:NONCE_BYTES]
-    assert vault.decrypt("k1", second, pool_id=1, fingerprint=fp) == SECRET
+    assert vault.decrypt("k1", second, code_id=1, pool_id=1, fingerprint=fp, aad_version=2) == SECRET
 
 
 def test_encrypt_many_seals_like_encrypt(vault: Vault) -> None:
     """The import's batch encryption: each blob decrypts for its own row only, and every
     code has a nonce of its own (drawn in one call, sliced without overlap)."""
     secrets_ = [SECRET, "卡密-视频会员-Ωμ", SECRET]
-    items = [(s, vault.fingerprint(s)) for s in secrets_]
+    items = [(i, s, vault.fingerprint(s)) for i, s in enumerate(secrets_, start=1)]
     sealed = vault.encrypt_many(items, pool_id=4)
     assert [kid for kid, _ in sealed] == [vault.current_key_id] * 3
-    for (secret, fp), (kid, blob) in zip(items, sealed, strict=True):
-        assert vault.decrypt(kid, blob, pool_id=4, fingerprint=fp) == secret
+    for (cid, secret, fp), (kid, blob) in zip(items, sealed, strict=True):
+        assert vault.decrypt(kid, blob, code_id=cid, pool_id=4, fingerprint=fp,
+                             aad_version=2) == secret
         with pytest.raises(VaultError):
-            vault.decrypt(kid, blob, pool_id=5, fingerprint=fp)
+            vault.decrypt(kid, blob, code_id=cid, pool_id=5, fingerprint=fp, aad_version=2)
+        with pytest.raises(VaultError):
+            vault.decrypt(kid, blob, code_id=cid + 10, pool_id=4, fingerprint=fp,
+                          aad_version=2)
     nonces = {blob[:NONCE_BYTES] for _, blob in sealed}
     assert len(nonces) == 3
     assert sealed[0][1] != sealed[2][1]  # the same code twice: two ciphertexts
@@ -153,8 +159,8 @@ def test_rotation_keeps_old_codes_readable(key_file: Path) -> None:
     write_key_ring(key_file, rotated)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     new_vault = open_vault(key_file)
-    assert new_vault.decrypt(kid, blob, pool_id=1, fingerprint=fp) == SECRET
-    assert new_vault.encrypt(SECRET, pool_id=1, fingerprint=fp)[0] == "k2"
+    assert new_vault.decrypt(kid, blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2) == SECRET
+    assert new_vault.encrypt(SECRET, code_id=1, pool_id=1, fingerprint=fp)[0] == "k2"
     assert new_vault.fingerprint(SECRET) == fp
 
 
@@ -361,7 +367,7 @@ def test_code_and_secret_ciphertexts_are_not_interchangeable(vault: Vault) -> No
         vault.unseal(kid, blob, context="1")
     kid2, sealed = vault.seal(SECRET, context="1")
     with pytest.raises(VaultError):
-        vault.decrypt(kid2, sealed, pool_id=1, fingerprint=fp)
+        vault.decrypt(kid2, sealed, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 # --- robot keys ---------------------------------------------------------------------------
