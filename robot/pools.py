@@ -101,6 +101,24 @@ def create_pool(engine: Engine, name: str, low_stock: int | None = None, *, acto
     return pid
 
 
+PREEMPT_TRIES = 5
+
+
+class _YoungerHolds(Exception):
+    def __init__(self, batch_ids: set[int]) -> None:
+        super().__init__(sorted(batch_ids))
+        self.batch_ids = batch_ids
+
+
+def _importing(conn: Connection, batch_ids: set[int]) -> set[int]:
+    """Those of ``batch_ids`` whose import is still running."""
+    if not batch_ids:
+        return set()
+    return {int(i) for i in conn.execute(
+        select(batches.c.id).where(batches.c.id.in_(sorted(batch_ids)),
+                                   batches.c.state == "importing")).scalars()}
+
+
 def _pool_names_of(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted(set(ids))
     if not wanted:
@@ -392,6 +410,16 @@ class _Import:
         if not sealed:
             self._touch_only()
             return
+        for _ in range(PREEMPT_TRIES):
+            try:
+                self._store_once(sealed)
+                return
+            except _YoungerHolds as held:
+                self._preempt(held.batch_ids, [fp for _, fp, _ in sealed])
+        raise UserError("other imports kept putting the same codes into pools at the same "
+                        "time; nothing was imported. Run the import again.")
+
+    def _store_once(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
         try:
             with self.engine.begin() as conn:
                 self._touch(conn)
@@ -409,6 +437,13 @@ class _Import:
                     self.imported += len(sealed)
                     return
                 known = self._existing(conn, [fp for _, fp, _ in sealed])
+                # Two imports racing the same codes: the older batch wins, whoever got a
+                # code first. A younger batch still importing is preempted (rolled back
+                # here first, so we hold no lock while we wait for it).
+                younger = _importing(conn, {bid for _, bid, _ in known.values()
+                                            if bid > self.batch_id})
+                if younger:
+                    raise _YoungerHolds(younger)
                 names = _pool_names_of(conn, {pid for pid, _, _ in known.values()})
                 new_rows = []
                 for line_no, fp, row in sealed:
@@ -425,6 +460,20 @@ class _Import:
                 "nothing was imported. Run the import again to see which lines are "
                 "duplicates and which pool holds them."
             ) from exc
+
+    def _preempt(self, batch_ids: set[int], fps: list[bytes]) -> None:
+        """Abort younger imports that hold codes of this chunk and free those codes, in
+        one short transaction. A batch that became active meanwhile keeps its codes (the
+        retry then reports them as held by its pool). The preempted importer stops at its
+        next chunk or at activation (its batch is no longer ``importing``)."""
+        with self.engine.begin() as conn:
+            aborted = [bid for bid in sorted(batch_ids) if conn.execute(
+                update(batches).where(batches.c.id == bid, batches.c.state == "importing")
+                .values(state="aborted", updated_at=utcnow())).rowcount == 1]
+            for start in range(0, len(fps), LOOKUP_GROUP) if aborted else ():
+                conn.execute(delete(codes).where(codes.c.batch_id.in_(aborted),
+                                                 codes.c.fingerprint.in_(
+                                                     fps[start:start + LOOKUP_GROUP])))
 
     def _why_known(self, hit: tuple[int, int, int], names: dict[int, str]) -> str:
         """The reason for a line whose code some pool already holds."""
@@ -463,8 +512,10 @@ class _Import:
         ).rowcount
         if touched != 1:
             raise UserError(
-                f"batch {self.batch_id} was aborted while importing (no progress for "
-                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes?); nothing was imported"
+                f"batch {self.batch_id} was aborted while importing: an import started "
+                "earlier is putting some of the same codes into a pool (one code is sold "
+                "from one pool), or this one made no progress for "
+                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes; nothing was imported"
             )
 
     def _touch_only(self) -> None:
