@@ -44,7 +44,7 @@ from robot.config import RobotConfig, ShopConfig, check_pools
 from robot.db import check_durability, database_errors, dialect_of, error_reason, make_engine
 from robot.errors import Fatal, Unavailable
 from robot.http.links import pickup_url_hook
-from robot.keys import check_keys
+from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
@@ -206,6 +206,9 @@ class Robot:
         """Open the vault and database, upgrade the schema, build every shop's connector."""
         self._vault = open_vault(self.config.key_file)
         self._open_database(self._vault)
+        # Codes written before the ciphertext bound its row's id are re-bound (resumable;
+        # until then they still decrypt, and `robot keys status` counts them).
+        rebind_codes(self.engine, self._vault)
         with self.engine.connect() as conn:
             existing = pools.pool_names(conn)
         for missing in check_pools(self.config, existing):
