@@ -110,13 +110,15 @@ class _YoungerHolds(Exception):
         self.batch_ids = batch_ids
 
 
-def _importing(conn: Connection, batch_ids: set[int]) -> set[int]:
-    """Those of ``batch_ids`` whose import is still running."""
-    if not batch_ids:
+def _freeable(conn: Connection, own: int, batch_ids: set[int]) -> set[int]:
+    """Those of ``batch_ids`` whose rows give way to batch ``own``: younger batches still
+    importing, and batches already aborted (their rows are about to be deleted)."""
+    others = sorted(b for b in batch_ids if b != own)
+    if not others:
         return set()
-    return {int(i) for i in conn.execute(
-        select(batches.c.id).where(batches.c.id.in_(sorted(batch_ids)),
-                                   batches.c.state == "importing")).scalars()}
+    return {int(r.id) for r in conn.execute(
+        select(batches.c.id, batches.c.state).where(batches.c.id.in_(others)))
+        if r.state == "aborted" or (r.state == "importing" and int(r.id) > own)}
 
 
 def _pool_names_of(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
@@ -438,12 +440,13 @@ class _Import:
                     return
                 known = self._existing(conn, [fp for _, fp, _ in sealed])
                 # Two imports racing the same codes: the older batch wins, whoever got a
-                # code first. A younger batch still importing is preempted (rolled back
-                # here first, so we hold no lock while we wait for it).
-                younger = _importing(conn, {bid for _, bid, _ in known.values()
-                                            if bid > self.batch_id})
-                if younger:
-                    raise _YoungerHolds(younger)
+                # code first. A younger batch still importing is preempted, and rows an
+                # aborted batch has not deleted yet are freed (after rolling back here,
+                # so we hold no lock while we wait for that batch's transaction).
+                freeable = _freeable(conn, self.batch_id,
+                                     {bid for _, bid, _ in known.values()})
+                if freeable:
+                    raise _YoungerHolds(freeable)
                 names = _pool_names_of(conn, {pid for pid, _, _ in known.values()})
                 new_rows = []
                 for line_no, fp, row in sealed:
@@ -467,9 +470,14 @@ class _Import:
         retry then reports them as held by its pool). The preempted importer stops at its
         next chunk or at activation (its batch is no longer ``importing``)."""
         with self.engine.begin() as conn:
-            aborted = [bid for bid in sorted(batch_ids) if conn.execute(
-                update(batches).where(batches.c.id == bid, batches.c.state == "importing")
-                .values(state="aborted", updated_at=utcnow())).rowcount == 1]
+            for bid in sorted(b for b in batch_ids if b > self.batch_id):
+                conn.execute(update(batches).where(batches.c.id == bid,
+                                                   batches.c.state == "importing")
+                             .values(state="aborted", updated_at=utcnow()))
+            # Only rows of batches aborted for good are deleted (never of an active one).
+            aborted = sorted(int(i) for i in conn.execute(
+                select(batches.c.id).where(batches.c.id.in_(sorted(batch_ids)),
+                                           batches.c.state == "aborted")).scalars())
             for start in range(0, len(fps), LOOKUP_GROUP) if aborted else ():
                 conn.execute(delete(codes).where(codes.c.batch_id.in_(aborted),
                                                  codes.c.fingerprint.in_(

@@ -302,6 +302,49 @@ def test_concurrent_imports_of_one_code_into_two_pools_one_wins(
     assert count(engine, stock) == 4 * 120
 
 
+@pytest.mark.parametrize("rival_state", ["importing", "aborted"])
+def test_an_older_import_preempts_a_younger_one_holding_its_codes(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, rival_state: str) -> None:
+    """Rows of a younger import still running (or of an aborted one) give way: that batch is
+    aborted, its copies of our codes deleted, and our import goes through whole; the rival
+    importer then stops at its next step."""
+    P.create_pool(engine, "other", actor=ACTOR)
+    secrets = [code(i) for i in range(6)]
+    sealed_once = P._Import.seal
+    rival: list[int] = []
+
+    def rival_first(job: Any, chunk: list[Any]) -> Any:
+        # Our batch exists; a younger import into another pool stores one of our codes.
+        if not rival:
+            now = utcnow()
+            (cid,) = P.reserve_code_ids(engine, 1)
+            fp = vault.fingerprint(secrets[3])
+            with engine.begin() as conn:
+                other = P.pool_id(conn, "other")
+                bid = new_id(conn.execute(insert(batches).values(
+                    pool_id=other, state=rival_state, file_name="r.txt",
+                    file_sha256="4" * 64, code_count=0, imported_by="rival",
+                    created_at=now, updated_at=now)))
+                kid, blob = vault.encrypt(secrets[3], code_id=cid, pool_id=other,
+                                          fingerprint=fp)
+                conn.execute(insert(codes).values(id=cid, pool_id=other, batch_id=bid,
+                                                  source_line=1, fingerprint=fp, key_id=kid,
+                                                  ciphertext=blob, created_at=now,
+                                                  aad_version=2))
+            rival.append(bid)
+        return sealed_once(job, chunk)
+
+    monkeypatch.setattr(P._Import, "seal", rival_first)
+    report = P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", secrets), actor=ACTOR)
+    assert report.imported == 6
+    assert rival[0] > (report.batch_id or 0) or rival_state == "aborted"
+    assert batch_states(engine) == ["active", "aborted"]
+    assert count(engine, codes, codes.c.batch_id == rival[0]) == 0
+    assert sorted(plaintexts(engine, vault)) == sorted(secrets)
+    assert P.total_available(engine, [pool]) == 6
+
+
 def test_move_codes_between_pools(engine: Engine, vault: Vault, pool: str,
                                   tmp_path: Path) -> None:
     """`move_codes` moves available codes only: re-encrypted for the new pool (they decrypt
