@@ -39,9 +39,9 @@ def crypto_floor(key_file: Path, count: int) -> float:
     vault = open_vault(key_file)
     secrets_ = [f"BN-{secrets.token_hex(8).upper()}" for _ in range(count)]
     started = time.perf_counter()
-    for s in secrets_:
+    for i, s in enumerate(secrets_):
         fp = vault.fingerprint(s)
-        vault.encrypt(s, pool_id=1, fingerprint=fp)
+        vault.encrypt(s, code_id=i, pool_id=1, fingerprint=fp)
     return count / (time.perf_counter() - started)
 
 

@@ -54,7 +54,7 @@ from robot.db import (
 )
 from robot.errors import DatabaseUnavailable, Fatal, Unavailable
 from robot.http.links import pickup_url_hook
-from robot.keys import check_keys
+from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
@@ -257,6 +257,9 @@ class Robot:
         """Open the vault and database, upgrade the schema, build every shop's connector."""
         vault = self._vault = open_vault(self.config.key_file)
         existing = self._starting(lambda: self._open_database(vault))
+        # Codes written before the ciphertext bound its row's id are re-bound (resumable;
+        # until then they still decrypt, and `robot keys status` counts them).
+        self._starting(lambda: rebind_codes(self.engine, vault))
         if self._vacuum:
             log.warning("postgres_autovacuum_off", every_s=maintenance.INTERVAL,
                         detail="the server does not vacuum: the robot vacuums its own "

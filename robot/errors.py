@@ -6,6 +6,7 @@
     ├── Fatal                  stop this shop / command until a person fixes something
     │   ├── ConfigError        the configuration is wrong (file, shop and field named)
     │   ├── VaultError         the key file is missing, unreadable or wrong
+    │   │   └── CodeRejected   one stored code failed authentication (row altered or moved)
     │   ├── AuthError          platform credentials rejected or authorization expired
     │   └── PermissionDenied   the app lacks a permission on the platform
     ├── Retriable              try again later (``retry_after`` seconds if the cause said so)
@@ -54,6 +55,11 @@ class ConfigError(Fatal):
 
 class VaultError(Fatal):
     """The key file is missing, unreadable or does not match the stored codes."""
+
+
+class CodeRejected(VaultError):
+    """A stored code failed authentication: its row was altered, or its ciphertext was copied
+    or moved from another row. That code is never handed out."""
 
 
 class AuthError(Fatal):

@@ -71,7 +71,8 @@ def _when(state: str | None) -> Any:
 def _query(pid: int, state: str | None, since: datetime | None) -> Select[Any]:
     query = (
         select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-               codes.c.ciphertext, codes.c.batch_id, codes.c.source_line, codes.c.cost_cents,
+               codes.c.aad_version, codes.c.ciphertext, codes.c.batch_id, codes.c.source_line,
+               codes.c.cost_cents,
                codes.c.expires_at, codes.c.retired, batches.c.supplier,
                batches.c.state.label("batch_state"), stock.c.code_id.label("in_stock"),
                deliveries.c.state.label("delivery"), deliveries.c.delivered_at,
@@ -181,8 +182,9 @@ def _stream(conn: Connection, query: Select[Any]) -> Iterator[Any]:
 
 
 def _row(vault: Vault, r: Any, plaintext: bool) -> list[str]:
-    secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), pool_id=int(r.pool_id),
-                           fingerprint=bytes(r.fingerprint))
+    secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), code_id=int(r.id),
+                           pool_id=int(r.pool_id), fingerprint=bytes(r.fingerprint),
+                           aad_version=r.aad_version)
     card_no, password = split_pair(secret)
     if plaintext:
         code_cell, password_cell = card_no, password or ""

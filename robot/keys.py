@@ -7,8 +7,11 @@ Rotation (``robot keys rotate``) runs in three resumable steps:
    robots follow the file (see :class:`robot.vault.Vault`).
 2. **re-encrypt** — codes and shop secrets still under another key are decrypted and
    encrypted again under the current key, a batch at a time; each batch is one short
-   transaction whose updates are guarded by ``key_id = <old>``, so a row someone else
-   changed meanwhile is left alone (never overwritten with a stale copy).
+   transaction whose updates are guarded by ``key_id = <old>`` (and the row's pool and
+   binding version), so a row someone else changed meanwhile is left alone (never
+   overwritten with a stale copy). The same batches **re-bind** codes written before the
+   associated data bound the code's id (``aad_version`` NULL, see :mod:`robot.vault`):
+   :func:`rebind_codes` runs them at start, and ``rotate`` finishes them too.
 3. **retire** — once no code and no secret uses an old key (and no import is running, which
    could still be writing under it), the old key is removed from the key file.
 
@@ -35,15 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 
 from robot import audit
 from robot.db import transaction
-from robot.errors import UserError, VaultError
+from robot.errors import CodeRejected, UserError, VaultError
+from robot.log import get_logger
 from robot.schema import audit_head, audit_log, batches, codes, shop_secrets
-from robot.vault import KEY_BYTES, KeyRing, Vault, load_key_ring, write_key_ring
+from robot.vault import AAD_CURRENT, KEY_BYTES, KeyRing, Vault, load_key_ring, write_key_ring
 
 DEFAULT_BATCH = 500
+log = get_logger(__name__)
 _KEY_ID = re.compile(r"k(\d+)")
 
 
@@ -54,10 +59,12 @@ def secret_context(shop: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class KeyUsage:
-    """How many codes and shop secrets each key id encrypts."""
+    """How many codes and shop secrets each key id encrypts, and how many codes are still
+    on an old binding (associated data without the code's id)."""
 
     codes: dict[str, int]
     secrets: dict[str, int]
+    old_binding: int = 0
 
     def ids(self) -> set[str]:
         return set(self.codes) | set(self.secrets)
@@ -72,7 +79,19 @@ def key_usage(conn: Connection) -> KeyUsage:
         rows = conn.execute(select(table.c.key_id, func.count()).group_by(table.c.key_id))
         return {str(kid): int(n) for kid, n in rows}
 
-    return KeyUsage(counts(codes), counts(shop_secrets))
+    return KeyUsage(counts(codes), counts(shop_secrets), old_binding(conn))
+
+
+def _on_old_binding() -> Any:
+    return or_(codes.c.aad_version.is_(None), codes.c.aad_version != AAD_CURRENT)
+
+
+def old_binding(conn: Connection) -> int:
+    """Codes whose ciphertext does not bind their own id yet (re-bound by
+    :func:`rebind_codes` / ``robot keys rotate``): until none is left, such a ciphertext
+    copied to another row of its pool would still decrypt there."""
+    return int(conn.execute(select(func.count()).select_from(codes)
+                            .where(_on_old_binding())).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,8 @@ def check_keys(engine: Engine, vault: Vault) -> None:
                 f"{', '.join(missing)}, which the key file lacks; this is the wrong key file, "
                 "or an old copy: restore the right one from its backup (nothing was written)")
         rows = conn.execute(
-            select(codes.c.key_id, codes.c.pool_id, codes.c.fingerprint, codes.c.ciphertext)
+            select(codes.c.id, codes.c.key_id, codes.c.pool_id, codes.c.fingerprint,
+                   codes.c.ciphertext, codes.c.aad_version)
             .where(codes.c.id.in_(list(code_samples.values())))).all() if code_samples else []
         secret_rows = [conn.execute(
             select(shop_secrets.c.key_id, shop_secrets.c.shop, shop_secrets.c.name,
@@ -152,8 +172,8 @@ def check_keys(engine: Engine, vault: Vault) -> None:
     wrong: set[str] = set()
     for r in rows:
         try:
-            plain = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
-                                  fingerprint=r.fingerprint)
+            plain = vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                                  fingerprint=r.fingerprint, aad_version=r.aad_version)
         except VaultError:
             wrong.add(str(r.key_id))
             continue
@@ -198,8 +218,10 @@ def _next_key_id(ring: KeyRing, used: set[str]) -> str:
 
 
 def unfinished(ring: KeyRing, usage: KeyUsage) -> bool:
-    """A rotation is under way: rows under a non-current key, or a non-current key kept."""
-    return any(kid != ring.current for kid in usage.ids()) or len(ring.keys) > 1
+    """A rotation is under way: rows under a non-current key, or a non-current key kept, or
+    codes still on the old binding."""
+    return (any(kid != ring.current for kid in usage.ids()) or len(ring.keys) > 1
+            or usage.old_binding > 0)
 
 
 def switch_key(path: Path, engine: Engine, *, force: bool = False,
@@ -225,43 +247,75 @@ def switch_key(path: Path, engine: Engine, *, force: bool = False,
 
 def reencrypt_codes(engine: Engine, vault: Vault, *, batch: int = DEFAULT_BATCH,
                     on_batch: Callable[[int], None] | None = None) -> int:
-    """Step 2 for codes: re-encrypt every code not under the current key; returns how many.
+    """Step 2 for codes: re-encrypt every code not under the current key or not on the
+    current binding (:data:`robot.vault.AAD_CURRENT`); returns how many were written.
 
     Walks the ids in order (so it ends even if rows are skipped); each batch is decrypted
-    outside the transaction and written in one short one, each row guarded by its old key id.
-    ``on_batch`` gets the running total after each committed batch.
+    outside the transaction and written in one short one, each row guarded by its old key
+    id, pool and binding version. A code that fails authentication is left as it is and
+    logged (it is never handed out: the hand-over refuses it too). ``on_batch`` gets the
+    running total after each committed batch.
     """
     if batch < 1:
         raise ValueError("batch must be positive")
     current = vault.current_key_id
     stmt = (update(codes)
-            .where(codes.c.id == bindparam("b_id"), codes.c.key_id == bindparam("b_old"))
-            .values(key_id=bindparam("b_kid"), ciphertext=bindparam("b_ct")))
+            .where(codes.c.id == bindparam("b_id"), codes.c.key_id == bindparam("b_old"),
+                   codes.c.pool_id == bindparam("b_pool"),
+                   func.coalesce(codes.c.aad_version, 1) == bindparam("b_version"))
+            .values(key_id=bindparam("b_kid"), ciphertext=bindparam("b_ct"),
+                    aad_version=AAD_CURRENT))
     done, last = 0, 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
                 select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                       codes.c.ciphertext)
-                .where(codes.c.key_id != current, codes.c.id > last)
+                       codes.c.ciphertext, codes.c.aad_version)
+                .where(or_(codes.c.key_id != current, _on_old_binding()), codes.c.id > last)
                 .order_by(codes.c.id).limit(batch)).all()
         if not rows:
             return done
         params = []
         for r in rows:
             fp = bytes(r.fingerprint)
-            plain = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=fp)
-            kid, blob = vault.encrypt(plain, pool_id=r.pool_id, fingerprint=fp)
+            try:
+                plain = vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                                      fingerprint=fp, aad_version=r.aad_version)
+            except CodeRejected as exc:
+                log.error("code_rejected", code_id=int(r.id), error=exc.message)
+                continue
+            kid, blob = vault.encrypt(plain, code_id=r.id, pool_id=r.pool_id, fingerprint=fp)
             if kid != current:
                 raise VaultError("the key file's current key changed during the rotation; "
                                  "run `robot keys rotate` again")
-            params.append({"b_id": r.id, "b_old": r.key_id, "b_kid": kid, "b_ct": blob})
-        with transaction(engine) as conn:
-            conn.execute(stmt, params)
-        done += len(rows)
+            params.append({"b_id": r.id, "b_old": r.key_id, "b_pool": r.pool_id,
+                           "b_version": 1 if r.aad_version is None else int(r.aad_version),
+                           "b_kid": kid, "b_ct": blob})
+        if params:
+            with transaction(engine) as conn:
+                conn.execute(stmt, params)
+        done += len(params)
         last = int(rows[-1].id)
         if on_batch is not None:
             on_batch(done)
+
+
+def rebind_codes(engine: Engine, vault: Vault, *, batch: int = DEFAULT_BATCH) -> int:
+    """Bring every code to the current binding (its id in the associated data) at start:
+    the re-encryption batches of a rotation, without switching keys. Resumable: a stopped
+    run leaves the rest on the old binding, where they still decrypt, for the next start.
+    Logs what it did and what is left; returns how many codes were re-bound."""
+    with engine.connect() as conn:
+        before = old_binding(conn)
+    if not before:
+        return 0
+    log.info("codes_rebind_started", old_binding=before)
+    done = reencrypt_codes(engine, vault, batch=batch)
+    with engine.connect() as conn:
+        left = old_binding(conn)
+    (log.warning if left else log.info)("codes_rebind_finished", rebound=done,
+                                        old_binding_left=left)
+    return done
 
 
 def reencrypt_secrets(engine: Engine, vault: Vault) -> int:

@@ -52,13 +52,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         elif dialect == "mysql":
             conn.execute(text("SELECT GET_LOCK('robot_migrate', 300)"))
         conn.commit()
+        if dialect == "sqlite":
+            # A revision that rebuilds a table other tables refer to (SQLite cannot drop a
+            # constraint in place) must not have its rows checked mid-rebuild; the pragma
+            # only works outside a transaction. Checked as a whole afterwards.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
             command.upgrade(alembic_config(conn), revision)
             conn.commit()
+            if dialect == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                conn.commit()
+                if broken is not None:
+                    raise RuntimeError(f"the upgrade left a broken foreign key: {tuple(broken)}")
             if revision == "head":  # an older revision's audit_head may lack columns
                 with conn.begin():
                     audit.ensure_head(conn)
         finally:
+            if dialect == "sqlite":
+                conn.rollback()
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
             if dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_ID})
             elif dialect == "mysql":

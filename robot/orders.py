@@ -20,7 +20,7 @@ from connectors.base import OrderLine, RefundState
 from robot import audit, pipeline
 from robot.clock import utcnow
 from robot.db import transaction
-from robot.errors import UserError
+from robot.errors import CodeRejected, UserError
 from robot.matcher import MappingLike, resolve_line
 from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, shop_state, stock
 from robot.vault import Vault, mask
@@ -145,7 +145,7 @@ def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[R
         rows = conn.execute(
             select(deliveries.c.id, deliveries.c.line_no, codes.c.id.label("code_id"),
                    codes.c.pool_id, codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext,
-                   pools.c.name.label("pool"))
+                   codes.c.aad_version, pools.c.name.label("pool"))
             .join(codes, codes.c.id == deliveries.c.code_id)
             .join(pools, pools.c.id == codes.c.pool_id)
             .where(deliveries.c.order_id == order_id)
@@ -153,17 +153,21 @@ def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[R
         ).all()
         if not rows:
             raise UserError(f"order {order_id} has no codes to reveal")
+        # Decrypted before anything is marked or audited: a code whose row was altered or
+        # moved (CodeRejected, naming it) stops the reveal with nothing shown.
+        revealed = [
+            RevealedCode(int(r.code_id), int(r.line_no), r.pool,
+                         vault.decrypt(r.key_id, r.ciphertext, code_id=r.code_id,
+                                       pool_id=r.pool_id, fingerprint=r.fingerprint,
+                                       aad_version=r.aad_version))
+            for r in rows
+        ]
         conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
                                               deliveries.c.seen_at.is_(None))
                      .values(seen_at=now))
         audit.append(conn, actor=actor, action="reveal", subject=f"order:{order_id}",
                      details={"code_ids": [int(r.code_id) for r in rows]})
-    return [
-        RevealedCode(int(r.code_id), int(r.line_no), r.pool,
-                     vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
-                                   fingerprint=r.fingerprint))
-        for r in rows
-    ]
+    return revealed
 
 
 # ------------------------------------------------------------------------------------ views
@@ -182,6 +186,14 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
+def _masked(vault: Vault, d: Any) -> str:
+    try:
+        return mask(vault.decrypt(d.key_id, d.ciphertext, code_id=d.code_id, pool_id=d.pool_id,
+                                  fingerprint=d.fingerprint, aad_version=d.aad_version))
+    except CodeRejected:
+        return "(altered: fails authentication)"
+
+
 def show_order(engine: Engine, vault: Vault, order_id: int) -> dict[str, Any]:
     """One order with its lines, masked codes and write-back jobs."""
     with engine.connect() as conn:
@@ -192,7 +204,8 @@ def show_order(engine: Engine, vault: Vault, order_id: int) -> dict[str, Any]:
         dels = conn.execute(
             select(deliveries.c.line_no, deliveries.c.n, deliveries.c.state, deliveries.c.seen_at,
                    codes.c.id.label("code_id"), codes.c.pool_id, codes.c.fingerprint,
-                   codes.c.key_id, codes.c.ciphertext, pools.c.name.label("pool"))
+                   codes.c.key_id, codes.c.ciphertext, codes.c.aad_version,
+                   pools.c.name.label("pool"))
             .join(codes, codes.c.id == deliveries.c.code_id)
             .join(pools, pools.c.id == codes.c.pool_id)
             .where(deliveries.c.order_id == order_id)
@@ -205,8 +218,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int) -> dict[str, Any]:
     data["codes"] = [
         {"line_no": d.line_no, "n": d.n, "code_id": d.code_id, "pool": d.pool, "state": d.state,
          "seen": d.seen_at is not None,
-         "masked": mask(vault.decrypt(d.key_id, d.ciphertext, pool_id=d.pool_id,
-                                      fingerprint=d.fingerprint))}
+         "masked": _masked(vault, d)}
         for d in dels
     ]
     data["jobs"] = jobs

@@ -37,7 +37,7 @@ from connectors.base import (
 from robot import audit, pipeline
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
-from robot.errors import Fatal, NotShippable, Retriable, Skippable
+from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
 from robot.log import get_logger
 from robot.schema import codes, deliveries, order_lines, orders, outbox, shop_state
 from robot.vault import Vault, mask
@@ -148,7 +148,7 @@ _JOB_ORDER = (select(orders, shop_state.c.paused)
 _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
               .order_by(order_lines.c.line_no))
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                     codes.c.ciphertext)
+                     codes.c.ciphertext, codes.c.aad_version)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"))
               .order_by(deliveries.c.line_no, deliveries.c.n))
@@ -165,7 +165,8 @@ def _context(vault: Vault, rows: _ContextRows) -> JobContext:
     """Decrypt and mask the codes (outside any transaction) and rebuild the order."""
     o, lines, delivered = rows
     masked = tuple(
-        mask(vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=r.fingerprint))
+        mask(vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                           fingerprint=r.fingerprint, aad_version=r.aad_version))
         for r in delivered
     )
     order = Order(
@@ -275,7 +276,21 @@ class Dispatcher:
         return replace(_context(self.vault, rows), pickup_url=pickup)
 
     async def run_job(self, job: Job) -> None:
-        ctx = await asyncio.to_thread(self._prepare, job)
+        try:
+            ctx = await asyncio.to_thread(self._prepare, job)
+        except CodeRejected as exc:
+            # A code of this order fails authentication (its row was altered, or a
+            # ciphertext was copied or moved onto it): never send it; the order fails with
+            # the reason, visibly, for a person (and `robot orders replace` / replay).
+            await asyncio.to_thread(self._fail, job, exc.message)
+            log.error("write_back_refused", order_id=job.order_id, job=job.kind,
+                      error=exc.message)
+            return
+        except VaultError as exc:  # a key the file lacks: wait for the right key file
+            await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
+            log.error("write_back_waiting_for_key", order_id=job.order_id, job=job.kind,
+                      error=exc.message)
+            return
         bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
         connector = self.connectors.get(ctx.shop)
         shop = self.shops.get(ctx.shop)

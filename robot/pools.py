@@ -8,9 +8,12 @@ bounded whatever the file's size, and a crash leaves nothing for sale:
 
 1. hash the file; refuse a file already imported into the pool (unless told otherwise);
 2. create a batch in state ``importing`` and commit;
-3. stream the file; per chunk, fingerprint the codes, find duplicates (earlier in this file
-   = rows of this batch; earlier batches = rows of others) and insert the new ``codes`` rows
-   in one short transaction — they are *not* in ``stock`` yet, so nobody can sell them;
+3. stream the file; per chunk, fingerprint the codes, take ids for them from a block
+   reserved beforehand (:func:`reserve_code_ids`: the ciphertext binds its row's id, so the
+   id must be known before encryption), find duplicates (earlier in this file = rows of this
+   batch; anywhere else = a code some pool already holds, named with its pool) and insert the
+   new ``codes`` rows in one short transaction — they are *not* in ``stock`` yet, so nobody
+   can sell them;
 4. at the end, if any line was rejected (or this is a dry run) delete the batch's codes and
    then its row, so a refused file leaves the database as it was; otherwise, in one
    transaction, put the whole batch into ``stock``, mark it ``active``, audit and wake
@@ -29,7 +32,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,7 +60,7 @@ from sqlalchemy.exc import IntegrityError
 from robot import audit
 from robot.clock import NEVER, utcnow
 from robot.db import bulk_insert, dialect_of
-from robot.errors import ImportRejected, UserError
+from robot.errors import CodeRejected, ImportRejected, UserError
 from robot.importer import (
     BlankLine,
     Encoding,
@@ -67,8 +71,8 @@ from robot.importer import (
     reason_kind,
 )
 from robot.keys import check_keys
-from robot.schema import batches, codes, deliveries, orders, pools, stock
-from robot.vault import Vault, mask
+from robot.schema import batches, codes, deliveries, id_blocks, orders, pools, stock
+from robot.vault import AAD_CURRENT, Vault, mask
 
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 STALE_IMPORT = timedelta(minutes=10)
@@ -105,6 +109,34 @@ def create_pool(engine: Engine, name: str, low_stock: int | None = None, *, acto
     except IntegrityError as exc:  # created by someone else between our check and insert
         raise exists from exc
     return pid
+
+
+PREEMPT_TRIES = 5
+
+
+class _YoungerHolds(Exception):
+    def __init__(self, batch_ids: set[int]) -> None:
+        super().__init__(sorted(batch_ids))
+        self.batch_ids = batch_ids
+
+
+def _freeable(conn: Connection, own: int, batch_ids: set[int]) -> set[int]:
+    """Those of ``batch_ids`` whose rows give way to batch ``own``: younger batches still
+    importing, and batches already aborted (their rows are about to be deleted)."""
+    others = sorted(b for b in batch_ids if b != own)
+    if not others:
+        return set()
+    return {int(r.id) for r in conn.execute(
+        select(batches.c.id, batches.c.state).where(batches.c.id.in_(others)))
+        if r.state == "aborted" or (r.state == "importing" and int(r.id) > own)}
+
+
+def _pool_names_of(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {int(r.id): str(r.name) for r in conn.execute(
+        select(pools.c.id, pools.c.name).where(pools.c.id.in_(wanted)))}
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -249,23 +281,96 @@ def import_summary(accepted: int, blank: int, rejected: Sequence[tuple[int, str]
             "rejected_by_reason": dict(by_reason.most_common())}
 
 
-# On PostgreSQL, ``pool_id = :p AND fingerprint IN (...)`` was measured to turn into a scan of
-# the whole pool while an import grows a table faster than ANALYZE follows (a 200k-line
-# import took 3 minutes). One probe of the unique index per fingerprint is what we mean.
+# On PostgreSQL, ``fingerprint IN (...)`` was measured to turn into a scan while an import
+# grows a table faster than ANALYZE follows (a 200k-line import took 3 minutes). One probe
+# of the unique index per fingerprint is what we mean.
 _PG_EXISTING = text(
     """
-    SELECT c.fingerprint, c.batch_id, c.source_line
+    SELECT c.fingerprint, c.pool_id, c.batch_id, c.source_line
     FROM unnest(CAST(:fps AS bytea[])) AS f(fp)
     JOIN LATERAL (
-        SELECT fingerprint, batch_id, source_line FROM codes
-        WHERE pool_id = :pool_id AND fingerprint = f.fp
+        SELECT fingerprint, pool_id, batch_id, source_line FROM codes
+        WHERE fingerprint = f.fp ORDER BY dup LIMIT 1
     ) AS c ON true
     """
 )
 
 
-_CODE_COLUMNS = ("pool_id", "batch_id", "source_line", "fingerprint", "key_id", "ciphertext",
-                 "cost_cents", "expires_at", "created_at")
+_CODE_COLUMNS = ("id", "pool_id", "batch_id", "source_line", "fingerprint", "key_id",
+                 "ciphertext", "cost_cents", "expires_at", "created_at", "aad_version")
+_ID_BLOCK = "codes"
+
+
+def reserve_code_ids(engine: Engine, count: int) -> range:
+    """Reserve ``count`` fresh code ids (consecutive) in their own short transaction.
+
+    The ``id_blocks`` row is advanced by one UPDATE, which locks it until the commit, so
+    concurrent importers (any process, any backend) get disjoint blocks; it never falls
+    below the highest id in ``codes``, so rows written without a reservation cannot collide
+    with a block either. Ids of a block that are never used (a crash, refused lines, a dry
+    run) are a gap: never handed out again.
+    """
+    if count < 1:
+        return range(0)
+    for _ in range(3):
+        try:
+            with engine.begin() as conn:
+                top = int(conn.execute(select(func.coalesce(func.max(codes.c.id), 0)))
+                          .scalar_one())
+                last = id_blocks.c.last_id
+                moved = conn.execute(
+                    update(id_blocks).where(id_blocks.c.name == _ID_BLOCK)
+                    .values(last_id=case((last > top, last), else_=literal(top)) + count)
+                ).rowcount
+                if moved == 0:  # the first reservation of this database
+                    conn.execute(insert(id_blocks).values(name=_ID_BLOCK, last_id=top + count))
+                end = int(conn.execute(select(id_blocks.c.last_id)
+                                       .where(id_blocks.c.name == _ID_BLOCK)).scalar_one())
+        except IntegrityError:  # another importer created the row first: update it
+            continue
+        return range(end - count + 1, end + 1)
+    raise RuntimeError("could not reserve code ids")  # pragma: no cover - needs 3 races
+
+
+class _IdSupply:
+    """Code ids for one import's chunks, a block ahead of the one being encrypted.
+
+    The writer thread reserves the next block after storing a chunk, so the main thread
+    rarely waits for the database (on SQLite, one connection: it would wait for the writer's
+    whole chunk) before encrypting the next chunk.
+    """
+
+    def __init__(self, engine: Engine, block: int) -> None:
+        self._engine = engine
+        self._block = block
+        self._ranges: deque[range] = deque()
+        self._lock = threading.Lock()
+
+    def prefetch(self) -> None:
+        self.add(reserve_code_ids(self._engine, self._block))
+
+    def add(self, ids: range) -> None:
+        with self._lock:
+            self._ranges.append(ids)
+
+    def take(self, count: int, *, ahead: bool) -> list[int]:
+        out: list[int] = []
+        with self._lock:
+            while len(out) < count and self._ranges:
+                first = self._ranges[0]
+                k = min(count - len(out), len(first))
+                out.extend(first[:k])
+                if k == len(first):
+                    self._ranges.popleft()
+                else:
+                    self._ranges[0] = first[k:]
+        short = count - len(out)
+        if short:
+            fresh = reserve_code_ids(self._engine, short + (self._block if ahead else 0))
+            out.extend(fresh[:short])
+            if len(fresh) > short:
+                self.add(fresh[short:])
+        return out
 
 
 @dataclass
@@ -279,14 +384,17 @@ class _Import:
     batch_id: int
     cost_cents: int | None
     now: datetime
+    ids: _IdSupply
+    chunk: int
     lines: int = 0
     imported: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def seal(self, chunk: list[ParsedLine]) -> list[tuple[int, bytes, tuple[Any, ...]]]:
-        """Rows ready for ``codes`` (``(line_no, fingerprint, row)``): fingerprinted,
-        encrypted, and checked against expiry and earlier lines of the chunk. No SQL: this
-        runs while the writer thread stores the previous chunk."""
+        """Rows ready for ``codes`` (``(line_no, fingerprint, row)``): fingerprinted, given
+        reserved ids, encrypted, and checked against expiry and earlier lines of the chunk.
+        No SQL except, rarely, an id reservation: this runs while the writer thread stores
+        the previous chunk."""
         first_in_chunk: dict[bytes, int] = {}
         fresh: list[tuple[ParsedLine, bytes]] = []
         for item in chunk:
@@ -301,21 +409,40 @@ class _Import:
                 continue
             first_in_chunk[fp] = item.line_no
             fresh.append((item, fp))
-        sealed = self.vault.encrypt_many([(item.secret, fp) for item, fp in fresh],
-                                         pool_id=self.pool_id)
+        ids = self.ids.take(len(fresh), ahead=len(chunk) >= self.chunk)
+        sealed = self.vault.encrypt_many(
+            [(cid, item.secret, fp) for cid, (item, fp) in zip(ids, fresh, strict=True)],
+            pool_id=self.pool_id)
         return [
             (item.line_no, fp,
-             (self.pool_id, self.batch_id, item.line_no, fp, key_id, blob,
+             (cid, self.pool_id, self.batch_id, item.line_no, fp, key_id, blob,
               item.cost_cents if item.cost_cents is not None else self.cost_cents,
-              item.expires_at, self.now))
-            for (item, fp), (key_id, blob) in zip(fresh, sealed, strict=True)
+              item.expires_at, self.now, AAD_CURRENT))
+            for cid, (item, fp), (key_id, blob) in zip(ids, fresh, sealed, strict=True)
         ]
 
-    def store(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
-        """Write sealed rows in one transaction, minus codes the pool already holds."""
+    def store(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]], *,
+              more: bool = False) -> None:
+        """Write sealed rows in one transaction, minus codes a pool already holds; then,
+        if ``more`` chunks may follow, reserve the ids of a later chunk."""
+        self._store(sealed)
+        if more:
+            self.ids.prefetch()
+
+    def _store(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
         if not sealed:
             self._touch_only()
             return
+        for _ in range(PREEMPT_TRIES):
+            try:
+                self._store_once(sealed)
+                return
+            except _YoungerHolds as held:
+                self._preempt(held.batch_ids, [fp for _, fp, _ in sealed])
+        raise UserError("other imports kept putting the same codes into pools at the same "
+                        "time; nothing was imported. Run the import again.")
+
+    def _store_once(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
         try:
             with self.engine.begin() as conn:
                 self._touch(conn)
@@ -333,40 +460,77 @@ class _Import:
                     self.imported += len(sealed)
                     return
                 known = self._existing(conn, [fp for _, fp, _ in sealed])
+                # Two imports racing the same codes: the older batch wins, whoever got a
+                # code first. A younger batch still importing is preempted, and rows an
+                # aborted batch has not deleted yet are freed (after rolling back here,
+                # so we hold no lock while we wait for that batch's transaction).
+                freeable = _freeable(conn, self.batch_id,
+                                     {bid for _, bid, _ in known.values()})
+                if freeable:
+                    raise _YoungerHolds(freeable)
+                names = _pool_names_of(conn, {pid for pid, _, _ in known.values()})
                 new_rows = []
                 for line_no, fp, row in sealed:
                     hit = known.get(fp)
                     if hit is None:
                         new_rows.append(row)
-                    elif hit[0] == self.batch_id:
-                        self.rejected.append(
-                            (line_no, f"duplicate in file (same as line {hit[1]})"))
                     else:
-                        self.rejected.append(
-                            (line_no, f"duplicate in pool (batch {hit[0]} line {hit[1]})"))
+                        self.rejected.append((line_no, self._why_known(hit, names)))
                 bulk_insert(conn, codes, _CODE_COLUMNS, new_rows)
                 self.imported += len(new_rows)
         except IntegrityError as exc:
             raise UserError(
-                f"another import put some of these codes into pool '{self.pool}' at the same "
-                "time; nothing was imported. Run the import again to see which lines are "
-                "duplicates."
+                "another import put some of these codes into a pool at the same time; "
+                "nothing was imported. Run the import again to see which lines are "
+                "duplicates and which pool holds them."
             ) from exc
 
-    def _existing(self, conn: Connection, fps: list[bytes]) -> dict[bytes, tuple[int, int]]:
-        """``fingerprint -> (batch_id, source_line)`` of codes already in the pool."""
-        found: dict[bytes, tuple[int, int]] = {}
+    def _preempt(self, batch_ids: set[int], fps: list[bytes]) -> None:
+        """Abort younger imports that hold codes of this chunk and free those codes, in
+        one short transaction. A batch that became active meanwhile keeps its codes (the
+        retry then reports them as held by its pool). The preempted importer stops at its
+        next chunk or at activation (its batch is no longer ``importing``)."""
+        with self.engine.begin() as conn:
+            for bid in sorted(b for b in batch_ids if b > self.batch_id):
+                conn.execute(update(batches).where(batches.c.id == bid,
+                                                   batches.c.state == "importing")
+                             .values(state="aborted", updated_at=utcnow()))
+            # Only rows of batches aborted for good are deleted (never of an active one).
+            aborted = sorted(int(i) for i in conn.execute(
+                select(batches.c.id).where(batches.c.id.in_(sorted(batch_ids)),
+                                           batches.c.state == "aborted")).scalars())
+            for start in range(0, len(fps), LOOKUP_GROUP) if aborted else ():
+                conn.execute(delete(codes).where(codes.c.batch_id.in_(aborted),
+                                                 codes.c.fingerprint.in_(
+                                                     fps[start:start + LOOKUP_GROUP])))
+
+    def _why_known(self, hit: tuple[int, int, int], names: dict[int, str]) -> str:
+        """The reason for a line whose code some pool already holds."""
+        pid, bid, line = hit
+        if bid == self.batch_id:
+            return f"duplicate in file (same as line {line})"
+        if pid == self.pool_id:
+            return f"duplicate in pool (batch {bid} line {line})"
+        return (f"already in pool '{names.get(pid, pid)}' (batch {bid} line {line}); one code "
+                "is sold from one pool: move it with `robot codes move`")
+
+    def _existing(self, conn: Connection,
+                  fps: list[bytes]) -> dict[bytes, tuple[int, int, int]]:
+        """``fingerprint -> (pool_id, batch_id, source_line)`` of codes any pool holds."""
+        found: dict[bytes, tuple[int, int, int]] = {}
         postgres = dialect_of(conn) == "postgresql"
         for start in range(0, len(fps), LOOKUP_GROUP):
             group = fps[start:start + LOOKUP_GROUP]
             if postgres:
-                rows = conn.execute(_PG_EXISTING, {"pool_id": self.pool_id, "fps": group})
+                rows = conn.execute(_PG_EXISTING, {"fps": group})
             else:
                 rows = conn.execute(
-                    select(codes.c.fingerprint, codes.c.batch_id, codes.c.source_line)
-                    .where(codes.c.pool_id == self.pool_id, codes.c.fingerprint.in_(group)))
+                    select(codes.c.fingerprint, codes.c.pool_id, codes.c.batch_id,
+                           codes.c.source_line)
+                    .where(codes.c.fingerprint.in_(group)).order_by(codes.c.dup.desc()))
             for r in rows:
-                found[bytes(r.fingerprint)] = (int(r.batch_id), int(r.source_line))
+                found[bytes(r.fingerprint)] = (int(r.pool_id), int(r.batch_id),
+                                               int(r.source_line))
         return found
 
     def _touch(self, conn: Connection) -> None:
@@ -377,8 +541,10 @@ class _Import:
         ).rowcount
         if touched != 1:
             raise UserError(
-                f"batch {self.batch_id} was aborted while importing (no progress for "
-                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes?); nothing was imported"
+                f"batch {self.batch_id} was aborted while importing: an import started "
+                "earlier is putting some of the same codes into a pool (one code is sold "
+                "from one pool), or this one made no progress for "
+                f"{int(STALE_IMPORT.total_seconds() // 60)} minutes; nothing was imported"
             )
 
     def _touch_only(self) -> None:
@@ -421,7 +587,8 @@ def import_codes(
     sha = file_sha256(path)
     pid, batch_id = _start_batch(engine, pool, path, sha, actor=actor, supplier=supplier,
                                  cost_cents=cost_cents, allow_same_file=allow_same_file, now=now)
-    job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now)
+    job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now,
+                  _IdSupply(engine, chunk), chunk)
     blank = 0
     try:
         # Parsing, fingerprints and encryption of one chunk (this thread) overlap the SQL of
@@ -435,7 +602,7 @@ def import_codes(
                 sealed = job.seal(items)
                 if stored is not None:
                     stored.result()  # the writer's error, if any, is raised here
-                stored = writer.submit(job.store, sealed)
+                stored = writer.submit(job.store, sealed, more=len(items) >= chunk)
 
             pending: list[ParsedLine] = []
             for item in parse_file(path, fmt=fmt, encoding=encoding, sheet=sheet):
@@ -656,6 +823,109 @@ def void_codes(engine: Engine, code_ids: Iterable[int], *, actor: str) -> VoidRe
     return VoidReport(voided, refused)
 
 
+@dataclass(frozen=True)
+class MoveReport:
+    """Codes moved to another pool, and codes that could not be (with the reason)."""
+
+    pool: str
+    moved: list[int]
+    refused: list[tuple[int, str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "moved": self.moved,
+                "refused": [{"code_id": c, "reason": r} for c, r in self.refused]}
+
+
+def available_in_batch(engine: Engine, batch_id: int, pool: str) -> list[int]:
+    """The ids of the available codes of batch ``batch_id`` that are in pool ``pool``."""
+    with engine.connect() as conn:
+        pid = pool_id(conn, pool)
+        if conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first() is None:
+            raise UserError(f"no batch {batch_id}")
+        return [int(i) for i in conn.execute(
+            select(stock.c.code_id).join(codes, codes.c.id == stock.c.code_id)
+            .where(codes.c.batch_id == batch_id, stock.c.pool_id == pid)
+            .order_by(stock.c.code_id)).scalars()]
+
+
+def move_codes(engine: Engine, vault: Vault, code_ids: Iterable[int], to_pool: str, *,
+               actor: str, now: datetime | None = None) -> MoveReport:
+    """Move available codes to pool ``to_pool``: the only way one code changes pools.
+
+    Only available codes (in stock, not expired) move; each is decrypted, re-encrypted with
+    the new pool in its associated data, and put into the new pool's stock, in groups of
+    ``LOOKUP_GROUP`` per transaction. The stock row is taken with a guarded delete (as a
+    claim or a void would), so a code sold meanwhile is refused, never moved. A code keeps
+    its batch (where it came from). Audited once per group (``code_move``).
+    """
+    wanted = list(dict.fromkeys(int(c) for c in code_ids))
+    moved: list[int] = []
+    refused: list[tuple[int, str]] = []
+    for start in range(0, len(wanted), LOOKUP_GROUP):
+        group = wanted[start:start + LOOKUP_GROUP]
+        with engine.begin() as conn:
+            target = pool_id(conn, to_pool)
+            done, no = _move_group(conn, vault, group, target, to_pool, now or utcnow())
+            if done:
+                names = _pool_names_of(conn, (p for _, p in done))
+                audit.append(conn, actor=actor, action="code_move", subject=f"pool:{to_pool}",
+                             details={"code_ids": [c for c, _ in done], "count": len(done),
+                                      "to": to_pool,
+                                      "from": sorted({names[p] for _, p in done})})
+        moved += [c for c, _ in done]
+        refused += no
+    return MoveReport(to_pool, moved, refused)
+
+
+def _move_group(conn: Connection, vault: Vault, group: list[int], target: int, to_pool: str,
+                now: datetime) -> tuple[list[tuple[int, int]], list[tuple[int, str]]]:
+    """Move one group in ``conn``'s transaction: ``([(code_id, from_pool_id)], refused)``."""
+    rows = {int(r.id): r for r in conn.execute(
+        select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
+               codes.c.ciphertext, codes.c.aad_version, stock.c.expires_at)
+        .join(stock, stock.c.code_id == codes.c.id).where(codes.c.id.in_(group)))}
+    done: list[tuple[int, int]] = []
+    refused: list[tuple[int, str]] = []
+    for cid in group:
+        r = rows.get(cid)
+        if r is None:
+            refused.append((cid, _why_not_available(conn, cid)))
+            continue
+        if int(r.pool_id) == target:
+            refused.append((cid, f"already in pool '{to_pool}'"))
+            continue
+        if r.expires_at <= now:
+            refused.append((cid, "expired"))
+            continue
+        try:
+            secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), code_id=cid,
+                                   pool_id=int(r.pool_id), fingerprint=bytes(r.fingerprint),
+                                   aad_version=r.aad_version)
+        except CodeRejected as exc:
+            refused.append((cid, exc.message))
+            continue
+        # Guarded: whoever removes the stock row owns the code (a claim may have won).
+        if conn.execute(delete(stock).where(stock.c.code_id == cid)).rowcount != 1:
+            refused.append((cid, _why_not_available(conn, cid)))
+            continue
+        kid, blob = vault.encrypt(secret, code_id=cid, pool_id=target,
+                                  fingerprint=bytes(r.fingerprint))
+        version = (codes.c.aad_version.is_(None) if r.aad_version is None
+                   else codes.c.aad_version == r.aad_version)
+        changed = conn.execute(
+            update(codes).where(codes.c.id == cid, codes.c.pool_id == r.pool_id,
+                                codes.c.key_id == r.key_id, version)
+            .values(pool_id=target, key_id=kid, ciphertext=blob, aad_version=AAD_CURRENT)
+        ).rowcount
+        if changed != 1:  # re-encrypted by a key rotation since we read it: roll back
+            raise UserError(f"code {cid} was re-encrypted by a key rotation while it was being "
+                            "moved; nothing in this group moved: run the move again")
+        conn.execute(insert(stock).values(code_id=cid, pool_id=target,
+                                          expires_at=r.expires_at))
+        done.append((cid, int(r.pool_id)))
+    return done, refused
+
+
 def _why_not_available(conn: Connection, code_id: int) -> str:
     row = conn.execute(
         select(codes.c.retired, batches.c.state.label("batch_state"),
@@ -752,7 +1022,8 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
     query = (
         select(codes.c.id, codes.c.pool_id, codes.c.batch_id, codes.c.source_line,
                codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, codes.c.cost_cents,
-               codes.c.expires_at, codes.c.retired, stock.c.code_id.label("in_stock"),
+               codes.c.expires_at, codes.c.retired, codes.c.aad_version,
+               stock.c.code_id.label("in_stock"),
                deliveries.c.state.label("delivery"), batches.c.state.label("batch_state"))
         .select_from(codes.join(batches, batches.c.id == codes.c.batch_id)
                      .outerjoin(stock, stock.c.code_id == codes.c.id)
@@ -771,10 +1042,14 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
         rows = conn.execute(query).all()
     out = []
     for r in rows:
-        secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), pool_id=int(r.pool_id),
-                               fingerprint=bytes(r.fingerprint))
+        try:
+            shown = mask(vault.decrypt(str(r.key_id), bytes(r.ciphertext), code_id=int(r.id),
+                                        pool_id=int(r.pool_id), fingerprint=bytes(r.fingerprint),
+                                        aad_version=r.aad_version))
+        except CodeRejected:
+            shown = "(altered: fails authentication)"
         out.append(CodeRow(
-            id=int(r.id), masked=mask(secret), state=_state_of(r), batch_id=int(r.batch_id),
+            id=int(r.id), masked=shown, state=_state_of(r), batch_id=int(r.batch_id),
             source_line=int(r.source_line), expires_at=r.expires_at,
             cost_cents=None if r.cost_cents is None else int(r.cost_cents),
         ))

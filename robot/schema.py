@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -95,11 +96,14 @@ batches = Table(
     Column("updated_at", Timestamp, nullable=False),
 )
 
+# Code ids are reserved in blocks from ``id_blocks`` (robot.pools.reserve_code_ids) before
+# the codes are encrypted, because the ciphertext binds its own id; every insert into
+# ``codes`` names its id, so the table's own autoincrement is never used.
 codes = Table(
     "codes",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False, index=True),
     Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False, index=True),
     Column("source_line", Integer, nullable=False),
     Column("fingerprint", Fingerprint, nullable=False),
@@ -110,7 +114,25 @@ codes = Table(
     Column("retired", String(16), nullable=True),  # void | expired
     Column("retired_at", Timestamp, nullable=True),
     Column("created_at", Timestamp, nullable=False),
-    UniqueConstraint("pool_id", "fingerprint"),
+    # What the ciphertext's associated data binds (robot.vault): NULL = version 1 (pool,
+    # fingerprint, key id), 2 = also the code's id. Version 1 rows are re-encrypted to 2 by
+    # robot.keys.reencrypt_codes (at start and by `robot keys rotate`).
+    Column("aad_version", SmallInteger, nullable=True),
+    # 0 for every code. One code is in one row across all pools (the fingerprint has no
+    # pool in it); only the extra copies an older version let into several pools carry
+    # 1, 2, ... (revision 0003 numbered them and took them off sale).
+    Column("dup", SmallInteger, nullable=False, server_default="0"),
+    UniqueConstraint("fingerprint", "dup"),
+)
+
+# Blocks of ids handed out to importers (name = the table): a guarded UPDATE in its own
+# short transaction advances ``last_id``, so concurrent importers on any backend get
+# disjoint blocks; a crashed importer leaves a gap, never a reuse.
+id_blocks = Table(
+    "id_blocks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
 )
 
 # What is for sale. ``expires_at`` is NOT NULL (a far-future sentinel for codes that never

@@ -1,10 +1,14 @@
 """The vault: encryption, fingerprints and masking of card codes.
 
 * AES-256-GCM with a random 96-bit nonce per encryption; the associated data binds a
-  ciphertext to its row (pool id, fingerprint, key id), so a ciphertext copied to another
-  row fails to decrypt.
-* Fingerprints are HMAC-SHA256 under a separate key that never rotates, so de-duplication
-  (``UNIQUE(pool_id, fingerprint)``) keeps working across key rotations.
+  ciphertext to its row (code id, pool id, fingerprint, key id: binding version 2), so a
+  ciphertext copied or moved to another row, even with its fingerprint and key id, fails to
+  decrypt, naming the code. Rows written before version 2 (``codes.aad_version`` NULL) bound
+  pool, fingerprint and key id only; they still decrypt until the re-binding step
+  (:func:`robot.keys.reencrypt_codes`) has brought them to version 2.
+* Fingerprints are HMAC-SHA256 of the code alone (no pool) under a separate key that never
+  rotates, so de-duplication across every pool (``UNIQUE(fingerprint, dup)``) keeps working
+  across key rotations and pool moves.
 * The key file lives outside the database (JSON, mode 0600)::
 
       {"version": 1, "current": "k1",
@@ -29,7 +33,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from robot.errors import VaultError
+from robot.errors import CodeRejected, VaultError
 
 NONCE_BYTES = 12
 FOLLOW_INTERVAL = 1.0  # seconds between checks that the key file was replaced
@@ -71,10 +75,22 @@ class KeyRing:
     fingerprint_key: bytes
 
 
-def _aad(pool_id: int, fingerprint: bytes, key_id: str) -> bytes:
-    return b"|".join(
-        (b"robot-code-v1", str(pool_id).encode(), fingerprint.hex().encode(), key_id.encode())
-    )
+# Versions of a code's associated data (``codes.aad_version``; NULL in the table is 1).
+AAD_V1 = 1  # pool, fingerprint, key id: a ciphertext could move to another row of the pool
+AAD_V2 = 2  # + the code's own id
+AAD_CURRENT = AAD_V2
+
+
+def _aad(code_id: int, pool_id: int, fingerprint: bytes, key_id: str,
+         version: int = AAD_CURRENT) -> bytes:
+    if version == AAD_V1:
+        return b"|".join((b"robot-code-v1", str(pool_id).encode(), fingerprint.hex().encode(),
+                          key_id.encode()))
+    if version == AAD_V2:
+        return b"|".join((b"robot-code-v2", str(code_id).encode(), str(pool_id).encode(),
+                          fingerprint.hex().encode(), key_id.encode()))
+    raise VaultError(f"code {code_id}: unknown associated-data version {version!r}: "
+                     "the row was altered")
 
 
 class Vault:
@@ -134,39 +150,52 @@ class Vault:
         """Keyed fingerprint (32 bytes) for de-duplication and lookups."""
         return hmac.digest(self._ring.fingerprint_key, secret.encode("utf-8"), "sha256")
 
-    def encrypt(self, secret: str, *, pool_id: int, fingerprint: bytes) -> tuple[str, bytes]:
-        """Return ``(key_id, nonce || ciphertext)`` under the current key."""
-        return self.encrypt_many([(secret, fingerprint)], pool_id=pool_id)[0]
+    def encrypt(self, secret: str, *, code_id: int, pool_id: int,
+                fingerprint: bytes) -> tuple[str, bytes]:
+        """Return ``(key_id, nonce || ciphertext)`` under the current key, bound (version
+        :data:`AAD_CURRENT`) to the row ``code_id`` of pool ``pool_id``."""
+        return self.encrypt_many([(code_id, secret, fingerprint)], pool_id=pool_id)[0]
 
-    def encrypt_many(self, items: Sequence[tuple[str, bytes]], *,
+    def encrypt_many(self, items: Sequence[tuple[int, str, bytes]], *,
                      pool_id: int) -> list[tuple[str, bytes]]:
-        """:meth:`encrypt` for many ``(secret, fingerprint)`` pairs of one pool: the same
+        """:meth:`encrypt` for many ``(code_id, secret, fingerprint)`` of one pool: the same
         result, with the nonces drawn from the OS in one call instead of one call each."""
         self._follow()
         kid = self._ring.current
         aead = self._aead[kid]
         nonces = os.urandom(NONCE_BYTES * len(items))
         out = []
-        for i, (secret, fp) in enumerate(items):
+        for i, (code_id, secret, fp) in enumerate(items):
             nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
-            ct = aead.encrypt(nonce, secret.encode("utf-8"), _aad(pool_id, fp, kid))
+            ct = aead.encrypt(nonce, secret.encode("utf-8"), _aad(code_id, pool_id, fp, kid))
             out.append((kid, nonce + ct))
         return out
 
-    def decrypt(self, key_id: str, blob: bytes, *, pool_id: int, fingerprint: bytes) -> str:
+    def decrypt(self, key_id: str, blob: bytes, *, code_id: int, pool_id: int,
+                fingerprint: bytes, aad_version: int | None) -> str:
+        """The plaintext of the code in row ``code_id`` (``aad_version`` as stored: None is
+        version 1). Raises :class:`CodeRejected` naming the code when the ciphertext does
+        not belong to that row (altered, copied or moved) or the key does not open it."""
         if key_id not in self._aead:
             self._follow(force=True)
         aead = self._aead.get(key_id)
         if aead is None:
-            raise VaultError(f"code encrypted under key {key_id!r}, which the key file lacks")
+            raise VaultError(f"code {code_id} is encrypted under key {key_id!r}, "
+                             "which the key file lacks")
         if len(blob) < NONCE_BYTES + TAG_BYTES:
-            raise VaultError("a stored code is truncated: the row was altered")
+            raise CodeRejected(f"code {code_id}: the stored ciphertext is truncated: "
+                               "the row was altered")
+        version = AAD_V1 if aad_version is None else int(aad_version)
         try:
-            aad = _aad(pool_id, fingerprint, key_id)
+            aad = _aad(code_id, pool_id, fingerprint, key_id, version)
             plain = aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except VaultError as exc:
+            raise CodeRejected(exc.message) from exc
         except InvalidTag as exc:
-            raise VaultError(
-                "a code failed authentication: wrong key file, or the row was altered or moved"
+            raise CodeRejected(
+                f"code {code_id} failed authentication: the row was altered or moved (its "
+                "ciphertext belongs to another code or pool), or the key file is wrong; "
+                "it is not handed out"
             ) from exc
         return plain.decode("utf-8")
 

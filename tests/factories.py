@@ -15,8 +15,9 @@ from sqlalchemy import Engine, insert, select
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from robot.clock import NEVER, utcnow
+from robot.pools import reserve_code_ids
 from robot.schema import batches, codes, pools, stock
-from robot.vault import Vault
+from robot.vault import AAD_CURRENT, Vault
 
 _counter = itertools.count(1)
 
@@ -70,16 +71,18 @@ def seed_codes(engine: Engine, vault: Vault, pool: str, count: int, *,
             pool_id=pid, state="active", file_name="seed", file_sha256="0" * 64,
             code_count=count, imported_by="test", created_at=now, updated_at=now,
         )).inserted_primary_key[0]
+    ids = list(reserve_code_ids(engine, count))
+    with engine.begin() as conn:
         rows = []
-        for i, secret in enumerate(secrets):
+        for i, (cid, secret) in enumerate(zip(ids, secrets, strict=True)):
             fp = vault.fingerprint(secret)
-            kid, blob = vault.encrypt(secret, pool_id=pid, fingerprint=fp)
-            rows.append({"pool_id": pid, "batch_id": bid, "source_line": i + 1, "fingerprint": fp,
-                         "key_id": kid, "ciphertext": blob, "expires_at": expires_at,
-                         "created_at": now})
-        conn.execute(insert(codes), rows)
-        ids = [int(r.id) for r in conn.execute(
-            select(codes.c.id).where(codes.c.batch_id == bid).order_by(codes.c.id))]
+            kid, blob = vault.encrypt(secret, code_id=cid, pool_id=pid, fingerprint=fp)
+            rows.append({"id": cid, "pool_id": pid, "batch_id": bid, "source_line": i + 1,
+                         "fingerprint": fp, "key_id": kid, "ciphertext": blob,
+                         "expires_at": expires_at, "created_at": now,
+                         "aad_version": AAD_CURRENT})
+        if rows:
+            conn.execute(insert(codes), rows)
         conn.execute(insert(stock), [{"code_id": cid, "pool_id": pid,
                                       "expires_at": expires_at or NEVER} for cid in ids])
     return secrets

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, func, select, update
+from structlog.testing import capture_logs
 
 import robot.cli
 from connectors.memory import MemoryPlatform
@@ -22,7 +25,18 @@ from robot.pools import create_pool, import_codes
 from robot.schema import batches, codes
 from robot.schema import orders as orders_t
 from robot.shops import DbShopContext
-from robot.vault import KeyRing, Vault, init_key_file, load_key_ring, open_vault, write_key_ring
+from robot.vault import (
+    AAD_V1,
+    AAD_V2,
+    NONCE_BYTES,
+    KeyRing,
+    Vault,
+    _aad,
+    init_key_file,
+    load_key_ring,
+    open_vault,
+    write_key_ring,
+)
 from tests.factories import Shop, paid_order, seed_codes, sku
 from tests.test_daemon import write_config
 from tests.test_pipeline import dispatcher, drain
@@ -41,10 +55,12 @@ def codes_by_key(engine: Engine) -> dict[str, int]:
 
 def all_plaintexts(engine: Engine, vault: Vault) -> set[str]:
     with engine.connect() as conn:
-        rows = conn.execute(select(codes.c.key_id, codes.c.ciphertext, codes.c.pool_id,
-                                   codes.c.fingerprint)).all()
-    return {vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
-                          fingerprint=bytes(r.fingerprint)) for r in rows}
+        rows = conn.execute(select(codes.c.id, codes.c.key_id, codes.c.ciphertext,
+                                   codes.c.pool_id, codes.c.fingerprint,
+                                   codes.c.aad_version)).all()
+    return {vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                          fingerprint=bytes(r.fingerprint), aad_version=r.aad_version)
+            for r in rows}
 
 
 def order_for(engine: Engine, name: str, quantity: int = 1) -> int:
@@ -156,20 +172,22 @@ def test_a_guarded_write_never_overwrites_a_newer_row(engine: Engine, key_file: 
         victim = conn.execute(select(codes).order_by(codes.c.id.desc()).limit(1)).one()
     fp = bytes(victim.fingerprint)
     writer = open_vault(key_file)
-    theirs = writer.encrypt(writer.decrypt(victim.key_id, victim.ciphertext,
-                                           pool_id=victim.pool_id, fingerprint=fp),
-                            pool_id=victim.pool_id, fingerprint=fp)
+    theirs = writer.encrypt(writer.decrypt(victim.key_id, victim.ciphertext, code_id=victim.id,
+                                           pool_id=victim.pool_id, fingerprint=fp,
+                                           aad_version=victim.aad_version),
+                            code_id=victim.id, pool_id=victim.pool_id, fingerprint=fp)
 
     class Meddled(Vault):
         """Lets another writer in while the rotation holds the victim's old copy."""
 
-        def decrypt(self, key_id: str, blob: bytes, *, pool_id: int,
-                    fingerprint: bytes) -> str:
+        def decrypt(self, key_id: str, blob: bytes, *, code_id: int, pool_id: int,
+                    fingerprint: bytes, aad_version: int | None) -> str:
             if fingerprint == fp:
                 with engine.begin() as conn:
                     conn.execute(update(codes).where(codes.c.id == victim.id)
                                  .values(key_id=theirs[0], ciphertext=theirs[1]))
-            return super().decrypt(key_id, blob, pool_id=pool_id, fingerprint=fingerprint)
+            return super().decrypt(key_id, blob, code_id=code_id, pool_id=pool_id,
+                                   fingerprint=fingerprint, aad_version=aad_version)
 
     assert keys.reencrypt_codes(engine, Meddled(load_key_ring(key_file)), batch=2) == 4
     with engine.connect() as conn:
@@ -373,3 +391,93 @@ def test_keys_status_with_the_right_key_file_reports_the_check(cli_app: App, eng
                                                 "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["key_check"] == "ok"
+
+
+def _to_old_binding(engine: Engine, vault: Vault, key_file: Path) -> None:
+    """Rewrite every code as a version before the row binding wrote it."""
+    key = load_key_ring(key_file).keys["k1"]
+    with engine.begin() as conn:
+        for r in conn.execute(select(codes)).all():
+            secret = vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                                   fingerprint=r.fingerprint, aad_version=r.aad_version)
+            nonce = os.urandom(NONCE_BYTES)
+            blob = nonce + AESGCM(key).encrypt(
+                nonce, secret.encode(), _aad(0, r.pool_id, bytes(r.fingerprint), "k1", AAD_V1))
+            conn.execute(update(codes).where(codes.c.id == r.id)
+                         .values(aad_version=None, ciphertext=blob))
+
+
+def test_status_counts_old_binding_and_rotate_rebinds_without_a_new_key(
+        cli_app: App, engine: Engine, key_file: Path, vault: Vault) -> None:
+    """`keys status` shows how many codes are still on the old binding (an unfinished step);
+    `keys rotate` re-binds them in its re-encryption batches without adding a key, after
+    which every code decrypts only for its own id."""
+    seed_codes(engine, vault, "p1", 5)
+    _to_old_binding(engine, vault, key_file)
+    runner = CliRunner()
+    status = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(key_file),
+                                           "--json"])
+    assert status.exit_code == 0, status.output
+    shown = json.loads(status.stdout)
+    assert shown["codes_on_old_binding"] == 5
+    assert shown["rotation_unfinished"] is True
+    text_status = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(key_file)])
+    assert "5 code(s) are on the old binding" in text_status.stderr
+    result = runner.invoke(robot.cli.cli, ["keys", "rotate", "--key-file", str(key_file),
+                                           "--json", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["new_key"] is None
+    assert json.loads(result.stdout)["codes"] == 5
+    assert sorted(load_key_ring(key_file).keys) == ["k1"]
+    with engine.connect() as conn:
+        assert keys.old_binding(conn) == 0
+        assert set(conn.execute(select(codes.c.aad_version)).scalars()) == {AAD_V2}
+    assert len(all_plaintexts(engine, vault)) == 5
+    shown = json.loads(runner.invoke(robot.cli.cli, ["keys", "status", "--key-file",
+                                                     str(key_file), "--json"]).stdout)
+    assert shown["codes_on_old_binding"] == 0
+    assert shown["rotation_unfinished"] is False
+
+
+def test_a_code_failing_authentication_is_skipped_by_rebinding(
+        engine: Engine, key_file: Path, vault: Vault) -> None:
+    """Re-binding leaves an altered row as it is (logged with its id, never re-encrypted
+    into validity) and re-binds the others."""
+    seed_codes(engine, vault, "p1", 3)
+    _to_old_binding(engine, vault, key_file)
+    with engine.begin() as conn:
+        victim = int(conn.execute(select(func.min(codes.c.id))).scalar_one())
+        fp = conn.execute(select(codes.c.fingerprint).where(codes.c.id == victim)).scalar()
+        conn.execute(update(codes).where(codes.c.id == victim)
+                     .values(fingerprint=bytes(fp)[::-1]))
+    with capture_logs() as logs:
+        assert keys.rebind_codes(engine, vault) == 2
+    assert [e["code_id"] for e in logs if e["event"] == "code_rejected"] == [victim]
+    with engine.connect() as conn:
+        assert keys.old_binding(conn) == 1
+
+
+def test_daemon_start_rebinds_codes_on_the_old_binding(tmp_path: Path) -> None:
+    """The robot's start-up re-binds codes written before the row binding (as after an
+    upgrade): afterwards none is left on the old binding and all still decrypt."""
+    config = load_config(write_config(tmp_path, "keys-rebind"))
+    engine = make_engine(config.database)
+    upgrade(engine)
+    vault = open_vault(config.key_file)
+    seed_codes(engine, vault, "p1", 4)
+    _to_old_binding(engine, vault, config.key_file)
+    robot = Robot(config)
+    try:
+        with capture_logs() as logs:
+            robot.prepare()
+        with engine.connect() as conn:
+            assert keys.old_binding(conn) == 0
+        assert len(all_plaintexts(engine, vault)) == 4
+        (done,) = [e for e in logs if e["event"] == "codes_rebind_finished"]
+        assert (done["rebound"], done["old_binding_left"]) == (4, 0)
+    finally:
+        engine.dispose()
+        if robot._lock is not None:
+            robot._lock.close()
+        if robot._engine is not None:
+            robot._engine.dispose()

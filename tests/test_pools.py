@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ import robot.cli
 from robot import pools as P
 from robot.cli import cmd_pools
 from robot.clock import NEVER, utcnow
-from robot.errors import ImportRejected, UserError
+from robot.errors import CodeRejected, ImportRejected, UserError
 from robot.schema import audit_log, batches, codes, deliveries, metadata, orders, stock
 from robot.vault import Vault, join_pair
 
@@ -55,8 +56,9 @@ def batch_states(engine: Engine) -> list[str]:
 def plaintexts(engine: Engine, vault: Vault, *where: Any) -> list[str]:
     with engine.connect() as conn:
         rows = conn.execute(select(codes).where(*where).order_by(codes.c.id)).all()
-    return [vault.decrypt(r.key_id, bytes(r.ciphertext), pool_id=r.pool_id,
-                          fingerprint=bytes(r.fingerprint)) for r in rows]
+    return [vault.decrypt(r.key_id, bytes(r.ciphertext), code_id=r.id, pool_id=r.pool_id,
+                          fingerprint=bytes(r.fingerprint), aad_version=r.aad_version)
+            for r in rows]
 
 
 def audit_entries(engine: Engine, action: str) -> list[Any]:
@@ -230,14 +232,177 @@ def test_every_rejected_line_is_reported_in_order(engine: Engine, vault: Vault, 
     assert_nothing_imported(engine)
 
 
-def test_same_code_in_another_pool_is_fine(engine: Engine, vault: Vault, pool: str,
-                                           tmp_path: Path) -> None:
-    """De-duplication is per pool: the same code may be sold from two pools."""
+@pytest.mark.parametrize("chunk", [20_000, 2])
+def test_a_code_held_by_another_pool_is_refused_naming_line_and_pool(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path, chunk: int) -> None:
+    """One code is in one pool: importing a code some other pool holds (sold or not) is
+    refused with its line number and that pool's name, codes never shown; nothing of the
+    file is imported (whole chunks and chunks split around the duplicates alike)."""
     P.create_pool(engine, "other", actor=ACTOR)
-    path = txt(tmp_path, "a.txt", [code(1), code(2)])
-    P.import_codes(engine, vault, pool, path, actor=ACTOR)
-    assert P.import_codes(engine, vault, "other", path, actor=ACTOR).imported == 2
-    assert count(engine, stock) == 4
+    first = P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(1), code(2)]),
+                           actor=ACTOR)
+    path = txt(tmp_path, "b.txt", [code(3), code(1), code(4), code(2)])
+    with pytest.raises(ImportRejected) as info:
+        P.import_codes(engine, vault, "other", path, actor=ACTOR, chunk=chunk)
+    assert info.value.rejects == [
+        (2, f"already in pool '{pool}' (batch {first.batch_id} line 1); one code is sold "
+            "from one pool: move it with `robot codes move`"),
+        (4, f"already in pool '{pool}' (batch {first.batch_id} line 2); one code is sold "
+            "from one pool: move it with `robot codes move`"),
+    ]
+    assert not any(code(i) in str(info.value.rejects) for i in range(1, 5))
+    assert count(engine, codes) == 2
+    assert P.total_available(engine, ["other"]) == 0
+    # The same file again into the pool that holds it: the pool's own duplicates.
+    with pytest.raises(ImportRejected) as again:
+        P.import_codes(engine, vault, pool, path, actor=ACTOR, allow_same_file=True)
+    assert [n for n, _ in again.value.rejects] == [2, 4]
+    assert all(r.startswith("duplicate in pool (batch") for _, r in again.value.rejects)
+
+
+def _race(engine: Engine, vault: Vault, files: dict[str, Path]) -> dict[str, str]:
+    """Import each file into the pool it is keyed by, all at once (a barrier releases the
+    threads together); what became of each."""
+    start = threading.Barrier(len(files))
+    outcome: dict[str, str] = {}
+
+    def importer(name: str) -> None:
+        start.wait()
+        try:
+            P.import_codes(engine, vault, name, files[name], actor=ACTOR, chunk=30)
+            outcome[name] = "imported"
+        except (ImportRejected, UserError) as exc:
+            outcome[name] = type(exc).__name__
+
+    threads = [threading.Thread(target=importer, args=(n,)) for n in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcome
+
+
+def test_concurrent_imports_of_one_code_into_two_pools_one_wins(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path) -> None:
+    """Two importers racing the same codes into two pools: exactly one import succeeds, the
+    other is refused whole; every code is in exactly one row and sold from one pool."""
+    P.create_pool(engine, "other", actor=ACTOR)
+    for round_ in range(4):
+        secrets = [code(i, f"R{round_}") for i in range(120)]
+        files = {name: txt(tmp_path, f"{name}-{round_}.txt", secrets) for name in (pool, "other")}
+        outcome = _race(engine, vault, files)
+        assert list(outcome.values()).count("imported") == 1, outcome
+        with engine.connect() as conn:
+            fps = conn.execute(select(codes.c.fingerprint, func.count())
+                               .where(codes.c.fingerprint.in_(
+                                   [vault.fingerprint(s) for s in secrets]))
+                               .group_by(codes.c.fingerprint)).all()
+        assert len(fps) == 120 and all(n == 1 for _, n in fps)
+    assert count(engine, stock) == 4 * 120
+
+
+@pytest.mark.parametrize("rival_state", ["importing", "aborted"])
+def test_an_older_import_preempts_a_younger_one_holding_its_codes(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, rival_state: str) -> None:
+    """Rows of a younger import still running (or of an aborted one) give way: that batch is
+    aborted, its copies of our codes deleted, and our import goes through whole; the rival
+    importer then stops at its next step."""
+    P.create_pool(engine, "other", actor=ACTOR)
+    secrets = [code(i) for i in range(6)]
+    sealed_once = P._Import.seal
+    rival: list[int] = []
+
+    def rival_first(job: Any, chunk: list[Any]) -> Any:
+        # Our batch exists; a younger import into another pool stores one of our codes.
+        if not rival:
+            now = utcnow()
+            (cid,) = P.reserve_code_ids(engine, 1)
+            fp = vault.fingerprint(secrets[3])
+            with engine.begin() as conn:
+                other = P.pool_id(conn, "other")
+                bid = new_id(conn.execute(insert(batches).values(
+                    pool_id=other, state=rival_state, file_name="r.txt",
+                    file_sha256="4" * 64, code_count=0, imported_by="rival",
+                    created_at=now, updated_at=now)))
+                kid, blob = vault.encrypt(secrets[3], code_id=cid, pool_id=other,
+                                          fingerprint=fp)
+                conn.execute(insert(codes).values(id=cid, pool_id=other, batch_id=bid,
+                                                  source_line=1, fingerprint=fp, key_id=kid,
+                                                  ciphertext=blob, created_at=now,
+                                                  aad_version=2))
+            rival.append(bid)
+        return sealed_once(job, chunk)
+
+    monkeypatch.setattr(P._Import, "seal", rival_first)
+    report = P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", secrets), actor=ACTOR)
+    assert report.imported == 6
+    assert rival[0] > (report.batch_id or 0) or rival_state == "aborted"
+    assert batch_states(engine) == ["active", "aborted"]
+    assert count(engine, codes, codes.c.batch_id == rival[0]) == 0
+    assert sorted(plaintexts(engine, vault)) == sorted(secrets)
+    assert P.total_available(engine, [pool]) == 6
+
+
+def test_move_codes_between_pools(engine: Engine, vault: Vault, pool: str,
+                                  tmp_path: Path) -> None:
+    """`move_codes` moves available codes only: re-encrypted for the new pool (they decrypt
+    there, and the old pool's id no longer opens them), in the new pool's stock, audited;
+    reserved, void, unknown or already-there codes are refused with the reason. Importing a
+    moved code into its old pool is then refused naming the new one."""
+    P.create_pool(engine, "other", actor=ACTOR)
+    P.import_codes(engine, vault, pool, txt(tmp_path, "a.txt", [code(i) for i in range(5)]),
+                   actor=ACTOR)
+    with engine.connect() as conn:
+        ids = [int(i) for i in conn.execute(select(codes.c.id).order_by(codes.c.id)).scalars()]
+        old_pid, new_pid = P.pool_id(conn, pool), P.pool_id(conn, "other")
+    take(engine, ids[0], make_order(engine, "allocated", utcnow()), "reserved", 1)
+    P.void_codes(engine, [ids[1]], actor=ACTOR)
+    report = P.move_codes(engine, vault, [ids[2], ids[3], ids[0], ids[1], 999_999], "other",
+                          actor=ACTOR)
+    assert report.moved == [ids[2], ids[3]]
+    assert dict(report.refused) == {ids[0]: "reserved (order 1)", ids[1]: "already void",
+                                    999_999: "no such code"}
+    again = P.move_codes(engine, vault, [ids[2]], "other", actor=ACTOR)
+    assert again.refused == [(ids[2], "already in pool 'other'")]
+    assert P.total_available(engine, ["other"]) == 2
+    assert P.total_available(engine, [pool]) == 1
+    assert plaintexts(engine, vault, codes.c.pool_id == new_pid) == [code(2), code(3)]
+    with engine.connect() as conn:
+        row = conn.execute(select(codes).where(codes.c.id == ids[2])).one()
+    with pytest.raises(CodeRejected, match=f"code {ids[2]}"):
+        vault.decrypt(row.key_id, row.ciphertext, code_id=row.id, pool_id=old_pid,
+                      fingerprint=row.fingerprint, aad_version=row.aad_version)
+    (entry,) = audit_entries(engine, "code_move")
+    assert json.loads(entry.details) == {"code_ids": [ids[2], ids[3]], "count": 2,
+                                         "from": [pool], "to": "other"}
+    with pytest.raises(ImportRejected) as info:
+        P.import_codes(engine, vault, pool, txt(tmp_path, "b.txt", [code(2)]), actor=ACTOR)
+    assert info.value.rejects[0][1].startswith("already in pool 'other'")
+
+
+def test_cli_codes_move_by_id_and_by_batch(engine: Engine, vault: Vault, pool: str,
+                                           tmp_path: Path) -> None:
+    """`robot codes move ID... --to P` and `--from P --batch B --to P`; refusals exit 1 with
+    the reason per code; wrong argument mixes are usage errors."""
+    P.create_pool(engine, "other", actor=ACTOR)
+    report = P.import_codes(engine, vault, pool,
+                            txt(tmp_path, "a.txt", [code(i) for i in range(4)]), actor=ACTOR)
+    with engine.connect() as conn:
+        ids = [int(i) for i in conn.execute(select(codes.c.id).order_by(codes.c.id)).scalars()]
+    one = run(engine, vault, "codes", "move", str(ids[0]), "--to", "other")
+    assert one.exit_code == 0, one.output
+    assert f"moved 1 code(s) to pool other: {ids[0]}" in one.stdout
+    rest = run(engine, vault, "codes", "move", "--from", pool, "--batch",
+               str(report.batch_id), "--to", "other", "--json")
+    assert rest.exit_code == 0, rest.output
+    assert json.loads(rest.stdout)["moved"] == ids[1:]
+    refused = run(engine, vault, "codes", "move", str(ids[0]), "--to", "other")
+    assert refused.exit_code == 1
+    assert f"code {ids[0]}: not moved: already in pool 'other'" in refused.stderr
+    assert run(engine, vault, "codes", "move", "--to", "other").exit_code == 2
+    assert run(engine, vault, "codes", "move", "--batch", "1", "--to", "other").exit_code == 2
+    assert P.total_available(engine, ["other"]) == 4
 
 
 def test_whole_or_nothing_across_many_chunks(engine: Engine, vault: Vault, pool: str,
@@ -324,6 +489,7 @@ def test_unknown_pool_creates_no_batch(engine: Engine, vault: Vault, pool: str,
 def leftover_batch(engine: Engine, vault: Vault, pool: str, secret: str,
                    last_progress: datetime) -> int:
     """What a crashed importer leaves: an 'importing' batch with a code, quiet since then."""
+    (cid,) = P.reserve_code_ids(engine, 1)
     with engine.begin() as conn:
         pid = P.pool_id(conn, pool)
         bid = new_id(conn.execute(insert(batches).values(
@@ -331,10 +497,10 @@ def leftover_batch(engine: Engine, vault: Vault, pool: str, secret: str,
             code_count=0, imported_by=ACTOR, created_at=last_progress,
             updated_at=last_progress)))
         fp = vault.fingerprint(secret)
-        kid, blob = vault.encrypt(secret, pool_id=pid, fingerprint=fp)
-        conn.execute(insert(codes).values(pool_id=pid, batch_id=bid, source_line=1,
+        kid, blob = vault.encrypt(secret, code_id=cid, pool_id=pid, fingerprint=fp)
+        conn.execute(insert(codes).values(id=cid, pool_id=pid, batch_id=bid, source_line=1,
                                           fingerprint=fp, key_id=kid, ciphertext=blob,
-                                          created_at=last_progress))
+                                          created_at=last_progress, aad_version=2))
     return bid
 
 
@@ -398,7 +564,8 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(
             pool_id=pid, state="importing", file_name="r.txt", file_sha256="3" * 64,
             code_count=0, imported_by="rival", created_at=now, updated_at=now)))
     fp = vault.fingerprint(rival_secret)
-    kid, blob = vault.encrypt(rival_secret, pool_id=pid, fingerprint=fp)
+    (rival_id,) = P.reserve_code_ids(engine, 1)
+    kid, blob = vault.encrypt(rival_secret, code_id=rival_id, pool_id=pid, fingerprint=fp)
     fired: list[bool] = []
     looked_up = P._Import._existing
 
@@ -409,9 +576,10 @@ def test_concurrent_import_of_the_same_code_aborts_cleanly(
         found = looked_up(job, conn, fps)
         if not fired:
             fired.append(True)
-            conn.execute(insert(codes).values(pool_id=pid, batch_id=rival, source_line=1,
-                                              fingerprint=fp, key_id=kid, ciphertext=blob,
-                                              created_at=now))
+            conn.execute(insert(codes).values(id=rival_id, pool_id=pid, batch_id=rival,
+                                              source_line=1, fingerprint=fp, key_id=kid,
+                                              ciphertext=blob, created_at=now,
+                                              aad_version=2))
         return found
 
     monkeypatch.setattr(P._Import, "_existing", sneak_in)
@@ -512,10 +680,10 @@ def test_expire_codes_moves_expired_stock_out(engine: Engine, vault: Vault, pool
     """Codes past expiry leave stock as 'expired' in small groups, audited once per run."""
     monkeypatch.setattr(P, "EXPIRE_GROUP", 2)
     P.create_pool(engine, "b-pool", actor=ACTOR)
-    rows = [f"{code(i)},2030-01-0{1 + i % 3}" for i in range(7)] + [f"{code(7)},"]
-    body = "code,expires_at\n" + "\n".join(rows)
-    P.import_codes(engine, vault, pool, write(tmp_path, "a.csv", body), actor=ACTOR)
-    P.import_codes(engine, vault, "b-pool", write(tmp_path, "b.csv", body), actor=ACTOR)
+    for name, tag in ((pool, "A"), ("b-pool", "B")):
+        rows = [f"{code(i, tag)},2030-01-0{1 + i % 3}" for i in range(7)] + [f"{code(7, tag)},"]
+        body = "code,expires_at\n" + "\n".join(rows)
+        P.import_codes(engine, vault, name, write(tmp_path, f"{tag}.csv", body), actor=ACTOR)
     cutoff = datetime(2030, 1, 2, 16, 0)  # the codes dated 1 and 2 January are past
     expired = P.expire_codes(engine, cutoff)
     assert expired == 10

@@ -50,8 +50,9 @@ def stored(engine: Engine, vault: Vault, batch_id: int | None) -> list[tuple[int
     with engine.connect() as conn:
         rows = conn.execute(select(codes).where(codes.c.batch_id == batch_id)
                             .order_by(codes.c.source_line)).all()
-    return [(r.source_line, vault.decrypt(r.key_id, bytes(r.ciphertext), pool_id=r.pool_id,
-                                          fingerprint=bytes(r.fingerprint)),
+    return [(r.source_line, vault.decrypt(r.key_id, bytes(r.ciphertext), code_id=r.id,
+                                          pool_id=r.pool_id, fingerprint=bytes(r.fingerprint),
+                                          aad_version=r.aad_version),
              r.expires_at, r.cost_cents) for r in rows]
 
 

@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import stat
 import sys
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine, select, update
+from structlog.testing import capture_logs
 
 import robot.cli
+from connectors.memory import MemoryConnector, MemoryPlatform
+from robot import keys, orders, pipeline
 from robot.cli.common import EXIT_FATAL, App, run_guarded
-from robot.errors import VaultError
+from robot.clock import utcnow
+from robot.errors import CodeRejected, VaultError
+from robot.http import handover
+from robot.outbox import Dispatcher, RetryPolicy
+from robot.schema import audit_log, codes, deliveries
+from robot.schema import orders as orders_t
 from robot.vault import (
+    AAD_V1,
+    AAD_V2,
     KEY_BYTES,
     NONCE_BYTES,
     KeyRing,
     Vault,
+    _aad,
     init_key_file,
     join_pair,
     load_key_ring,
@@ -30,14 +45,15 @@ from robot.vault import (
     split_pair,
     write_key_ring,
 )
-from tests.factories import seed_codes
+from tests.factories import Shop, paid_order, seed_codes, sku
 
 SECRET = "SECRET-CODE-1234567"
 
 
-def _sealed(vault: Vault, secret: str = SECRET, pool_id: int = 1) -> tuple[str, bytes, bytes]:
+def _sealed(vault: Vault, secret: str = SECRET, pool_id: int = 1,
+            code_id: int = 1) -> tuple[str, bytes, bytes]:
     fp = vault.fingerprint(secret)
-    kid, blob = vault.encrypt(secret, pool_id=pool_id, fingerprint=fp)
+    kid, blob = vault.encrypt(secret, code_id=code_id, pool_id=pool_id, fingerprint=fp)
     return kid, blob, fp
 
 
@@ -60,14 +76,14 @@ def test_round_trip(vault: Vault, secret: str) -> None:
     kid, blob, fp = _sealed(vault, secret, pool_id=7)
     assert kid == vault.current_key_id
     assert secret.encode() not in blob
-    assert vault.decrypt(kid, blob, pool_id=7, fingerprint=fp) == secret
+    assert vault.decrypt(kid, blob, code_id=1, pool_id=7, fingerprint=fp, aad_version=2) == secret
 
 
 def test_ciphertext_moved_to_another_pool_fails(vault: Vault) -> None:
     """A ciphertext copied to a row of another pool does not decrypt."""
     kid, blob, fp = _sealed(vault, pool_id=1)
     with pytest.raises(VaultError, match="altered or moved"):
-        vault.decrypt(kid, blob, pool_id=2, fingerprint=fp)
+        vault.decrypt(kid, blob, code_id=1, pool_id=2, fingerprint=fp, aad_version=2)
 
 
 def test_ciphertext_moved_to_another_fingerprint_fails(vault: Vault) -> None:
@@ -75,7 +91,7 @@ def test_ciphertext_moved_to_another_fingerprint_fails(vault: Vault) -> None:
     kid, blob, _ = _sealed(vault)
     other_fp = vault.fingerprint("ANOTHER-CODE-0000")
     with pytest.raises(VaultError):
-        vault.decrypt(kid, blob, pool_id=1, fingerprint=other_fp)
+        vault.decrypt(kid, blob, code_id=1, pool_id=1, fingerprint=other_fp, aad_version=2)
 
 
 @pytest.mark.parametrize("index", [0, NONCE_BYTES, -1])
@@ -85,7 +101,8 @@ def test_flipped_byte_fails(vault: Vault, index: int) -> None:
     tampered = bytearray(blob)
     tampered[index] ^= 0x01
     with pytest.raises(VaultError) as info:
-        vault.decrypt(kid, bytes(tampered), pool_id=1, fingerprint=fp)
+        vault.decrypt(kid, bytes(tampered), code_id=1, pool_id=1, fingerprint=fp,
+                      aad_version=2)
     assert SECRET not in str(info.value)
 
 
@@ -94,14 +111,14 @@ def test_truncated_blob_fails_with_vault_error(vault: Vault) -> None:
     kid, blob, fp = _sealed(vault)
     for cut in (0, 5, NONCE_BYTES + 3):
         with pytest.raises(VaultError, match="truncated"):
-            vault.decrypt(kid, blob[:cut], pool_id=1, fingerprint=fp)
+            vault.decrypt(kid, blob[:cut], code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 def test_unknown_key_id_names_the_key_not_the_code(vault: Vault) -> None:
     """Decrypting under a key the file lacks names the key id and never the code."""
     _, blob, fp = _sealed(vault)
     with pytest.raises(VaultError) as info:
-        vault.decrypt("k9", blob, pool_id=1, fingerprint=fp)
+        vault.decrypt("k9", blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
     message = str(info.value)
     assert "'k9'" in message
     assert SECRET not in message
@@ -115,7 +132,7 @@ def test_key_id_is_bound_into_the_ciphertext(key_file: Path) -> None:
     kid, blob, fp = _sealed(Vault(ring))
     assert kid == "k1"
     with pytest.raises(VaultError):
-        two.decrypt("k2", blob, pool_id=1, fingerprint=fp)
+        two.decrypt("k2", blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 def test_encryptions_of_the_same_code_differ(vault: Vault) -> None:
@@ -124,20 +141,24 @@ def test_encryptions_of_the_same_code_differ(vault: Vault) -> None:
     _, second, _ = _sealed(vault)
     assert first != second
     assert first[:NONCE_BYTES] != second[:NONCE_BYTES]
-    assert vault.decrypt("k1", second, pool_id=1, fingerprint=fp) == SECRET
+    assert vault.decrypt("k1", second, code_id=1, pool_id=1, fingerprint=fp, aad_version=2) == SECRET
 
 
 def test_encrypt_many_seals_like_encrypt(vault: Vault) -> None:
     """The import's batch encryption: each blob decrypts for its own row only, and every
     code has a nonce of its own (drawn in one call, sliced without overlap)."""
     secrets_ = [SECRET, "卡密-视频会员-Ωμ", SECRET]
-    items = [(s, vault.fingerprint(s)) for s in secrets_]
+    items = [(i, s, vault.fingerprint(s)) for i, s in enumerate(secrets_, start=1)]
     sealed = vault.encrypt_many(items, pool_id=4)
     assert [kid for kid, _ in sealed] == [vault.current_key_id] * 3
-    for (secret, fp), (kid, blob) in zip(items, sealed, strict=True):
-        assert vault.decrypt(kid, blob, pool_id=4, fingerprint=fp) == secret
+    for (cid, secret, fp), (kid, blob) in zip(items, sealed, strict=True):
+        assert vault.decrypt(kid, blob, code_id=cid, pool_id=4, fingerprint=fp,
+                             aad_version=2) == secret
         with pytest.raises(VaultError):
-            vault.decrypt(kid, blob, pool_id=5, fingerprint=fp)
+            vault.decrypt(kid, blob, code_id=cid, pool_id=5, fingerprint=fp, aad_version=2)
+        with pytest.raises(VaultError):
+            vault.decrypt(kid, blob, code_id=cid + 10, pool_id=4, fingerprint=fp,
+                          aad_version=2)
     nonces = {blob[:NONCE_BYTES] for _, blob in sealed}
     assert len(nonces) == 3
     assert sealed[0][1] != sealed[2][1]  # the same code twice: two ciphertexts
@@ -153,8 +174,8 @@ def test_rotation_keeps_old_codes_readable(key_file: Path) -> None:
     write_key_ring(key_file, rotated)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     new_vault = open_vault(key_file)
-    assert new_vault.decrypt(kid, blob, pool_id=1, fingerprint=fp) == SECRET
-    assert new_vault.encrypt(SECRET, pool_id=1, fingerprint=fp)[0] == "k2"
+    assert new_vault.decrypt(kid, blob, code_id=1, pool_id=1, fingerprint=fp, aad_version=2) == SECRET
+    assert new_vault.encrypt(SECRET, code_id=1, pool_id=1, fingerprint=fp)[0] == "k2"
     assert new_vault.fingerprint(SECRET) == fp
 
 
@@ -361,7 +382,7 @@ def test_code_and_secret_ciphertexts_are_not_interchangeable(vault: Vault) -> No
         vault.unseal(kid, blob, context="1")
     kid2, sealed = vault.seal(SECRET, context="1")
     with pytest.raises(VaultError):
-        vault.decrypt(kid2, sealed, pool_id=1, fingerprint=fp)
+        vault.decrypt(kid2, sealed, code_id=1, pool_id=1, fingerprint=fp, aad_version=2)
 
 
 # --- robot keys ---------------------------------------------------------------------------
@@ -508,3 +529,161 @@ def test_key_file_owned_by_another_user_is_refused(key_file, monkeypatch) -> Non
         load_key_ring(key_file)
     monkeypatch.setattr(os, "geteuid", lambda: owner)
     assert load_key_ring(key_file).current
+
+
+# --- the row binding (code id in the associated data) -------------------------------------
+
+
+def _legacy_blob(key_file: Path, secret: str, pool_id: int, fp: bytes) -> bytes:
+    """A ciphertext as versions before the row binding wrote it (pool, fingerprint, key)."""
+    ring = load_key_ring(key_file)
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(ring.keys["k1"]).encrypt(
+        nonce, secret.encode(), _aad(0, pool_id, fp, "k1", AAD_V1))
+
+
+def test_ciphertext_copied_to_another_row_of_its_pool_fails_naming_the_code(
+        vault: Vault) -> None:
+    """A ciphertext copied with its fingerprint and key id onto another row of the same pool
+    does not decrypt there; the refusal names that row's code id and never the code."""
+    kid, blob, fp = _sealed(vault, pool_id=1, code_id=41)
+    assert vault.decrypt(kid, blob, code_id=41, pool_id=1, fingerprint=fp,
+                         aad_version=AAD_V2) == SECRET
+    with pytest.raises(CodeRejected, match=r"^code 42 failed authentication") as info:
+        vault.decrypt(kid, blob, code_id=42, pool_id=1, fingerprint=fp, aad_version=AAD_V2)
+    assert SECRET not in str(info.value)
+    assert mask(SECRET) not in str(info.value)
+
+
+def test_old_binding_decrypts_but_a_new_ciphertext_cannot_be_passed_off_as_old(
+        key_file: Path, vault: Vault) -> None:
+    """Rows written before the row binding (aad_version NULL) still decrypt; a version 2
+    ciphertext relabelled as version 1 (or as an unknown version) does not."""
+    fp = vault.fingerprint(SECRET)
+    old = _legacy_blob(key_file, SECRET, 1, fp)
+    assert vault.decrypt("k1", old, code_id=5, pool_id=1, fingerprint=fp,
+                         aad_version=None) == SECRET
+    with pytest.raises(CodeRejected, match="code 5"):
+        vault.decrypt("k1", old, code_id=5, pool_id=1, fingerprint=fp, aad_version=AAD_V2)
+    kid, new, _ = _sealed(vault, code_id=5)
+    with pytest.raises(CodeRejected, match="code 5"):
+        vault.decrypt(kid, new, code_id=5, pool_id=1, fingerprint=fp, aad_version=None)
+    with pytest.raises(CodeRejected, match="unknown associated-data version"):
+        vault.decrypt(kid, new, code_id=5, pool_id=1, fingerprint=fp, aad_version=7)
+
+
+SWAP_SHOP = Shop(items=(sku("s1", ("p1", 1)),))
+
+
+def _code_ids(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return [int(i) for i in conn.execute(select(codes.c.id).order_by(codes.c.id)).scalars()]
+
+
+def _swap(engine: Engine, source: int, target: int) -> None:
+    """What someone with write access to the database does: copy a delivered code's
+    ciphertext, fingerprint, key id and binding onto an available row (moving the
+    source's fingerprint aside first, as the unique index demands)."""
+    with engine.begin() as conn:
+        src = conn.execute(select(codes).where(codes.c.id == source)).one()
+        conn.execute(update(codes).where(codes.c.id == source).values(fingerprint=b"\0" * 32))
+        conn.execute(update(codes).where(codes.c.id == target).values(
+            fingerprint=src.fingerprint, key_id=src.key_id, ciphertext=src.ciphertext,
+            aad_version=src.aad_version))
+
+
+def _ship(engine: Engine, disp: Dispatcher, platform: MemoryPlatform, name: str) -> int:
+    order = paid_order(name, ("s1", 1))
+    platform.put_order(order)
+    order_id = pipeline.intake(engine, SWAP_SHOP, order).order_id
+    assert order_id is not None
+    while pipeline.allocate_next(engine):
+        pass
+    for _ in range(5):
+        if not asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2))):
+            break
+    return order_id
+
+
+def _order(engine: Engine, order_id: int) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(orders_t.c.state, orders_t.c.reason)
+                            .where(orders_t.c.id == order_id)).one()
+
+
+def test_a_delivered_code_copied_onto_an_available_row_is_never_sold_again(
+        engine: Engine, vault: Vault) -> None:
+    """Swap: a delivered code's ciphertext, fingerprint and key id copied onto an available
+    row. The order that gets that row fails with a reason naming the code id (logged and
+    audited), nothing is sent to the platform, reveal and hand-over refuse it too, and the
+    write-back goes on with the next order."""
+    seed_codes(engine, vault, "p1", 3)
+    first, second, third = _code_ids(engine)
+    platform = MemoryPlatform()
+    disp = Dispatcher(engine, vault, {SWAP_SHOP.name: MemoryConnector(platform)},
+                      {SWAP_SHOP.name: SWAP_SHOP},
+                      RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.001),
+                      worker="test")
+    sold = _ship(engine, disp, platform, "SW1")
+    assert _order(engine, sold).state == "shipped"
+    _swap(engine, first, second)
+    with capture_logs() as logs:
+        victim = _ship(engine, disp, platform, "SW2")
+    state, reason = _order(engine, victim)
+    assert state == "failed"
+    assert f"code {second} failed authentication" in reason
+    assert platform.shipments("SW2") == 0
+    assert platform.memo("SW2") is None
+    refused = [e for e in logs if e["event"] == "write_back_refused"]
+    assert len(refused) == 1
+    assert f"code {second}" in refused[0]["error"]
+    with engine.connect() as conn:
+        failed = conn.execute(select(audit_log.c.details).where(
+            audit_log.c.action == "ship_failed")).scalars().all()
+        assert any(f"code {second}" in d for d in failed)
+        rows = handover.code_rows(conn, victim)
+    with pytest.raises(CodeRejected, match=f"code {second}"):
+        handover.views(vault, rows, masked=False)
+    with pytest.raises(CodeRejected, match=f"code {second}"):
+        orders.reveal(engine, vault, victim, actor="t")
+    with engine.connect() as conn:  # the refused reveal marked nothing as seen
+        assert conn.execute(select(deliveries.c.seen_at)
+                            .where(deliveries.c.order_id == victim)).scalar() is None
+    after = _ship(engine, disp, platform, "SW3")
+    assert _order(engine, after).state == "shipped"
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.code_id)
+                            .where(deliveries.c.order_id == after)).scalar() == third
+
+
+def test_rows_on_the_old_binding_are_rebound_then_a_swap_fails(
+        engine: Engine, vault: Vault, key_file: Path) -> None:
+    """Codes written before the row binding (as after the upgrade) could be swapped within
+    their pool; keys.rebind_codes re-encrypts them (resumable, counted by old_binding) and
+    from then on the same swap is refused, naming the code."""
+    seed_codes(engine, vault, "p1", 3)
+    with engine.begin() as conn:  # make them what an older version wrote
+        for r in conn.execute(select(codes)).all():
+            secret = vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                                   fingerprint=r.fingerprint, aad_version=r.aad_version)
+            conn.execute(update(codes).where(codes.c.id == r.id).values(
+                aad_version=None,
+                ciphertext=_legacy_blob(key_file, secret, r.pool_id, bytes(r.fingerprint))))
+    first, second, _ = _code_ids(engine)
+    with engine.connect() as conn:
+        assert keys.old_binding(conn) == 3
+        before = conn.execute(select(codes).where(codes.c.id == first)).one()
+    # The old behaviour: a version-1 ciphertext decrypts on any row of its pool.
+    assert vault.decrypt(before.key_id, before.ciphertext, code_id=second,
+                         pool_id=before.pool_id, fingerprint=before.fingerprint,
+                         aad_version=None).startswith("T")
+    assert keys.rebind_codes(engine, vault, batch=2) == 3
+    with engine.connect() as conn:
+        assert keys.old_binding(conn) == 0
+    assert keys.rebind_codes(engine, vault) == 0
+    _swap(engine, first, second)
+    with engine.connect() as conn:
+        row = conn.execute(select(codes).where(codes.c.id == second)).one()
+    with pytest.raises(CodeRejected, match=f"code {second}"):
+        vault.decrypt(row.key_id, row.ciphertext, code_id=second, pool_id=row.pool_id,
+                      fingerprint=row.fingerprint, aad_version=row.aad_version)

@@ -76,6 +76,17 @@ def _usage(app: App) -> tuple[dict[str, int], dict[str, int]] | str:
         return scrub(f"{type(exc).__name__}: {first_line}")
 
 
+def _old_binding(app: App) -> int | None:
+    """Codes whose ciphertext does not bind their own id yet (None: not counted)."""
+    from robot.keys import old_binding
+
+    try:
+        with app.engine.connect() as conn:
+            return old_binding(conn)
+    except SQLAlchemyError:
+        return None
+
+
 @keys.command("status")
 @key_file_option
 @json_option
@@ -116,6 +127,8 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
     unfinished = db_error is None and (
         any(kid != ring.current for kid in (*(code_counts or {}), *(secret_counts or {})))
         or len(ring.keys) > 1)
+    old_binding = _old_binding(app) if db_error is None else None
+    unfinished = unfinished or bool(old_binding)
     if as_json:
         emit_json({
             "key_file": str(path),
@@ -123,6 +136,7 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
             "keys": key_rows,
             "missing_key_ids": missing,
             "rotation_unfinished": unfinished,
+            "codes_on_old_binding": old_binding,
             "database_error": db_error,
             "key_check": "not run" if db_error else (key_error or "ok"),
         })
@@ -146,6 +160,10 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
     )
     if db_error is not None:
         click.echo(f"database not checked: {db_error}", err=True)
+    if old_binding:
+        click.echo(f"{old_binding} code(s) are on the old binding (their ciphertext does not "
+                   "bind their id yet): the robot re-binds them at start, or run "
+                   "`robot keys rotate`", err=True)
     if unfinished and not missing:
         click.echo("a key rotation is unfinished: run `robot keys rotate` to finish it "
                    "(re-encrypt and retire the old key)", err=True)

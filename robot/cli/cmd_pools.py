@@ -1,4 +1,5 @@
-"""``robot pools …`` and ``robot codes …``: create pools, import codes, see and void stock.
+"""``robot pools …`` and ``robot codes …``: create pools, import codes, see, void and move
+stock.
 
 Commands touch only ``ctx.obj.engine``, ``ctx.obj.vault`` and ``ctx.obj.console`` (so tests
 can pass any object with those). Codes are shown masked; no command here ever prints a
@@ -258,6 +259,50 @@ def codes_export(ctx: click.Context, pool: str, state: str | None, since_text: s
         return
     how = "in plain text (mode 0600; this was audited)" if plaintext else "masked"
     click.echo(f"wrote {result.rows} code(s) of pool {pool} to {csv_path}, {how}", err=True)
+
+
+@codes.command("move")
+@click.argument("code_ids", nargs=-1, type=click.IntRange(min=1))
+@click.option("--to", "to_pool", required=True, help="The pool the codes go to.")
+@click.option("--batch", "batch_id", type=click.IntRange(min=1), default=None,
+              help="Move every available code of this batch (with --from).")
+@click.option("--from", "from_pool", default=None,
+              help="The pool the batch's codes are in now (with --batch).")
+@json_option
+@click.pass_context
+def codes_move(ctx: click.Context, code_ids: tuple[int, ...], to_pool: str,
+               batch_id: int | None, from_pool: str | None, as_json: bool) -> None:
+    """Move available codes to another pool: by id (CODE_IDS), or a whole batch
+    (--from POOL --batch B). One code is in one pool; this is how it changes pools.
+
+    Codes reserved, sold, void or expired are refused; each move is re-encrypted for the
+    new pool and audited.
+    """
+    app = ctx.obj
+    if (batch_id is None) != (from_pool is None):
+        raise click.UsageError("--batch and --from go together")
+    if batch_id is None and not code_ids:
+        raise click.UsageError("name the codes to move (CODE_IDS) or --from POOL --batch B")
+    if batch_id is not None and code_ids:
+        raise click.UsageError("give either CODE_IDS or --from/--batch, not both")
+    wanted = list(code_ids)
+    if batch_id is not None and from_pool is not None:
+        wanted = pool_ops.available_in_batch(app.engine, batch_id, from_pool)
+        if not wanted:
+            raise UserError(f"batch {batch_id} has no available codes in pool '{from_pool}'")
+    report = pool_ops.move_codes(app.engine, app.vault, wanted, to_pool, actor=actor())
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        if report.moved:
+            app.console.print(f"moved {len(report.moved)} code(s) to pool "
+                              f"[bold]{to_pool}[/bold]: "
+                              + ", ".join(str(c) for c in report.moved[:50])
+                              + (" …" if len(report.moved) > 50 else ""))
+        for cid, reason in report.refused:
+            click.echo(f"code {cid}: not moved: {reason}", err=True)
+    if report.refused:
+        raise UserError(f"{len(report.refused)} code(s) were not moved")
 
 
 COMMANDS: list[click.Command] = [pools, codes]

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 from robot import audit
 from robot.clock import utcnow
 from robot.db import transaction
+from robot.errors import VaultError
 from robot.http import handover, links
 from robot.http.address import client_of
 from robot.http.context import HttpContext
@@ -134,6 +135,9 @@ async def delivery(request: Request) -> JSONResponse:
     try:
         found = await asyncio.to_thread(read, ctx, shop_name, platform_order_id)
     except DBAPIError:
+        return _json({"error": "unavailable"}, 503)
+    except VaultError as exc:  # a code refused by the vault (altered row) or a key missing
+        log.error("delivery_code_refused", error=exc.message)
         return _json({"error": "unavailable"}, 503)
     if found is None:
         return _json({"error": "not_found"}, 404)

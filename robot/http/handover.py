@@ -33,7 +33,8 @@ class CodeRow:
 def code_rows(conn: Connection, order_id: int) -> list[CodeRow]:
     rows = conn.execute(
         select(deliveries.c.line_no, codes.c.id.label("code_id"), codes.c.pool_id,
-               codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, order_lines.c.line_id,
+               codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, codes.c.aad_version,
+               order_lines.c.line_id,
                order_lines.c.item_id, order_lines.c.sku_id, order_lines.c.title)
         .join(codes, codes.c.id == deliveries.c.code_id)
         .join(order_lines, (order_lines.c.order_id == deliveries.c.order_id)
@@ -53,7 +54,8 @@ def mark_seen(conn: Connection, order_id: int, now: datetime) -> None:
 def decrypt(vault: Vault, row: CodeRow) -> tuple[str, str | None]:
     """``(card_no, password)`` of one code."""
     r = row.row
-    secret = vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id, fingerprint=r.fingerprint)
+    secret = vault.decrypt(r.key_id, r.ciphertext, code_id=r.code_id, pool_id=r.pool_id,
+                           fingerprint=r.fingerprint, aad_version=r.aad_version)
     return split_pair(secret)
 
 

@@ -39,6 +39,7 @@ from robot import audit
 from robot.clock import utcnow
 from robot.config import SHOP_NAME_RE, ShopConfig
 from robot.db import transaction
+from robot.errors import VaultError
 from robot.http import checks, handover, links, pages
 from robot.http.address import client_of
 from robot.http.context import MAX_FORM_BODY, HttpContext
@@ -229,6 +230,9 @@ async def page(request: Request) -> Response:
         found = await asyncio.to_thread(open_link, ctx, token, digest, _user_agent(request))
     except DBAPIError:
         return _unavailable()
+    except VaultError as exc:  # a code refused by the vault (altered row) or a key missing
+        log.error("pickup_code_refused", error=exc.message)
+        return _unavailable()
     if found is None:
         return neutral(ctx)
     link, codes = found
@@ -251,6 +255,9 @@ async def reveal(request: Request) -> Response:
     try:
         found = await asyncio.to_thread(reveal_link, ctx, token, digest, _user_agent(request))
     except DBAPIError:
+        return _unavailable()
+    except VaultError as exc:  # a code refused by the vault (altered row) or a key missing
+        log.error("pickup_code_refused", error=exc.message)
         return _unavailable()
     if found is None:
         return neutral(ctx)

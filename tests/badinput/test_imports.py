@@ -61,8 +61,9 @@ def imported(engine: Engine, vault: Vault, path: Path) -> list[str]:
         rows = conn.execute(select(codes).where(codes.c.batch_id == report.batch_id)
                             .order_by(codes.c.source_line)).all()
     assert report.imported == len(rows)
-    return [vault.decrypt(r.key_id, bytes(r.ciphertext), pool_id=r.pool_id,
-                          fingerprint=bytes(r.fingerprint)) for r in rows]
+    return [vault.decrypt(r.key_id, bytes(r.ciphertext), code_id=r.id, pool_id=r.pool_id,
+                          fingerprint=bytes(r.fingerprint), aad_version=r.aad_version)
+            for r in rows]
 
 
 # -- encoding --------------------------------------------------------------------------------

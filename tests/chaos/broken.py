@@ -30,7 +30,7 @@ from robot import outbox, pipeline
 from robot.cli import main
 from robot.demo import POOL_BONUS, POOL_MAIN
 from robot.schema import codes, pools
-from robot.vault import open_vault
+from robot.vault import AAD_CURRENT, open_vault
 
 HOLD_REASON = "risk: buyer velocity"  # looks like a rule; the run set up no risk rules
 
@@ -81,16 +81,19 @@ def duplicate_plaintexts(engine: Engine, key_file: Path) -> None:
         def first(pool: str) -> list[tuple[int, str]]:
             rows = conn.execute(
                 select(codes.c.id, codes.c.key_id, codes.c.ciphertext, codes.c.pool_id,
-                       codes.c.fingerprint)
+                       codes.c.fingerprint, codes.c.aad_version)
                 .where(codes.c.pool_id == ids[pool]).order_by(codes.c.id).limit(200)).all()
-            return [(int(r.id), vault.decrypt(r.key_id, r.ciphertext, pool_id=r.pool_id,
-                                                fingerprint=r.fingerprint)) for r in rows]
+            return [(int(r.id), vault.decrypt(r.key_id, r.ciphertext, code_id=int(r.id),
+                                                pool_id=r.pool_id, fingerprint=r.fingerprint,
+                                                aad_version=r.aad_version)) for r in rows]
 
         for (bonus_id, _), (_, secret) in zip(first(POOL_BONUS), first(POOL_MAIN), strict=False):
             fingerprint = secrets.token_bytes(32)
-            key_id, blob = vault.encrypt(secret, pool_id=ids[POOL_BONUS], fingerprint=fingerprint)
+            key_id, blob = vault.encrypt(secret, code_id=bonus_id, pool_id=ids[POOL_BONUS],
+                                         fingerprint=fingerprint)
             conn.execute(update(codes).where(codes.c.id == bonus_id).values(
-                fingerprint=fingerprint, key_id=key_id, ciphertext=blob))
+                fingerprint=fingerprint, key_id=key_id, ciphertext=blob,
+                aad_version=AAD_CURRENT))
 
 
 if __name__ == "__main__":

@@ -637,7 +637,8 @@ class ChaosRun:
             held: dict[int, list[tuple[int, str]]] = {}
             delivered = conn.execute(
                 select(deliveries.c.order_id, deliveries.c.code_id, deliveries.c.state,
-                       codes.c.pool_id, codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext)
+                       codes.c.pool_id, codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext,
+                       codes.c.aad_version)
                 .join(codes, codes.c.id == deliveries.c.code_id)
                 .order_by(deliveries.c.order_id, deliveries.c.line_no, deliveries.c.n)).all()
             for d in delivered:
@@ -763,8 +764,9 @@ class ChaosRun:
 
 def _decrypt(vault: Vault, row: Any) -> str:
     """One delivered code's plaintext (kept in memory for the comparison, never printed)."""
-    return vault.decrypt(str(row.key_id), bytes(row.ciphertext), pool_id=int(row.pool_id),
-                         fingerprint=bytes(row.fingerprint))
+    return vault.decrypt(str(row.key_id), bytes(row.ciphertext), code_id=int(row.code_id),
+                         pool_id=int(row.pool_id), fingerprint=bytes(row.fingerprint),
+                         aad_version=row.aad_version)
 
 
 def run(plan: ChaosPlan) -> ChaosReport:
