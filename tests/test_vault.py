@@ -398,7 +398,9 @@ def _app_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, engine: Engine
     """Make the CLI use this App (its config and engine given here, not read from a file)."""
     app = App(config_path=tmp_path / "robot.yaml")
     if key_file is not None:
-        app.__dict__["config"] = SimpleNamespace(key_file=key_file)
+        # A database that does not exist yet: init has nothing to check it against.
+        app.__dict__["config"] = SimpleNamespace(
+            key_file=key_file, database=f"sqlite:///{tmp_path / 'absent.db'}")
     if engine is not None:
         app._engine = engine
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
@@ -472,7 +474,8 @@ def test_keys_status_counts_codes_per_key(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_keys_status_flags_key_ids_the_file_lacks(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path, engine: Engine,
                                                   key_file: Path) -> None:
-    """Codes under a key id missing from the file are reported as unreadable."""
+    """Codes under a key id missing from the file are reported as unreadable, and the
+    status fails as `robot run` would (it never looks healthy with the wrong key file)."""
     seed_codes(engine, open_vault(key_file), "pool-a", 2)
     other = tmp_path / "other.key"
     init_key_file(other)
@@ -481,13 +484,14 @@ def test_keys_status_flags_key_ids_the_file_lacks(monkeypatch: pytest.MonkeyPatc
     _app_with(monkeypatch, tmp_path, engine=engine)
     runner = CliRunner()
     result = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(other), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code != 0, result.output
     doc = json.loads(result.stdout)
+    assert "which the key file lacks" in doc["key_check"]
     assert doc["missing_key_ids"] == ["k1"]
     assert {k["key_id"]: (k["in_key_file"], k["codes"]) for k in doc["keys"]} == {
         "k2": (True, 0), "k1": (False, 2)}
     table = runner.invoke(robot.cli.cli, ["keys", "status", "--key-file", str(other)])
-    assert table.exit_code == 0, table.output
+    assert table.exit_code != 0, table.output
     assert "MISSING" in table.stdout
     assert "restore the key file" in table.stderr
 

@@ -46,7 +46,9 @@ def init(app: App, key_file: Path | None) -> None:
     from robot.keys import refuse_new_key_file
 
     path = _key_path(app, key_file)
-    if not path.exists() and app.has_database():
+    # With --key-file and no robot file yet (setting up) there is no database to ask.
+    known = app.has_database() if key_file is None else app.has_database(optional=True)
+    if not path.exists() and known:
         refuse_new_key_file(app.engine, path)
     init_key_file(path)
     click.echo(f"wrote a new key file: {path.absolute()}")

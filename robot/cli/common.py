@@ -65,9 +65,17 @@ class App:
             self._engine = engine
         return self._engine
 
-    def has_database(self) -> bool:
-        """Whether there is a database to ask (a SQLite file not created yet is none)."""
-        return self._engine is not None or missing_sqlite_file(self.config.database) is None
+    def has_database(self, *, optional: bool = False) -> bool:
+        """Whether there is a database to ask (a SQLite file not created yet is none).
+
+        ``optional``: a robot file that does not exist yet means no database either (a
+        command given everything it needs on its command line), instead of an error.
+        """
+        if self._engine is not None:
+            return True
+        if optional and not self.config_path.exists() and "config" not in self.__dict__:
+            return False
+        return missing_sqlite_file(self.config.database) is None
 
     def close(self) -> None:
         """Close the database connections this command opened (the engine stays usable)."""

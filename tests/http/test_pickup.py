@@ -239,3 +239,25 @@ def test_pickup_url_hook_makes_one_link_and_renders_it_again(http: Http) -> None
     assert token not in str(stored)
     off = shop_config(pickup=PickupConfig(enabled=False))
     assert links.pickup_url_hook(http.engine, http.vault, {"mem": off}, PUBLIC_URL)(oid) is None
+
+
+def test_a_code_the_vault_refuses_gets_a_clean_503_never_a_500_or_the_code(http: Http) -> None:
+    """A delivered code whose row was altered in the database (its ciphertext moved from
+    another row) makes the page answer the 'try later' page with 503 and log the refusal,
+    instead of failing with a server error; no code of the row is on the page."""
+    from robot.schema import codes as codes_table
+
+    oid = http.order("V1", quantity=1)
+    other = http.order("V2", quantity=1)
+    token = link_for(http, oid, ttl=timedelta(days=30))
+    with http.engine.begin() as conn:
+        mine = conn.execute(select(deliveries.c.code_id)
+                            .where(deliveries.c.order_id == oid)).scalar_one()
+        theirs = conn.execute(select(codes_table).join(
+            deliveries, deliveries.c.code_id == codes_table.c.id)
+            .where(deliveries.c.order_id == other)).one()
+        conn.execute(codes_table.update().where(codes_table.c.id == mine).values(
+            ciphertext=theirs.ciphertext, key_id=theirs.key_id, aad_version=theirs.aad_version))
+    page = http.client.get(f"/p/{token}")
+    assert page.status_code == 503
+    assert "V2" not in page.text
