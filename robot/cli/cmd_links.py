@@ -20,8 +20,8 @@ from robot.cli.common import App, actor, emit_json, json_option
 @click.pass_obj
 def revoke_link_cmd(app: App, order_id: int, issue_new: bool, as_json: bool) -> None:
     """Revoke every live pickup link of an order (audited)."""
-    from robot.http import links
     from robot import support
+    from robot.http import links
     from robot.orders import shop_of
 
     url = None
