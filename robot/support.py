@@ -210,7 +210,8 @@ def code_candidates(text: str) -> list[str]:
         raise UserError("no code given")
     if len(trimmed) > MAX_CODE_CHARS:
         raise UserError(f"that is longer than any code ({MAX_CODE_CHARS} characters max)")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in trimmed):
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\t"
+           for ch in trimmed):  # a tab is how a spreadsheet separates card and PIN
         raise UserError("the code holds control or invisible characters; no stored code does "
                         "(retype it, or paste it without the formatting)")
     found: list[str] = []
