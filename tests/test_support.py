@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 import robot.cli
 from connectors.base import PlatformStatus
-from connectors.memory import MemoryConfig, MemoryConnector, MemoryPlatform
+from connectors.memory import MemoryConnector, MemoryPlatform
 from robot import audit, outbox, pipeline, support
 from robot.cli.common import App
 from robot.clock import NEVER, utcnow
@@ -33,10 +33,12 @@ from robot.schema import (
     codes,
     deliveries,
     orders,
-    outbox as outbox_t,
     pickup_links,
     replacements,
     stock,
+)
+from robot.schema import (
+    outbox as outbox_t,
 )
 from robot.vault import Vault, join_pair, mask
 from tests.factories import ensure_pool, paid_order, seed_codes
