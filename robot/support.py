@@ -478,24 +478,30 @@ def _deliver(conn: Connection, order_id: int, line_no: int, pool_id: int,
 def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
                         actor: str = "allocator") -> int:
     """Serve waiting replacements whose pools have stock again, oldest first; returns how
-    many were served. Each in its own transaction, locked row by row (``SKIP LOCKED`` on
-    server databases), so several robots may run this at once."""
+    many were served. Each in its own transaction with its order's row locked, so several
+    robots may run this at once and a refund cannot race a replacement."""
     now = now or utcnow()
     served = 0
     after = 0
     while True:
         with transaction(engine) as conn:
-            stmt = (select(replacements).where(replacements.c.state == "waiting",
-                                               replacements.c.id > after)
-                    .order_by(replacements.c.id).limit(1))
-            if dialect_of(conn) != "sqlite":
-                stmt = stmt.with_for_update(skip_locked=True)
-            req = conn.execute(stmt).first()
-            if req is None:
+            head = conn.execute(select(replacements.c.id, replacements.c.order_id)
+                                .where(replacements.c.state == "waiting",
+                                       replacements.c.id > after)
+                                .order_by(replacements.c.id).limit(1)).first()
+            if head is None:
                 return served
-            after = int(req.id)
-            state = conn.execute(select(orders.c.state)
-                                 .where(orders.c.id == req.order_id)).scalar_one()
+            after = int(head.id)
+            # The order first, then the request: the order a refund takes them in, so the
+            # two never deadlock, and a refund cannot slip between our check and our claim.
+            state = _lock(conn, int(head.order_id)).state
+            stmt = select(replacements).where(replacements.c.id == head.id,
+                                              replacements.c.state == "waiting")
+            if dialect_of(conn) != "sqlite":
+                stmt = stmt.with_for_update()
+            req = conn.execute(stmt).first()
+            if req is None:  # another robot served or cancelled it meanwhile
+                continue
             if state != "shipped":  # refunded (or otherwise no longer delivered)
                 conn.execute(update(replacements).where(replacements.c.id == req.id)
                              .values(state="cancelled", done_at=now))

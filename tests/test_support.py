@@ -184,6 +184,8 @@ def test_find_by_number_suffix_buyer_and_robot_id(desk: Desk) -> None:
     unique = desk.cli("orders", "find", "993333")  # only b ends so
     assert unique.exit_code == 0 and "2024111199993333" in unique.stdout
     assert "2024111122223333" not in unique.stdout
+    for wildcard in ("%%%%%%", "______", "2024111122223333%"):  # LIKE characters are text
+        assert desk.json("orders", "find", wildcard)["matches"] == [], wildcard
     prefix = desk.cli("orders", "find", "2024111")
     assert prefix.exit_code == 0 and "no order matches" in prefix.stdout  # not a suffix
     table = desk.cli("orders", "find", "buyer-alice")

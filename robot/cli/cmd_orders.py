@@ -38,7 +38,8 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
                                 "shipped", "reason"],
                 [[r["id"], r["shop"], r["platform_order_id"], r["state"], _money(r["total_cents"]),
-                  r["received_at"], r["shipped_at"] or "", r["reason"] or ""] for r in rows])
+                  format_time(r["received_at"]), format_time(r["shipped_at"], empty=""),
+                  _safe(r["reason"] or "")] for r in rows])
 
 
 @orders_group.command("show")
