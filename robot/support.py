@@ -122,11 +122,14 @@ def find_orders(engine: Engine, vault: Vault, text: str, *,
         add(ids_where(orders.c.platform_order_id == query), "order number")
         if query.isdigit() and len(query) <= 18:
             add(ids_where(orders.c.id == int(query)), "robot order id")
-        add(ids_where(orders.c.buyer_id == query), "buyer id")
+        # A buyer id or nick may hold inner spaces: look for it as typed (ends trimmed) too.
+        names = list(dict.fromkeys((query, unicodedata.normalize("NFKC", text).strip())))
+        add(ids_where(orders.c.buyer_id.in_(names)), "buyer id")
         if not hits:  # a scan of the orders' extra data: only when nothing else matched
-            nick = json.dumps(query, ensure_ascii=False)
-            add(ids_where(orders.c.extra.like(f'%"buyer_nick": {_like_escape(nick)}%',
-                                              escape="\\")), "buyer nick")
+            for name in names:
+                nick = json.dumps(name)  # as intake stored it (ASCII escapes)
+                add(ids_where(orders.c.extra.like(f'%"buyer_nick": {_like_escape(nick)}%',
+                                                  escape="\\")), "buyer nick")
         ambiguous = False
         if not hits and len(query) >= MIN_SUFFIX:
             ends = ids_where(orders.c.platform_order_id.like("%" + _like_escape(query),

@@ -5,6 +5,7 @@ orders, and what ``cancel`` and ``reveal`` tell the person who runs them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -162,8 +163,8 @@ def audited(engine: Engine, action: str) -> list[dict[str, Any]]:
 
 def test_find_by_number_suffix_buyer_and_robot_id(desk: Desk) -> None:
     """An order is found by its number (exact, normalized, or a unique 6+ suffix), buyer id
-    or robot id in any shop, with state, shop, masked codes and link status; an ambiguous
-    suffix lists the candidates and exits 1; a short suffix matches nothing."""
+    or robot id in any shop, with state, shop, masked codes and link status; a short suffix,
+    a prefix or LIKE wildcards match nothing."""
     secrets = seed_codes(desk.engine, desk.vault, "p1", 5)
     a = desk.order("2024111122223333", ("s1", 1), buyer="buyer-alice")
     b = desk.order("2024111199993333", ("s1", 1), buyer="buyer-bob")
@@ -191,6 +192,17 @@ def test_find_by_number_suffix_buyer_and_robot_id(desk: Desk) -> None:
     table = desk.cli("orders", "find", "buyer-alice")
     assert "2024111122223333" in table.stdout and mask(secrets[0]) in table.stdout
     assert not any(s in table.stdout for s in secrets)
+
+
+def test_find_by_buyer_nick_from_the_platform_data(desk: Desk) -> None:
+    """A buyer nick the platform gave (kept in the order's extra data) finds the order."""
+    seed_codes(desk.engine, desk.vault, "p1", 1)
+    snap = paid_order("N-1", ("s1", 1))
+    snap = dataclasses.replace(snap, extra={"buyer_nick": "小明 \"x\"%"})
+    oid = pipeline.intake(desk.engine, desk.shop, snap).order_id
+    found = desk.json("orders", "find", " 小明 \"x\"% ")
+    assert [(m["id"], m["matched"]) for m in found["matches"]] == [(oid, "buyer nick")]
+    assert desk.json("orders", "find", "小明")["matches"] == []
 
 
 def test_an_ambiguous_suffix_lists_every_candidate_and_exits_1(desk: Desk) -> None:
