@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors.base import ClockAware, Connector, MessageSource, Reconciler
-from robot import alerts, audit, maintenance, pipeline, poller, pools, shops
+from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, support
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools
 from robot.db import (
@@ -729,6 +729,11 @@ class Robot:
             log.info("codes_expired", count=expired)
         await self._db(pools.cleanup_stale_imports, self.engine)
         await self._db(pipeline.wake_waiting, self.engine, now=now)
+        # Replacement codes a person asked for while stock was short (robot orders redeliver).
+        served = await self._db(support.fulfil_replacements, self.engine, now=now,
+                                actor=self.owner)
+        if served:
+            log.info("replacements_served", count=served)
         self.wake()
 
     async def _maintain(self) -> None:

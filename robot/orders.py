@@ -12,18 +12,32 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select, update
 
 from connectors.base import OrderLine, RefundState
-from robot import audit, pipeline
+from robot import audit, pipeline, risk
+from robot import outbox as outbox_ops
 from robot.clock import utcnow
 from robot.db import transaction
-from robot.errors import CodeRejected, UserError
+from robot.errors import UserError
 from robot.matcher import MappingLike, resolve_line
-from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, shop_state, stock
-from robot.vault import Vault, mask
+from robot.schema import (
+    codes,
+    deliveries,
+    order_lines,
+    orders,
+    outbox,
+    pools,
+    replacements,
+    shop_state,
+    stock,
+)
+from robot.vault import Vault, split_pair
+
+if TYPE_CHECKING:
+    from robot.config import RiskRules
 
 
 def _order_row(conn: Any, order_id: int, *, lock: bool = True) -> Any:
@@ -62,17 +76,25 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
 
 
 def release(engine: Engine, order_id: int, *, actor: str,
-            items: Sequence[MappingLike] | None = None) -> str:
+            items: Sequence[MappingLike] | None = None, platform: str | None = None,
+            rules: RiskRules | None = None) -> str:
     """Let a held order go on: to ``allocated`` if it kept its codes, else to allocation.
 
     ``items`` (the shop's current mappings) re-resolves lines that were unmapped, so a
     merchant can fix the shop file and release. Lines still unmapped are left out.
+
+    An ``ignored`` order (nothing mapped when it came in) is released the same way once its
+    mapping is fixed: it needs ``items``, and since it never met the risk rules it meets
+    them now (``rules``, and the blacklists), as of when it came in; a hit holds it.
     """
     now = utcnow()
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
+        if row.state == "ignored":
+            return _release_ignored(conn, row, actor=actor, items=items, rules=rules,
+                                    platform=platform, now=now)
         if row.state != "held":
-            raise UserError(f"order {order_id} is {row.state}, not held")
+            raise UserError(f"order {order_id} is {row.state}, not held or ignored")
         if items is not None:
             _remap(conn, order_id, items)
         has_codes = conn.execute(select(func.count()).select_from(deliveries)
@@ -90,6 +112,39 @@ def release(engine: Engine, order_id: int, *, actor: str,
                          .values(due_at=now, claimed_until=None))
         audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
                      details={"to": target})
+    return target
+
+
+def _release_ignored(conn: Any, row: Any, *, actor: str, items: Sequence[MappingLike] | None,
+                     rules: RiskRules | None, platform: str | None, now: datetime) -> str:
+    order_id = int(row.id)
+    if items is None:
+        raise UserError(f"order {order_id}: shop {row.shop!r} is not in the configuration, so "
+                        "its lines cannot be mapped again; add the shop and release again")
+    if row.platform_status != "paid":
+        raise UserError(f"order {order_id} is {row.platform_status} on the platform, not "
+                        "paid: there is nothing to deliver")
+    _remap(conn, order_id, items)
+    lines = conn.execute(select(order_lines).where(order_lines.c.order_id == order_id,
+                                                   order_lines.c.mapping != "[]")).all()
+    if not lines:
+        raise UserError(f"order {order_id}: still no line maps to a pool; add its SKU to shop "
+                        f"{row.shop!r}'s items (see `robot orders show {order_id}`) and "
+                        "release again")
+    cand = risk.Candidate(
+        platform=platform or row.platform, buyer_id=row.buyer_id, buyer_ip=row.buyer_ip,
+        total_cents=int(row.total_cents),
+        lines=[risk.LineFacts(int(ln.quantity), ln.item_id, ln.sku_id, ln.outer_id)
+               for ln in lines])
+    hits = risk.judge(rules, cand, risk.gather(conn, rules, cand, row.received_at,
+                                               before_id=order_id))
+    target = "held" if hits else "received"
+    pipeline._transition(conn, order_id, "ignored", target,
+                         risk.reason_of(hits) if hits else None, now, due_at=now)
+    audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
+                 details={"from": "ignored", "to": target})
+    if hits:
+        risk.record_hold(conn, order_id, hits, actor=actor)
     return target
 
 
@@ -134,7 +189,16 @@ class RevealedCode:
     code_id: int
     line_no: int
     pool: str
-    secret: str
+    secret: str = field(repr=False)
+
+    @property
+    def card_no(self) -> str:
+        return split_pair(self.secret)[0]
+
+    @property
+    def pin(self) -> str | None:
+        """The card's PIN/password when the code is a card number + PIN pair."""
+        return split_pair(self.secret)[1]
 
 
 def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[RevealedCode]:
@@ -148,7 +212,8 @@ def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[R
                    codes.c.aad_version, pools.c.name.label("pool"))
             .join(codes, codes.c.id == deliveries.c.code_id)
             .join(pools, pools.c.id == codes.c.pool_id)
-            .where(deliveries.c.order_id == order_id)
+            # Replaced codes are not the buyer's any more (``robot orders show`` lists them).
+            .where(deliveries.c.order_id == order_id, deliveries.c.state != "defective")
             .order_by(deliveries.c.line_no, deliveries.c.n)
         ).all()
         if not rows:
@@ -173,6 +238,12 @@ def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[R
 # ------------------------------------------------------------------------------------ views
 
 
+def shop_of(engine: Engine, order_id: int) -> str:
+    """The shop an order belongs to (UserError when there is no such order)."""
+    with engine.connect() as conn:
+        return str(_order_row(conn, order_id, lock=False).shop)
+
+
 def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = None,
                 limit: int = 50) -> list[dict[str, Any]]:
     stmt = select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
@@ -186,42 +257,41 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def _masked(vault: Vault, d: Any) -> str:
-    try:
-        return mask(vault.decrypt(d.key_id, d.ciphertext, code_id=d.code_id, pool_id=d.pool_id,
-                                  fingerprint=d.fingerprint, aad_version=d.aad_version))
-    except CodeRejected:
-        return "(altered: fails authentication)"
+def show_order(engine: Engine, vault: Vault, order_id: int, *,
+               now: datetime | None = None) -> dict[str, Any]:
+    """One order: its lines (titles, masked codes per line), every code it held, the pickup
+    link's state, the write-back jobs and their attempts, and replacements asked for."""
+    from robot import support  # support builds on this module's transitions
 
-
-def show_order(engine: Engine, vault: Vault, order_id: int) -> dict[str, Any]:
-    """One order with its lines, masked codes and write-back jobs."""
+    now = now or utcnow()
     with engine.connect() as conn:
         row = _order_row(conn, order_id, lock=False)
         lines = [dict(r._mapping) for r in conn.execute(
             select(order_lines).where(order_lines.c.order_id == order_id)
             .order_by(order_lines.c.line_no))]
-        dels = conn.execute(
-            select(deliveries.c.line_no, deliveries.c.n, deliveries.c.state, deliveries.c.seen_at,
-                   codes.c.id.label("code_id"), codes.c.pool_id, codes.c.fingerprint,
-                   codes.c.key_id, codes.c.ciphertext, codes.c.aad_version,
-                   pools.c.name.label("pool"))
-            .join(codes, codes.c.id == deliveries.c.code_id)
-            .join(pools, pools.c.id == codes.c.pool_id)
-            .where(deliveries.c.order_id == order_id)
-            .order_by(deliveries.c.line_no, deliveries.c.n)).all()
+        held = support.masked_codes(conn, vault, order_id)
         jobs = [dict(r._mapping) for r in conn.execute(
             select(outbox.c.kind, outbox.c.state, outbox.c.attempts, outbox.c.due_at,
-                   outbox.c.last_error).where(outbox.c.order_id == order_id))]
+                   outbox.c.last_error, outbox.c.created_at, outbox.c.done_at)
+            .where(outbox.c.order_id == order_id).order_by(outbox.c.id))]
+        history = outbox_ops.write_back_history(conn, order_id)
+        link = support.link_state(conn, order_id, now)
+        waiting = [dict(r._mapping) for r in conn.execute(
+            select(replacements.c.id, replacements.c.line_no, pools.c.name.label("pool"),
+                   replacements.c.count, replacements.c.state, replacements.c.reason,
+                   replacements.c.created_at, replacements.c.done_at)
+            .join(pools, pools.c.id == replacements.c.pool_id)
+            .where(replacements.c.order_id == order_id).order_by(replacements.c.id))]
     data = {k: v for k, v in row._mapping.items() if k != "extra"}
+    for line in lines:
+        line["codes"] = [c["masked"] for c in held
+                         if c["line_no"] == line["line_no"] and c["state"] != "defective"]
     data["lines"] = lines
-    data["codes"] = [
-        {"line_no": d.line_no, "n": d.n, "code_id": d.code_id, "pool": d.pool, "state": d.state,
-         "seen": d.seen_at is not None,
-         "masked": _masked(vault, d)}
-        for d in dels
-    ]
+    data["codes"] = held
+    data["link"] = link
     data["jobs"] = jobs
+    data["attempts"] = history
+    data["replacements"] = waiting
     return data
 
 
@@ -253,6 +323,17 @@ class Status:
     shops: list[ShopStatus]
     pools: list[PoolStatus]
     attention: dict[str, int]  # failed / held / waiting_stock / failed memo jobs
+
+
+def service_attention(engine: Engine, now: datetime) -> dict[str, int]:
+    """What customer service left for a person: replacements waiting for stock, and paid
+    orders of the last 7 days ignored with unmapped lines (a mapping may be missing:
+    ``robot orders release`` after fixing it)."""
+    from robot import support
+
+    with engine.connect() as conn:
+        return {"replacements_waiting": support.waiting_replacements(conn),
+                "ignored_unmapped_7d": support.ignored_unmapped(conn, now)}
 
 
 def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = None) -> Status:
@@ -302,4 +383,5 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
             totals[state] = totals.get(state, 0) + n
     attention = {k: totals.get(k, 0) for k in ("failed", "held", "waiting_stock")}
     attention["failed_memos"] = int(failed_memos)
+    attention.update(service_attention(engine, now))
     return Status(shop_list, pool_list, attention)

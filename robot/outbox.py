@@ -6,6 +6,13 @@ called the claim is durable. A job is leased to one worker at a time (``claimed_
 worker that dies loses its lease and another worker redoes the job with the same codes. A
 platform's "already shipped" answer for our shipment therefore counts as success.
 
+Every attempt that reaches an outcome (done, retry, failed, cancelled) is also kept in
+``outbox_attempts``, the write-back history a person reads in ``robot orders show``.
+
+A memo job can be queued again (:func:`queue_memo`: a new pickup link, replacement codes);
+a worker that was writing the old memo meanwhile no longer owns the job, so its outcome is
+dropped and the job runs again with the new text.
+
 Retries are durable: each failed attempt is recorded with the next due time from tenacity's
 exponential backoff with jitter (or the platform's stated ban time, if longer); after
 ``max_attempts`` the order becomes ``failed`` with its last error kept, for
@@ -23,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import tenacity
-from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_, select, update
 from structlog.stdlib import BoundLogger
 
 from connectors.base import (
@@ -39,7 +46,15 @@ from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
 from robot.log import get_logger
-from robot.schema import codes, deliveries, order_lines, orders, outbox, shop_state
+from robot.schema import (
+    codes,
+    deliveries,
+    order_lines,
+    orders,
+    outbox,
+    outbox_attempts,
+    shop_state,
+)
 from robot.vault import Vault, mask
 
 log = get_logger(__name__)
@@ -150,7 +165,8 @@ _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_i
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
                      codes.c.ciphertext, codes.c.aad_version)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
-              .where(deliveries.c.order_id == bindparam("b_id"))
+              .where(deliveries.c.order_id == bindparam("b_id"),
+                     deliveries.c.state != "defective")  # replaced: not the buyer's any more
               .order_by(deliveries.c.line_no, deliveries.c.n))
 
 
@@ -358,24 +374,37 @@ class Dispatcher:
             conn.execute(update(outbox).where(outbox.c.id == job.id)
                          .values(state="done", done_at=now, attempts=job.attempts + 1,
                                  claimed_until=None, last_error=None))
+            record_attempt(conn, job, "done", None, now)
             conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo", state="pending",
                                                attempts=0, due_at=now, created_at=now))
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
 
+    def _mine(self, job: Job) -> list[ColumnElement[bool]]:
+        """The job's row, and for a memo only while this worker still owns it (a memo queued
+        again under a running worker must run again, not be marked done by the old text)."""
+        where = [outbox.c.id == job.id]
+        if job.kind == "memo":
+            where.append(outbox.c.claimed_by == self.worker)
+        return where
+
     def _done(self, job: Job) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
-            conn.execute(update(outbox).where(outbox.c.id == job.id)
-                         .values(state="done", done_at=now, attempts=job.attempts + 1,
-                                 claimed_until=None, last_error=None))
+            if conn.execute(update(outbox).where(*self._mine(job))
+                            .values(state="done", done_at=now, attempts=job.attempts + 1,
+                                    claimed_until=None, last_error=None)).rowcount:
+                record_attempt(conn, job, "done", None, now)
 
     def _fail(self, job: Job, error: str) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
-            conn.execute(update(outbox).where(outbox.c.id == job.id)
-                         .values(state="failed", attempts=job.attempts + 1, last_error=error,
-                                 claimed_until=None, done_at=now))
+            if not conn.execute(update(outbox).where(*self._mine(job))
+                                .values(state="failed", attempts=job.attempts + 1,
+                                        last_error=error, claimed_until=None,
+                                        done_at=now)).rowcount:
+                return
+            record_attempt(conn, job, "failed", error, now)
             if job.kind == "ship":
                 conn.execute(update(orders)
                              .where(orders.c.id == job.order_id, orders.c.state == "allocated")
@@ -400,9 +429,11 @@ class Dispatcher:
         def _tx() -> None:
             now = utcnow()
             with transaction(self.engine) as conn:
-                conn.execute(update(outbox).where(outbox.c.id == job.id).values(
+                moved = conn.execute(update(outbox).where(*self._mine(job)).values(
                     attempts=job.attempts + (1 if count else 0), last_error=error,
-                    due_at=now + delay, claimed_until=None))
+                    due_at=now + delay, claimed_until=None)).rowcount
+                if moved and count:  # a paused shop's wait is no attempt
+                    record_attempt(conn, job, "retry", error, now)
         await asyncio.to_thread(_tx)
 
     def _not_allocated(self, job: Job, state: str) -> None:
@@ -415,6 +446,7 @@ class Dispatcher:
             else:
                 values = {"state": "cancelled" if state != "shipped" else "done",
                           "done_at": now, "claimed_until": None}
+                record_attempt(conn, job, "cancelled", f"order is {state}", now)
             conn.execute(update(outbox).where(outbox.c.id == job.id).values(**values))
 
     async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
@@ -443,6 +475,38 @@ class Dispatcher:
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)
+
+
+def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
+                   now: datetime) -> None:
+    """Keep one write-back attempt's outcome for the order's history."""
+    conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
+                                                kind=job.kind, at=now, result=result,
+                                                error=error))
+
+
+def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:
+    """(Re)write the order's seller memo from its current codes and pickup link.
+
+    Inside the caller's transaction. The order's one memo job is made pending again (or
+    made): a worker still running the old one loses it (see :meth:`Dispatcher._mine`).
+    """
+    moved = conn.execute(update(outbox).where(outbox.c.order_id == order_id,
+                                              outbox.c.kind == "memo")
+                         .values(state="pending", attempts=0, due_at=now, claimed_by=None,
+                                 claimed_until=None, last_error=None, done_at=None)).rowcount
+    if not moved:
+        conn.execute(insert(outbox).values(order_id=order_id, kind="memo", state="pending",
+                                           attempts=0, due_at=now, created_at=now))
+
+
+def write_back_history(conn: Connection, order_id: int) -> list[dict[str, Any]]:
+    """The order's write-back attempts, oldest first: when, which job, result, error."""
+    return [dict(r._mapping) for r in conn.execute(
+        select(outbox_attempts.c.at, outbox_attempts.c.kind, outbox_attempts.c.result,
+               outbox_attempts.c.error)
+        .where(outbox_attempts.c.order_id == order_id)
+        .order_by(outbox_attempts.c.at, outbox_attempts.c.id))]
 
 
 def pause_shop(engine: Engine, shop: str, reason: str) -> None:

@@ -43,7 +43,16 @@ from robot.clock import NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
 from robot.matcher import MappingLike, Need, claim, resolve_line
-from robot.schema import codes, deliveries, order_lines, orders, outbox, pools, stock
+from robot.schema import (
+    codes,
+    deliveries,
+    order_lines,
+    orders,
+    outbox,
+    pools,
+    replacements,
+    stock,
+)
 
 log = get_logger(__name__)
 
@@ -489,8 +498,14 @@ def _cancel(conn: Connection, order_id: int, from_state: str, to_state: str, rea
 def _refund_after_delivery(conn: Connection, order_id: int, actor: str, now: datetime,
                            reason: str) -> None:
     _transition(conn, order_id, "shipped", "refunded", reason, now)
-    flagged = conn.execute(update(deliveries).where(deliveries.c.order_id == order_id)
+    # Defective codes keep that state (they count against their batch); the rest are flagged.
+    flagged = conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
+                                                    deliveries.c.state != "defective")
                            .values(state="review")).rowcount
+    # Replacements still waiting for stock are owed to nobody now.
+    conn.execute(update(replacements).where(replacements.c.order_id == order_id,
+                                            replacements.c.state == "waiting")
+                 .values(state="cancelled", done_at=now))
     audit.append(conn, actor=actor, action="refund", subject=f"order:{order_id}",
                  details={"reason": reason, "codes_flagged": flagged})
 

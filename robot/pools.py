@@ -77,7 +77,7 @@ from robot.vault import AAD_CURRENT, Vault, mask
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 STALE_IMPORT = timedelta(minutes=10)
 EXPIRING_SOON = timedelta(days=7)
-CODE_STATES = ("available", "reserved", "delivered", "review", "void", "expired")
+CODE_STATES = ("available", "reserved", "delivered", "review", "defective", "void", "expired")
 # Bound parameter lists: IN (...) lookups and row-by-row work go in groups of this size.
 LOOKUP_GROUP = 1000
 EXPIRE_GROUP = 1000
@@ -172,6 +172,7 @@ class PoolStats:
     reserved: int = 0
     delivered: int = 0
     review: int = 0
+    defective: int = 0  # delivered, reported bad by a buyer and replaced
     void: int = 0
     expired: int = 0  # retired as expired, plus stock rows past expiry not yet swept
     expiring_7d: int = 0  # available codes that expire within 7 days
@@ -185,7 +186,8 @@ class PoolStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "pool": self.name, "available": self.available, "reserved": self.reserved,
-            "delivered": self.delivered, "review": self.review, "void": self.void,
+            "delivered": self.delivered, "review": self.review, "defective": self.defective,
+            "void": self.void,
             "expired": self.expired, "expiring_7d": self.expiring_7d,
             "low_stock": self.low_stock, "is_low": self.is_low,
         }
@@ -237,6 +239,7 @@ def pool_stats(engine: Engine, now: datetime) -> list[PoolStats]:
             reserved=delivered.get((pid, "reserved"), 0),
             delivered=delivered.get((pid, "delivered"), 0),
             review=delivered.get((pid, "review"), 0),
+            defective=delivered.get((pid, "defective"), 0),
             void=retired.get((pid, "void"), 0),
             expired=retired.get((pid, "expired"), 0) + (int(s.stale or 0) if s else 0),
             expiring_7d=int(s.soon or 0) if s else 0,
@@ -1035,7 +1038,7 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
         query = query.where(codes.c.pool_id == pid)
         if state == "available":
             query = query.where(stock.c.code_id.is_not(None))
-        elif state in ("reserved", "delivered", "review"):
+        elif state in ("reserved", "delivered", "review", "defective"):
             query = query.where(deliveries.c.state == state)
         elif state in ("void", "expired"):
             query = query.where(codes.c.retired == state)

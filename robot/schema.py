@@ -6,7 +6,9 @@ what is still for sale, ``deliveries`` links codes to order lines with the const
 make "one code, one order" a database fact. A code's state is derived, never duplicated:
 
 * ``available``  — it has a ``stock`` row;
-* ``reserved`` / ``delivered`` / ``review`` — its ``deliveries`` row's ``state``;
+* ``reserved`` / ``delivered`` / ``review`` / ``defective`` — its ``deliveries`` row's
+  ``state`` (``defective``: a buyer reported it bad and it was replaced; it stays linked to
+  its order and never returns to stock);
 * ``void`` / ``expired`` — ``codes.retired`` (set when it left stock without a delivery).
 
 All timestamps are naive UTC ``DateTime`` columns (every backend stores them the same way);
@@ -68,7 +70,7 @@ ORDER_STATES = (
     "ignored",
     "refunded",
 )
-DELIVERY_STATES = ("reserved", "delivered", "review")
+DELIVERY_STATES = ("reserved", "delivered", "review", "defective")
 OUTBOX_STATES = ("pending", "done", "failed", "cancelled")
 
 pools = Table(
@@ -229,6 +231,42 @@ outbox = Table(
     Index("ix_outbox_state_due", "state", "due_at"),
 )
 
+# One row per write-back attempt that reached an outcome (robot.outbox), for the history
+# ``robot orders show`` prints: the outbox row itself keeps only the last error.
+outbox_attempts = Table(
+    "outbox_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigId, ForeignKey("outbox.id"), nullable=False),
+    Column("order_id", BigId, nullable=False),
+    Column("kind", String(16), nullable=False),  # ship | memo
+    Column("at", Timestamp, nullable=False),
+    Column("result", String(16), nullable=False),  # done | retry | failed | cancelled
+    Column("error", Text, nullable=True),
+    Index("ix_outbox_attempts_order_at", "order_id", "at"),
+)
+
+# Replacement codes a person asked for (``robot orders redeliver``) that stock could not cover
+# at once: the allocator fulfils them when codes arrive; ``robot status`` shows them waiting.
+REPLACEMENT_STATES = ("waiting", "done", "cancelled")
+replacements = Table(
+    "replacements",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("defective_code_ids", Text, nullable=False),  # JSON list of the codes replaced
+    Column("created_at", Timestamp, nullable=False),
+    Column("done_at", Timestamp, nullable=True),
+    Index("ix_replacements_state_id", "state", "id"),
+    Index("ix_replacements_order_id", "order_id"),
+)
+
 # The log is AUDIT_CHAINS hash chains (robot.audit): an entry is (chain, seq).
 audit_log = Table(
     "audit_log",
@@ -343,6 +381,8 @@ blacklist = Table(
 # What the risk rules count over a window: a buyer's / an IP's recent orders.
 Index("ix_orders_buyer_id_received_at", orders.c.buyer_id, orders.c.received_at)
 Index("ix_orders_buyer_ip_received_at", orders.c.buyer_ip, orders.c.received_at)
+# ``robot orders find``: an order number across every shop.
+Index("ix_orders_platform_order_id", orders.c.platform_order_id)
 
 # One row per alert key (robot.alerts): what people were last told about it. ``active`` flips
 # only through guarded UPDATEs, so however many processes evaluate alerts, each start and

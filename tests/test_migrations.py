@@ -10,12 +10,12 @@ from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from robot import audit, keys
+from robot import audit, keys, outbox
 from robot import pools as pools_mod
 from robot.clock import NEVER, utcnow
 from robot.db import make_engine
 from robot.migrate import current_revision, head_revision, upgrade
-from robot.schema import codes, metadata, stock
+from robot.schema import codes, metadata, orders, stock
 from robot.vault import AAD_V1, NONCE_BYTES, Vault, _aad, load_key_ring
 from tests.conftest import ServerDatabases
 
@@ -169,6 +169,46 @@ def test_upgrade_keeps_codes_readable_and_leaves_one_copy_of_a_code_on_sale(
             unique_a: "UNIQUE-A-01", twice_a: "TWICE-0001", sold_b: "SOLD-0001",
             twice_b: "TWICE-0001", sold_a: "SOLD-0001"}
         assert list(pools_mod.reserve_code_ids(engine, 2)) == [max(rows) + 1, max(rows) + 2]
+    finally:
+        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        engine.dispose()
+
+
+def test_a_database_with_shipped_orders_upgrades_to_customer_service(
+    backend: str, server_databases: ServerDatabases, tmp_path: Path,
+) -> None:
+    """A database at 0002 holding a shipped order and its done write-back jobs upgrades in
+    place: the order is found by number, shown with an empty write-back history, and can
+    take replacement requests and attempt records afterwards."""
+    engine = _empty_engine(backend, server_databases, tmp_path)
+    try:
+        upgrade(engine, "0002")
+        now = utcnow()
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO orders (shop, platform, platform_order_id, state, platform_status, "
+                "total_cents, currency, extra, received_at, updated_at, due_at) VALUES "
+                "('s', 'memory', 'OLD-123456', 'shipped', 'shipped', 100, 'CNY', '{}', :t, :t, "
+                ":t)"), {"t": now})
+            oid = conn.execute(text("SELECT id FROM orders")).scalar_one()
+            conn.execute(text(
+                "INSERT INTO outbox (order_id, kind, state, attempts, due_at, created_at) "
+                "VALUES (:o, 'ship', 'done', 1, :t, :t)"), {"o": oid, "t": now})
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            assert outbox.write_back_history(conn, int(oid)) == []
+            found = conn.execute(select(orders.c.id).where(
+                orders.c.platform_order_id == "OLD-123456")).scalar_one()
+        assert found == oid
+        with engine.begin() as conn:
+            job = conn.execute(text("SELECT id FROM outbox")).scalar_one()
+            outbox.record_attempt(conn, outbox.Job(int(job), int(oid), "ship", 1), "done",
+                                  None, now)
+        with engine.connect() as conn:
+            assert [a["result"] for a in outbox.write_back_history(conn, int(oid))] == ["done"]
     finally:
         metadata.drop_all(engine)
         with engine.begin() as conn:

@@ -795,7 +795,8 @@ def test_cli_create_import_list(engine: Engine, vault: Vault, tmp_path: Path) ->
     assert "expiring ≤7d" in table.stdout
     data = json.loads(run(engine, vault, "pools", "list", "--json").stdout)
     assert data == [{"pool": "netflix", "available": 3, "reserved": 0, "delivered": 0,
-                     "review": 0, "void": 0, "expired": 0, "expiring_7d": 0, "low_stock": 5,
+                     "review": 0, "defective": 0, "void": 0, "expired": 0, "expiring_7d": 0,
+                     "low_stock": 5,
                      "is_low": True}]
     with engine.connect() as conn:
         assert set(conn.execute(select(codes.c.cost_cents)).scalars()) == {990}

@@ -110,6 +110,8 @@ def trade_to_order(trade: Mapping[str, Any]) -> Order:
     extra = {"status": raw_status}
     if trade.get("type"):
         extra["type"] = str(trade["type"])
+    if trade.get("buyer_nick"):  # what the buyer calls themselves in chat: `robot orders find`
+        extra["buyer_nick"] = str(trade["buyer_nick"])[:64]
     return Order(
         platform_order_id=tid,
         # Unknown statuses (new ones TOP may add) are never treated as shippable.

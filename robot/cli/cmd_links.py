@@ -20,17 +20,21 @@ from robot.cli.common import App, actor, emit_json, json_option
 @click.pass_obj
 def revoke_link_cmd(app: App, order_id: int, issue_new: bool, as_json: bool) -> None:
     """Revoke every live pickup link of an order (audited)."""
+    from robot import support
     from robot.http import links
-    from robot.orders import show_order
+    from robot.orders import shop_of
 
-    shown = show_order(app.engine, app.vault, order_id)  # UserError if there is no such order
-    revoked = links.revoke(app.engine, order_id, actor=actor())
     url = None
-    if issue_new:
-        shop = next((s for s in app.config.shops if s.name == shown["shop"]), None)
-        link = links.ensure_link(app.engine, links.link_key(app.vault), order_id,
-                                 ttl=links.ttl_of(shop))
-        url = links.url_for(app.config.http.public_url, link.token)
+    if issue_new:  # the same as `robot orders link --new`: the memo is rewritten too
+        shop_name = shop_of(app.engine, order_id)
+        shop = next((s for s in app.config.shops if s.name == shop_name), None)
+        made = support.pickup_link(app.engine, links.link_key(app.vault), order_id,
+                                   public_url=app.config.http.public_url,
+                                   ttl=links.ttl_of(shop), new=True, actor=actor())
+        revoked, url = made.revoked, made.url
+    else:
+        shop_of(app.engine, order_id)  # UserError if there is no such order
+        revoked = links.revoke(app.engine, order_id, actor=actor())
     if as_json:
         emit_json({"order_id": order_id, "revoked": revoked, "new_url": url})
         return

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from rich.markup import escape
 
 from robot import orders
 from robot.cli.common import App, actor, emit_json, json_option, print_table
+from robot.clock import format_time, format_time_json
 from robot.schema import ORDER_STATES
+from robot.support import printable
 
 
 def _money(cents: int | None) -> str:
@@ -33,7 +38,8 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
                                 "shipped", "reason"],
                 [[r["id"], r["shop"], r["platform_order_id"], r["state"], _money(r["total_cents"]),
-                  r["received_at"], r["shipped_at"] or "", r["reason"] or ""] for r in rows])
+                  format_time(r["received_at"]), format_time(r["shipped_at"], empty=""),
+                  _safe(r["reason"] or "")] for r in rows])
 
 
 @orders_group.command("show")
@@ -41,25 +47,76 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
 @json_option
 @click.pass_obj
 def show_cmd(app: App, order_id: int, as_json: bool) -> None:
-    """One order: lines, codes (masked) and write-back jobs."""
+    """One order: lines with titles and masked codes, pickup link, write-back history."""
     data = orders.show_order(app.engine, app.vault, order_id)
     if as_json:
-        emit_json(data)
+        emit_json(_times_for_json(data))
         return
-    app.console.print(f"[bold]order {data['id']}[/bold]  {data['shop']} / "
-                      f"{data['platform_order_id']}  state: [bold]{data['state']}[/bold]"
-                      + (f"  ({data['reason']})" if data["reason"] else ""))
-    app.console.print(f"paid {data['paid_at']}  received {data['received_at']}  "
-                      f"shipped {data['shipped_at'] or '-'}  amount {_money(data['total_cents'])}")
-    print_table(app, "lines", ["#", "line id", "item", "sku", "outer id", "qty", "refund", "pools"],
-                [[ln["line_no"], ln["line_id"], ln["item_id"], ln["sku_id"], ln["outer_id"],
-                  ln["quantity"], ln["refund"], ln["mapping"]] for ln in data["lines"]])
-    print_table(app, "codes", ["line", "n", "code id", "pool", "code", "state", "seen"],
-                [[c["line_no"], c["n"], c["code_id"], c["pool"], c["masked"], c["state"],
-                  "yes" if c["seen"] else ""] for c in data["codes"]])
-    print_table(app, "write-back", ["job", "state", "attempts", "due", "last error"],
-                [[j["kind"], j["state"], j["attempts"], j["due_at"], j["last_error"] or ""]
+    show_text(app, data)
+
+
+def _times_for_json(value: Any) -> Any:
+    """Times in a JSON document as ISO 8601 with offset, whole seconds."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return format_time_json(value)
+    if isinstance(value, dict):
+        return {k: _times_for_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_times_for_json(v) for v in value]
+    return value
+
+
+def _safe(value: object) -> str:
+    """A stored value for the terminal: no control characters, no rich markup."""
+    return escape(printable("" if value is None else str(value)))
+
+
+def show_text(app: App, data: dict[str, Any]) -> None:
+    print_ = app.console.print
+    print_(f"[bold]order {data['id']}[/bold]  {_safe(data['shop'])} / "
+           f"{_safe(data['platform_order_id'])}  state: [bold]{data['state']}[/bold]"
+           + (f"  ({_safe(data['reason'])})" if data["reason"] else ""))
+    print_(f"paid {format_time(data['paid_at'])}  received {format_time(data['received_at'])}  "
+           f"shipped {format_time(data['shipped_at'])}  amount {_money(data['total_cents'])}  "
+           f"buyer {_safe(data['buyer_id'] or '-')}")
+    print_table(app, "lines", ["#", "title", "item", "sku", "qty", "refund", "pools", "codes"],
+                [[ln["line_no"], _safe(ln["title"]) or "-", _safe(ln["item_id"]),
+                  _safe(ln["sku_id"]), ln["quantity"], ln["refund"], _safe(ln["mapping"]),
+                  " ".join(ln["codes"]) or "-"] for ln in data["lines"]])
+    if data["codes"]:
+        print_table(app, "codes", ["line", "n", "code id", "pool", "batch", "code", "state",
+                                   "seen"],
+                    [[c["line_no"], c["n"], c["code_id"], c["pool"], c["batch_id"],
+                      escape(c["masked"]), c["state"], "yes" if c["seen"] else ""]
+                     for c in data["codes"]])
+    link = data["link"]
+    if link is None:
+        print_("pickup link: none made yet")
+    else:
+        print_(f"pickup link: [bold]{link['status']}[/bold]  made {format_time(link['created_at'])}"
+               f"  expires {format_time(link['expires_at'], empty='never')}"
+               f"  views {link['views']}  reveals {link['reveals']}"
+               f"  last view {format_time(link['last_view_at'], empty='never')}"
+               + (f"  revoked {format_time(link['revoked_at'])}" if link["revoked_at"] else "")
+               + (f"  ({link['links_made']} links made)" if link["links_made"] > 1 else ""))
+    print_table(app, "write-back jobs", ["job", "state", "attempts", "next due", "done",
+                                         "last error"],
+                [[j["kind"], j["state"], j["attempts"],
+                  format_time(j["due_at"]) if j["state"] == "pending" else "",
+                  format_time(j["done_at"], empty=""), _safe(j["last_error"] or "")]
                  for j in data["jobs"]])
+    if data["attempts"]:
+        print_table(app, "write-back history", ["when", "job", "result", "error"],
+                    [[format_time(a["at"]), a["kind"], a["result"], _safe(a["error"] or "")]
+                     for a in data["attempts"]])
+    if data["replacements"]:
+        print_table(app, "replacements", ["id", "line", "pool", "codes", "state", "asked",
+                                          "reason"],
+                    [[r["id"], r["line_no"], r["pool"], r["count"], r["state"],
+                      format_time(r["created_at"]), _safe(r["reason"])]
+                     for r in data["replacements"]])
 
 
 @orders_group.command("replay")
@@ -83,13 +140,17 @@ def replay_cmd(app: App, order_ids: tuple[int, ...], all_failed: bool, as_json: 
 @json_option
 @click.pass_obj
 def release_cmd(app: App, order_id: int, as_json: bool) -> None:
-    """Let a held order go on (unmapped lines are mapped again from the shop file)."""
-    shown = orders.show_order(app.engine, app.vault, order_id)
-    items = None
-    shop_names = {s.name for s in app.config.shops}
-    if shown["shop"] in shop_names:
-        items = app.config.shop(shown["shop"]).items
-    target = orders.release(app.engine, order_id, actor=actor(), items=items)
+    """Let a held or ignored order go on (unmapped lines are mapped again from the shop file).
+
+    An ignored order is released once its SKU is in the shop's items; it meets the shop's
+    risk rules then, as it never did.
+    """
+    shop_name = orders.shop_of(app.engine, order_id)
+    shop = next((s for s in app.config.shops if s.name == shop_name), None)
+    target = orders.release(app.engine, order_id, actor=actor(),
+                            items=shop.items if shop is not None else None,
+                            platform=shop.platform if shop is not None else None,
+                            rules=shop.risk if shop is not None else None)
     if as_json:
         emit_json({"order_id": order_id, "state": target})
     else:
@@ -117,13 +178,20 @@ def reject_cmd(app: App, order_id: int, reason: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def cancel_cmd(app: App, order_id: int, reason: str, as_json: bool) -> None:
-    """Cancel an unshipped order; codes nobody has seen go back to stock."""
+    """Cancel an unshipped order; codes nobody has seen go back to stock.
+
+    The robot only stops delivering: the order stays paid on the platform, and the buyer's
+    money comes back only when you refund it there.
+    """
     counts = orders.cancel(app.engine, order_id, actor=actor(), reason=reason)
     if as_json:
-        emit_json({"order_id": order_id, "state": "cancelled", **counts})
+        emit_json({"order_id": order_id, "state": "cancelled", **counts,
+                   "platform": "still paid: refund it on the platform"})
     else:
-        click.echo(f"order {order_id} cancelled; {counts['returned']} code(s) back in stock, "
-                   f"{counts['flagged']} flagged for review")
+        click.echo(f"order {order_id} cancelled in the robot; {counts['returned']} code(s) back "
+                   f"in stock, {counts['flagged']} flagged for review")
+        click.echo("The order is still PAID on the platform: refund the buyer there "
+                   "(the robot does not refund).")
 
 
 @click.command("reveal")
@@ -134,11 +202,17 @@ def reveal_cmd(app: App, order_id: int, as_json: bool) -> None:
     """Print an order's codes in plain text (audited with your user name)."""
     revealed = orders.reveal(app.engine, app.vault, order_id, actor=actor())
     if as_json:
-        emit_json([{"code_id": r.code_id, "line_no": r.line_no, "pool": r.pool, "code": r.secret}
-                   for r in revealed])
+        emit_json([{"code_id": r.code_id, "line_no": r.line_no, "pool": r.pool,
+                    "card_no": printable(r.card_no),
+                    "pin": None if r.pin is None else printable(r.pin)} for r in revealed])
         return
     for r in revealed:
-        click.echo(f"{r.pool}\t{r.secret}")
+        click.echo(f"line {r.line_no}  pool {r.pool}  code id {r.code_id}")
+        if r.pin is None:
+            click.echo(f"  code:        {printable(r.card_no)}")
+        else:
+            click.echo(f"  card number: {printable(r.card_no)}")
+            click.echo(f"  PIN:         {printable(r.pin)}")
     click.echo(f"(revealed {len(revealed)} code(s) of order {order_id}; this was audited)",
                err=True)
 

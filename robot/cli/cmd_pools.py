@@ -80,11 +80,12 @@ def pools_list(ctx: click.Context, as_json: bool) -> None:
         return
     rows = [
         [s.name, f"[red]{s.available}[/red]" if s.is_low else s.available, s.reserved,
-         s.delivered, s.review, s.void, s.expired, s.expiring_7d, s.low_stock]
+         s.delivered, s.review, s.defective, s.void, s.expired, s.expiring_7d, s.low_stock]
         for s in stats
     ]
-    print_table(app, "Pools", ["pool", "available", "reserved", "delivered", "review", "void",
-                          "expired", "expiring ≤7d", "low-stock threshold"], rows)
+    print_table(app, "Pools", ["pool", "available", "reserved", "delivered", "review",
+                               "defective", "void", "expired", "expiring ≤7d",
+                               "low-stock threshold"], rows)
 
 
 @pools.command("import")

@@ -10,6 +10,13 @@ from robot import orders
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import format_age
 
+_HINTS = {
+    "replacements_waiting": "replacement codes wait for stock (robot orders redeliver); "
+                            "import codes into their pools and they are served",
+    "ignored_unmapped_7d": "paid orders ignored with unmapped lines (robot orders list "
+                           "--state ignored); map the SKU, then robot orders release ID",
+}
+
 
 @click.command("status")
 @json_option
@@ -44,6 +51,9 @@ def status_cmd(app: App, as_json: bool) -> None:
         app.console.print("[bold red]needs attention:[/bold red] "
                           + ", ".join(f"{k} {v}" for k, v in needs.items())
                           + "  (robot orders list --state …)")
+        for key, hint in _HINTS.items():
+            if needs.get(key):
+                app.console.print(f"  {key}: {hint}")
     else:
         app.console.print("[green]nothing needs attention[/green]")
 

@@ -39,7 +39,8 @@ def code_rows(conn: Connection, order_id: int) -> list[CodeRow]:
         .join(codes, codes.c.id == deliveries.c.code_id)
         .join(order_lines, (order_lines.c.order_id == deliveries.c.order_id)
               & (order_lines.c.line_no == deliveries.c.line_no))
-        .where(deliveries.c.order_id == order_id)
+        # A defective code was replaced: the buyer sees its replacement, not it.
+        .where(deliveries.c.order_id == order_id, deliveries.c.state != "defective")
         .order_by(deliveries.c.line_no, deliveries.c.n)
     ).all()
     return [CodeRow(int(r.code_id), int(r.line_no), r.line_id, r.item_id, r.sku_id,
