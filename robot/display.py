@@ -13,7 +13,7 @@ This module only formats; it never reads the database and never sees a code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -35,7 +35,8 @@ def yuan(cents: int | None) -> str:
 def with_yuan(data: Any) -> Any:
     """``data`` with a yuan member beside every ``x_cents`` member (``x``), at any depth.
 
-    A member already called ``x`` is left alone (its meaning is the caller's).
+    When ``x`` is taken already (``cancelled`` counts orders beside ``cancelled_cents``),
+    the yuan member is called ``x_yuan``.
     """
     if isinstance(data, Mapping):
         out: dict[Any, Any] = {}
@@ -43,13 +44,18 @@ def with_yuan(data: Any) -> Any:
             out[key] = with_yuan(value)
             if isinstance(key, str) and key.endswith(CENTS_SUFFIX) and (
                     value is None or (isinstance(value, int) and not isinstance(value, bool))):
-                plain = key[: -len(CENTS_SUFFIX)]
-                if plain and plain not in data:
-                    out[plain] = yuan(value) if value is not None else None
+                out[yuan_name(key, data)] = yuan(value) if value is not None else None
         return out
     if isinstance(data, list | tuple):
         return [with_yuan(v) for v in data]
     return data
+
+
+def yuan_name(cents_key: str, taken: Mapping[Any, Any] | Sequence[str] = ()) -> str:
+    """The yuan member beside ``cents_key``: ``total_cents`` → ``total`` (``x_yuan`` when
+    ``x`` is in ``taken``)."""
+    plain = cents_key[: -len(CENTS_SUFFIX)] if cents_key.endswith(CENTS_SUFFIX) else cents_key
+    return f"{plain}_yuan" if not plain or plain in taken else plain
 
 
 def format_time(value: datetime | None, *, zone: tzinfo | None = None, empty: str = "") -> str:

@@ -234,3 +234,19 @@ def test_a_check_that_cannot_run_is_itself_listed(healthy: Path, engine: Engine)
                                       orders.status(engine, ["mem"]), utcnow(),
                                       checks=[*attention.CHECKS, broken])
     assert [i.kind for i in items] == ["check_failed"]
+
+
+def test_order_amounts_are_in_yuan_beside_the_exact_cents(healthy: Path, engine: Engine) -> None:
+    """`orders list` and `orders show` print yuan; their JSON carries yuan and cents."""
+    shop = load_config(healthy).shop("mem")
+    pipeline.intake(engine, shop, paid_order("Y1", ("s1", 3)))
+    runner = CliRunner()
+    rows = json.loads(runner.invoke(robot.cli.cli, ["-c", str(healthy), "orders", "list",
+                                                    "--json"]).output)
+    assert (rows[0]["total_cents"], rows[0]["total"]) == (3000, "30.00")
+    shown = json.loads(runner.invoke(robot.cli.cli, ["-c", str(healthy), "orders", "show",
+                                                     str(rows[0]["id"]), "--json"]).output)
+    assert shown["total"] == "30.00" and shown["lines"][0]["unit_price"] == "10.00"
+    table = runner.invoke(robot.cli.cli, ["-c", str(healthy), "orders", "list"],
+                          env={"COLUMNS": "200"})
+    assert "30.00" in table.output and ".000000" not in table.output

@@ -6,11 +6,9 @@ import click
 
 from robot import orders
 from robot.cli.common import App, actor, emit_json, json_option, print_table
+from robot.display import format_time, with_yuan
+from robot.display import yuan as _money
 from robot.schema import ORDER_STATES
-
-
-def _money(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:.2f}"
 
 
 @click.group("orders")
@@ -28,12 +26,13 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     """Newest orders first."""
     rows = orders.list_orders(app.engine, state=state, shop=shop, limit=limit)
     if as_json:
-        emit_json(rows)
+        emit_json(with_yuan(rows))
         return
     print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
                                 "shipped", "reason"],
                 [[r["id"], r["shop"], r["platform_order_id"], r["state"], _money(r["total_cents"]),
-                  r["received_at"], r["shipped_at"] or "", r["reason"] or ""] for r in rows])
+                  format_time(r["received_at"]), format_time(r["shipped_at"]), r["reason"] or ""]
+                 for r in rows])
 
 
 @orders_group.command("show")
@@ -44,13 +43,15 @@ def show_cmd(app: App, order_id: int, as_json: bool) -> None:
     """One order: lines, codes (masked) and write-back jobs."""
     data = orders.show_order(app.engine, app.vault, order_id)
     if as_json:
-        emit_json(data)
+        emit_json(with_yuan(data))
         return
     app.console.print(f"[bold]order {data['id']}[/bold]  {data['shop']} / "
                       f"{data['platform_order_id']}  state: [bold]{data['state']}[/bold]"
                       + (f"  ({data['reason']})" if data["reason"] else ""))
-    app.console.print(f"paid {data['paid_at']}  received {data['received_at']}  "
-                      f"shipped {data['shipped_at'] or '-'}  amount {_money(data['total_cents'])}")
+    app.console.print(f"paid {format_time(data['paid_at'], empty='-')}  "
+                      f"received {format_time(data['received_at'])}  "
+                      f"shipped {format_time(data['shipped_at'], empty='-')}  "
+                      f"amount {_money(data['total_cents'])}")
     print_table(app, "lines", ["#", "line id", "item", "sku", "outer id", "qty", "refund", "pools"],
                 [[ln["line_no"], ln["line_id"], ln["item_id"], ln["sku_id"], ln["outer_id"],
                   ln["quantity"], ln["refund"], ln["mapping"]] for ln in data["lines"]])
@@ -58,7 +59,8 @@ def show_cmd(app: App, order_id: int, as_json: bool) -> None:
                 [[c["line_no"], c["n"], c["code_id"], c["pool"], c["masked"], c["state"],
                   "yes" if c["seen"] else ""] for c in data["codes"]])
     print_table(app, "write-back", ["job", "state", "attempts", "due", "last error"],
-                [[j["kind"], j["state"], j["attempts"], j["due_at"], j["last_error"] or ""]
+                [[j["kind"], j["state"], j["attempts"], format_time(j["due_at"]),
+                  j["last_error"] or ""]
                  for j in data["jobs"]])
 
 

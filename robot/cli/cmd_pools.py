@@ -16,12 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robot import pools as pool_ops
 from robot.cli.common import actor, emit_json, is_terminal, json_option, print_table
 from robot.clock import utcnow
+from robot.display import with_yuan
+from robot.display import yuan as _yuan
 from robot.errors import ImportRejected, UserError
 from robot.importer import parse_cost
-
-
-def _yuan(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:.2f}"
 
 
 def _count_lines(path: Path) -> int:
@@ -155,7 +153,7 @@ def codes_list(ctx: click.Context, pool: str, state: str | None, limit: int,
     app = ctx.obj
     rows = pool_ops.list_codes(app.engine, app.vault, pool, state=state, limit=limit)
     if as_json:
-        emit_json([r.as_dict() for r in rows])
+        emit_json(with_yuan([r.as_dict() for r in rows]))
         return
     print_table(app, f"Codes in {pool}", ["id", "code", "state", "batch", "line", "expires (UTC)",
                                      "cost"],
