@@ -39,21 +39,3 @@ def to_zone(value: datetime, zone: tzinfo) -> datetime:
     """A stored (naive UTC) time as the wall-clock time in ``zone`` (e.g. the shops' time
     zone, :func:`robot.config.zone`), aware."""
     return to_aware(value).astimezone(zone)
-
-
-def format_time(value: datetime | None, *, empty: str = "-") -> str:
-    """A stored time for people: ``2025-03-01 16:00:05 UTC``, never microseconds.
-
-    Every time a command shows goes through here, so that showing times in the merchant's
-    own zone is a change in one place. ``None`` shows as ``empty``.
-    """
-    if value is None:
-        return empty
-    return f"{to_naive_utc(value):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def format_time_json(value: datetime | None) -> str | None:
-    """A stored time for ``--json``: ISO 8601 with its offset, whole seconds."""
-    if value is None:
-        return None
-    return to_aware(value).replace(microsecond=0).isoformat()

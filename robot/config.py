@@ -640,7 +640,7 @@ class ShopConfig(_Strict):
     platform: str
     enabled: bool = True
     file: Path
-    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    poll_interval_seconds: Duration = 60.0
     unmapped: Unmapped = "hold"
     memo_template: MemoTemplate = DEFAULT_MEMO_TEMPLATE
     item_desc: ItemDescTemplate = DEFAULT_ITEM_DESC

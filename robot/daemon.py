@@ -28,21 +28,22 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from connectors.base import ClockAware, Connector, MessageSource, Reconciler
+from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
 from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, support
 from robot.clock import utcnow
-from robot.config import RobotConfig, ShopConfig, check_pools
+from robot.config import RobotConfig, ShopConfig, check_pools, load_config
 from robot.db import (
     check_durability,
     database_errors,
@@ -52,7 +53,7 @@ from robot.db import (
     safe_url,
     start_error_is_transient,
 )
-from robot.errors import DatabaseUnavailable, Fatal, Unavailable
+from robot.errors import ConfigError, DatabaseUnavailable, Fatal, Unavailable
 from robot.http.links import pickup_url_hook
 from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
@@ -130,6 +131,32 @@ def sqlite_lock(url: str) -> IO[bytes] | None:
     return handle
 
 
+@dataclass
+class Reload:
+    """What a reload did, by shop name."""
+
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)  # its file changed
+    unchanged: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # its connector failed to build
+
+
+def _pool_names(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return pools.pool_names(conn)
+
+
+def _needs_restart(running: RobotConfig, new: RobotConfig) -> list[str]:
+    """The robot file settings that differ in ``new`` and only apply at a start."""
+    names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log")
+             if getattr(running, f) != getattr(new, f)]
+    retry = ("max_attempts", "backoff_initial", "backoff_max")
+    names += [f"defaults.{f}" for f in retry
+              if getattr(running.defaults, f) != getattr(new.defaults, f)]
+    return names
+
+
 class Robot:
     """The daemon. ``prepare()`` does the blocking start-up; ``run()`` is the loop."""
 
@@ -149,6 +176,13 @@ class Robot:
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
+        self._shop_jobs: dict[str, set[asyncio.Task[Any]]] = {}  # the same, per shop
+        self._scheduler: AsyncIOScheduler | None = None
+        self._checker: alerts.AlertEngine | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[Any]] = set()
+        #: SIGHUP came before the loop ran (``robot run`` notes it): reload once it runs.
+        self.reload_requested = False
         self._held: dict[str, float] = {}  # shop -> monotonic time its lease is surely ours
         self._vacuum = False  # PostgreSQL with autovacuum off: vacuum the hot tables
         self.exit_code = 0
@@ -241,9 +275,36 @@ class Robot:
                 self._waited_since = None
             return result
 
+    def _connect(self, shop: ShopConfig,
+                 factories: Mapping[str, ConnectorFactory]) -> Connector | None:
+        """The shop's connector; None (logged, and kept in its health) when it fails."""
+        health = self.health.shops.setdefault(shop.name, ShopHealth())
+        health.broken = None
+        factory = factories.get(shop.platform)
+        if factory is None:
+            health.broken = f"no connector for platform {shop.platform!r}"
+            log.error("shop_broken", shop=shop.name, error=health.broken)
+            return None
+        try:
+            context = shops.DbShopContext(self.engine, self.vault, shop.name)
+            return factory.create(shop.platform_config, context)
+        except Exception as exc:  # noqa: BLE001 - one broken shop never stops the others
+            health.broken = f"{type(exc).__name__}: {exc}"
+            log.error("shop_broken", shop=shop.name, error=health.broken)
+            return None
+
     def _ensure_shop_rows(self) -> None:
         for name in self.shops:
             shops.ensure_row(self.engine, name)
+
+    def _log_paused(self, names: Iterable[str] | None = None) -> None:
+        """Say at every start which shops stay paused, and how to resume them: a paused shop
+        neither polls nor ships, and nothing else in the log would say so again."""
+        wanted = set(self.shops if names is None else names)
+        for name, reason in shops.paused_shops(self.engine):
+            if name in wanted:
+                log.warning("shop_paused_at_start", shop=name, reason=reason,
+                            resume=f"robot shops resume {name}")
 
     def stop_waiting(self) -> None:
         """Give up a start-up that is waiting for the database (prepare() re-raises)."""
@@ -273,21 +334,12 @@ class Robot:
         for shop in self.config.shops:
             if not shop.enabled:
                 continue
-            health = self.health.shops.setdefault(shop.name, ShopHealth())
-            factory = found.factories.get(shop.platform)
-            if factory is None:
-                health.broken = f"no connector for platform {shop.platform!r}"
-                log.error("shop_broken", shop=shop.name, error=health.broken)
-                continue
-            try:
-                context = shops.DbShopContext(self.engine, self.vault, shop.name)
-                self.connectors[shop.name] = factory.create(shop.platform_config, context)
-            except Exception as exc:  # noqa: BLE001 - one broken shop never stops the others
-                health.broken = f"{type(exc).__name__}: {exc}"
-                log.error("shop_broken", shop=shop.name, error=health.broken)
-                continue
-            self.shops[shop.name] = shop
+            connector = self._connect(shop, found.factories)
+            if connector is not None:
+                self.connectors[shop.name] = connector
+                self.shops[shop.name] = shop
         self._starting(self._ensure_shop_rows)
+        self._starting(self._log_paused)
         d = self.config.defaults
         self._dispatcher = Dispatcher(
             self.engine, self.vault, self.connectors, self.shops,
@@ -337,28 +389,10 @@ class Robot:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        for name, shop in self.shops.items():
-            interval = shop.poll_interval_seconds
-            common: dict[str, Any] = {"coalesce": True, "max_instances": 1,
-                                      "misfire_grace_time": max(5, int(interval)),
-                                      "next_run_time": datetime.now(UTC)}
-            scheduler.add_job(self._poll, "interval", seconds=interval, args=[name, "poll"],
-                              id=f"poll:{name}", **common)
-            # Refunds change less often than orders arrive: poll them less often, up to 30 s.
-            refund_every = max(interval, min(30.0, 5 * interval))
-            scheduler.add_job(self._poll, "interval", seconds=refund_every,
-                              args=[name, "refund"], id=f"refunds:{name}", **common)
-            connector = self.connectors[name]
-            if isinstance(connector, Reconciler):
-                every = self.config.intake.sweep_every
-                first = datetime.now(UTC) + timedelta(seconds=min(every, FIRST_RECONCILE))
-                scheduler.add_job(self._reconcile, "interval", seconds=every, args=[name],
-                                  id=f"reconcile:{name}", coalesce=True, max_instances=1,
-                                  misfire_grace_time=max(5, int(every)), next_run_time=first)
-            if isinstance(connector, MessageSource) and connector.pulls_messages:
-                scheduler.add_job(self._pull_messages, "interval", seconds=min(interval, 5.0),
-                                  args=[name], id=f"messages:{name}", **common)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        scheduler = self._scheduler = AsyncIOScheduler(timezone=UTC)
+        for name in self.shops:
+            self._schedule_shop(name)
         scheduler.add_job(self._renew_leases, "interval", seconds=LEASE_RENEW, id="leases",
                           coalesce=True, max_instances=1, misfire_grace_time=int(LEASE_RENEW))
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
@@ -374,7 +408,7 @@ class Robot:
                               id="vacuum", coalesce=True, max_instances=1,
                               misfire_grace_time=30)
         if self.config.alerts.targets:
-            checker = alerts.AlertEngine(
+            checker = self._checker = alerts.AlertEngine(
                 self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
                 self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled],
                 extra=self.alert_readings,
@@ -389,6 +423,8 @@ class Robot:
                     for i, job in enumerate(extra or [])]
         for task in workers:
             task.add_done_callback(self._task_done)
+        if self.reload_requested:
+            self.request_reload()
         await self._stop.wait()
         log.info("robot_stopping", drain_timeout_s=self.drain_timeout)
         scheduler.shutdown(wait=False)
@@ -399,6 +435,136 @@ class Robot:
         await self._close()
         log.info("robot_stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    def _schedule_shop(self, name: str) -> None:
+        """Add the shop's polls (orders, refunds, pushed messages) to the scheduler."""
+        assert self._scheduler is not None
+        interval = self.shops[name].poll_interval_seconds
+        common: dict[str, Any] = {"coalesce": True, "max_instances": 1,
+                                  "misfire_grace_time": max(5, int(interval)),
+                                  "next_run_time": datetime.now(UTC)}
+        self._scheduler.add_job(self._poll, "interval", seconds=interval, args=[name, "poll"],
+                                id=f"poll:{name}", **common)
+        # Refunds change less often than orders arrive: poll them less often, up to 30 s.
+        refund_every = max(interval, min(30.0, 5 * interval))
+        self._scheduler.add_job(self._poll, "interval", seconds=refund_every,
+                                args=[name, "refund"], id=f"refunds:{name}", **common)
+        connector = self.connectors[name]
+        if isinstance(connector, Reconciler):
+            every = self.config.intake.sweep_every
+            first = datetime.now(UTC) + timedelta(seconds=min(every, FIRST_RECONCILE))
+            self._scheduler.add_job(self._reconcile, "interval", seconds=every, args=[name],
+                                    id=f"reconcile:{name}", coalesce=True, max_instances=1,
+                                    misfire_grace_time=max(5, int(every)), next_run_time=first)
+        if isinstance(connector, MessageSource) and connector.pulls_messages:
+            self._scheduler.add_job(self._pull_messages, "interval",
+                                    seconds=min(interval, 5.0), args=[name],
+                                    id=f"messages:{name}", **common)
+
+    def _unschedule_shop(self, name: str) -> None:
+        assert self._scheduler is not None
+        for job_id in (f"poll:{name}", f"refunds:{name}", f"messages:{name}",
+                       f"reconcile:{name}"):
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id)
+
+    # ------------------------------------------------------------------ reload
+    def request_reload(self) -> None:
+        """SIGHUP: read the shop files again (see :meth:`reload`), in the loop's own time."""
+        if self._stop.is_set():
+            return
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> Reload | None:
+        """Read the configuration again and apply its shops: added shops start, removed or
+        disabled ones stop after their in-flight work, changed ones restart.
+
+        A configuration with any problem is refused as a whole (``reload_refused`` lists
+        every problem, as ``robot config check`` would) and the running shops stay as they
+        were. Robot-level settings (database, key file, HTTP, alerts, retry policy, log)
+        need a restart: a change to them is named in ``reload_needs_restart``.
+        Returns what was done (None: refused).
+        """
+        async with self._reload_lock:
+            log.info("reload_started", config=str(self.config.path))
+            try:
+                new = await asyncio.to_thread(load_config, self.config.path)
+            except ConfigError as exc:
+                log.error("reload_refused", problems=exc.problems,
+                          detail="the running shops stay as they were")
+                return None
+            return await self._apply(new)
+
+    async def _apply(self, new: RobotConfig) -> Reload:
+        wanted = {s.name: s for s in new.shops if s.enabled}
+        found = await asyncio.to_thread(discover)
+        plan = Reload()
+        built: dict[str, Connector] = {}
+        for name, shop in wanted.items():
+            if name in self.shops and self.shops[name] == shop:
+                plan.unchanged.append(name)
+                continue
+            connector = await asyncio.to_thread(self._connect, shop, found.factories)
+            if connector is None:
+                plan.broken.append(name)  # a running shop keeps running as it was
+                continue
+            built[name] = connector
+            (plan.restarted if name in self.shops else plan.started).append(name)
+        plan.stopped = sorted(n for n in self.shops if n not in wanted)
+        for name in [*plan.stopped, *plan.restarted]:
+            await self._stop_shop(name, keep_health=name in plan.restarted)
+        for name in [*plan.started, *plan.restarted]:
+            self.shops[name] = wanted[name]
+            self.connectors[name] = built[name]
+            self.health.shops.setdefault(name, ShopHealth())
+            await self._db(shops.ensure_row, self.engine, name)
+            if not self._stop.is_set():
+                self._schedule_shop(name)
+        for name in list(self.health.shops):
+            if name not in wanted:
+                del self.health.shops[name]  # a removed broken shop is no longer broken
+        self.config = self.config.model_copy(update={"shops": new.shops})
+        if self._checker is not None:
+            self._checker.shops = sorted(wanted)
+        existing = await self._db(_pool_names, self.engine)
+        for missing in check_pools(new.model_copy(update={
+                "shops": [wanted[n] for n in [*plan.started, *plan.restarted]]}), existing):
+            log.error("pool_missing", problem=missing)
+        await self._db(self._log_paused, [*plan.started, *plan.restarted])
+        restart = _needs_restart(self.config, new)
+        if restart:
+            log.warning("reload_needs_restart", settings=restart,
+                        detail="these robot file settings apply at the next start")
+        log.info("shops_reloaded", started=plan.started, stopped=plan.stopped,
+                 restarted=plan.restarted, unchanged=plan.unchanged, broken=plan.broken)
+        self.wake()
+        return plan
+
+    async def _stop_shop(self, name: str, *, keep_health: bool) -> None:
+        """Stop polling the shop, let its running polls and write-backs finish (up to
+        ``drain_timeout``), then close its connector and give up its lease."""
+        self._unschedule_shop(name)
+        connector = self.connectors.pop(name, None)
+        self.shops.pop(name, None)  # from now on no new job of this shop starts
+        if not keep_health:
+            self.health.shops.pop(name, None)
+        deadline = time.monotonic() + self.drain_timeout
+        running = set(self._shop_jobs.get(name, ()))
+        if running:
+            await asyncio.wait(running, timeout=self.drain_timeout)
+        while (self._dispatcher is not None and self._dispatcher.busy_with(name)
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)  # its write-backs end within the call timeout
+        if connector is not None:
+            with contextlib.suppress(Exception):
+                await connector.aclose()
+        self._held.pop(name, None)
+        if not self._solo:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(shops.release_lease, self.engine, name, self.owner)
+        log.info("shop_stopped", shop=name)
 
     def stop(self) -> None:
         self._stop.set()
@@ -532,18 +698,24 @@ class Robot:
                 tick = TICK
 
     # ------------------------------------------------------------------ scheduled jobs
-    def _track_job(self) -> None:
-        """Remember the running job so that stop() lets it finish instead of cutting it off."""
+    def _track_job(self, shop: str | None = None) -> None:
+        """Remember the running job so that stop() (or stopping its ``shop``) lets it finish
+        instead of cutting it off."""
         task = asyncio.current_task()
         if task is not None:
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
+            if shop is not None:
+                mine = self._shop_jobs.setdefault(shop, set())
+                mine.add(task)
+                task.add_done_callback(mine.discard)
 
     async def _poll(self, shop_name: str, kind: str) -> None:
-        if self._stop.is_set():
-            return
-        self._track_job()
-        shop = self.shops[shop_name]
+        shop = self.shops.get(shop_name)
+        connector = self.connectors.get(shop_name)
+        if self._stop.is_set() or shop is None or connector is None:
+            return  # stopping, or the shop was stopped by a reload
+        self._track_job(shop_name)
         if not await self._lead(shop_name):
             return  # another process is this shop's polling leader
         start = await self._db(shops.poll_start, self.engine, shop_name, kind)
@@ -551,7 +723,7 @@ class Robot:
             return
         try:
             outcome = await poller.poll_shop(
-                self.engine, shop, self.connectors[shop_name], kind,
+                self.engine, shop, connector, kind,
                 now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
                 db=self._db, should_stop=self._stop.is_set, start=start,
             )
@@ -673,24 +845,25 @@ class Robot:
             led = await self._db(shops.take_leases, self.engine, names, self.owner, LEASE_TTL)
             self._hold(led, names)
         for name in names:
-            health = self.health.shops[name]
+            health = self.health.shops.get(name)
+            if health is None:
+                continue  # stopped by a reload meanwhile
             if name in led and not health.leader:
                 log.info("shop_lease_taken", shop=name, owner=self.owner)
             health.leader = name in led
 
     async def _pull_messages(self, shop_name: str) -> None:
         """Apply the platform's queued messages (Taobao TMC), then confirm them."""
-        if self._stop.is_set():
+        connector = self.connectors.get(shop_name)
+        shop = self.shops.get(shop_name)
+        if self._stop.is_set() or shop is None or not isinstance(connector, MessageSource):
             return
-        self._track_job()
-        connector = self.connectors[shop_name]
-        if not isinstance(connector, MessageSource):
-            return
+        self._track_job(shop_name)
         if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
             return
         try:
-            applied = await poller.consume_messages(self.engine, self.shops[shop_name], connector,
-                                                    connector, db=self._db)
+            applied = await poller.consume_messages(self.engine, shop, connector, connector,
+                                                    db=self._db)
         except Fatal as exc:
             await self._db(pause_shop, self.engine, shop_name, exc.message)
             self._record_poll(shop_name, "messages", False, exc.message, True)
@@ -705,7 +878,9 @@ class Robot:
     def _record_poll(self, shop_name: str, kind: str, ok: bool, error: str | None,
                      paused: bool) -> None:
         """Log a failure once when it starts and once when it clears, not on every poll."""
-        health = self.health.shops[shop_name]
+        health = self.health.shops.get(shop_name)
+        if health is None:
+            return  # stopped by a reload meanwhile
         bound = log.bind(shop=shop_name, poll=kind)
         if paused:
             bound.error("shop_paused", error=error)

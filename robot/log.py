@@ -246,9 +246,12 @@ _PRE_CHAIN: Final[list[Processor]] = [
 
 # Libraries that install their own handlers (and stop propagation) when left to themselves.
 _SELF_HANDLING_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
-#: Libraries that say at INFO what is routine for a daemon ("Running job …" and "Job …
-#: executed successfully" for every poll): heard at DEBUG only.
-_CHATTY_LOGGERS: Final = ("apscheduler.executors",)
+#: Libraries that say at INFO what is routine for a daemon: "Running job …" and "Job …
+#: executed successfully" for every poll, one line per HTTP request made (httpx, httpcore)
+#: or served (uvicorn's access log), the scheduler adding its jobs. Heard at DEBUG only, so
+#: that the default log shows one line per business event.
+_CHATTY_LOGGERS: Final = ("apscheduler.executors", "apscheduler.scheduler", "httpx",
+                          "httpcore", "uvicorn.access")
 
 _handler: logging.Handler | None = None
 
@@ -281,15 +284,15 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     root.addHandler(handler)
     root.setLevel(numeric_level)
     _handler = handler
-    for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING)
-                                         if numeric_level > logging.DEBUG else logging.NOTSET)
     for name in _SELF_HANDLING_LOGGERS:
         library = logging.getLogger(name)
         for own in list(library.handlers):
             library.removeHandler(own)
         library.propagate = True
         library.setLevel(logging.NOTSET)
+    for name in _CHATTY_LOGGERS:  # after the loop above, which resets uvicorn.access
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING)
+                                         if numeric_level > logging.DEBUG else logging.NOTSET)
 
     structlog.configure(
         processors=[

@@ -333,7 +333,7 @@ def service_attention(engine: Engine, now: datetime) -> dict[str, int]:
 
     with engine.connect() as conn:
         return {"replacements_waiting": support.waiting_replacements(conn),
-                "ignored_unmapped_7d": support.ignored_unmapped(conn, now)}
+                "ignored_unmapped_7d": sum(support.ignored_unmapped(conn, now).values())}
 
 
 def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = None) -> Status:

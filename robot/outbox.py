@@ -243,6 +243,7 @@ class Dispatcher:
         self._pickup = pickup_url
         self.actor = actor
         self._running: set[int] = set()  # ids of the jobs this worker is running now
+        self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
 
     @property
     def busy(self) -> bool:
@@ -291,6 +292,10 @@ class Dispatcher:
                       if calls and self._pickup is not None else None)
         return replace(_context(self.vault, rows), pickup_url=pickup)
 
+    def busy_with(self, shop: str) -> bool:
+        """Whether a job of ``shop`` is running now (a shop being stopped waits for it)."""
+        return self._shops_running.get(shop, 0) > 0
+
     async def run_job(self, job: Job) -> None:
         try:
             ctx = await asyncio.to_thread(self._prepare, job)
@@ -307,6 +312,13 @@ class Dispatcher:
             log.error("write_back_waiting_for_key", order_id=job.order_id, job=job.kind,
                       error=exc.message)
             return
+        self._shops_running[ctx.shop] = self._shops_running.get(ctx.shop, 0) + 1
+        try:
+            await self._run_prepared(job, ctx)
+        finally:
+            self._shops_running[ctx.shop] -= 1
+
+    async def _run_prepared(self, job: Job, ctx: JobContext) -> None:
         bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
         connector = self.connectors.get(ctx.shop)
         shop = self.shops.get(ctx.shop)

@@ -80,6 +80,15 @@ def take_leases(engine: Engine, names: Sequence[str], owner: str, ttl: timedelta
             .where(shop_state.c.shop.in_(names), shop_state.c.lease_owner == owner))}
 
 
+def paused_shops(engine: Engine) -> list[tuple[str, str | None]]:
+    """Every paused shop with the reason it was paused, by name."""
+    with engine.connect() as conn:
+        return [(str(r.shop), r.paused_reason) for r in conn.execute(
+            select(shop_state.c.shop, shop_state.c.paused_reason)
+            .where(shop_state.c.paused == True)  # noqa: E712 - SQL comparison
+            .order_by(shop_state.c.shop))]
+
+
 @dataclass(frozen=True)
 class PollStart:
     """What a poll reads first: whether the shop is paused, and the stored cursor."""

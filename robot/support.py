@@ -539,17 +539,18 @@ def waiting_replacements(conn: Connection) -> int:
                             .where(replacements.c.state == "waiting")).scalar_one())
 
 
-def ignored_unmapped(conn: Connection, now: datetime) -> int:
-    """Paid orders of the last 7 days that the robot ignored although they have lines no
-    pool maps (``robot status`` shows them: a mapping may be missing)."""
+def ignored_unmapped(conn: Connection, now: datetime) -> dict[str, int]:
+    """Per shop, paid orders of the last 7 days that the robot ignored although they have
+    lines no pool maps (``robot status`` shows them: a mapping may be missing)."""
     unmapped = (select(order_lines.c.order_id)
                 .where(order_lines.c.mapping == "[]", order_lines.c.quantity > 0,
                        order_lines.c.refund.in_(("none", "refused"))))
-    return int(conn.execute(select(func.count()).select_from(orders).where(
+    rows = conn.execute(select(orders.c.shop, func.count()).where(
         orders.c.state == "ignored",
         or_(orders.c.paid_at >= now - IGNORED_WINDOW,
             (orders.c.paid_at.is_(None)) & (orders.c.received_at >= now - IGNORED_WINDOW)),
-        orders.c.id.in_(unmapped))).scalar_one())
+        orders.c.id.in_(unmapped)).group_by(orders.c.shop).order_by(orders.c.shop))
+    return {str(shop): int(n) for shop, n in rows}
 
 
 def defects_by_batch(engine: Engine) -> list[dict[str, Any]]:

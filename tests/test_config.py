@@ -855,10 +855,73 @@ def test_config_show_masks_secrets(site: Path) -> None:
     assert data["alerts"]["targets"] == [MASK]
     as_yaml = _invoke("-c", str(site), "config", "show")
     assert as_yaml.exit_code == 0, as_yaml.output
-    assert yaml.safe_load(as_yaml.stdout) == data
+    assert yaml.safe_load(as_yaml.stdout)["shops"][0]["platform_config"]["app_secret"] == MASK
     for out in (result.output, as_yaml.output):
         for secret in (SECRET, FILE_SECRET, ALERT_SECRET):
             assert secret not in out
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_show_prints_durations_as_written_and_mappings_as_rows(site: Path) -> None:
+    """`config show` says `5m`, `30d`, `1h` (not seconds), yuan with two decimals, and one
+    readable row per SKU mapping; `--json` keeps plain numbers for programs."""
+    edit(site, "  max_attempts: 4\n", "  max_attempts: 4\n  risk: {buyer_amount_per_day_yuan: 500}\n")
+    shown = yaml.safe_load(_invoke("-c", str(site), "config", "show").stdout)
+    assert shown["defaults"]["poll_interval"] == "5m"
+    assert shown["defaults"]["backoff_max"] == "1h"
+    assert shown["defaults"]["risk"]["buyer_amount_per_day_yuan"] == "500.00"
+    shop = shown["shops"][0]
+    assert shop["poll_interval"] == "30s"
+    assert shop["pickup"]["link_ttl"] == "30d"
+    assert shop["items"] == ["sku_id 4567 → youku-vip-month ×2",
+                             "outer_id BUNDLE-A → iqiyi-month ×1 + game-card-50 ×2"]
+    data = json.loads(_invoke("-c", str(site), "config", "show", "--json").stdout)
+    assert data["shops"][0]["pickup"]["link_ttl"] == 2592000.0
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_check_warns_on_inline_secrets_without_quoting_them(site: Path) -> None:
+    """A secret written literally (a connector's, the robot file's, a database password) is
+    a warning naming file, shop and field, never the value; ${ENV} and file: are not."""
+    (site.parent / "shops" / "secrets" / "session.txt").chmod(0o600)
+    clean = _invoke("-c", str(site), "config", "check", "--json")
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.stdout)["warnings"] == []
+    edit(site.parent / "shops" / "tb.yaml", "app_secret: ${TEST_APP_SECRET}",
+         f"app_secret: {SECRET}")
+    edit(site, "alerts: {targets: [\"${TEST_ALERT_URL}\"]}",
+         f"alerts: {{targets: [\"dingtalk://{ALERT_SECRET}/\"]}}")
+    edit(site, "database: sqlite:///robot.db", "database: postgresql://robot:hunter2@db/robot")
+    result = _invoke("-c", str(site), "config", "check", "--json")
+    warnings = json.loads(result.stdout)["warnings"]
+    assert [w.split(": a secret")[0] for w in warnings if ": a secret" in w] == [
+        "robot.yaml: alerts.targets[0]",
+        "shops/tb.yaml: shop 'tb-main': platform_config.app_secret",
+    ]
+    assert any(w.startswith("robot.yaml: database: the password is written inline")
+               for w in warnings)
+    text = _invoke("-c", str(site), "config", "check")
+    for out in (result.output, text.output, text.stderr):
+        for secret in (SECRET, ALERT_SECRET, "hunter2"):
+            assert secret not in out
+    assert "warning: shops/tb.yaml: shop 'tb-main': platform_config.app_secret" in text.stderr
+
+
+@pytest.mark.usefixtures("test_registry")
+def test_config_check_warns_on_world_readable_secret_files(site: Path) -> None:
+    """A file: secret every user may read is a warning with the chmod that fixes it."""
+    path = site.parent / "shops" / "secrets" / "session.txt"
+    path.chmod(0o644)
+    result = _invoke("-c", str(site), "config", "check", "--json")
+    assert result.exit_code == 0, result.output
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert warning.startswith("shops/tb.yaml: shop 'tb-main': platform_config.session: secret "
+                              f"file {path} is readable by every user (mode 0644)")
+    assert f"chmod 600 {path}" in warning
+    assert FILE_SECRET not in result.output
+    path.chmod(0o640)
+    assert json.loads(_invoke("-c", str(site), "config", "check", "--json").stdout)[
+        "warnings"] == []
 
 
 @pytest.mark.usefixtures("test_registry")
@@ -982,3 +1045,19 @@ def test_config_check_passes_with_the_right_key_file(site: Path, db_url: str, ke
     result = _invoke("-c", str(site), "config", "check")
     assert result.exit_code == 0, result.output
     assert result.stdout == "config OK: 1 shop(s)\n"
+
+
+@pytest.mark.usefixtures("test_registry")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_config_check_fails_with_a_key_file_others_may_read(site: Path, mode: int) -> None:
+    """A key file readable by its group or by every user fails `config check` with the
+    chmod that fixes it, as `robot run` refuses it (no database needed)."""
+    path = site.parent / "robot.key"
+    init_key_file(path)
+    path.chmod(mode)
+    result = _invoke("-c", str(site), "config", "check")
+    assert isinstance(result.exception, ConfigError)
+    [problem] = result.exception.problems
+    assert f"chmod 600 {path}" in problem
+    path.chmod(0o600)
+    assert _invoke("-c", str(site), "config", "check").exit_code == 0

@@ -270,7 +270,7 @@ def test_uvicorn_default_handlers_are_taken_over() -> None:
     logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
     assert logging.getLogger("uvicorn.access").propagate is False
     buf = io.StringIO()
-    configure_logging(stream=buf)
+    configure_logging(level="debug", stream=buf)  # access lines are heard at debug only
     logging.getLogger("uvicorn.access").info(
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST",
         f"/push/taobao?sign={APP_SECRET}&timestamp=1", "1.1", 200,
@@ -300,6 +300,22 @@ def test_level_filters_ours_and_libraries() -> None:
     logging.getLogger("httpx").info("quiet line")
     get_logger("robot.test").warning("loud_event")
     assert [line["event"] for line in _lines(buf)] == ["loud_event"]
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpcore", "uvicorn.access",
+                                  "apscheduler.executors.default", "apscheduler.scheduler"])
+def test_per_request_lines_are_heard_at_debug_only(name: str) -> None:
+    """At the default level a request made or served is no log line (one line per business
+    event); at debug it is."""
+    buf = io.StringIO()
+    configure_logging(level="info", stream=buf)
+    logging.getLogger(name).info('HTTP Request: GET https://example.com/ "HTTP/1.1 200 OK"')
+    get_logger("robot.test").info("order_shipped")
+    assert [line["event"] for line in _lines(buf)] == ["order_shipped"]
+    debug = io.StringIO()
+    configure_logging(level="debug", stream=debug)
+    logging.getLogger(name).info("HTTP Request: GET https://example.com/")
+    assert [line["logger"] for line in _lines(debug)] == [name]
 
 
 def test_reconfiguring_replaces_our_handler_only() -> None:

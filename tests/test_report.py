@@ -19,6 +19,7 @@ from connectors.memory import MemoryConnector, MemoryPlatform
 from robot import pipeline, report
 from robot.cli.common import App
 from robot.clock import utcnow
+from robot.display import yuan
 from robot.errors import UserError
 from robot.outbox import Dispatcher, RetryPolicy
 from robot.schema import codes, pools
@@ -202,7 +203,8 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_cli_report_json_csv_and_table(cli_app: App, engine: Engine, vault: Vault,
                                        tmp_path: Path) -> None:
-    """`robot report --by shop` prints the same figures as JSON, CSV (cents) and a table."""
+    """`robot report --by shop` prints the same figures as JSON, CSV and a table, amounts
+    in yuan (with the exact cents beside them in JSON and CSV)."""
     build_business(engine, vault)
     out = tmp_path / "report.csv"
     runner = CliRunner()
@@ -216,6 +218,11 @@ def test_cli_report_json_csv_and_table(cli_app: App, engine: Engine, vault: Vaul
         rows = list(csv.DictReader(fh))
     assert [(r["key"], r["revenue_cents"], r["cost_cents"]) for r in rows] == [
         ("shop-a", "3000", "900"), ("shop-b", "3000", "900"), ("total", "6000", "1800")]
+    # money in yuan beside the exact cents, in the CSV and in the JSON
+    assert [(r["revenue"], r["cost"], r["margin"]) for r in rows][-1] == ("60.00", "18.00",
+                                                                          "32.00")
+    assert data["total"]["revenue"] == "60.00" and data["total"]["margin"] == "32.00"
+    assert data["total"]["cancelled_yuan"] == yuan(data["total"]["cancelled_cents"])
     table = runner.invoke(robot.cli.cli, ["report", "--since", "30d"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "70.00" in table.stdout  # revenue incl. the order paid 10 days ago

@@ -5,21 +5,39 @@ when the database already exists, checks that every pool the shops name exists a
 key file opens and fits the database as ``robot run`` checks it at start (a missing key file
 is an error when the database holds codes, secrets or audit entries that need it). It never
 creates a database file and never runs migrations. ``show`` prints the effective
-configuration; it must never print a secret (every ``Secret`` shows as ``********``).
+configuration (for people: durations as a file writes them, money in yuan, one row per SKU
+mapping; ``--json`` keeps plain numbers); it must never print a secret (every ``Secret``
+shows as ``********``). ``check`` also warns about secrets written inline and secret files
+every user may read (:mod:`robot.confcheck`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
 
 import click
 import yaml
+from pydantic import BaseModel, BeforeValidator, SecretBytes, SecretStr
+from pydantic.fields import FieldInfo
 from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from robot.cli.common import App, emit_json, json_option, missing_sqlite_file
-from robot.config import RobotConfig, check_pools, effective_dict
+from robot.confcheck import secret_warnings
+from robot.config import (
+    MASK,
+    RobotConfig,
+    SkuMapping,
+    check_pools,
+    effective_dict,
+    parse_duration,
+)
 from robot.db import make_engine, safe_url
+from robot.display import format_duration
 from robot.errors import ConfigError, RobotError, VaultError
 from robot.schema import pools
 from robot.vault import open_vault
@@ -104,12 +122,16 @@ def check(app: App, as_json: bool) -> None:
         raise ConfigError(problems)
     if not cfg.key_file.exists():
         notes.append(f"key file {cfg.key_file} does not exist yet; create it with: robot keys init")
+    warnings = secret_warnings(cfg)
     if as_json:
         checked = names is not None
-        emit_json({"ok": True, "shops": len(cfg.shops), "pools_checked": checked, "notes": notes})
+        emit_json({"ok": True, "shops": len(cfg.shops), "pools_checked": checked, "notes": notes,
+                   "warnings": warnings})
         return
     for line in notes:
         click.echo(f"note: {line}", err=True)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"config OK: {len(cfg.shops)} shop(s)")
 
 
@@ -121,8 +143,72 @@ def show(app: App, as_json: bool) -> None:
     data: dict[str, Any] = effective_dict(app.config)
     if as_json:
         emit_json(data)
-    else:
-        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+        return
+    shown = readable(app.config)
+    shown["database"] = data["database"]
+    click.echo(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True, width=100), nl=False)
+
+
+def readable(config: RobotConfig) -> dict[str, Any]:
+    """The effective configuration for people: durations as a file writes them (``30d``),
+    money in yuan (``500.00``), each SKU mapping as one row; secrets masked."""
+    data: dict[str, Any] = _readable(config)
+    shops = []
+    for shop, shown in zip(config.shops, data["shops"], strict=True):
+        shown["items"] = [mapping_row(m) for m in shop.items]
+        shops.append({("poll_interval" if k == "poll_interval_seconds" else k): v
+                      for k, v in shown.items()})
+    data["shops"] = shops
+    return data
+
+
+def mapping_row(mapping: SkuMapping) -> str:
+    """``sku_id 4567 → youku-vip-month ×2`` (a bundle: ``… → a ×1 + b ×2``)."""
+    kind, ident = mapping.key
+    pools_text = " + ".join(f"{p.pool} ×{p.quantity}" for p in mapping.pools)
+    return f"{kind} {ident} → {pools_text}"
+
+
+def _readable(value: Any) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return MASK
+    if isinstance(value, BaseModel):
+        out: dict[str, Any] = {}
+        for name, info in type(value).model_fields.items():
+            item = getattr(value, name)
+            is_number = isinstance(item, int | float) and not isinstance(item, bool)
+            out[name] = (format_duration(float(item)) if is_number and _is_duration(info)
+                         else _readable(item))
+        return out
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"  # the only decimals in the config are yuan
+    if isinstance(value, list | tuple):
+        return [_readable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _readable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return _readable(value.value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _is_duration(info: FieldInfo) -> bool:
+    """Whether the field is a :data:`robot.config.Duration` (possibly optional)."""
+    return _duration_in(info.metadata) or _annotated_duration(info.annotation)
+
+
+def _duration_in(metadata: Any) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in metadata)
+
+
+def _annotated_duration(tp: Any) -> bool:
+    if get_origin(tp) is Annotated:
+        args = get_args(tp)
+        return _duration_in(args[1:]) or _annotated_duration(args[0])
+    return any(_annotated_duration(a) for a in get_args(tp))
 
 
 COMMANDS: list[click.Command] = [config]

@@ -9,13 +9,10 @@ from rich.markup import escape
 
 from robot import orders
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.clock import format_time, format_time_json
+from robot.display import format_time, format_time_json, with_yuan
+from robot.display import yuan as _money
 from robot.schema import ORDER_STATES
 from robot.support import printable
-
-
-def _money(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:.2f}"
 
 
 @click.group("orders")
@@ -33,7 +30,7 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     """Newest orders first."""
     rows = orders.list_orders(app.engine, state=state, shop=shop, limit=limit)
     if as_json:
-        emit_json(rows)
+        emit_json(with_yuan(rows))
         return
     print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
                                 "shipped", "reason"],
@@ -50,7 +47,7 @@ def show_cmd(app: App, order_id: int, as_json: bool) -> None:
     """One order: lines with titles and masked codes, pickup link, write-back history."""
     data = orders.show_order(app.engine, app.vault, order_id)
     if as_json:
-        emit_json(_times_for_json(data))
+        emit_json(with_yuan(_times_for_json(data)))
         return
     show_text(app, data)
 
@@ -78,9 +75,10 @@ def show_text(app: App, data: dict[str, Any]) -> None:
     print_(f"[bold]order {data['id']}[/bold]  {_safe(data['shop'])} / "
            f"{_safe(data['platform_order_id'])}  state: [bold]{data['state']}[/bold]"
            + (f"  ({_safe(data['reason'])})" if data["reason"] else ""))
-    print_(f"paid {format_time(data['paid_at'])}  received {format_time(data['received_at'])}  "
-           f"shipped {format_time(data['shipped_at'])}  amount {_money(data['total_cents'])}  "
-           f"buyer {_safe(data['buyer_id'] or '-')}")
+    print_(f"paid {format_time(data['paid_at'], empty='-')}  "
+           f"received {format_time(data['received_at'])}  "
+           f"shipped {format_time(data['shipped_at'], empty='-')}  "
+           f"amount {_money(data['total_cents'])}  buyer {_safe(data['buyer_id'] or '-')}")
     print_table(app, "lines", ["#", "title", "item", "sku", "qty", "refund", "pools", "codes"],
                 [[ln["line_no"], _safe(ln["title"]) or "-", _safe(ln["item_id"]),
                   _safe(ln["sku_id"]), ln["quantity"], ln["refund"], _safe(ln["mapping"]),

@@ -17,15 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robot import pools as pool_ops
 from robot.cli.common import actor, emit_json, is_terminal, json_option, print_table
 from robot.clock import utcnow
+from robot.display import with_yuan
+from robot.display import yuan as _yuan
 from robot.errors import ImportRejected, UserError
 from robot.importer import ENCODING_NAMES, FORMATS, Encoding, Format, encoding_named, parse_cost
 
 # Files of more lines than this show a progress bar (on a terminal).
 PROGRESS_FROM_LINES = 5000
-
-
-def _yuan(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:.2f}"
 
 
 def _count_lines(path: Path, fmt: str | None, sheet: str | None) -> int | None:
@@ -196,7 +194,7 @@ def codes_list(ctx: click.Context, pool: str, state: str | None, limit: int,
     app = ctx.obj
     rows = pool_ops.list_codes(app.engine, app.vault, pool, state=state, limit=limit)
     if as_json:
-        emit_json([r.as_dict() for r in rows])
+        emit_json(with_yuan([r.as_dict() for r in rows]))
         return
     print_table(app, f"Codes in {pool}", ["id", "code", "state", "batch", "line", "expires (UTC)",
                                      "cost"],

@@ -15,6 +15,8 @@ import click
 
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import utcnow
+from robot.display import CENTS_SUFFIX, with_yuan, yuan_name
+from robot.display import yuan as _money
 from robot.report import (
     GROUPINGS,
     Grouping,
@@ -25,14 +27,12 @@ from robot.report import (
     parse_since,
 )
 
-CSV_COLUMNS = ("key", "orders", "shipped", "open", "units", "codes", "revenue_cents",
-               "refunds", "refund_cents", "net_revenue_cents", "cancelled", "cancelled_cents",
-               "cost_cents", "cost_unknown", "margin_cents", "margin_pct",
-               "avg_paid_to_shipped_s")
-
-
-def _money(cents: int | None) -> str:
-    return "" if cents is None else f"{cents / 100:.2f}"
+_FIELDS = ("key", "orders", "shipped", "open", "units", "codes", "revenue_cents", "refunds",
+           "refund_cents", "net_revenue_cents", "cancelled", "cancelled_cents", "cost_cents",
+           "cost_unknown", "margin_cents", "margin_pct", "avg_paid_to_shipped_s")
+#: Every amount in yuan (``29.90``), each followed by its exact ``…_cents``.
+CSV_COLUMNS = tuple(c for f in _FIELDS for c in (
+    (yuan_name(f, _FIELDS), f) if f.endswith(CENTS_SUFFIX) else (f,)))
 
 
 def _duration(seconds: float | None) -> str:
@@ -57,12 +57,13 @@ def _table_row(r: SalesRow) -> list[Any]:
 
 
 def write_csv(report: Report, path: Path) -> None:
-    """The rows (or the total alone) with every figure in cents, plus the total last."""
+    """The rows (or the total alone), amounts in yuan and in cents, plus the total last."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in [*report.rows, report.total]:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+            writer.writerow({k: ("" if v is None else v)
+                             for k, v in with_yuan(row.as_dict()).items()})
 
 
 @click.command("report")
@@ -71,7 +72,8 @@ def write_csv(report: Report, path: Path) -> None:
 @click.option("--by", "by", type=click.Choice(GROUPINGS[1:]), default=None,
               help="Break the figures down by paid day (UTC), shop, SKU or pool.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="Also write the rows to this CSV file (amounts in cents).")
+              default=None,
+              help="Also write the rows to this CSV file (amounts in yuan and in cents).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Also write the report with charts to this HTML file (one "
                                  "self-contained page).")
@@ -91,7 +93,8 @@ def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
         write_html(app, result, html_path, now=now)
     if as_json:
         latency = paid_to_shipped(app.engine, since=since, until=result.window.until)
-        emit_json({**result.as_dict(), "paid_to_shipped": [r.as_dict() for r in latency]})
+        emit_json(with_yuan({**result.as_dict(),
+                             "paid_to_shipped": [r.as_dict() for r in latency]}))
         return
     title = (f"orders paid {result.window.since:%Y-%m-%d %H:%M} to "
              f"{result.window.until:%Y-%m-%d %H:%M} UTC")

@@ -17,7 +17,7 @@ from robot import support
 from robot.cli.cmd_orders import _safe, _times_for_json, orders_group
 from robot.cli.cmd_pools import codes as codes_group
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.clock import format_time
+from robot.display import format_time
 from robot.errors import UserError
 
 

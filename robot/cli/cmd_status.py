@@ -1,4 +1,9 @@
-"""``robot status``: is everything flowing, and what needs a person?"""
+"""``robot status``: is everything flowing, and what needs a person?
+
+The "needs attention" list comes from :mod:`robot.attention` (every check, in one place);
+"nothing needs attention" is printed only when that list is empty. ``--json`` carries the
+same list under ``needs_attention``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,10 @@ import dataclasses
 
 import click
 
-from robot import orders
+from robot import attention, orders
 from robot.cli.common import App, emit_json, json_option, print_table
-from robot.clock import format_age
-
-_HINTS = {
-    "replacements_waiting": "replacement codes wait for stock (robot orders redeliver); "
-                            "import codes into their pools and they are served",
-    "ignored_unmapped_7d": "paid orders ignored with unmapped lines (robot orders list "
-                           "--state ignored); map the SKU, then robot orders release ID",
-}
+from robot.clock import format_age, utcnow
+from robot.display import format_time
 
 
 @click.command("status")
@@ -24,15 +23,17 @@ _HINTS = {
 def status_cmd(app: App, as_json: bool) -> None:
     """Shops (last poll, lag, orders by state), pools (stock, days of cover), what needs you."""
     names = [s.name for s in app.config.shops]
-    st = orders.status(app.engine, names)
+    now = utcnow()
+    st = orders.status(app.engine, names, now=now)
+    items = attention.needs_attention(app.engine, app.config, st, now)
     if as_json:
-        emit_json(dataclasses.asdict(st))
+        emit_json({**dataclasses.asdict(st), "needs_attention": [i.as_dict() for i in items]})
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
                                "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
-                [[s.shop, s.last_poll_ok_at or "never", format_age(s.lag_seconds),
-                  _clock(s.clock_offset_s, limit),
+                [[s.shop, format_time(s.last_poll_ok_at, empty="never"),
+                  format_age(s.lag_seconds), _clock(s.clock_offset_s, limit),
                   s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
                       "received", "allocated", "shipped", "waiting_stock", "held", "failed",
                       "cancelled"))] for s in st.shops])
@@ -40,22 +41,16 @@ def status_cmd(app: App, as_json: bool) -> None:
                 [[p.pool, p.available, p.sold_7d,
                   "-" if p.days_of_cover is None else p.days_of_cover,
                   p.low_stock if p.low_stock is not None else ""] for p in st.pools])
-    skewed = [s for s in st.shops
-              if s.clock_offset_s is not None and abs(s.clock_offset_s) > limit]
-    for s in skewed:
-        app.console.print(f"[bold red]clock:[/bold red] {s.shop}'s platform clock is "
-                          f"{_clock(s.clock_offset_s, limit)} from this machine's (limit "
-                          f"{limit:g}s); polling follows the platform's clock, but check NTP")
-    needs = {k: v for k, v in st.attention.items() if v}
-    if needs:
-        app.console.print("[bold red]needs attention:[/bold red] "
-                          + ", ".join(f"{k} {v}" for k, v in needs.items())
-                          + "  (robot orders list --state …)")
-        for key, hint in _HINTS.items():
-            if needs.get(key):
-                app.console.print(f"  {key}: {hint}")
-    else:
+    if not items:
         app.console.print("[green]nothing needs attention[/green]")
+        return
+    app.console.print(f"[bold red]needs attention ({len(items)}):[/bold red]")
+    for item in items:
+        app.console.print(f"  - {item.message}", markup=False, highlight=False,
+                              soft_wrap=True)
+        if item.action:
+            app.console.print(f"      → {item.action}", markup=False, highlight=False,
+                              soft_wrap=True)
 
 
 def _clock(offset: float | None, limit: float) -> str:
