@@ -148,13 +148,6 @@ def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: dateti
         ).rowcount
 
 
-def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
-    """Rebuild the order as the connector needs it, with its codes masked."""
-    with engine.connect() as conn:
-        rows = _context_rows(conn, order_id)
-    return _context(vault, rows)
-
-
 _ContextRows = tuple[Any, Sequence[Any], Sequence[Any]]  # order, lines, codes (Rows)
 # Built once: every write-back job reads these.
 _JOB_ORDER = (select(orders, shop_state.c.paused)
@@ -280,7 +273,7 @@ class Dispatcher:
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
-    def _prepare(self, job: Job) -> JobContext:
+    def prepare(self, job: Job) -> JobContext:
         """One transaction: the job's order, lines, codes and shop state, and the order's
         pickup link (made on first use) when the job will call the platform."""
         with transaction(self.engine) as conn:
@@ -298,7 +291,7 @@ class Dispatcher:
 
     async def run_job(self, job: Job) -> None:
         try:
-            ctx = await asyncio.to_thread(self._prepare, job)
+            ctx = await asyncio.to_thread(self.prepare, job)
         except CodeRejected as exc:
             # A code of this order fails authentication (its row was altered, or a
             # ciphertext was copied or moved onto it): never send it; the order fails with

@@ -68,7 +68,6 @@ MAX_LINE_QUANTITY = 10_000
 MAX_CENTS = 10**12  # ten billion yuan
 #: Column widths (robot.schema) of what an Order carries into the database.
 ID_MAX, OUTER_ID_MAX, BUYER_ID_MAX, IP_MAX, CURRENCY_MAX = 64, 128, 128, 64, 8
-TERMINAL = ("shipped", "cancelled", "rejected", "ignored", "refunded")
 WAITING_RETRY = timedelta(seconds=60)
 
 

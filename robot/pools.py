@@ -1068,11 +1068,3 @@ def _state_of(r: Any) -> str:
         return str(r.retired)
     return str(r.batch_state) if r.batch_state != "active" else "unknown"
 
-
-def total_available(engine: Engine, names: Sequence[str] | None = None) -> int:
-    """Stock rows (of the named pools, or all): a cheap figure for tests and status."""
-    query = select(func.count()).select_from(stock)
-    with engine.connect() as conn:
-        if names is not None:
-            query = query.where(stock.c.pool_id.in_([pool_id(conn, n) for n in names]))
-        return int(conn.execute(query).scalar_one())
