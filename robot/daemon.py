@@ -60,6 +60,7 @@ from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.states import OrderState
 from robot.vault import Vault, open_vault
 from robot.writes import signal_of
 
@@ -668,7 +669,7 @@ class Robot:
                 if result is None:
                     break
                 found += 1
-                if result.state == "allocated":
+                if result.state == OrderState.ALLOCATED:
                     self._wake_ship.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
