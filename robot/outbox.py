@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+import structlog
 import tenacity
 from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_, select, update
-from structlog.stdlib import BoundLogger
 
 from connectors.base import (
     Connector,
@@ -292,6 +292,12 @@ class Dispatcher:
         return self._shops_running.get(shop, 0) > 0
 
     async def run_job(self, job: Job) -> None:
+        """Run one job. Its context is bound once (order_id, job; shop once read): every line
+        logged while it runs, here and in the pipeline or connector it calls, carries them."""
+        with structlog.contextvars.bound_contextvars(order_id=job.order_id, job=job.kind):
+            await self._run_bound(job)
+
+    async def _run_bound(self, job: Job) -> None:
         try:
             ctx = await asyncio.to_thread(self.prepare, job)
         except CodeRejected as exc:
@@ -299,22 +305,20 @@ class Dispatcher:
             # ciphertext was copied or moved onto it): never send it; the order fails with
             # the reason, visibly, for a person (and `robot orders replace` / replay).
             if await asyncio.to_thread(self._fail, job, exc.message):
-                log.error("write_back_refused", order_id=job.order_id, job=job.kind,
-                          error=exc.message)
+                log.error("write_back_refused", error=exc.message)
             return
         except VaultError as exc:  # a key the file lacks: wait for the right key file
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
-            log.error("write_back_waiting_for_key", order_id=job.order_id, job=job.kind,
-                      error=exc.message)
+            log.error("write_back_waiting_for_key", error=exc.message)
             return
         self._shops_running[ctx.shop] = self._shops_running.get(ctx.shop, 0) + 1
         try:
-            await self._run_prepared(job, ctx)
+            with structlog.contextvars.bound_contextvars(shop=ctx.shop):
+                await self._run_prepared(job, ctx)
         finally:
             self._shops_running[ctx.shop] -= 1
 
     async def _run_prepared(self, job: Job, ctx: JobContext) -> None:
-        bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
         connector = self.connectors.get(ctx.shop)
         shop = self.shops.get(ctx.shop)
         if connector is None or shop is None:
@@ -340,29 +344,29 @@ class Dispatcher:
                 )
                 outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
                 await asyncio.to_thread(self._shipped, job, outcome.value)
-                bound.info("order_shipped", outcome=outcome.value)
+                log.info("order_shipped", outcome=outcome.value)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
                                        self.policy.call_timeout)
                 await asyncio.to_thread(self._done, job)
-                bound.info("memo_written")
+                log.info("memo_written")
         except TimeoutError:
-            await self._retry(job, "platform call timed out", None, bound)
+            await self._retry(job, "platform call timed out", None)
         except NotShippable as exc:
-            await self._not_shippable(job, ctx, shop, connector, exc, bound)
+            await self._not_shippable(job, ctx, shop, connector, exc)
         except Retriable as exc:
-            await self._retry(job, exc.message, exc.retry_after, bound)
+            await self._retry(job, exc.message, exc.retry_after)
         except Fatal as exc:
             await asyncio.to_thread(self._pause_shop, ctx.shop, exc.message)
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
-            bound.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
+            log.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
         except Skippable as exc:
             if await asyncio.to_thread(self._fail, job, exc.message):
-                bound.error("write_back_failed", error=exc.message)
-        except Exception as exc:  # noqa: BLE001 - a connector bug must not kill the dispatcher
-            await self._retry(job, f"unexpected {type(exc).__name__}", None, bound)
-            bound.exception("write_back_crashed")
+                log.error("write_back_failed", error=exc.message)
+        except Exception as exc:
+            await self._retry(job, f"unexpected {type(exc).__name__}", None)
+            log.exception("write_back_crashed")
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
@@ -372,7 +376,7 @@ class Dispatcher:
                 pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
                                     None, now, shipped_at=now)
             except pipeline.StateConflict:
-                log.error("ship_state_conflict", order_id=job.order_id)
+                log.error("ship_state_conflict")
                 conn.execute(update(outbox).where(outbox.c.id == job.id)
                              .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
                 return
@@ -431,16 +435,15 @@ class Dispatcher:
                          subject=f"order:{job.order_id}", details={"error": error})
             return True
 
-    async def _retry(self, job: Job, error: str, retry_after: float | None,
-                     bound: BoundLogger) -> None:
+    async def _retry(self, job: Job, error: str, retry_after: float | None) -> None:
         attempts = job.attempts + 1
         if attempts >= self.policy.max_attempts:
             if await asyncio.to_thread(self._fail, job, f"{error} (after {attempts} attempts)"):
-                bound.error("write_back_failed", error=error, attempts=attempts)
+                log.error("write_back_failed", error=error, attempts=attempts)
             return
         delay = timedelta(seconds=self.policy.delay(attempts, retry_after))
         await self._later(job, error, count=True, delay=delay)
-        bound.warning("write_back_retry", error=error, attempts=attempts,
+        log.warning("write_back_retry", error=error, attempts=attempts,
                       retry_in_s=round(delay.total_seconds(), 1))
 
     async def _later(self, job: Job, error: str, *, count: bool,
@@ -470,28 +473,27 @@ class Dispatcher:
             conn.execute(update(outbox).where(outbox.c.id == job.id).values(**values))
 
     async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
-                             connector: Connector, exc: NotShippable,
-                             bound: BoundLogger) -> None:
+                             connector: Connector, exc: NotShippable) -> None:
         """The platform refused: learn why from the order itself, then act on it."""
         try:
             snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
                                               self.policy.call_timeout)
         except Exception as fetch_exc:  # noqa: BLE001 - any failure here means: try again later
             await self._retry(job, f"{exc.message}; re-reading the order failed: "
-                              f"{type(fetch_exc).__name__}", None, bound)
+                              f"{type(fetch_exc).__name__}", None)
             return
         result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
                                          actor=self.actor)
         if result.state in (OrderState.CANCELLED, OrderState.REFUNDED, OrderState.HELD):
-            bound.info("write_back_cancelled", state=result.state)
+            log.info("write_back_cancelled", state=result.state)
             await asyncio.to_thread(self._not_allocated, job, str(result.state))
             return
         if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
             await asyncio.to_thread(self._shipped, job, "already_shipped")
-            bound.info("order_shipped", outcome="already_shipped")
+            log.info("order_shipped", outcome="already_shipped")
             return
         if await asyncio.to_thread(self._fail, job, exc.message):
-            bound.error("write_back_failed", error=exc.message)
+            log.error("write_back_failed", error=exc.message)
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)
