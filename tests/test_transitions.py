@@ -76,6 +76,14 @@ def _two_leases(engine: Engine) -> tuple[Job, Job]:
     return first, second
 
 
+def _states(engine: Engine, order_id: int, job_id: int) -> tuple[str, str]:
+    """The order's state and its job's."""
+    with engine.connect() as conn:
+        state = conn.execute(select(orders_t.c.state).where(orders_t.c.id == order_id)).scalar()
+        job_state = conn.execute(select(outbox.c.state).where(outbox.c.id == job_id)).scalar()
+    return str(state), str(job_state)
+
+
 def _counts(engine: Engine, order_id: int) -> tuple[int, int]:
     with engine.connect() as conn:
         audits = conn.execute(select(func.count()).select_from(audit_log).where(
@@ -99,11 +107,7 @@ def test_two_workers_failing_one_job_move_and_audit_once(engine: Engine, vault: 
                              _dispatcher(engine, vault, connector, "b").run_job(job_b))
 
     asyncio.run(both())
-    with engine.connect() as conn:
-        state = conn.execute(select(orders_t.c.state).where(orders_t.c.id == order_id)).scalar()
-        job_state = conn.execute(select(outbox.c.state).where(outbox.c.id == job_a.id)).scalar()
-    assert state == OrderState.FAILED
-    assert job_state == OutboxState.FAILED
+    assert _states(engine, order_id, job_a.id) == (OrderState.FAILED, OutboxState.FAILED)
     assert _counts(engine, order_id) == (1, 1)
 
 
@@ -123,11 +127,7 @@ def test_a_job_cancelled_while_its_call_fails_stays_cancelled(engine: Engine, va
         await run
 
     asyncio.run(cancel_during_the_call())
-    with engine.connect() as conn:
-        state = conn.execute(select(orders_t.c.state).where(orders_t.c.id == order_id)).scalar()
-        job_state = conn.execute(select(outbox.c.state).where(outbox.c.id == job.id)).scalar()
-    assert state == OrderState.CANCELLED
-    assert job_state == OutboxState.CANCELLED
+    assert _states(engine, order_id, job.id) == (OrderState.CANCELLED, OutboxState.CANCELLED)
     assert _counts(engine, order_id) == (0, 0)
 
 
