@@ -30,6 +30,7 @@ from robot.clock import format_age
 from robot.config import AlertsConfig
 from robot.log import get_logger
 from robot.schema import alert_state, pools, stock
+from robot.states import OrderState
 
 log = get_logger(__name__)
 
@@ -82,8 +83,8 @@ def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
                            f"({p.sold_7d} sold; alert under {settings.low_cover_days:g} days)")
         found.append(Condition(f"low_stock:{p.pool}", bool(reasons),
                                f"low stock in pool {p.pool}", "; ".join(reasons)))
-    thresholds = {"failed": settings.failed_above, "held": settings.held_above,
-                  "waiting_stock": settings.waiting_stock_above}
+    thresholds = {OrderState.FAILED: settings.failed_above, OrderState.HELD: settings.held_above,
+                  OrderState.WAITING_STOCK: settings.waiting_stock_above}
     for state, above in thresholds.items():
         n = st.attention.get(state, 0)
         found.append(Condition(f"orders:{state}", n > above, f"orders {state.replace('_', ' ')}",

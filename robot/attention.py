@@ -27,6 +27,7 @@ from robot.clock import format_age
 from robot.config import RobotConfig, check_pools
 from robot.errors import RobotError
 from robot.schema import alert_state
+from robot.states import OrderState
 from robot.vault import open_vault
 
 #: A shop's polls are stale when its last good poll is older than the larger of
@@ -169,11 +170,11 @@ def _missing_pools(ctx: Context) -> list[Item]:
 
 
 _ORDER_STATES = (
-    ("failed", "orders_failed", "order(s) failed their write-back",
+    (OrderState.FAILED, "orders_failed", "order(s) failed their write-back",
      "robot orders list --state failed; then robot orders replay --all-failed"),
-    ("held", "orders_held", "order(s) held for a person",
+    (OrderState.HELD, "orders_held", "order(s) held for a person",
      "robot orders list --state held; then robot orders release / reject ID"),
-    ("waiting_stock", "orders_waiting", "order(s) waiting for stock",
+    (OrderState.WAITING_STOCK, "orders_waiting", "order(s) waiting for stock",
      "robot orders list --state waiting_stock; import codes into their pools"),
 )
 

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
@@ -60,6 +61,7 @@ from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.states import OrderState
 from robot.vault import Vault, open_vault
 from robot.writes import signal_of
 
@@ -668,7 +670,7 @@ class Robot:
                 if result is None:
                     break
                 found += 1
-                if result.state == "allocated":
+                if result.state == OrderState.ALLOCATED:
                     self._wake_ship.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
@@ -711,59 +713,63 @@ class Robot:
                 task.add_done_callback(mine.discard)
 
     async def _poll(self, shop_name: str, kind: str) -> None:
-        shop = self.shops.get(shop_name)
-        connector = self.connectors.get(shop_name)
-        if self._stop.is_set() or shop is None or connector is None:
-            return  # stopping, or the shop was stopped by a reload
-        self._track_job(shop_name)
-        if not await self._lead(shop_name):
-            return  # another process is this shop's polling leader
-        start = await self._db(shops.poll_start, self.engine, shop_name, kind)
-        if start.paused:
-            return
-        try:
-            outcome = await poller.poll_shop(
-                self.engine, shop, connector, kind,
-                now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
-                db=self._db, should_stop=self._stop.is_set, start=start,
-            )
-        except asyncio.CancelledError:
-            # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
-            # so the next start repeats this step.
-            log.info("poll_cancelled", shop=shop_name, poll=kind)
-            return
-        self._record_poll(shop_name, kind, outcome.ok, outcome.error, outcome.paused)
-        await self._watch_clock(shop_name)
-        if outcome.created or (kind == "refund" and outcome.seen):
-            if outcome.created:
-                log.info("orders_received", shop=shop_name, poll=kind, count=outcome.created)
-            self.wake()
+        """One polling job. Its context is bound once (shop, poll): every line logged in it,
+        here and in the poller, pipeline and connector it calls, carries them."""
+        with structlog.contextvars.bound_contextvars(shop=shop_name, poll=kind):
+            shop = self.shops.get(shop_name)
+            connector = self.connectors.get(shop_name)
+            if self._stop.is_set() or shop is None or connector is None:
+                return  # stopping, or the shop was stopped by a reload
+            self._track_job(shop_name)
+            if not await self._lead(shop_name):
+                return  # another process is this shop's polling leader
+            start = await self._db(shops.poll_start, self.engine, shop_name, kind)
+            if start.paused:
+                return
+            try:
+                outcome = await poller.poll_shop(
+                    self.engine, shop, connector, kind,
+                    now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
+                    db=self._db, should_stop=self._stop.is_set, start=start,
+                )
+            except asyncio.CancelledError:
+                # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
+                # so the next start repeats this step.
+                log.info("poll_cancelled")
+                return
+            self._record_poll(shop_name, kind, outcome.ok, outcome.error, outcome.paused)
+            await self._watch_clock(shop_name)
+            if outcome.created or (kind == "refund" and outcome.seen):
+                if outcome.created:
+                    log.info("orders_received", count=outcome.created)
+                self.wake()
 
     async def _reconcile(self, shop_name: str) -> None:
         """The shop's reconciliation sweep, by its polling leader; moves no cursor."""
-        if self._stop.is_set():
-            return
-        self._track_job()
-        if not await self._lead(shop_name):
-            return
-        if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
-            return
-        lookback = timedelta(seconds=self.config.intake.sweep_lookback)
-        try:
-            outcome = await poller.reconcile_shop(
-                self.engine, self.shops[shop_name], self.connectors[shop_name],
-                now=datetime.now(UTC), period=lookback, db=self._db)
-        except asyncio.CancelledError:
-            log.info("sweep_cancelled", shop=shop_name)
-            return
-        if not outcome.ok:
-            log.warning("sweep_failed", shop=shop_name, error=outcome.error)
-        else:
-            log.info("sweep_done", shop=shop_name, listed=outcome.listed,
-                     missing=outcome.missing, created=outcome.created)
-        await self._watch_clock(shop_name)
-        if outcome.created:
-            self.wake()
+        with structlog.contextvars.bound_contextvars(shop=shop_name, poll="sweep"):
+            if self._stop.is_set():
+                return
+            self._track_job()
+            if not await self._lead(shop_name):
+                return
+            if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
+                return
+            lookback = timedelta(seconds=self.config.intake.sweep_lookback)
+            try:
+                outcome = await poller.reconcile_shop(
+                    self.engine, self.shops[shop_name], self.connectors[shop_name],
+                    now=datetime.now(UTC), period=lookback, db=self._db)
+            except asyncio.CancelledError:
+                log.info("sweep_cancelled")
+                return
+            if not outcome.ok:
+                log.warning("sweep_failed", error=outcome.error)
+            else:
+                log.info("sweep_done", listed=outcome.listed,
+                         missing=outcome.missing, created=outcome.created)
+            await self._watch_clock(shop_name)
+            if outcome.created:
+                self.wake()
 
     def clock_skewed(self) -> dict[str, float]:
         """Shops whose platform clock is past ``intake.max_clock_offset`` from ours, with
@@ -774,7 +780,8 @@ class Robot:
     async def _watch_clock(self, shop_name: str) -> None:
         """Note the platform's clock offset as the connector last measured it: logged once
         when it passes the limit and once when it is back, kept for /healthz, and written
-        to the database (for `robot status` and alerts) when it changed."""
+        to the database (for `robot status` and alerts) when it changed. Called inside a
+        polling job, whose bound context names the shop in the log lines."""
         connector = self.connectors[shop_name]
         if not isinstance(connector, ClockAware):
             return
@@ -786,13 +793,13 @@ class Robot:
         offset = reading.offset_seconds
         off = abs(offset) > limit
         if off and not health.clock_off:
-            log.warning("clock_offset_large", shop=shop_name, offset_s=offset, limit_s=limit,
+            log.warning("clock_offset_large", offset_s=offset, limit_s=limit,
                         corrected=reading.applied,
                         detail="the platform's clock differs from this machine's; polling "
                         "windows follow the platform's clock" if reading.applied else
                         "too far off to correct for: check this machine's clock (NTP)")
         elif health.clock_off and not off:
-            log.info("clock_offset_recovered", shop=shop_name, offset_s=offset, limit_s=limit)
+            log.info("clock_offset_recovered", offset_s=offset, limit_s=limit)
         health.clock_offset, health.clock_off = offset, off
         now = utcnow()
         saved = health.clock_saved
@@ -854,26 +861,28 @@ class Robot:
 
     async def _pull_messages(self, shop_name: str) -> None:
         """Apply the platform's queued messages (Taobao TMC), then confirm them."""
-        connector = self.connectors.get(shop_name)
-        shop = self.shops.get(shop_name)
-        if self._stop.is_set() or shop is None or not isinstance(connector, MessageSource):
-            return
-        self._track_job(shop_name)
-        if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
-            return
-        try:
-            applied = await poller.consume_messages(self.engine, shop, connector, connector,
-                                                    db=self._db)
-        except Fatal as exc:
-            await self._db(pause_shop, self.engine, shop_name, exc.message)
-            self._record_poll(shop_name, "messages", False, exc.message, True)
-            return
-        except Exception as exc:  # noqa: BLE001 - a failed pull is retried at the next tick
-            self._record_poll(shop_name, "messages", False, f"{type(exc).__name__}: {exc}", False)
-            return
-        self._record_poll(shop_name, "messages", True, None, False)
-        if applied:
-            self.wake()
+        with structlog.contextvars.bound_contextvars(shop=shop_name, poll="messages"):
+            connector = self.connectors.get(shop_name)
+            shop = self.shops.get(shop_name)
+            if self._stop.is_set() or shop is None or not isinstance(connector, MessageSource):
+                return
+            self._track_job(shop_name)
+            if (await self._db(shops.poll_start, self.engine, shop_name)).paused:
+                return
+            try:
+                applied = await poller.consume_messages(self.engine, shop, connector, connector,
+                                                        db=self._db)
+            except Fatal as exc:
+                await self._db(pause_shop, self.engine, shop_name, exc.message)
+                self._record_poll(shop_name, "messages", False, exc.message, True)
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed pull is retried at the next tick
+                self._record_poll(shop_name, "messages", False, f"{type(exc).__name__}: {exc}",
+                                  False)
+                return
+            self._record_poll(shop_name, "messages", True, None, False)
+            if applied:
+                self.wake()
 
     def _record_poll(self, shop_name: str, kind: str, ok: bool, error: str | None,
                      paused: bool) -> None:

@@ -46,6 +46,7 @@ from robot.log import configure_logging
 from robot.migrate import upgrade
 from robot.registry import discover
 from robot.schema import deliveries, orders, stock
+from robot.states import OrderState
 from robot.vault import init_key_file, open_vault
 
 POOL_MAIN = "vip-month"
@@ -225,17 +226,18 @@ def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults:
 
     doubled = sum(1 for d in drivers for n in d.shipments().values() if n > 1)
     ok = (
-        all(by_key.get(k) == "shipped" for k in exp.ship)
-        and all(by_key.get(k) == "held" for k in exp.hold)
-        and all(by_key.get(k) == "cancelled" for k in exp.cancel)
-        and states.get("failed", 0) == 0
+        all(by_key.get(k) == OrderState.SHIPPED for k in exp.ship)
+        and all(by_key.get(k) == OrderState.HELD for k in exp.hold)
+        and all(by_key.get(k) == OrderState.CANCELLED for k in exp.cancel)
+        and states.get(OrderState.FAILED, 0) == 0
         and int(dup) == 0 and int(in_both) == 0 and doubled == 0
         and len(rows) == exp.total
     )
     return Summary(
-        orders=len(rows), shipped=states.get("shipped", 0), cancelled=states.get("cancelled", 0),
-        failed=states.get("failed", 0), held=states.get("held", 0),
-        waiting_stock=states.get("waiting_stock", 0), duplicate_codes=int(dup) + int(in_both),
+        orders=len(rows), shipped=states.get(OrderState.SHIPPED, 0),
+        cancelled=states.get(OrderState.CANCELLED, 0), failed=states.get(OrderState.FAILED, 0),
+        held=states.get(OrderState.HELD, 0), waiting_stock=states.get(OrderState.WAITING_STOCK, 0),
+        duplicate_codes=int(dup) + int(in_both),
         per_platform={k: dict(v) for k, v in sorted(per_platform.items())},
         p50_ms=pct(0.50), p99_ms=pct(0.99), platform_shipments_doubled=doubled,
         faults_injected=faults,
@@ -251,7 +253,8 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
         table.add_column(col, justify="right" if col != "platform" else "left")
     for platform, counts in summary.per_platform.items():
         table.add_row(platform, *(str(counts.get(k, 0)) for k in (
-            "received", "allocated", "shipped", "waiting_stock", "held", "cancelled", "failed")))
+            OrderState.RECEIVED, OrderState.ALLOCATED, OrderState.SHIPPED,
+            OrderState.WAITING_STOCK, OrderState.HELD, OrderState.CANCELLED, OrderState.FAILED)))
     table.caption = (f"duplicate codes: {summary.duplicate_codes}   p50 {summary.p50_ms} ms   "
                      f"p99 {summary.p99_ms} ms   faults injected: {summary.faults_injected}")
     return table
@@ -325,7 +328,7 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
 def _pickup_example(robot: Robot) -> str | None:
     """A buyer's pickup link for one shipped order (created as the write-back would)."""
     with robot.engine.connect() as conn:
-        order_id = conn.execute(select(orders.c.id).where(orders.c.state == "shipped")
+        order_id = conn.execute(select(orders.c.id).where(orders.c.state == OrderState.SHIPPED)
                                 .order_by(orders.c.id).limit(1)).scalar()
     if order_id is None:
         return None

@@ -33,6 +33,7 @@ from robot.errors import UserError
 from robot.importer import LOCAL_TZ
 from robot.pools import CODE_STATES, pool_id
 from robot.schema import batches, codes, deliveries, orders, stock
+from robot.states import BatchState, CodeState, DeliveryState
 from robot.vault import Vault, mask, split_pair
 
 COLUMNS = ("code_id", "code", "password", "state", "batch", "line", "supplier", "cost",
@@ -61,9 +62,9 @@ class ExportResult:
 def _when(state: str | None) -> Any:
     """The time ``--since`` is about: delivery for delivered codes, the claim for reserved
     or flagged ones, the import for the others."""
-    if state == "delivered":
+    if state == CodeState.DELIVERED:
         return func.coalesce(deliveries.c.delivered_at, deliveries.c.created_at)
-    if state in ("reserved", "review"):
+    if state in (CodeState.RESERVED, CodeState.REVIEW):
         return deliveries.c.created_at
     return codes.c.created_at
 
@@ -81,14 +82,14 @@ def _query(pid: int, state: str | None, since: datetime | None) -> Select[Any]:
                      .outerjoin(stock, stock.c.code_id == codes.c.id)
                      .outerjoin(deliveries, deliveries.c.code_id == codes.c.id)
                      .outerjoin(orders, orders.c.id == deliveries.c.order_id))
-        .where(codes.c.pool_id == pid, batches.c.state == "active")
+        .where(codes.c.pool_id == pid, batches.c.state == BatchState.ACTIVE)
         .order_by(codes.c.id)
     )
-    if state == "available":
+    if state == CodeState.AVAILABLE:
         query = query.where(stock.c.code_id.is_not(None))
-    elif state in ("reserved", "delivered", "review"):
+    elif state in (CodeState.RESERVED, CodeState.DELIVERED, CodeState.REVIEW):
         query = query.where(deliveries.c.state == state)
-    elif state in ("void", "expired"):
+    elif state in (CodeState.VOID, CodeState.EXPIRED):
         query = query.where(codes.c.retired == state)
     if since is not None:
         query = query.where(_when(state) >= since)
@@ -143,14 +144,14 @@ def _audit_reveal(conn: Connection, pid: int, pool: str, path: Path, *, actor: s
     is decrypted."""
     count = int(conn.execute(select(func.count()).select_from(
         _query(pid, state, since).subquery())).scalar_one())
-    if state in (None, "reserved"):
+    if state in (None, CodeState.RESERVED):
         shown = select(codes.c.id).where(codes.c.pool_id == pid)
         if since is not None and state is None:
             shown = shown.where(codes.c.created_at >= since)
         marks = update(deliveries).where(
-            deliveries.c.pool_id == pid, deliveries.c.state == "reserved",
+            deliveries.c.pool_id == pid, deliveries.c.state == DeliveryState.RESERVED,
             deliveries.c.seen_at.is_(None), deliveries.c.code_id.in_(shown))
-        if since is not None and state == "reserved":
+        if since is not None and state == CodeState.RESERVED:
             marks = marks.where(deliveries.c.created_at >= since)
         conn.execute(marks.values(seen_at=utcnow()))
     audit.append(conn, actor=actor, action="export", subject=f"pool:{pool}", details={
@@ -201,7 +202,7 @@ def _row(vault: Vault, r: Any, plaintext: bool) -> list[str]:
 
 def _state(r: Any) -> str:
     if r.in_stock is not None:
-        return "available"
+        return CodeState.AVAILABLE
     if r.delivery is not None:
         return str(r.delivery)
     if r.retired is not None:

@@ -45,6 +45,7 @@ from robot.db import transaction
 from robot.errors import CodeRejected, UserError, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log, batches, codes, shop_secrets
+from robot.states import BatchState
 from robot.vault import AAD_CURRENT, KEY_BYTES, KeyRing, Vault, load_key_ring, write_key_ring
 
 DEFAULT_BATCH = 500
@@ -342,7 +343,7 @@ def reencrypt_secrets(engine: Engine, vault: Vault) -> int:
 def _import_running(conn: Connection) -> bool:
     # An import encrypts a chunk before inserting it: it may still write under an old key.
     return conn.execute(select(func.count()).select_from(batches)
-                        .where(batches.c.state == "importing")).scalar_one() > 0
+                        .where(batches.c.state == BatchState.IMPORTING)).scalar_one() > 0
 
 
 def retire(path: Path, engine: Engine, key_id: str, *, actor: str) -> None:

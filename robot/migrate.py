@@ -1,12 +1,15 @@
 """Schema migrations: ``robot db upgrade`` and the upgrade ``robot run`` does on start.
 
-Alembic runs from the migrations shipped inside the package, so an installed robot can
-upgrade its own database. Concurrent upgrades from several processes are serialized by the
-database (an advisory lock on PostgreSQL, a named lock on MySQL, the write lock on SQLite).
+Alembic runs from the top-level ``migrations`` package, installed with the robot (it is in
+the wheel), so an installed robot can upgrade its own database. Concurrent upgrades from
+several processes are serialized by the database (an advisory lock on PostgreSQL, a named
+lock on MySQL, the write lock on SQLite).
 """
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -18,13 +21,28 @@ from sqlalchemy import Connection, Engine, text
 from robot import audit
 from robot.db import dialect_of
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 LOCK_ID = 7_216_300_415  # arbitrary constant for pg_advisory_lock
+
+
+@cache
+def migrations_dir() -> Path:
+    """The directory of the installed ``migrations`` package (env.py and versions/).
+
+    Refuses a ``migrations`` package that is not the robot's own (say, a project's folder
+    that ``python -m robot`` put first on the path): running another project's revisions
+    against the robot's database must never happen.
+    """
+    package = importlib.import_module("migrations")
+    where = Path(package.__file__ or "").parent
+    if getattr(package, "ROBOT_MIGRATIONS", False) is not True or not (where / "env.py").is_file():
+        raise RuntimeError(f"the 'migrations' package found at {where} is not the robot's own; "
+                           "reinstall the robot or run it from another directory")
+    return where
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

@@ -34,6 +34,7 @@ from robot.schema import (
     shop_state,
     stock,
 )
+from robot.states import UNSHIPPED, DeliveryState, OrderState, OutboxState
 from robot.vault import Vault, split_pair
 
 if TYPE_CHECKING:
@@ -60,16 +61,17 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
     with transaction(engine) as conn:
         if order_ids is None:
             order_ids = [int(r.id) for r in conn.execute(
-                select(orders.c.id).where(orders.c.state == "failed").order_by(orders.c.id))]
+                select(orders.c.id).where(orders.c.state == OrderState.FAILED)
+                .order_by(orders.c.id))]
         for oid in order_ids:
             row = _order_row(conn, oid)
-            if row.state != "failed":
+            if row.state != OrderState.FAILED:
                 raise UserError(f"order {oid} is {row.state}, not failed; "
                                 "only failed orders replay")
-            pipeline._transition(conn, oid, "failed", "allocated", None, now)
+            pipeline.transition(conn, oid, OrderState.FAILED, OrderState.ALLOCATED, None, now)
             conn.execute(update(outbox).where(outbox.c.order_id == oid, outbox.c.kind == "ship")
-                         .values(state="pending", attempts=0, due_at=now, claimed_until=None,
-                                 last_error=None, done_at=None))
+                         .values(state=OutboxState.PENDING, attempts=0, due_at=now,
+                                 claimed_until=None, last_error=None, done_at=None))
             audit.append(conn, actor=actor, action="replay", subject=f"order:{oid}", details={})
             done.append(oid)
     return done
@@ -90,10 +92,10 @@ def release(engine: Engine, order_id: int, *, actor: str,
     now = utcnow()
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
-        if row.state == "ignored":
+        if row.state == OrderState.IGNORED:
             return _release_ignored(conn, row, actor=actor, items=items, rules=rules,
                                     platform=platform, now=now)
-        if row.state != "held":
+        if row.state != OrderState.HELD:
             raise UserError(f"order {order_id} is {row.state}, not held or ignored")
         if items is not None:
             _remap(conn, order_id, items)
@@ -104,11 +106,12 @@ def release(engine: Engine, order_id: int, *, actor: str,
         if not has_codes and not mapped:
             raise UserError(f"order {order_id}: no line maps to a pool; add the SKU to the shop's "
                             "items and release again, or reject it")
-        target = "allocated" if has_codes else "received"
-        pipeline._transition(conn, order_id, "held", target, None, now, due_at=now)
+        target = OrderState.ALLOCATED if has_codes else OrderState.RECEIVED
+        pipeline.transition(conn, order_id, OrderState.HELD, target, None, now, due_at=now)
         if has_codes:
             conn.execute(update(outbox).where(outbox.c.order_id == order_id,
-                                              outbox.c.kind == "ship", outbox.c.state == "pending")
+                                              outbox.c.kind == "ship",
+                                              outbox.c.state == OutboxState.PENDING)
                          .values(due_at=now, claimed_until=None))
         audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
                      details={"to": target})
@@ -138,11 +141,11 @@ def _release_ignored(conn: Any, row: Any, *, actor: str, items: Sequence[Mapping
                for ln in lines])
     hits = risk.judge(rules, cand, risk.gather(conn, rules, cand, row.received_at,
                                                before_id=order_id))
-    target = "held" if hits else "received"
-    pipeline._transition(conn, order_id, "ignored", target,
+    target = OrderState.HELD if hits else OrderState.RECEIVED
+    pipeline.transition(conn, order_id, OrderState.IGNORED, target,
                          risk.reason_of(hits) if hits else None, now, due_at=now)
     audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
-                 details={"from": "ignored", "to": target})
+                 details={"from": OrderState.IGNORED, "to": target})
     if hits:
         risk.record_hold(conn, order_id, hits, actor=actor)
     return target
@@ -166,10 +169,11 @@ def reject(engine: Engine, order_id: int, *, actor: str,
     """Do not ship: the platform's own refund flow takes over. Unseen codes return to stock."""
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
-        if row.state not in ("held", "received", "waiting_stock"):
+        if row.state not in (OrderState.HELD, OrderState.RECEIVED, OrderState.WAITING_STOCK):
             raise UserError(f"order {order_id} is {row.state}; only held, received or "
                             "waiting orders can be rejected (cancel an allocated one)")
-        return pipeline._cancel(conn, order_id, row.state, "rejected", reason, actor, utcnow())
+        return pipeline.cancel(conn, order_id, OrderState(row.state), OrderState.REJECTED,
+                               reason, actor, utcnow())
 
 
 def cancel(engine: Engine, order_id: int, *, actor: str,
@@ -177,11 +181,12 @@ def cancel(engine: Engine, order_id: int, *, actor: str,
     """Cancel an unshipped order; unseen reserved codes return to stock."""
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
-        if row.state not in pipeline.UNSHIPPED:
+        if row.state not in UNSHIPPED:
             raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
                             + ("; refunds after delivery are handled on the platform"
-                               if row.state == "shipped" else ""))
-        return pipeline._cancel(conn, order_id, row.state, "cancelled", reason, actor, utcnow())
+                               if row.state == OrderState.SHIPPED else ""))
+        return pipeline.cancel(conn, order_id, OrderState(row.state), OrderState.CANCELLED,
+                               reason, actor, utcnow())
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def reveal(engine: Engine, vault: Vault, order_id: int, *, actor: str) -> list[R
             .join(codes, codes.c.id == deliveries.c.code_id)
             .join(pools, pools.c.id == codes.c.pool_id)
             # Replaced codes are not the buyer's any more (``robot orders show`` lists them).
-            .where(deliveries.c.order_id == order_id, deliveries.c.state != "defective")
+            .where(deliveries.c.order_id == order_id, deliveries.c.state != DeliveryState.DEFECTIVE)
             .order_by(deliveries.c.line_no, deliveries.c.n)
         ).all()
         if not rows:
@@ -285,7 +290,8 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data = {k: v for k, v in row._mapping.items() if k != "extra"}
     for line in lines:
         line["codes"] = [c["masked"] for c in held
-                         if c["line_no"] == line["line_no"] and c["state"] != "defective"]
+                         if c["line_no"] == line["line_no"]
+                         and c["state"] != DeliveryState.DEFECTIVE]
     data["lines"] = lines
     data["codes"] = held
     data["link"] = link
@@ -354,7 +360,7 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
         pool_rows = conn.execute(select(pools.c.id, pools.c.name, pools.c.low_stock)
                                  .order_by(pools.c.name)).all()
         failed_memos = conn.execute(select(func.count()).select_from(outbox).where(
-            outbox.c.kind == "memo", outbox.c.state == "failed")).scalar_one()
+            outbox.c.kind == "memo", outbox.c.state == OutboxState.FAILED)).scalar_one()
     shop_names = sorted(set(shops) | set(by_state) | set(states))
     shop_list = []
     for name in shop_names:
@@ -381,7 +387,8 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
     for per_shop in by_state.values():
         for state, n in per_shop.items():
             totals[state] = totals.get(state, 0) + n
-    attention = {k: totals.get(k, 0) for k in ("failed", "held", "waiting_stock")}
+    attention: dict[str, int] = {
+        k: totals.get(k, 0) for k in (OrderState.FAILED, OrderState.HELD, OrderState.WAITING_STOCK)}
     attention["failed_memos"] = int(failed_memos)
     attention.update(service_attention(engine, now))
     return Status(shop_list, pool_list, attention)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+import structlog
 import tenacity
 from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_, select, update
-from structlog.stdlib import BoundLogger
 
 from connectors.base import (
     Connector,
@@ -55,6 +55,7 @@ from robot.schema import (
     outbox_attempts,
     shop_state,
 )
+from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
 from robot.vault import Vault, mask
 
 log = get_logger(__name__)
@@ -121,7 +122,7 @@ def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
     with transaction(engine) as conn:
         stmt = (
             select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
-            .where(outbox.c.state == "pending", outbox.c.due_at <= now,
+            .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
             .order_by(outbox.c.due_at, outbox.c.id)
             .limit(limit)
@@ -143,16 +144,9 @@ def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: dateti
         return conn.execute(
             update(outbox)
             .where(outbox.c.id.in_(job_ids), outbox.c.claimed_by == worker,
-                   outbox.c.state == "pending", outbox.c.claimed_until.is_not(None))
+                   outbox.c.state == OutboxState.PENDING, outbox.c.claimed_until.is_not(None))
             .values(claimed_until=now + lease)
         ).rowcount
-
-
-def load_context(engine: Engine, vault: Vault, order_id: int) -> JobContext:
-    """Rebuild the order as the connector needs it, with its codes masked."""
-    with engine.connect() as conn:
-        rows = _context_rows(conn, order_id)
-    return _context(vault, rows)
 
 
 _ContextRows = tuple[Any, Sequence[Any], Sequence[Any]]  # order, lines, codes (Rows)
@@ -166,7 +160,8 @@ _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.k
                      codes.c.ciphertext, codes.c.aad_version)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"),
-                     deliveries.c.state != "defective")  # replaced: not the buyer's any more
+                     # replaced: not the buyer's any more
+                     deliveries.c.state != DeliveryState.DEFECTIVE)
               .order_by(deliveries.c.line_no, deliveries.c.n))
 
 
@@ -280,14 +275,14 @@ class Dispatcher:
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
-    def _prepare(self, job: Job) -> JobContext:
+    def prepare(self, job: Job) -> JobContext:
         """One transaction: the job's order, lines, codes and shop state, and the order's
         pickup link (made on first use) when the job will call the platform."""
         with transaction(self.engine) as conn:
             rows = _context_rows(conn, job.order_id)
             o = rows[0]
             calls = (not o.paused and o.shop in self.shops and o.shop in self.connectors
-                     and (job.kind != "ship" or o.state == "allocated"))
+                     and (job.kind != "ship" or o.state == OrderState.ALLOCATED))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
         return replace(_context(self.vault, rows), pickup_url=pickup)
@@ -297,29 +292,33 @@ class Dispatcher:
         return self._shops_running.get(shop, 0) > 0
 
     async def run_job(self, job: Job) -> None:
+        """Run one job. Its context is bound once (order_id, job; shop once read): every line
+        logged while it runs, here and in the pipeline or connector it calls, carries them."""
+        with structlog.contextvars.bound_contextvars(order_id=job.order_id, job=job.kind):
+            await self._run_bound(job)
+
+    async def _run_bound(self, job: Job) -> None:
         try:
-            ctx = await asyncio.to_thread(self._prepare, job)
+            ctx = await asyncio.to_thread(self.prepare, job)
         except CodeRejected as exc:
             # A code of this order fails authentication (its row was altered, or a
             # ciphertext was copied or moved onto it): never send it; the order fails with
             # the reason, visibly, for a person (and `robot orders replace` / replay).
-            await asyncio.to_thread(self._fail, job, exc.message)
-            log.error("write_back_refused", order_id=job.order_id, job=job.kind,
-                      error=exc.message)
+            if await asyncio.to_thread(self._fail, job, exc.message):
+                log.error("write_back_refused", error=exc.message)
             return
         except VaultError as exc:  # a key the file lacks: wait for the right key file
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
-            log.error("write_back_waiting_for_key", order_id=job.order_id, job=job.kind,
-                      error=exc.message)
+            log.error("write_back_waiting_for_key", error=exc.message)
             return
         self._shops_running[ctx.shop] = self._shops_running.get(ctx.shop, 0) + 1
         try:
-            await self._run_prepared(job, ctx)
+            with structlog.contextvars.bound_contextvars(shop=ctx.shop):
+                await self._run_prepared(job, ctx)
         finally:
             self._shops_running[ctx.shop] -= 1
 
     async def _run_prepared(self, job: Job, ctx: JobContext) -> None:
-        bound = log.bind(order_id=job.order_id, shop=ctx.shop, job=job.kind)
         connector = self.connectors.get(ctx.shop)
         shop = self.shops.get(ctx.shop)
         if connector is None or shop is None:
@@ -329,7 +328,7 @@ class Dispatcher:
         if ctx.paused:
             await self._later(job, "shop paused", count=False, delay=self.policy.paused_recheck)
             return
-        if job.kind == "ship" and ctx.state != "allocated":
+        if job.kind == "ship" and ctx.state != OrderState.ALLOCATED:
             await asyncio.to_thread(self._not_allocated, job, ctx.state)
             return
         pickup = ctx.pickup_url
@@ -345,50 +344,51 @@ class Dispatcher:
                 )
                 outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
                 await asyncio.to_thread(self._shipped, job, outcome.value)
-                bound.info("order_shipped", outcome=outcome.value)
+                log.info("order_shipped", outcome=outcome.value)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
                                        self.policy.call_timeout)
                 await asyncio.to_thread(self._done, job)
-                bound.info("memo_written")
+                log.info("memo_written")
         except TimeoutError:
-            await self._retry(job, "platform call timed out", None, bound)
+            await self._retry(job, "platform call timed out", None)
         except NotShippable as exc:
-            await self._not_shippable(job, ctx, shop, connector, exc, bound)
+            await self._not_shippable(job, ctx, shop, connector, exc)
         except Retriable as exc:
-            await self._retry(job, exc.message, exc.retry_after, bound)
+            await self._retry(job, exc.message, exc.retry_after)
         except Fatal as exc:
             await asyncio.to_thread(self._pause_shop, ctx.shop, exc.message)
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
-            bound.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
+            log.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
         except Skippable as exc:
-            await asyncio.to_thread(self._fail, job, exc.message)
-            bound.error("write_back_failed", error=exc.message)
-        except Exception as exc:  # noqa: BLE001 - a connector bug must not kill the dispatcher
-            await self._retry(job, f"unexpected {type(exc).__name__}", None, bound)
-            bound.exception("write_back_crashed")
+            if await asyncio.to_thread(self._fail, job, exc.message):
+                log.error("write_back_failed", error=exc.message)
+        except Exception as exc:
+            await self._retry(job, f"unexpected {type(exc).__name__}", None)
+            log.exception("write_back_crashed")
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
             try:
-                pipeline._transition(conn, job.order_id, "allocated", "shipped", None, now,
-                                     shipped_at=now)
+                pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
+                                    None, now, shipped_at=now)
             except pipeline.StateConflict:
-                log.error("ship_state_conflict", order_id=job.order_id)
+                log.error("ship_state_conflict")
                 conn.execute(update(outbox).where(outbox.c.id == job.id)
-                             .values(state="done", done_at=now, claimed_until=None))
+                             .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
                 return
             conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
-                         .values(state="delivered", delivered_at=now))
+                         .values(state=DeliveryState.DELIVERED, delivered_at=now))
             conn.execute(update(outbox).where(outbox.c.id == job.id)
-                         .values(state="done", done_at=now, attempts=job.attempts + 1,
+                         .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
                                  claimed_until=None, last_error=None))
-            record_attempt(conn, job, "done", None, now)
-            conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo", state="pending",
-                                               attempts=0, due_at=now, created_at=now))
+            record_attempt(conn, job, AttemptResult.DONE, None, now)
+            conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
+                                               state=OutboxState.PENDING, attempts=0, due_at=now,
+                                               created_at=now))
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
 
@@ -404,36 +404,46 @@ class Dispatcher:
         now = utcnow()
         with transaction(self.engine) as conn:
             if conn.execute(update(outbox).where(*self._mine(job))
-                            .values(state="done", done_at=now, attempts=job.attempts + 1,
+                            .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
                                     claimed_until=None, last_error=None)).rowcount:
-                record_attempt(conn, job, "done", None, now)
+                record_attempt(conn, job, AttemptResult.DONE, None, now)
 
-    def _fail(self, job: Job, error: str) -> None:
+    def _fail(self, job: Job, error: str) -> bool:
+        """End the job, and a ship job's order, as failed; True when this call did it.
+
+        Both moves are guarded by the state they leave (a pending job, an allocated order):
+        when two workers hold the same job (a lease ran out under a hung call) or a person
+        cancelled the order meanwhile, only the first to act records, audits and logs it.
+        """
         now = utcnow()
         with transaction(self.engine) as conn:
-            if not conn.execute(update(outbox).where(*self._mine(job))
-                                .values(state="failed", attempts=job.attempts + 1,
+            if not conn.execute(update(outbox)
+                                .where(*self._mine(job), outbox.c.state == OutboxState.PENDING)
+                                .values(state=OutboxState.FAILED, attempts=job.attempts + 1,
                                         last_error=error, claimed_until=None,
                                         done_at=now)).rowcount:
-                return
-            record_attempt(conn, job, "failed", error, now)
-            if job.kind == "ship":
-                conn.execute(update(orders)
-                             .where(orders.c.id == job.order_id, orders.c.state == "allocated")
-                             .values(state="failed", reason=error, updated_at=now))
-                audit.append(conn, actor=self.actor, action="ship_failed",
-                             subject=f"order:{job.order_id}", details={"error": error})
+                return False
+            record_attempt(conn, job, AttemptResult.FAILED, error, now)
+            if job.kind != "ship":
+                return True
+            try:
+                pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.FAILED,
+                                    error, now)
+            except pipeline.StateConflict:
+                return False  # held, cancelled or shipped meanwhile: the order did not fail
+            audit.append(conn, actor=self.actor, action="ship_failed",
+                         subject=f"order:{job.order_id}", details={"error": error})
+            return True
 
-    async def _retry(self, job: Job, error: str, retry_after: float | None,
-                     bound: BoundLogger) -> None:
+    async def _retry(self, job: Job, error: str, retry_after: float | None) -> None:
         attempts = job.attempts + 1
         if attempts >= self.policy.max_attempts:
-            await asyncio.to_thread(self._fail, job, f"{error} (after {attempts} attempts)")
-            bound.error("write_back_failed", error=error, attempts=attempts)
+            if await asyncio.to_thread(self._fail, job, f"{error} (after {attempts} attempts)"):
+                log.error("write_back_failed", error=error, attempts=attempts)
             return
         delay = timedelta(seconds=self.policy.delay(attempts, retry_after))
         await self._later(job, error, count=True, delay=delay)
-        bound.warning("write_back_retry", error=error, attempts=attempts,
+        log.warning("write_back_retry", error=error, attempts=attempts,
                       retry_in_s=round(delay.total_seconds(), 1))
 
     async def _later(self, job: Job, error: str, *, count: bool,
@@ -445,45 +455,45 @@ class Dispatcher:
                     attempts=job.attempts + (1 if count else 0), last_error=error,
                     due_at=now + delay, claimed_until=None)).rowcount
                 if moved and count:  # a paused shop's wait is no attempt
-                    record_attempt(conn, job, "retry", error, now)
+                    record_attempt(conn, job, AttemptResult.RETRY, error, now)
         await asyncio.to_thread(_tx)
 
     def _not_allocated(self, job: Job, state: str) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
-            if state in ("held", "failed"):
+            if state in (OrderState.HELD, OrderState.FAILED):
                 # Parked until a person releases or replays it; those reset due_at.
                 values: dict[str, object] = {"due_at": now + timedelta(days=365),
                                              "claimed_until": None}
             else:
-                values = {"state": "cancelled" if state != "shipped" else "done",
+                ended = OutboxState.DONE if state == OrderState.SHIPPED else OutboxState.CANCELLED
+                values = {"state": ended,
                           "done_at": now, "claimed_until": None}
-                record_attempt(conn, job, "cancelled", f"order is {state}", now)
+                record_attempt(conn, job, AttemptResult.CANCELLED, f"order is {state}", now)
             conn.execute(update(outbox).where(outbox.c.id == job.id).values(**values))
 
     async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
-                             connector: Connector, exc: NotShippable,
-                             bound: BoundLogger) -> None:
+                             connector: Connector, exc: NotShippable) -> None:
         """The platform refused: learn why from the order itself, then act on it."""
         try:
             snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
                                               self.policy.call_timeout)
         except Exception as fetch_exc:  # noqa: BLE001 - any failure here means: try again later
             await self._retry(job, f"{exc.message}; re-reading the order failed: "
-                              f"{type(fetch_exc).__name__}", None, bound)
+                              f"{type(fetch_exc).__name__}", None)
             return
         result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
                                          actor=self.actor)
-        if result.state in ("cancelled", "refunded", "held"):
-            bound.info("write_back_cancelled", state=result.state)
+        if result.state in (OrderState.CANCELLED, OrderState.REFUNDED, OrderState.HELD):
+            log.info("write_back_cancelled", state=result.state)
             await asyncio.to_thread(self._not_allocated, job, str(result.state))
             return
         if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
             await asyncio.to_thread(self._shipped, job, "already_shipped")
-            bound.info("order_shipped", outcome="already_shipped")
+            log.info("order_shipped", outcome="already_shipped")
             return
-        await asyncio.to_thread(self._fail, job, exc.message)
-        bound.error("write_back_failed", error=exc.message)
+        if await asyncio.to_thread(self._fail, job, exc.message):
+            log.error("write_back_failed", error=exc.message)
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)
@@ -505,11 +515,12 @@ def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:
     """
     moved = conn.execute(update(outbox).where(outbox.c.order_id == order_id,
                                               outbox.c.kind == "memo")
-                         .values(state="pending", attempts=0, due_at=now, claimed_by=None,
+                         .values(state=OutboxState.PENDING, attempts=0, due_at=now, claimed_by=None,
                                  claimed_until=None, last_error=None, done_at=None)).rowcount
     if not moved:
-        conn.execute(insert(outbox).values(order_id=order_id, kind="memo", state="pending",
-                                           attempts=0, due_at=now, created_at=now))
+        conn.execute(insert(outbox).values(order_id=order_id, kind="memo",
+                                           state=OutboxState.PENDING, attempts=0, due_at=now,
+                                           created_at=now))
 
 
 def write_back_history(conn: Connection, order_id: int) -> list[dict[str, Any]]:
@@ -539,7 +550,7 @@ def resume_shop(engine: Engine, shop: str, *, actor: str) -> None:
         conn.execute(update(shop_state).where(shop_state.c.shop == shop)
                      .values(paused=False, paused_reason=None, updated_at=now))
         conn.execute(update(outbox).where(
-            outbox.c.state == "pending",
+            outbox.c.state == OutboxState.PENDING,
             outbox.c.order_id.in_(select(orders.c.id).where(orders.c.shop == shop)))
             .values(due_at=now))
         audit.append(conn, actor=actor, action="shop_resume", subject=f"shop:{shop}", details={})

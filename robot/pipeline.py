@@ -53,10 +53,21 @@ from robot.schema import (
     replacements,
     stock,
 )
+from robot.states import (
+    TO_ALLOCATE,
+    UNSHIPPED,
+    DeliveryState,
+    OrderState,
+    OutboxState,
+    ReplacementState,
+)
 
 log = get_logger(__name__)
 
-UNSHIPPED = ("received", "held", "waiting_stock", "allocated", "failed")
+#: Unshipped orders the robot still means to ship (not parked for a person).
+_STILL_TO_SHIP = (OrderState.RECEIVED, OrderState.WAITING_STOCK, OrderState.ALLOCATED,
+                  OrderState.FAILED)
+
 #: ``platform_status`` of an order parked because its data was unreadable (no lines kept):
 #: the next readable snapshot takes it in as if it were new.
 UNREADABLE = "unreadable"
@@ -68,7 +79,6 @@ MAX_LINE_QUANTITY = 10_000
 MAX_CENTS = 10**12  # ten billion yuan
 #: Column widths (robot.schema) of what an Order carries into the database.
 ID_MAX, OUTER_ID_MAX, BUYER_ID_MAX, IP_MAX, CURRENCY_MAX = 64, 128, 128, 64, 8
-TERMINAL = ("shipped", "cancelled", "rejected", "ignored", "refunded")
 WAITING_RETRY = timedelta(seconds=60)
 
 
@@ -244,7 +254,7 @@ def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem:
     """Hold the order with ``problem`` as the reason (recorded without lines if new)."""
     reason = UNREADABLE_REASON + problem
     row = _find_order(conn, shop.name, platform_order_id)
-    if row is not None and row.state not in ("received", "waiting_stock", "allocated", "failed"):
+    if row is not None and row.state not in _STILL_TO_SHIP:
         return IntakeResult(int(row.id), "duplicate", str(row.state))  # parked already, or done
     # Logged once, when the order is parked; a later poll seeing it again says nothing.
     log.warning("order_unreadable", shop=shop.name, platform_order_id=platform_order_id,
@@ -252,22 +262,22 @@ def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem:
     if row is None:
         inserted = conn.execute(insert(orders).values(
             shop=shop.name, platform=shop.platform, platform_order_id=platform_order_id,
-            state="held", platform_status=UNREADABLE, reason=reason, total_cents=0,
+            state=OrderState.HELD, platform_status=UNREADABLE, reason=reason, total_cents=0,
             currency="CNY", extra="{}", received_at=now, updated_at=now, due_at=now,
         )).inserted_primary_key
         assert inserted is not None
         order_id = int(inserted[0])
         audit.append(conn, actor=actor, action="intake", subject=f"order:{order_id}",
                      details={"shop": shop.name, "platform_order_id": platform_order_id,
-                              "state": "held", "reason": reason})
-        return IntakeResult(order_id, "created", "held")
+                              "state": OrderState.HELD, "reason": reason})
+        return IntakeResult(order_id, "created", OrderState.HELD)
     # A known order whose new snapshot is unreadable: it may have been refunded, so it is
     # not shipped until a person (or a readable snapshot) says so.
-    order_id, state = int(row.id), str(row.state)
-    _transition(conn, order_id, state, "held", reason, now)
+    order_id, state = int(row.id), OrderState(row.state)
+    transition(conn, order_id, state, OrderState.HELD, reason, now)
     audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
                  details={"reason": reason})
-    return IntakeResult(order_id, "updated", "held")
+    return IntakeResult(order_id, "updated", OrderState.HELD)
 
 
 def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
@@ -275,7 +285,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     row = _find_order(conn, shop.name, snap.platform_order_id)
     parked: int | None = None
     if row is not None:
-        if not (row.state == "held" and row.platform_status == UNREADABLE):
+        if not (row.state == OrderState.HELD and row.platform_status == UNREADABLE):
             return _apply_snapshot(conn, row, snap, actor, now)
         parked = int(row.id)  # parked unreadable, now readable: take it in as new
     live = [line for line in snap.lines
@@ -290,17 +300,18 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     ]
     unmapped = [line for line, needs in resolved if needs is None and line in live]
     mapped_live = [line for line, needs in resolved if needs is not None and line in live]
-    state, reason = "received", None
+    state, reason = OrderState.RECEIVED, None
     if unmapped and shop.unmapped == "hold":
-        state, reason = "held", "unmapped SKU: " + ", ".join(_describe(line) for line in unmapped)
+        state = OrderState.HELD
+        reason = "unmapped SKU: " + ", ".join(_describe(line) for line in unmapped)
     elif not mapped_live:
-        state, reason = "ignored", "no line maps to a pool"
+        state, reason = OrderState.IGNORED, "no line maps to a pool"
     hits: list[risk.Hit] = []
-    if state != "ignored":
+    if state != OrderState.IGNORED:
         rules = getattr(shop, "risk", None)
         hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now)
         if hits:
-            state, reason = "held", "; ".join(filter(None, (reason, risk.reason_of(hits))))
+            state, reason = OrderState.HELD, "; ".join(filter(None, (reason, risk.reason_of(hits))))
 
     values = {
         "state": state, "platform_status": snap.status.value, "reason": reason,
@@ -344,7 +355,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
                         details={"shop": shop.name,
                                  "platform_order_id": snap.platform_order_id,
                                  "state": state, "reason": reason})
-    if allocate and state == "received":
+    if allocate and state == OrderState.RECEIVED:
         result = _allocate_locked(conn, order_id, state, now, actor, wanted=wanted,
                                   before=[entry])
         return IntakeResult(order_id, "created", result.state)
@@ -356,7 +367,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
 
 def _revive(conn: Connection, order_id: int, values: dict[str, Any]) -> None:
     result = conn.execute(update(orders).where(orders.c.id == order_id,
-                                               orders.c.state == "held",
+                                               orders.c.state == OrderState.HELD,
                                                orders.c.platform_status == UNREADABLE)
                           .values(**values))
     if result.rowcount != 1:
@@ -369,12 +380,13 @@ def _settle_parked(conn: Connection, order_id: int, snap: Order, actor: str,
     conn.execute(update(orders).where(orders.c.id == order_id)
                  .values(platform_status=snap.status.value, updated_at=now))
     if snap.status is PlatformStatus.CLOSED or snap.fully_refunded:
-        _cancel(conn, order_id, "held", "cancelled", "closed on the platform", actor, now)
-        return IntakeResult(order_id, "updated", "cancelled")
+        cancel(conn, order_id, OrderState.HELD, OrderState.CANCELLED, "closed on the platform",
+               actor, now)
+        return IntakeResult(order_id, "updated", OrderState.CANCELLED)
     # Shipped by hand, completed, not paid yet, or nothing left to ship: a person decides.
-    _transition(conn, order_id, "held", "held",
+    transition(conn, order_id, OrderState.HELD, OrderState.HELD,
                 f"platform reports {snap.status.value} with nothing for the robot to ship", now)
-    return IntakeResult(order_id, "updated", "held")
+    return IntakeResult(order_id, "updated", OrderState.HELD)
 
 
 def _candidate(shop: ShopRules, snap: Order, lines: Sequence[OrderLine]) -> risk.Candidate:
@@ -393,7 +405,7 @@ def _describe(line: OrderLine) -> str:
 def _apply_snapshot(conn: Connection, row: Row[Any], snap: Order, actor: str,
                     now: datetime) -> IntakeResult:
     order_id = int(row.id)
-    state = str(row.state)
+    state = OrderState(row.state)
     changed_lines = _update_line_refunds(conn, order_id, snap)
     status_changed = snap.status.value != row.platform_status
     if status_changed:
@@ -405,26 +417,26 @@ def _apply_snapshot(conn: Connection, row: Row[Any], snap: Order, actor: str,
     if snap.status is PlatformStatus.CLOSED or snap.fully_refunded:
         if state in UNSHIPPED:
             why = "refunded before shipping" if snap.fully_refunded else "closed on the platform"
-            _cancel(conn, order_id, state, "cancelled", why, actor, now)
-            return IntakeResult(order_id, "updated", "cancelled")
-        if state == "shipped":
+            cancel(conn, order_id, state, OrderState.CANCELLED, why, actor, now)
+            return IntakeResult(order_id, "updated", OrderState.CANCELLED)
+        if state == OrderState.SHIPPED:
             _refund_after_delivery(conn, order_id, actor, now, "refunded after delivery")
-            return IntakeResult(order_id, "updated", "refunded")
+            return IntakeResult(order_id, "updated", OrderState.REFUNDED)
     elif changed_lines:
         refunded = [ln for ln in changed_lines if ln.refund is RefundState.REFUNDED]
         requested = [ln for ln in changed_lines
                      if ln.refund in (RefundState.REQUESTED, RefundState.REFUNDED)]
-        if state == "shipped" and refunded:
+        if state == OrderState.SHIPPED and refunded:
             _refund_after_delivery(conn, order_id, actor, now,
                                    "line refunded after delivery: "
                                    + ", ".join(ln.line_id for ln in refunded))
-            return IntakeResult(order_id, "updated", "refunded")
-        if state in ("received", "waiting_stock", "allocated", "failed") and requested:
+            return IntakeResult(order_id, "updated", OrderState.REFUNDED)
+        if state in _STILL_TO_SHIP and requested:
             reason = "refund requested on line " + ", ".join(ln.line_id for ln in requested)
-            _transition(conn, order_id, state, "held", reason, now)
+            transition(conn, order_id, state, OrderState.HELD, reason, now)
             audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
                          details={"reason": reason})
-            return IntakeResult(order_id, "updated", "held")
+            return IntakeResult(order_id, "updated", OrderState.HELD)
     return IntakeResult(order_id, "updated", state)
 
 
@@ -444,9 +456,13 @@ def _update_line_refunds(conn: Connection, order_id: int, snap: Order) -> list[O
     return changed
 
 
-def _transition(conn: Connection, order_id: int, from_state: str, to_state: str,
-                reason: str | None, now: datetime, **values: object) -> None:
-    """Move an order between states, guarded by the state it leaves."""
+def transition(conn: Connection, order_id: int, from_state: OrderState, to_state: OrderState,
+               reason: str | None, now: datetime, **values: object) -> None:
+    """Move an order between states, guarded by the state it leaves: the only way an order's
+    state changes once it exists (:exc:`StateConflict` when it is no longer ``from_state``).
+
+    ``values`` are further columns set in the same statement (``shipped_at``, ``due_at``).
+    """
     result = conn.execute(_MOVE_ORDER, {"b_id": order_id, "b_from": from_state,
                                         "state": to_state, "reason": reason,
                                         "updated_at": now, **values})
@@ -458,15 +474,16 @@ class StateConflict(Exception):
     """The order moved on under us (another worker or process acted first)."""
 
 
-def _cancel(conn: Connection, order_id: int, from_state: str, to_state: str, reason: str,
-            actor: str, now: datetime) -> dict[str, int]:
-    """Cancel or reject an unshipped order; unseen reserved codes go back to stock."""
-    _transition(conn, order_id, from_state, to_state, reason, now)
+def cancel(conn: Connection, order_id: int, from_state: OrderState, to_state: OrderState,
+           reason: str, actor: str, now: datetime) -> dict[str, int]:
+    """Cancel or reject an unshipped order (a :func:`transition` to ``to_state``, cancelled or
+    rejected); unseen reserved codes go back to stock, its pending write-back is cancelled."""
+    transition(conn, order_id, from_state, to_state, reason, now)
     rows = conn.execute(
         select(deliveries.c.id, deliveries.c.code_id, deliveries.c.seen_at, deliveries.c.pool_id,
                codes.c.expires_at)
         .join(codes, codes.c.id == deliveries.c.code_id)
-        .where(deliveries.c.order_id == order_id, deliveries.c.state == "reserved")
+        .where(deliveries.c.order_id == order_id, deliveries.c.state == DeliveryState.RESERVED)
     ).all()
     returned, flagged = [], []
     for r in rows:
@@ -481,31 +498,35 @@ def _cancel(conn: Connection, order_id: int, from_state: str, to_state: str, rea
              "expires_at": r.expires_at or NEVER} for r in returned
         ])
     if flagged:
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(flagged)).values(state="review"))
-    conn.execute(update(outbox).where(outbox.c.order_id == order_id, outbox.c.state == "pending")
-                 .values(state="cancelled", done_at=now))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(flagged))
+                     .values(state=DeliveryState.REVIEW))
+    conn.execute(update(outbox).where(outbox.c.order_id == order_id,
+                                      outbox.c.state == OutboxState.PENDING)
+                 .values(state=OutboxState.CANCELLED, done_at=now))
     counts = {"returned": len(returned), "flagged": len(flagged)}
-    audit.append(conn, actor=actor, action="cancel" if to_state == "cancelled" else "reject",
+    action = "cancel" if to_state == OrderState.CANCELLED else "reject"
+    audit.append(conn, actor=actor, action=action,
                  subject=f"order:{order_id}",
                  details={"reason": reason, **counts,
                           "returned_code_ids": [int(r.code_id) for r in returned]})
     if returned:
         # Codes came back: orders waiting for stock may now be served.
-        conn.execute(update(orders).where(orders.c.state == "waiting_stock").values(due_at=now))
+        conn.execute(update(orders).where(orders.c.state == OrderState.WAITING_STOCK)
+                     .values(due_at=now))
     return counts
 
 
 def _refund_after_delivery(conn: Connection, order_id: int, actor: str, now: datetime,
                            reason: str) -> None:
-    _transition(conn, order_id, "shipped", "refunded", reason, now)
+    transition(conn, order_id, OrderState.SHIPPED, OrderState.REFUNDED, reason, now)
     # Defective codes keep that state (they count against their batch); the rest are flagged.
     flagged = conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
-                                                    deliveries.c.state != "defective")
-                           .values(state="review")).rowcount
+                                                    deliveries.c.state != DeliveryState.DEFECTIVE)
+                           .values(state=DeliveryState.REVIEW)).rowcount
     # Replacements still waiting for stock are owed to nobody now.
     conn.execute(update(replacements).where(replacements.c.order_id == order_id,
-                                            replacements.c.state == "waiting")
-                 .values(state="cancelled", done_at=now))
+                                            replacements.c.state == ReplacementState.WAITING)
+                 .values(state=ReplacementState.CANCELLED, done_at=now))
     audit.append(conn, actor=actor, action="refund", subject=f"order:{order_id}",
                  details={"reason": reason, "codes_flagged": flagged})
 
@@ -516,7 +537,7 @@ def _refund_after_delivery(conn: Connection, order_id: int, actor: str, now: dat
 @dataclass(frozen=True)
 class AllocationResult:
     order_id: int
-    state: Literal["allocated", "waiting_stock"]
+    state: OrderState  # allocated or waiting_stock
     code_ids: tuple[int, ...] = ()
     reason: str | None = None
 
@@ -532,7 +553,7 @@ def allocate_next(engine: Engine, *, now: datetime | None = None,
     with transaction(engine) as conn:
         stmt = (
             select(orders.c.id, orders.c.state)
-            .where(orders.c.state.in_(("received", "waiting_stock")), orders.c.due_at <= now)
+            .where(orders.c.state.in_(TO_ALLOCATE), orders.c.due_at <= now)
             .order_by(orders.c.due_at, orders.c.id)
             .limit(1)
         )
@@ -541,7 +562,7 @@ def allocate_next(engine: Engine, *, now: datetime | None = None,
         row = conn.execute(stmt).first()
         if row is None:
             return None
-        return _allocate_locked(conn, int(row.id), str(row.state), now, actor)
+        return _allocate_locked(conn, int(row.id), OrderState(row.state), now, actor)
 
 
 def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
@@ -550,16 +571,16 @@ def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
     now = now or utcnow()
     with transaction(engine) as conn:
         row = _lock_order(conn, orders.c.id == order_id)
-        if row is None or row.state not in ("received", "waiting_stock"):
+        if row is None or row.state not in TO_ALLOCATE:
             return None
-        return _allocate_locked(conn, order_id, str(row.state), now, actor)
+        return _allocate_locked(conn, order_id, OrderState(row.state), now, actor)
 
 
 #: (line_no, quantity, [(pool name, codes per unit), ...]) of one order line.
 _Wanted = tuple[int, int, list[tuple[str, int]]]
 
 
-def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
+def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: datetime,
                      actor: str, *, wanted: Sequence[_Wanted] | None = None,
                      before: Sequence[audit.Entry] = ()) -> AllocationResult:
     """Reserve every code of the order or none. ``wanted`` is the order's lines when the
@@ -602,37 +623,37 @@ def _allocate_locked(conn: Connection, order_id: int, state: str, now: datetime,
             n = per_line.get(line_no, 0)
             per_line[line_no] = n + 1
             rows.append({"order_id": order_id, "line_no": line_no, "n": n, "code_id": cid,
-                         "pool_id": pid, "state": "reserved", "created_at": now})
+                         "pool_id": pid, "state": DeliveryState.RESERVED, "created_at": now})
     if savepoint is not None:
         savepoint.commit()
     if rows:
         conn.execute(_INSERT_DELIVERIES, rows)
-    _transition(conn, order_id, state, "allocated", None, now, allocated_at=now)
-    conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship", "state": "pending",
-                                  "attempts": 0, "due_at": now, "created_at": now})
+    transition(conn, order_id, state, OrderState.ALLOCATED, None, now, allocated_at=now)
+    conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship",
+                                  "state": OutboxState.PENDING, "attempts": 0, "due_at": now,
+                                  "created_at": now})
     code_ids = tuple(int(str(r["code_id"])) for r in rows)
     audit.append_many(conn, [*before, audit.Entry(
         actor=actor, action="allocate", subject=f"order:{order_id}",
         details={"code_ids": list(code_ids)})])
-    return AllocationResult(order_id, "allocated", code_ids)
+    return AllocationResult(order_id, OrderState.ALLOCATED, code_ids)
 
 
-def _wait(conn: Connection, order_id: int, state: str, now: datetime, reason: str,
+def _wait(conn: Connection, order_id: int, state: OrderState, now: datetime, reason: str,
           actor: str, before: Sequence[audit.Entry] = ()) -> AllocationResult:
-    conn.execute(_MOVE_ORDER, {"b_id": order_id, "b_from": state, "state": "waiting_stock",
-                               "reason": reason, "updated_at": now,
-                               "due_at": now + WAITING_RETRY})
+    transition(conn, order_id, state, OrderState.WAITING_STOCK, reason, now,
+               due_at=now + WAITING_RETRY)
     entries = list(before)
-    if state != "waiting_stock":
+    if state != OrderState.WAITING_STOCK:
         entries.append(audit.Entry(actor=actor, action="wait_stock", subject=f"order:{order_id}",
                                    details={"reason": reason}))
     if entries:
         audit.append_many(conn, entries)
-    return AllocationResult(order_id, "waiting_stock", reason=reason)
+    return AllocationResult(order_id, OrderState.WAITING_STOCK, reason=reason)
 
 
 def wake_waiting(engine: Engine, *, now: datetime | None = None) -> int:
     """Make every order waiting for stock due now (after an import or a cancel)."""
     with transaction(engine) as conn:
-        return int(conn.execute(update(orders).where(orders.c.state == "waiting_stock")
+        return int(conn.execute(update(orders).where(orders.c.state == OrderState.WAITING_STOCK)
                                 .values(due_at=now or utcnow())).rowcount)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -60,35 +61,37 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
     """Run polling steps (``kind`` "poll" or "refund") until caught up; never raises for
     platform errors (they are recorded on the shop and returned). ``start`` is the shop's
     state as the caller just read it (else the cursor is read here)."""
-    if start is None:
-        start = await db(shops.poll_start, engine, shop.name, kind)
-    cursor = start.cursor
-    fetch = connector.poll if kind == "poll" else connector.poll_refunds
-    outcome = PollOutcome(ok=True)
-    while not should_stop():
-        try:
-            result = await fetch(cursor, now())
-        except Fatal as exc:
-            await db(pause_shop, engine, shop.name, exc.message)
-            return PollOutcome(False, outcome.steps, outcome.seen, outcome.created,
-                               exc.message, paused=True)
-        except RobotError as exc:
-            return await _failed(engine, shop.name, kind, exc.message, outcome, db)
-        except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
-            log.exception("poll_crashed", shop=shop.name, poll=kind)
-            return await _failed(engine, shop.name, kind, f"unexpected {type(exc).__name__}",
-                                 outcome, db)
-        for order in result.orders:
-            taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}",
-                             allocate=True)
-            outcome.created += taken.action == "created"
-        outcome.seen += len(result.orders)
-        outcome.steps += 1
-        await db(shops.save_poll, engine, shop.name, result.cursor, kind=kind, owner=owner)
-        if not result.more:
-            break
-        cursor = dict(result.cursor)
-    return outcome
+    # Bound once: every line this poll logs (and intake, and the connector) names them.
+    with structlog.contextvars.bound_contextvars(shop=shop.name, poll=kind):
+        if start is None:
+            start = await db(shops.poll_start, engine, shop.name, kind)
+        cursor = start.cursor
+        fetch = connector.poll if kind == "poll" else connector.poll_refunds
+        outcome = PollOutcome(ok=True)
+        while not should_stop():
+            try:
+                result = await fetch(cursor, now())
+            except Fatal as exc:
+                await db(pause_shop, engine, shop.name, exc.message)
+                return PollOutcome(False, outcome.steps, outcome.seen, outcome.created,
+                                   exc.message, paused=True)
+            except RobotError as exc:
+                return await _failed(engine, shop.name, kind, exc.message, outcome, db)
+            except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
+                log.exception("poll_crashed")
+                return await _failed(engine, shop.name, kind, f"unexpected {type(exc).__name__}",
+                                     outcome, db)
+            for order in result.orders:
+                taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}",
+                                 allocate=True)
+                outcome.created += taken.action == "created"
+            outcome.seen += len(result.orders)
+            outcome.steps += 1
+            await db(shops.save_poll, engine, shop.name, result.cursor, kind=kind, owner=owner)
+            if not result.more:
+                break
+            cursor = dict(result.cursor)
+        return outcome
 
 
 async def _failed(engine: Engine, shop: str, kind: str, error: str, outcome: PollOutcome,
@@ -120,37 +123,38 @@ async def reconcile_shop(engine: Engine, shop: pipeline.ShopRules, connector: Co
     recent order in full each sweep would cost a call per order); a listed order that is
     not paid (any more) is skipped by intake like a polled one.
     """
-    if not isinstance(connector, Reconciler):
-        return SweepOutcome(True)
-    try:
-        ids = list(await connector.recent_order_ids(now, period))
-        known = await db(pipeline.known_order_ids, engine, shop.name, ids)
-        missing = [oid for oid in ids if oid not in known]
-        created = 0
-        for oid in missing:
-            try:
-                order = await asyncio.wait_for(connector.fetch_order(oid), fetch_timeout)
-            except BadPlatformData as exc:
-                order = unreadable(oid, exc.message)  # park it where a person sees it
-            except Skippable as exc:
-                log.warning("sweep_order_unreadable", shop=shop.name, error=exc.message,
-                            platform_order_id=oid)
-                continue
-            taken = await db(pipeline.intake, engine, shop, order, actor=f"sweep:{shop.name}",
-                             allocate=True)
-            created += taken.action == "created"
-    except RobotError as exc:
-        return SweepOutcome(False, error=exc.message)
-    except TimeoutError:
-        return SweepOutcome(False, error=f"reading an order took over {fetch_timeout:g}s")
-    except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
-        log.exception("sweep_crashed", shop=shop.name)
-        return SweepOutcome(False, error=f"unexpected {type(exc).__name__}")
-    if created:
-        # Polling should have found these: the log says so, with the ids to look at.
-        log.warning("orders_recovered", shop=shop.name, count=created,
-                    platform_order_ids=missing[:_RECOVERED_SHOWN])
-    return SweepOutcome(True, len(ids), len(missing), created)
+    with structlog.contextvars.bound_contextvars(shop=shop.name, poll="sweep"):
+        if not isinstance(connector, Reconciler):
+            return SweepOutcome(True)
+        try:
+            ids = list(await connector.recent_order_ids(now, period))
+            known = await db(pipeline.known_order_ids, engine, shop.name, ids)
+            missing = [oid for oid in ids if oid not in known]
+            created = 0
+            for oid in missing:
+                try:
+                    order = await asyncio.wait_for(connector.fetch_order(oid), fetch_timeout)
+                except BadPlatformData as exc:
+                    order = unreadable(oid, exc.message)  # park it where a person sees it
+                except Skippable as exc:
+                    log.warning("sweep_order_unreadable", error=exc.message,
+                                platform_order_id=oid)
+                    continue
+                taken = await db(pipeline.intake, engine, shop, order, actor=f"sweep:{shop.name}",
+                                 allocate=True)
+                created += taken.action == "created"
+        except RobotError as exc:
+            return SweepOutcome(False, error=exc.message)
+        except TimeoutError:
+            return SweepOutcome(False, error=f"reading an order took over {fetch_timeout:g}s")
+        except Exception as exc:  # a connector bug must not stop the robot (logged with trace)
+            log.exception("sweep_crashed")
+            return SweepOutcome(False, error=f"unexpected {type(exc).__name__}")
+        if created:
+            # Polling should have found these: the log says so, with the ids to look at.
+            log.warning("orders_recovered", count=created,
+                        platform_order_ids=missing[:_RECOVERED_SHOWN])
+        return SweepOutcome(True, len(ids), len(missing), created)
 
 
 def message_key(message_id: str) -> str:
@@ -182,31 +186,32 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
     Raises on any failure, so the caller does not acknowledge (the platform resends, and
     applying again is harmless).
     """
-    changed = 0
-    for event in events:
-        key = message_key(event.message_id) if event.message_id else None
-        if key is not None and await db(_seen, engine, shop.name, key):
-            continue
-        order = event.order
-        if order is None and event.kind is not PushKind.OTHER:
-            try:
-                order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
-                                               fetch_timeout)
-            except BadPlatformData as exc:
-                # The platform shows the order but not in a shape we can read: park it.
-                order = unreadable(event.platform_order_id, exc.message)
-            except Skippable as exc:
-                # The platform will never show us this order (unknown, refused): there is
-                # nothing to take in, and asking again would not change that.
-                log.warning("event_order_unreadable", shop=shop.name, error=exc.message,
-                            platform_order_id=event.platform_order_id)
-        if order is not None:
-            result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}",
-                              allocate=True)
-            changed += result.action in ("created", "updated")
-        if key is not None:
-            await db(_mark_seen, engine, shop.name, key)
-    return changed
+    with structlog.contextvars.bound_contextvars(shop=shop.name):
+        changed = 0
+        for event in events:
+            key = message_key(event.message_id) if event.message_id else None
+            if key is not None and await db(_seen, engine, shop.name, key):
+                continue
+            order = event.order
+            if order is None and event.kind is not PushKind.OTHER:
+                try:
+                    order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
+                                                   fetch_timeout)
+                except BadPlatformData as exc:
+                    # The platform shows the order but not in a shape we can read: park it.
+                    order = unreadable(event.platform_order_id, exc.message)
+                except Skippable as exc:
+                    # The platform will never show us this order (unknown, refused): there is
+                    # nothing to take in, and asking again would not change that.
+                    log.warning("event_order_unreadable", error=exc.message,
+                                platform_order_id=event.platform_order_id)
+            if order is not None:
+                result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}",
+                                  allocate=True)
+                changed += result.action in ("created", "updated")
+            if key is not None:
+                await db(_mark_seen, engine, shop.name, key)
+        return changed
 
 
 async def consume_messages(engine: Engine, shop: pipeline.ShopRules, source: MessageSource,

@@ -72,12 +72,13 @@ from robot.importer import (
 )
 from robot.keys import check_keys
 from robot.schema import batches, codes, deliveries, id_blocks, orders, pools, stock
+from robot.states import BatchState, CodeState, DeliveryState, OrderState
 from robot.vault import AAD_CURRENT, Vault, mask
 
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 STALE_IMPORT = timedelta(minutes=10)
 EXPIRING_SOON = timedelta(days=7)
-CODE_STATES = ("available", "reserved", "delivered", "review", "defective", "void", "expired")
+CODE_STATES = tuple(s.value for s in CodeState)  # plain strings: the CLI's choices
 # Bound parameter lists: IN (...) lookups and row-by-row work go in groups of this size.
 LOOKUP_GROUP = 1000
 EXPIRE_GROUP = 1000
@@ -128,7 +129,7 @@ def _freeable(conn: Connection, own: int, batch_ids: set[int]) -> set[int]:
         return set()
     return {int(r.id) for r in conn.execute(
         select(batches.c.id, batches.c.state).where(batches.c.id.in_(others)))
-        if r.state == "aborted" or (r.state == "importing" and int(r.id) > own)}
+        if r.state == BatchState.ABORTED or (r.state == BatchState.IMPORTING and int(r.id) > own)}
 
 
 def _pool_names_of(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
@@ -236,12 +237,12 @@ def pool_stats(engine: Engine, now: datetime) -> list[PoolStats]:
             pool_id=pid,
             name=str(p.name),
             available=int(s.ok or 0) if s else 0,
-            reserved=delivered.get((pid, "reserved"), 0),
-            delivered=delivered.get((pid, "delivered"), 0),
-            review=delivered.get((pid, "review"), 0),
-            defective=delivered.get((pid, "defective"), 0),
-            void=retired.get((pid, "void"), 0),
-            expired=retired.get((pid, "expired"), 0) + (int(s.stale or 0) if s else 0),
+            reserved=delivered.get((pid, DeliveryState.RESERVED), 0),
+            delivered=delivered.get((pid, DeliveryState.DELIVERED), 0),
+            review=delivered.get((pid, DeliveryState.REVIEW), 0),
+            defective=delivered.get((pid, DeliveryState.DEFECTIVE), 0),
+            void=retired.get((pid, CodeState.VOID), 0),
+            expired=retired.get((pid, CodeState.EXPIRED), 0) + (int(s.stale or 0) if s else 0),
             expiring_7d=int(s.soon or 0) if s else 0,
             low_stock=None if p.low_stock is None else int(p.low_stock),
         ))
@@ -496,12 +497,12 @@ class _Import:
         with self.engine.begin() as conn:
             for bid in sorted(b for b in batch_ids if b > self.batch_id):
                 conn.execute(update(batches).where(batches.c.id == bid,
-                                                   batches.c.state == "importing")
-                             .values(state="aborted", updated_at=utcnow()))
+                                                   batches.c.state == BatchState.IMPORTING)
+                             .values(state=BatchState.ABORTED, updated_at=utcnow()))
             # Only rows of batches aborted for good are deleted (never of an active one).
             aborted = sorted(int(i) for i in conn.execute(
                 select(batches.c.id).where(batches.c.id.in_(sorted(batch_ids)),
-                                           batches.c.state == "aborted")).scalars())
+                                           batches.c.state == BatchState.ABORTED)).scalars())
             for start in range(0, len(fps), LOOKUP_GROUP) if aborted else ():
                 conn.execute(delete(codes).where(codes.c.batch_id.in_(aborted),
                                                  codes.c.fingerprint.in_(
@@ -539,7 +540,8 @@ class _Import:
     def _touch(self, conn: Connection) -> None:
         # Proves the importer is alive, and that nobody aborted the batch meanwhile.
         touched = conn.execute(
-            update(batches).where(batches.c.id == self.batch_id, batches.c.state == "importing")
+            update(batches).where(batches.c.id == self.batch_id,
+                                  batches.c.state == BatchState.IMPORTING)
             .values(updated_at=utcnow())
         ).rowcount
         if touched != 1:
@@ -659,10 +661,10 @@ def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,
         same = conn.execute(
             select(batches.c.id, batches.c.state, batches.c.created_at)
             .where(batches.c.pool_id == pid, batches.c.file_sha256 == sha,
-                   batches.c.state.in_(("active", "importing")))
+                   batches.c.state.in_((BatchState.ACTIVE, BatchState.IMPORTING)))
             .order_by(batches.c.id)
         ).first()
-        if same is not None and same.state == "importing":
+        if same is not None and same.state == BatchState.IMPORTING:
             raise UserError(
                 f"this file is being imported into pool '{pool}' right now (batch {same.id}); "
                 "an import that crashed is cleaned up "
@@ -675,7 +677,7 @@ def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,
                 "(--allow-same-file checks it line by line anyway)"
             )
         bid = _new_id(conn.execute(insert(batches).values(
-            pool_id=pid, state="importing", file_name=path.name[:255], file_sha256=sha,
+            pool_id=pid, state=BatchState.IMPORTING, file_name=path.name[:255], file_sha256=sha,
             supplier=supplier, cost_cents=cost_cents, code_count=0, imported_by=actor[:64],
             created_at=now, updated_at=now,
         )))
@@ -701,18 +703,19 @@ def _activate(engine: Engine, job: _Import, *, path: Path, sha: str, supplier: s
         expired = conn.execute(
             update(codes).where(codes.c.batch_id == job.batch_id,
                                 codes.c.expires_at.is_not(None), codes.c.expires_at <= now)
-            .values(retired="expired", retired_at=now)
+            .values(retired=CodeState.EXPIRED, retired_at=now)
         ).rowcount
         conn.execute(
             update(batches).where(batches.c.id == job.batch_id)
-            .values(state="active", code_count=job.imported, updated_at=now)
+            .values(state=BatchState.ACTIVE, code_count=job.imported, updated_at=now)
         )
         audit.append(conn, actor=actor, action="import", subject=f"pool:{job.pool}", details={
             "pool": job.pool, "batch": job.batch_id, "count": job.imported,
             "in_stock": in_stock, "expired": expired, "sha256": sha, "file": path.name,
             "supplier": supplier,
         })
-        conn.execute(update(orders).where(orders.c.state == "waiting_stock").values(due_at=now))
+        conn.execute(update(orders).where(orders.c.state == OrderState.WAITING_STOCK)
+                     .values(due_at=now))
 
 
 def _abort_batch(engine: Engine, batch_id: int, *, delete_row: bool, quiet: bool = False) -> None:
@@ -720,13 +723,13 @@ def _abort_batch(engine: Engine, batch_id: int, *, delete_row: bool, quiet: bool
     try:
         with engine.begin() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id,
-                                               batches.c.state == "importing")
-                         .values(state="aborted", updated_at=utcnow()))
+                                               batches.c.state == BatchState.IMPORTING)
+                         .values(state=BatchState.ABORTED, updated_at=utcnow()))
         _delete_batch_codes(engine, batch_id)
         if delete_row:
             with engine.begin() as conn:
                 conn.execute(delete(batches).where(batches.c.id == batch_id,
-                                                   batches.c.state == "aborted"))
+                                                   batches.c.state == BatchState.ABORTED))
     except Exception:
         if not quiet:
             raise
@@ -757,21 +760,21 @@ def cleanup_stale_imports(engine: Engine, older_than: timedelta = STALE_IMPORT, 
     aborted = 0
     with engine.connect() as conn:
         stale = list(conn.execute(
-            select(batches.c.id).where(batches.c.state == "importing",
+            select(batches.c.id).where(batches.c.state == BatchState.IMPORTING,
                                        batches.c.updated_at < cutoff)
         ).scalars())
     for bid in stale:
         with engine.begin() as conn:
             # Guarded: a live importer that just made progress keeps its batch.
             aborted += conn.execute(
-                update(batches).where(batches.c.id == bid, batches.c.state == "importing",
+                update(batches).where(batches.c.id == bid, batches.c.state == BatchState.IMPORTING,
                                       batches.c.updated_at < cutoff)
-                .values(state="aborted", updated_at=utcnow())
+                .values(state=BatchState.ABORTED, updated_at=utcnow())
             ).rowcount
     with engine.connect() as conn:
         leftover = list(conn.execute(
             select(batches.c.id).where(
-                batches.c.state == "aborted",
+                batches.c.state == BatchState.ABORTED,
                 select(codes.c.id).where(codes.c.batch_id == batches.c.id).exists(),
             )
         ).scalars())
@@ -811,7 +814,7 @@ def void_codes(engine: Engine, code_ids: Iterable[int], *, actor: str) -> VoidRe
             # there first leaves rowcount 0 and we refuse.
             if conn.execute(delete(stock).where(stock.c.code_id == cid)).rowcount == 1:
                 conn.execute(update(codes).where(codes.c.id == cid, codes.c.retired.is_(None))
-                             .values(retired="void", retired_at=now))
+                             .values(retired=CodeState.VOID, retired_at=now))
                 voided.append(cid)
             else:
                 refused.append((cid, _why_not_available(conn, cid)))
@@ -943,7 +946,7 @@ def _why_not_available(conn: Connection, code_id: int) -> str:
         return f"{row.state} (order {row.order_id})"
     if row.retired is not None:
         return f"already {row.retired}"
-    if row.batch_state != "active":
+    if row.batch_state != BatchState.ACTIVE:
         return f"its batch is {row.batch_state}"
     return "not in stock"
 
@@ -979,7 +982,7 @@ def expire_codes(engine: Engine, now: datetime) -> int:
                 if deleted != len(ids):  # rows we hold locks on cannot vanish
                     raise RuntimeError(f"expiry deleted {deleted} of {len(ids)} locked stock rows")
                 conn.execute(update(codes).where(codes.c.id.in_(ids), codes.c.retired.is_(None))
-                             .values(retired="expired", retired_at=now))
+                             .values(retired=CodeState.EXPIRED, retired_at=now))
                 counts[name] += len(ids)
             if not queue:
                 if counts:
@@ -1036,11 +1039,12 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
     with engine.connect() as conn:
         pid = pool_id(conn, pool)
         query = query.where(codes.c.pool_id == pid)
-        if state == "available":
+        if state == CodeState.AVAILABLE:
             query = query.where(stock.c.code_id.is_not(None))
-        elif state in ("reserved", "delivered", "review", "defective"):
+        elif state in (CodeState.RESERVED, CodeState.DELIVERED, CodeState.REVIEW,
+                       CodeState.DEFECTIVE):
             query = query.where(deliveries.c.state == state)
-        elif state in ("void", "expired"):
+        elif state in (CodeState.VOID, CodeState.EXPIRED):
             query = query.where(codes.c.retired == state)
         rows = conn.execute(query).all()
     out = []
@@ -1061,18 +1065,10 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
 
 def _state_of(r: Any) -> str:
     if r.in_stock is not None:
-        return "available"
+        return CodeState.AVAILABLE
     if r.delivery is not None:
         return str(r.delivery)
     if r.retired is not None:
         return str(r.retired)
-    return str(r.batch_state) if r.batch_state != "active" else "unknown"
+    return str(r.batch_state) if r.batch_state != BatchState.ACTIVE else "unknown"
 
-
-def total_available(engine: Engine, names: Sequence[str] | None = None) -> int:
-    """Stock rows (of the named pools, or all): a cheap figure for tests and status."""
-    query = select(func.count()).select_from(stock)
-    with engine.connect() as conn:
-        if names is not None:
-            query = query.where(stock.c.pool_id.in_([pool_id(conn, n) for n in names]))
-        return int(conn.execute(query).scalar_one())

@@ -57,12 +57,13 @@ from robot.clock import utcnow
 from robot.db import dialect_of
 from robot.errors import UserError
 from robot.schema import codes, deliveries, order_lines, orders, pools, stock
+from robot.states import UNSHIPPED, OrderState
 
 Grouping = Literal["total", "day", "shop", "sku", "pool"]
 GROUPINGS: tuple[Grouping, ...] = ("total", "day", "shop", "sku", "pool")
-SHIPPED = ("shipped", "refunded")
-CANCELLED = ("cancelled", "rejected")
-OPEN = ("received", "held", "waiting_stock", "allocated", "failed")
+SHIPPED = (OrderState.SHIPPED, OrderState.REFUNDED)
+CANCELLED = (OrderState.CANCELLED, OrderState.REJECTED)
+OPEN = UNSHIPPED
 _SINCE = re.compile(r"(\d+)\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -171,7 +172,8 @@ def _paid() -> ColumnElement[Any]:
 
 
 def _in_window(window: Window) -> ColumnElement[bool]:
-    return and_(_paid() >= window.since, _paid() < window.until, orders.c.state != "ignored")
+    return and_(_paid() >= window.since, _paid() < window.until,
+                orders.c.state != OrderState.IGNORED)
 
 
 def _seconds(conn: Connection, start: ColumnElement[Any],
@@ -224,8 +226,9 @@ def _order_figures(conn: Connection, window: Window, by: Grouping) -> dict[str, 
         func.sum(_flag(shipped)).label("shipped"),
         func.sum(_flag(orders.c.state.in_(OPEN))).label("open"),
         func.sum(_when(shipped, orders.c.total_cents)).label("revenue"),
-        func.sum(_flag(orders.c.state == "refunded")).label("refunds"),
-        func.sum(_when(orders.c.state == "refunded", orders.c.total_cents)).label("refund"),
+        func.sum(_flag(orders.c.state == OrderState.REFUNDED)).label("refunds"),
+        func.sum(_when(orders.c.state == OrderState.REFUNDED, orders.c.total_cents))
+        .label("refund"),
         func.sum(_flag(orders.c.state.in_(CANCELLED))).label("cancelled"),
         func.sum(_when(orders.c.state.in_(CANCELLED), orders.c.total_cents)).label("cancel"),
         func.sum(_when(timed, _seconds(conn, _paid(), orders.c.shipped_at))).label("secs"),
@@ -258,9 +261,9 @@ def _line_figures(conn: Connection, window: Window) -> dict[str, SalesRow]:
             func.count(distinct(case((shipped, orders.c.id)))).label("shipped"),
             func.count(distinct(case((orders.c.state.in_(OPEN), orders.c.id)))).label("open"),
             func.sum(_when(shipped, amount)).label("revenue"),
-            func.count(distinct(case((orders.c.state == "refunded", orders.c.id))))
+            func.count(distinct(case((orders.c.state == OrderState.REFUNDED, orders.c.id))))
             .label("refunds"),
-            func.sum(_when(orders.c.state == "refunded", amount)).label("refund"),
+            func.sum(_when(orders.c.state == OrderState.REFUNDED, amount)).label("refund"),
             func.count(distinct(case((orders.c.state.in_(CANCELLED), orders.c.id))))
             .label("cancelled"),
             func.sum(_when(orders.c.state.in_(CANCELLED), amount)).label("cancel"),
@@ -285,7 +288,7 @@ def _pool_orders(conn: Connection, window: Window) -> dict[str, SalesRow]:
             func.count(distinct(case((orders.c.state.in_(SHIPPED), orders.c.id))))
             .label("shipped"),
             func.count(distinct(case((orders.c.state.in_(OPEN), orders.c.id)))).label("open"),
-            func.count(distinct(case((orders.c.state == "refunded", orders.c.id))))
+            func.count(distinct(case((orders.c.state == OrderState.REFUNDED, orders.c.id))))
             .label("refunds"),
         )
         .select_from(deliveries.join(orders, orders.c.id == deliveries.c.order_id)

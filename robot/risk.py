@@ -51,6 +51,7 @@ from robot.clock import utcnow
 from robot.db import transaction
 from robot.errors import UserError
 from robot.schema import blacklist, order_lines, orders
+from robot.states import OrderState
 
 if TYPE_CHECKING:
     from robot.config import RiskRules
@@ -59,7 +60,7 @@ Kind = Literal["buyer", "ip"]
 KINDS: tuple[Kind, ...] = ("buyer", "ip")
 DAY = timedelta(days=1)
 #: Orders in these states do not count towards a buyer's daily amount (no money kept).
-NOT_SPENT = ("cancelled", "rejected", "ignored", "refunded")
+NOT_SPENT = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED, OrderState.REFUNDED)
 MAX_VALUE = 128  # blacklist.value column width
 
 
@@ -233,7 +234,7 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
             stmt = stmt.where(orders.c.id < before_id)
         facts["buyer_cents_24h"] = int(conn.execute(stmt).scalar_one())
     if buyer is not None and rules.new_buyer_first_order_yuan is not None:
-        stmt = select(orders.c.id).where(same_buyer, orders.c.state == "shipped").limit(1)
+        stmt = select(orders.c.id).where(same_buyer, orders.c.state == OrderState.SHIPPED).limit(1)
         if before_id is not None:
             stmt = stmt.where(orders.c.id < before_id)
         facts["buyer_has_shipped"] = conn.execute(stmt).first() is not None
@@ -358,7 +359,7 @@ def dry_run(engine: Engine, rules_for: Callable[[str], RiskRules | None], *, day
     judged = 0
     with engine.connect() as conn:
         rows = conn.execute(select(orders).where(orders.c.received_at > since,
-                                                 orders.c.state != "ignored")
+                                                 orders.c.state != OrderState.IGNORED)
                             .order_by(orders.c.id)).all()
         for row in rows:
             lines = [LineFacts(int(ln.quantity), ln.item_id, ln.sku_id, ln.outer_id)

@@ -37,6 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 
+from robot.states import OrderState
+
 # One naming convention so that migrations and models produce the same constraint names on
 # every backend (the migration test compares them).
 metadata = MetaData(
@@ -58,20 +60,8 @@ Fingerprint = LargeBinary(32).with_variant(mysql.VARBINARY(32), "mysql", "mariad
 # BigInteger primary keys that still autoincrement on SQLite (which only does so for INTEGER).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-ORDER_STATES = (
-    "received",
-    "held",
-    "waiting_stock",
-    "allocated",
-    "shipped",
-    "failed",
-    "cancelled",
-    "rejected",
-    "ignored",
-    "refunded",
-)
-DELIVERY_STATES = ("reserved", "delivered", "review", "defective")
-OUTBOX_STATES = ("pending", "done", "failed", "cancelled")
+# Order states as plain strings (robot.states names every table's states): the CHECK below.
+ORDER_STATES = tuple(s.value for s in OrderState)
 
 pools = Table(
     "pools",
@@ -248,7 +238,6 @@ outbox_attempts = Table(
 
 # Replacement codes a person asked for (``robot orders redeliver``) that stock could not cover
 # at once: the allocator fulfils them when codes arrive; ``robot status`` shows them waiting.
-REPLACEMENT_STATES = ("waiting", "done", "cancelled")
 replacements = Table(
     "replacements",
     metadata,

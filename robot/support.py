@@ -48,6 +48,7 @@ from robot.schema import (
     replacements,
     stock,
 )
+from robot.states import VISIBLE, CodeState, DeliveryState, OrderState, ReplacementState
 from robot.vault import Vault, join_pair, mask
 
 #: A suffix shorter than this matches too many orders to mean one.
@@ -58,7 +59,7 @@ MAX_CODE_CHARS = 1024
 MAX_REASON = 500
 IGNORED_WINDOW = timedelta(days=7)
 #: Order states whose codes a buyer may see (as :data:`robot.http.links.VISIBLE_STATES`).
-LINK_STATES = ("allocated", "shipped")
+LINK_STATES = VISIBLE
 
 _INVISIBLE = ("Cc", "Cf", "Zs", "Zl", "Zp")
 
@@ -149,7 +150,7 @@ def _summary(conn: Connection, vault: Vault, order_id: int, how: str,
                             orders.c.shipped_at).where(orders.c.id == order_id)).one()
     return {**dict(o._mapping), "matched": how,
             "codes": [c["masked"] for c in masked_codes(conn, vault, order_id)
-                      if c["state"] != "defective"],
+                      if c["state"] != DeliveryState.DEFECTIVE],
             "link": link_state(conn, order_id, now)}
 
 
@@ -289,7 +290,7 @@ def find_code(engine: Engine, vault: Vault, text: str, *, actor: str) -> list[Co
     hits = []
     for r in rows:
         if r.in_stock is not None:
-            state = "available"
+            state: str = CodeState.AVAILABLE
         elif r.delivery is not None:
             state = str(r.delivery)
         elif r.retired is not None:
@@ -342,7 +343,7 @@ def pickup_link(engine: Engine, key: bytes, order_id: int, *, public_url: str,
         link = links.ensure_link_tx(conn, key, order_id, ttl=ttl, now=now)
         made = before is None or link.id > int(before)
         # An allocated order's memo is written at shipping, with the live link then.
-        memo = made and row.state == "shipped"
+        memo = made and row.state == OrderState.SHIPPED
         if memo:
             outbox.queue_memo(conn, order_id, now)
         audit.append(conn, actor=actor, action="pickup_link", subject=f"order:{order_id}",
@@ -394,17 +395,18 @@ def redeliver(engine: Engine, order_id: int, *, reason: str, actor: str,
     now = now or utcnow()
     with transaction(engine) as conn:
         row = _lock(conn, order_id)
-        if row.state == "refunded":
+        if row.state == OrderState.REFUNDED:
             raise UserError(f"order {order_id} was refunded after delivery: nothing is owed, "
                             "nothing was replaced")
-        if row.state != "shipped":
+        if row.state != OrderState.SHIPPED:
             raise UserError(f"order {order_id} is {row.state}, not delivered: only shipped "
                             "orders can be redelivered (see `robot orders show "
                             f"{order_id}`)")
         chosen = _chosen(conn, order_id, line_no, list(dict.fromkeys(code_ids)))
         marked = conn.execute(update(deliveries).where(
             deliveries.c.id.in_([int(d.id) for d in chosen]),
-            deliveries.c.state == "delivered").values(state="defective")).rowcount
+            deliveries.c.state == DeliveryState.DELIVERED)
+            .values(state=DeliveryState.DEFECTIVE)).rowcount
         if marked != len(chosen):
             raise UserError(f"order {order_id} changed while replacing its codes; try again")
         groups: dict[tuple[int, int], list[int]] = {}
@@ -420,7 +422,7 @@ def redeliver(engine: Engine, order_id: int, *, reason: str, actor: str,
             for (ln, pid), ids in groups.items():
                 conn.execute(insert(replacements).values(
                     order_id=order_id, line_no=ln, pool_id=pid, count=len(ids),
-                    state="waiting", reason=reason, actor=actor,
+                    state=ReplacementState.WAITING, reason=reason, actor=actor,
                     defective_code_ids=json.dumps(ids), created_at=now))
             result.waiting = [{"pool": names[pid], "need": len(groups[(ln, pid)]),
                                "line_no": ln} for ln, pid in short]
@@ -458,12 +460,12 @@ def _chosen(conn: Connection, order_id: int, line_no: int | None,
             if r is None:
                 where = f" on line {line_no}" if line_no is not None else ""
                 raise UserError(f"code {cid} is not one of order {order_id}'s codes{where}")
-            if r.state != "delivered":
+            if r.state != DeliveryState.DELIVERED:
                 raise UserError(f"code {cid} of order {order_id} is {r.state}, not delivered"
-                                + ("; it was replaced already" if r.state == "defective"
+                                + ("; it was replaced already" if r.state == DeliveryState.DEFECTIVE
                                    else ""))
         return [by_code[c] for c in code_ids]
-    live = [r for r in rows if r.state == "delivered"]
+    live = [r for r in rows if r.state == DeliveryState.DELIVERED]
     if not live:
         raise UserError(f"order {order_id} has no delivered codes to replace"
                         + (f" on line {line_no}" if line_no is not None else ""))
@@ -482,7 +484,8 @@ def _deliver(conn: Connection, order_id: int, line_no: int, pool_id: int,
     start = -1 if top is None else int(top)
     conn.execute(insert(deliveries), [
         {"order_id": order_id, "line_no": line_no, "n": start + 1 + i, "code_id": cid,
-         "pool_id": pool_id, "state": "delivered", "created_at": now, "delivered_at": now}
+         "pool_id": pool_id, "state": DeliveryState.DELIVERED, "created_at": now,
+         "delivered_at": now}
         for i, cid in enumerate(code_ids)])
 
 
@@ -497,7 +500,7 @@ def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
     while True:
         with transaction(engine) as conn:
             head = conn.execute(select(replacements.c.id, replacements.c.order_id)
-                                .where(replacements.c.state == "waiting",
+                                .where(replacements.c.state == ReplacementState.WAITING,
                                        replacements.c.id > after)
                                 .order_by(replacements.c.id).limit(1)).first()
             if head is None:
@@ -507,15 +510,15 @@ def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
             # two never deadlock, and a refund cannot slip between our check and our claim.
             state = _lock(conn, int(head.order_id)).state
             stmt = select(replacements).where(replacements.c.id == head.id,
-                                              replacements.c.state == "waiting")
+                                              replacements.c.state == ReplacementState.WAITING)
             if dialect_of(conn) != "sqlite":
                 stmt = stmt.with_for_update()
             req = conn.execute(stmt).first()
             if req is None:  # another robot served or cancelled it meanwhile
                 continue
-            if state != "shipped":  # refunded (or otherwise no longer delivered)
+            if state != OrderState.SHIPPED:  # refunded (or otherwise no longer delivered)
                 conn.execute(update(replacements).where(replacements.c.id == req.id)
-                             .values(state="cancelled", done_at=now))
+                             .values(state=ReplacementState.CANCELLED, done_at=now))
                 continue
             savepoint = conn.begin_nested()
             got = claim(conn, int(req.pool_id), int(req._mapping["count"]), now)
@@ -525,7 +528,7 @@ def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
             savepoint.commit()
             _deliver(conn, int(req.order_id), int(req.line_no), int(req.pool_id), got, now)
             conn.execute(update(replacements).where(replacements.c.id == req.id)
-                         .values(state="done", done_at=now))
+                         .values(state=ReplacementState.DONE, done_at=now))
             outbox.queue_memo(conn, int(req.order_id), now)
             audit.append(conn, actor=actor, action="replacement", subject=f"order:{req.order_id}",
                          details={"replacement_id": int(req.id), "new_code_ids": got,
@@ -536,7 +539,7 @@ def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
 def waiting_replacements(conn: Connection) -> int:
     """Replacement requests still waiting for stock (``robot status`` shows them)."""
     return int(conn.execute(select(func.count()).select_from(replacements)
-                            .where(replacements.c.state == "waiting")).scalar_one())
+                            .where(replacements.c.state == ReplacementState.WAITING)).scalar_one())
 
 
 def ignored_unmapped(conn: Connection, now: datetime) -> dict[str, int]:
@@ -546,7 +549,7 @@ def ignored_unmapped(conn: Connection, now: datetime) -> dict[str, int]:
                 .where(order_lines.c.mapping == "[]", order_lines.c.quantity > 0,
                        order_lines.c.refund.in_(("none", "refused"))))
     rows = conn.execute(select(orders.c.shop, func.count()).where(
-        orders.c.state == "ignored",
+        orders.c.state == OrderState.IGNORED,
         or_(orders.c.paid_at >= now - IGNORED_WINDOW,
             (orders.c.paid_at.is_(None)) & (orders.c.received_at >= now - IGNORED_WINDOW)),
         orders.c.id.in_(unmapped)).group_by(orders.c.shop).order_by(orders.c.shop))
@@ -564,7 +567,8 @@ def defects_by_batch(engine: Engine) -> list[dict[str, Any]]:
             .select_from(deliveries.join(codes, codes.c.id == deliveries.c.code_id)
                          .join(batches, batches.c.id == codes.c.batch_id)
                          .join(pools, pools.c.id == batches.c.pool_id))
-            .where(deliveries.c.state.in_(("delivered", "review", "defective")))
+            .where(deliveries.c.state.in_((DeliveryState.DELIVERED, DeliveryState.REVIEW,
+                                           DeliveryState.DEFECTIVE)))
             .group_by(batches.c.id, pools.c.name, batches.c.supplier, batches.c.file_name,
                       batches.c.created_at, deliveries.c.state)).all()
     out: dict[int, dict[str, Any]] = {}
@@ -573,6 +577,6 @@ def defects_by_batch(engine: Engine) -> list[dict[str, Any]]:
             "batch_id": int(r.id), "pool": r.pool, "supplier": r.supplier,
             "file": r.file_name, "imported_at": r.created_at, "delivered": 0, "defective": 0})
         entry["delivered"] += int(r.n)  # every code handed out, the defective ones too
-        if r.state == "defective":
+        if r.state == DeliveryState.DEFECTIVE:
             entry["defective"] += int(r.n)
     return [e for e in sorted(out.values(), key=lambda e: e["batch_id"]) if e["defective"]]

@@ -23,3 +23,27 @@ def format_cst(moment: datetime) -> str:
 def parse_cst(text: str) -> datetime:
     """Parse a GMT+8 wall-clock string into an aware UTC datetime; ValueError if malformed."""
     return datetime.strptime(text.strip(), CST_FORMAT).replace(tzinfo=CST).astimezone(UTC)
+
+
+def to_epoch(moment: datetime) -> int:
+    """Whole Unix seconds of an aware datetime (Pinduoduo's wire timestamps)."""
+    if moment.tzinfo is None:
+        raise ValueError("to_epoch needs an aware datetime")
+    return int(moment.timestamp())
+
+
+def from_epoch(seconds: int | float) -> datetime:
+    """The aware UTC datetime of Unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Unix milliseconds of an aware datetime (Youzan's refund windows and token expiry)."""
+    if moment.tzinfo is None:
+        raise ValueError("epoch_ms needs an aware datetime")
+    return int(moment.timestamp() * 1000)
+
+
+def from_epoch_ms(value: int) -> datetime:
+    """The aware UTC datetime of Unix milliseconds."""
+    return datetime.fromtimestamp(value / 1000, UTC)

@@ -27,6 +27,7 @@ import httpx
 from connectors.base import ShopContext
 from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get, utc_now
 from connectors.common.paging import fetch_backwards
+from connectors.common.times import to_epoch
 from connectors.common.values import as_int
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import (
@@ -39,7 +40,6 @@ from connectors.pinduoduo.errors import (
 )
 from connectors.pinduoduo.limiter import SHARED, RateLimiter, Sleep
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.times import to_epoch
 from connectors.pinduoduo.tokens import MemoryShopContext, TokenSet, TokenStore
 from robot.errors import (
     AuthError,

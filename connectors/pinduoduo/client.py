@@ -32,12 +32,12 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
 from connectors.common.unreadable import fetch_each, normalize_each, unreadable
+from connectors.common.window import Window, WindowPlanner
 from connectors.pinduoduo.api import PopApi, fetch_window
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AppRejected, PddRejected
 from connectors.pinduoduo.limiter import RateLimiter, Sleep
 from connectors.pinduoduo.normalize import latest_by_order, order_from_row, unique_order_sns
-from connectors.pinduoduo.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -60,6 +60,11 @@ NOTE = "pdd.order.note.update"
 MEMO_MAX_CHARS = 500
 ALL_AFTER_SALES = 1  # after_sales_status / after_sales_type 1 = all
 SWEEP_PAGE_SIZE = 100  # POP's largest page: fewest calls for the reconciliation sweep
+
+#: POP's cap: its doc ends a window at least 3 minutes before its clock, 30 minutes long
+#: at most (connectors.common.window plans them).
+MAX_WINDOW = timedelta(minutes=30)
+PLANNER = WindowPlanner("pinduoduo", max_window=MAX_WINDOW)
 
 
 class PinduoduoConnector:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.common.shapes import ShapeFaults
+from connectors.common.times import CST, format_cst, from_epoch, to_epoch
 from connectors.fakekit import (
     FakeClock,
     HangingFake,
@@ -36,7 +37,6 @@ from connectors.fakekit import (
     wall_now,
 )
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.times import CST, format_pdd_time, from_epoch, to_epoch
 
 TIMESTAMP_TOLERANCE = timedelta(minutes=10)  # POP doc: "与拼多多服务器时间差值在10分钟内"
 MAX_WINDOW = timedelta(minutes=30)
@@ -132,11 +132,11 @@ class FakeOrder:
             "goods_amount": float(self.pay_amount),
             "discount_amount": 0.0,
             "postage": 0.0,
-            "created_time": format_pdd_time(self.created),
-            "confirm_time": format_pdd_time(self.created),
-            "pay_time": format_pdd_time(self.pay_time) if self.pay_time else "",
-            "updated_at": format_pdd_time(self.updated_at),
-            "shipping_time": format_pdd_time(self.shipping_time) if self.shipping_time else "",
+            "created_time": format_cst(self.created),
+            "confirm_time": format_cst(self.created),
+            "pay_time": format_cst(self.pay_time) if self.pay_time else "",
+            "updated_at": format_cst(self.updated_at),
+            "shipping_time": format_cst(self.shipping_time) if self.shipping_time else "",
             "logistics_id": self.logistics_id,
             "tracking_number": self.tracking_number,
             "remark": self.remark,
@@ -166,8 +166,8 @@ class FakeRefund:
             "refund_amount": self.refund_amount, "order_amount": str(order.pay_amount),
             "goods_id": item.goods_id, "sku_id": str(item.sku_id), "goods_name": item.goods_name,
             "outer_id": item.outer_id or "", "outer_goods_id": item.outer_goods_id or "",
-            "created_time": format_pdd_time(self.created),
-            "updated_time": format_pdd_time(self.updated),
+            "created_time": format_cst(self.created),
+            "updated_time": format_cst(self.updated),
             "speed_refund_flag": 0,
         }
 
@@ -372,7 +372,7 @@ class FakePdd(HangingFake):
                     sn: {"order_status": o.order_status, "refund_status": o.refund_status,
                          "confirm_status": o.confirm_status, "shipments": o.shipments,
                          "memo": o.remark, "tracking_number": o.tracking_number,
-                         "updated_at": format_pdd_time(o.updated_at)}
+                         "updated_at": format_cst(o.updated_at)}
                     for sn, o in self.orders.items()
                 },
                 "refreshes": self.refreshes,

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
-from connectors.pinduoduo.times import parse_pdd_time
+from connectors.common.times import parse_cst
 from robot.errors import BadPlatformData
 
 # order_status: 1 awaiting shipment, 2 shipped (awaiting receipt), 3 received.
@@ -51,7 +51,7 @@ def _time(row: Mapping[str, Any], key: str) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        return parse_pdd_time(value)
+        return parse_cst(value)
     except ValueError as exc:
         raise BadPlatformData(f"pinduoduo field {key}={value!r} is not a time") from exc
 

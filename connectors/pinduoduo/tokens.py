@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import ShopContext
+from connectors.common.times import from_epoch
 from connectors.pinduoduo.config import PinduoduoConfig
-from connectors.pinduoduo.times import from_epoch
 from robot.errors import BadPlatformData
 
 SECRET_NAME = "pop_tokens"  # noqa: S105 - the name of a stored secret, not a secret

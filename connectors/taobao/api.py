@@ -19,11 +19,11 @@ import httpx
 
 from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get
 from connectors.common.paging import fetch_backwards
+from connectors.common.times import format_cst
 from connectors.common.values import as_int
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
-from connectors.taobao.times import format_top_time
 from robot.errors import BadPlatformData, Unavailable
 from robot.log import get_logger
 
@@ -44,7 +44,7 @@ def encode_params(params: Mapping[str, object]) -> dict[str, str]:
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, datetime):
-            text = format_top_time(value)
+            text = format_cst(value)
         elif isinstance(value, list | tuple):
             text = ",".join(str(item) for item in value)
         elif isinstance(value, dict):
@@ -97,7 +97,7 @@ class TopApi:
             method=method,
             app_key=self._config.app_key,
             sign_method=self._config.sign_method,
-            timestamp=format_top_time(self.clock.now()),
+            timestamp=format_cst(self.clock.now()),
             format="json",
             v="2.0",
             simplify="false",

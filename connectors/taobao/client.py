@@ -1,7 +1,7 @@
 """The Taobao/Tmall connector: polls TOP for paid trades and refunds, ships, writes memos.
 
 Orders are found by polling ``taobao.trades.sold.increment.get`` over overlapping windows
-(see :mod:`connectors.taobao.window`) and read in full with ``taobao.trade.fullinfo.get``;
+(see :mod:`connectors.common.window`) and read in full with ``taobao.trade.fullinfo.get``;
 TMC messages (REST ``taobao.tmc.messages.consume``/``confirm``) are an optional faster path.
 Shipping is ``taobao.logistics.dummy.send`` (virtual goods). This module must never ship a
 trade TOP does not report as ``WAIT_SELLER_SEND_GOODS``, never confirm a TMC message on its
@@ -31,11 +31,11 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
 from connectors.common.unreadable import fetch_each, readable_id, unreadable
+from connectors.common.window import Window, WindowPlanner
 from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
 from connectors.taobao.normalize import topic_kind, trade_to_order
-from connectors.taobao.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -67,6 +67,10 @@ TMC_BATCH = 100  # messages per consume call (TOP allows 10-200)
 TMC_CONFIRM_MAX = 200  # ids per confirm call
 # dummy.send refusals meaning "this trade is not in a shippable state": re-read the trade.
 _STATE_REFUSALS = ("B04", "B27")
+
+MAX_WINDOW = timedelta(days=1)  # TOP refuses end_modified - start_modified > 1 day
+#: TOP's windows (connectors.common.window): never longer than TOP's one-day limit.
+PLANNER = WindowPlanner("taobao", max_window=MAX_WINDOW)
 
 
 class TaobaoConnector:
@@ -190,10 +194,6 @@ class TaobaoConnector:
     def pulls_messages(self) -> bool:
         """Whether this shop takes orders from TMC as well as by polling."""
         return self.config.use_tmc
-
-    async def permit_tmc(self) -> None:
-        """Enable TMC messages for this seller (all topics the app subscribes to)."""
-        await self._api.call("taobao.tmc.user.permit", {})
 
     async def consume_messages(self) -> list[tuple[str, PushEvent]]:
         """Take a batch of TMC messages; unconfirmed ones come back after a while."""

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.common.shapes import ShapeFaults
+from connectors.common.times import format_cst, parse_cst
 from connectors.fakekit import (
     FakeClock,
     HangingFake,
@@ -33,7 +34,6 @@ from connectors.fakekit import (
     wall_now,
 )
 from connectors.taobao.sign import SIGN_METHODS, top_sign
-from connectors.taobao.times import format_top_time, parse_top_time
 
 TIMESTAMP_TOLERANCE = timedelta(minutes=10)
 MAX_WINDOW = timedelta(days=1)
@@ -119,10 +119,10 @@ class FakeTrade:
             "status": self.status,
             "type": self.type,
             "payment": self.payment,
-            "created": format_top_time(self.created),
-            "modified": format_top_time(self.modified),
-            "pay_time": format_top_time(self.pay_time) if self.pay_time else None,
-            "consign_time": format_top_time(self.consign_time) if self.consign_time else None,
+            "created": format_cst(self.created),
+            "modified": format_cst(self.modified),
+            "pay_time": format_cst(self.pay_time) if self.pay_time else None,
+            "consign_time": format_cst(self.consign_time) if self.consign_time else None,
             "buyer_nick": self.buyer_nick,
             "buyer_open_uid": self.buyer_open_uid,
             "seller_memo": self.seller_memo,
@@ -148,8 +148,8 @@ class FakeRefund:
             "oid": self.oid,
             "status": self.status,
             "refund_fee": self.refund_fee,
-            "created": format_top_time(self.created),
-            "modified": format_top_time(self.modified),
+            "created": format_cst(self.created),
+            "modified": format_cst(self.modified),
         }
 
 
@@ -368,7 +368,7 @@ class FakeTop(HangingFake):
                         "status": t.status,
                         "shipments": t.shipments,
                         "memo": t.seller_memo,
-                        "modified": format_top_time(t.modified),
+                        "modified": format_cst(t.modified),
                     }
                     for t in self.trades.values()
                 },
@@ -483,7 +483,7 @@ class FakeTop(HangingFake):
             if text.isdigit():  # the old Python SDK sends epoch milliseconds
                 sent = datetime.fromtimestamp(int(text) / 1000, UTC)
             else:
-                sent = parse_top_time(text)
+                sent = parse_cst(text)
         except (ValueError, OverflowError, OSError):
             raise TopError(31, "Invalid Timestamp", "isv.invalid-timestamp", text) from None
         if abs(sent - self.now()) > TIMESTAMP_TOLERANCE:
@@ -491,7 +491,7 @@ class FakeTop(HangingFake):
                 31,
                 "Invalid Timestamp",
                 "isv.invalid-timestamp",
-                f"timestamp is not within 10 minutes of {format_top_time(self.now())}",
+                f"timestamp is not within 10 minutes of {format_cst(self.now())}",
             )
 
     def _dispatch(self, method: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -585,7 +585,7 @@ class FakeTop(HangingFake):
         if params.get("reset") == "true":
             memo = ""
         trade.seller_memo, trade.modified = memo, self.now()
-        return {"trade": {"tid": trade.tid, "modified": format_top_time(trade.modified)}}
+        return {"trade": {"tid": trade.tid, "modified": format_cst(trade.modified)}}
 
     def _refunds_receive_get(self, params: Mapping[str, str]) -> dict[str, Any]:
         fields = _fields(params)
@@ -628,7 +628,7 @@ class FakeTop(HangingFake):
                         "id": m.id,
                         "topic": m.topic,
                         "pub_app_key": self.app_key,
-                        "pub_time": format_top_time(m.pub_time),
+                        "pub_time": format_cst(m.pub_time),
                         "user_id": self.user_id,
                         "user_nick": self.seller_nick,
                         "content": json.dumps(m.content, ensure_ascii=False),
@@ -685,7 +685,7 @@ def _time_param(params: Mapping[str, str], name: str) -> datetime | None:
     if not text:
         return None
     try:
-        return parse_top_time(text)
+        return parse_cst(text)
     except ValueError:
         raise TopError(41, "Invalid Arguments", f"isv.invalid-parameter:{name}") from None
 

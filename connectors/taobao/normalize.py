@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
-from connectors.taobao.times import parse_top_time
+from connectors.common.times import parse_cst
 from robot.errors import BadPlatformData
 
 TRADE_STATUS: dict[str, PlatformStatus] = {
@@ -62,7 +62,7 @@ def _time(value: Any, what: str) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        return parse_top_time(str(value))
+        return parse_cst(str(value))
     except ValueError as exc:
         raise BadPlatformData(f"taobao {what} is not a TOP time") from exc
 

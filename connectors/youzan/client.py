@@ -3,7 +3,7 @@
 Intake has two paths that may run together (the core de-duplicates on the trade id):
 
 * polling ``youzan.trades.sold.get`` by update time over overlapping windows (see
-  :mod:`connectors.youzan.window`), every page, de-duplicated by ``tid``, each interesting
+  :mod:`connectors.common.window`), every page, de-duplicated by ``tid``, each interesting
   trade then read in full with ``youzan.trade.get``;
 * push messages verified by :func:`connectors.youzan.push.parse_push`.
 
@@ -38,17 +38,17 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, PlatformClock, probe_get, utc_now
 from connectors.common.http import LoopClient
+from connectors.common.times import format_cst
 from connectors.common.unreadable import fetch_each, unreadable
 from connectors.common.values import as_dict, as_int
+from connectors.common.window import Window, WindowPlanner
 from connectors.youzan import errors as codes
 from connectors.youzan.api import YouzanApi
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import YouzanRejected
 from connectors.youzan.normalize import AUTO_DELIVERED, known_status, row_status, trade_to_order
 from connectors.youzan.push import parse_push
-from connectors.youzan.times import format_yz_time
 from connectors.youzan.token import TokenManager
-from connectors.youzan.window import PLANNER, Window
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -74,6 +74,9 @@ MEMO_MAX_CHARS = 256
 _WORTH_READING = frozenset({"TRADE_PAID", "WAIT_SELLER_SEND_GOODS", "WAIT_BUYER_CONFIRM_GOODS",
                             "TRADE_SUCCESS"})
 _NOT_FOUND = frozenset({codes.TRADE_NOT_FOUND, codes.ORDER_NOT_FOUND})
+
+#: Youzan adds no cap beyond the configured window (connectors.common.window plans them).
+PLANNER = WindowPlanner("youzan")
 
 
 class YouzanConnector:
@@ -157,7 +160,7 @@ class YouzanConnector:
         of skipping one. More than 100 pages: the window is split in halves.
         """
         size = self.config.page_size
-        base = {"start_update": format_yz_time(start), "end_update": format_yz_time(end)}
+        base = {"start_update": format_cst(start), "end_update": format_cst(end)}
         first = await self._sold_page(base, 1, size)
         total = as_int(as_dict(first).get("total_results"))
         pages = math.ceil(total / size)
@@ -286,8 +289,8 @@ class YouzanConnector:
         end = self.platform_clock.now() - timedelta(seconds=self.config.lag_seconds)
         try:
             await self._api.call(TRADES_SOLD_GET, self.config.trades_sold_get_version, {
-                "start_update": format_yz_time(end - timedelta(minutes=1)),
-                "end_update": format_yz_time(end), "page_no": 1, "page_size": 1})
+                "start_update": format_cst(end - timedelta(minutes=1)),
+                "end_update": format_cst(end), "page_no": 1, "page_size": 1})
         except (PermissionDenied, AuthError, Skippable, Retriable) as exc:
             return staged_report(names, 2, exc.message)
         return staged_report(names, len(names), "")

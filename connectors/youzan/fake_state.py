@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.common.shapes import ShapeFaults
+from connectors.common.times import epoch_ms, format_cst, parse_cst
 from connectors.fakekit import (
     FakeClock,
     WriteBackLog,
@@ -37,7 +38,6 @@ from connectors.fakekit import (
     wall_now,
 )
 from connectors.youzan.sign import event_sign, legacy_body_sign
-from connectors.youzan.times import epoch_ms, format_yz_time, parse_yz_time
 
 SHIPPABLE = "WAIT_SELLER_SEND_GOODS"
 TOKEN_TTL = timedelta(days=7)
@@ -156,11 +156,11 @@ class FakeTrade:
         return {
             "order_info": {
                 "tid": self.tid, "status": self.status, "status_str": self.status,
-                "type": 0, "created": format_yz_time(self.created),
-                "update_time": format_yz_time(self.update_time),
-                "pay_time": format_yz_time(self.pay_time) if self.pay_time else "",
-                "consign_time": format_yz_time(self.consign_time) if self.consign_time else "",
-                "success_time": format_yz_time(self.success_time) if self.success_time else "",
+                "type": 0, "created": format_cst(self.created),
+                "update_time": format_cst(self.update_time),
+                "pay_time": format_cst(self.pay_time) if self.pay_time else "",
+                "consign_time": format_cst(self.consign_time) if self.consign_time else "",
+                "success_time": format_cst(self.success_time) if self.success_time else "",
                 "refund_state": refund_state,
                 "express_type": 9 if self.virtual else 0,
                 "close_type": self.close_type,
@@ -426,7 +426,7 @@ class FakeYouzan:
             return {
                 "now": self.now().isoformat(),
                 "trades": {t.tid: {"status": t.status, "shipments": t.shipments,
-                                   "memo": t.memo, "update_time": format_yz_time(t.update_time)}
+                                   "memo": t.memo, "update_time": format_cst(t.update_time)}
                            for t in self.trades.values()},
                 "push": {"url": self.push_url,
                          "pending": sum(1 for m in self.messages
@@ -455,7 +455,7 @@ class FakeYouzan:
                                    "refund_type": 1}
         else:
             msg = {"tid": trade.tid, "status": trade.status,
-                   "update_time": format_yz_time(trade.update_time), **extra}
+                   "update_time": format_cst(trade.update_time), **extra}
         self.messages.append(PushMessage(
             msg_id=str(uuid.uuid4()), topic=topic, tid=trade.tid, status=trade.status,
             msg=msg, version=int(now.timestamp()), next_at=now))
@@ -504,7 +504,7 @@ class FakeYouzan:
             message = PushMessage(msg_id=str(uuid.uuid4()), topic=topic, tid=tid,
                                   status=trade.status,
                                   msg={"tid": tid, "status": trade.status,
-                                       "update_time": format_yz_time(trade.update_time)},
+                                       "update_time": format_cst(trade.update_time)},
                                   version=int(self.now().timestamp()))
             body = self.push_body(message)
             return self.push_headers(message, body), body
@@ -756,7 +756,7 @@ def _time_param(params: Mapping[str, Any], name: str) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        return parse_yz_time(str(value))
+        return parse_cst(str(value))
     except ValueError:
         # Youzan answers a date without its time part with a gateway system error.
         raise GatewayError(5001, "系统错误") from None

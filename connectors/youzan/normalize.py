@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
-from connectors.youzan.times import parse_yz_time
+from connectors.common.times import parse_cst
 from robot.errors import BadPlatformData
 
 AUTO_DELIVERED = "auto_delivered"
@@ -58,7 +58,7 @@ def _time(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
     try:
-        return parse_yz_time(value)
+        return parse_cst(value)
     except ValueError as exc:
         raise BadPlatformData(f"youzan time {value!r} is malformed") from exc
 

@@ -12,6 +12,7 @@ from robot.cli.common import App, actor, emit_json, json_option, print_table
 from robot.display import format_time, format_time_json, with_yuan
 from robot.display import yuan as _money
 from robot.schema import ORDER_STATES
+from robot.states import OrderState, OutboxState
 from robot.support import printable
 
 
@@ -102,7 +103,7 @@ def show_text(app: App, data: dict[str, Any]) -> None:
     print_table(app, "write-back jobs", ["job", "state", "attempts", "next due", "done",
                                          "last error"],
                 [[j["kind"], j["state"], j["attempts"],
-                  format_time(j["due_at"]) if j["state"] == "pending" else "",
+                  format_time(j["due_at"]) if j["state"] == OutboxState.PENDING else "",
                   format_time(j["done_at"], empty=""), _safe(j["last_error"] or "")]
                  for j in data["jobs"]])
     if data["attempts"]:
@@ -164,7 +165,7 @@ def reject_cmd(app: App, order_id: int, reason: str, as_json: bool) -> None:
     """Do not ship this order; the platform's refund flow takes over."""
     counts = orders.reject(app.engine, order_id, actor=actor(), reason=reason)
     if as_json:
-        emit_json({"order_id": order_id, "state": "rejected", **counts})
+        emit_json({"order_id": order_id, "state": OrderState.REJECTED, **counts})
     else:
         click.echo(f"order {order_id} rejected; {counts['returned']} code(s) back in stock, "
                    f"{counts['flagged']} flagged for review")
@@ -183,7 +184,7 @@ def cancel_cmd(app: App, order_id: int, reason: str, as_json: bool) -> None:
     """
     counts = orders.cancel(app.engine, order_id, actor=actor(), reason=reason)
     if as_json:
-        emit_json({"order_id": order_id, "state": "cancelled", **counts,
+        emit_json({"order_id": order_id, "state": OrderState.CANCELLED, **counts,
                    "platform": "still paid: refund it on the platform"})
     else:
         click.echo(f"order {order_id} cancelled in the robot; {counts['returned']} code(s) back "

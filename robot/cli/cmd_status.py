@@ -15,6 +15,12 @@ from robot import attention, orders
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import format_age, utcnow
 from robot.display import format_time
+from robot.states import OrderState
+
+#: The order states `robot status` counts per shop, in its column order.
+_SHOP_COLUMNS = (OrderState.RECEIVED, OrderState.ALLOCATED, OrderState.SHIPPED,
+                 OrderState.WAITING_STOCK, OrderState.HELD, OrderState.FAILED,
+                 OrderState.CANCELLED)
 
 
 @click.command("status")
@@ -34,9 +40,8 @@ def status_cmd(app: App, as_json: bool) -> None:
                                "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
                 [[s.shop, format_time(s.last_poll_ok_at, empty="never"),
                   format_age(s.lag_seconds), _clock(s.clock_offset_s, limit),
-                  s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
-                      "received", "allocated", "shipped", "waiting_stock", "held", "failed",
-                      "cancelled"))] for s in st.shops])
+                  s.paused_reason if s.paused else "",
+                  *(s.states.get(k, 0) for k in _SHOP_COLUMNS)] for s in st.shops])
     print_table(app, "pools", ["pool", "available", "sold 7d", "days of cover", "low-stock at"],
                 [[p.pool, p.available, p.sold_7d,
                   "-" if p.days_of_cover is None else p.days_of_cover,

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select, update
 
 from robot.http.pages import CodeView
 from robot.schema import codes, deliveries, order_lines
+from robot.states import DeliveryState
 from robot.vault import Vault, mask, split_pair
 
 
@@ -40,7 +41,7 @@ def code_rows(conn: Connection, order_id: int) -> list[CodeRow]:
         .join(order_lines, (order_lines.c.order_id == deliveries.c.order_id)
               & (order_lines.c.line_no == deliveries.c.line_no))
         # A defective code was replaced: the buyer sees its replacement, not it.
-        .where(deliveries.c.order_id == order_id, deliveries.c.state != "defective")
+        .where(deliveries.c.order_id == order_id, deliveries.c.state != DeliveryState.DEFECTIVE)
         .order_by(deliveries.c.line_no, deliveries.c.n)
     ).all()
     return [CodeRow(int(r.code_id), int(r.line_no), r.line_id, r.item_id, r.sku_id,

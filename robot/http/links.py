@@ -38,6 +38,7 @@ from robot.config import ShopConfig
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
 from robot.schema import orders, pickup_links
+from robot.states import VISIBLE
 from robot.vault import Vault
 
 log = get_logger(__name__)
@@ -45,7 +46,7 @@ log = get_logger(__name__)
 TOKEN_BYTES = 24  # 192 bits: far beyond guessing, 32 characters in a URL
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 #: Order states whose codes a buyer may see (claimed, committed, not cancelled).
-VISIBLE_STATES = ("allocated", "shipped")
+VISIBLE_STATES = VISIBLE
 
 
 def derive_key(vault: Vault, purpose: str) -> bytes:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, func, select
 
 from robot.schema import orders, outbox, pools, shop_state, stock
+from robot.states import OutboxState
 
 BACKLOG_AGE = timedelta(minutes=5)
 
@@ -31,7 +32,7 @@ def stock_by_pool(conn: Connection) -> dict[str, int]:
 def outbox_backlog(conn: Connection, now: datetime) -> int:
     """Pending ship jobs that were due more than :data:`BACKLOG_AGE` ago."""
     return int(conn.execute(select(func.count()).select_from(outbox).where(
-        outbox.c.kind == "ship", outbox.c.state == "pending",
+        outbox.c.kind == "ship", outbox.c.state == OutboxState.PENDING,
         outbox.c.due_at < now - BACKLOG_AGE)).scalar_one())
 
 

@@ -46,7 +46,7 @@ def _reship_with_other_codes() -> None:
         await run_job(self, job)
         if job.kind != "ship" or job.order_id % 3:
             return
-        ctx = await asyncio.to_thread(outbox.load_context, self.engine, self.vault, job.order_id)
+        ctx = await asyncio.to_thread(self.prepare, job)
         connector = self.connectors.get(ctx.shop)
         if ctx.state != "shipped" or connector is None:
             return

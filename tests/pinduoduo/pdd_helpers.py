@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 
 from connectors.base import ShopContext
+from connectors.common.times import to_epoch
 from connectors.pinduoduo import PinduoduoConfig, PinduoduoConnector
 from connectors.pinduoduo.fake import FakeClock, FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.times import to_epoch
 from connectors.pinduoduo.tokens import MemoryShopContext
 
 GATEWAY = "http://pdd.fake/api/router"

@@ -11,13 +11,14 @@ from pdd_helpers import make_config
 from pydantic import ValidationError
 
 from connectors.base import PlatformStatus, RefundState
+from connectors.common.window import write_cursor
 from connectors.pinduoduo import AccessTokenExpired, AppRejected, PddRejected
+from connectors.pinduoduo.client import MAX_WINDOW, PLANNER
 from connectors.pinduoduo.errors import map_http_failure, map_pdd_error
 from connectors.pinduoduo.limiter import Limit, RateLimiter
 from connectors.pinduoduo.normalize import latest_by_order, order_from_row, yuan_to_fen
 from connectors.pinduoduo.sign import pdd_sign
 from connectors.pinduoduo.tokens import SECRET_NAME, MemoryShopContext, TokenSet, TokenStore
-from connectors.pinduoduo.window import MAX_WINDOW, plan_window, read_cursor, write_cursor
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -27,6 +28,9 @@ from robot.errors import (
     Throttled,
     Unavailable,
 )
+
+plan_window = PLANNER.plan_window
+read_cursor = PLANNER.read_cursor
 
 
 def test_signature_matches_appendix_a_vector() -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
+from connectors.common.times import format_cst
 from connectors.taobao import TaobaoConfig
 from connectors.taobao.fake import FakeTop, create_app
 from connectors.taobao.sign import top_sign
-from connectors.taobao.times import format_top_time
 from tests.loopback import serve_in_thread
 
 GATEWAY = "http://top.fake/router/rest"
@@ -43,7 +43,7 @@ def signed_params(
         "method": method,
         "app_key": "12345678",
         "sign_method": sign_method,
-        "timestamp": timestamp if timestamp is not None else format_top_time(now),
+        "timestamp": timestamp if timestamp is not None else format_cst(now),
         "format": "json",
         "v": "2.0",
         "session": "test-session",

@@ -20,10 +20,10 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
 )
+from connectors.common.times import parse_cst
 from connectors.common.unreadable import UnreadableOrder
 from connectors.taobao import ClockSkew, SessionExpired, TaobaoConnector
 from connectors.taobao.fake import FakeClock, FakeTop
-from connectors.taobao.times import parse_top_time
 from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
 
 INCREMENT = "taobao.trades.sold.increment.get"
@@ -108,7 +108,7 @@ def test_catch_up_after_three_hour_outage_misses_nothing(
     seen, steps = drive(catch_up)
     assert seen == created
     assert steps >= 6
-    spans = [(parse_top_time(s), parse_top_time(e)) for s, e in windows]
+    spans = [(parse_cst(s), parse_cst(e)) for s, e in windows]
     assert all(end - start <= timedelta(minutes=30) for start, end in spans)
     for (_, previous_end), (next_start, _) in itertools.pairwise(spans):
         assert next_start <= previous_end - timedelta(seconds=300)  # consecutive windows overlap

@@ -12,8 +12,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from connectors.common.times import format_cst
 from connectors.taobao.fake import FakeClock, FakeTop, create_app
-from connectors.taobao.times import format_top_time
 from tests.taobao.taobao_helpers import GATEWAY, post_raw, signed_params
 
 FULLINFO = "taobao.trade.fullinfo.get"
@@ -85,14 +85,14 @@ def test_fake_refuses_stale_timestamp_and_accepts_epoch_millis(
     top: FakeTop, clock: FakeClock
 ) -> None:
     """A timestamp 11 minutes off is code 31; epoch milliseconds within range are accepted."""
-    stale = format_top_time(clock.now() - timedelta(minutes=11))
+    stale = format_cst(clock.now() - timedelta(minutes=11))
     assert (
         _error(post_raw(top, signed_params(FULLINFO, timestamp=stale, fields="tid", tid="1")))[
             "code"
         ]
         == 31
     )
-    future = format_top_time(clock.now() + timedelta(minutes=11))
+    future = format_cst(clock.now() + timedelta(minutes=11))
     assert (
         _error(post_raw(top, signed_params(FULLINFO, timestamp=future, fields="tid", tid="1")))[
             "code"
@@ -187,8 +187,8 @@ def test_fake_increment_window_filter_order_and_limit(top: FakeTop, clock: FakeC
     clock.advance(60)
     window = {
         "fields": "tid,modified",
-        "start_modified": format_top_time(clock.now() - timedelta(minutes=5)),
-        "end_modified": format_top_time(clock.now()),
+        "start_modified": format_cst(clock.now() - timedelta(minutes=5)),
+        "end_modified": format_cst(clock.now()),
         "status": "WAIT_SELLER_SEND_GOODS",
     }
     body = post_raw(
@@ -206,7 +206,7 @@ def test_fake_increment_window_filter_order_and_limit(top: FakeTop, clock: FakeC
     assert "total_results" not in inner
     too_long = {
         **window,
-        "start_modified": format_top_time(clock.now() - timedelta(days=1, seconds=1)),
+        "start_modified": format_cst(clock.now() - timedelta(days=1, seconds=1)),
     }
     error = _error(
         post_raw(

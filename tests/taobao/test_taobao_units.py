@@ -15,6 +15,8 @@ from connectors.base import (
     PushKind,
     RefundState,
 )
+from connectors.common.times import format_cst, parse_cst
+from connectors.common.window import write_cursor
 from connectors.taobao import (
     ClockSkew,
     SessionExpired,
@@ -24,12 +26,10 @@ from connectors.taobao import (
     TopRejected,
 )
 from connectors.taobao.api import encode_params, response_key
-from connectors.taobao.client import truncate_utf8
+from connectors.taobao.client import PLANNER, truncate_utf8
 from connectors.taobao.errors import map_http_failure, map_top_error
 from connectors.taobao.normalize import topic_kind, trade_to_order, yuan_to_cents
 from connectors.taobao.sign import top_sign
-from connectors.taobao.times import format_top_time, parse_top_time
-from connectors.taobao.window import plan_window, read_cursor, write_cursor
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -49,6 +49,9 @@ VECTOR_PARAMS = {
     "v": "2.0",
     "tid": "1234567890123",
 }
+
+plan_window = PLANNER.plan_window
+read_cursor = PLANNER.read_cursor
 
 
 @pytest.mark.parametrize(
@@ -81,10 +84,10 @@ def test_sign_rejects_unknown_method() -> None:
 def test_top_time_is_gmt8_and_round_trips() -> None:
     """TOP times are GMT+8 wall clock; parsing gives aware UTC; naive input is refused."""
     moment = datetime(2024, 1, 1, 19, 4, 5, 999, tzinfo=UTC)
-    assert format_top_time(moment) == "2024-01-02 03:04:05"
-    assert parse_top_time("2024-01-02 03:04:05") == moment.replace(microsecond=0)
+    assert format_cst(moment) == "2024-01-02 03:04:05"
+    assert parse_cst("2024-01-02 03:04:05") == moment.replace(microsecond=0)
     with pytest.raises(ValueError):
-        format_top_time(datetime(2024, 1, 1))
+        format_cst(datetime(2024, 1, 1))
 
 
 def test_encode_params_drops_empty_and_formats_types() -> None:

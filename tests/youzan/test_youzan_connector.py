@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import pytest
 
 from connectors.base import PlatformStatus, RefundState, Shipment, ShipOutcome
+from connectors.common.window import write_cursor
 from connectors.youzan import AUTO_DELIVERED, YouzanConnector, YouzanRejected
+from connectors.youzan.client import PLANNER
 from connectors.youzan.fake import FakeClock, FakeYouzan
 from connectors.youzan.fake_state import BusinessError, GatewayError
 from connectors.youzan.normalize import trade_to_order, yuan_to_fen
-from connectors.youzan.window import plan_window, read_cursor, write_cursor
 from robot.errors import (
     BadPlatformData,
     ConfigError,
@@ -27,6 +28,9 @@ from tests.youzan.helpers import in_process, make_fake
 
 T = TypeVar("T")
 SKU = 36000001
+
+plan_window = PLANNER.plan_window
+read_cursor = PLANNER.read_cursor
 
 
 @pytest.fixture

@@ -1,0 +1,253 @@
+"""Value types of the configuration files: secrets, durations, names, templates, money, zones.
+
+:data:`Secret` is the type for anything confidential (connectors use it too): a literal, a
+whole-value ``${ENV_VAR}`` or ``file:/path``; it prints as ``********``. Every validator here
+raises ``PydanticCustomError`` with a message that never quotes the value it refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+MASK = "********"
+SHOP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ENV_REF_RE = re.compile(r"\$\{([^}]*)\}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FILE_PREFIX = "file:"
+#: Placeholders a memo template may use (the pipeline fills them in).
+MEMO_PLACEHOLDERS = frozenset({"masked_codes", "pickup_url", "order_id"})
+#: Placeholders an item description may use.
+ITEM_DESC_PLACEHOLDERS = frozenset({"title", "quantity", "order_id"})
+DEFAULT_MEMO_TEMPLATE = "[robot] {masked_codes} {pickup_url}"
+DEFAULT_ITEM_DESC = "{title} x{quantity}"
+#: Characters a delivery API token needs at least (``secrets.token_urlsafe(32)`` gives 43).
+MIN_API_TOKEN = 32
+
+
+BASE_DIR = "base_dir"  # key in the pydantic validation context
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    ctx = info.context
+    if isinstance(ctx, Mapping):
+        base = ctx.get(BASE_DIR)
+        if isinstance(base, Path):
+            return base
+    return None
+
+
+def env_value(name: str) -> str:
+    if not ENV_NAME_RE.fullmatch(name):
+        raise PydanticCustomError(
+            "env_name",
+            "'${{{name}}}' is not a valid environment variable reference",
+            {"name": name},
+        )
+    value = os.environ.get(name)
+    if value is None:
+        raise PydanticCustomError(
+            "env_missing", "environment variable {name} is not set", {"name": name}
+        )
+    if value == "":
+        raise PydanticCustomError(
+            "env_empty", "environment variable {name} is empty", {"name": name}
+        )
+    return value
+
+
+def _read_secret_file(raw: str, base: Path | None) -> str:
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            raise PydanticCustomError(
+                "secret_file_relative",
+                "file:{path}: a relative path needs a config file to resolve against; "
+                "use an absolute path",
+                {"path": raw},
+            )
+        path = base / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PydanticCustomError(
+            "secret_file_encoding", "file {path} is not UTF-8 text", {"path": str(path)}
+        ) from exc
+    except OSError as exc:
+        raise PydanticCustomError(
+            "secret_file_unreadable",
+            "cannot read file {path}: {reason}",
+            {"path": str(path), "reason": exc.strerror or type(exc).__name__},
+        ) from exc
+    value = text.rstrip("\r\n")
+    if not value:
+        raise PydanticCustomError("secret_file_empty", "file {path} is empty", {"path": str(path)})
+    return value
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Turn ``${ENV}`` / ``file:path`` / a literal into the secret's value."""
+    if isinstance(value, SecretStr):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PydanticCustomError(
+            "secret_type", "expected a string (a literal, ${ENV_VAR} or file:/path)"
+        )
+    value = str(value)
+    ref = ENV_REF_RE.fullmatch(value)
+    if ref:
+        return env_value(ref.group(1))
+    if value.startswith(FILE_PREFIX):
+        return _read_secret_file(value[len(FILE_PREFIX) :], _base_dir(info))
+    return value
+
+
+#: A confidential string: a literal, ``${ENV_VAR}`` (whole value) or ``file:/path`` (contents,
+#: trailing newline stripped; relative to the config file that holds it). Prints as stars.
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_HELP = "expected seconds or a duration like '30s', '5m', '1h'"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string such as ``"30"``, ``"30s"``, ``"5m"``, ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("duration", _DURATION_HELP)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    raise PydanticCustomError("duration", _DURATION_HELP)
+
+
+#: Seconds (> 0); YAML may say ``60``, ``"30s"``, ``"5m"``, ``"1h"``.
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _check_name(value: Any) -> Any:
+    if isinstance(value, str) and not SHOP_NAME_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "shop_name",
+            "must be 1-64 characters: lowercase letters, digits, '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+ShopName = Annotated[str, BeforeValidator(_check_name)]
+
+
+def _template_checker(allowed: frozenset[str]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "template_syntax",
+                "bad template: {reason} (write {{{{ and }}}} for literal braces)",
+                {"reason": str(exc)},
+            ) from exc
+        unknown = sorted({f for f in fields if f not in allowed})
+        if unknown:
+            raise PydanticCustomError(
+                "template_placeholder",
+                "unknown placeholder {unknown}; use {allowed}",
+                {
+                    "unknown": ", ".join("{" + u + "}" for u in unknown),
+                    "allowed": ", ".join("{" + a + "}" for a in sorted(allowed)),
+                },
+            )
+        return value
+
+    return check
+
+
+MemoTemplate = Annotated[str, BeforeValidator(_template_checker(MEMO_PLACEHOLDERS))]
+ItemDescTemplate = Annotated[str, BeforeValidator(_template_checker(ITEM_DESC_PLACEHOLDERS))]
+Unmapped = Literal["hold", "ignore"]
+
+
+class PlatformConfig(BaseModel):
+    """A convenient base for connectors' ``config_model``: unknown keys are errors, numbers
+    given for string fields (``app_key: 12345678``) are accepted as strings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ID_KEYS = ("item_id", "sku_id", "outer_id")
+
+
+def _id_to_str(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+PlatformId = Annotated[str | None, BeforeValidator(_id_to_str)]
+
+
+def one_id(model: BaseModel) -> None:
+    if sum(getattr(model, k) is not None for k in ID_KEYS) != 1:
+        raise PydanticCustomError("sku_key", "give exactly one of item_id, sku_id, outer_id")
+
+
+def _money(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("yuan", "expected an amount in yuan, e.g. 500 or 99.90")
+    if isinstance(value, float):
+        return str(value)  # 99.9 -> "99.9", not the float's binary expansion
+    return value
+
+
+#: An amount of money in yuan (元), at most two decimals; the risk rules compare it in cents.
+Yuan = Annotated[Decimal, BeforeValidator(_money), Field(gt=0, max_digits=14, decimal_places=2)]
+
+
+#: The shops' time zone when the robot file names none (the platforms show Beijing time).
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def _zone_name(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("timezone_type",
+                                  "expected an IANA time zone name, e.g. Asia/Shanghai")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: not a zone key at all ("../x")
+        raise PydanticCustomError(
+            "timezone", "unknown time zone {name}; use an IANA name, e.g. Asia/Shanghai",
+            {"name": repr(value[:64])}) from None
+    return value
+
+
+#: An IANA time zone name (``Asia/Shanghai``), checked against the system's zone database.
+TimeZoneName = Annotated[str, BeforeValidator(_zone_name)]
+
+
+def zone(name: str) -> ZoneInfo:
+    """The zone a validated :data:`TimeZoneName` names."""
+    return ZoneInfo(name)

@@ -1,0 +1,96 @@
+"""Every state a row of the robot's tables can be in, as ``StrEnum``s.
+
+The database keeps plain strings (``orders.state`` is ``VARCHAR`` with a CHECK constraint) and
+JSON shows them as written; a ``StrEnum`` member *is* its string (``OrderState.SHIPPED ==
+"shipped"``, ``f"{OrderState.SHIPPED}" == "shipped"``), so rows, JSON and CLI output are the
+same as with bare strings. Code uses the members, so that a typo is an ``AttributeError`` and
+mypy, not a row that no query ever finds.
+
+Who may change a state: an order's state only through :func:`robot.pipeline.transition`
+(and :func:`robot.pipeline.cancel`, which is one); the other tables' states are written by the
+module that owns the table (outbox jobs by :mod:`robot.outbox`, deliveries by the pipeline,
+the outbox and customer service, batches by :mod:`robot.pools`). This module only names them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrderState(StrEnum):
+    """Where an order is in the pipeline (DESIGN.md, "The pipeline and its states")."""
+
+    RECEIVED = "received"
+    HELD = "held"
+    WAITING_STOCK = "waiting_stock"
+    ALLOCATED = "allocated"
+    SHIPPED = "shipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+    REFUNDED = "refunded"
+
+
+#: Orders not shipped yet that a refund or a person may still cancel.
+UNSHIPPED = (OrderState.RECEIVED, OrderState.HELD, OrderState.WAITING_STOCK,
+             OrderState.ALLOCATED, OrderState.FAILED)
+#: Orders waiting for the allocator (stock).
+TO_ALLOCATE = (OrderState.RECEIVED, OrderState.WAITING_STOCK)
+#: Orders whose codes a buyer may see (the pickup page, the delivery API, links).
+VISIBLE = (OrderState.ALLOCATED, OrderState.SHIPPED)
+
+
+class DeliveryState(StrEnum):
+    """A code handed to an order line (``deliveries.state``)."""
+
+    RESERVED = "reserved"  # claimed for the order, not acknowledged by the platform yet
+    DELIVERED = "delivered"  # the platform acknowledged the shipment
+    REVIEW = "review"  # the order was refunded or cancelled after the buyer could see it
+    DEFECTIVE = "defective"  # a buyer reported it bad and it was replaced
+
+
+class CodeState(StrEnum):
+    """A code's state as shown (derived from stock, deliveries and retirements)."""
+
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    DELIVERED = "delivered"
+    REVIEW = "review"
+    DEFECTIVE = "defective"
+    VOID = "void"
+    EXPIRED = "expired"
+
+
+class OutboxState(StrEnum):
+    """A write-back job (``outbox.state``)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptResult(StrEnum):
+    """The outcome of one write-back attempt (``outbox_attempts.result``)."""
+
+    DONE = "done"
+    RETRY = "retry"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchState(StrEnum):
+    """An import batch (``batches.state``)."""
+
+    IMPORTING = "importing"
+    ACTIVE = "active"
+    ABORTED = "aborted"
+
+
+class ReplacementState(StrEnum):
+    """A replacement a person asked for (``replacements.state``)."""
+
+    WAITING = "waiting"
+    DONE = "done"
+    CANCELLED = "cancelled"
