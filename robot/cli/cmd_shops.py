@@ -39,12 +39,13 @@ def list_cmd(app: App, as_json: bool) -> None:
             "last_error": st.last_error if st else None,
         })
     if as_json:
-        emit_json(rows)
+        emit_json(rows, app.zone)
         return
     print_table(app, "shops", ["shop", "platform", "enabled", "poll every", "mapped items",
                                "last poll ok", "paused / last error"],
                 [[r["shop"], r["platform"], "yes" if r["enabled"] else "no",
-                  f"{r['poll_interval_s']:g}s", r["items"], r["last_poll_ok_at"] or "never",
+                  f"{r['poll_interval_s']:g}s", r["items"],
+                  app.time(r["last_poll_ok_at"], empty="never"),
                   r["paused_reason"] or r["last_error"] or ""] for r in rows])
 
 

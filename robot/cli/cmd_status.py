@@ -14,7 +14,6 @@ import click
 from robot import attention, orders
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import format_age, utcnow
-from robot.display import format_time
 
 
 @click.command("status")
@@ -27,12 +26,13 @@ def status_cmd(app: App, as_json: bool) -> None:
     st = orders.status(app.engine, names, now=now)
     items = attention.needs_attention(app.engine, app.config, st, now)
     if as_json:
-        emit_json({**dataclasses.asdict(st), "needs_attention": [i.as_dict() for i in items]})
+        emit_json({**dataclasses.asdict(st), "needs_attention": [i.as_dict() for i in items]},
+                  app.zone)
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
                                "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
-                [[s.shop, format_time(s.last_poll_ok_at, empty="never"),
+                [[s.shop, app.time(s.last_poll_ok_at, empty="never"),
                   format_age(s.lag_seconds), _clock(s.clock_offset_s, limit),
                   s.paused_reason if s.paused else "", *(s.states.get(k, 0) for k in (
                       "received", "allocated", "shipped", "waiting_stock", "held", "failed",

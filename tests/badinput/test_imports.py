@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 
 from robot import pools as P
 from robot.cli.common import EXIT_USER, App
+from robot.clock import DEFAULT_ZONE
 from robot.errors import ImportRejected, UserError
 from robot.importer import MAX_CHARS, ParsedLine, RejectedLine, parse_file
 from robot.schema import codes
@@ -303,6 +304,7 @@ def cli(engine: Engine, vault: Vault, tmp_path: Path, monkeypatch: pytest.Monkey
     """`robot` as installed, on the test database and key file."""
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     app.__dict__["vault"] = vault
     return use_app(monkeypatch, app)
 
