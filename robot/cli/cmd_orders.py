@@ -135,7 +135,7 @@ def release_cmd(app: App, order_id: int, as_json: bool) -> None:
     target = orders.release(app.engine, order_id, actor=actor(),
                             items=shop.items if shop is not None else None,
                             platform=shop.platform if shop is not None else None,
-                            rules=shop.risk if shop is not None else None)
+                            rules=shop.risk if shop is not None else None, zone=app.zone)
     if as_json:
         emit_json({"order_id": order_id, "state": target})
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 from sqlalchemy import select
@@ -27,7 +28,7 @@ def list_cmd(app: App, as_json: bool) -> None:
     """Every shop in the configuration with its platform and polling state."""
     with app.engine.connect() as conn:
         states = {r.shop: r for r in conn.execute(select(shop_state))}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for shop in app.config.shops:
         st = states.get(shop.name)
         rows.append({

@@ -228,7 +228,8 @@ def test_same_file_twice_is_refused_by_hash(engine: Engine, vault: Vault, pool: 
     path = tmp_path / "first.txt"
     before = snapshot(engine)
     with pytest.raises(UserError, match=r"^this file was already imported into pool 'game-card' "
-                                        r"as batch 1 on .* UTC; nothing was imported") as info:
+                                        r"as batch 1 on .* \(Asia/Shanghai\); nothing was "
+                                        r"imported") as info:
         P.import_codes(engine, vault, POOL, path, actor=ACTOR)
     assert not isinstance(info.value, ImportRejected)
     assert snapshot(engine) == before
