@@ -145,6 +145,8 @@ class SalesRow:
 
     def as_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.avg_paid_to_shipped_s is not None:  # to a tenth: timestamps' microseconds
+            data["avg_paid_to_shipped_s"] = round(self.avg_paid_to_shipped_s, 1)  # are noise
         data["net_revenue_cents"] = self.net_revenue_cents
         data["margin_cents"] = self.margin_cents
         data["margin_pct"] = self.margin_pct

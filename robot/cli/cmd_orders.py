@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from robot import orders
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.display import with_yuan
+from robot.display import with_yuan, zone_name
 from robot.display import yuan as _money
 from robot.schema import ORDER_STATES
 from robot.support import printable
@@ -32,10 +32,12 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     if as_json:
         emit_json(with_yuan(rows), app.zone)
         return
-    print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
-                                "shipped", "reason"],
+    print_table(app, f"orders (times in {zone_name(app.zone)})",
+                ["id", "shop", "platform order", "state", "amount", "paid", "received",
+                 "shipped", "reason"],
                 [[r["id"], r["shop"], r["platform_order_id"], r["state"], _money(r["total_cents"]),
-                  app.time(r["received_at"]), app.time(r["shipped_at"], empty=""),
+                  app.time(r["paid_at"]), app.time(r["received_at"]),
+                  app.time(r["shipped_at"], empty=""),
                   _safe(r["reason"] or "")] for r in rows])
 
 

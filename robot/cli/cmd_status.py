@@ -26,8 +26,12 @@ def status_cmd(app: App, as_json: bool) -> None:
     st = orders.status(app.engine, names, now=now)
     items = attention.needs_attention(app.engine, app.config, st, now)
     if as_json:
-        emit_json({**dataclasses.asdict(st), "needs_attention": [i.as_dict() for i in items]},
-                  app.zone)
+        data = dataclasses.asdict(st)
+        for shop in data["shops"]:  # seconds to a tenth, like the times (no microseconds)
+            for key in ("lag_seconds", "clock_offset_s"):
+                if shop.get(key) is not None:
+                    shop[key] = round(shop[key], 1)
+        emit_json({**data, "needs_attention": [i.as_dict() for i in items]}, app.zone)
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
