@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 #: The robot file's default ``timezone:`` (robot.config.DEFAULT_TIMEZONE): the zone a
@@ -78,7 +79,9 @@ def offset_seconds(value: datetime, zone: tzinfo) -> int:
     return int(offset.total_seconds()) if offset is not None else 0
 
 
-def offset_changes(since: datetime, until: datetime, zone: tzinfo) -> list[tuple[datetime, int]]:
+@lru_cache(maxsize=32)  # one report asks for the same window several times
+def offset_changes(since: datetime, until: datetime,
+                   zone: tzinfo) -> tuple[tuple[datetime, int], ...]:
     """The offsets ``zone`` keeps in ``[since, until)`` (naive UTC): ``[(start, offset_s)]``,
     the first starting at ``since``, each next one at the instant (to the second) the zone's
     offset changed (a DST switch). One entry for a zone without changes there."""
@@ -99,4 +102,4 @@ def offset_changes(since: datetime, until: datetime, zone: tzinfo) -> list[tuple
             if hi_at < until:
                 changes.append((hi_at, offset_seconds(hi_at, zone)))
         at = nxt
-    return changes
+    return tuple(changes)

@@ -250,7 +250,8 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
                 limit: int = 50) -> list[dict[str, Any]]:
     stmt = select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
                   orders.c.reason, orders.c.total_cents, orders.c.paid_at,
-                  orders.c.received_at, orders.c.shipped_at).order_by(orders.c.id.desc()).limit(limit)
+                  orders.c.received_at, orders.c.shipped_at
+                  ).order_by(orders.c.id.desc()).limit(limit)
     if state:
         stmt = stmt.where(orders.c.state == state)
     if shop:

@@ -77,7 +77,21 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_since(text: str, now: datetime, zone: tzinfo = DEFAULT_ZONE) -> datetime:
     """``7d``, ``24h``, ``30m``, ``2w`` before ``now``; a date (``2026-11-01``: its midnight
     in ``zone``); a local date and time in ``zone`` (``2026-11-01 08:00``); or a time with
-    its offset (``2026-11-01T08:00+08:00``). Naive UTC, as stored."""
+    its offset (``2026-11-01T08:00+08:00``). Naive UTC, as stored; not before 1970."""
+    try:
+        when = _since(text, now, zone)
+    except OverflowError:  # 99999999d, 0001-01-01 in a zone east of UTC
+        when = EARLIEST - timedelta(days=1)
+    if when < EARLIEST:
+        raise UserError(f"--since {text!r}: give a start in 1970 or later")
+    return when
+
+
+#: The earliest window start (the report scans the zone's offsets from its start on).
+EARLIEST = datetime(1970, 1, 1)
+
+
+def _since(text: str, now: datetime, zone: tzinfo) -> datetime:
     m = _SINCE.fullmatch(text.strip().lower())
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})

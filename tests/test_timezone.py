@@ -25,6 +25,7 @@ from robot.cli.common import App
 from robot.clock import day_end, day_start, offset_changes
 from robot.config import AlertsConfig
 from robot.display import format_time, format_time_json, json_times
+from robot.errors import UserError
 from robot.http.handover import code_rows, views
 from robot.importer import parse_expiry
 from robot.reporthtml import HtmlReport, render, window_days
@@ -239,6 +240,15 @@ def test_codes_export_since_is_local_midnight_and_times_are_local(
     assert exported("2026-12-02") == []
 
 
+def test_since_out_of_range_is_a_clear_error() -> None:
+    """A --since before 1970 or beyond the calendar is refused with one line, not a
+    traceback."""
+    now = datetime(2026, 12, 10)
+    for text in ("0001-01-01", "99999999d", "1969-12-31"):
+        with pytest.raises(UserError, match="1970 or later"):
+            report.parse_since(text, now, SHANGHAI)
+
+
 # ----------------------------------------------------------------------------- imports
 
 
@@ -335,11 +345,11 @@ def test_display_helpers_show_the_zone_to_the_second() -> None:
     assert format_time_json(PAID) == "2026-12-05T17:30:00+00:00"
     assert json_times({"a": [PAID], "d": date(2026, 1, 2)}, BERLIN) == {
         "a": ["2026-12-05T18:30:00+01:00"], "d": "2026-01-02"}
-    assert offset_changes(datetime(2026, 1, 1), datetime(2027, 1, 1), BERLIN) == [
+    assert offset_changes(datetime(2026, 1, 1), datetime(2027, 1, 1), BERLIN) == (
         (datetime(2026, 1, 1), 3600), (datetime(2026, 3, 29, 1), 7200),
-        (datetime(2026, 10, 25, 1), 3600)]
-    assert offset_changes(datetime(2026, 1, 1), datetime(2027, 1, 1), SHANGHAI) == [
-        (datetime(2026, 1, 1), 28800)]
+        (datetime(2026, 10, 25, 1), 3600))
+    assert offset_changes(datetime(2026, 1, 1), datetime(2027, 1, 1), SHANGHAI) == (
+        (datetime(2026, 1, 1), 28800),)
 
 
 # ----------------------------------------------------------------------------- HTML, alerts, pickup
