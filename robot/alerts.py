@@ -9,6 +9,9 @@ primary key, for a key's first alert), so several processes and restarts send ea
 transition once. Messages go through a :class:`Notifier`: apprise in production,
 :class:`MemoryNotifier` in tests.
 
+Times in messages are in the robot's ``timezone:`` (the engine is given the zone), to the
+second, with the zone named.
+
 This module must never put a code, a credential or an alert target's URL in a message or a
 log line: messages carry pool and shop names, counts and the robot's own error texts.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -26,8 +29,9 @@ from sqlalchemy import Engine, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from robot import audit, orders
-from robot.clock import format_age
+from robot.clock import DEFAULT_ZONE, format_age
 from robot.config import AlertsConfig
+from robot.display import format_time, zone_name
 from robot.log import get_logger
 from robot.schema import alert_state, pools, stock
 from robot.states import OrderState
@@ -65,11 +69,13 @@ class Condition:
 
 def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
              shops: Sequence[str] | None = None, check_audit: bool = True,
-             max_clock_offset: float | None = None) -> list[Condition]:
+             max_clock_offset: float | None = None,
+             zone: tzinfo = DEFAULT_ZONE) -> list[Condition]:
     """Read every alert condition; ``shops`` limits shop alerts to these (the configured ones).
 
     ``check_audit=False`` leaves the (expensive) audit chain check out of the readings;
-    ``max_clock_offset`` (seconds) turns on the platform clock alert.
+    ``max_clock_offset`` (seconds) turns on the platform clock alert; times in the details
+    are shown in ``zone``.
     """
     st = orders.status(engine, shops or (), now=now)
     found: list[Condition] = []
@@ -107,15 +113,17 @@ def evaluate(engine: Engine, settings: AlertsConfig, now: datetime, *,
     names = {p.pool_id: p.name for p in _pool_names(engine)}
     soon = now + timedelta(days=settings.expiring_days)
     with engine.connect() as conn:
-        expiring = {int(r[0]): int(r[1]) for r in conn.execute(
-            select(stock.c.pool_id, func.count())
+        expiring = {int(r[0]): (int(r[1]), r[2]) for r in conn.execute(
+            select(stock.c.pool_id, func.count(), func.min(stock.c.expires_at))
             .where(stock.c.expires_at > now, stock.c.expires_at <= soon)
             .group_by(stock.c.pool_id))}
     for pid, name in sorted(names.items(), key=lambda kv: kv[1]):
-        n = expiring.get(pid, 0)
+        n, first = expiring.get(pid, (0, None))
         found.append(Condition(f"expiring:{name}", n > 0, f"codes expiring in pool {name}",
                                f"{n} available codes expire within "
-                               f"{settings.expiring_days:g} days"))
+                               f"{settings.expiring_days:g} days" + (
+                                   f", the first at {format_time(first, zone=zone)} "
+                                   f"({zone_name(zone)})" if first is not None else "")))
     if check_audit:
         result = audit.verify(engine)
         found.append(Condition("audit:chain", not result.ok, "audit chain broken",
@@ -240,8 +248,10 @@ class AlertEngine:
     def __init__(self, engine: Engine, notifier: Notifier, settings: AlertsConfig, *,
                  shops: Sequence[str] | None = None,
                  extra: Sequence[Callable[[], Condition]] = (),
-                 max_clock_offset: float | None = None) -> None:
+                 max_clock_offset: float | None = None,
+                 zone: tzinfo = DEFAULT_ZONE) -> None:
         self.engine = engine
+        self.zone = zone  # the robot's timezone: times in messages
         self.notifier = notifier
         self.settings = settings
         self.shops = list(shops) if shops is not None else None
@@ -254,7 +264,8 @@ class AlertEngine:
         """Evaluate, apply start / clear transitions, send them; returns what was sent."""
         check_audit = self._next_audit is None or now >= self._next_audit
         readings = evaluate(self.engine, self.settings, now, shops=self.shops,
-                            check_audit=check_audit, max_clock_offset=self.max_clock_offset)
+                            check_audit=check_audit, max_clock_offset=self.max_clock_offset,
+                            zone=self.zone)
         if check_audit:
             self._next_audit = now + timedelta(seconds=self.settings.audit_every)
         own = [read() for read in self.extra]
@@ -311,6 +322,9 @@ class AlertEngine:
 
     def _send(self, cond: Condition, row: Any, now: datetime) -> None:
         title, body = _message(cond, row, now)
+        # When it happened, in the merchant's zone (not in the stored detail, which would
+        # then change on every run).
+        body += f"\n({format_time(now, zone=self.zone)} {zone_name(self.zone)})"
         try:
             ok = self.notifier.send(title, body)
         except Exception as exc:  # noqa: BLE001 - a broken target never stops the robot

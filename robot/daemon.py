@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
 from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, support
 from robot.clock import utcnow
-from robot.config import RobotConfig, ShopConfig, check_pools, load_config
+from robot.config import RobotConfig, ShopConfig, check_pools, load_config, zone
 from robot.db import (
     check_durability,
     database_errors,
@@ -165,6 +165,8 @@ class Robot:
     def __init__(self, config: RobotConfig, *, owner: str | None = None,
                  drain_timeout: float = 20.0) -> None:
         self.config = config
+        #: The robot file's ``timezone:`` (a restart applies a change): days and times shown.
+        self.zone = zone(config.timezone)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.drain_timeout = drain_timeout
         self.health = Health()
@@ -414,7 +416,7 @@ class Robot:
                 self.engine, alerts.AppriseNotifier(self.config.alerts.targets),
                 self.config.alerts, shops=[s.name for s in self.config.shops if s.enabled],
                 extra=self.alert_readings,
-                max_clock_offset=self.config.intake.max_clock_offset)
+                max_clock_offset=self.config.intake.max_clock_offset, zone=self.zone)
             scheduler.add_job(self._check_alerts, "interval", seconds=alerts.CHECK_INTERVAL,
                               args=[checker], id="alerts", coalesce=True, max_instances=1,
                               misfire_grace_time=30)
@@ -730,7 +732,7 @@ class Robot:
                 outcome = await poller.poll_shop(
                     self.engine, shop, connector, kind,
                     now=lambda: datetime.now(UTC), owner=None if self._solo else self.owner,
-                    db=self._db, should_stop=self._stop.is_set, start=start,
+                    db=self._db, should_stop=self._stop.is_set, start=start, zone=self.zone,
                 )
             except asyncio.CancelledError:
                 # Only stop() cancels a poll (after the drain timeout): the cursor did not move,
@@ -758,7 +760,7 @@ class Robot:
             try:
                 outcome = await poller.reconcile_shop(
                     self.engine, self.shops[shop_name], self.connectors[shop_name],
-                    now=datetime.now(UTC), period=lookback, db=self._db)
+                    now=datetime.now(UTC), period=lookback, db=self._db, zone=self.zone)
             except asyncio.CancelledError:
                 log.info("sweep_cancelled")
                 return
@@ -871,7 +873,7 @@ class Robot:
                 return
             try:
                 applied = await poller.consume_messages(self.engine, shop, connector, connector,
-                                                        db=self._db)
+                                                        db=self._db, zone=self.zone)
             except Fatal as exc:
                 await self._db(pause_shop, self.engine, shop_name, exc.message)
                 self._record_poll(shop_name, "messages", False, exc.message, True)

@@ -4,8 +4,10 @@ Money is stored as integer cents everywhere; people read yuan. :func:`yuan` turn
 ``"29.90"`` (a string: exact, with both decimals, never a binary float), and
 :func:`with_yuan` adds that yuan figure beside every ``…_cents`` member of a JSON document
 (``total_cents: 2990`` gains ``total: "29.90"``), so a reader gets yuan and a program keeps
-the exact cents. Times are shown to the second, without microseconds, through
-:func:`format_time` (the one place that will learn the robot's ``timezone:``). Durations
+the exact cents. Times are stored as naive UTC and shown in the robot's ``timezone:`` (the
+shops' zone, Asia/Shanghai unless the robot file says otherwise), to the second: on screen
+through :func:`format_time` (``2026-12-06 01:30:00``), in JSON through
+:func:`format_time_json` / :func:`json_times` (``2026-12-06T01:30:00+08:00``). Durations
 are shown the way a config file writes them (``30d``, ``5m``, ``200ms``).
 
 This module only formats; it never reads the database and never sees a code.
@@ -14,10 +16,10 @@ This module only formats; it never reads the database and never sees a code.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from robot.clock import to_aware, to_zone
+from robot.clock import to_zone
 
 CENTS_SUFFIX = "_cents"
 _UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
@@ -70,11 +72,40 @@ def format_time(value: datetime | None, *, zone: tzinfo | None = None, empty: st
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_time_json(value: datetime | None) -> str | None:
-    """A stored time for ``--json``: ISO 8601 with its offset, whole seconds."""
+def format_minute(value: datetime, *, zone: tzinfo | None = None) -> str:
+    """A stored time for a title or a range, to the minute: ``2026-01-02 03:04``."""
+    if zone is not None:
+        value = to_zone(value, zone)
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def format_time_json(value: datetime | None, zone: tzinfo | None = None) -> str | None:
+    """A stored time for ``--json``: ISO 8601 with its offset, whole seconds, in ``zone``
+    (UTC when None): ``2026-12-06T01:30:00+08:00``."""
     if value is None:
         return None
-    return to_aware(value).replace(microsecond=0).isoformat()
+    return to_zone(value, zone or UTC).replace(microsecond=0).isoformat()
+
+
+def json_times(data: Any, zone: tzinfo | None = None) -> Any:
+    """``data`` with every datetime in it (at any depth) as :func:`format_time_json` writes
+    it, and every date as ``YYYY-MM-DD``."""
+    if isinstance(data, datetime):
+        return format_time_json(data, zone)
+    if isinstance(data, date):
+        return data.isoformat()
+    if isinstance(data, Mapping):
+        return {k: json_times(v, zone) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_times(v, zone) for v in data]
+    return data
+
+
+def zone_name(zone: tzinfo | None) -> str:
+    """How a table header names the zone its times are in (``Asia/Shanghai``)."""
+    if zone is None:
+        return "UTC"
+    return str(getattr(zone, "key", None) or zone.tzname(None) or zone)
 
 
 def format_duration(seconds: float) -> str:

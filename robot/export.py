@@ -21,16 +21,16 @@ import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select, update
 
 from robot import audit
-from robot.clock import to_aware, utcnow
+from robot.clock import DEFAULT_ZONE, to_zone, utcnow
+from robot.display import format_time_json
 from robot.errors import UserError
-from robot.importer import LOCAL_TZ
 from robot.pools import CODE_STATES, pool_id
 from robot.schema import batches, codes, deliveries, orders, stock
 from robot.states import BatchState, CodeState, DeliveryState
@@ -56,7 +56,7 @@ class ExportResult:
     def as_dict(self) -> dict[str, Any]:
         return {"pool": self.pool, "file": str(self.path), "rows": self.rows,
                 "plaintext": self.plaintext, "state": self.state,
-                "since": self.since.isoformat() if self.since else None}
+                "since": self.since}
 
 
 def _when(state: str | None) -> Any:
@@ -112,8 +112,9 @@ def _check_state(state: str | None) -> None:
 
 def export_codes(engine: Engine, vault: Vault, pool: str, path: Path, *, actor: str,
                  state: str | None = None, since: datetime | None = None,
-                 plaintext: bool = False) -> ExportResult:
-    """Write the pool's codes (filtered by state and ``since``) to ``path`` as CSV."""
+                 plaintext: bool = False, zone: tzinfo = DEFAULT_ZONE) -> ExportResult:
+    """Write the pool's codes (filtered by state and ``since``) to ``path`` as CSV; times
+    are written in ``zone`` (the robot's ``timezone:``) with their offset."""
     _check_state(state)
     with engine.begin() as conn:
         pid = pool_id(conn, pool)
@@ -127,7 +128,7 @@ def export_codes(engine: Engine, vault: Vault, pool: str, path: Path, *, actor: 
             writer.writerow(COLUMNS)
             with engine.connect() as conn:
                 for r in _stream(conn, _query(pid, state, since)):
-                    writer.writerow(_row(vault, r, plaintext))
+                    writer.writerow(_row(vault, r, plaintext, zone))
                     rows += 1
             fh.flush()
             os.fsync(fh.fileno())
@@ -156,7 +157,7 @@ def _audit_reveal(conn: Connection, pid: int, pool: str, path: Path, *, actor: s
         conn.execute(marks.values(seen_at=utcnow()))
     audit.append(conn, actor=actor, action="export", subject=f"pool:{pool}", details={
         "pool": pool, "plaintext": True, "state": state,
-        "since": since.isoformat() if since else None, "count": count, "file": path.name,
+        "since": format_time_json(since), "count": count, "file": path.name,
     })
 
 
@@ -182,7 +183,7 @@ def _stream(conn: Connection, query: Select[Any]) -> Iterator[Any]:
     yield from result
 
 
-def _row(vault: Vault, r: Any, plaintext: bool) -> list[str]:
+def _row(vault: Vault, r: Any, plaintext: bool, zone: tzinfo) -> list[str]:
     secret = vault.decrypt(str(r.key_id), bytes(r.ciphertext), code_id=int(r.id),
                            pool_id=int(r.pool_id), fingerprint=bytes(r.fingerprint),
                            aad_version=r.aad_version)
@@ -195,8 +196,8 @@ def _row(vault: Vault, r: Any, plaintext: bool) -> list[str]:
     return [
         str(r.id), code_cell, password_cell, _state(r), str(r.batch_id), str(r.source_line),
         _safe(r.supplier or ""), "" if r.cost_cents is None else f"{r.cost_cents / 100:.2f}",
-        _local(r.expires_at), "" if r.order_id is None else str(r.order_id),
-        _safe(r.platform_order_id or ""), _safe(r.shop or ""), _local(r.delivered_at),
+        _local(r.expires_at, zone), "" if r.order_id is None else str(r.order_id),
+        _safe(r.platform_order_id or ""), _safe(r.shop or ""), _local(r.delivered_at, zone),
     ]
 
 
@@ -210,11 +211,11 @@ def _state(r: Any) -> str:
     return "unknown"
 
 
-def _local(value: datetime | None) -> str:
-    """A stored (naive UTC) time in the merchants' zone, with its offset."""
+def _local(value: datetime | None, zone: tzinfo) -> str:
+    """A stored (naive UTC) time in the robot's zone, with its offset, whole seconds."""
     if value is None:
         return ""
-    return to_aware(value).astimezone(LOCAL_TZ).isoformat(sep=" ", timespec="seconds")
+    return to_zone(value, zone).isoformat(sep=" ", timespec="seconds")
 
 
 def _safe(text: str) -> str:

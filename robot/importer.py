@@ -24,10 +24,12 @@ each other line is refused, naming the likely cause). The caller may force the e
 
 ``expires_at`` accepts ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]`` (``/`` and ``.`` work as
 the date separator too, ``2025年3月1日`` and ``20250301`` as well) and ISO 8601 with a UTC
-offset; ``永久``/``长期`` mean no expiry. Values without an offset are local time in China
-(UTC+8, the merchants' clock). **A date alone means the code is valid through that day**: it
-expires at the next local midnight (``2025-03-01`` → ``2025-03-02 00:00 +08:00``, stored as
-``2025-03-01 16:00`` UTC). ``cost`` is in yuan with at most two decimals.
+offset; ``永久``/``长期`` mean no expiry. Values without an offset are local time in the
+robot's ``timezone:`` (the caller passes the zone; Asia/Shanghai when it names none). **A
+date alone means the code is valid through that day**: it expires at the last second of that
+local day, 23:59:59 (``2025-03-01`` in Asia/Shanghai → ``2025-03-01 23:59:59 +08:00``,
+stored as ``2025-03-01 15:59:59`` UTC; a code is sold while its expiry is still ahead).
+``cost`` is in yuan with at most two decimals.
 
 Every line is a :class:`ParsedLine`, a :class:`BlankLine` (skipped and counted, never a
 rejection) or a :class:`RejectedLine` with a short reason (see the ``R_*`` constants;
@@ -51,12 +53,12 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from robot.clock import NEVER, to_naive_utc
+from robot.clock import DEFAULT_ZONE, NEVER, day_end, local_to_utc, to_naive_utc
 from robot.errors import ImportRejected
 from robot.spreadsheet import cell_text, column_letter
 from robot.vault import join_pair, mask
@@ -76,9 +78,6 @@ MAX_LINE_BYTES = MAX_CHARS * 4 + 1
 SNIFF_BYTES = 4096
 # Upper bound of a cost in cents: the column is a 32-bit integer.
 MAX_COST_CENTS = 2_147_483_647
-
-# China has kept UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
-LOCAL_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 R_TOO_LONG = f"too long (max {MAX_CHARS} characters)"
 R_CONTROL = "control character"
@@ -211,13 +210,14 @@ def parse_cost(value: str) -> int:
 
 
 @lru_cache(maxsize=4096)
-def parse_expiry(value: str) -> datetime:
-    """An expiry as written by a merchant → naive UTC (see the module docstring).
+def parse_expiry(value: str, zone: tzinfo = DEFAULT_ZONE) -> datetime:
+    """An expiry as written by a merchant, local time in ``zone`` → naive UTC (see the
+    module docstring).
 
     Raises ``ValueError`` when it is not a date this module accepts.
     """
     try:
-        return _checked(_parse_expiry(_usual_date(value.strip(_TRIM))))
+        return _checked(_parse_expiry(_usual_date(value.strip(_TRIM)), zone))
     except OverflowError:  # a date at the very end of the calendar
         raise ValueError(value) from None
 
@@ -235,26 +235,22 @@ def _usual_date(text: str) -> str:
     return text
 
 
-def _parse_expiry(text: str) -> datetime:
+def _parse_expiry(text: str, zone: tzinfo) -> datetime:
     normalized = text.replace("/", "-")
     try:
-        # A local date; the offset is attached below.
         day = datetime.strptime(normalized, "%Y-%m-%d")
     except ValueError:
         pass
     else:
-        # Valid through that day: expires at the next local midnight.
-        return to_naive_utc((day + timedelta(days=1)).replace(tzinfo=LOCAL_TZ))
+        return day_end(day.date(), zone)  # valid through that local day
     for pattern in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"):
         try:
             local = datetime.strptime(normalized, pattern)
         except ValueError:
             continue
-        return to_naive_utc(local.replace(tzinfo=LOCAL_TZ))
+        return local_to_utc(local, zone)
     parsed = datetime.fromisoformat(text)  # ValueError propagates
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=LOCAL_TZ)
-    return to_naive_utc(parsed)
+    return local_to_utc(parsed, zone) if parsed.tzinfo is None else to_naive_utc(parsed)
 
 
 def _checked(value: datetime) -> datetime:
@@ -435,18 +431,19 @@ def _text_lines(fh: BinaryIO, encoding: Encoding) -> Iterator[tuple[int, str | V
 
 
 def parse_file(path: Path, *, fmt: Format | None = None, encoding: Encoding | None = None,
-               sheet: str | None = None) -> Iterator[Verdict]:
+               sheet: str | None = None, zone: tzinfo = DEFAULT_ZONE) -> Iterator[Verdict]:
     """Yield one verdict per data line of ``path``, in order, streaming.
 
     ``encoding`` forces how a text file is decoded (default: detected); ``sheet`` names the
-    sheet of a workbook (default: the first). Raises :class:`ImportRejected` (line 1) when
+    sheet of a workbook (default: the first); ``zone`` is the time zone of expiries written
+    without an offset (the robot's ``timezone:``). Raises :class:`ImportRejected` (line 1) when
     the file as a whole is unusable.
     """
     kind = detect_format(path, fmt)
     if kind == "xlsx":
         from robot.spreadsheet import sheet_rows  # openpyxl is loaded only for workbooks
 
-        yield from _useful(_cell_items(sheet_rows(path, sheet), path.name), path.name)
+        yield from _useful(_cell_items(sheet_rows(path, sheet), path.name, zone), path.name)
         return
     if sheet is not None:
         raise ImportRejected([(1, "--sheet is for .xlsx workbooks")],
@@ -456,7 +453,7 @@ def parse_file(path: Path, *, fmt: Format | None = None, encoding: Encoding | No
     chosen = encoding or detect_encoding(path)
     with path.open("rb") as fh:
         lines = _text_lines(fh, chosen)
-        items = _txt_items(lines) if kind == "txt" else _csv_items(lines, path.name)
+        items = _txt_items(lines) if kind == "txt" else _csv_items(lines, path.name, zone)
         yield from _useful(items, path.name)
 
 
@@ -535,7 +532,8 @@ def _csv_header(text: str | Verdict, name: str) -> _Header:
     return parse_header(cells, name)
 
 
-def _csv_items(lines: Iterator[tuple[int, str | Verdict]], name: str) -> Iterator[Verdict]:
+def _csv_items(lines: Iterator[tuple[int, str | Verdict]], name: str,
+               zone: tzinfo) -> Iterator[Verdict]:
     header: _Header | None = None
     for line_no, text in lines:
         if header is None:
@@ -561,11 +559,13 @@ def _csv_items(lines: Iterator[tuple[int, str | Verdict]], name: str) -> Iterato
         if len(cells) != header.width:
             yield RejectedLine(line_no, R_COLUMNS)
             continue
-        yield row_verdict(line_no, cells, header)
+        yield row_verdict(line_no, cells, header, zone)
 
 
-def row_verdict(line_no: int, cells: list[str], header: _Header) -> ParsedLine | RejectedLine:
-    """The verdict on one data row whose cells are trimmed text, ``header.width`` of them."""
+def row_verdict(line_no: int, cells: list[str], header: _Header,
+                zone: tzinfo = DEFAULT_ZONE) -> ParsedLine | RejectedLine:
+    """The verdict on one data row whose cells are trimmed text, ``header.width`` of them
+    (expiries without an offset are local time in ``zone``)."""
     if header.code is not None:
         secret = cells[header.code]
     else:
@@ -580,7 +580,7 @@ def row_verdict(line_no: int, cells: list[str], header: _Header) -> ParsedLine |
     if header.expires_at is not None and cells[header.expires_at] not in ("", *NO_EXPIRY):
         expires_text = cells[header.expires_at]
         try:
-            expires_at = parse_expiry(expires_text)
+            expires_at = parse_expiry(expires_text, zone)
         except ValueError:
             return RejectedLine(line_no, f"bad date: {echo(expires_text)}")
     cost: int | None = None
@@ -592,7 +592,8 @@ def row_verdict(line_no: int, cells: list[str], header: _Header) -> ParsedLine |
     return ParsedLine(line_no, secret, expires_at, cost, expires_text)
 
 
-def _cell_items(rows: Iterator[tuple[int, tuple[object, ...]]], name: str) -> Iterator[Verdict]:
+def _cell_items(rows: Iterator[tuple[int, tuple[object, ...]]], name: str,
+                zone: tzinfo) -> Iterator[Verdict]:
     """Verdicts on a sheet's rows of cell values (see :mod:`robot.spreadsheet`)."""
     header: _Header | None = None
     for row_no, values in rows:
@@ -621,7 +622,8 @@ def _cell_items(rows: Iterator[tuple[int, tuple[object, ...]]], name: str) -> It
             continue
         if problem is None:
             problem = next((p for p in map(check_text, cells) if p), None)
-        yield RejectedLine(row_no, problem) if problem else row_verdict(row_no, cells, header)
+        yield (RejectedLine(row_no, problem) if problem
+               else row_verdict(row_no, cells, header, zone))
 
 
 def _roles(header: _Header) -> list[str]:
@@ -638,7 +640,6 @@ def _roles(header: _Header) -> list[str]:
 __all__ = [
     "ENCODING_NAMES",
     "FORMATS",
-    "LOCAL_TZ",
     "MAX_CHARS",
     "BlankLine",
     "Encoding",

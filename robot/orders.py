@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select, update
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select, update
 from connectors.base import OrderLine, RefundState
 from robot import audit, pipeline, risk
 from robot import outbox as outbox_ops
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
 from robot.errors import UserError
 from robot.matcher import MappingLike, resolve_line
@@ -79,7 +79,7 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
 
 def release(engine: Engine, order_id: int, *, actor: str,
             items: Sequence[MappingLike] | None = None, platform: str | None = None,
-            rules: RiskRules | None = None) -> str:
+            rules: RiskRules | None = None, zone: tzinfo = DEFAULT_ZONE) -> str:
     """Let a held order go on: to ``allocated`` if it kept its codes, else to allocation.
 
     ``items`` (the shop's current mappings) re-resolves lines that were unmapped, so a
@@ -87,14 +87,15 @@ def release(engine: Engine, order_id: int, *, actor: str,
 
     An ``ignored`` order (nothing mapped when it came in) is released the same way once its
     mapping is fixed: it needs ``items``, and since it never met the risk rules it meets
-    them now (``rules``, and the blacklists), as of when it came in; a hit holds it.
+    them now (``rules``, and the blacklists), as of when it came in (its local day in
+    ``zone`` for the daily limits); a hit holds it.
     """
     now = utcnow()
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
         if row.state == OrderState.IGNORED:
             return _release_ignored(conn, row, actor=actor, items=items, rules=rules,
-                                    platform=platform, now=now)
+                                    platform=platform, now=now, zone=zone)
         if row.state != OrderState.HELD:
             raise UserError(f"order {order_id} is {row.state}, not held or ignored")
         if items is not None:
@@ -119,7 +120,8 @@ def release(engine: Engine, order_id: int, *, actor: str,
 
 
 def _release_ignored(conn: Any, row: Any, *, actor: str, items: Sequence[MappingLike] | None,
-                     rules: RiskRules | None, platform: str | None, now: datetime) -> str:
+                     rules: RiskRules | None, platform: str | None, now: datetime,
+                     zone: tzinfo = DEFAULT_ZONE) -> str:
     order_id = int(row.id)
     if items is None:
         raise UserError(f"order {order_id}: shop {row.shop!r} is not in the configuration, so "
@@ -140,7 +142,7 @@ def _release_ignored(conn: Any, row: Any, *, actor: str, items: Sequence[Mapping
         lines=[risk.LineFacts(int(ln.quantity), ln.item_id, ln.sku_id, ln.outer_id)
                for ln in lines])
     hits = risk.judge(rules, cand, risk.gather(conn, rules, cand, row.received_at,
-                                               before_id=order_id))
+                                               before_id=order_id, zone=zone))
     target = OrderState.HELD if hits else OrderState.RECEIVED
     pipeline.transition(conn, order_id, OrderState.IGNORED, target,
                          risk.reason_of(hits) if hits else None, now, due_at=now)
@@ -252,8 +254,9 @@ def shop_of(engine: Engine, order_id: int) -> str:
 def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = None,
                 limit: int = 50) -> list[dict[str, Any]]:
     stmt = select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.state,
-                  orders.c.reason, orders.c.total_cents, orders.c.received_at,
-                  orders.c.shipped_at).order_by(orders.c.id.desc()).limit(limit)
+                  orders.c.reason, orders.c.total_cents, orders.c.paid_at,
+                  orders.c.received_at, orders.c.shipped_at
+                  ).order_by(orders.c.id.desc()).limit(limit)
     if state:
         stmt = stmt.where(orders.c.state == state)
     if shop:

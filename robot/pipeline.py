@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.common.unreadable import UnreadableOrder
 from robot import audit, risk
-from robot.clock import NEVER, to_naive_utc, utcnow
+from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
 from robot.matcher import MappingLike, Need, claim, resolve_line
@@ -142,7 +142,8 @@ def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any]
 
 
 def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
-           now: datetime | None = None, allocate: bool = False) -> IntakeResult:
+           now: datetime | None = None, allocate: bool = False,
+           zone: tzinfo = DEFAULT_ZONE) -> IntakeResult:
     """Record a platform order snapshot. Idempotent on (shop, platform order id).
 
     A new paid order is created (received, held or ignored); a known order is updated from
@@ -152,6 +153,7 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
     transaction (``allocated``, or ``waiting_stock`` with the reason): one commit per order
     instead of two, and the claim is as durable as the order itself. The daemon takes orders
     in this way; without it the order waits ``received`` for :func:`allocate_next`.
+    ``zone`` is the robot's ``timezone:``: the day of the risk rules' daily limits.
 
     A snapshot the platform sent in a shape we cannot use (an
     :class:`~connectors.common.unreadable.UnreadableOrder`, or values outside
@@ -170,7 +172,7 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
                 if problem is not None:
                     return _park_tx(conn, shop, order.platform_order_id, problem, actor,
                                     now or utcnow())
-                return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate)
+                return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate, zone)
         except IntegrityError:
             # Another worker inserted the same order between our look-up and insert; the
             # unique constraint stopped the second copy. Try again as an update.
@@ -281,7 +283,8 @@ def _park_tx(conn: Connection, shop: ShopRules, platform_order_id: str, problem:
 
 
 def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
-               now: datetime, allocate: bool = False) -> IntakeResult:
+               now: datetime, allocate: bool = False,
+               zone: tzinfo = DEFAULT_ZONE) -> IntakeResult:
     row = _find_order(conn, shop.name, snap.platform_order_id)
     parked: int | None = None
     if row is not None:
@@ -309,7 +312,8 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     hits: list[risk.Hit] = []
     if state != OrderState.IGNORED:
         rules = getattr(shop, "risk", None)
-        hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now)
+        hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now,
+                                    zone)
         if hits:
             state, reason = OrderState.HELD, "; ".join(filter(None, (reason, risk.reason_of(hits))))
 

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Connector, MessageSource, PushEvent, PushKind, Reconciler
 from connectors.common.unreadable import unreadable
 from robot import pipeline, shops
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
 from robot.log import get_logger
@@ -57,10 +57,12 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
                     *, now: Callable[[], datetime], owner: str | None = None,
                     db: DbRunner = asyncio.to_thread,
                     should_stop: Callable[[], bool] = lambda: False,
-                    start: shops.PollStart | None = None) -> PollOutcome:
+                    start: shops.PollStart | None = None,
+                    zone: tzinfo = DEFAULT_ZONE) -> PollOutcome:
     """Run polling steps (``kind`` "poll" or "refund") until caught up; never raises for
     platform errors (they are recorded on the shop and returned). ``start`` is the shop's
-    state as the caller just read it (else the cursor is read here)."""
+    state as the caller just read it (else the cursor is read here); ``zone`` is the robot's
+    ``timezone:`` (the risk rules' day)."""
     # Bound once: every line this poll logs (and intake, and the connector) names them.
     with structlog.contextvars.bound_contextvars(shop=shop.name, poll=kind):
         if start is None:
@@ -83,7 +85,7 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
                                      outcome, db)
             for order in result.orders:
                 taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}",
-                                 allocate=True)
+                                 allocate=True, zone=zone)
                 outcome.created += taken.action == "created"
             outcome.seen += len(result.orders)
             outcome.steps += 1
@@ -115,7 +117,8 @@ _RECOVERED_SHOWN = 20
 
 async def reconcile_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connector, *,
                          now: datetime, period: timedelta, db: DbRunner = asyncio.to_thread,
-                         fetch_timeout: float = 30.0) -> SweepOutcome:
+                         fetch_timeout: float = 30.0,
+                         zone: tzinfo = DEFAULT_ZONE) -> SweepOutcome:
     """Take in the orders of the last ``period`` (the platform's time, up to ``now`` on our
     clock) that polling missed. Never raises for platform errors; moves no cursor.
 
@@ -141,7 +144,7 @@ async def reconcile_shop(engine: Engine, shop: pipeline.ShopRules, connector: Co
                                 platform_order_id=oid)
                     continue
                 taken = await db(pipeline.intake, engine, shop, order, actor=f"sweep:{shop.name}",
-                                 allocate=True)
+                                 allocate=True, zone=zone)
                 created += taken.action == "created"
         except RobotError as exc:
             return SweepOutcome(False, error=exc.message)
@@ -180,7 +183,7 @@ def _mark_seen(engine: Engine, shop: str, key: str) -> None:
 
 async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
-                       fetch_timeout: float = 30.0) -> int:
+                       fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE) -> int:
     """Apply verified events durably; returns how many created or changed an order.
 
     Raises on any failure, so the caller does not acknowledge (the platform resends, and
@@ -207,7 +210,7 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                                 platform_order_id=event.platform_order_id)
             if order is not None:
                 result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}",
-                                  allocate=True)
+                                  allocate=True, zone=zone)
                 changed += result.action in ("created", "updated")
             if key is not None:
                 await db(_mark_seen, engine, shop.name, key)
@@ -215,7 +218,8 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
 
 
 async def consume_messages(engine: Engine, shop: pipeline.ShopRules, source: MessageSource,
-                           connector: Connector, *, db: DbRunner = asyncio.to_thread) -> int:
+                           connector: Connector, *, db: DbRunner = asyncio.to_thread,
+                           zone: tzinfo = DEFAULT_ZONE) -> int:
     """Pull one batch of queued platform messages, apply them, then confirm them.
 
     Returns the number of messages confirmed. A message whose order cannot be read now stops
@@ -225,7 +229,7 @@ async def consume_messages(engine: Engine, shop: pipeline.ShopRules, source: Mes
     done: list[str] = []
     try:
         for message_id, event in batch:
-            await apply_events(engine, shop, connector, [event], db=db)
+            await apply_events(engine, shop, connector, [event], db=db, zone=zone)
             done.append(message_id)
     finally:
         if done:

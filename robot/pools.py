@@ -37,7 +37,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from robot import audit
-from robot.clock import NEVER, utcnow
+from robot.clock import DEFAULT_ZONE, NEVER, utcnow
 from robot.db import bulk_insert, dialect_of
+from robot.display import format_minute, zone_name
 from robot.errors import CodeRejected, ImportRejected, UserError
 from robot.importer import (
     BlankLine,
@@ -574,12 +575,15 @@ def import_codes(
     chunk: int = 20_000,
     progress: Callable[[int], None] | None = None,
     now: datetime | None = None,
+    zone: tzinfo = DEFAULT_ZONE,
 ) -> ImportReport:
     """Import the codes of ``path`` into ``pool``: all of them, or none.
 
     Raises :class:`ImportRejected` listing every bad line (with its line number and reason),
     and :class:`UserError` for a file already imported into the pool, an unknown pool, or a
     concurrent import of the same codes. ``progress`` gets the number of lines read so far.
+    Expiries written without an offset are local time in ``zone`` (the robot's
+    ``timezone:``); a date alone is valid through that local day.
     Blank lines are skipped and counted; the refusal carries the summary (``accepted`` =
     lines that would have been imported).
     """
@@ -591,7 +595,8 @@ def import_codes(
     cleanup_stale_imports(engine, now=now)
     sha = file_sha256(path)
     pid, batch_id = _start_batch(engine, pool, path, sha, actor=actor, supplier=supplier,
-                                 cost_cents=cost_cents, allow_same_file=allow_same_file, now=now)
+                                 cost_cents=cost_cents, allow_same_file=allow_same_file, now=now,
+                                 zone=zone)
     job = _Import(engine, vault, pool, pid, batch_id, cost_cents, now,
                   _IdSupply(engine, chunk), chunk)
     blank = 0
@@ -610,7 +615,7 @@ def import_codes(
                 stored = writer.submit(job.store, sealed, more=len(items) >= chunk)
 
             pending: list[ParsedLine] = []
-            for item in parse_file(path, fmt=fmt, encoding=encoding, sheet=sheet):
+            for item in parse_file(path, fmt=fmt, encoding=encoding, sheet=sheet, zone=zone):
                 job.lines += 1
                 if isinstance(item, ParsedLine):
                     pending.append(item)
@@ -654,7 +659,7 @@ def import_codes(
 
 def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,
                  supplier: str | None, cost_cents: int | None, allow_same_file: bool,
-                 now: datetime) -> tuple[int, int]:
+                 now: datetime, zone: tzinfo = DEFAULT_ZONE) -> tuple[int, int]:
     """Check the file is new to the pool and open its batch: ``(pool_id, batch_id)``."""
     with engine.begin() as conn:
         pid = pool_id(conn, pool)
@@ -673,7 +678,8 @@ def _start_batch(engine: Engine, pool: str, path: Path, sha: str, *, actor: str,
         if same is not None and not allow_same_file:
             raise UserError(
                 f"this file was already imported into pool '{pool}' as batch {same.id} "
-                f"on {same.created_at:%Y-%m-%d %H:%M} UTC; nothing was imported "
+                f"on {format_minute(same.created_at, zone=zone)} ({zone_name(zone)}); nothing "
+                "was imported "
                 "(--allow-same-file checks it line by line anyway)"
             )
         bid = _new_id(conn.execute(insert(batches).values(
@@ -1013,7 +1019,7 @@ class CodeRow:
         return {
             "id": self.id, "code": self.masked, "state": self.state, "batch": self.batch_id,
             "line": self.source_line,
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expires_at": self.expires_at,
             "cost_cents": self.cost_cents,
         }
 

@@ -5,7 +5,11 @@ Every figure is a grouped SQL aggregate over ``orders``, ``order_lines``, ``deli
 
 * **window** — an order belongs to the report when it was *paid* in ``[since, until)``
   (``orders.paid_at``, or ``received_at`` when the platform gave no payment time). Days are
-  UTC days. Orders the robot ignored (no line of ours) are left out altogether.
+  the local days of the report's zone (the robot's ``timezone:``): an order paid at
+  2026-12-05 17:30 UTC is on day 2026-12-06 in Asia/Shanghai. The day is computed in SQL
+  from the zone's UTC offsets over the window (one offset, or one per DST period), so a
+  DST zone's days are right on both sides of a change. Orders the robot ignored (no line of
+  ours) are left out altogether.
 * **orders** — orders paid in the window; **shipped** — of those, the ones delivered
   (state ``shipped``, or ``refunded`` = shipped and refunded afterwards); **open** — still
   in the robot's hands (received, held, waiting for stock, allocated, failed).
@@ -35,7 +39,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
+from itertools import pairwise
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -43,6 +48,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Float,
+    Interval,
     and_,
     case,
     cast,
@@ -53,8 +59,9 @@ from sqlalchemy import (
     select,
 )
 
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, day_start, local_to_utc, offset_changes, utcnow
 from robot.db import dialect_of
+from robot.display import format_time_json, zone_name
 from robot.errors import UserError
 from robot.schema import codes, deliveries, order_lines, orders, pools, stock
 from robot.states import UNSHIPPED, OrderState
@@ -68,25 +75,46 @@ _SINCE = re.compile(r"(\d+)\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(text: str, now: datetime) -> datetime:
-    """``7d``, ``24h``, ``30m``, ``2w`` before ``now``, or a UTC date/time (``2026-11-01``)."""
+def parse_since(text: str, now: datetime, zone: tzinfo = DEFAULT_ZONE) -> datetime:
+    """``7d``, ``24h``, ``30m``, ``2w`` before ``now``; a date (``2026-11-01``: its midnight
+    in ``zone``); a local date and time in ``zone`` (``2026-11-01 08:00``); or a time with
+    its offset (``2026-11-01T08:00+08:00``). Naive UTC, as stored; not before 1970."""
+    try:
+        when = _since(text, now, zone)
+    except OverflowError:  # 99999999d, 0001-01-01 in a zone east of UTC
+        when = EARLIEST - timedelta(days=1)
+    if when < EARLIEST:
+        raise UserError(f"--since {text!r}: give a start in 1970 or later")
+    return when
+
+
+#: The earliest window start (the report scans the zone's offsets from its start on).
+EARLIEST = datetime(1970, 1, 1)
+
+
+def _since(text: str, now: datetime, zone: tzinfo) -> datetime:
     m = _SINCE.fullmatch(text.strip().lower())
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
+        return day_start(date.fromisoformat(text.strip()), zone)
+    except ValueError:
+        pass
+    try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UserError(f"--since {text!r}: use e.g. 7d, 24h, 30m, 2w or a date like "
-                        "2026-11-01") from None
-    if when.tzinfo is not None:
-        raise UserError("--since: give the time in UTC without an offset")
-    return when
+        raise UserError(f"--since {text!r}: use e.g. 7d, 24h, 30m, 2w, a date like "
+                        "2026-11-01 or a time like '2026-11-01 08:00'") from None
+    return local_to_utc(when, zone)
 
 
 @dataclass(frozen=True)
 class Window:
+    """Orders paid in ``[since, until)`` (naive UTC); days are local days in ``zone``."""
+
     since: datetime
     until: datetime
+    zone: tzinfo = DEFAULT_ZONE
 
     @property
     def days(self) -> float:
@@ -132,6 +160,8 @@ class SalesRow:
 
     def as_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.avg_paid_to_shipped_s is not None:  # to a tenth: timestamps' microseconds
+            data["avg_paid_to_shipped_s"] = round(self.avg_paid_to_shipped_s, 1)  # are noise
         data["net_revenue_cents"] = self.net_revenue_cents
         data["margin_cents"] = self.margin_cents
         data["margin_pct"] = self.margin_pct
@@ -159,8 +189,11 @@ class Report:
     pools: list[PoolRow]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"since": self.window.since.isoformat(), "until": self.window.until.isoformat(),
-                "by": self.by, "rows": [r.as_dict() for r in self.rows],
+        zone = self.window.zone
+        return {"since": format_time_json(self.window.since, zone),
+                "until": format_time_json(self.window.until, zone),
+                "timezone": zone_name(zone), "by": self.by,
+                "rows": [r.as_dict() for r in self.rows],
                 "total": self.total.as_dict(), "pools": [p.as_dict() for p in self.pools]}
 
 
@@ -195,9 +228,40 @@ def _when(cond: ColumnElement[bool], value: ColumnElement[Any]) -> ColumnElement
     return case((cond, value), else_=0)
 
 
-def _key(by: Grouping) -> ColumnElement[Any]:
+def _shifted_date(dialect: str, value: ColumnElement[Any], offset: int) -> ColumnElement[Any]:
+    """The date of ``value + offset`` seconds, per backend (literal SQL: see :func:`_day`)."""
+    if dialect == "sqlite":
+        return func.date(value, literal_column(f"'{offset:+d} seconds'"))
+    if dialect == "postgresql":
+        return func.date(value + literal_column(f"interval '{offset} seconds'", Interval()))
+    return func.date(func.date_add(value, literal_column(f"INTERVAL {offset} SECOND")))
+
+
+def _day(conn: Connection, window: Window) -> ColumnElement[Any]:
+    """The local day (in the window's zone) an order was paid, in SQL.
+
+    The zone's UTC offsets over the window come from the zone database: one offset (Asia/
+    Shanghai) gives ``date(paid + offset)``; a DST zone gives a CASE with one branch per
+    period, split at the instants the offset changed. Every piece is literal SQL, not a
+    bound parameter, because the same expression is in SELECT and GROUP BY (PostgreSQL's
+    server-side parameters would make them two expressions). The values are ours (whole
+    numbers and times from the zone database), never a user's text.
+    """
+    dialect = dialect_of(conn)
+    paid = _paid()
+    changes = offset_changes(window.since, window.until, window.zone)
+    last = _shifted_date(dialect, paid, changes[-1][1])
+    if len(changes) == 1:
+        return last
+    return case(*((paid < literal_column(f"'{nxt:%Y-%m-%d %H:%M:%S}'"),
+                   _shifted_date(dialect, paid, offset))
+                  for (_, offset), (nxt, _) in pairwise(changes)),
+                else_=last)
+
+
+def _key(by: Grouping, conn: Connection, window: Window) -> ColumnElement[Any]:
     if by == "day":
-        return func.date(_paid())
+        return _day(conn, window)
     if by == "shop":
         return orders.c.shop
     if by == "sku":
@@ -217,7 +281,7 @@ def _int(value: Any) -> int:
 
 def _order_figures(conn: Connection, window: Window, by: Grouping) -> dict[str, SalesRow]:
     """Orders, shipped, open, revenue, refunds, cancellations, paid-to-shipped (total/day/shop)."""
-    key = _key(by).label("k")
+    key = _key(by, conn, window).label("k")
     shipped = orders.c.state.in_(SHIPPED)
     timed = and_(shipped, orders.c.shipped_at.is_not(None))
     stmt = select(
@@ -251,7 +315,7 @@ def _order_figures(conn: Connection, window: Window, by: Grouping) -> dict[str, 
 
 def _line_figures(conn: Connection, window: Window) -> dict[str, SalesRow]:
     """The SKU view: orders and money from the lines (``unit_price × quantity``)."""
-    key = _key("sku").label("k")
+    key = _key("sku", conn, window).label("k")
     shipped = orders.c.state.in_(SHIPPED)
     amount = order_lines.c.unit_price_cents * order_lines.c.quantity
     stmt = (
@@ -280,7 +344,7 @@ def _line_figures(conn: Connection, window: Window) -> dict[str, SalesRow]:
 
 def _pool_orders(conn: Connection, window: Window) -> dict[str, SalesRow]:
     """The pool view: orders that drew codes from each pool (money is per order, not pool)."""
-    key = _key("pool").label("k")
+    key = _key("pool", conn, window).label("k")
     stmt = (
         select(
             key,
@@ -303,7 +367,7 @@ def _pool_orders(conn: Connection, window: Window) -> dict[str, SalesRow]:
 
 
 def _units(conn: Connection, window: Window, by: Grouping) -> dict[str, int]:
-    key = _key(by).label("k")
+    key = _key(by, conn, window).label("k")
     stmt = (
         select(key, func.sum(order_lines.c.quantity).label("units"))
         .select_from(order_lines.join(orders, orders.c.id == order_lines.c.order_id))
@@ -316,7 +380,7 @@ def _units(conn: Connection, window: Window, by: Grouping) -> dict[str, int]:
 
 def _costs(conn: Connection, window: Window, by: Grouping) -> dict[str, tuple[int, int, int]]:
     """``key -> (cost_cents, codes, codes without a cost)`` of shipped orders' codes."""
-    key = _key(by).label("k")
+    key = _key(by, conn, window).label("k")
     joined = (deliveries.join(orders, orders.c.id == deliveries.c.order_id)
               .join(codes, codes.c.id == deliveries.c.code_id))
     if by == "sku":
@@ -373,13 +437,14 @@ def _sales(conn: Connection, window: Window, by: Grouping) -> dict[str, SalesRow
 
 
 def build(engine: Engine, *, since: datetime, until: datetime | None = None,
-          by: Grouping = "total", now: datetime | None = None) -> Report:
-    """The report for orders paid in ``[since, until)``, grouped ``by``; always with the total
-    and the pool stock rows."""
+          by: Grouping = "total", now: datetime | None = None,
+          zone: tzinfo = DEFAULT_ZONE) -> Report:
+    """The report for orders paid in ``[since, until)``, grouped ``by`` (days are local days
+    in ``zone``); always with the total and the pool stock rows."""
     if by not in GROUPINGS:
         raise UserError(f"--by {by!r}: use one of {', '.join(GROUPINGS[1:])}")
     now = now or utcnow()
-    window = Window(since, until or now)
+    window = Window(since, until or now, zone)
     if window.since >= window.until:
         raise UserError("the report's start is not before its end")
     with engine.connect() as conn:
@@ -422,10 +487,11 @@ class LatencyRow:
                 "p50_le_s": self.percentile(0.5), "p90_le_s": self.percentile(0.9)}
 
 
-def paid_to_shipped(engine: Engine, *, since: datetime, until: datetime) -> list[LatencyRow]:
-    """Shipped orders paid in ``[since, until)`` by paid day and paid→shipped bucket (one
-    grouped query), with a ``total`` row last."""
-    window = Window(since, until)
+def paid_to_shipped(engine: Engine, *, since: datetime, until: datetime,
+                    zone: tzinfo = DEFAULT_ZONE) -> list[LatencyRow]:
+    """Shipped orders paid in ``[since, until)`` by paid day (local, in ``zone``) and
+    paid→shipped bucket (one grouped query), with a ``total`` row last."""
+    window = Window(since, until, zone)
     with engine.connect() as conn:
         secs = _seconds(conn, _paid(), orders.c.shipped_at)
         # Literal numbers, not bound parameters: the same CASE is in SELECT and GROUP BY,
@@ -434,7 +500,7 @@ def paid_to_shipped(engine: Engine, *, since: datetime, until: datetime) -> list
         bucket = case(*((secs < literal_column(f"{edge}.5"), literal_column(str(i)))
                         for i, edge in enumerate(LATENCY_EDGES)),
                       else_=literal_column(str(len(LATENCY_EDGES)))).label("b")
-        key = _key("day").label("k")
+        key = _key("day", conn, window).label("k")
         rows = conn.execute(
             select(key, bucket, func.count().label("n"))
             .where(_in_window(window), orders.c.state.in_(SHIPPED),

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from robot.clock import local_day
+from robot.display import format_minute, zone_name
 from robot.report import LATENCY_EDGES, LatencyRow, PoolRow, Report, SalesRow
 
 CHART_W = 720
@@ -61,10 +63,11 @@ def duration(seconds: float | None) -> str:
 
 
 def window_days(report: Report) -> list[str]:
-    """Every day of the window (``YYYY-MM-DD``), with or without orders, plus any day the
-    rows hold that the range does not."""
-    first: date = report.window.since.date()
-    last: date = (report.window.until - timedelta(microseconds=1)).date()
+    """Every local day of the window (``YYYY-MM-DD`` in the report's zone), with or without
+    orders, plus any day the rows hold that the range does not."""
+    zone = report.window.zone
+    first: date = local_day(report.window.since, zone)
+    last: date = local_day(report.window.until - timedelta(microseconds=1), zone)
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     extra = [r.key for r in report.rows if r.key not in days]
     return sorted([*days, *extra])
@@ -218,10 +221,12 @@ def render(data: HtmlReport) -> str:
     orders = [rows_by_day[d].orders if d in rows_by_day else 0 for d in days]
     revenue = [rows_by_day[d].revenue_cents or 0 if d in rows_by_day else 0 for d in days]
     w = day.window
+    zone = w.zone
     body = [
         f"<h1>销售报表 Sales report</h1><p class=\"meta\">付款时间 orders paid "
-        f"{w.since:%Y-%m-%d %H:%M} – {w.until:%Y-%m-%d %H:%M} UTC · 生成于 generated "
-        f"{data.generated_at:%Y-%m-%d %H:%M} UTC</p>",
+        f"{format_minute(w.since, zone=zone)} – {format_minute(w.until, zone=zone)} · 生成于 "
+        f"generated {format_minute(data.generated_at, zone=zone)} · 时区 time zone "
+        f"{_e(zone_name(zone))}</p>",
         '<div class="cards">',
         *(f'<div class="card">{_e(label)}<b>{_e(value)}</b></div>' for label, value in (
             ("订单 orders", total.orders), ("已发货 shipped", total.shipped),
@@ -262,7 +267,8 @@ def render(data: HtmlReport) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>销售报表 Sales report {w.since:%Y-%m-%d} – {w.until:%Y-%m-%d}</title>"
+            f"<title>销售报表 Sales report {local_day(w.since, zone)} – "
+            f"{local_day(w.until, zone)}</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(body) + "</body></html>\n")
 
 

@@ -18,8 +18,10 @@ Rule semantics (windows end at the moment the order is judged; "recent" uses ``r
 
 * ``buyer_rate`` / ``ip_rate``: earlier orders in the window (any state) + this one > max;
 * ``max_quantity``: units on the order's mapped, unrefunded lines > max;
-* ``buyer_amount_per_day_yuan``: totals of the buyer's orders in the last 24 hours (not
-  cancelled, rejected, ignored or refunded) + this order's total > limit;
+* ``buyer_amount_per_day_yuan``: totals of the buyer's orders received since the start of
+  today (local midnight in the robot's ``timezone:``; not cancelled, rejected, ignored or
+  refunded) + this order's total > limit. The limit resets at local midnight, not 24 hours
+  after the buyer's first order;
 * ``new_buyer_first_order_yuan``: the buyer has no shipped order on this platform yet and
   this order's total > limit (so a new buyer's second big order is held too);
 * ``review_skus``: a mapped line has one of the listed item / SKU / outer ids;
@@ -39,7 +41,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,7 +49,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert
 from sqlalchemy.exc import IntegrityError
 
 from robot import audit
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, day_start, local_day, utcnow
 from robot.db import transaction
 from robot.errors import UserError
 from robot.schema import blacklist, order_lines, orders
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
 
 Kind = Literal["buyer", "ip"]
 KINDS: tuple[Kind, ...] = ("buyer", "ip")
-DAY = timedelta(days=1)
 #: Orders in these states do not count towards a buyer's daily amount (no money kept).
 NOT_SPENT = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED, OrderState.REFUNDED)
 MAX_VALUE = 128  # blacklist.value column width
@@ -94,7 +95,7 @@ class Facts:
 
     buyer_orders: int = 0  # in the buyer_rate window
     ip_orders: int = 0  # in the ip_rate window
-    buyer_cents_24h: int = 0
+    buyer_cents_today: int = 0  # the buyer's spend since local midnight
     buyer_has_shipped: bool = True  # unknown buyer id: not treated as new
     buyer_blacklisted: bool = False
     ip_blacklisted: bool = False
@@ -159,10 +160,10 @@ def judge(rules: RiskRules | None, cand: Candidate, facts: Facts) -> list[Hit]:
             hits.append(Hit("quantity", f"{units} units > {rules.max_quantity}"))
     if rules.buyer_amount_per_day_yuan is not None and cand.buyer_id:
         limit = _cents(rules.buyer_amount_per_day_yuan)
-        spent = facts.buyer_cents_24h + cand.total_cents
+        spent = facts.buyer_cents_today + cand.total_cents
         if spent > limit:
             hits.append(Hit("buyer_amount_per_day",
-                            f"{_yuan(spent)} yuan in 24h > {_yuan(limit)}"))
+                            f"{_yuan(spent)} yuan today > {_yuan(limit)}"))
     if (rules.new_buyer_first_order_yuan is not None and cand.buyer_id
             and not facts.buyer_has_shipped):
         limit = _cents(rules.new_buyer_first_order_yuan)
@@ -200,11 +201,12 @@ def _count_since(conn: Connection, where: Any, since: datetime, before_id: int |
 
 
 def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datetime, *,
-           before_id: int | None = None) -> Facts:
+           before_id: int | None = None, zone: tzinfo = DEFAULT_ZONE) -> Facts:
     """The facts :func:`judge` needs, from the orders before the candidate.
 
     ``at`` is when the candidate arrived; ``before_id`` (dry run) limits the look to orders
-    inserted before it. Only the queries the active rules need are run.
+    inserted before it; ``zone`` (the robot's ``timezone:``) says when "today" began. Only
+    the queries the active rules need are run.
     """
     buyer = cand.buyer_id or None
     ip = canonical_ip(cand.buyer_ip) if cand.buyer_ip else None
@@ -227,12 +229,13 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
             seconds=rules.ip_rate.window), before_id, until)
     if buyer is not None and rules.buyer_amount_per_day_yuan is not None:
         stmt = select(func.coalesce(func.sum(orders.c.total_cents), 0)).where(
-            same_buyer, orders.c.received_at > at - DAY, orders.c.state.not_in(NOT_SPENT))
+            same_buyer, orders.c.received_at >= day_start(local_day(at, zone), zone),
+            orders.c.state.not_in(NOT_SPENT))
         if until is not None:
             stmt = stmt.where(orders.c.received_at <= until)
         if before_id is not None:
             stmt = stmt.where(orders.c.id < before_id)
-        facts["buyer_cents_24h"] = int(conn.execute(stmt).scalar_one())
+        facts["buyer_cents_today"] = int(conn.execute(stmt).scalar_one())
     if buyer is not None and rules.new_buyer_first_order_yuan is not None:
         stmt = select(orders.c.id).where(same_buyer, orders.c.state == OrderState.SHIPPED).limit(1)
         if before_id is not None:
@@ -249,9 +252,10 @@ _LISTED = select(blacklist.c.kind).where(or_(
 
 
 def check_new_order(conn: Connection, rules: RiskRules | None, cand: Candidate,
-                    now: datetime) -> list[Hit]:
-    """The rules a new order breaks; called inside intake's transaction before the insert."""
-    return judge(rules, cand, gather(conn, rules, cand, now))
+                    now: datetime, zone: tzinfo = DEFAULT_ZONE) -> list[Hit]:
+    """The rules a new order breaks; called inside intake's transaction before the insert
+    (``zone``: the robot's ``timezone:``, whose midnight resets the daily limits)."""
+    return judge(rules, cand, gather(conn, rules, cand, now, zone=zone))
 
 
 def record_hold(conn: Connection, order_id: int, hits: Sequence[Hit], *, actor: str) -> None:
@@ -342,7 +346,7 @@ class DryRun:
 
 
 def dry_run(engine: Engine, rules_for: Callable[[str], RiskRules | None], *, days: float,
-            now: datetime | None = None) -> DryRun:
+            now: datetime | None = None, zone: tzinfo = DEFAULT_ZONE) -> DryRun:
     """Which orders received in the last ``days`` the rules ``rules_for(shop)`` would hold.
 
     Each order is judged against the orders inserted before it (lower id) within the rule's
@@ -370,7 +374,7 @@ def dry_run(engine: Engine, rules_for: Callable[[str], RiskRules | None], *, day
                              int(row.total_cents), lines)
             rules = rules_for(str(row.shop))
             hits = judge(rules, cand, gather(conn, rules, cand, row.received_at,
-                                             before_id=int(row.id)))
+                                             before_id=int(row.id), zone=zone))
             judged += 1
             if hits:
                 found.append(WouldHold(int(row.id), str(row.shop), str(row.platform_order_id),

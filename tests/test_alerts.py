@@ -22,6 +22,7 @@ import robot.cli
 from robot import audit, shops
 from robot.alerts import AlertEngine, AppriseNotifier, MemoryNotifier, active_alerts, evaluate
 from robot.cli.common import App
+from robot.clock import DEFAULT_ZONE
 from robot.config import AlertsConfig
 from robot.schema import alert_state, audit_log, deliveries, orders, pools, shop_state, stock
 from robot.vault import Vault
@@ -331,6 +332,7 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
     return app
 

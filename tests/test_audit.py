@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 import robot.cli
 from robot import audit
 from robot.cli.common import EXIT_USER, App, run_guarded
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
 from robot.errors import Fatal
 from robot.schema import audit_head, audit_log
 from robot.vault import Vault, init_key_file
@@ -321,6 +321,7 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
     return app
 
@@ -385,7 +386,7 @@ def test_cli_list_newest_first_with_filters(cli_app: App, engine: Engine) -> Non
     assert entries[0]["action"] == "reveal"
     assert entries[0]["subject"] == "code:9"
     assert entries[0]["details"] == {"masked": "12****90"}
-    assert entries[0]["at"].endswith("Z")
+    assert entries[0]["at"].endswith("+08:00")  # the robot's zone (Asia/Shanghai by default)
     result = runner.invoke(robot.cli.cli, ["audit", "list", "--action", "import", "--json"])
     assert [e["seq"] for e in json.loads(result.stdout)] == [3, 2, 1]
     table = runner.invoke(robot.cli.cli, ["audit", "list"])

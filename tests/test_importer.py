@@ -143,7 +143,7 @@ def test_csv_expiry_and_cost(tmp_path: Path) -> None:
                  "A4,,\n")
     items = [v for v in verdicts(path) if isinstance(v, ParsedLine)]
     assert [(v.line_no, v.expires_at, v.cost_cents) for v in items] == [
-        (2, datetime(2030, 3, 1, 16, 0), 1250),  # valid through 1 March local time
+        (2, datetime(2030, 3, 1, 15, 59, 59), 1250),  # valid through 1 March local time
         (3, datetime(2030, 3, 1, 0, 30), 5),
         (4, datetime(2030, 3, 1, 10, 0), 300),
         (5, None, None),
@@ -197,9 +197,9 @@ def test_csv_bad_header_refuses_the_file(tmp_path: Path, header: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "utc"), [
-    ("2030-03-01", datetime(2030, 3, 1, 16, 0)),
-    ("2030/3/1", datetime(2030, 3, 1, 16, 0)),
-    ("2030-12-31", datetime(2030, 12, 31, 16, 0)),
+    ("2030-03-01", datetime(2030, 3, 1, 15, 59, 59)),
+    ("2030/3/1", datetime(2030, 3, 1, 15, 59, 59)),
+    ("2030-12-31", datetime(2030, 12, 31, 15, 59, 59)),
     ("2030-03-01 00:00", datetime(2030, 2, 28, 16, 0)),
     ("2030-03-01 23:59:59", datetime(2030, 3, 1, 15, 59, 59)),
     ("2030-03-01T12:00:00Z", datetime(2030, 3, 1, 12, 0)),
@@ -253,7 +253,7 @@ def test_chinese_csv_in_every_supplier_encoding(tmp_path: Path, encoding: str, b
     path = write(tmp_path, "a.csv", cn_csv(encoding, bom=bom))
     items = [v for v in verdicts(path) if isinstance(v, ParsedLine)]
     assert [(v.line_no, v.secret, v.expires_at, v.cost_cents) for v in items] == [
-        (2, join_pair("C001", "卡密甲1"), datetime(2030, 3, 1, 16, 0), 2990),
+        (2, join_pair("C001", "卡密甲1"), datetime(2030, 3, 1, 15, 59, 59), 2990),
         (3, join_pair("C002", "卡密乙2"), None, None),
     ]
     assert rejects(path) == []
@@ -323,10 +323,10 @@ def test_chinese_expiry_and_cost_aliases(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "utc"), [
-    ("2030年3月1日", datetime(2030, 3, 1, 16, 0)),
+    ("2030年3月1日", datetime(2030, 3, 1, 15, 59, 59)),
     ("2030年03月01日 08:30", datetime(2030, 3, 1, 0, 30)),
-    ("2030.3.1", datetime(2030, 3, 1, 16, 0)),
-    ("20300301", datetime(2030, 3, 1, 16, 0)),
+    ("2030.3.1", datetime(2030, 3, 1, 15, 59, 59)),
+    ("20300301", datetime(2030, 3, 1, 15, 59, 59)),
 ])
 def test_chinese_date_forms(text: str, utc: datetime) -> None:
     """Dates as Chinese suppliers write them read like YYYY-MM-DD."""

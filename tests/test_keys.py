@@ -16,6 +16,7 @@ import robot.cli
 from connectors.memory import MemoryPlatform
 from robot import audit, keys, orders, pipeline
 from robot.cli.common import App
+from robot.clock import DEFAULT_ZONE
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
@@ -266,6 +267,7 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
     return app
 

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from sqlalchemy import Engine, LargeBinary, String, Text, func, insert, select, 
 import robot.cli
 from robot import pools as P
 from robot.cli import cmd_pools
-from robot.clock import NEVER, utcnow
+from robot.clock import DEFAULT_ZONE, NEVER, utcnow
+from robot.display import format_time
 from robot.errors import CodeRejected, ImportRejected, UserError
 from robot.schema import audit_log, batches, codes, deliveries, metadata, orders, stock
 from robot.vault import Vault, join_pair
@@ -466,7 +467,7 @@ def test_csv_pairs_expiry_and_cost(engine: Engine, vault: Vault, pool: str,
                             .join(stock, stock.c.code_id == codes.c.id)
                             .order_by(codes.c.id)).all()
     assert rows == [
-        (1250, datetime(2030, 6, 30, 16, 0), datetime(2030, 6, 30, 16, 0)),
+        (1250, datetime(2030, 6, 30, 15, 59, 59), datetime(2030, 6, 30, 15, 59, 59)),
         (1000, datetime(2030, 6, 30, 4, 0), datetime(2030, 6, 30, 4, 0)),
         (99, None, NEVER),
     ]
@@ -770,6 +771,10 @@ class FakeApp:
     engine: Engine
     vault: Vault
     console: Console
+    zone: tzinfo = DEFAULT_ZONE
+
+    def time(self, value: datetime | None, *, empty: str = "") -> str:
+        return format_time(value, zone=self.zone, empty=empty)
 
 
 def run(engine: Engine, vault: Vault, *args: str) -> Any:

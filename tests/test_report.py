@@ -18,7 +18,7 @@ from connectors.base import Order, PlatformStatus, RefundState
 from connectors.memory import MemoryConnector, MemoryPlatform
 from robot import pipeline, report
 from robot.cli.common import App
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, local_day, utcnow
 from robot.display import yuan
 from robot.errors import UserError
 from robot.outbox import Dispatcher, RetryPolicy
@@ -142,9 +142,10 @@ def test_breakdowns_add_up_to_the_total(engine: Engine, vault: Vault) -> None:
 
     days = {r.key: r for r in report.build(engine, since=since, by="day", now=now).rows}
     in_window = {k: v for k, v in paid_at.items() if k != "OLD"}
-    assert set(days) == {v.date().isoformat() for v in in_window.values()}
+    # Days are the robot's local days (Asia/Shanghai unless configured otherwise).
+    assert set(days) == {local_day(v, DEFAULT_ZONE).isoformat() for v in in_window.values()}
     for day, row in days.items():
-        ids = [k for k, v in in_window.items() if v.date().isoformat() == day]
+        ids = [k for k, v in in_window.items() if local_day(v, DEFAULT_ZONE).isoformat() == day]
         assert row.orders == len(ids)
     for name in ("orders", "shipped", "open", "units", "revenue_cents", "refunds",
                  "refund_cents", "cancelled", "cancelled_cents", "cost_cents", "codes"):
@@ -184,7 +185,7 @@ def test_empty_window_and_bad_arguments(engine: Engine) -> None:
     assert rep.rows == [] and rep.total.orders == 0 and rep.total.revenue_cents == 0
     assert rep.total.avg_paid_to_shipped_s is None and rep.total.margin_pct is None
     assert report.parse_since("7d", now) == now - timedelta(days=7)
-    assert report.parse_since("2026-11-01", now) == datetime(2026, 11, 1)
+    assert report.parse_since("2026-11-01", now, UTC) == datetime(2026, 11, 1)
     with pytest.raises(UserError, match="--since"):
         report.parse_since("last week", now)
     with pytest.raises(UserError, match="not before"):
@@ -197,6 +198,7 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
     return app
 

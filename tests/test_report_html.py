@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, update
 import robot.cli
 from robot import report
 from robot.cli.common import App
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
 from robot.reporthtml import HtmlReport, render, window_days, yuan
 from robot.schema import order_lines, orders
 from robot.vault import Vault
@@ -35,6 +35,7 @@ def cli_app(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     robot.cli._register()
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     monkeypatch.setattr(robot.cli, "App", lambda config_path: app)
     return app
 
@@ -187,11 +188,12 @@ def window_days_of(since: str, until: str) -> list[str]:
 def test_window_days_cover_the_window(engine: Engine) -> None:
     """A 7-day window ending mid-day spans 8 calendar days; one ending at midnight, 7."""
     now = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
-    rep = report.build(engine, since=now - timedelta(days=7), until=now, by="day", now=now)
+    rep = report.build(engine, since=now - timedelta(days=7), until=now, by="day", now=now,
+                       zone=UTC)
     assert len(window_days(rep)) == 8
     midnight = now.replace(hour=0)
     rep = report.build(engine, since=midnight - timedelta(days=7), until=midnight, by="day",
-                       now=now)
+                       now=now, zone=UTC)
     assert len(window_days(rep)) == 7
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", window_days(rep)[0])
 

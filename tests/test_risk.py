@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from connectors.base import Order
 from connectors.memory import MemoryConnectorFactory
 from robot import orders, pipeline, risk
 from robot.cli import cmd_risk
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
 from robot.config import RiskRules, load_config
+from robot.display import format_time
 from robot.errors import ConfigError, UserError
 from robot.schema import audit_log, metadata
 from robot.schema import orders as orders_t
@@ -116,7 +117,8 @@ def test_quantity_per_order_is_held(engine: Engine) -> None:
 
 
 def test_amount_per_buyer_per_day_is_held(engine: Engine) -> None:
-    """A buyer's totals over 24h above the limit (in yuan) hold; cancelled orders don't count."""
+    """A buyer's totals since local midnight above the limit (in yuan) hold; cancelled orders
+    don't count."""
     s = shop(buyer_amount_per_day_yuan="25.50")
     t0 = utcnow()
     first = pipeline.intake(engine, s, paid_order("M1", ("s1", 1)), now=t0)  # 10.00
@@ -127,7 +129,7 @@ def test_amount_per_buyer_per_day_is_held(engine: Engine) -> None:
     third = pipeline.intake(engine, s, paid_order("M3", ("s1", 1)), now=t0)  # 30.00 in 24h
     assert (second.state, third.state) == ("received", "held")
     assert row_of(engine, third.order_id).reason == (
-        "risk: buyer_amount_per_day 30.00 yuan in 24h > 25.50")
+        "risk: buyer_amount_per_day 30.00 yuan today > 25.50")
     next_day = pipeline.intake(engine, s, paid_order("M4", ("s1", 1)),
                                now=t0 + timedelta(days=1, seconds=1))
     assert next_day.state == "received"
@@ -255,6 +257,10 @@ class FakeApp:
     engine: Engine
     console: Console
     config: Any = None
+    zone: tzinfo = DEFAULT_ZONE
+
+    def time(self, value: datetime | None, *, empty: str = "") -> str:
+        return format_time(value, zone=self.zone, empty=empty)
 
 
 def run(app: FakeApp, *args: str) -> Any:

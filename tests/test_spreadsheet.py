@@ -90,8 +90,8 @@ def test_supplier_workbook_with_chinese_headers(tmp_path: Path) -> None:
         ["C0003", "P0003", None, 30],
     ], formats={"C2": DATE_ONLY})
     assert [(v.line_no, v.secret, v.expires_at, v.cost_cents) for v in parsed(path)] == [
-        (2, join_pair("C0001", "P0001"), datetime(2030, 3, 1, 16, 0), 2990),
-        (3, join_pair("C0002", "P0002"), datetime(2030, 3, 1, 16, 0), 2990),
+        (2, join_pair("C0001", "P0001"), datetime(2030, 3, 1, 15, 59, 59), 2990),
+        (3, join_pair("C0002", "P0002"), datetime(2030, 3, 1, 15, 59, 59), 2990),
         (4, join_pair("C0003", "P0003"), None, 3000),
     ]
 
@@ -109,8 +109,8 @@ def test_date_cells_date_only_or_with_a_time(tmp_path: Path) -> None:
         ["K6", date(2030, 3, 1)],
     ], formats={"B2": DATE_ONLY, "B3": DATE_TIME, "B4": DATE_TIME, "B7": DATE_ONLY})
     assert [(v.line_no, v.expires_at) for v in parsed(path)] == [
-        (2, datetime(2030, 3, 1, 16, 0)), (3, datetime(2030, 3, 1, 0, 30)),
-        (4, datetime(2030, 2, 28, 16, 0)), (7, datetime(2030, 3, 1, 16, 0)),
+        (2, datetime(2030, 3, 1, 15, 59, 59)), (3, datetime(2030, 3, 1, 0, 30)),
+        (4, datetime(2030, 2, 28, 16, 0)), (7, datetime(2030, 3, 1, 15, 59, 59)),
     ]
     got = rejects(path)
     assert [line for line, _ in got] == [5, 6]

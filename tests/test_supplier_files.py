@@ -10,7 +10,7 @@ import io
 import json
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from sqlalchemy import Engine, select
 from robot import pipeline
 from robot import pools as P
 from robot.cli import cmd_pools
-from robot.clock import utcnow
+from robot.clock import DEFAULT_ZONE, utcnow
+from robot.display import format_time
 from robot.errors import ImportRejected
 from robot.outbox import Dispatcher, RetryPolicy
 from robot.schema import audit_log, codes, deliveries, orders
@@ -88,8 +89,8 @@ def test_xlsx_import_stores_exact_codes_dates_and_costs(engine: Engine, vault: V
     report = P.import_codes(engine, vault, POOL, path, actor=ACTOR)
     assert (report.imported, report.blank, report.lines) == (2, 2, 4)
     assert stored(engine, vault, report.batch_id) == [
-        (2, join_pair("123456789012", "PW-01"), datetime(2030, 3, 1, 16, 0), 2990),
-        (4, join_pair("123456789013", "PW-02"), datetime(2030, 3, 1, 16, 0), 2990),
+        (2, join_pair("123456789012", "PW-01"), datetime(2030, 3, 1, 15, 59, 59), 2990),
+        (4, join_pair("123456789013", "PW-02"), datetime(2030, 3, 1, 15, 59, 59), 2990),
     ]
     assert report.as_dict()["summary"] == {"accepted": 2, "skipped_blank": 2, "rejected": 0,
                                            "rejected_by_reason": {}}
@@ -154,6 +155,10 @@ class FakeApp:
     engine: Engine
     vault: Vault
     console: Console
+    zone: tzinfo = DEFAULT_ZONE
+
+    def time(self, value: datetime | None, *, empty: str = "") -> str:
+        return format_time(value, zone=self.zone, empty=empty)
 
 
 def run(engine: Engine, vault: Vault, *args: str, tty: bool = False, stdin: str | None = None,
@@ -302,7 +307,7 @@ def test_export_delivered_masked(engine: Engine, vault: Vault, pool: str,
     assert (first["state"], first["supplier"], first["cost"], first["platform_order_id"],
             first["shop"], first["order_id"]) == (
         "delivered", "acme", "29.90", "TB-1001", "shop-a", str(shipped["order_id"]))
-    assert first["expires_at"] == "2030-03-02 00:00:00+08:00"
+    assert first["expires_at"] == "2030-03-01 23:59:59+08:00"
     assert first["delivered_at"].endswith("+08:00")
     assert code(0) not in out.read_text(encoding="utf-8")
     with engine.connect() as conn:

@@ -47,13 +47,14 @@ def list_cmd(app: App, as_json: bool) -> None:
     """The alerts that are on now (as last sent), oldest first."""
     rows = alerts.active_alerts(app.engine)
     if as_json:
-        emit_json(rows)
+        emit_json(rows, app.zone)
         return
     if not rows:
         app.console.print("[green]no alerts are on[/green]")
         return
     print_table(app, "active alerts", ["alert", "since", "last sent", "detail"],
-                [[r["key"], r["since"], r["last_sent_at"], r["detail"]] for r in rows])
+                [[r["key"], app.time(r["since"]), app.time(r["last_sent_at"]), r["detail"]]
+                 for r in rows])
 
 
 COMMANDS: list[click.Command] = [alerts_group]

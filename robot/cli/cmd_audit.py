@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from robot import audit
 from robot.cli.common import App, actor, emit_json, json_option, print_table
+from robot.display import zone_name
 from robot.errors import UserError
 from robot.schema import audit_log
 
@@ -97,22 +98,22 @@ def list_entries(app: App, limit: int, action: str | None, as_json: bool) -> Non
             {
                 "chain": r.chain,
                 "seq": r.seq,
-                "at": r.at.isoformat(timespec="microseconds") + "Z",
+                "at": r.at,
                 "actor": r.actor,
                 "action": r.action,
                 "subject": r.subject,
                 "details": _details(r.details),
             }
             for r in rows
-        ])
+        ], app.zone)
         return
     print_table(
         app,
         "audit log (newest first)",
-        ["entry", "at (UTC)", "actor", "action", "subject", "details"],
+        ["entry", f"at ({zone_name(app.zone)})", "actor", "action", "subject", "details"],
         [
             [str(r.seq) if r.chain == 1 else f"{r.chain}:{r.seq}",
-             r.at.isoformat(sep=" ", timespec="seconds"), r.actor, r.action, r.subject,
+             app.time(r.at), r.actor, r.action, r.subject,
              r.details]
             for r in rows
         ],

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from robot import orders
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.display import format_time, format_time_json, with_yuan
+from robot.display import with_yuan, zone_name
 from robot.display import yuan as _money
 from robot.schema import ORDER_STATES
 from robot.states import OrderState, OutboxState
@@ -31,12 +31,14 @@ def list_cmd(app: App, state: str | None, shop: str | None, limit: int, as_json:
     """Newest orders first."""
     rows = orders.list_orders(app.engine, state=state, shop=shop, limit=limit)
     if as_json:
-        emit_json(with_yuan(rows))
+        emit_json(with_yuan(rows), app.zone)
         return
-    print_table(app, "orders", ["id", "shop", "platform order", "state", "amount", "received",
-                                "shipped", "reason"],
+    print_table(app, f"orders (times in {zone_name(app.zone)})",
+                ["id", "shop", "platform order", "state", "amount", "paid", "received",
+                 "shipped", "reason"],
                 [[r["id"], r["shop"], r["platform_order_id"], r["state"], _money(r["total_cents"]),
-                  format_time(r["received_at"]), format_time(r["shipped_at"], empty=""),
+                  app.time(r["paid_at"]), app.time(r["received_at"]),
+                  app.time(r["shipped_at"], empty=""),
                   _safe(r["reason"] or "")] for r in rows])
 
 
@@ -48,22 +50,9 @@ def show_cmd(app: App, order_id: int, as_json: bool) -> None:
     """One order: lines with titles and masked codes, pickup link, write-back history."""
     data = orders.show_order(app.engine, app.vault, order_id)
     if as_json:
-        emit_json(with_yuan(_times_for_json(data)))
+        emit_json(with_yuan(data), app.zone)
         return
     show_text(app, data)
-
-
-def _times_for_json(value: Any) -> Any:
-    """Times in a JSON document as ISO 8601 with offset, whole seconds."""
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return format_time_json(value)
-    if isinstance(value, dict):
-        return {k: _times_for_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_times_for_json(v) for v in value]
-    return value
 
 
 def _safe(value: object) -> str:
@@ -76,9 +65,9 @@ def show_text(app: App, data: dict[str, Any]) -> None:
     print_(f"[bold]order {data['id']}[/bold]  {_safe(data['shop'])} / "
            f"{_safe(data['platform_order_id'])}  state: [bold]{data['state']}[/bold]"
            + (f"  ({_safe(data['reason'])})" if data["reason"] else ""))
-    print_(f"paid {format_time(data['paid_at'], empty='-')}  "
-           f"received {format_time(data['received_at'])}  "
-           f"shipped {format_time(data['shipped_at'], empty='-')}  "
+    print_(f"paid {app.time(data['paid_at'], empty='-')}  "
+           f"received {app.time(data['received_at'])}  "
+           f"shipped {app.time(data['shipped_at'], empty='-')}  "
            f"amount {_money(data['total_cents'])}  buyer {_safe(data['buyer_id'] or '-')}")
     print_table(app, "lines", ["#", "title", "item", "sku", "qty", "refund", "pools", "codes"],
                 [[ln["line_no"], _safe(ln["title"]) or "-", _safe(ln["item_id"]),
@@ -94,27 +83,27 @@ def show_text(app: App, data: dict[str, Any]) -> None:
     if link is None:
         print_("pickup link: none made yet")
     else:
-        print_(f"pickup link: [bold]{link['status']}[/bold]  made {format_time(link['created_at'])}"
-               f"  expires {format_time(link['expires_at'], empty='never')}"
+        print_(f"pickup link: [bold]{link['status']}[/bold]  made {app.time(link['created_at'])}"
+               f"  expires {app.time(link['expires_at'], empty='never')}"
                f"  views {link['views']}  reveals {link['reveals']}"
-               f"  last view {format_time(link['last_view_at'], empty='never')}"
-               + (f"  revoked {format_time(link['revoked_at'])}" if link["revoked_at"] else "")
+               f"  last view {app.time(link['last_view_at'], empty='never')}"
+               + (f"  revoked {app.time(link['revoked_at'])}" if link["revoked_at"] else "")
                + (f"  ({link['links_made']} links made)" if link["links_made"] > 1 else ""))
     print_table(app, "write-back jobs", ["job", "state", "attempts", "next due", "done",
                                          "last error"],
                 [[j["kind"], j["state"], j["attempts"],
-                  format_time(j["due_at"]) if j["state"] == OutboxState.PENDING else "",
-                  format_time(j["done_at"], empty=""), _safe(j["last_error"] or "")]
+                  app.time(j["due_at"]) if j["state"] == OutboxState.PENDING else "",
+                  app.time(j["done_at"], empty=""), _safe(j["last_error"] or "")]
                  for j in data["jobs"]])
     if data["attempts"]:
         print_table(app, "write-back history", ["when", "job", "result", "error"],
-                    [[format_time(a["at"]), a["kind"], a["result"], _safe(a["error"] or "")]
+                    [[app.time(a["at"]), a["kind"], a["result"], _safe(a["error"] or "")]
                      for a in data["attempts"]])
     if data["replacements"]:
         print_table(app, "replacements", ["id", "line", "pool", "codes", "state", "asked",
                                           "reason"],
                     [[r["id"], r["line_no"], r["pool"], r["count"], r["state"],
-                      format_time(r["created_at"]), _safe(r["reason"])]
+                      app.time(r["created_at"]), _safe(r["reason"])]
                      for r in data["replacements"]])
 
 
@@ -149,7 +138,7 @@ def release_cmd(app: App, order_id: int, as_json: bool) -> None:
     target = orders.release(app.engine, order_id, actor=actor(),
                             items=shop.items if shop is not None else None,
                             platform=shop.platform if shop is not None else None,
-                            rules=shop.risk if shop is not None else None)
+                            rules=shop.risk if shop is not None else None, zone=app.zone)
     if as_json:
         emit_json({"order_id": order_id, "state": target})
     else:

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robot import pools as pool_ops
 from robot.cli.common import actor, emit_json, is_terminal, json_option, print_table
 from robot.clock import utcnow
-from robot.display import with_yuan
+from robot.display import with_yuan, zone_name
 from robot.display import yuan as _yuan
 from robot.errors import ImportRejected, UserError
 from robot.importer import ENCODING_NAMES, FORMATS, Encoding, Format, encoding_named, parse_cost
@@ -127,7 +127,7 @@ def pools_import(ctx: click.Context, name: str, file: Path, dry_run: bool, suppl
     kwargs: dict[str, Any] = {
         "actor": actor(), "supplier": supplier, "cost_cents": cost_cents,
         "fmt": fmt, "encoding": encoding, "sheet": sheet, "dry_run": dry_run,
-        "allow_same_file": allow_same_file,
+        "allow_same_file": allow_same_file, "zone": app.zone,
     }
     total = _count_lines(file, fmt, sheet) if is_terminal() and not as_json else None
     try:
@@ -194,13 +194,12 @@ def codes_list(ctx: click.Context, pool: str, state: str | None, limit: int,
     app = ctx.obj
     rows = pool_ops.list_codes(app.engine, app.vault, pool, state=state, limit=limit)
     if as_json:
-        emit_json(with_yuan([r.as_dict() for r in rows]))
+        emit_json(with_yuan([r.as_dict() for r in rows]), app.zone)
         return
-    print_table(app, f"Codes in {pool}", ["id", "code", "state", "batch", "line", "expires (UTC)",
-                                     "cost"],
-           [[r.id, r.masked, r.state, r.batch_id, r.source_line,
-             f"{r.expires_at:%Y-%m-%d %H:%M}" if r.expires_at else "", _yuan(r.cost_cents)]
-            for r in rows])
+    print_table(app, f"Codes in {pool}", ["id", "code", "state", "batch", "line",
+                                          f"expires ({zone_name(app.zone)})", "cost"],
+                [[r.id, r.masked, r.state, r.batch_id, r.source_line, app.time(r.expires_at),
+                  _yuan(r.cost_cents)] for r in rows])
 
 
 @codes.command("void")
@@ -229,7 +228,8 @@ def codes_void(ctx: click.Context, code_ids: tuple[int, ...], as_json: bool) -> 
               help="Only codes in this state (default: every state).")
 @click.option("--since", "since_text", default=None, metavar="WHEN",
               help="Only codes delivered (for --state delivered), reserved, or else imported "
-                   "since: 7d, 24h, 2w, or a UTC date such as 2026-11-01.")
+                   "since: 7d, 24h, 2w, or a date such as 2026-11-01 (midnight in the "
+                   "robot's timezone).")
 @click.option("--csv", "csv_path", required=True,
               type=click.Path(path_type=Path, dir_okay=False), help="The CSV file to write.")
 @click.option("--plaintext", is_flag=True,
@@ -246,15 +246,15 @@ def codes_export(ctx: click.Context, pool: str, state: str | None, since_text: s
     from robot.report import parse_since
 
     app = ctx.obj
-    since = None if since_text is None else parse_since(since_text, utcnow())
+    since = None if since_text is None else parse_since(since_text, utcnow(), app.zone)
     if plaintext and not yes:
         n = count_codes(app.engine, pool, state=state, since=since)
         click.confirm(f"Write {n} code(s) of pool {pool} in PLAIN TEXT to {csv_path}? "
                       "This is audited", abort=True, err=True)
     result = export_codes(app.engine, app.vault, pool, csv_path, actor=actor(), state=state,
-                          since=since, plaintext=plaintext)
+                          since=since, plaintext=plaintext, zone=app.zone)
     if as_json:
-        emit_json(result.as_dict())
+        emit_json(result.as_dict(), app.zone)
         return
     how = "in plain text (mode 0600; this was audited)" if plaintext else "masked"
     click.echo(f"wrote {result.rows} code(s) of pool {pool} to {csv_path}, {how}", err=True)

@@ -15,7 +15,7 @@ import click
 
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import utcnow
-from robot.display import CENTS_SUFFIX, with_yuan, yuan_name
+from robot.display import CENTS_SUFFIX, format_minute, with_yuan, yuan_name, zone_name
 from robot.display import yuan as _money
 from robot.report import (
     GROUPINGS,
@@ -68,9 +68,11 @@ def write_csv(report: Report, path: Path) -> None:
 
 @click.command("report")
 @click.option("--since", "since_text", default="7d", show_default=True,
-              help="Window start: 7d, 24h, 30m, 2w, or a UTC date such as 2026-11-01.")
+              help="Window start: 7d, 24h, 30m, 2w, or a date such as 2026-11-01 (midnight "
+                   "in the robot's timezone).")
 @click.option("--by", "by", type=click.Choice(GROUPINGS[1:]), default=None,
-              help="Break the figures down by paid day (UTC), shop, SKU or pool.")
+              help="Break the figures down by paid day (in the robot's timezone), shop, SKU "
+                   "or pool.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None,
               help="Also write the rows to this CSV file (amounts in yuan and in cents).")
@@ -85,19 +87,20 @@ def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
     in the window."""
     now = utcnow()
     grouping = next(g for g in GROUPINGS if g == (by or "total"))  # click.Choice checked it
-    since = parse_since(since_text, now)
-    result = build(app.engine, since=since, by=grouping, now=now)
+    since = parse_since(since_text, now, app.zone)
+    result = build(app.engine, since=since, by=grouping, now=now, zone=app.zone)
     if csv_path is not None:
         write_csv(result, csv_path)
     if html_path is not None:
         write_html(app, result, html_path, now=now)
     if as_json:
-        latency = paid_to_shipped(app.engine, since=since, until=result.window.until)
+        latency = paid_to_shipped(app.engine, since=since, until=result.window.until,
+                                  zone=app.zone)
         emit_json(with_yuan({**result.as_dict(),
-                             "paid_to_shipped": [r.as_dict() for r in latency]}))
+                             "paid_to_shipped": [r.as_dict() for r in latency]}), app.zone)
         return
-    title = (f"orders paid {result.window.since:%Y-%m-%d %H:%M} to "
-             f"{result.window.until:%Y-%m-%d %H:%M} UTC")
+    title = (f"orders paid {format_minute(result.window.since, zone=app.zone)} to "
+             f"{format_minute(result.window.until, zone=app.zone)} {zone_name(app.zone)}")
     print_table(app, title,
                 [by or "", "orders", "shipped", "open", "units", "revenue", "refunds",
                  "cost", "margin", "margin %", "cancelled", "paid→shipped"],
@@ -120,10 +123,11 @@ def write_html(app: App, result: Report, path: Path, *, now: datetime) -> None:
 
     def view(by: Grouping) -> Report:
         return result if result.by == by else build(app.engine, since=w.since, until=w.until,
-                                                    by=by, now=now)
+                                                    by=by, now=now, zone=w.zone)
 
     page = render(HtmlReport(view("day"), view("sku"), view("shop"),
-                             paid_to_shipped(app.engine, since=w.since, until=w.until), now))
+                             paid_to_shipped(app.engine, since=w.since, until=w.until,
+                                             zone=w.zone), now))
     path.write_text(page, encoding="utf-8")
 
 

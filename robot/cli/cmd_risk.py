@@ -12,6 +12,7 @@ import click
 
 from robot import risk
 from robot.cli.common import App, actor, emit_json, json_option, print_table
+from robot.display import format_minute, zone_name
 
 if TYPE_CHECKING:
     from robot.config import RiskRules
@@ -73,10 +74,12 @@ def list_cmd(app: App, as_json: bool) -> None:
     entries = risk.list_blacklist(app.engine)
     if as_json:
         emit_json([{"kind": e.kind, "value": e.value, "reason": e.reason,
-                    "created_at": e.created_at, "created_by": e.created_by} for e in entries])
+                    "created_at": e.created_at, "created_by": e.created_by} for e in entries],
+                  app.zone)
         return
     print_table(app, "blacklist", ["kind", "value", "reason", "added", "by"],
-                [[e.kind, e.value, e.reason or "", e.created_at, e.created_by] for e in entries])
+                [[e.kind, e.value, e.reason or "", app.time(e.created_at), e.created_by]
+                 for e in entries])
 
 
 @click.group("risk")
@@ -97,14 +100,16 @@ def dry_run_cmd(app: App, days: float, as_json: bool) -> None:
     def rules_for(shop: str) -> RiskRules:
         return by_shop.get(shop, config.defaults.risk)
 
-    report = risk.dry_run(app.engine, rules_for, days=days)
+    report = risk.dry_run(app.engine, rules_for, days=days, zone=app.zone)
     if as_json:
         emit_json({"since": report.since, "judged": report.judged,
-                   "would_hold": [vars(w) for w in report.would_hold]})
+                   "would_hold": [vars(w) for w in report.would_hold]}, app.zone)
         return
-    print_table(app, f"orders the current rules would hold (since {report.since:%Y-%m-%d %H:%M})",
+    print_table(app, "orders the current rules would hold (since "
+                f"{format_minute(report.since, zone=app.zone)} {zone_name(app.zone)})",
                 ["id", "shop", "platform order", "state now", "received", "reason"],
-                [[w.order_id, w.shop, w.platform_order_id, w.state, w.received_at, w.reason]
+                [[w.order_id, w.shop, w.platform_order_id, w.state, app.time(w.received_at),
+                  w.reason]
                  for w in report.would_hold])
     click.echo(f"{len(report.would_hold)} of {report.judged} order(s) would be held")
 

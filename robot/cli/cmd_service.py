@@ -14,19 +14,18 @@ from typing import Any
 import click
 
 from robot import support
-from robot.cli.cmd_orders import _safe, _times_for_json, orders_group
+from robot.cli.cmd_orders import _safe, orders_group
 from robot.cli.cmd_pools import codes as codes_group
 from robot.cli.common import App, actor, emit_json, json_option, print_table
-from robot.display import format_time
 from robot.errors import UserError
 
 
-def _link_text(link: dict[str, Any] | None) -> str:
+def _link_text(app: App, link: dict[str, Any] | None) -> str:
     if link is None:
         return "none"
     text = f"{link['status']}, {link['views']} view(s), {link['reveals']} reveal(s)"
     if link["last_view_at"] is not None:
-        text += f", last {format_time(link['last_view_at'])}"
+        text += f", last {app.time(link['last_view_at'])}"
     return text
 
 
@@ -39,8 +38,8 @@ def find_cmd(app: App, text: str, as_json: bool) -> None:
     nick, or robot order id."""
     found = support.find_orders(app.engine, app.vault, text)
     if as_json:
-        emit_json(_times_for_json({"query": found.query, "ambiguous": found.ambiguous,
-                                   "matches": found.matches}))
+        emit_json({"query": found.query, "ambiguous": found.ambiguous,
+                   "matches": found.matches}, app.zone)
     elif not found.matches:
         click.echo(f"no order matches {support.printable(found.query)!r} (searched order "
                    "numbers, buyer ids and nicks, robot order ids; a suffix needs "
@@ -53,8 +52,8 @@ def find_cmd(app: App, text: str, as_json: bool) -> None:
         print_table(app, "orders", ["id", "shop", "order number", "state", "paid", "buyer",
                                     "codes", "pickup link", "matched"],
                     [[m["id"], _safe(m["shop"]), _safe(m["platform_order_id"]), m["state"],
-                      format_time(m["paid_at"]), _safe(m["buyer_id"] or "-"),
-                      " ".join(m["codes"]) or "-", _link_text(m["link"]), m["matched"]]
+                      app.time(m["paid_at"]), _safe(m["buyer_id"] or "-"),
+                      " ".join(m["codes"]) or "-", _link_text(app, m["link"]), m["matched"]]
                      for m in found.matches])
     if found.ambiguous:  # scripts must not take one of several candidates as the answer
         click.get_current_context().exit(1)
@@ -161,7 +160,7 @@ def codes_defects_cmd(app: App, as_json: bool) -> None:
     """Batches with codes buyers reported bad: to claim back from the supplier."""
     rows = support.defects_by_batch(app.engine)
     if as_json:
-        emit_json(_times_for_json(rows))
+        emit_json(rows, app.zone)
         return
     if not rows:
         click.echo("no defective codes")
@@ -169,7 +168,7 @@ def codes_defects_cmd(app: App, as_json: bool) -> None:
     print_table(app, "defective codes by batch", ["batch", "pool", "supplier", "file",
                                                   "imported", "delivered", "defective"],
                 [[r["batch_id"], r["pool"], _safe(r["supplier"] or "-"), _safe(r["file"]),
-                  format_time(r["imported_at"]), r["delivered"], r["defective"]]
+                  app.time(r["imported_at"]), r["delivered"], r["defective"]]
                  for r in rows])
 
 

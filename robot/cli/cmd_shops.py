@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 from sqlalchemy import select
@@ -27,7 +28,7 @@ def list_cmd(app: App, as_json: bool) -> None:
     """Every shop in the configuration with its platform and polling state."""
     with app.engine.connect() as conn:
         states = {r.shop: r for r in conn.execute(select(shop_state))}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for shop in app.config.shops:
         st = states.get(shop.name)
         rows.append({
@@ -39,12 +40,13 @@ def list_cmd(app: App, as_json: bool) -> None:
             "last_error": st.last_error if st else None,
         })
     if as_json:
-        emit_json(rows)
+        emit_json(rows, app.zone)
         return
     print_table(app, "shops", ["shop", "platform", "enabled", "poll every", "mapped items",
                                "last poll ok", "paused / last error"],
                 [[r["shop"], r["platform"], "yes" if r["enabled"] else "no",
-                  f"{r['poll_interval_s']:g}s", r["items"], r["last_poll_ok_at"] or "never",
+                  f"{r['poll_interval_s']:g}s", r["items"],
+                  app.time(r["last_poll_ok_at"], empty="never"),
                   r["paused_reason"] or r["last_error"] or ""] for r in rows])
 
 

@@ -14,7 +14,6 @@ import click
 from robot import attention, orders
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import format_age, utcnow
-from robot.display import format_time
 from robot.states import OrderState
 
 #: The order states `robot status` counts per shop, in its column order.
@@ -33,12 +32,17 @@ def status_cmd(app: App, as_json: bool) -> None:
     st = orders.status(app.engine, names, now=now)
     items = attention.needs_attention(app.engine, app.config, st, now)
     if as_json:
-        emit_json({**dataclasses.asdict(st), "needs_attention": [i.as_dict() for i in items]})
+        data = dataclasses.asdict(st)
+        for shop in data["shops"]:  # seconds to a tenth, like the times (no microseconds)
+            for key in ("lag_seconds", "clock_offset_s"):
+                if shop.get(key) is not None:
+                    shop[key] = round(shop[key], 1)
+        emit_json({**data, "needs_attention": [i.as_dict() for i in items]}, app.zone)
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
                                "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
-                [[s.shop, format_time(s.last_poll_ok_at, empty="never"),
+                [[s.shop, app.time(s.last_poll_ok_at, empty="never"),
                   format_age(s.lag_seconds), _clock(s.clock_offset_s, limit),
                   s.paused_reason if s.paused else "",
                   *(s.states.get(k, 0) for k in _SHOP_COLUMNS)] for s in st.shops])

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,6 +87,19 @@ class App:
             self._engine.dispose()
 
     @cached_property
+    def zone(self) -> tzinfo:
+        """The robot file's ``timezone:``: every time shown and every day boundary."""
+        from robot.config import zone
+
+        return zone(self.config.timezone)
+
+    def time(self, value: datetime | None, *, empty: str = "") -> str:
+        """A stored time as people read it: in :attr:`zone`, to the second."""
+        from robot.display import format_time
+
+        return format_time(value, zone=self.zone, empty=empty)
+
+    @cached_property
     def vault(self) -> Vault:
         from robot.vault import open_vault
 
@@ -123,8 +137,12 @@ def actor() -> str:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+def emit_json(data: Any, zone: tzinfo | None = None) -> None:
+    """One JSON document; times in it as ISO 8601 with the offset of ``zone`` (pass
+    ``app.zone``; UTC when None), whole seconds."""
+    from robot.display import json_times
+
+    click.echo(json.dumps(json_times(data, zone), ensure_ascii=False, indent=2, default=str))
 
 
 def print_table(app: App, title: str, columns: Sequence[str],

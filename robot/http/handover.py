@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from robot.display import format_time
 from robot.http.pages import CodeView
 from robot.schema import codes, deliveries, order_lines
 from robot.states import DeliveryState
@@ -35,7 +36,7 @@ def code_rows(conn: Connection, order_id: int) -> list[CodeRow]:
     rows = conn.execute(
         select(deliveries.c.line_no, codes.c.id.label("code_id"), codes.c.pool_id,
                codes.c.fingerprint, codes.c.key_id, codes.c.ciphertext, codes.c.aad_version,
-               order_lines.c.line_id,
+               codes.c.expires_at, order_lines.c.line_id,
                order_lines.c.item_id, order_lines.c.sku_id, order_lines.c.title)
         .join(codes, codes.c.id == deliveries.c.code_id)
         .join(order_lines, (order_lines.c.order_id == deliveries.c.order_id)
@@ -61,11 +62,15 @@ def decrypt(vault: Vault, row: CodeRow) -> tuple[str, str | None]:
     return split_pair(secret)
 
 
-def views(vault: Vault, rows: Sequence[CodeRow], *, masked: bool) -> list[CodeView]:
+def views(vault: Vault, rows: Sequence[CodeRow], *, masked: bool,
+          zone: tzinfo | None = None) -> list[CodeView]:
+    """The codes as the page shows them; an expiry is shown in ``zone`` (the shops' zone)."""
     out = []
     for row in rows:
         card_no, password = decrypt(vault, row)
         if masked:
             card_no, password = mask(card_no), (mask(password) if password else None)
-        out.append(CodeView(row.title, card_no, password))
+        expires = getattr(row.row, "expires_at", None)
+        out.append(CodeView(row.title, card_no, password,
+                            format_time(expires, zone=zone) if expires is not None else None))
     return out

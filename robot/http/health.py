@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from robot.clock import utcnow
+from robot.display import format_time_json
 from robot.http import queries
 from robot.http.context import HttpContext
 from robot.writes import signal_of
@@ -49,7 +50,8 @@ def _check_writes(ctx: HttpContext, now: datetime, body: dict[str, Any],
     if not state.failing:
         return
     since = state.failed_at or now
-    body["database_writes"] = {"ok": False, "failing_since": since.isoformat()}
+    body["database_writes"] = {"ok": False,
+                               "failing_since": format_time_json(since, ctx.zone)}
     reasons.append(f"database writes failing for {(now - since).total_seconds():.0f}s")
 
 

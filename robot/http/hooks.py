@@ -117,7 +117,7 @@ async def push(request: Request) -> Response:
     left = deadline - loop.time()
     try:
         async with asyncio.timeout_at(deadline):
-            changed = await apply_events(ctx.engine, shop, connector, batch.events,
+            changed = await apply_events(ctx.engine, shop, connector, batch.events, zone=ctx.zone,
                                          fetch_timeout=max(left, 0.001))
     except TimeoutError:
         # Not stored within the platform's window: refuse, so the platform sends it again.

@@ -145,6 +145,8 @@ class CodeView:
     item: str
     card_no: str
     password: str | None = None
+    #: The code's expiry as the buyer reads it (the shops' time zone, to the second).
+    expires: str | None = None
 
 
 def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
@@ -161,6 +163,9 @@ def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
                           if c.password is not None else "")
             rows.append(f'<div class="row">{label_html}<code id="{ident}">{escape(value)}</code>'
                         f"{button}</div>")
+        if c.expires is not None:
+            rows.append(f'<div class="row expires">{_t("有效期至", "Valid until")} '
+                        f"{escape(c.expires)}</div>")
         items.append(f'<li><div class="item">{escape(c.item)}</div>{"".join(rows)}</li>')
     return f'<ul class="codes">{"".join(items)}</ul>'
 

@@ -157,7 +157,7 @@ def open_link(ctx: HttpContext, token: str, ip_digest: str,
         if not rows:
             return None
         _log_view(conn, link, "view", ip_digest, ua, now)
-    return link, handover.views(ctx.vault, rows, masked=True)
+    return link, handover.views(ctx.vault, rows, masked=True, zone=ctx.zone)
 
 
 def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
@@ -177,7 +177,7 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
                      subject=f"order:{link.order_id}",
                      details={"link_id": link.link_id, "view_id": view_id,
                               "code_ids": [r.code_id for r in rows]})
-    return link, handover.views(ctx.vault, rows, masked=False)
+    return link, handover.views(ctx.vault, rows, masked=False, zone=ctx.zone)
 
 
 def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], order_no: str,

@@ -32,6 +32,7 @@ from connectors.memory import MemoryPlatform
 from robot import audit
 from robot import pools as P
 from robot.cli.common import EXIT_FATAL, EXIT_USER, App
+from robot.clock import DEFAULT_ZONE
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine, safe_url
@@ -263,6 +264,7 @@ def test_import_with_the_disk_full_adds_nothing_and_says_so(
     P.import_codes(engine, vault, "p1", seed, actor="test")
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     app.__dict__["vault"] = vault
     use_app(monkeypatch, app)
     batch = tmp_path / "batch.txt"

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 
 from robot import pools as P
 from robot.cli.common import EXIT_USER, App
+from robot.clock import DEFAULT_ZONE
 from robot.errors import ImportRejected, UserError
 from robot.importer import MAX_CHARS, ParsedLine, RejectedLine, parse_file
 from robot.schema import codes
@@ -227,7 +228,8 @@ def test_same_file_twice_is_refused_by_hash(engine: Engine, vault: Vault, pool: 
     path = tmp_path / "first.txt"
     before = snapshot(engine)
     with pytest.raises(UserError, match=r"^this file was already imported into pool 'game-card' "
-                                        r"as batch 1 on .* UTC; nothing was imported") as info:
+                                        r"as batch 1 on .* \(Asia/Shanghai\); nothing was "
+                                        r"imported") as info:
         P.import_codes(engine, vault, POOL, path, actor=ACTOR)
     assert not isinstance(info.value, ImportRejected)
     assert snapshot(engine) == before
@@ -303,6 +305,7 @@ def cli(engine: Engine, vault: Vault, tmp_path: Path, monkeypatch: pytest.Monkey
     """`robot` as installed, on the test database and key file."""
     app = App(config_path=tmp_path / "robot.yaml")
     app._engine = engine
+    app.zone = DEFAULT_ZONE  # no robot file: its default timezone
     app.__dict__["vault"] = vault
     return use_app(monkeypatch, app)
 
