@@ -462,7 +462,7 @@ def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if value in ("true", "false"):
-        return value == "true"
+        return bool(value == "true")
     if value in (0, 1) and not isinstance(value, float):
         return bool(value)
     raise ValueError(f"{name}: true or false")

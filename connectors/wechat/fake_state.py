@@ -5,7 +5,8 @@ APIv3 key, an RSA-2048 signing key generated at start and its public key under a
 ``PUB_KEY_ID_…`` serial), the payments made to it, the access tokens it issued, and the
 notifications it owes the merchant's ``notify_url``. It answers as WeChat does (PLATFORMS.md
 §4): ``cgi-bin/stable_token`` (normal mode hands back the current token until it nears
-expiry; ``force_refresh`` replaces it), ``errcode`` 41001/40001/42001 for missing, bad or expired tokens,
+expiry; ``force_refresh`` replaces it), ``errcode`` 41001/40001/42001 for missing, bad or
+expired tokens,
 ``upload_shipping_info`` (10060001 not found / not yet indexed for the first
 ``not_indexed_calls`` calls per payment, 10060003 when already shipped, 10060004 when
 refunded or completed), ``get_order`` and ``is_trade_managed``. Time comes from an injectable
@@ -177,7 +178,7 @@ class FakeWechat(FakeBase):
         self.current_token: str | None = None
         self.token_grants = 0
         self.authorized = True
-        self.faults = Faults()
+        self.faults: Faults = Faults()
         #: Malformed notifications and answers on demand (see :meth:`corrupt_order`).
         self.shapes = ShapeFaults()
         self._seq = itertools.count(1)
