@@ -229,7 +229,7 @@ def request_payload(query: Mapping[str, str], content_type: str, raw: bytes) -> 
     if "json" in content_type:
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if isinstance(body, dict):
             payload.update({str(k): v for k, v in body.items()})

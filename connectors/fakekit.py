@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import itertools
 import json
 import math
@@ -141,10 +142,20 @@ def platform_dated(state: ClockedFake) -> list[Middleware]:
     return [Middleware(PlatformDate, now=state.now)]
 
 
+def same_text(sent: str, expected: str) -> bool:
+    """Whether ``sent`` equals ``expected``, compared in constant time (as a gateway compares
+    keys, tokens and signatures); any text is fine, non-ASCII too."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
+
+
 async def json_object(request: Request) -> dict[str, Any]:
     """A control endpoint's JSON object body (empty body: ``{}``); ValueError otherwise."""
     raw = await request.body()
-    data = json.loads(raw) if raw.strip() else {}
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     return data
@@ -405,6 +416,7 @@ __all__ = [
     "platform_dated",
     "platform_now",
     "records",
+    "same_text",
     "sent_fields",
     "wall_now",
 ]

@@ -63,7 +63,7 @@ def create_app(state: FakePdd) -> Starlette:
     async def router(request: Request) -> Response:
         try:
             params = await _params(request)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             err = PopError(10001, "公共参数错误:body")  # invented detail
             document: dict[str, Any] = {"error_response": {
                 "error_code": err.code, "error_msg": err.msg, "sub_code": err.sub_code,

@@ -12,7 +12,6 @@ must never be pointed at, or hold credentials for, the real platform.
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,7 @@ from connectors.fakekit import (
     FakeClock,
     WriteBackLog,
     records,
+    same_text,
     sent_fields,
     wall_now,
 )
@@ -447,12 +447,12 @@ class FakePdd(FakeBase):
         client_id = params.get("client_id", "")
         if not client_id:
             raise _common_error("client_id")
-        if not hmac.compare_digest(client_id, self.client_id):
+        if not same_text(client_id, self.client_id):
             raise PopError(10016, "client下线或者clientId不正确")
         sign = params.get("sign", "")
         if not sign:
             raise _common_error("sign")
-        if not hmac.compare_digest(sign.upper(), pdd_sign(params, self.client_secret)):
+        if not same_text(sign.upper(), pdd_sign(params, self.client_secret)):
             # Real payload: error_code 20004, error_msg/sub_msg "签名验证失败", sub_code "20004"
             raise PopError(20004, "签名验证失败")
         self._check_timestamp(params.get("timestamp", ""))
@@ -518,7 +518,7 @@ class FakePdd(FakeBase):
 
     def _token_create(self, params: Mapping[str, str]) -> dict[str, Any]:
         code = _required(params, "code")
-        if not hmac.compare_digest(code, self.auth_code):
+        if not same_text(code, self.auth_code):
             raise _param_error("code 已过期或无效")  # invented sub_msg; real code unknown
         return self._issue_tokens()
 

@@ -9,7 +9,6 @@ at, or hold credentials for, the real platform.
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +24,7 @@ from connectors.fakekit import (
     FakeClock,
     WriteBackLog,
     records,
+    same_text,
     sent_fields,
     wall_now,
 )
@@ -473,7 +473,7 @@ class FakeTop(FakeBase):
         app_key = params.get("app_key", "")
         if not app_key:
             raise TopError(28, "Missing App Key")
-        if not hmac.compare_digest(app_key, self.app_key):
+        if not same_text(app_key, self.app_key):
             raise TopError(29, "Invalid App Key")
         sign_method = params.get("sign_method") or "md5"  # TOP's historical default
         if sign_method not in SIGN_METHODS:
@@ -482,7 +482,7 @@ class FakeTop(FakeBase):
         if not sign:
             raise TopError(24, "Missing Signature")
         expected = top_sign(params, self.app_secret, sign_method)
-        if not hmac.compare_digest(sign.upper(), expected):
+        if not same_text(sign.upper(), expected):
             raise TopError(25, "Invalid Signature")
         self._check_timestamp(params.get("timestamp", ""))
         version = params.get("v", "")
@@ -496,7 +496,7 @@ class FakeTop(FakeBase):
             session = params.get("session", "")
             if not session:
                 raise TopError(26, "Missing Session")
-            if not hmac.compare_digest(session, self.session):
+            if not same_text(session, self.session):
                 raise TopError(27, "Invalid Session", "invalid-sessionkey", "SessionKey非法")
             if self.session_expired:
                 raise TopError(27, "Invalid Session", "sessionkey-expired", "SessionKey已过期")
@@ -505,7 +505,7 @@ class FakeTop(FakeBase):
         if not text:
             raise TopError(30, "Missing Timestamp")
         try:
-            if text.isdigit():  # the old Python SDK sends epoch milliseconds
+            if text.isascii() and text.isdigit():  # the old Python SDK sends epoch millis
                 sent = datetime.fromtimestamp(int(text) / 1000, UTC)
             else:
                 sent = parse_top_time(text)

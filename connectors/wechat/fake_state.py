@@ -430,14 +430,15 @@ class FakeWechat(FakeBase):
     def _upload(self, body: dict[str, Any]) -> dict[str, Any]:
         key = body.get("order_key")
         bad = {"errcode": 47001, "errmsg": "data format error"}
-        if not isinstance(key, dict) or key.get("order_number_type") not in (1, 2):
+        if not isinstance(key, dict) or not _number_in(key.get("order_number_type"), (1, 2)):
             return bad
         if key["order_number_type"] == 2:
             payment = self._find(key.get("transaction_id"), None, None)
         else:
             payment = self._find(None, key.get("mchid"), key.get("out_trade_no"))
         shipping = body.get("shipping_list")
-        if body.get("logistics_type") not in (1, 2, 3, 4) or body.get("delivery_mode") != 1 \
+        if not _number_in(body.get("logistics_type"), (1, 2, 3, 4)) \
+                or not _number_in(body.get("delivery_mode"), (1,)) \
                 or not isinstance(shipping, list) or len(shipping) != 1 \
                 or not isinstance(shipping[0], dict) \
                 or not str(shipping[0].get("item_desc") or "") \
@@ -496,6 +497,11 @@ class FakeWechat(FakeBase):
                                   for n in self.notifications],
                 "token_grants": self.token_grants, "authorized": self.authorized,
             }
+
+
+def _number_in(value: Any, allowed: tuple[int, ...]) -> bool:
+    """Whether ``value`` is a JSON number among ``allowed`` (``true`` is not 1 here)."""
+    return type(value) is int and value in allowed
 
 
 def _parse_rfc3339(text: str) -> datetime | None:
