@@ -1,8 +1,9 @@
 """Pieces every platform fake shares: a settable clock and its offset from ours (the
 platform's clock running ahead or behind: its order times, windows and ``Date`` header all
-follow it), transport faults, JSON control bodies, the sender (and its background loop)
+follow it), JSON control bodies, the sender (and its background loop)
 that delivers a fake's pushes, and the record of every ship and memo call a fake received
-(:class:`WriteBackLog`).
+(:class:`WriteBackLog`). The base every fake is built on (control API, faults, call log) is
+:mod:`connectors.fakebase`.
 
 Only logic that is the same for every fake that uses it lives here; what a platform answers
 stays in its own ``fake_state.py``/``fake.py``. Like the fakes themselves, nothing here may
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import itertools
 import json
 import math
@@ -140,64 +142,20 @@ def platform_dated(state: ClockedFake) -> list[Middleware]:
     return [Middleware(PlatformDate, now=state.now)]
 
 
-@dataclass
-class TransportFaults:
-    """Faults below the API: latency, an HTML 5xx page, a request that never answers."""
-
-    latency_ms: int = 0  # every call waits this long first
-    http_500: int = 0  # the next N calls answer an HTML 500 page
-    hang: int = 0  # the next N calls never answer (until release_hangs())
-
-
-class HangingFake:
-    """Mixin for a fake whose ``faults`` are :class:`TransportFaults` (guarded by ``lock``).
-
-    The class mixing it in sets ``lock`` and ``_hang_release`` (a ``threading.Event``).
-    """
-
-    lock: threading.RLock
-    faults: TransportFaults
-    _hang_release: threading.Event
-
-    def release_hangs(self) -> None:
-        """Let hanging calls finish (tests call this before stopping the server)."""
-        self._hang_release.set()
-
-    def wait_hang(self, timeout: float) -> None:
-        self._hang_release.wait(timeout)
-
-    def take_transport_fault(self) -> tuple[float, str | None]:
-        """(latency seconds, "hang" | "http_500" | None) for the call arriving now."""
-        with self.lock:
-            latency = self.faults.latency_ms / 1000
-            if self.faults.hang > 0:
-                self.faults.hang -= 1
-                return latency, "hang"
-            if self.faults.http_500 > 0:
-                self.faults.http_500 -= 1
-                return latency, "http_500"
-            return latency, None
-
-
-async def transport_fault_response(state: HangingFake, html: str,
-                                   error_status: int) -> Response | None:
-    """Apply the transport fault due now: wait the latency; for a hang, wait until released
-    (then 504); for ``http_500``, answer ``html`` with ``error_status``. None: no fault."""
-    latency, fault = state.take_transport_fault()
-    if latency:
-        await asyncio.sleep(latency)
-    if fault == "hang":
-        await asyncio.to_thread(state.wait_hang, HANG_LIMIT_SECONDS)
-        return Response(html, status_code=504, media_type="text/html")
-    if fault == "http_500":
-        return Response(html, status_code=error_status, media_type="text/html")
-    return None
+def same_text(sent: str, expected: str) -> bool:
+    """Whether ``sent`` equals ``expected``, compared in constant time (as a gateway compares
+    keys, tokens and signatures); any text is fine, non-ASCII too."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
 
 
 async def json_object(request: Request) -> dict[str, Any]:
     """A control endpoint's JSON object body (empty body: ``{}``); ValueError otherwise."""
     raw = await request.body()
-    data = json.loads(raw) if raw.strip() else {}
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     return data
@@ -361,7 +319,7 @@ class HttpSender(Generic[Item]):
             return 0
         delivered = 0
         with self._sending:
-            for item in self._due():
+            for item in self._order(self._due()):
                 ok = self._post(url, item)
                 self._record(item, ok)
                 delivered += ok
@@ -383,6 +341,11 @@ class HttpSender(Generic[Item]):
     def _due(self) -> list[Item]:
         raise NotImplementedError
 
+    def _order(self, due: list[Item]) -> list[Item]:
+        """The due items in the order they go out (a fake's push faults duplicate and
+        reorder them here)."""
+        return due
+
     def _request(self, item: Item) -> tuple[str, bytes, Mapping[str, str]]:
         """(the item's id, the body, the headers) for one attempt."""
         raise NotImplementedError
@@ -392,22 +355,6 @@ class HttpSender(Generic[Item]):
 
     def _record(self, item: Item, ok: bool) -> None:
         raise NotImplementedError
-
-
-def faults_endpoint(set_faults: Callable[..., object], *,
-                    read: Callable[[Request], Awaitable[dict[str, Any]]] = json_object,
-                    extra: Callable[[], Mapping[str, Any]] | None = None) -> Endpoint:
-    """``POST /__fake__/faults``: ``set_faults(**body)``; answers the faults now set (and
-    ``extra()``), or 400 for a fault the fake does not know (``set_faults`` raised KeyError)."""
-
-    async def faults(request: Request) -> Response:
-        try:
-            current = set_faults(**await read(request))
-        except KeyError as exc:
-            return JSONResponse({"error": f"unknown fault {exc}"}, status_code=400)
-        return JSONResponse({**vars(current), **(extra() if extra is not None else {})})
-
-    return faults
 
 
 def deliver_endpoint(sender: HttpSender[Any] | None,
@@ -455,24 +402,21 @@ __all__ = [
     "ClockedFake",
     "DeliveryLoop",
     "FakeClock",
-    "HangingFake",
     "HttpSender",
     "PlatformDate",
     "RecordsWriteBacks",
-    "TransportFaults",
     "WriteBackCall",
     "WriteBackLog",
     "check_clock_offset",
     "clock_route",
     "deliver_endpoint",
-    "faults_endpoint",
     "json_object",
     "links_in",
     "masked_codes_in",
     "platform_dated",
     "platform_now",
     "records",
+    "same_text",
     "sent_fields",
-    "transport_fault_response",
     "wall_now",
 ]

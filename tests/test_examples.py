@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -47,3 +48,37 @@ def test_example_config_and_every_example_shop_load(tmp_path: Path,
     assert sorted(s.platform for s in config.shops) == ["pinduoduo", "taobao", "wechat", "youzan"]
     shown = str(effective_dict(config))
     assert not any(value in shown for value in ENV.values())
+
+
+def _fake_catalog(platform: str) -> set[tuple[str, str]]:
+    """(mapping key, value) of every SKU ``robot fake <platform>`` sells."""
+    from connectors.pinduoduo.fake import FakePdd
+    from connectors.taobao.fake import FakeTop
+    from connectors.wechat.fake import FakeWechat
+    from connectors.youzan.fake import FakeYouzan
+
+    fakes = {"taobao": FakeTop, "pinduoduo": FakePdd, "youzan": FakeYouzan,
+             "wechat": FakeWechat}
+    return {(item.mapping, item.sku) for item in fakes[platform]().catalog()}
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "shops").glob("example-*.yaml")),
+                         ids=lambda p: p.stem)
+def test_example_shop_maps_exactly_the_skus_its_fake_sells(example: Path) -> None:
+    """Each example shop is named <platform>-main, as the README names it, and maps exactly
+    the SKUs its platform's fake sells: every seeded or `robot fake order` order is mapped."""
+    shop = yaml.safe_load(example.read_text())
+    platform = shop["platform"]
+    assert shop["name"] == f"{platform}-main"
+    mapped = {(key, str(item[key])) for item in shop["items"]
+              for key in ("sku_id", "outer_id", "item_id") if key in item}
+    assert mapped == _fake_catalog(platform)
+    assert "gateway:" in example.read_text() or "base_url:" in example.read_text()
+    assert f"robot fake {platform}" in example.read_text()
+
+
+def test_readme_names_the_example_shops_as_they_are() -> None:
+    """The README's shop names are the examples' (taobao-main), never an older name."""
+    readme = (ROOT / "README.md").read_text()
+    assert "taobao-main" in readme and "tb-main" not in readme
+    assert "robot fake order --url" in readme

@@ -5,14 +5,15 @@ object body or an urlencoded form body and answers as POP does (see
 :class:`connectors.pinduoduo.fake_state.FakePdd` for what is verified). JSON numbers and
 booleans in a body are signed as their text (``true``/``false``), as the SDKs send them.
 
-Control endpoints for tests and demos live under ``/__fake__/``; they take and return JSON.
-This app must never be exposed beyond loopback: it has no auth.
+The control API every fake shares (:mod:`connectors.fakebase`) lives under ``/__fake__/``,
+with Pinduoduo's own ``orders/{sn}/refund``, ``orders/{sn}/cancel`` and ``tokens`` (expire or
+revoke); they take and return JSON. This app must never be exposed beyond loopback: it has no
+auth.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,13 +23,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import (
-    clock_route,
-    faults_endpoint,
-    json_object,
-    platform_dated,
-    transport_fault_response,
-)
+from connectors.fakebase import api_endpoint, control_routes, fake_middleware
+from connectors.fakekit import json_object
 from connectors.pinduoduo.fake_state import FakeClock, FakePdd, Faults, PopError
 
 __all__ = ["FakeClock", "FakePdd", "Faults", "create_app"]
@@ -65,11 +61,9 @@ def create_app(state: FakePdd) -> Starlette:
     """The fake gateway serving ``state``."""
 
     async def router(request: Request) -> Response:
-        if (failure := await transport_fault_response(state, _HTML_500, 502)) is not None:
-            return failure
         try:
             params = await _params(request)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             err = PopError(10001, "公共参数错误:body")  # invented detail
             document: dict[str, Any] = {"error_response": {
                 "error_code": err.code, "error_msg": err.msg, "sub_code": err.sub_code,
@@ -81,11 +75,6 @@ def create_app(state: FakePdd) -> Starlette:
             body, media_type = garble(text, bad)
             return Response(body, media_type=media_type)
         return Response(text, media_type="application/json;charset=UTF-8")
-
-    async def create_order(request: Request) -> Response:
-        data = await json_object(request)
-        kwargs: dict[str, Any] = {k: data[k] for k in ("items", "confirm_status") if k in data}
-        return JSONResponse({"order_sn": state.create_order(**kwargs)})
 
     async def refund(request: Request) -> Response:
         data = await json_object(request)
@@ -116,24 +105,11 @@ def create_app(state: FakePdd) -> Starlette:
             return JSONResponse({"error": "action must be expire or revoke"}, status_code=400)
         return JSONResponse({"ok": True})
 
-    async def clock(request: Request) -> Response:
-        owner = getattr(state.clock, "__self__", None)
-        if not isinstance(owner, FakeClock):
-            return JSONResponse({"error": "this fake runs on the real clock"}, status_code=409)
-        seconds = float((await json_object(request)).get("advance_seconds", 0))
-        return JSONResponse({"now": owner.advance(timedelta(seconds=seconds)).isoformat()})
-
-    async def snapshot(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
+    gateway = api_endpoint(state, router, error_page=_HTML_500, error_status=502)
     return Starlette(routes=[
-        Route("/api/router", router, methods=["GET", "POST"]),
-        Route("/__fake__/orders", create_order, methods=["POST"]),
+        Route("/api/router", gateway, methods=["GET", "POST"]),
         Route("/__fake__/orders/{sn}/refund", refund, methods=["POST"]),
         Route("/__fake__/orders/{sn}/cancel", cancel, methods=["POST"]),
-        Route("/__fake__/faults", faults_endpoint(state.set_faults), methods=["POST"]),
         Route("/__fake__/tokens", tokens, methods=["POST"]),
-        Route("/__fake__/clock", clock, methods=["POST"]),
-        Route("/__fake__/state", snapshot, methods=["GET"]),
-        clock_route(state),
-    ], middleware=platform_dated(state))  # answers dated by the platform's clock
+        *control_routes(state),
+    ], middleware=fake_middleware(state))  # answers dated by the platform's clock

@@ -12,33 +12,44 @@ must never be pointed at, or hold credentials for, the real platform.
 
 from __future__ import annotations
 
-import hmac
 import itertools
-import random
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.common.shapes import ShapeFaults
 from connectors.common.times import CST, format_cst, from_epoch, to_epoch
+from connectors.fakebase import CatalogItem, FakeBase, OrderRequest, error_outcome
+from connectors.fakebase import Faults as BaseFaults
 from connectors.fakekit import (
     FakeClock,
-    HangingFake,
-    TransportFaults,
     WriteBackLog,
-    check_clock_offset,
-    platform_now,
     records,
+    same_text,
     sent_fields,
     wall_now,
 )
 from connectors.pinduoduo.sign import pdd_sign
 
 TIMESTAMP_TOLERANCE = timedelta(minutes=10)  # POP doc: "与拼多多服务器时间差值在10分钟内"
+#: A ``timestamp`` at or above this is epoch milliseconds (as seconds it would be the year
+#: 5138): the official SDKs send seconds, but published clients (PyPI ``pddsdk``, whose
+#: ``_get_local_timestamp`` is ``int(time.time()*1000)``; a JavaScript client using
+#: ``new Date().getTime()``) send milliseconds and work against the gateway, so POP accepts
+#: both. Anything else (micro- or nanoseconds, signs, fractions, non-ASCII digits) is
+#: answered with POP's own 10001 ``公共参数错误:timestamp``.
+MILLIS_FROM = 100_000_000_000
+#: The longest ``timestamp`` text looked at (milliseconds have 13 digits until 2286).
+_TIMESTAMP_DIGITS = 13
+#: What the fake sells: the SKU of ``shops/example-pinduoduo.yaml`` (its mapping names the
+#: merchant code, ``outer_id``), with the POP item fields each line carries.
+CATALOG: tuple[tuple[CatalogItem, Mapping[str, Any]], ...] = (
+    (CatalogItem("YOUKU-VIP-1M", "outer_id", "优酷VIP月卡 Youku VIP 1 month", "19.90"),
+     {"goods_id": 500000101, "sku_id": 5000001011, "outer_id": "YOUKU-VIP-1M"}),
+)
 MAX_WINDOW = timedelta(minutes=30)
 LOGISTICS_COMPANIES = {44: "顺丰快递", 85: "圆通快递", 115: "申通快递", 121: "韵达快递",
                        3: "无需物流(fake)"}
@@ -180,10 +191,10 @@ class FakeToken:
 
 
 @dataclass
-class Faults(TransportFaults):
-    """Failures to inject into the next calls to ``/api/router``."""
+class Faults(BaseFaults):
+    """Failures to inject into the next calls to ``/api/router`` (``throttle``: the next N
+    business calls answer 52101, or ``throttle_code``)."""
 
-    throttle: int = 0  # the next N business calls answer 52101 (or throttle_code)
     throttle_code: int = 52101
     unavailable: int = 0  # the next N business calls answer 52103
 
@@ -194,8 +205,10 @@ _REFUND_CLOSED = frozenset({6, 9, 11, 12, 13})
 
 
 @dataclass
-class FakePdd(HangingFake):
+class FakePdd(FakeBase):
     """A Pinduoduo open-platform double for one app and one merchant."""
+
+    platform: ClassVar[str] = "pinduoduo"
 
     client_id: str = "test-client"
     client_secret: str = "testsecret"  # noqa: S105 - a fake's published test credential
@@ -223,9 +236,7 @@ class FakePdd(HangingFake):
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
-        self.clock_offset = check_clock_offset(self.clock_offset)
-        self.lock = threading.RLock()
-        self._hang_release = threading.Event()
+        self._init_base(self.clock, self.clock_offset)
         self._serials = itertools.count(123456789012345, 7919)
         self._goods_ids = itertools.count(500000001)
         self._refund_ids = itertools.count(7000000001)
@@ -239,15 +250,6 @@ class FakePdd(HangingFake):
 
     # -- scenario control (Python API; the /__fake__/ endpoints wrap these) -------------
 
-    def now(self) -> datetime:
-        """The platform's time: the clock shifted by ``clock_offset``."""
-        return platform_now(self.clock, self.clock_offset)
-
-    def set_clock_offset(self, seconds: float) -> None:
-        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
-        with self.lock:
-            self.clock_offset = check_clock_offset(seconds)
-
     def create_order(
         self,
         *,
@@ -255,8 +257,10 @@ class FakePdd(HangingFake):
                                                "goods_price": "10.00"},),
         confirm_status: int = 1,
         updated_at: datetime | None = None,
+        paid_at: datetime | None = None,
     ) -> str:
-        """Add a paid order awaiting shipment (by default); returns its order_sn."""
+        """Add a paid order awaiting shipment (by default; paid ``paid_at`` or now); returns
+        its order_sn."""
         with self.lock:
             now = self.now()
             order_sn = f"{now.astimezone(CST):%y%m%d}-{next(self._serials):015d}"
@@ -274,8 +278,9 @@ class FakePdd(HangingFake):
                     outer_goods_id=item.get("outer_goods_id"),
                 ))
             self.orders[order_sn] = FakeOrder(
-                order_sn=order_sn, items=fake_items, created=now,
-                updated_at=updated_at or now, pay_time=now, confirm_status=confirm_status)
+                order_sn=order_sn, items=fake_items, created=min(paid_at or now, now),
+                updated_at=updated_at or now, pay_time=paid_at or now,
+                confirm_status=confirm_status)
             return order_sn
 
     def touch(self, order_sn: str, when: datetime | None = None) -> None:
@@ -355,19 +360,37 @@ class FakePdd(HangingFake):
     def clear_corruption(self, order_sn: str | None = None) -> None:
         self.shapes.clear(order_sn)
 
-    def set_faults(self, **changes: Any) -> Faults:
-        with self.lock:
-            for name, value in changes.items():
-                if not hasattr(self.faults, name):
-                    raise KeyError(name)
-                setattr(self.faults, name, int(value))
-            return self.faults
+    def expire_tokens(self) -> None:
+        self.expire_access_tokens()
 
-    def snapshot(self) -> dict[str, Any]:
-        """What tests and demos assert on."""
+    def catalog(self) -> list[CatalogItem]:
+        return [item for item, _ in CATALOG]
+
+    def create_paid_order(self, request: OrderRequest) -> str:
+        if request.buyer is not None:
+            raise ValueError("buyer: Pinduoduo orders carry no buyer id")
+        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
+        item = self.catalog_item(request.sku)
+        line: dict[str, Any] = {"goods_count": request.quantity}
+        if item is not None and fields is not None:
+            line.update(fields, goods_name=item.title, goods_price=item.price)
+        elif request.sku.isascii() and request.sku.isdigit() and len(request.sku) <= 18:
+            line.update(sku_id=request.sku, goods_name=f"SKU {request.sku}", goods_price="1.00")
+        else:
+            line.update(outer_id=request.sku, goods_name=request.sku, goods_price="1.00")
+        return self.create_order(items=[line], paid_at=request.paid_at)
+
+    def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
+        return str(payload.get("type") or path)
+
+    def call_outcome(self, status: int, document: Any) -> str:
+        if isinstance(document, dict) and "error_response" in document:
+            return error_outcome(document["error_response"], "error_code", "error_msg")
+        return super().call_outcome(status, document)
+
+    def platform_snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "now": self.now().isoformat(),
                 "orders": {
                     sn: {"order_status": o.order_status, "refund_status": o.refund_status,
                          "confirm_status": o.confirm_status, "shipments": o.shipments,
@@ -376,21 +399,7 @@ class FakePdd(HangingFake):
                     for sn, o in self.orders.items()
                 },
                 "refreshes": self.refreshes,
-                "calls": len(self.calls),
-                "write_backs": self.writebacks.to_json(),
             }
-
-    def seed(self, count: int, *, rng: random.Random | None = None) -> list[str]:
-        """Add ``count`` paid orders with plausible items (for ``robot fake pinduoduo``)."""
-        rng = rng or random.Random(0)  # noqa: S311 - demo data, not security
-        catalog = [("Steam card 50", "50.00", "STEAM-50"), ("Game points 100", "9.90", "GP-100")]
-        sns = []
-        for _ in range(count):
-            name, price, outer = rng.choice(catalog)
-            sns.append(self.create_order(items=[{
-                "goods_name": name, "goods_price": price, "outer_id": outer,
-                "goods_count": rng.randint(1, 2)}]))
-        return sns
 
     def _order(self, order_sn: str) -> FakeOrder:
         try:
@@ -438,12 +447,12 @@ class FakePdd(HangingFake):
         client_id = params.get("client_id", "")
         if not client_id:
             raise _common_error("client_id")
-        if not hmac.compare_digest(client_id, self.client_id):
+        if not same_text(client_id, self.client_id):
             raise PopError(10016, "client下线或者clientId不正确")
         sign = params.get("sign", "")
         if not sign:
             raise _common_error("sign")
-        if not hmac.compare_digest(sign.upper(), pdd_sign(params, self.client_secret)):
+        if not same_text(sign.upper(), pdd_sign(params, self.client_secret)):
             # Real payload: error_code 20004, error_msg/sub_msg "签名验证失败", sub_code "20004"
             raise PopError(20004, "签名验证失败")
         self._check_timestamp(params.get("timestamp", ""))
@@ -455,9 +464,12 @@ class FakePdd(HangingFake):
             self._check_access_token(params.get("access_token", ""))
 
     def _check_timestamp(self, text: str) -> None:
-        if not text.isdigit():
+        """Epoch seconds or milliseconds (see :data:`MILLIS_FROM`) within ten minutes of
+        the platform's time; anything else is POP's 10001 ``公共参数错误:timestamp``."""
+        if not (text.isascii() and text.isdigit()) or len(text) > _TIMESTAMP_DIGITS:
             raise _common_error("timestamp")
-        sent = from_epoch(int(text))
+        value = int(text)
+        sent = from_epoch(value / 1000 if value >= MILLIS_FROM else value)
         if abs(sent - self.now()) > TIMESTAMP_TOLERANCE:
             raise _common_error("timestamp")  # invented: POP's exact answer is not documented
 
@@ -506,7 +518,7 @@ class FakePdd(HangingFake):
 
     def _token_create(self, params: Mapping[str, str]) -> dict[str, Any]:
         code = _required(params, "code")
-        if not hmac.compare_digest(code, self.auth_code):
+        if not same_text(code, self.auth_code):
             raise _param_error("code 已过期或无效")  # invented sub_msg; real code unknown
         return self._issue_tokens()
 
@@ -524,8 +536,8 @@ class FakePdd(HangingFake):
             for cid, name in sorted(LOGISTICS_COMPANIES.items())]}
 
     def _window(self, params: Mapping[str, str]) -> tuple[datetime, datetime]:
-        start = from_epoch(_int_param(params, "start_updated_at"))
-        end = from_epoch(_int_param(params, "end_updated_at"))
+        start = _epoch_param(params, "start_updated_at")
+        end = _epoch_param(params, "end_updated_at")
         if end < start:
             raise _param_error("end_updated_at 必须不小于 start_updated_at")
         if end - start > MAX_WINDOW:
@@ -632,10 +644,18 @@ def _int_param(params: Mapping[str, str], name: str, default: int | None = None)
         if default is not None:
             return default
         raise PopError(21002, "请求参数不能为空", f"{name} 不能为空")
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise PopError(21001, "请求参数错误", f"{name} 不是整数")
+    return int(text)
+
+
+def _epoch_param(params: Mapping[str, str], name: str) -> datetime:
+    """A required Unix-seconds parameter as aware UTC."""
     try:
-        return int(text)
-    except ValueError:
-        raise PopError(21001, "请求参数错误", f"{name} 不是整数") from None
+        return from_epoch(_int_param(params, name))
+    except (ValueError, OverflowError, OSError):
+        raise _param_error(f"{name} 不是合法的时间戳") from None  # invented sub_msg
 
 
 def _page(params: Mapping[str, str], rows: list[dict[str, Any]], list_key: str) -> dict[str, Any]:

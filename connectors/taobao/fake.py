@@ -6,8 +6,10 @@ answers JSON only: a request without ``format=json`` (TOP's default is XML) gets
 XML ``error_response`` with code 23, so a client that forgets ``format=json`` fails loudly.
 Multipart bodies (only file-upload APIs use them) are not supported.
 
-Control endpoints for tests and demos live under ``/__fake__/``; they take and return JSON
-with ids as strings. This app must never be exposed beyond loopback: it has no auth.
+The control API every fake shares (:mod:`connectors.fakebase`) lives under ``/__fake__/``,
+with Taobao's own ``trades`` (create with TOP item fields), ``trades/{tid}/refund`` and
+``trades/{tid}/close``; they take and return JSON with ids as strings. This app must never be
+exposed beyond loopback: it has no auth.
 """
 
 from __future__ import annotations
@@ -22,13 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import (
-    clock_route,
-    faults_endpoint,
-    json_object,
-    platform_dated,
-    transport_fault_response,
-)
+from connectors.fakebase import api_endpoint, control_routes, fake_middleware
+from connectors.fakekit import json_object
 from connectors.taobao.fake_state import FakeClock, FakeTop, Faults
 
 __all__ = ["FakeClock", "FakeTop", "Faults", "create_app"]
@@ -54,8 +51,6 @@ def create_app(state: FakeTop) -> Starlette:
 
     async def router(request: Request) -> Response:
         params = await _params(request)
-        if (failure := await transport_fault_response(state, _HTML_500, 500)) is not None:
-            return failure
         if params.get("format", "xml") != "json":
             return Response(_XML_FORMAT_ERROR, media_type="text/xml;charset=utf-8")
         document = state.handle(params)
@@ -96,21 +91,14 @@ def create_app(state: FakeTop) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse({"ok": True})
 
-    faults = faults_endpoint(state.set_faults,
-                             extra=lambda: {"session_expired": state.session_expired})
-
-    async def snapshot(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
+    gateway = api_endpoint(state, router, error_page=_HTML_500, error_status=500)
     return Starlette(
         routes=[
-            Route("/router/rest", router, methods=["GET", "POST"]),
+            Route("/router/rest", gateway, methods=["GET", "POST"]),
             Route("/__fake__/trades", create_trade, methods=["POST"]),
             Route("/__fake__/trades/{tid:int}/refund", refund, methods=["POST"]),
             Route("/__fake__/trades/{tid:int}/close", close, methods=["POST"]),
-            Route("/__fake__/faults", faults, methods=["POST"]),
-            Route("/__fake__/state", snapshot, methods=["GET"]),
-            clock_route(state),
+            *control_routes(state),
         ],
-        middleware=platform_dated(state),  # answers dated by the platform's clock
+        middleware=fake_middleware(state),  # answers dated by the platform's clock
     )

@@ -9,27 +9,23 @@ at, or hold credentials for, the real platform.
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import json
-import random
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.common.shapes import ShapeFaults
 from connectors.common.times import format_cst, parse_cst
+from connectors.fakebase import CatalogItem, FakeBase, OrderRequest, error_outcome
+from connectors.fakebase import Faults as BaseFaults
 from connectors.fakekit import (
     FakeClock,
-    HangingFake,
-    TransportFaults,
     WriteBackLog,
-    check_clock_offset,
-    platform_now,
     records,
+    same_text,
     sent_fields,
     wall_now,
 )
@@ -165,11 +161,23 @@ class FakeMessage:
 
 
 @dataclass
-class Faults(TransportFaults):
-    """Failures to inject into the next calls to ``/router/rest``."""
+class Faults(BaseFaults):
+    """Failures to inject into the next calls to ``/router/rest`` (``throttle``: code 7;
+    the push faults act on TMC batches)."""
 
-    throttle: int = 0  # the next N authenticated calls answer code 7
-    ban_seconds: int = 5  # ...saying "This ban will last for N more seconds"
+    ban_seconds: int = 5  # a throttled call says "This ban will last for N more seconds"
+
+
+#: What the fake sells: the SKUs of ``shops/example-taobao.yaml``, keyed by what its
+#: mappings name, with the TOP item fields each line carries.
+CATALOG: tuple[tuple[CatalogItem, Mapping[str, Any]], ...] = (
+    (CatalogItem("4567890123", "sku_id", "优酷VIP月卡 Youku VIP 1 month", "19.90"),
+     {"num_iid": 600000000001, "sku_id": "4567890123"}),
+    (CatalogItem("612345678901", "item_id", "爱奇艺季卡 iQIYI 3 months", "45.00"),
+     {"num_iid": 612345678901}),
+    (CatalogItem("BUNDLE-A", "outer_id", "会员礼包 Bundle A", "109.00"),
+     {"num_iid": 600000000003, "outer_iid": "BUNDLE-A"}),
+)
 
 
 def _pick(data: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
@@ -189,8 +197,11 @@ def _pick(data: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
 
 
 @dataclass
-class FakeTop(HangingFake):
+class FakeTop(FakeBase):
     """A Taobao Open Platform double for one app and one seller."""
+
+    platform: ClassVar[str] = "taobao"
+    pushes: ClassVar[bool] = True  # TMC messages
 
     app_key: str = "12345678"
     app_secret: str = "testsecret"  # noqa: S105 - a fake's published test credential
@@ -218,9 +229,7 @@ class FakeTop(HangingFake):
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
-        self.clock_offset = check_clock_offset(self.clock_offset)
-        self.lock = threading.RLock()
-        self._hang_release = threading.Event()
+        self._init_base(self.clock, self.clock_offset)
         # Real tids exceed 2**53; so do the fake's, to catch float-parsing bugs.
         self._tids = itertools.count(4_000_000_000_000_000_001, 7)
         self._oids = itertools.count(4_100_000_000_000_000_001, 3)
@@ -230,15 +239,6 @@ class FakeTop(HangingFake):
 
     # -- scenario control (Python API; the /__fake__/ endpoints wrap these) -------------
 
-    def now(self) -> datetime:
-        """The platform's time: the clock shifted by ``clock_offset``."""
-        return platform_now(self.clock, self.clock_offset)
-
-    def set_clock_offset(self, seconds: float) -> None:
-        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
-        with self.lock:
-            self.clock_offset = check_clock_offset(seconds)
-
     def create_trade(
         self,
         *,
@@ -246,8 +246,10 @@ class FakeTop(HangingFake):
         items: Iterable[Mapping[str, Any]] = ({"title": "Game card 100", "price": "10.00"},),
         buyer_open_uid: str = "AAH_fake_buyer",
         modified: datetime | None = None,
+        paid_at: datetime | None = None,
     ) -> int:
-        """Add a trade (paid and awaiting shipment by default); returns its tid."""
+        """Add a trade (paid and awaiting shipment by default, paid ``paid_at`` or now);
+        returns its tid."""
         with self.lock:
             now = self.now()
             tid = next(self._tids)
@@ -269,9 +271,9 @@ class FakeTop(HangingFake):
             trade = FakeTrade(
                 tid=tid,
                 status=status,
-                created=now,
+                created=min(paid_at or now, now),
                 modified=modified or now,
-                pay_time=now if paid else None,
+                pay_time=(paid_at or now) if paid else None,
                 lines=lines,
                 buyer_open_uid=buyer_open_uid,
             )
@@ -348,21 +350,56 @@ class FakeTop(HangingFake):
         self.shapes.clear(None if tid is None else str(tid))
 
     def set_faults(self, **changes: Any) -> Faults:
+        """The common faults, plus ``expire_session``: true expires the seller's session
+        (as ``expire_tokens``), false restores it (the seller authorized the app again)."""
         with self.lock:
-            for name, value in changes.items():
-                if name == "expire_session":
-                    self.session_expired = bool(value)
-                elif hasattr(self.faults, name):
-                    setattr(self.faults, name, int(value))
-                else:
-                    raise KeyError(name)
-            return self.faults
+            expire = changes.pop("expire_session", None)
+            faults = super().set_faults(**changes)
+            if expire is not None:
+                self.session_expired = bool(expire)
+            assert isinstance(faults, Faults)
+            return faults
 
-    def snapshot(self) -> dict[str, Any]:
-        """What tests and demos assert on; ids are strings (JSON numbers lose digits)."""
+    def expire_tokens(self) -> None:
+        """The seller's session expires (TOP answers code 27 until re-authorized)."""
+        with self.lock:
+            self.session_expired = True
+
+    def fault_flags(self) -> dict[str, Any]:
+        return {"session_expired": self.session_expired}
+
+    def catalog(self) -> list[CatalogItem]:
+        return [item for item, _ in CATALOG]
+
+    def create_paid_order(self, request: OrderRequest) -> str:
+        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
+        item = self.catalog_item(request.sku)
+        line: dict[str, Any] = {"num": request.quantity}
+        if item is not None and fields is not None:
+            line.update(fields, title=item.title, price=item.price)
+        elif request.sku.isascii() and request.sku.isdigit():
+            line.update(sku_id=request.sku, title=f"SKU {request.sku}", price="1.00")
+        else:
+            line.update(outer_sku_id=request.sku, title=request.sku, price="1.00")
+        buyer = request.buyer or "fake-buyer"
+        tid = self.create_trade(items=[line], buyer_open_uid=f"AAH_{buyer}",
+                                paid_at=request.paid_at)
+        with self.lock:
+            self.trades[tid].buyer_nick = buyer
+        return str(tid)
+
+    def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
+        return str(payload.get("method") or path)
+
+    def call_outcome(self, status: int, document: Any) -> str:
+        if isinstance(document, dict) and "error_response" in document:
+            return error_outcome(document["error_response"], "code", "msg")
+        return super().call_outcome(status, document)
+
+    def platform_snapshot(self) -> dict[str, Any]:
+        """The trades and TMC messages; ids are strings (JSON numbers lose digits)."""
         with self.lock:
             return {
-                "now": self.now().isoformat(),
                 "trades": {
                     str(t.tid): {
                         "status": t.status,
@@ -376,20 +413,8 @@ class FakeTop(HangingFake):
                     "pending": sum(1 for m in self.messages if not m.confirmed),
                     "confirmed": sum(1 for m in self.messages if m.confirmed),
                 },
-                "calls": len(self.calls),
-                "write_backs": self.writebacks.to_json(),
+                "session_expired": self.session_expired,
             }
-
-    def seed(self, count: int, *, rng: random.Random | None = None) -> list[int]:
-        """Add ``count`` paid trades with plausible items (for ``robot fake taobao``)."""
-        rng = rng or random.Random(0)  # noqa: S311 - demo data, not security
-        catalog = [("Steam card 50", "50.00", "STEAM-50"), ("Game points 100", "9.90", "GP-100")]
-        tids = []
-        for _ in range(count):
-            title, price, outer = rng.choice(catalog)
-            item = {"title": title, "price": price, "outer_iid": outer, "num": rng.randint(1, 2)}
-            tids.append(self.create_trade(items=[item]))
-        return tids
 
     def _trade(self, tid: int) -> FakeTrade:
         try:
@@ -448,7 +473,7 @@ class FakeTop(HangingFake):
         app_key = params.get("app_key", "")
         if not app_key:
             raise TopError(28, "Missing App Key")
-        if not hmac.compare_digest(app_key, self.app_key):
+        if not same_text(app_key, self.app_key):
             raise TopError(29, "Invalid App Key")
         sign_method = params.get("sign_method") or "md5"  # TOP's historical default
         if sign_method not in SIGN_METHODS:
@@ -457,7 +482,7 @@ class FakeTop(HangingFake):
         if not sign:
             raise TopError(24, "Missing Signature")
         expected = top_sign(params, self.app_secret, sign_method)
-        if not hmac.compare_digest(sign.upper(), expected):
+        if not same_text(sign.upper(), expected):
             raise TopError(25, "Invalid Signature")
         self._check_timestamp(params.get("timestamp", ""))
         version = params.get("v", "")
@@ -471,7 +496,7 @@ class FakeTop(HangingFake):
             session = params.get("session", "")
             if not session:
                 raise TopError(26, "Missing Session")
-            if not hmac.compare_digest(session, self.session):
+            if not same_text(session, self.session):
                 raise TopError(27, "Invalid Session", "invalid-sessionkey", "SessionKey非法")
             if self.session_expired:
                 raise TopError(27, "Invalid Session", "sessionkey-expired", "SessionKey已过期")
@@ -480,7 +505,7 @@ class FakeTop(HangingFake):
         if not text:
             raise TopError(30, "Missing Timestamp")
         try:
-            if text.isdigit():  # the old Python SDK sends epoch milliseconds
+            if text.isascii() and text.isdigit():  # the old Python SDK sends epoch millis
                 sent = datetime.fromtimestamp(int(text) / 1000, UTC)
             else:
                 sent = parse_cst(text)
@@ -621,6 +646,7 @@ class FakeTop(HangingFake):
             message.deliveries += 1
         if not batch:
             return {}
+        batch = self.push_order(batch)  # duplicated and reordered as the faults say
         return {
             "messages": {
                 "tmc_message": [

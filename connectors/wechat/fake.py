@@ -5,15 +5,17 @@ get_order,is_trade_managed}?access_token=…``. State and semantics live in
 :class:`connectors.wechat.fake_state.FakeWechat`; notifications are sent by
 :class:`connectors.wechat.fake_pay.PaySender`.
 
-Control endpoints for tests and demos live under ``/__fake__/`` (JSON in, JSON out):
-``payments`` (create a paid payment), ``payments/{out_trade_no}/refund``, ``faults``,
-``tokens/expire``, ``revoke``, ``notify/config``, ``notify/deliver``, ``state``, ``keys``.
+The control API every fake shares (:mod:`connectors.fakebase`) lives under ``/__fake__/``,
+with WeChat's own ``payments`` (create a paid payment with WeChat Pay fields),
+``payments/{out_trade_no}/refund``, ``tokens/expire``, ``revoke``, ``notify/config``,
+``notify/deliver`` and ``keys`` (JSON in, JSON out).
 This app must never be exposed beyond loopback: it has no auth of its own.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.fakekit import clock_route, deliver_endpoint, faults_endpoint, platform_dated
+from connectors.fakebase import api_endpoint, control_routes, fake_middleware
+from connectors.fakekit import deliver_endpoint
 from connectors.wechat.fake_pay import PaySender
 from connectors.wechat.fake_state import FakeClock, FakeWechat, Faults
 
@@ -39,7 +42,7 @@ async def _body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw) if raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -47,16 +50,12 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
     """The fake serving ``state``; ``sender`` (made on demand) delivers notifications."""
 
     async def stable_token(request: Request) -> Response:
-        if state.take_transport_fault():
-            return Response(_HTML_502, status_code=502, media_type="text/html")
         body = await _body(request)
         if not isinstance(body, dict):
             return _json({"errcode": 47001, "errmsg": "data format error"})
         return _json(state.stable_token(body))
 
     async def order_api(request: Request) -> Response:
-        if state.take_transport_fault():
-            return Response(_HTML_502, status_code=502, media_type="text/html")
         body = await _body(request)
         return _json(state.api(request.path_params["name"],
                                request.query_params.get("access_token"), body))
@@ -97,27 +96,25 @@ def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
 
     notify_deliver = deliver_endpoint(sender, lambda: PaySender(state))
 
-    async def snapshot(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
     async def keys(request: Request) -> Response:
         # The fake's own test keys, for configuring a robot shop against it.
         return JSONResponse({"serial": state.serial, "public_key_pem": state.public_key_pem,
                              "apiv3_key": state.apiv3_key, "appid": state.appid,
                              "mchid": state.mchid})
 
+    def wrapped(answer: Callable[[Request], Awaitable[Response]]
+                ) -> Callable[[Request], Awaitable[Response]]:
+        return api_endpoint(state, answer, error_page=_HTML_502, error_status=502)
+
     return Starlette(routes=[
-        Route("/cgi-bin/stable_token", stable_token, methods=["POST"]),
-        Route("/wxa/sec/order/{name}", order_api, methods=["POST"]),
+        Route("/cgi-bin/stable_token", wrapped(stable_token), methods=["POST"]),
+        Route("/wxa/sec/order/{name}", wrapped(order_api), methods=["POST"]),
         Route("/__fake__/payments", create_payment, methods=["POST"]),
         Route("/__fake__/payments/{oid}/refund", refund, methods=["POST"]),
-        Route("/__fake__/faults", faults_endpoint(state.set_faults, read=control),
-              methods=["POST"]),
         Route("/__fake__/tokens/expire", expire, methods=["POST"]),
         Route("/__fake__/revoke", revoke, methods=["POST"]),
         Route("/__fake__/notify/config", notify_config, methods=["POST"]),
         Route("/__fake__/notify/deliver", notify_deliver, methods=["POST"]),
-        Route("/__fake__/state", snapshot, methods=["GET"]),
-        clock_route(state),
         Route("/__fake__/keys", keys, methods=["GET"]),
-    ], middleware=platform_dated(state))  # answers dated by the platform's clock
+        *control_routes(state),
+    ], middleware=fake_middleware(state))  # answers dated by the platform's clock

@@ -37,6 +37,9 @@ class PaySender(HttpSender[Notification]):
     def _due(self) -> list[Notification]:
         return self._state.due_notifications()
 
+    def _order(self, due: list[Notification]) -> list[Notification]:
+        return self._state.push_order(due)
+
     def _request(self, item: Notification) -> tuple[str, bytes, Mapping[str, str]]:
         body = self._state.envelope(item)
         return item.notification_id, body, self._state.signed(body, self._stamp())

@@ -5,7 +5,8 @@ APIv3 key, an RSA-2048 signing key generated at start and its public key under a
 ``PUB_KEY_ID_…`` serial), the payments made to it, the access tokens it issued, and the
 notifications it owes the merchant's ``notify_url``. It answers as WeChat does (PLATFORMS.md
 §4): ``cgi-bin/stable_token`` (normal mode hands back the current token until it nears
-expiry; ``force_refresh`` replaces it), ``errcode`` 40001/42001 for bad or expired tokens,
+expiry; ``force_refresh`` replaces it), ``errcode`` 41001/40001/42001 for missing, bad or
+expired tokens,
 ``upload_shipping_info`` (10060001 not found / not yet indexed for the first
 ``not_indexed_calls`` calls per payment, 10060003 when already shipped, 10060004 when
 refunded or completed), ``get_order`` and ``is_trade_managed``. Time comes from an injectable
@@ -19,19 +20,21 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from decimal import Decimal
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.common.shapes import ShapeFaults, garble
+from connectors.fakebase import CatalogItem, FakeBase, OrderRequest, error_outcome
+from connectors.fakebase import Faults as BaseFaults
 from connectors.fakekit import FakeClock as BaseFakeClock
-from connectors.fakekit import WriteBackLog, check_clock_offset, platform_now, records, wall_now
+from connectors.fakekit import WriteBackLog, records, wall_now
 from connectors.wechat.crypto import SIGNATURE_TYPE, encrypt_resource, sign
 
 CHINA = timezone(timedelta(hours=8))
@@ -103,14 +106,18 @@ class Notification:
 
 
 @dataclass
-class Faults:
-    """Injected failures; counters count down as they fire."""
+class Faults(BaseFaults):
+    """Injected failures; counters count down as they fire (``throttle``: errcode 45011;
+    the push faults act on WeChat Pay's notifications)."""
 
-    fail_next: int = 0  # answer HTML 502 to the next N API calls
-    throttle_next: int = 0  # errcode 45011 to the next N API calls
-    busy_next: int = 0  # errcode -1 to the next N API calls
+    busy: int = 0  # errcode -1 to the next N API calls
     not_indexed_calls: int = 0  # 10060001 for each payment's first N shipping uploads
     managed: bool = True  # is_trade_managed
+
+
+#: What the fake sells: the SKU of ``shops/example-wechat.yaml`` (the mini-program puts it
+#: in the payment's ``attach``).
+CATALOG = (CatalogItem("GAME-50", "sku_id", "游戏点卡50元 Game card 50", "50.00"),)
 
 
 def _refusal(answer: dict[str, Any]) -> str | None:
@@ -137,8 +144,14 @@ def _upload_sent(fake: FakeWechat, body: dict[str, Any]) -> tuple[object, Mappin
              "logistics_type": body.get("logistics_type"), "item_desc": first.get("item_desc")})
 
 
-class FakeWechat:
+class FakeWechat(FakeBase):
     """The fake's state; every method is thread-safe."""
+
+    platform: ClassVar[str] = "wechat"
+    pushes: ClassVar[bool] = True  # WeChat Pay's notifications
+    #: The names these faults had before every fake shared one set.
+    fault_aliases: ClassVar[Mapping[str, str]] = {
+        "fail_next": "http_500", "throttle_next": "throttle", "busy_next": "busy"}
 
     def __init__(self, *, appid: str = "wxfakeappid000001",
                  app_secret: str = "fake-app-secret",  # noqa: S107 - the fake's test secret
@@ -147,15 +160,14 @@ class FakeWechat:
                  clock_offset: float = 0.0) -> None:
         self.appid, self.app_secret, self.mchid = appid, app_secret, mchid
         self.apiv3_key = apiv3_key or secrets.token_hex(16)  # 32 characters
-        self._local_clock = clock or wall_now
-        #: Seconds WeChat's clock runs ahead of ``clock`` (negative: behind); every time the
-        #: fake reads or writes (``self.clock()``) and its ``Date`` header follow it.
-        self.clock_offset = check_clock_offset(clock_offset)
+        #: ``clock_offset``: seconds WeChat's clock runs ahead of ``clock`` (negative:
+        #: behind); every time the fake reads or writes (``self.clock()``) and its ``Date``
+        #: header follow it.
+        self._init_base(clock or wall_now, clock_offset)
         self.clock: Clock = self.now
         self.notify_url = notify_url
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.serial = "PUB_KEY_ID_01" + secrets.token_hex(12).upper()
-        self.lock = threading.RLock()
         self.payments: dict[str, FakePayment] = {}
         #: The retry schedule (a test may compress time; the number of retries stays the same).
         self.retry_delays: tuple[timedelta, ...] = RETRY_DELAYS
@@ -166,21 +178,12 @@ class FakeWechat:
         self.current_token: str | None = None
         self.token_grants = 0
         self.authorized = True
-        self.faults = Faults()
+        self.faults: Faults = Faults()
         #: Malformed notifications and answers on demand (see :meth:`corrupt_order`).
         self.shapes = ShapeFaults()
         self._seq = itertools.count(1)
         #: Every shipping upload received, refused ones too (``snapshot()["write_backs"]``).
         self.writebacks = WriteBackLog()
-
-    def now(self) -> datetime:
-        """WeChat's time: the clock shifted by ``clock_offset``."""
-        return platform_now(self._local_clock, self.clock_offset)
-
-    def set_clock_offset(self, seconds: float) -> None:
-        """Set WeChat's clock to run ``seconds`` ahead of ours (negative: behind)."""
-        with self.lock:
-            self.clock_offset = check_clock_offset(seconds)
 
     # -- keys for the connector's config -------------------------------------------------
 
@@ -196,15 +199,16 @@ class FakeWechat:
     def create_payment(self, *, total: int = 1000, attach: str = "",
                        out_trade_no: str | None = None, openid: str | None = None,
                        description: str = "virtual goods",
-                       notify: bool = True) -> str:
-        """A paid payment (and its TRANSACTION.SUCCESS notification); its out_trade_no."""
+                       notify: bool = True, paid_at: datetime | None = None) -> str:
+        """A paid payment (at ``paid_at``, or now) and its TRANSACTION.SUCCESS
+        notification; its out_trade_no."""
         with self.lock:
             seq = next(self._seq)
             oid = out_trade_no or f"WX{seq:08d}{secrets.token_hex(3)}"
             payment = FakePayment(
                 out_trade_no=oid, transaction_id=f"42000{seq:05d}{secrets.randbelow(10**18):018d}",
                 openid=openid or f"o{secrets.token_hex(14)}", total=total, attach=attach,
-                description=description, paid_at=self.clock())
+                description=description, paid_at=paid_at or self.clock())
             self.payments[oid] = payment
             if notify:
                 self._notify_paid(payment)
@@ -349,6 +353,9 @@ class FakeWechat:
 
     def stable_token(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
+            if "force_refresh" in body and not isinstance(body["force_refresh"], bool):
+                # invented: WeChat's answer to a non-boolean force_refresh is not documented
+                return {"errcode": 47001, "errmsg": "data format error"}
             if body.get("grant_type") != "client_credential":
                 return {"errcode": 40002, "errmsg": "invalid grant_type"}
             if body.get("appid") != self.appid:
@@ -371,7 +378,9 @@ class FakeWechat:
             return {"access_token": current, "expires_in": left}
 
     def _token_error(self, token: str | None) -> dict[str, Any] | None:
-        expiry = self.tokens.get(token or "")
+        if not token:
+            return {"errcode": 41001, "errmsg": "access_token missing"}
+        expiry = self.tokens.get(token)
         if expiry is None:
             return {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid "
                                                 "or not latest"}
@@ -381,24 +390,15 @@ class FakeWechat:
 
     # -- API -----------------------------------------------------------------------------
 
-    def take_transport_fault(self) -> bool:
-        with self.lock:
-            if self.faults.fail_next > 0:
-                self.faults.fail_next -= 1
-                return True
-            return False
-
     def api(self, path: str, token: str | None, body: Any) -> dict[str, Any]:
         with self.lock:
             if (error := self._token_error(token)) is not None:
                 return error
             if self.on_call is not None:
                 self.on_call(path, body)
-            if self.faults.throttle_next > 0:
-                self.faults.throttle_next -= 1
+            if self.take_fault("throttle"):
                 return {"errcode": 45011, "errmsg": "api minute-quota reach limit"}
-            if self.faults.busy_next > 0:
-                self.faults.busy_next -= 1
+            if self.take_fault("busy"):
                 return {"errcode": -1, "errmsg": "system error"}
             if not isinstance(body, dict):
                 return {"errcode": 47001, "errmsg": "data format error"}
@@ -430,14 +430,15 @@ class FakeWechat:
     def _upload(self, body: dict[str, Any]) -> dict[str, Any]:
         key = body.get("order_key")
         bad = {"errcode": 47001, "errmsg": "data format error"}
-        if not isinstance(key, dict) or key.get("order_number_type") not in (1, 2):
+        if not isinstance(key, dict) or not _number_in(key.get("order_number_type"), (1, 2)):
             return bad
         if key["order_number_type"] == 2:
             payment = self._find(key.get("transaction_id"), None, None)
         else:
             payment = self._find(None, key.get("mchid"), key.get("out_trade_no"))
         shipping = body.get("shipping_list")
-        if body.get("logistics_type") not in (1, 2, 3, 4) or body.get("delivery_mode") != 1 \
+        if not _number_in(body.get("logistics_type"), (1, 2, 3, 4)) \
+                or not _number_in(body.get("delivery_mode"), (1,)) \
                 or not isinstance(shipping, list) or len(shipping) != 1 \
                 or not isinstance(shipping[0], dict) \
                 or not str(shipping[0].get("item_desc") or "") \
@@ -463,15 +464,27 @@ class FakeWechat:
         payment.item_desc = str(shipping[0]["item_desc"])
         return {"errcode": 0, "errmsg": "ok"}
 
-    def set_faults(self, **changes: Any) -> Faults:
-        with self.lock:
-            for name, value in changes.items():
-                if name not in vars(self.faults):
-                    raise KeyError(name)
-                setattr(self.faults, name, type(getattr(self.faults, name))(value))
-            return self.faults
+    def catalog(self) -> list[CatalogItem]:
+        return list(CATALOG)
 
-    def snapshot(self) -> dict[str, Any]:
+    def create_paid_order(self, request: OrderRequest) -> str:
+        item = self.catalog_item(request.sku)
+        price = Decimal(item.price if item is not None else "1.00")
+        return self.create_payment(
+            total=int(price * 100) * request.quantity,
+            attach=json.dumps({"sku": request.sku, "qty": request.quantity}),
+            openid=request.buyer, description=item.title if item else request.sku,
+            paid_at=request.paid_at)
+
+    def fault_flags(self) -> dict[str, Any]:
+        return {"authorized": self.authorized}
+
+    def call_outcome(self, status: int, document: Any) -> str:
+        if isinstance(document, dict) and document.get("errcode") not in (None, 0):
+            return error_outcome(document, "errcode", "errmsg")
+        return super().call_outcome(status, document)
+
+    def platform_snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "payments": {k: {"state": p.state, "shipments": p.shipments,
@@ -483,13 +496,18 @@ class FakeWechat:
                                    "gave_up": n.gave_up, "due": n.due.isoformat()}
                                   for n in self.notifications],
                 "token_grants": self.token_grants, "authorized": self.authorized,
-                "faults": vars(self.faults),
-                "write_backs": self.writebacks.to_json(),
             }
 
 
+def _number_in(value: Any, allowed: tuple[int, ...]) -> bool:
+    """Whether ``value`` is a JSON number among ``allowed`` (``true`` is not 1 here)."""
+    return type(value) is int and value in allowed
+
+
 def _parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 time (its offset is required); None for anything else."""
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else None

@@ -5,13 +5,14 @@ version, which Youzan answers with gateway code 4001). State and semantics live 
 :class:`connectors.youzan.fake_state.FakeYouzan`; pushes are sent by
 :class:`connectors.youzan.fake_push.PushSender`.
 
-Control endpoints for tests and demos live under ``/__fake__/`` (JSON in, JSON out). This app
-must never be exposed beyond loopback: it has no auth of its own.
+The control API every fake shares (:mod:`connectors.fakebase`) lives under ``/__fake__/``,
+with Youzan's own ``trades`` (create with Youzan line fields), ``trades/{tid}/refund``,
+``trades/{tid}/close`` and ``push/{config,test,deliver}`` (JSON in, JSON out). This app must
+never be exposed beyond loopback: it has no auth of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -21,13 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.common.shapes import garble
-from connectors.fakekit import (
-    clock_route,
-    deliver_endpoint,
-    faults_endpoint,
-    json_object,
-    platform_dated,
-)
+from connectors.fakebase import api_endpoint, control_routes, fake_middleware
+from connectors.fakekit import deliver_endpoint, json_object
 from connectors.youzan.fake_push import PushSender
 from connectors.youzan.fake_state import FakeClock, FakeYouzan, Faults
 
@@ -44,23 +40,11 @@ def _json(document: dict[str, Any]) -> Response:
 def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette:
     """The fake serving ``state``; ``sender`` (made on demand) delivers pushes."""
 
-    async def faulted(token_endpoint: bool) -> Response | None:
-        latency, fail = state.take_transport_fault(token_endpoint=token_endpoint)
-        if latency:
-            await asyncio.sleep(latency)
-        if fail:
-            return Response(_HTML_502, status_code=502, media_type="text/html")
-        return None
-
     async def token(request: Request) -> Response:
-        if (failure := await faulted(True)) is not None:
-            return failure
         raw = await request.body()
         return _json(state.handle_token(request.headers.get("content-type", ""), raw))
 
     async def api(request: Request) -> Response:
-        if (failure := await faulted(False)) is not None:
-            return failure
         raw = await request.body()
         document = state.handle_api(
             request.path_params["name"], request.path_params.get("version"),
@@ -106,22 +90,18 @@ def create_app(state: FakeYouzan, sender: PushSender | None = None) -> Starlette
 
     push_deliver = deliver_endpoint(sender, lambda: PushSender(state))
 
-    faults = faults_endpoint(state.set_faults, extra=lambda: {"authorized": state.authorized})
-
-    async def snapshot(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
+    gateway = api_endpoint(state, api, error_page=_HTML_502, error_status=502)
+    token_endpoint = api_endpoint(state, token, error_page=_HTML_502, error_status=502,
+                                  fault=state.token_transport_fault)
     return Starlette(routes=[
-        Route("/auth/token", token, methods=["POST"]),
-        Route("/api/{name}/{version}", api, methods=["GET", "POST"]),
-        Route("/api/{name}", api, methods=["GET", "POST"]),
+        Route("/auth/token", token_endpoint, methods=["POST"]),
+        Route("/api/{name}/{version}", gateway, methods=["GET", "POST"]),
+        Route("/api/{name}", gateway, methods=["GET", "POST"]),
         Route("/__fake__/trades", create_trade, methods=["POST"]),
         Route("/__fake__/trades/{tid}/refund", refund, methods=["POST"]),
         Route("/__fake__/trades/{tid}/close", close, methods=["POST"]),
-        Route("/__fake__/faults", faults, methods=["POST"]),
         Route("/__fake__/push/config", push_config, methods=["POST"]),
         Route("/__fake__/push/test", push_test, methods=["POST"]),
         Route("/__fake__/push/deliver", push_deliver, methods=["POST"]),
-        Route("/__fake__/state", snapshot, methods=["GET"]),
-        clock_route(state),
-    ], middleware=platform_dated(state))  # answers dated by the platform's clock
+        *control_routes(state),
+    ], middleware=fake_middleware(state))  # answers dated by the platform's clock

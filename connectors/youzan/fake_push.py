@@ -33,6 +33,9 @@ class PushSender(HttpSender[PushMessage]):
     def _due(self) -> list[PushMessage]:
         return self._state.due_messages()
 
+    def _order(self, due: list[PushMessage]) -> list[PushMessage]:
+        return self._state.push_order(due)
+
     def _request(self, item: PushMessage) -> tuple[str, bytes, Mapping[str, str]]:
         body = self._state.push_body(item, send_count=item.attempts + 1)
         return item.msg_id, body, self._state.push_headers(item, body)

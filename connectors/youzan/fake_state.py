@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import secrets
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from connectors.common.shapes import ShapeFaults
 from connectors.common.times import epoch_ms, format_cst, parse_cst
+from connectors.fakebase import CatalogItem, FakeBase, OrderRequest, error_outcome
+from connectors.fakebase import Faults as BaseFaults
 from connectors.fakekit import (
     FakeClock,
     WriteBackLog,
-    check_clock_offset,
-    platform_now,
     records,
     sent_fields,
     wall_now,
@@ -192,19 +190,31 @@ class PushMessage:
 
 
 @dataclass
-class Faults:
-    """Failures to inject into the next calls to ``/api/...`` (and ``/auth/token``)."""
+class Faults(BaseFaults):
+    """Failures to inject into the next calls to ``/api/...`` (transport faults and
+    ``throttle``) and ``/auth/token`` (``token_endpoint_500``)."""
 
-    latency_ms: int = 0
-    http_500: int = 0  # the next N calls answer an HTML 502/500 page
-    throttle: int = 0  # the next N API calls are throttled...
-    throttle_shape: str = "gateway"  # ...as gw 4101 | "500100004" | "123000042"
-    token_endpoint_500: int = 0  # the next N /auth/token calls answer HTTP 500
+    throttle_shape: str = "gateway"  # a throttled call answers gw 4101 | "500100004" | ...
+    token_endpoint_500: int = 0  # the next N /auth/token calls answer an HTML 502 page
+
+
+#: The throttling answers Youzan gives (PLATFORMS.md §3.2).
+THROTTLE_SHAPES = frozenset({"gateway", "500100004", "123000042"})
+#: What the fake sells: the SKU of ``shops/example-youzan.yaml`` (its mapping names the
+#: merchant code, ``outer_id``), with the Youzan line fields each trade carries.
+CATALOG: tuple[tuple[CatalogItem, Mapping[str, Any]], ...] = (
+    (CatalogItem("IQIYI-1M", "outer_id", "爱奇艺月卡 iQIYI 1 month", "15.00"),
+     {"item_id": 400000101, "sku_id": 36000101, "outer_sku_id": "IQIYI-1M"}),
+)
 
 
 @dataclass
-class FakeYouzan:
+class FakeYouzan(FakeBase):
     """A Youzan Cloud double for one app and one shop."""
+
+    platform: ClassVar[str] = "youzan"
+    pushes: ClassVar[bool] = True
+    fault_choices: ClassVar[Mapping[str, frozenset[str]]] = {"throttle_shape": THROTTLE_SHAPES}
 
     client_id: str = "fake-client-id"
     client_secret: str = "fake-client-secret"  # noqa: S105 - a fake's published test credential
@@ -234,8 +244,7 @@ class FakeYouzan:
     writebacks: WriteBackLog = field(default_factory=WriteBackLog)
 
     def __post_init__(self) -> None:
-        self.clock_offset = check_clock_offset(self.clock_offset)
-        self.lock = threading.RLock()
+        self._init_base(self.clock, self.clock_offset)
         self._seq = itertools.count(1)
         self._oids = itertools.count(2_960_000_000_001, 3)
         self._refund_ids = itertools.count(201_900_000_001)
@@ -247,19 +256,12 @@ class FakeYouzan:
 
     # -- scenario control (the /__fake__/ endpoints wrap these) -------------------------
 
-    def now(self) -> datetime:
-        """The platform's time: the clock shifted by ``clock_offset``."""
-        return platform_now(self.clock, self.clock_offset)
-
-    def set_clock_offset(self, seconds: float) -> None:
-        """Set the platform's clock to run ``seconds`` ahead of ours (negative: behind)."""
-        with self.lock:
-            self.clock_offset = check_clock_offset(seconds)
-
     def create_trade(self, *, items: Iterable[Mapping[str, Any]] = (
             {"title": "Game card 100", "price": "10.00"},), virtual: bool = False,
-            paid: bool = True, yz_open_id: str = "yz_open_fake_buyer") -> str:
-        """A trade, paid by default; a virtual one goes past awaiting-shipment on payment."""
+            paid: bool = True, yz_open_id: str = "yz_open_fake_buyer",
+            paid_at: datetime | None = None) -> str:
+        """A trade, paid by default (``paid_at`` or now); a virtual one goes past
+        awaiting-shipment on payment."""
         with self.lock:
             now = self.now()
             tid = f"E{now.strftime('%Y%m%d%H%M%S')}{next(self._seq):09d}"
@@ -277,20 +279,22 @@ class FakeYouzan:
                 )
                 for item in items
             ]
-            trade = FakeTrade(tid=tid, status="WAIT_BUYER_PAY", created=now, update_time=now,
+            trade = FakeTrade(tid=tid, status="WAIT_BUYER_PAY",
+                              created=min(paid_at or now, now), update_time=now,
                               lines=lines, virtual=virtual, yz_open_id=yz_open_id)
             self.trades[tid] = trade
             self._publish("trade_TradeCreate", trade)
             if paid:
-                self.pay(tid)
+                self.pay(tid, paid_at=paid_at)
             return tid
 
-    def pay(self, tid: str) -> None:
-        """The buyer pays: awaiting shipment, or (virtual) delivered by Youzan at once."""
+    def pay(self, tid: str, *, paid_at: datetime | None = None) -> None:
+        """The buyer pays (at ``paid_at``, or now): awaiting shipment, or (virtual)
+        delivered by Youzan at once."""
         with self.lock:
             trade = self._trade(tid)
             now = self.now()
-            trade.pay_time = trade.update_time = now
+            trade.pay_time, trade.update_time = paid_at or now, now
             self._publish("trade_TradePaid", trade)
             if trade.virtual:
                 # Virtual goods have no awaiting-shipment state and no TradeBuyerPay message.
@@ -382,49 +386,58 @@ class FakeYouzan:
         self.shapes.clear(tid)
 
     def set_faults(self, **changes: Any) -> Faults:
+        """The common faults, plus ``revoke_authorization`` (true: the merchant withdrew
+        the app's authorization; false: granted again)."""
         with self.lock:
-            for name, value in changes.items():
-                if name == "revoke_authorization":
-                    self.authorized = not bool(value)
-                elif name == "expire_tokens":
-                    if value:
-                        self.expire_tokens()
-                elif name == "throttle_shape":
-                    self.faults.throttle_shape = str(value)
-                elif hasattr(self.faults, name):
-                    setattr(self.faults, name, int(value))
-                else:
-                    raise KeyError(name)
-            return self.faults
+            revoke = changes.pop("revoke_authorization", None)
+            faults = super().set_faults(**changes)
+            if revoke is not None:
+                self.authorized = not bool(revoke)
+            assert isinstance(faults, Faults)
+            return faults
 
-    def take_transport_fault(self, *, token_endpoint: bool = False) -> tuple[float, bool]:
-        """(latency seconds, answer an HTML 5xx page?) for the request arriving now."""
+    def fault_flags(self) -> dict[str, Any]:
+        return {"authorized": self.authorized}
+
+    def token_transport_fault(self) -> tuple[float, str | None]:
+        """The transport fault due for a call to ``/auth/token`` (``token_endpoint_500``)."""
         with self.lock:
             latency = self.faults.latency_ms / 1000
-            if token_endpoint and self.faults.token_endpoint_500 > 0:
-                self.faults.token_endpoint_500 -= 1
-                return latency, True
-            if not token_endpoint and self.faults.http_500 > 0:
-                self.faults.http_500 -= 1
-                return latency, True
-            return latency, False
+        return latency, "http_500" if self.take_fault("token_endpoint_500") else None
 
-    def seed(self, count: int, *, rng: random.Random | None = None) -> list[str]:
-        """``count`` paid trades with plausible items (``robot fake youzan --seed-orders``)."""
-        rng = rng or random.Random(0)  # noqa: S311 - demo data, not security
-        catalog = [("Steam card 50", "50.00", 36000001, False),
-                   ("Video VIP month", "19.90", 36000002, True)]
-        tids = []
-        for _ in range(count):
-            title, price, sku, virtual = rng.choice(catalog)
-            item = {"title": title, "price": price, "sku_id": sku, "num": rng.randint(1, 2)}
-            tids.append(self.create_trade(items=[item], virtual=virtual))
-        return tids
+    def catalog(self) -> list[CatalogItem]:
+        return [item for item, _ in CATALOG]
 
-    def snapshot(self) -> dict[str, Any]:
+    def create_paid_order(self, request: OrderRequest) -> str:
+        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
+        item = self.catalog_item(request.sku)
+        line: dict[str, Any] = {"num": request.quantity}
+        if item is not None and fields is not None:
+            line.update(fields, title=item.title, price=item.price)
+        elif request.sku.isascii() and request.sku.isdigit() and len(request.sku) <= 18:
+            line.update(sku_id=int(request.sku), title=f"SKU {request.sku}", price="1.00")
+        else:
+            line.update(outer_sku_id=request.sku, title=request.sku, price="1.00")
+        return self.create_trade(items=[line], paid_at=request.paid_at,
+                                 yz_open_id=request.buyer or "yz_open_fake_buyer")
+
+    def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
+        return path.removeprefix("/api/")
+
+    def call_outcome(self, status: int, document: Any) -> str:
+        if not isinstance(document, dict):
+            return super().call_outcome(status, document)
+        if "gw_err_resp" in document:
+            return error_outcome(document["gw_err_resp"], "err_code", "err_msg")
+        if "error_response" in document:
+            return error_outcome(document["error_response"], "code", "msg")
+        if document.get("success") is False:
+            return error_outcome(document, "code", "message")
+        return super().call_outcome(status, document)
+
+    def platform_snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "now": self.now().isoformat(),
                 "trades": {t.tid: {"status": t.status, "shipments": t.shipments,
                                    "memo": t.memo, "update_time": format_cst(t.update_time)}
                            for t in self.trades.values()},
@@ -434,8 +447,7 @@ class FakeYouzan:
                          "delivered": sum(1 for m in self.messages if m.delivered),
                          "given_up": sum(1 for m in self.messages if m.given_up)},
                 "tokens_issued": self.tokens_issued,
-                "calls": len(self.calls),
-                "write_backs": self.writebacks.to_json(),
+                "authorized": self.authorized,
             }
 
     def _trade(self, tid: str) -> FakeTrade:
@@ -543,7 +555,7 @@ class FakeYouzan:
             raise BusinessError(1000, "content-type must be application/json")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BusinessError(1000, "body is not JSON") from None
         if not isinstance(body, dict):
             raise BusinessError(1000, "body is not a JSON object")
@@ -645,7 +657,7 @@ class FakeYouzan:
             raise GatewayError(4202, "Token 已过期")
         try:
             params = json.loads(raw) if raw.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             raise GatewayError(5001, "系统错误") from None
         if not isinstance(params, dict):
             raise GatewayError(5001, "系统错误")
@@ -768,7 +780,7 @@ def _epoch_param(params: Mapping[str, Any], name: str) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GatewayError(5001, "系统错误") from None
 
 
@@ -776,7 +788,7 @@ def _paging(params: Mapping[str, Any], *, default_size: int) -> tuple[int, int]:
     try:
         page_no = int(params.get("page_no", 1))
         page_size = int(params.get("page_size", default_size))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GatewayError(5001, "系统错误") from None
     if not 1 <= page_no <= 100:
         raise BusinessError(101000004, "page_no 必须在 1 到 100 之间")

@@ -1,4 +1,5 @@
-"""``robot fake <platform>``: serve a platform's local fake API for demos and manual tests.
+"""``robot fake <platform>``: serve a platform's local fake API for demos and manual tests;
+``robot fake order``: create a paid order on any running fake.
 
 One click group; each platform adds its sub-command here. A fake has no authentication of
 its own, so it must only ever listen on a loopback address; the credentials it prints are
@@ -11,6 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -148,10 +150,84 @@ def fake_taobao(
         "seeded_tids": [str(tid) for tid in tids],
         "clock_offset_seconds": clock_offset,
     }
+    info["skus"] = [item.to_json() for item in state.catalog()]
     announce(info, title="Fake TOP gateway (test credentials):",
              shown=("gateway", "control", "app_key", "app_secret", "session"),
-             more=[f"seeded trades: {len(tids)}"], as_json=as_json)
+             more=[f"seeded trades: {len(tids)}", *state.banner(base)],
+             as_json=as_json)
     serve_until_interrupted(create_app(state), sock, state.release_hangs)
+
+
+def _control_url(url: str) -> str:
+    """``scheme://host:port`` of a running fake from any URL of it (base, gateway, state);
+    UserError unless it is an http URL on a loopback host (fakes serve nothing else)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "http" or not parts.hostname:
+        raise UserError(f"--url: expected the fake's http://HOST:PORT, not {url!r}")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UserError(f"--url: cannot resolve {parts.hostname!r}") from exc
+    if not all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos):
+        raise UserError(f"--url: a fake runs on a loopback address, not {parts.hostname!r}")
+    return f"http://{parts.netloc}"
+
+
+def _paid_at(value: str | None) -> str | None:
+    """``--paid-at`` as ISO 8601 with its offset, checked here so a typo is named at once."""
+    if value is None:
+        return None
+    from connectors.fakebase import parse_paid_at
+
+    try:
+        moment = parse_paid_at(value)
+    except ValueError as exc:
+        raise UserError(f"--paid-at: {str(exc).removeprefix('paid_at: ')}") from None
+    assert moment is not None
+    return moment.isoformat()
+
+
+@fake.command("order")
+@click.option("--url", required=True, metavar="URL",
+              help="The running fake, as its start banner shows it (http://127.0.0.1:PORT).")
+@click.option("--sku", required=True, help="A SKU the fake sells (its banner lists them) "
+              "or any other (an item no mapping names).")
+@click.option("--quantity", type=click.IntRange(1, 999), default=1, show_default=True)
+@click.option("--buyer", default=None, help="The buyer's platform id (where it has one).")
+@click.option("--paid-at", default=None, metavar="TIME",
+              help="When the buyer paid: ISO 8601 with its offset, e.g. "
+                   "2024-01-02T11:04:05+08:00 (default: now).")
+@json_option
+def fake_order(url: str, sku: str, quantity: int, buyer: str | None, paid_at: str | None,
+               as_json: bool) -> None:
+    """Create a paid order on a running fake (any platform) through its control API."""
+    import httpx
+
+    body: dict[str, Any] = {"sku": sku, "quantity": quantity}
+    if buyer is not None:
+        body["buyer"] = buyer
+    if (when := _paid_at(paid_at)) is not None:
+        body["paid_at"] = when
+    base = _control_url(url)
+    try:
+        response = httpx.post(f"{base}/__fake__/orders", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        raise UserError(f"no fake answers at {base} ({type(exc).__name__}); "
+                        "start one with robot fake <platform>") from exc
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or (response.status_code != 200 and "error" not in answer):
+        raise UserError(f"{base} is not a robot fake (HTTP {response.status_code})")
+    if response.status_code != 200:
+        raise UserError(f"the fake refused the order: {answer['error']}")
+    if as_json:
+        emit_json(answer)
+        return
+    note = "" if answer.get("in_catalog") else " (a SKU the fake does not sell: unmapped)"
+    click.echo(f"{answer['platform']} order {answer['order_id']}: {answer['quantity']} x "
+               f"{answer['sku']}, paid{note}")
 
 
 COMMANDS: list[click.Command] = [fake]

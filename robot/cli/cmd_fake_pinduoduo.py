@@ -61,10 +61,12 @@ def fake_pinduoduo(
         "seeded_orders": order_sns,
         "clock_offset_seconds": clock_offset,
     }
+    info["skus"] = [item.to_json() for item in state.catalog()]
     announce(info, title="Fake Pinduoduo POP gateway (test credentials):",
              shown=("gateway", "control", "client_id", "client_secret", "access_token",
                     "refresh_token", "authorization_code"),
-             more=[f"seeded orders: {len(order_sns)}"], as_json=as_json)
+             more=[f"seeded orders: {len(order_sns)}", *state.banner(base)],
+             as_json=as_json)
     serve_until_interrupted(create_app(state), sock, state.release_hangs)
 
 

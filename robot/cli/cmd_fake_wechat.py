@@ -29,7 +29,7 @@ from robot.cli.common import json_option
 @click.option("--app-secret", default="fake-app-secret", show_default=True)
 @click.option("--mchid", default="1900000109", show_default=True)
 @seed_orders_option("Paid payments to create at start.")
-@click.option("--seed-sku", default="wx-card", show_default=True,
+@click.option("--seed-sku", default="GAME-50", show_default=True,
               help="The SKU the seeded payments carry in attach.")
 @click.option("--notify-url", default=None,
               help="Deliver WeChat Pay notifications to this URL (the robot's /hooks/SHOP).")
@@ -50,7 +50,7 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
     seeded = [state.create_payment(attach=json.dumps({"sku": seed_sku, "qty": 1}))
               for _ in range(seed_orders)]
     sock, base = listen_on_loopback(host, port)
-    info = {
+    info: dict[str, object] = {
         "base_url": base,
         "control": f"{base}/__fake__/state",
         "appid": appid,
@@ -63,11 +63,12 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
         "seeded_out_trade_nos": seeded,
         "clock_offset_seconds": clock_offset,
     }
+    info["skus"] = [item.to_json() for item in state.catalog()]
     announce(info, title="Fake WeChat (test credentials):",
              shown=("base_url", "control", "appid", "app_secret", "mchid", "apiv3_key",
                     "wechatpay_serial", "notify_url"),
              more=[f"public key PEM: GET {base}/__fake__/keys",
-                   f"seeded payments: {len(seeded)}"], as_json=as_json)
+                   f"seeded payments: {len(seeded)}", *state.banner(base)], as_json=as_json)
     sender = PaySender(state)
     loop = PayLoop(sender)
     loop.start()

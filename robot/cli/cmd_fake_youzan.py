@@ -44,7 +44,7 @@ def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id
                        push_url=push_url, clock_offset=clock_offset)
     tids = state.seed(seed_orders)
     sock, base = listen_on_loopback(host, port)
-    info = {
+    info: dict[str, object] = {
         "base_url": base,
         "control": f"{base}/__fake__/state",
         "client_id": client_id,
@@ -53,9 +53,11 @@ def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id
         "push_url": push_url,
         "seeded_tids": tids,
     }
+    info["skus"] = [item.to_json() for item in state.catalog()]
     announce(info, title="Fake Youzan Cloud (test credentials):",
              shown=("base_url", "control", "client_id", "client_secret", "grant_id", "push_url"),
-             more=[f"seeded trades: {len(tids)}"], as_json=as_json)
+             more=[f"seeded trades: {len(tids)}", *state.banner(base)],
+             as_json=as_json)
     sender = PushSender(state)
     loop = PushLoop(sender)
     loop.start()

@@ -132,8 +132,8 @@ def test_control_endpoints(pdd: FakePdd, clock: FakeClock) -> None:
     async def scenario() -> dict[str, Any]:
         transport = httpx.ASGITransport(app=create_app(pdd))
         async with httpx.AsyncClient(transport=transport, base_url="http://pdd.fake") as client:
-            sn = (await client.post("/__fake__/orders", json={"items": [
-                {"goods_name": "Card", "goods_price": "5", "sku_id": 42}]})).json()["order_sn"]
+            sn = (await client.post("/__fake__/orders",
+                                    json={"sku": "42"})).json()["order_id"]
             refund = await client.post(f"/__fake__/orders/{sn}/refund",
                                        json={"after_sales_status": 10})
             assert refund.status_code == 200

@@ -60,7 +60,9 @@ def test_fake_api_over_loopback() -> None:
         token = _token(client, fake)
         assert _token(client, fake) == token  # normal mode: the same token
         api = "/wxa/sec/order/upload_shipping_info"
-        assert client.post(api, json=_upload(fake, oid)).json()["errcode"] == 40001
+        assert client.post(api, json=_upload(fake, oid)).json()["errcode"] == 41001  # missing
+        assert client.post(api, params={"access_token": "x"},
+                           json=_upload(fake, oid)).json()["errcode"] == 40001
         q = {"access_token": token}
         assert client.post(api, params=q, json=_upload(fake, oid, logistics_type=9)
                            ).json()["errcode"] == 47001
