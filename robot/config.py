@@ -7,8 +7,8 @@ problem in one :class:`robot.errors.ConfigError`, one line each, naming file, sh
     shops/tb.yaml: shop 'tb-main': items[1].pool: Field required
     robot.yaml: defaults.poll_intervall: unknown key (did you mean 'poll_interval'?)
 
-:data:`Secret` is the type for anything confidential (connectors use it too): a literal, a
-whole-value ``${ENV_VAR}`` or ``file:/path``; it prints as ``********``.
+:data:`Secret` (the type for anything confidential) and :class:`PlatformConfig` come from the
+ground floor, :mod:`connectors.config`, where connectors take them too.
 
 This module must never put a secret's value into a message, a repr or :func:`effective_dict`,
 and never print a pydantic ``ValidationError`` as is (its text quotes input values).
@@ -43,7 +43,6 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -52,15 +51,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import ConnectorFactory
+from connectors.config import (
+    BASE_DIR,
+    ENV_REF_RE,
+    Secret,
+    env_value,
+)
 from robot.db import normalize_url, safe_url
 from robot.errors import ConfigError, UserError
 from robot.registry import discover
 
 MASK = "********"
 SHOP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-ENV_REF_RE = re.compile(r"\$\{([^}]*)\}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-FILE_PREFIX = "file:"
 #: Placeholders a memo template may use (the pipeline fills them in).
 MEMO_PLACEHOLDERS = frozenset({"masked_codes", "pickup_url", "order_id"})
 #: Placeholders an item description may use.
@@ -70,89 +72,10 @@ DEFAULT_ITEM_DESC = "{title} x{quantity}"
 #: Characters a delivery API token needs at least (``secrets.token_urlsafe(32)`` gives 43).
 MIN_API_TOKEN = 32
 
-_BASE_DIR = "base_dir"  # key in the pydantic validation context
+_BASE_DIR = BASE_DIR  # key in the pydantic validation context
 
 
 # --------------------------------------------------------------------------- reusable types
-
-
-def _base_dir(info: ValidationInfo) -> Path | None:
-    ctx = info.context
-    if isinstance(ctx, Mapping):
-        base = ctx.get(_BASE_DIR)
-        if isinstance(base, Path):
-            return base
-    return None
-
-
-def _env(name: str) -> str:
-    if not ENV_NAME_RE.fullmatch(name):
-        raise PydanticCustomError(
-            "env_name",
-            "'${{{name}}}' is not a valid environment variable reference",
-            {"name": name},
-        )
-    value = os.environ.get(name)
-    if value is None:
-        raise PydanticCustomError(
-            "env_missing", "environment variable {name} is not set", {"name": name}
-        )
-    if value == "":
-        raise PydanticCustomError(
-            "env_empty", "environment variable {name} is empty", {"name": name}
-        )
-    return value
-
-
-def _read_secret_file(raw: str, base: Path | None) -> str:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        if base is None:
-            raise PydanticCustomError(
-                "secret_file_relative",
-                "file:{path}: a relative path needs a config file to resolve against; "
-                "use an absolute path",
-                {"path": raw},
-            )
-        path = base / path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PydanticCustomError(
-            "secret_file_encoding", "file {path} is not UTF-8 text", {"path": str(path)}
-        ) from exc
-    except OSError as exc:
-        raise PydanticCustomError(
-            "secret_file_unreadable",
-            "cannot read file {path}: {reason}",
-            {"path": str(path), "reason": exc.strerror or type(exc).__name__},
-        ) from exc
-    value = text.rstrip("\r\n")
-    if not value:
-        raise PydanticCustomError("secret_file_empty", "file {path} is empty", {"path": str(path)})
-    return value
-
-
-def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
-    """Turn ``${ENV}`` / ``file:path`` / a literal into the secret's value."""
-    if isinstance(value, SecretStr):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise PydanticCustomError(
-            "secret_type", "expected a string (a literal, ${ENV_VAR} or file:/path)"
-        )
-    value = str(value)
-    ref = ENV_REF_RE.fullmatch(value)
-    if ref:
-        return _env(ref.group(1))
-    if value.startswith(FILE_PREFIX):
-        return _read_secret_file(value[len(FILE_PREFIX) :], _base_dir(info))
-    return value
-
-
-#: A confidential string: a literal, ``${ENV_VAR}`` (whole value) or ``file:/path`` (contents,
-#: trailing newline stripped; relative to the config file that holds it). Prints as stars.
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_HELP = "expected seconds or a duration like '30s', '5m', '1h'"
@@ -224,13 +147,6 @@ def _template_checker(allowed: frozenset[str]) -> Callable[[Any], Any]:
 MemoTemplate = Annotated[str, BeforeValidator(_template_checker(MEMO_PLACEHOLDERS))]
 ItemDescTemplate = Annotated[str, BeforeValidator(_template_checker(ITEM_DESC_PLACEHOLDERS))]
 Unmapped = Literal["hold", "ignore"]
-
-
-class PlatformConfig(BaseModel):
-    """A convenient base for connectors' ``config_model``: unknown keys are errors, numbers
-    given for string fields (``app_key: 12345678``) are accepted as strings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class _Strict(BaseModel):
@@ -880,7 +796,7 @@ def _yaml_kind(data: Any) -> str:
 
 def _substitute_env(value: str) -> str:
     def repl(match: re.Match[str]) -> str:
-        return _env(match.group(1))
+        return env_value(match.group(1))
 
     return ENV_REF_RE.sub(repl, value)
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Generic, TypeVar, cast
 from pydantic import BaseModel
 
 from connectors.base import Connector, ShopContext
-from robot.errors import ConfigError
+from connectors.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 ConnectorT = TypeVar("ConnectorT", bound=Connector)

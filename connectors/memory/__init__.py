@@ -43,7 +43,7 @@ from connectors.base import (
     ShipOutcome,
     ShopContext,
 )
-from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
+from connectors.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
 
 FAULT_KINDS = ("poll", "fetch", "ship", "memo")
 # The in-memory platform is for tests and trials; its push secret is public on purpose.

@@ -28,6 +28,16 @@ from connectors.base import ShopContext
 from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get, utc_now
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
+from connectors.errors import (
+    AuthError,
+    BadPlatformData,
+    Fatal,
+    PermissionDenied,
+    RobotError,
+    Throttled,
+    Unavailable,
+)
+from connectors.log import get_logger
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import (
     RETRYABLE_CODES,
@@ -41,16 +51,6 @@ from connectors.pinduoduo.limiter import SHARED, RateLimiter, Sleep
 from connectors.pinduoduo.sign import pdd_sign
 from connectors.pinduoduo.times import to_epoch
 from connectors.pinduoduo.tokens import MemoryShopContext, TokenSet, TokenStore
-from robot.errors import (
-    AuthError,
-    BadPlatformData,
-    Fatal,
-    PermissionDenied,
-    RobotError,
-    Throttled,
-    Unavailable,
-)
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

@@ -15,8 +15,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.errors import BadPlatformData
 from connectors.pinduoduo.times import parse_pdd_time
-from robot.errors import BadPlatformData
 
 # order_status: 1 awaiting shipment, 2 shipped (awaiting receipt), 3 received.
 AWAITING_SHIPMENT, SHIPPED, RECEIVED = 1, 2, 3

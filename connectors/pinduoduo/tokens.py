@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import ShopContext
+from connectors.errors import BadPlatformData
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.times import from_epoch
-from robot.errors import BadPlatformData
 
 SECRET_NAME = "pop_tokens"  # noqa: S105 - the name of a stored secret, not a secret
 

@@ -20,12 +20,12 @@ import httpx
 from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get
 from connectors.common.paging import fetch_backwards
 from connectors.common.values import as_int
+from connectors.errors import BadPlatformData, Unavailable
+from connectors.log import get_logger
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
 from connectors.taobao.times import format_top_time
-from robot.errors import BadPlatformData, Unavailable
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

@@ -13,8 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
+from connectors.errors import BadPlatformData
 from connectors.taobao.times import parse_top_time
-from robot.errors import BadPlatformData
 
 TRADE_STATUS: dict[str, PlatformStatus] = {
     "WAIT_SELLER_SEND_GOODS": PlatformStatus.PAID,

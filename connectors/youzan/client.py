@@ -34,12 +34,23 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
     ShopContext,
+    unreadable,
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, PlatformClock, probe_get, utc_now
 from connectors.common.http import LoopClient
-from connectors.common.unreadable import fetch_each, unreadable
+from connectors.common.unreadable import fetch_each
 from connectors.common.values import as_dict, as_int
+from connectors.errors import (
+    AuthError,
+    BadPlatformData,
+    NotShippable,
+    PermissionDenied,
+    Retriable,
+    RobotError,
+    Skippable,
+)
+from connectors.log import get_logger
 from connectors.youzan import errors as codes
 from connectors.youzan.api import YouzanApi
 from connectors.youzan.config import YouzanConfig
@@ -49,16 +60,6 @@ from connectors.youzan.push import parse_push
 from connectors.youzan.times import format_yz_time
 from connectors.youzan.token import TokenManager
 from connectors.youzan.window import PLANNER, Window
-from robot.errors import (
-    AuthError,
-    BadPlatformData,
-    NotShippable,
-    PermissionDenied,
-    Retriable,
-    RobotError,
-    Skippable,
-)
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

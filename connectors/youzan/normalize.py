@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
+from connectors.errors import BadPlatformData
 from connectors.youzan.times import parse_yz_time
-from robot.errors import BadPlatformData
 
 AUTO_DELIVERED = "auto_delivered"
 #: ``item_type`` values Youzan delivers by itself on payment: 182 virtual, 183 e-voucher,

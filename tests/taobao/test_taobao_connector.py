@@ -20,7 +20,7 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
 )
-from connectors.common.unreadable import UnreadableOrder
+from connectors.base import UnreadableOrder
 from connectors.taobao import ClockSkew, SessionExpired, TaobaoConnector
 from connectors.taobao.fake import FakeClock, FakeTop
 from connectors.taobao.times import parse_top_time
