@@ -19,8 +19,8 @@ from connectors.base import (
     RefundState,
     Shipment,
     ShipOutcome,
+    UnreadableOrder,
 )
-from connectors.base import UnreadableOrder
 from connectors.taobao import ClockSkew, SessionExpired, TaobaoConnector
 from connectors.taobao.fake import FakeClock, FakeTop
 from connectors.taobao.times import parse_top_time

@@ -1,22 +1,24 @@
-"""What each platform provides to the shared connector contract suite.
+"""What each channel plugin provides to the contract suite (:mod:`connectors.testing.channel`).
 
 A harness runs the platform's fake (over loopback HTTP for real platforms) and gives the
 suite a connector wired to it, plus the platform-side actions a buyer or the platform would
-take. Each platform adds ``tests/contract/harness_<platform>.py`` defining ``make_harness()``
-(a context manager yielding a :class:`Harness`); the suite finds them all.
+take. A plugin's factory returns it from ``contract_harness()`` (a context manager yielding
+a :class:`ChannelHarness`), which is how the robot's own tests find every installed one.
+This module imports neither pytest nor the robot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from connectors.base import Connector
 
 
-class Harness(Protocol):
+@runtime_checkable
+class ChannelHarness(Protocol):
     platform: str
     #: the SKU id that paid orders created by ``create_paid_order`` carry on their line
     sku_id: str
@@ -52,7 +54,8 @@ class Harness(Protocol):
         ...
 
 
-class WireHarness(Harness, Protocol):
+@runtime_checkable
+class WireHarness(ChannelHarness, Protocol):
     """A platform whose fake speaks the wire protocol over loopback HTTP (every real
     platform; not the in-memory one, whose "calls" are Python calls)."""
 

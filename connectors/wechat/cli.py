@@ -1,29 +1,28 @@
 """``robot fake wechat``: serve the local fake of ``api.weixin.qq.com`` and WeChat Pay.
 
-Registers a sub-command on the ``fake`` group (exported by :mod:`robot.cli.cmd_fake`). Like
-every fake it listens on loopback only, and the keys and credentials it prints are the fake's
-own test values, generated at start (an RSA key pair, an APIv3 key). With ``--notify-url`` it
-also delivers WeChat Pay notifications there, signed, encrypted and retried as WeChat Pay
-does, once a second.
+The wechat factory returns this command (``fake_command()``); the robot's ``robot fake`` group
+lists it. Like every fake it listens on loopback only, and the keys and credentials it prints
+are the fake's own test values, generated at start (an RSA key pair, an APIv3 key). With
+``--notify-url`` it also delivers WeChat Pay notifications there, signed, encrypted and retried
+as WeChat Pay does, once a second.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
+from connectors.fakecli import (
     announce,
     clock_offset_option,
-    fake,
+    json_option,
     listen_on_loopback,
     loopback_options,
     seed_orders_option,
     serve_until_interrupted,
 )
-from robot.cli.common import json_option
 
 
-@fake.command("wechat")
+@click.command("wechat")
 @loopback_options
 @click.option("--appid", default="wxfakeappid000001", show_default=True)
 @click.option("--app-secret", default="fake-app-secret", show_default=True)
@@ -72,6 +71,3 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
     loop = PayLoop(sender)
     loop.start()
     serve_until_interrupted(create_app(state, sender), sock, loop.stop, sender.close)
-
-
-COMMANDS: list[click.Command] = []

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import Connector
-from connectors.pinduoduo import MemoryShopContext, PinduoduoConfig, PinduoduoConnector
+from connectors.pinduoduo.client import PinduoduoConnector
+from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.fake import FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
-from tests.contract.harness import served_write_backs
-from tests.loopback import serve_in_thread
+from connectors.pinduoduo.tokens import MemoryShopContext
+from connectors.testing.harness import served_write_backs
+from connectors.testing.loopback import serve_in_thread
 
 
 class PinduoduoHarness:

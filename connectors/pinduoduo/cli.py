@@ -1,27 +1,26 @@
 """``robot fake pinduoduo``: serve the fake Pinduoduo (POP) gateway for demos and manual tests.
 
-Registers a sub-command on the ``fake`` group from :mod:`robot.cli.cmd_fake`. Like every
-fake it listens on loopback only; the credentials it prints are the fake's own test
-credentials, never real ones.
+The pinduoduo factory returns this command (``fake_command()``); the robot's ``robot fake``
+group lists it. Like every fake it listens on loopback only; the credentials it prints are the
+fake's own test credentials, never real ones.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
+from connectors.fakecli import (
     announce,
     clock_offset_option,
-    fake,
+    json_option,
     listen_on_loopback,
     loopback_options,
     seed_orders_option,
     serve_until_interrupted,
 )
-from robot.cli.common import json_option
 
 
-@fake.command("pinduoduo")
+@click.command("pinduoduo")
 @loopback_options
 @click.option("--client-id", default="test-client", show_default=True)
 @click.option("--client-secret", default="testsecret", show_default=True)
@@ -66,6 +65,3 @@ def fake_pinduoduo(
                     "refresh_token", "authorization_code"),
              more=[f"seeded orders: {len(order_sns)}"], as_json=as_json)
     serve_until_interrupted(create_app(state), sock, state.release_hangs)
-
-
-COMMANDS: list[click.Command] = []

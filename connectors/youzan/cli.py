@@ -1,28 +1,27 @@
 """``robot fake youzan``: serve the local fake of Youzan Cloud for demos and manual tests.
 
-Registers a sub-command on the ``fake`` group (exported by :mod:`robot.cli.cmd_fake`). Like
-every fake it listens on loopback only, and the credentials it prints are the fake's own test
-credentials. With ``--push-url`` it also delivers push messages there, signed and retried as
-Youzan does, once a second.
+The youzan factory returns this command (``fake_command()``); the robot's ``robot fake`` group
+lists it. Like every fake it listens on loopback only, and the credentials it prints are the
+fake's own test credentials. With ``--push-url`` it also delivers push messages there, signed
+and retried as Youzan does, once a second.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
+from connectors.fakecli import (
     announce,
     clock_offset_option,
-    fake,
+    json_option,
     listen_on_loopback,
     loopback_options,
     seed_orders_option,
     serve_until_interrupted,
 )
-from robot.cli.common import json_option
 
 
-@fake.command("youzan")
+@click.command("youzan")
 @loopback_options
 @click.option("--client-id", default="fake-client-id", show_default=True)
 @click.option("--client-secret", default="fake-client-secret", show_default=True)
@@ -60,6 +59,3 @@ def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id
     loop = PushLoop(sender)
     loop.start()
     serve_until_interrupted(create_app(state, sender), sock, loop.stop, sender.close)
-
-
-COMMANDS: list[click.Command] = []

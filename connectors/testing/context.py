@@ -1,6 +1,7 @@
-"""Helpers shared by several platforms' tests (each platform's own live in its folder).
+"""A :class:`connectors.base.ShopContext` kept in memory, for harnesses and tests.
 
-Test code only: nothing here may hold a real credential.
+Test code only: nothing here may hold a real credential. Part of the ground floor: it
+imports nothing from the robot.
 """
 
 from __future__ import annotations
