@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from connectors.base import Connector
+from connectors.supplier import Supplier
 
 
 @runtime_checkable
@@ -69,3 +70,55 @@ def served_write_backs(fake_root: str, platform_order_id: str) -> list[dict[str,
     """The ``write_backs`` of a fake's ``/__fake__/state`` for one order, over HTTP."""
     state = httpx.get(f"{fake_root.rstrip('/')}/__fake__/state", timeout=10).json()
     return [c for c in state["write_backs"] if c["order_id"] == platform_order_id]
+
+
+@runtime_checkable
+class SupplierHarness(Protocol):
+    """What a supplier plugin provides to the supplier contract suite
+    (:mod:`connectors.testing.supplier`): a client on the supplier's fake, and the
+    supplier-side actions and faults. Returned by the factory's ``contract_harness()``."""
+
+    #: a card product, and a top-up product needing an account only (no area, no server)
+    card_product: str
+    topup_product: str
+
+    def supplier(self) -> Supplier:
+        """A client of the fake with valid credentials."""
+        ...
+
+    def settle(self) -> None:
+        """The supplier finishes every order it is processing (success or armed failure)."""
+        ...
+
+    def charged_cents(self) -> int:
+        """What the supplier holds for our orders in all (charged and not refunded)."""
+        ...
+
+    def lose_next_answer(self) -> None:
+        """The next placement is made, but its answer never reaches us (a timeout)."""
+        ...
+
+    def lose_next_request(self) -> None:
+        """The next placement never reaches the supplier (a timeout)."""
+        ...
+
+    def busy_next(self) -> None:
+        """The next placement is answered "system busy" (or a 5xx) and not made."""
+        ...
+
+    def fail_next_after_accept(self, reason: str) -> None:
+        """The next placement is accepted, then fails with ``reason`` (and is refunded)."""
+        ...
+
+    def duplicate_next(self) -> None:
+        """The next placement is made, but answered "duplicate order" (a retried request)."""
+        ...
+
+    def callback(self, key: str) -> tuple[Mapping[str, str], bytes] | None:
+        """Headers and raw body of the genuine callback for the order under ``key``, or None
+        when the supplier makes no callbacks."""
+        ...
+
+    def expire_credentials(self) -> None:
+        """From now on the supplier refuses our credentials."""
+        ...
