@@ -9,8 +9,8 @@ daemon takes them in, allocates and ships; a live table shows it happen.
 
 Each plugin whose factory has ``demo_driver()`` contributes a driver
 (:class:`connectors.plugin.DemoDriver`), found through the entry points like the connector.
-Expected outcomes are decided up front, so the run can be judged: ``shipped`` must equal the orders that should ship, held/cancelled likewise, and no code may
-sit in two deliveries.
+Expected outcomes are decided up front, so the run can be judged: ``shipped`` must equal
+the orders that should ship, held/cancelled likewise, and no code may sit in two deliveries.
 """
 
 from __future__ import annotations
