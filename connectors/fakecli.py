@@ -77,6 +77,17 @@ def clock_offset_option(command: F) -> F:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
+def fake_options(seed_help: str) -> Callable[[F], F]:
+    """The options every fake command takes: ``--port``, ``--host``, ``--seed-orders`` (with
+    ``seed_help``), ``--clock-offset`` and ``--json``."""
+
+    def apply(command: F) -> F:
+        command = json_option(clock_offset_option(seed_orders_option(seed_help)(command)))
+        return loopback_options(command)
+
+    return apply
+
+
 def listen_on_loopback(host: str, port: int) -> tuple[socket.socket, str]:
     """A listening loopback socket (see :func:`loopback_socket`) and its base URL,
     ``http://HOST:PORT`` (an IPv6 host in brackets)."""

@@ -13,8 +13,10 @@ robot:
   :class:`connectors.testing.harness.ChannelHarness`, which the contract suite
   (:mod:`connectors.testing.channel`) runs against.
 
-Each must import its platform's fake lazily, inside the method, so that loading a factory
-stays cheap and side-effect free. This module is part of the ground floor: it imports nothing
+Each returns None when the plugin brings no such thing, and must import its platform's fake
+lazily, inside the method, so that loading a factory stays cheap and side-effect free
+(:class:`connectors.common.factory.PlatformFactory` does both from ``"module:attribute"``
+targets). This module is part of the ground floor: it imports nothing
 from the robot.
 """
 
@@ -67,18 +69,18 @@ class DemoDriver(Protocol):
 class HasFake(Protocol):
     """A factory that brings its platform's fake as a ``robot fake`` sub-command."""
 
-    def fake_command(self) -> click.Command: ...
+    def fake_command(self) -> click.Command | None: ...
 
 
 @runtime_checkable
 class HasDemo(Protocol):
     """A factory that brings a demo driver for ``robot demo``."""
 
-    def demo_driver(self) -> DemoDriver: ...
+    def demo_driver(self) -> DemoDriver | None: ...
 
 
 @runtime_checkable
 class HasHarness(Protocol):
     """A factory that brings its contract-test harness."""
 
-    def contract_harness(self) -> AbstractContextManager[ChannelHarness]: ...
+    def contract_harness(self) -> AbstractContextManager[ChannelHarness] | None: ...

@@ -75,8 +75,9 @@ def load_drivers(only: list[str] | None = None) -> list[DemoDriver]:
     for platform, factory in sorted(discover().factories.items()):
         if only and platform not in only:
             continue
-        if isinstance(factory, HasDemo):
-            drivers.append(factory.demo_driver())
+        driver = factory.demo_driver() if isinstance(factory, HasDemo) else None
+        if driver is not None:
+            drivers.append(driver)
     real = [d for d in drivers if d.platform != "memory"]
     return real or drivers
 

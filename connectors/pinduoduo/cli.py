@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import click
 
-from connectors.fakecli import (
-    announce,
-    clock_offset_option,
-    json_option,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
 @click.command("pinduoduo")
-@loopback_options
+@fake_options("Paid orders awaiting shipment to create at start.")
 @click.option("--client-id", default="test-client", show_default=True)
 @click.option("--client-secret", default="testsecret", show_default=True)
 @click.option("--access-token", default="test-access-token", show_default=True)
 @click.option("--refresh-token", default="test-refresh-token", show_default=True)
-@seed_orders_option("Paid orders awaiting shipment to create at start.")
-@clock_offset_option
-@json_option
 def fake_pinduoduo(
     port: int,
     host: str,

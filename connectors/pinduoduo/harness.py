@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import Connector
+from connectors.common.context import MemoryContext
 from connectors.pinduoduo.client import PinduoduoConnector
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.fake import FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
-from connectors.pinduoduo.tokens import MemoryShopContext
 from connectors.testing.harness import served_write_backs
 from connectors.testing.loopback import serve_in_thread
 
@@ -23,7 +23,7 @@ class PinduoduoHarness:
 
     def __init__(self, gateway: str, state: FakePdd) -> None:
         self.state = state
-        self.context = MemoryShopContext("contract-pdd")
+        self.context = MemoryContext("contract-pdd")
         self.limiter = RateLimiter()
         self.config = PinduoduoConfig(
             client_id=state.client_id, client_secret=state.client_secret,

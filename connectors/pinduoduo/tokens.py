@@ -107,24 +107,6 @@ def seed_of(config: PinduoduoConfig) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
-class MemoryShopContext:
-    """A ShopContext kept in memory (tests, ``robot fake`` demos); nothing survives a restart."""
-
-    def __init__(self, shop: str = "pinduoduo") -> None:
-        self._shop = shop
-        self._secrets: dict[str, str] = {}
-
-    @property
-    def shop(self) -> str:
-        return self._shop
-
-    def load_secret(self, name: str) -> str | None:
-        return self._secrets.get(name)
-
-    def store_secret(self, name: str, value: str) -> None:
-        self._secrets[name] = value
-
-
 class TokenStore:
     """Loads and saves the shop's TokenSet through its ShopContext."""
 

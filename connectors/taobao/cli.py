@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import click
 
-from connectors.fakecli import (
-    announce,
-    clock_offset_option,
-    json_option,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
 @click.command("taobao")
-@loopback_options
+@fake_options("Paid trades to create at start.")
 @click.option("--app-key", default="12345678", show_default=True)
 @click.option("--app-secret", default="testsecret", show_default=True)
 @click.option("--session", default="test-session", show_default=True)
-@seed_orders_option("Paid trades to create at start.")
-@clock_offset_option
-@json_option
 def fake_taobao(
     port: int,
     host: str,

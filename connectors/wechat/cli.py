@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import click
 
-from connectors.fakecli import (
-    announce,
-    clock_offset_option,
-    json_option,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
 @click.command("wechat")
-@loopback_options
+@fake_options("Paid payments to create at start.")
 @click.option("--appid", default="wxfakeappid000001", show_default=True)
 @click.option("--app-secret", default="fake-app-secret", show_default=True)
 @click.option("--mchid", default="1900000109", show_default=True)
-@seed_orders_option("Paid payments to create at start.")
 @click.option("--seed-sku", default="wx-card", show_default=True,
               help="The SKU the seeded payments carry in attach.")
 @click.option("--notify-url", default=None,
               help="Deliver WeChat Pay notifications to this URL (the robot's /hooks/SHOP).")
-@clock_offset_option
-@json_option
 def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
                 seed_orders: int, seed_sku: str, notify_url: str | None, clock_offset: float,
                 as_json: bool) -> None:

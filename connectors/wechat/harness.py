@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from connectors.base import Connector
-from connectors.testing.context import MemoryContext
+from connectors.common.context import MemoryContext
 from connectors.testing.harness import served_write_backs
 from connectors.testing.loopback import serve_in_thread
 from connectors.wechat.client import WechatConnector

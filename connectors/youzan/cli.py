@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import click
 
-from connectors.fakecli import (
-    announce,
-    clock_offset_option,
-    json_option,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
 @click.command("youzan")
-@loopback_options
+@fake_options("Paid trades to create at start.")
 @click.option("--client-id", default="fake-client-id", show_default=True)
 @click.option("--client-secret", default="fake-client-secret", show_default=True)
 @click.option("--kdt-id", default="56232", show_default=True, help="The shop id (grant_id).")
-@seed_orders_option("Paid trades to create at start.")
 @click.option("--push-url", default=None,
               help="Deliver push messages to this URL (e.g. the robot's /hooks/SHOP).")
-@clock_offset_option
-@json_option
 def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id: str,
                 seed_orders: int, push_url: str | None, clock_offset: float,
                 as_json: bool) -> None:

@@ -52,6 +52,8 @@ def plugin_fakes() -> dict[str, click.Command]:
         except Exception as exc:  # noqa: BLE001 - a plugin's bug is shown, never fatal to the rest
             commands[platform] = _broken(platform, _describe(exc))
             continue
+        if command is None:
+            continue
         if not isinstance(command, click.Command):
             commands[platform] = _broken(platform, "fake_command() did not return a click "
                                                    "command")

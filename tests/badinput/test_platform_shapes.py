@@ -243,7 +243,9 @@ def rig(request: pytest.FixtureRequest, engine: Engine, vault: Vault) -> Iterato
     seed_codes(engine, vault, "cards", 10)
     factory = discover().factories[platform.name]
     assert isinstance(factory, HasHarness)
-    with factory.contract_harness() as harness:
+    made = factory.contract_harness()
+    assert made is not None
+    with made as harness:
         yield Rig(platform, harness, engine, vault)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from connectors.testing.context import MemoryContext as SharedMemoryContext
+from connectors.common.context import MemoryContext as SharedMemoryContext
 from connectors.testing.loopback import serve_in_thread
 from connectors.youzan import YouzanConnector
 from connectors.youzan.fake import FakeClock, FakeYouzan, create_app
