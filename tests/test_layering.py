@@ -81,7 +81,10 @@ def imports(path: Path, root: Path = ROOT) -> Iterator[tuple[int, str, bool]]:
             for alias in node.names:
                 yield node.lineno, alias.name, False
         elif isinstance(node, ast.ImportFrom):
-            yield node.lineno, _resolve(node, module, is_package), False
+            base = _resolve(node, module, is_package)
+            yield node.lineno, base, False
+            for alias in node.names:  # ``from connectors import taobao`` names a package
+                yield node.lineno, f"{base}.{alias.name}" if base else alias.name, False
         elif isinstance(node, ast.Call) and node.args:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -135,7 +138,8 @@ def check_file(path: Path, root: Path = ROOT) -> list[Violation]:
             if _is_robot(name) or target_platform is not None:
                 found.append(Violation(shown, line, name, f"the example plugin {own!r} is "
                                        "built only on the ground floor"))
-    return found
+    seen: set[tuple[int, str]] = set()  # one report per import statement and rule
+    return [v for v in found if (v.line, v.rule) not in seen and not seen.add((v.line, v.rule))]
 
 
 def sources() -> list[Path]:
@@ -165,6 +169,8 @@ def test_the_checker_sees_every_kind_of_violation(tmp_path: Path) -> None:
     relative import reaching across, and a computed import in the core."""
     cases = {
         "robot/_probe_static.py": "from connectors.taobao import fake\n",
+        "robot/_probe_from.py": "from connectors import taobao\n",
+        "robot/_probe_checking.py": "if TYPE_CHECKING:\n    import connectors.youzan.client\n",
         "robot/_probe_dynamic.py": "import importlib\nimportlib.import_module(f'connectors.{x}')\n",
         "connectors/taobao/_probe.py": "from robot.errors import Fatal\n",
         "connectors/taobao/_probe_rel.py": "from ..youzan import client\n",
