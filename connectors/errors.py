@@ -17,6 +17,11 @@ there is one tree with one root::
         ├── BadPlatformData    the platform sent something we cannot understand
         └── PushRejected       a pushed message failed verification (signature, age, shape)
 
+More plugin-facing subclasses live beside what raises them: ``TokenRefused`` (an AuthError)
+and ``PlatformRefused`` (a Skippable) in :mod:`connectors.common.errors`; ``KeyReused`` (a
+Skippable: an idempotency key reused for another purchase) and ``NoSuchPurchase`` (a
+Retriable: the supplier holds no order under the key) in :mod:`connectors.supplier`.
+
 Rules: the class docstring is the default message; driver and HTTP errors are translated at
 the boundary with ``raise ... from exc``; no message ever carries a plaintext code or secret.
 This module is part of the ground floor: it imports nothing from the robot.
