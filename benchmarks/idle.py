@@ -39,8 +39,9 @@ import yaml
 
 from benchmarks.common import Result, scratch_db
 from connectors.fakeserve import FakeHost
+from connectors.plugin import DemoDriver
 from robot.db import make_engine
-from robot.demo import DemoDriver, import_stock, load_drivers, write_shops
+from robot.demo import import_stock, load_drivers, write_shops
 from robot.migrate import upgrade
 from robot.vault import init_key_file
 

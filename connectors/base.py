@@ -117,6 +117,43 @@ class Shipment:
     pickup_url: str | None = None
 
 
+#: The longest problem text an :class:`UnreadableOrder` keeps (it becomes the order's reason
+#: and a log field).
+PROBLEM_MAX = 300
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableOrder(Order):
+    """An order the platform sent that could not be normalized; ``problem`` says why.
+
+    A connector returns it in place of the order instead of dropping it: the core parks it as
+    ``held`` with the problem as the reason (a Skippable error parks one order, the shop goes
+    on), and takes it in normally once the platform sends a readable snapshot. When even the
+    order's id cannot be read, ``platform_order_id`` is ``""``: the core cannot park it, so it
+    logs and audits it. Only ``platform_order_id`` and ``problem`` mean anything; ``status``
+    is PAID so that a connector's "paid orders only" filter passes it on to the core, which
+    checks for this type before looking at anything else. Nothing but the id and the problem
+    text may go in: the problem goes into logs and the order's reason, so it must never carry
+    a secret.
+    """
+
+    problem: str = "unreadable"
+
+
+def readable_id(value: Any) -> str:
+    """A platform order id as text, or ``""`` when it is missing or not an id at all."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return str(value).strip()
+
+
+def unreadable(platform_order_id: Any, problem: str) -> UnreadableOrder:
+    """The stand-in for one order that could not be read (``platform_order_id`` may be None)."""
+    return UnreadableOrder(platform_order_id=readable_id(platform_order_id),
+                           status=PlatformStatus.PAID, lines=(),
+                           problem=" ".join(problem.split())[:PROBLEM_MAX] or "unreadable")
+
+
 class ShipOutcome(enum.StrEnum):
     SHIPPED = "shipped"  # the platform accepted our shipment now
     ALREADY_SHIPPED = "already_shipped"  # the platform had it shipped already (by us): success

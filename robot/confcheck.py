@@ -27,7 +27,8 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from robot.config import ENV_REF_RE, FILE_PREFIX, RobotConfig, RobotFile, ShopFile
+from connectors.config import ENV_REF_RE, FILE_PREFIX
+from robot.config import RobotConfig, RobotFile, ShopFile
 
 
 def secret_warnings(config: RobotConfig) -> list[str]:

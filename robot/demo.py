@@ -7,17 +7,16 @@ duplicates (a second payment notice or an overlapping poll), lines for unknown S
 refunds of orders still waiting for stock — with platform faults injected on the way. The
 daemon takes them in, allocates and ships; a live table shows it happen.
 
-Each platform contributes a driver in ``connectors/<platform>/demo.py`` exposing
-``driver() -> DemoDriver``. Expected outcomes are decided up front, so the run can be judged:
-``shipped`` must equal the orders that should ship, held/cancelled likewise, and no code may
-sit in two deliveries.
+Each plugin whose factory has ``demo_driver()`` contributes a driver
+(:class:`connectors.plugin.DemoDriver`), found through the entry points like the connector.
+Expected outcomes are decided up front, so the run can be judged: ``shipped`` must equal
+the orders that should ship, held/cancelled likewise, and no code may sit in two deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import random
 import secrets
@@ -29,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -37,6 +36,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine, func, select
 
+from connectors.plugin import DemoDriver, HasDemo
 from robot import audit, pools
 from robot.config import load_config
 from robot.daemon import Robot
@@ -58,40 +58,6 @@ SKU_PREORDER = "SKU-PREORDER"
 SKU_UNKNOWN = "SKU-NOT-MAPPED"
 
 
-class DemoDriver(Protocol):
-    """A platform's fake, driven like a busy shop."""
-
-    platform: str
-    #: True when the platform pushes orders to the robot's webhook
-    pushes: bool
-    #: which key of a shop's ``items:`` matches the SKU the driver puts on its orders
-    sku_key: str
-
-    async def start(self, robot_url: str) -> dict[str, Any]:
-        """Start the fake on loopback (pushing to ``robot_url``'s webhook if the platform
-        pushes); return the shop's ``platform_config`` for it."""
-        ...
-
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
-        """A buyer pays for ``quantity`` of the item whose merchant code (outer id) is ``sku``;
-        returns the platform order id."""
-        ...
-
-    def refund(self, platform_order_id: str) -> None:
-        """The buyer is refunded before shipping (order closed on the platform)."""
-        ...
-
-    def inject_faults(self) -> int:
-        """Make the platform misbehave a little (5xx, throttling...); returns faults armed."""
-        ...
-
-    def shipments(self) -> dict[str, int]:
-        """Shipments the platform applied, per order."""
-        ...
-
-    async def stop(self) -> None: ...
-
-
 @dataclass
 class Expectation:
     ship: set[tuple[str, str]] = field(default_factory=set)  # (shop, platform order id)
@@ -107,14 +73,12 @@ class Expectation:
 def load_drivers(only: list[str] | None = None) -> list[DemoDriver]:
     """A driver for every installed platform that ships one (the in-memory one last)."""
     drivers: list[DemoDriver] = []
-    for platform in sorted(discover().factories):
+    for platform, factory in sorted(discover().factories.items()):
         if only and platform not in only:
             continue
-        try:
-            module = importlib.import_module(f"connectors.{platform}.demo")
-        except ModuleNotFoundError:
-            continue
-        drivers.append(module.driver())
+        driver = factory.demo_driver() if isinstance(factory, HasDemo) else None
+        if driver is not None:
+            drivers.append(driver)
     real = [d for d in drivers if d.platform != "memory"]
     return real or drivers
 

@@ -1,23 +1,25 @@
 """The robot's exception tree, grouped by what the operator (or the caller) should do.
 
-::
+The plugin-facing part (marked ``*``) is defined in the ground floor, :mod:`connectors.errors`,
+so that connectors and suppliers raise it without importing the robot; this module adds the
+core's own errors to the same tree and re-exports the whole of it::
 
-    RobotError
-    ├── Fatal                  stop this shop / command until a person fixes something
-    │   ├── ConfigError        the configuration is wrong (file, shop and field named)
+    RobotError *
+    ├── Fatal *                stop this shop / command until a person fixes something
+    │   ├── ConfigError *      the configuration is wrong (file, shop and field named)
     │   ├── VaultError         the key file is missing, unreadable or wrong
     │   │   └── CodeRejected   one stored code failed authentication (row altered or moved)
-    │   ├── AuthError          platform credentials rejected or authorization expired
-    │   └── PermissionDenied   the app lacks a permission on the platform
-    ├── Retriable              try again later (``retry_after`` seconds if the cause said so)
-    │   ├── Throttled          the platform asked us to slow down
-    │   └── Unavailable        5xx, timeout, network error, database unreachable
+    │   ├── AuthError *        platform credentials rejected or authorization expired
+    │   └── PermissionDenied * the app lacks a permission on the platform
+    ├── Retriable *            try again later (``retry_after`` seconds if the cause said so)
+    │   ├── Throttled *        the platform asked us to slow down
+    │   └── Unavailable *      5xx, timeout, network error, database unreachable
     │       ├── DatabaseUnavailable  the database cannot be reached or opened (URL masked)
     │       └── DiskFull       the database's disk is full; the transaction was rolled back
-    ├── Skippable              this one item is bad: park it with a reason and go on
-    │   ├── NotShippable       the platform refuses to ship: closed, refunded, unknown
-    │   ├── BadPlatformData    the platform sent something we cannot understand
-    │   └── PushRejected       a pushed message failed verification (signature, age, shape)
+    ├── Skippable *            this one item is bad: park it with a reason and go on
+    │   ├── NotShippable *     the platform refuses to ship: closed, refunded, unknown
+    │   ├── BadPlatformData *  the platform sent something we cannot understand
+    │   └── PushRejected *     a pushed message failed verification (signature, age, shape)
     └── UserError              a CLI request that cannot be done as asked (exit status 1)
         └── ImportRejected     an import file has bad lines; nothing was imported
 
@@ -29,28 +31,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.errors import (
+    AuthError,
+    BadPlatformData,
+    ConfigError,
+    Fatal,
+    NotShippable,
+    PermissionDenied,
+    PushRejected,
+    Retriable,
+    RobotError,
+    Skippable,
+    Throttled,
+    Unavailable,
+)
 
-class RobotError(Exception):
-    """The delivery robot failed."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (type(self).__doc__ or type(self).__name__).strip())
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0])
-
-
-class Fatal(RobotError):
-    """A person must fix something before this can work."""
-
-
-class ConfigError(Fatal):
-    """The configuration is invalid."""
-
-    def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+__all__ = [
+    "AuthError",
+    "BadPlatformData",
+    "CodeRejected",
+    "ConfigError",
+    "DatabaseUnavailable",
+    "DiskFull",
+    "Fatal",
+    "ImportRejected",
+    "NotShippable",
+    "PermissionDenied",
+    "PushRejected",
+    "Retriable",
+    "RobotError",
+    "Skippable",
+    "Throttled",
+    "Unavailable",
+    "UserError",
+    "VaultError",
+]
 
 
 class VaultError(Fatal):
@@ -62,52 +77,12 @@ class CodeRejected(VaultError):
     or moved from another row. That code is never handed out."""
 
 
-class AuthError(Fatal):
-    """The platform rejected our credentials or the seller's authorization has expired."""
-
-
-class PermissionDenied(Fatal):
-    """The platform app lacks a permission this call needs."""
-
-
-class Retriable(RobotError):
-    """A temporary failure: try again later."""
-
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Throttled(Retriable):
-    """The platform throttled us."""
-
-
-class Unavailable(Retriable):
-    """The platform or the database is unavailable (5xx, timeout or network error)."""
-
-
 class DatabaseUnavailable(Unavailable):
     """The database cannot be reached or opened."""
 
 
 class DiskFull(Unavailable):
     """The database's disk is full: nothing was written. Free space, then try again."""
-
-
-class Skippable(RobotError):
-    """This one item cannot be processed; park it with the reason and go on."""
-
-
-class NotShippable(Skippable):
-    """The platform will not ship this order (closed, refunded, or not found)."""
-
-
-class BadPlatformData(Skippable):
-    """The platform returned data we cannot understand."""
-
-
-class PushRejected(Skippable):
-    """A pushed message failed verification and was refused without side effects."""
 
 
 class UserError(RobotError):

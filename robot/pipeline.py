@@ -36,8 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Order, OrderLine, PlatformStatus, RefundState
-from connectors.common.unreadable import UnreadableOrder
+from connectors.base import Order, OrderLine, PlatformStatus, RefundState, UnreadableOrder
 from robot import audit, risk
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction

@@ -27,8 +27,7 @@ import structlog
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, MessageSource, PushEvent, PushKind, Reconciler
-from connectors.common.unreadable import unreadable
+from connectors.base import Connector, MessageSource, PushEvent, PushKind, Reconciler, unreadable
 from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction

@@ -29,6 +29,7 @@ from connectors.pinduoduo.limiter import RateLimiter
 from connectors.taobao import TaobaoConfig, TaobaoConnector
 from connectors.taobao.fake import FakeTop
 from connectors.taobao.fake import create_app as top_app
+from connectors.testing.loopback import serve_in_thread
 from connectors.youzan import YouzanConfig, YouzanConnector
 from connectors.youzan.fake import FakeYouzan
 from connectors.youzan.fake import create_app as youzan_app
@@ -37,7 +38,6 @@ from robot.schema import orders
 from robot.shops import DbShopContext
 from robot.vault import Vault
 from tests.factories import Shop, seed_codes, sku
-from tests.loopback import serve_in_thread
 
 SKU = "7000001"
 POOL = "skew-cards"

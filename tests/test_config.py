@@ -21,13 +21,12 @@ from sqlalchemy import insert
 import robot.cli
 import robot.config
 from connectors.base import ENTRY_POINT_GROUP
+from connectors.config import PlatformConfig, Secret
 from robot.clock import utcnow
 from robot.config import (
     MASK,
-    PlatformConfig,
     PoolShare,
     RobotConfig,
-    Secret,
     ShopConfig,
     SkuMapping,
     check_pools,

@@ -13,7 +13,14 @@ credential, a token, a signature or a URL.
 
 from __future__ import annotations
 
-from robot.errors import AuthError, BadPlatformData, RobotError, Skippable, Throttled, Unavailable
+from connectors.errors import (
+    AuthError,
+    BadPlatformData,
+    RobotError,
+    Skippable,
+    Throttled,
+    Unavailable,
+)
 
 
 class PlatformRefused(Skippable):

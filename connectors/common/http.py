@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from connectors.common.clock import PlatformClock
-from robot.errors import Unavailable
+from connectors.errors import Unavailable
 
 
 class LoopClient:

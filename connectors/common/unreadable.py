@@ -1,10 +1,8 @@
 """Orders the platform sent but we cannot read, handed to the core instead of being dropped.
 
 A connector that cannot normalize one order (a field missing, null or out of shape) returns
-an :class:`UnreadableOrder` in its place: the core parks it as ``held`` with the problem as
-the reason (DESIGN.md: a Skippable error parks one order, the shop goes on), and takes it in
-normally once the platform sends a readable snapshot. When even the order's id cannot be
-read, ``platform_order_id`` is ``""``: the core cannot park it, so it logs and audits it.
+an :class:`connectors.base.UnreadableOrder` in its place (the type is contract, so it lives in
+:mod:`connectors.base`; see there what the core does with it).
 
 Every connector uses the same two helpers (:func:`normalize_each` for rows already in hand,
 :func:`fetch_each` for orders read one by one), so the rule is one piece of code. Nothing here
@@ -16,42 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from connectors.base import Order, PlatformStatus
-from robot.errors import BadPlatformData, Skippable
-
-#: The longest problem text kept (it becomes the order's reason and a log field).
-PROBLEM_MAX = 300
+from connectors.base import Order, unreadable
+from connectors.errors import BadPlatformData, Skippable
 
 Row = TypeVar("Row")
-
-
-@dataclass(frozen=True, slots=True)
-class UnreadableOrder(Order):
-    """An order the platform sent that could not be normalized; ``problem`` says why.
-
-    Only ``platform_order_id`` (``""`` when unreadable too) and ``problem`` mean anything;
-    ``status`` is PAID so that a connector's "paid orders only" filter passes it on to the
-    core, which checks for this type before looking at anything else.
-    """
-
-    problem: str = "unreadable"
-
-
-def readable_id(value: Any) -> str:
-    """A platform order id as text, or ``""`` when it is missing or not an id at all."""
-    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
-        return ""
-    return str(value).strip()
-
-
-def unreadable(platform_order_id: Any, problem: str) -> UnreadableOrder:
-    """The stand-in for one order that could not be read (``platform_order_id`` may be None)."""
-    return UnreadableOrder(platform_order_id=readable_id(platform_order_id),
-                           status=PlatformStatus.PAID, lines=(),
-                           problem=" ".join(problem.split())[:PROBLEM_MAX] or "unreadable")
 
 
 def normalize_each(rows: Iterable[Row], normalize: Callable[[Row], Order],

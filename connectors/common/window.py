@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from connectors.base import Order, PollResult
 from connectors.common.clock import PlatformClock
-from robot.errors import ConfigError
+from connectors.errors import ConfigError
 
 #: A window may end this much past the platform's horizon as measured after the fetch
 #: before the cursor is held back (the ``Date`` header has one-second resolution).

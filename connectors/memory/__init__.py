@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -43,7 +43,13 @@ from connectors.base import (
     ShipOutcome,
     ShopContext,
 )
-from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
+from connectors.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from connectors.plugin import DemoDriver
+    from connectors.testing.harness import ChannelHarness
 
 FAULT_KINDS = ("poll", "fetch", "ship", "memo")
 # The in-memory platform is for tests and trials; its push secret is public on purpose.
@@ -309,3 +315,15 @@ class MemoryConnectorFactory:
         else:
             backend = MemoryPlatform.named(config.name)
         return MemoryConnector(backend, config.push_secret.get_secret_value())
+
+    def demo_driver(self) -> DemoDriver:
+        """The driver ``robot demo`` runs this platform's fake with."""
+        from connectors.memory.demo import driver
+
+        return driver()
+
+    def contract_harness(self) -> AbstractContextManager[ChannelHarness]:
+        """The contract suite's harness: the connector wired to the fake."""
+        from connectors.memory.harness import make_harness
+
+        return make_harness()

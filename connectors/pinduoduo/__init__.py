@@ -10,12 +10,10 @@ from connectors.common.factory import PlatformFactory
 from connectors.pinduoduo.client import PinduoduoConnector
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import AccessTokenExpired, AppRejected, PddRejected
-from connectors.pinduoduo.tokens import MemoryShopContext
 
 __all__ = [
     "AccessTokenExpired",
     "AppRejected",
-    "MemoryShopContext",
     "PddRejected",
     "PinduoduoConfig",
     "PinduoduoConnector",
@@ -27,6 +25,9 @@ class PinduoduoConnectorFactory(PlatformFactory[PinduoduoConfig, PinduoduoConnec
     """Builds a :class:`PinduoduoConnector` from a validated :class:`PinduoduoConfig`."""
 
     platform = "pinduoduo"
+    fake_target = "connectors.pinduoduo.cli:fake_pinduoduo"
+    demo_target = "connectors.pinduoduo.demo:driver"
+    harness_target = "connectors.pinduoduo.harness:make_harness"
     config_model = PinduoduoConfig
 
     def build(self, config: PinduoduoConfig, context: ShopContext) -> PinduoduoConnector:

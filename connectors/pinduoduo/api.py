@@ -26,9 +26,20 @@ import httpx
 
 from connectors.base import ShopContext
 from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get, utc_now
+from connectors.common.context import MemoryContext
 from connectors.common.paging import fetch_backwards
 from connectors.common.times import to_epoch
 from connectors.common.values import as_int
+from connectors.errors import (
+    AuthError,
+    BadPlatformData,
+    Fatal,
+    PermissionDenied,
+    RobotError,
+    Throttled,
+    Unavailable,
+)
+from connectors.log import get_logger
 from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.errors import (
     RETRYABLE_CODES,
@@ -40,17 +51,7 @@ from connectors.pinduoduo.errors import (
 )
 from connectors.pinduoduo.limiter import SHARED, RateLimiter, Sleep
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.tokens import MemoryShopContext, TokenSet, TokenStore
-from robot.errors import (
-    AuthError,
-    BadPlatformData,
-    Fatal,
-    PermissionDenied,
-    RobotError,
-    Throttled,
-    Unavailable,
-)
-from robot.log import get_logger
+from connectors.pinduoduo.tokens import TokenSet, TokenStore
 
 log = get_logger(__name__)
 
@@ -109,7 +110,7 @@ class PopApi:
         limiter: RateLimiter | None = None,
     ) -> None:
         self._config = config
-        self._context = context or MemoryShopContext()
+        self._context = context or MemoryContext("pinduoduo")
         self._store = TokenStore(config, self._context)
         self._clock = clock or utc_now
         #: POP's clock as measured from its answers: windows and the signed ``timestamp``

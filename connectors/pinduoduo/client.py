@@ -28,17 +28,13 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
     ShopContext,
+    unreadable,
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
-from connectors.common.unreadable import fetch_each, normalize_each, unreadable
+from connectors.common.unreadable import fetch_each, normalize_each
 from connectors.common.window import Window, WindowPlanner
-from connectors.pinduoduo.api import PopApi, fetch_window
-from connectors.pinduoduo.config import PinduoduoConfig
-from connectors.pinduoduo.errors import AppRejected, PddRejected
-from connectors.pinduoduo.limiter import RateLimiter, Sleep
-from connectors.pinduoduo.normalize import latest_by_order, order_from_row, unique_order_sns
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     BadPlatformData,
     NotShippable,
@@ -47,7 +43,12 @@ from robot.errors import (
     Retriable,
     Skippable,
 )
-from robot.log import get_logger
+from connectors.log import get_logger
+from connectors.pinduoduo.api import PopApi, fetch_window
+from connectors.pinduoduo.config import PinduoduoConfig
+from connectors.pinduoduo.errors import AppRejected, PddRejected
+from connectors.pinduoduo.limiter import RateLimiter, Sleep
+from connectors.pinduoduo.normalize import latest_by_order, order_from_row, unique_order_sns
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from robot.config import PlatformConfig, Secret
+from connectors.config import PlatformConfig, Secret
 
 #: Placeholders a tracking-number rule may use (never anything derived from a code).
 TRACKING_PLACEHOLDERS = frozenset({"order_sn", "order_digits"})

@@ -15,7 +15,7 @@ POP-specific subclasses, so callers can act on them without knowing POP::
 from __future__ import annotations
 
 from connectors.common.errors import PlatformRefused, http_failure
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     Fatal,
     PermissionDenied,

@@ -16,7 +16,7 @@ from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.common.times import parse_cst
-from robot.errors import BadPlatformData
+from connectors.errors import BadPlatformData
 
 # order_status: 1 awaiting shipment, 2 shipped (awaiting receipt), 3 received.
 AWAITING_SHIPMENT, SHIPPED, RECEIVED = 1, 2, 3

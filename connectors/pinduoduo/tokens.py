@@ -18,8 +18,8 @@ from typing import Any
 
 from connectors.base import ShopContext
 from connectors.common.times import from_epoch
+from connectors.errors import BadPlatformData
 from connectors.pinduoduo.config import PinduoduoConfig
-from robot.errors import BadPlatformData
 
 SECRET_NAME = "pop_tokens"  # noqa: S105 - the name of a stored secret, not a secret
 
@@ -105,24 +105,6 @@ def seed_of(config: PinduoduoConfig) -> str:
     for secret in (config.access_token, config.refresh_token, config.code):
         parts.append(secret.get_secret_value() if secret is not None else "")
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
-
-
-class MemoryShopContext:
-    """A ShopContext kept in memory (tests, ``robot fake`` demos); nothing survives a restart."""
-
-    def __init__(self, shop: str = "pinduoduo") -> None:
-        self._shop = shop
-        self._secrets: dict[str, str] = {}
-
-    @property
-    def shop(self) -> str:
-        return self._shop
-
-    def load_secret(self, name: str) -> str | None:
-        return self._secrets.get(name)
-
-    def store_secret(self, name: str, value: str) -> None:
-        self._secrets[name] = value
 
 
 class TokenStore:

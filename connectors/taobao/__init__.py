@@ -25,6 +25,9 @@ class TaobaoConnectorFactory(PlatformFactory[TaobaoConfig, TaobaoConnector]):
     """Builds a :class:`TaobaoConnector` from a validated :class:`TaobaoConfig`."""
 
     platform = "taobao"
+    fake_target = "connectors.taobao.cli:fake_taobao"
+    demo_target = "connectors.taobao.demo:driver"
+    harness_target = "connectors.taobao.harness:make_harness"
     config_model = TaobaoConfig
 
     def build(self, config: TaobaoConfig, context: ShopContext) -> TaobaoConnector:

@@ -21,11 +21,11 @@ from connectors.common.clock import Clock, PlatformClock, moved_since, probe_get
 from connectors.common.paging import fetch_backwards
 from connectors.common.times import format_cst
 from connectors.common.values import as_int
+from connectors.errors import BadPlatformData, Unavailable
+from connectors.log import get_logger
 from connectors.taobao.config import TaobaoConfig
 from connectors.taobao.errors import ClockSkew, map_http_failure, map_top_error
 from connectors.taobao.sign import top_sign
-from robot.errors import BadPlatformData, Unavailable
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

@@ -27,16 +27,14 @@ from connectors.base import (
     PushEvent,
     Shipment,
     ShipOutcome,
+    readable_id,
+    unreadable,
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock
-from connectors.common.unreadable import fetch_each, readable_id, unreadable
+from connectors.common.unreadable import fetch_each
 from connectors.common.window import Window, WindowPlanner
-from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
-from connectors.taobao.config import TaobaoConfig
-from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
-from connectors.taobao.normalize import topic_kind, trade_to_order
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     BadPlatformData,
     NotShippable,
@@ -45,7 +43,11 @@ from robot.errors import (
     Retriable,
     Skippable,
 )
-from robot.log import get_logger
+from connectors.log import get_logger
+from connectors.taobao.api import TopApi, fetch_window, list_items, unique_ids
+from connectors.taobao.config import TaobaoConfig
+from connectors.taobao.errors import ClockSkew, SessionExpired, TopRejected
+from connectors.taobao.normalize import topic_kind, trade_to_order
 
 #: Detail reads (``trade.fullinfo.get``) in flight at once during one poll step.
 DETAIL_CONCURRENCY = 8

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from robot.config import Secret  # a SecretStr that resolves ${ENV} and file:path
+from connectors.config import Secret  # a SecretStr that resolves ${ENV} and file:path
 
 
 class TaobaoConfig(BaseModel):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from connectors.common.errors import PlatformRefused, http_failure
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     Fatal,
     PermissionDenied,

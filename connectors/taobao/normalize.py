@@ -14,7 +14,7 @@ from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
 from connectors.common.times import parse_cst
-from robot.errors import BadPlatformData
+from connectors.errors import BadPlatformData
 
 TRADE_STATUS: dict[str, PlatformStatus] = {
     "WAIT_SELLER_SEND_GOODS": PlatformStatus.PAID,

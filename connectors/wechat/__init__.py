@@ -27,6 +27,9 @@ class WechatConnectorFactory(PlatformFactory[WechatConfig, WechatConnector]):
     """Builds a :class:`WechatConnector` from a validated :class:`WechatConfig`."""
 
     platform = "wechat"
+    fake_target = "connectors.wechat.cli:fake_wechat"
+    demo_target = "connectors.wechat.demo:driver"
+    harness_target = "connectors.wechat.harness:make_harness"
     config_model = WechatConfig
 
     def build(self, config: WechatConfig, context: ShopContext) -> WechatConnector:

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 from connectors.common.http import LoopClient, post_json
+from connectors.errors import BadPlatformData, Unavailable
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.errors import TokenRejected, map_errcode, map_http_failure
 from connectors.wechat.token import TokenManager
-from robot.errors import BadPlatformData, Unavailable
 
 UPLOAD_SHIPPING_INFO = "wxa/sec/order/upload_shipping_info"
 GET_ORDER = "wxa/sec/order/get_order"

@@ -38,6 +38,8 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, PlatformClock, utc_now
 from connectors.common.http import LoopClient
+from connectors.errors import BadPlatformData, NotShippable, Retriable, RobotError, Unavailable
+from connectors.log import get_logger
 from connectors.wechat import errors as codes
 from connectors.wechat.api import GET_ORDER, IS_TRADE_MANAGED, UPLOAD_SHIPPING_INFO, WechatApi
 from connectors.wechat.config import WechatConfig
@@ -46,8 +48,6 @@ from connectors.wechat.errors import WechatRejected
 from connectors.wechat.lines import resolve_lines, unresolved_line
 from connectors.wechat.push import parse_push
 from connectors.wechat.token import TokenManager
-from robot.errors import BadPlatformData, NotShippable, Retriable, RobotError, Unavailable
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors.config import PlatformConfig, Secret
+from connectors.errors import ConfigError
 from connectors.wechat.crypto import load_public_key
-from robot.config import PlatformConfig, Secret
-from robot.errors import ConfigError
 
 
 class SkuRule(BaseModel):

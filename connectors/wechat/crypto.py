@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from robot.errors import ConfigError, PushRejected
+from connectors.errors import ConfigError, PushRejected
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 

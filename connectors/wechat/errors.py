@@ -13,7 +13,7 @@ WeChat-specific subclasses, so callers can act on the code::
 from __future__ import annotations
 
 from connectors.common.errors import PlatformRefused, TokenRefused, http_failure
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     PermissionDenied,
     RobotError,

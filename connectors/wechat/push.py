@@ -45,8 +45,10 @@ from connectors.base import (
     PushEvent,
     PushKind,
     RefundState,
+    readable_id,
+    unreadable,
 )
-from connectors.common.unreadable import readable_id, unreadable
+from connectors.errors import PushRejected
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.crypto import (
     SIGNATURE_TYPE,
@@ -55,7 +57,6 @@ from connectors.wechat.crypto import (
     verify_signature,
 )
 from connectors.wechat.lines import MAX_QTY, resolve_lines, unresolved_line
-from robot.errors import PushRejected
 
 WECHAT_REPLY = json.dumps({"code": "SUCCESS", "message": "成功"}, ensure_ascii=False).encode()
 BACKEND_REPLY = b'{"ok":true}'

@@ -21,10 +21,10 @@ from connectors.base import ShopContext
 from connectors.common.http import LoopClient, post_json
 from connectors.common.token import Clock, DurableToken
 from connectors.common.values import as_int
+from connectors.errors import BadPlatformData
+from connectors.log import get_logger
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.errors import map_errcode, map_http_failure
-from robot.errors import BadPlatformData
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

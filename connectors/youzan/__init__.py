@@ -28,6 +28,9 @@ class YouzanConnectorFactory(PlatformFactory[YouzanConfig, YouzanConnector]):
     """Builds a :class:`YouzanConnector` from a validated :class:`YouzanConfig`."""
 
     platform = "youzan"
+    fake_target = "connectors.youzan.cli:fake_youzan"
+    demo_target = "connectors.youzan.demo:driver"
+    harness_target = "connectors.youzan.harness:make_harness"
     config_model = YouzanConfig
 
     def build(self, config: YouzanConfig, context: ShopContext) -> YouzanConnector:

@@ -23,6 +23,8 @@ import httpx
 
 from connectors.common.http import LoopClient, post_json
 from connectors.common.values import as_int
+from connectors.errors import BadPlatformData, Throttled, Unavailable
+from connectors.log import get_logger
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import (
     THROTTLE_CODES,
@@ -32,8 +34,6 @@ from connectors.youzan.errors import (
     map_http_failure,
 )
 from connectors.youzan.token import TokenManager
-from robot.errors import BadPlatformData, Throttled, Unavailable
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

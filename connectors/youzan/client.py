@@ -34,22 +34,16 @@ from connectors.base import (
     Shipment,
     ShipOutcome,
     ShopContext,
+    unreadable,
 )
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, PlatformClock, probe_get, utc_now
 from connectors.common.http import LoopClient
 from connectors.common.times import format_cst
-from connectors.common.unreadable import fetch_each, unreadable
+from connectors.common.unreadable import fetch_each
 from connectors.common.values import as_dict, as_int
 from connectors.common.window import Window, WindowPlanner
-from connectors.youzan import errors as codes
-from connectors.youzan.api import YouzanApi
-from connectors.youzan.config import YouzanConfig
-from connectors.youzan.errors import YouzanRejected
-from connectors.youzan.normalize import AUTO_DELIVERED, known_status, row_status, trade_to_order
-from connectors.youzan.push import parse_push
-from connectors.youzan.token import TokenManager
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     BadPlatformData,
     NotShippable,
@@ -58,7 +52,14 @@ from robot.errors import (
     RobotError,
     Skippable,
 )
-from robot.log import get_logger
+from connectors.log import get_logger
+from connectors.youzan import errors as codes
+from connectors.youzan.api import YouzanApi
+from connectors.youzan.config import YouzanConfig
+from connectors.youzan.errors import YouzanRejected
+from connectors.youzan.normalize import AUTO_DELIVERED, known_status, row_status, trade_to_order
+from connectors.youzan.push import parse_push
+from connectors.youzan.token import TokenManager
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robot.config import PlatformConfig, Secret
+from connectors.config import PlatformConfig, Secret
 
 
 class YouzanConfig(PlatformConfig):

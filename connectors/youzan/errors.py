@@ -17,7 +17,7 @@ Youzan-specific subclasses, so the core can act without knowing Youzan::
 from __future__ import annotations
 
 from connectors.common.errors import PlatformRefused, TokenRefused, http_failure
-from robot.errors import (
+from connectors.errors import (
     AuthError,
     Fatal,
     PermissionDenied,

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
 from connectors.common.times import parse_cst
-from robot.errors import BadPlatformData
+from connectors.errors import BadPlatformData
 
 AUTO_DELIVERED = "auto_delivered"
 #: ``item_type`` values Youzan delivers by itself on payment: 182 virtual, 183 e-voucher,

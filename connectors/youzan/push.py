@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import PushBatch, PushEvent
+from connectors.errors import BadPlatformData, PushRejected
 from connectors.youzan.normalize import decode_msg, topic_kind
 from connectors.youzan.sign import verify_event_sign
-from robot.errors import BadPlatformData, PushRejected
 
 SUCCESS_REPLY = b'{"code":0,"msg":"success"}'
 

@@ -24,10 +24,10 @@ from connectors.common.http import LoopClient, post_json
 from connectors.common.times import epoch_ms
 from connectors.common.token import Clock, DurableToken
 from connectors.common.values import as_int
+from connectors.errors import AuthError, BadPlatformData
+from connectors.log import get_logger
 from connectors.youzan.config import YouzanConfig
 from connectors.youzan.errors import map_http_failure, map_token_error
-from robot.errors import AuthError, BadPlatformData
-from robot.log import get_logger
 
 log = get_logger(__name__)
 

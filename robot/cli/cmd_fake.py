@@ -1,161 +1,89 @@
-"""``robot fake <platform>``: serve a platform's local fake API for demos and manual tests;
-``robot fake order``: create a paid order on any running fake.
+"""``robot fake <platform>``: serve an installed plugin's local fake for demos and manual tests;
+``robot fake order``: create a paid order on any running fake (the control API every fake
+shares).
 
-One click group; each platform adds its sub-command here. A fake has no authentication of
-its own, so it must only ever listen on a loopback address; the credentials it prints are
-the fake's own test credentials, never real ones.
+One click group. Its platform sub-commands are not written here: every plugin whose factory
+(entry point ``robot.connectors``) has ``fake_command()`` contributes its own command, listed
+under the factory's platform name, so ``robot fake --help`` shows every installed fake and a
+third-party plugin brings its fake without a line changed here. A plugin that fails to load,
+or whose fake command does, still appears, as a command that says why.
+
+A fake has no authentication of its own, so it only ever listens on a loopback address
+(:mod:`connectors.fakecli`); the credentials it prints are the fake's own test credentials.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
-from connectors.fakekit import MAX_CLOCK_OFFSET
+from connectors.plugin import HasFake
 from robot.cli.common import emit_json, json_option
 from robot.errors import UserError
 
-if TYPE_CHECKING:
-    from starlette.types import ASGIApp
 
-F = TypeVar("F", bound=Callable[..., Any])
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-@click.group("fake")
+def _broken(name: str, why: str) -> click.Command:
+    """A stand-in for a plugin's fake that could not be loaded: running it says why."""
+
+    def refuse() -> None:
+        raise UserError(f"the fake of {name!r} cannot be served: {why}")
+
+    return click.Command(name, callback=refuse, help=f"(broken: {why})",
+                         context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True})
+
+
+@functools.cache
+def plugin_fakes() -> dict[str, click.Command]:
+    """Every installed plugin's fake command, by platform name."""
+    # Imported here so that the rest of the CLI starts without loading any plugin.
+    from robot.registry import discover
+
+    found = discover()
+    commands: dict[str, click.Command] = {}
+    for platform, factory in sorted(found.factories.items()):
+        if not isinstance(factory, HasFake):
+            continue
+        try:
+            command = factory.fake_command()
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug is shown, never fatal to the rest
+            commands[platform] = _broken(platform, _describe(exc))
+            continue
+        if command is None:
+            continue
+        if not isinstance(command, click.Command):
+            commands[platform] = _broken(platform, "fake_command() did not return a click "
+                                                   "command")
+            continue
+        commands[platform] = command
+    for problem in found.problems:
+        commands.setdefault(problem.name, _broken(problem.name, problem.error))
+    return commands
+
+
+class _FakeGroup(click.Group):
+    """The ``fake`` group: its own sub-commands, then every installed plugin's fake."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *plugin_fakes()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or plugin_fakes().get(cmd_name)
+
+
+@click.group("fake", cls=_FakeGroup)
 def fake() -> None:
     """Serve a local fake of a platform's open API (loopback only)."""
-
-
-def _loopback_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on a loopback address (port 0 picks a free one)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UserError(f"cannot resolve host {host!r}") from exc
-    family, _, _, _, address = infos[0]
-    if not ipaddress.ip_address(address[0]).is_loopback:
-        raise UserError(f"a fake serves loopback addresses only, not {host!r}")
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(128)
-    return sock
-
-
-def loopback_options(command: F) -> F:
-    """The ``--port`` and ``--host`` options every ``robot fake`` command takes."""
-    command = click.option("--host", default="127.0.0.1", show_default=True,
-                           help="A loopback address.")(command)
-    return click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-                        help="TCP port (0 picks a free one).")(command)
-
-
-def seed_orders_option(help_text: str) -> Callable[[F], F]:
-    """The ``--seed-orders N`` option (0 to 10,000; default 0)."""
-    return click.option("--seed-orders", type=click.IntRange(0, 10_000), default=0,
-                        show_default=True, help=help_text)
-
-
-def clock_offset_option(command: F) -> F:
-    """The ``--clock-offset SECONDS`` option: the fake platform's clock runs this far ahead
-    of this machine's (negative: behind); its order times, windows and ``Date`` follow it."""
-    return click.option(
-        "--clock-offset", type=click.FloatRange(-MAX_CLOCK_OFFSET, MAX_CLOCK_OFFSET),
-        default=0.0, show_default=True, metavar="SECONDS",
-        help="The platform's clock runs this many seconds ahead of ours (negative: behind); "
-             "change it later with POST /__fake__/clock/offset.")(command)
-
-
-def listen_on_loopback(host: str, port: int) -> tuple[socket.socket, str]:
-    """A listening loopback socket (see :func:`_loopback_socket`) and its base URL,
-    ``http://HOST:PORT`` (an IPv6 host in brackets)."""
-    sock = _loopback_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return sock, f"http://{shown_host}:{bound_port}"
-
-
-def announce(info: Mapping[str, Any], *, title: str, shown: Iterable[str],
-             more: Iterable[str] = (), as_json: bool) -> None:
-    """Print what a fake serves and its test credentials: all of ``info`` as JSON, or
-    ``title``, then the ``shown`` keys and the ``more`` lines, one a line."""
-    if as_json:
-        emit_json(dict(info))
-        return
-    click.echo(title)
-    for key in shown:
-        click.echo(f"  {key}: {info[key]}")
-    for line in more:
-        click.echo(f"  {line}")
-
-
-def serve_until_interrupted(app: ASGIApp, sock: socket.socket,
-                            *cleanups: Callable[[], object]) -> None:
-    """Serve ``app`` on ``sock`` until interrupted; then run ``cleanups`` in order and close
-    the socket."""
-    # Imported here so every other ``robot`` command starts without loading a web server.
-    import uvicorn
-
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
-                            date_header=False)  # a fake dates its answers by its own clock
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        for cleanup in cleanups:
-            cleanup()
-        sock.close()
-
-
-@fake.command("taobao")
-@loopback_options
-@click.option("--app-key", default="12345678", show_default=True)
-@click.option("--app-secret", default="testsecret", show_default=True)
-@click.option("--session", default="test-session", show_default=True)
-@seed_orders_option("Paid trades to create at start.")
-@clock_offset_option
-@json_option
-def fake_taobao(
-    port: int,
-    host: str,
-    app_key: str,
-    app_secret: str,
-    session: str,
-    seed_orders: int,
-    clock_offset: float,
-    as_json: bool,
-) -> None:
-    """Serve a fake Taobao Open Platform (TOP) gateway until interrupted."""
-    # Imported here so every other ``robot`` command starts without loading a web server.
-    from connectors.taobao.fake import FakeTop, create_app
-
-    state = FakeTop(app_key=app_key, app_secret=app_secret, session=session,
-                    clock_offset=clock_offset)
-    tids = state.seed(seed_orders)
-    sock, base = listen_on_loopback(host, port)
-    info = {
-        "gateway": f"{base}/router/rest",
-        "control": f"{base}/__fake__/state",
-        "app_key": app_key,
-        "app_secret": app_secret,
-        "session": session,
-        "seeded_tids": [str(tid) for tid in tids],
-        "clock_offset_seconds": clock_offset,
-    }
-    info["skus"] = [item.to_json() for item in state.catalog()]
-    announce(info, title="Fake TOP gateway (test credentials):",
-             shown=("gateway", "control", "app_key", "app_secret", "session"),
-             more=[f"seeded trades: {len(tids)}", *state.banner(base)],
-             as_json=as_json)
-    serve_until_interrupted(create_app(state), sock, state.release_hangs)
 
 
 def _control_url(url: str) -> str:

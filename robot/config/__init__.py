@@ -37,6 +37,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import ConnectorFactory
+from connectors.config import (
+    BASE_DIR,
+    ENV_NAME_RE,
+    ENV_REF_RE,
+    FILE_PREFIX,
+    PlatformConfig,
+    Secret,
+    env_value,
+)
 from robot.config.mappings import PoolShare, SkuMapping, check_pools, duplicate_skus
 from robot.config.problems import Problems, did_you_mean, explain, known_keys, read_yaml
 from robot.config.robot_file import (
@@ -59,13 +68,9 @@ from robot.config.shop_file import (
     ShopFile,
 )
 from robot.config.types import (
-    BASE_DIR,
     DEFAULT_ITEM_DESC,
     DEFAULT_MEMO_TEMPLATE,
     DEFAULT_TIMEZONE,
-    ENV_NAME_RE,
-    ENV_REF_RE,
-    FILE_PREFIX,
     ITEM_DESC_PLACEHOLDERS,
     MASK,
     MEMO_PLACEHOLDERS,
@@ -74,14 +79,11 @@ from robot.config.types import (
     Duration,
     ItemDescTemplate,
     MemoTemplate,
-    PlatformConfig,
     PlatformId,
-    Secret,
     ShopName,
     TimeZoneName,
     Unmapped,
     Yuan,
-    env_value,
     parse_duration,
     zone,
 )

@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from connectors.config import Secret
 from robot.config.problems import did_you_mean
 from robot.config.shop_file import Defaults, ShopConfig
 from robot.config.types import (
     DEFAULT_TIMEZONE,
     Duration,
-    Secret,
     StrictModel,
     TimeZoneName,
     parse_duration,

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from connectors.config import Secret
 from robot.config.mappings import SkuMapping
 from robot.config.types import (
     DEFAULT_ITEM_DESC,
@@ -27,7 +28,6 @@ from robot.config.types import (
     ItemDescTemplate,
     MemoTemplate,
     PlatformId,
-    Secret,
     ShopName,
     StrictModel,
     Unmapped,

@@ -1,29 +1,26 @@
 """Value types of the configuration files: secrets, durations, names, templates, money, zones.
 
-:data:`Secret` is the type for anything confidential (connectors use it too): a literal, a
-whole-value ``${ENV_VAR}`` or ``file:/path``; it prints as ``********``. Every validator here
-raises ``PydanticCustomError`` with a message that never quotes the value it refused.
+:data:`Secret` (anything confidential: a literal, a whole-value ``${ENV_VAR}`` or
+``file:/path``; it prints as ``********``) and :class:`PlatformConfig` come from the ground
+floor, :mod:`connectors.config`, where connectors take them too (:mod:`robot.config`
+re-exports them). Every validator here raises ``PydanticCustomError`` with a message that
+never quotes the value it refused.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 MASK = "********"
 SHOP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-ENV_REF_RE = re.compile(r"\$\{([^}]*)\}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-FILE_PREFIX = "file:"
 #: Placeholders a memo template may use (the pipeline fills them in).
 MEMO_PLACEHOLDERS = frozenset({"masked_codes", "pickup_url", "order_id"})
 #: Placeholders an item description may use.
@@ -33,87 +30,6 @@ DEFAULT_ITEM_DESC = "{title} x{quantity}"
 #: Characters a delivery API token needs at least (``secrets.token_urlsafe(32)`` gives 43).
 MIN_API_TOKEN = 32
 
-
-BASE_DIR = "base_dir"  # key in the pydantic validation context
-
-
-def _base_dir(info: ValidationInfo) -> Path | None:
-    ctx = info.context
-    if isinstance(ctx, Mapping):
-        base = ctx.get(BASE_DIR)
-        if isinstance(base, Path):
-            return base
-    return None
-
-
-def env_value(name: str) -> str:
-    if not ENV_NAME_RE.fullmatch(name):
-        raise PydanticCustomError(
-            "env_name",
-            "'${{{name}}}' is not a valid environment variable reference",
-            {"name": name},
-        )
-    value = os.environ.get(name)
-    if value is None:
-        raise PydanticCustomError(
-            "env_missing", "environment variable {name} is not set", {"name": name}
-        )
-    if value == "":
-        raise PydanticCustomError(
-            "env_empty", "environment variable {name} is empty", {"name": name}
-        )
-    return value
-
-
-def _read_secret_file(raw: str, base: Path | None) -> str:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        if base is None:
-            raise PydanticCustomError(
-                "secret_file_relative",
-                "file:{path}: a relative path needs a config file to resolve against; "
-                "use an absolute path",
-                {"path": raw},
-            )
-        path = base / path
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PydanticCustomError(
-            "secret_file_encoding", "file {path} is not UTF-8 text", {"path": str(path)}
-        ) from exc
-    except OSError as exc:
-        raise PydanticCustomError(
-            "secret_file_unreadable",
-            "cannot read file {path}: {reason}",
-            {"path": str(path), "reason": exc.strerror or type(exc).__name__},
-        ) from exc
-    value = text.rstrip("\r\n")
-    if not value:
-        raise PydanticCustomError("secret_file_empty", "file {path} is empty", {"path": str(path)})
-    return value
-
-
-def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
-    """Turn ``${ENV}`` / ``file:path`` / a literal into the secret's value."""
-    if isinstance(value, SecretStr):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise PydanticCustomError(
-            "secret_type", "expected a string (a literal, ${ENV_VAR} or file:/path)"
-        )
-    value = str(value)
-    ref = ENV_REF_RE.fullmatch(value)
-    if ref:
-        return env_value(ref.group(1))
-    if value.startswith(FILE_PREFIX):
-        return _read_secret_file(value[len(FILE_PREFIX) :], _base_dir(info))
-    return value
-
-
-#: A confidential string: a literal, ``${ENV_VAR}`` (whole value) or ``file:/path`` (contents,
-#: trailing newline stripped; relative to the config file that holds it). Prints as stars.
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_HELP = "expected seconds or a duration like '30s', '5m', '1h'"
@@ -185,13 +101,6 @@ def _template_checker(allowed: frozenset[str]) -> Callable[[Any], Any]:
 MemoTemplate = Annotated[str, BeforeValidator(_template_checker(MEMO_PLACEHOLDERS))]
 ItemDescTemplate = Annotated[str, BeforeValidator(_template_checker(ITEM_DESC_PLACEHOLDERS))]
 Unmapped = Literal["hold", "ignore"]
-
-
-class PlatformConfig(BaseModel):
-    """A convenient base for connectors' ``config_model``: unknown keys are errors, numbers
-    given for string fields (``app_key: 12345678``) are accepted as strings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class StrictModel(BaseModel):

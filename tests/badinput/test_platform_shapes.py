@@ -22,7 +22,6 @@ What must hold ("the order is parked with a reason, the shop keeps going"):
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,12 +35,14 @@ from structlog.testing import capture_logs
 
 from connectors.base import Connector
 from connectors.common.shapes import HUGE_NUMBER
+from connectors.plugin import HasHarness
 from connectors.wechat.crypto import backend_signature
 from robot import pipeline, poller, shops
 from robot.clock import utcnow
 from robot.errors import PushRejected, Retriable
 from robot.http.hooks import rejection_status
 from robot.outbox import Dispatcher, RetryPolicy
+from robot.registry import discover
 from robot.schema import audit_log, deliveries, order_lines, orders, outbox, shop_state
 from robot.vault import Vault
 from tests.badinput.snapshot import snapshot
@@ -240,8 +241,11 @@ class Rig:
 def rig(request: pytest.FixtureRequest, engine: Engine, vault: Vault) -> Iterator[Rig]:
     platform = PLATFORMS[request.param]
     seed_codes(engine, vault, "cards", 10)
-    module = importlib.import_module(f"tests.contract.harness_{platform.name}")
-    with module.make_harness() as harness:
+    factory = discover().factories[platform.name]
+    assert isinstance(factory, HasHarness)
+    made = factory.contract_harness()
+    assert made is not None
+    with made as harness:
         yield Rig(platform, harness, engine, vault)
 
 

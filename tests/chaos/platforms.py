@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from robot.demo import DemoDriver
+from connectors.plugin import DemoDriver
 
 #: Called with the platform order id of a write-back the moment it reaches the fake.
 ShipWatcher = Callable[[str], None]

@@ -1,189 +1,50 @@
-"""The contract every connector passes, whatever its platform (parametrized over harnesses).
+"""The channel contract (:mod:`connectors.testing.channel`), run over every installed plugin.
 
-It pins what the core relies on: paid orders come back normalized and repeatable, shipping
-is exactly-once with "already shipped" reported as such, closed orders are refused as
-NotShippable, memos land, credentials problems are Fatal, and a forged push is refused.
+The suite ships in the ground floor so that a third-party plugin runs the same tests; here it
+is parametrized over the harness each installed factory brings (``contract_harness()``),
+found through the ``robot.connectors`` entry points like the connectors themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import json
-import pkgutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 
-import tests.contract
-from connectors.base import Connector, Order, PlatformStatus, Shipment, ShipOutcome
-from robot.errors import Fatal, NotShippable, PushRejected
-from tests.contract.harness import Harness, WireHarness
+from connectors.plugin import HasHarness
+from connectors.testing.channel import ChannelContract, WireContract
+from connectors.testing.harness import ChannelHarness, WireHarness
+from robot.registry import discover
 
-HARNESSES = sorted(m.name for m in pkgutil.iter_modules(tests.contract.__path__)
-                   if m.name.startswith("harness_"))
-
-
-@pytest.fixture(params=HARNESSES, ids=[h.removeprefix("harness_") for h in HARNESSES])
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    module = importlib.import_module(f"tests.contract.{request.param}")
-    with module.make_harness() as h:
-        yield h
+FACTORIES = {platform: factory for platform, factory in sorted(discover().factories.items())
+             if isinstance(factory, HasHarness) and factory.contract_harness() is not None}
+#: The in-memory platform has no wire: its calls are Python calls, and nothing records them.
+WIRE = [platform for platform in FACTORIES if platform != "memory"]
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+def test_every_built_in_plugin_brings_a_harness() -> None:
+    """Each built-in connector's factory provides its contract harness."""
+    assert {"memory", "taobao", "pinduoduo", "youzan", "wechat"} <= set(FACTORIES)
 
 
-async def _collect(connector: Connector, wanted: str) -> tuple[Order | None, object]:
-    """Poll until the cursor is current; return the wanted order (if seen) and the cursor."""
-    cursor = None
-    found = None
-    for _ in range(200):
-        result = await connector.poll(cursor, datetime.now(UTC))
-        json.dumps(dict(result.cursor))  # the cursor must be storable as JSON
-        for order in result.orders:
-            if order.platform_order_id == wanted:
-                found = order
-        cursor = dict(result.cursor)
-        if not result.more:
-            break
-    await connector.aclose()
-    return found, cursor
+class TestChannelContract(ChannelContract):
+    """Every installed plugin's connector keeps the channel contract."""
+
+    @pytest.fixture(params=sorted(FACTORIES))
+    def harness(self, request: pytest.FixtureRequest) -> Iterator[ChannelHarness]:
+        harness = FACTORIES[request.param].contract_harness()
+        assert harness is not None
+        with harness as h:
+            yield h
 
 
-def _shipment(order: Order) -> Shipment:
-    return Shipment(order=order, line_ids=tuple(ln.line_id for ln in order.lines),
-                    memo="[robot] 12****89", item_desc="contract x1", masked_codes=("12****89",))
+class TestWireContract(WireContract):
+    """Every installed wire fake records the write-back calls it receives."""
 
-
-def test_paid_order_is_found_and_normalized(harness: Harness) -> None:
-    """A paid order comes back from polling (or push) with its SKU and quantity."""
-    oid = harness.create_paid_order(quantity=2)
-    push = harness.signed_push(oid)
-    if push is not None:
-        headers, body = push
-        batch = harness.connector().parse_push(headers, body, datetime.now(UTC))
-        assert oid in {e.platform_order_id for e in batch.events}
-    found, _ = run(_collect(harness.connector(), oid))
-    if found is None:  # push-only platform: the detail comes from fetch_order
-        assert push is not None, "a paid order must be found by polling or by push"
-        found = run(harness.connector().fetch_order(oid))
-    assert found.status is PlatformStatus.PAID
-    assert [(ln.sku_id or ln.outer_id or ln.item_id, ln.quantity) for ln in found.lines] == [
-        (harness.sku_id, 2)]
-    assert found.total_cents >= 0
-
-
-def test_fetch_order_returns_the_same_order(harness: Harness) -> None:
-    """fetch_order reads one order's current snapshot."""
-    oid = harness.create_paid_order()
-    order = run(harness.connector().fetch_order(oid))
-    assert order.platform_order_id == oid
-    assert order.status is PlatformStatus.PAID
-
-
-def test_ship_is_exactly_once(harness: Harness) -> None:
-    """The first ship is applied; a second is reported as already shipped, not applied again."""
-    oid = harness.create_paid_order()
-    connector = harness.connector()
-
-    async def scenario() -> tuple[ShipOutcome, ShipOutcome]:
-        order = await connector.fetch_order(oid)
-        first = await connector.ship(_shipment(order))
-        second = await connector.ship(_shipment(order))
-        await connector.aclose()
-        return first, second
-
-    assert run(scenario()) == (ShipOutcome.SHIPPED, ShipOutcome.ALREADY_SHIPPED)
-    assert harness.shipments(oid) == 1
-
-
-def test_closed_order_is_not_shippable(harness: Harness) -> None:
-    """An order closed before shipping is refused with NotShippable and nothing is applied."""
-    oid = harness.create_paid_order()
-    connector = harness.connector()
-    order = run(connector.fetch_order(oid))
-    harness.close_order(oid)
-    with pytest.raises(NotShippable):
-        run(connector.ship(_shipment(order)))
-    assert harness.shipments(oid) == 0
-    closed = run(harness.connector().fetch_order(oid))
-    assert closed.status is PlatformStatus.CLOSED or closed.fully_refunded
-
-
-def test_memo_is_written(harness: Harness) -> None:
-    """write_memo leaves the memo on the platform (where the platform has memos)."""
-    oid = harness.create_paid_order()
-    connector = harness.connector()
-    order = run(connector.fetch_order(oid))
-    run(connector.write_memo(order, "[robot] 12****89 https://robot.example/p/x"))
-    memo = harness.memo(oid)
-    assert memo is None or "12****89" in memo
-
-
-def test_expired_credentials_are_fatal(harness: Harness) -> None:
-    """Expired or revoked authorization surfaces as a Fatal error (the shop is paused)."""
-    oid = harness.create_paid_order()
-    harness.expire_credentials()
-    with pytest.raises(Fatal):
-        run(harness.connector().fetch_order(oid))
-
-
-def test_forged_push_is_refused(harness: Harness) -> None:
-    """A push whose body was altered after signing is refused with PushRejected."""
-    oid = harness.create_paid_order()
-    push = harness.signed_push(oid)
-    connector = harness.connector()
-    if push is None:
-        with pytest.raises(PushRejected):
-            connector.parse_push({}, b"{}", datetime.now(UTC))
-        return
-    headers, body = push
-    with pytest.raises(PushRejected):
-        connector.parse_push(headers, body.replace(b"}", b" }", 1), datetime.now(UTC))
-
-
-# -- what a wire fake records (the chaos suite's evidence) -----------------------------------
-WIRE_HARNESSES = [h for h in HARNESSES if h != "harness_memory"]  # memory: no wire, no record
-
-
-@pytest.fixture(params=WIRE_HARNESSES, ids=[h.removeprefix("harness_") for h in WIRE_HARNESSES])
-def wire_harness(request: pytest.FixtureRequest) -> Iterator[WireHarness]:
-    module = importlib.import_module(f"tests.contract.{request.param}")
-    with module.make_harness() as h:
-        yield h
-
-
-def test_fake_records_every_ship_and_memo_call_with_its_payload(wire_harness: WireHarness) -> None:
-    """Every ship and memo call the fake receives is recorded with its payload and answer,
-    the refused second shipment included, and served in /__fake__/state."""
-    harness = wire_harness
-    oid = harness.create_paid_order()
-    connector = harness.connector()
-    memo = "[robot] VI****AB GA****CD https://robot.example/p/tok3n"
-
-    async def scenario() -> None:
-        order = await connector.fetch_order(oid)
-        await connector.ship(_shipment(order))
-        await connector.ship(_shipment(order))  # the stale order: the call is made, refused
-        await connector.write_memo(order, memo)
-        await connector.aclose()
-
-    run(scenario())
-    calls = harness.write_backs(oid)
-    ships = [c for c in calls if c["kind"] == "ship"]
-    assert [c["outcome"] == "applied" for c in ships] == [True, False]
-    assert ships[1]["outcome"].startswith("refused: ")
-    assert all(c["order_id"] == oid and c["payload"] for c in ships)
-    assert ships[0]["received_at"] <= ships[1]["received_at"]
-    assert ships[0]["seq"] < ships[1]["seq"]
-    memos = [c for c in calls if c["kind"] == "memo"]
-    if harness.memo(oid) is None:  # WeChat has no seller memo: nothing is sent
-        assert memos == []
-        return
-    assert len(memos) == 1 and memos[0]["outcome"] == "applied"
-    assert memos[0]["masked_codes"] == ["VI****AB", "GA****CD"]
-    assert memos[0]["links"] == ["https://robot.example/p/tok3n"]
-    assert memo in memos[0]["payload"].values()
+    @pytest.fixture(params=WIRE)
+    def harness(self, request: pytest.FixtureRequest) -> Iterator[WireHarness]:
+        harness = FACTORIES[request.param].contract_harness()
+        assert harness is not None
+        with harness as h:
+            assert isinstance(h, WireHarness), f"{request.param}'s harness has no write_backs"
+            yield h

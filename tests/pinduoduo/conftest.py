@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.pinduoduo.fake import FakeClock, FakePdd, create_app
-from tests.loopback import serve_in_thread
+from connectors.testing.loopback import serve_in_thread
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 
 from connectors.base import ShopContext
+from connectors.common.context import MemoryContext
 from connectors.common.times import to_epoch
 from connectors.pinduoduo import PinduoduoConfig, PinduoduoConnector
 from connectors.pinduoduo.fake import FakeClock, FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.tokens import MemoryShopContext
 
 GATEWAY = "http://pdd.fake/api/router"
 
@@ -53,7 +53,7 @@ def make_connector(pdd: FakePdd, clock: FakeClock, *, context: ShopContext | Non
     transport = None if gateway else httpx.ASGITransport(app=create_app(pdd))
     sleeper = sleep or FakeSleep(clock)
     return PinduoduoConnector(
-        config, context=context or MemoryShopContext("test-shop"), transport=transport,
+        config, context=context or MemoryContext("test-shop"), transport=transport,
         clock=clock.now, sleep=sleeper,
         limiter=RateLimiter(clock=lambda: clock.now().timestamp(), sleep=sleeper),
     )

@@ -14,7 +14,8 @@ from pdd_helpers import FakeSleep, make_connector
 from structlog.testing import capture_logs
 
 from connectors.base import Order, PlatformStatus, RefundState, Shipment, ShipOutcome
-from connectors.pinduoduo import MemoryShopContext, PinduoduoConnector
+from connectors.common.context import MemoryContext
+from connectors.pinduoduo import PinduoduoConnector
 from connectors.pinduoduo.fake import FakeClock, FakePdd
 from connectors.pinduoduo.tokens import SECRET_NAME, TokenSet
 from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable
@@ -130,7 +131,7 @@ def test_expired_token_is_refreshed_transparently_and_stored(
 ) -> None:
     """10019 triggers one refresh and one retry; the new token is stored for the next run."""
     sn = pdd.create_order()
-    context = MemoryShopContext("shop-p")
+    context = MemoryContext("shop-p")
     pdd.expire_access_tokens()
     with capture_logs() as logs:
         order = drive(pdd, clock, lambda c: c.fetch_order(sn), context=context)
@@ -152,7 +153,7 @@ def test_expired_token_is_refreshed_transparently_and_stored(
 def test_token_is_refreshed_before_it_expires(pdd: FakePdd, clock: FakeClock) -> None:
     """A token known to expire within the margin is refreshed first; POP never says 10019."""
     sn = pdd.create_order()
-    context = MemoryShopContext("shop-p")
+    context = MemoryContext("shop-p")
     drive(pdd, clock, lambda c: c.fetch_order(sn), context=context, access_token=None,
           refresh_token=None, code="test-code")
     assert pdd.calls[0] == "pdd.pop.auth.token.create"
@@ -182,7 +183,7 @@ def test_a_fresh_token_refused_again_is_retried_later_not_fatal(
     sn = pdd.create_order()
     pdd.expire_access_tokens()
     ttl, pdd.access_ttl = pdd.access_ttl, timedelta(0)  # the new token is born expired
-    context = MemoryShopContext("shop-p")
+    context = MemoryContext("shop-p")
     with pytest.raises(Unavailable, match="refused too"):
         drive(pdd, clock, lambda c: c.fetch_order(sn), context=context)
     assert pdd.calls == ["pdd.order.information.get", "pdd.pop.auth.token.refresh",

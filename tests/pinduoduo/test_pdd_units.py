@@ -11,6 +11,7 @@ from pdd_helpers import make_config
 from pydantic import ValidationError
 
 from connectors.base import PlatformStatus, RefundState
+from connectors.common.context import MemoryContext
 from connectors.common.window import write_cursor
 from connectors.pinduoduo import AccessTokenExpired, AppRejected, PddRejected
 from connectors.pinduoduo.client import MAX_WINDOW, PLANNER
@@ -18,7 +19,7 @@ from connectors.pinduoduo.errors import map_http_failure, map_pdd_error
 from connectors.pinduoduo.limiter import Limit, RateLimiter
 from connectors.pinduoduo.normalize import latest_by_order, order_from_row, yuan_to_fen
 from connectors.pinduoduo.sign import pdd_sign
-from connectors.pinduoduo.tokens import SECRET_NAME, MemoryShopContext, TokenSet, TokenStore
+from connectors.pinduoduo.tokens import SECRET_NAME, TokenSet, TokenStore
 from robot.errors import (
     AuthError,
     BadPlatformData,
@@ -215,7 +216,7 @@ def test_config_rules() -> None:
 
 def test_token_store_prefers_stored_tokens_until_the_shop_file_changes() -> None:
     """Refreshed tokens survive a restart; new seed tokens in the shop file win again."""
-    context = MemoryShopContext("s")
+    context = MemoryContext("s")
     store = TokenStore(make_config(), context)
     first = store.load()
     assert first is not None and first.access_token == "test-access-token"

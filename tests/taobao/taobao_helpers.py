@@ -13,7 +13,7 @@ from connectors.common.times import format_cst
 from connectors.taobao import TaobaoConfig
 from connectors.taobao.fake import FakeTop, create_app
 from connectors.taobao.sign import top_sign
-from tests.loopback import serve_in_thread
+from connectors.testing.loopback import serve_in_thread
 
 GATEWAY = "http://top.fake/router/rest"
 

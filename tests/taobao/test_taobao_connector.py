@@ -19,9 +19,9 @@ from connectors.base import (
     RefundState,
     Shipment,
     ShipOutcome,
+    UnreadableOrder,
 )
 from connectors.common.times import parse_cst
-from connectors.common.unreadable import UnreadableOrder
 from connectors.taobao import ClockSkew, SessionExpired, TaobaoConnector
 from connectors.taobao.fake import FakeClock, FakeTop
 from robot.errors import AuthError, NotShippable, PushRejected, Throttled, Unavailable

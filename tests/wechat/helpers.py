@@ -8,15 +8,14 @@ from typing import Any
 
 import httpx
 
+from connectors.common.context import MemoryContext as SharedMemoryContext
+from connectors.testing.loopback import serve_in_thread
 from connectors.wechat import WechatConfig, WechatConnector
 from connectors.wechat.fake import FakeClock, FakeWechat, create_app
-from tests.helpers import MemoryContext as SharedMemoryContext
-from tests.loopback import serve_in_thread
+from connectors.wechat.harness import BACKEND_SECRET, PREFIX, SKU, UNIT, platform_config
 
-SKU = "wx-card"
-PREFIX = "CT"
-UNIT = 1000
-BACKEND_SECRET = "backend-hmac-secret"
+#: Re-exported from the plugin's contract harness.
+__all__ = ["BACKEND_SECRET", "PREFIX", "SKU", "UNIT", "platform_config"]
 
 
 class MemoryContext(SharedMemoryContext):
@@ -24,21 +23,6 @@ class MemoryContext(SharedMemoryContext):
 
     def __init__(self, shop: str = "wx-shop") -> None:
         super().__init__(shop)
-
-
-def platform_config(fake: FakeWechat, base_url: str = "http://wechat.fake",
-                    **overrides: Any) -> dict[str, Any]:
-    """The ``platform_config`` mapping for a shop on ``fake`` (as a shop file would hold)."""
-    values: dict[str, Any] = {
-        "appid": fake.appid, "app_secret": fake.app_secret, "mchid": fake.mchid,
-        "apiv3_key": fake.apiv3_key,
-        "wechatpay_public_keys": {fake.serial: fake.public_key_pem},
-        "backend_secret": BACKEND_SECRET,
-        "sku_rules": [{"prefix": PREFIX, "sku": SKU, "unit_price_cents": UNIT}],
-        "base_url": base_url,
-    }
-    values.update(overrides)
-    return values
 
 
 def make_config(fake: FakeWechat, base_url: str = "http://wechat.fake",

@@ -8,14 +8,14 @@ from typing import Any
 
 import httpx
 
-from connectors.youzan import YouzanConfig, YouzanConnector
+from connectors.common.context import MemoryContext as SharedMemoryContext
+from connectors.testing.loopback import serve_in_thread
+from connectors.youzan import YouzanConnector
 from connectors.youzan.fake import FakeClock, FakeYouzan, create_app
-from tests.helpers import MemoryContext as SharedMemoryContext
-from tests.loopback import serve_in_thread
+from connectors.youzan.harness import CLIENT_ID, CLIENT_SECRET, KDT_ID, make_config, make_fake
 
-CLIENT_ID = "fake-client-id"
-CLIENT_SECRET = "fake-client-secret"
-KDT_ID = "56232"
+#: Re-exported from the plugin's contract harness.
+__all__ = ["CLIENT_ID", "CLIENT_SECRET", "KDT_ID", "make_config", "make_fake"]
 
 
 class MemoryContext(SharedMemoryContext):
@@ -23,19 +23,6 @@ class MemoryContext(SharedMemoryContext):
 
     def __init__(self, shop: str = "yz-shop") -> None:
         super().__init__(shop)
-
-
-def make_config(base_url: str = "http://youzan.fake", **overrides: Any) -> YouzanConfig:
-    values: dict[str, Any] = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                              "grant_id": KDT_ID, "base_url": base_url}
-    values.update(overrides)
-    return YouzanConfig(**values)
-
-
-def make_fake(clock: FakeClock | None = None, **kwargs: Any) -> FakeYouzan:
-    """The fake with the test credentials, on ``clock`` (a fresh FakeClock when None)."""
-    return FakeYouzan(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, kdt_id=KDT_ID,
-                      clock=(clock or FakeClock()).now, **kwargs)
 
 
 def make_real_time_fake() -> FakeYouzan:

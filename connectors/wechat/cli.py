@@ -1,40 +1,28 @@
 """``robot fake wechat``: serve the local fake of ``api.weixin.qq.com`` and WeChat Pay.
 
-Registers a sub-command on the ``fake`` group (exported by :mod:`robot.cli.cmd_fake`). Like
-every fake it listens on loopback only, and the keys and credentials it prints are the fake's
-own test values, generated at start (an RSA key pair, an APIv3 key). With ``--notify-url`` it
-also delivers WeChat Pay notifications there, signed, encrypted and retried as WeChat Pay
-does, once a second.
+The wechat factory returns this command (``fake_command()``); the robot's ``robot fake`` group
+lists it. Like every fake it listens on loopback only, and the keys and credentials it prints
+are the fake's own test values, generated at start (an RSA key pair, an APIv3 key). With
+``--notify-url`` it also delivers WeChat Pay notifications there, signed, encrypted and retried
+as WeChat Pay does, once a second.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
-    announce,
-    clock_offset_option,
-    fake,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
-from robot.cli.common import json_option
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
-@fake.command("wechat")
-@loopback_options
+@click.command("wechat")
+@fake_options("Paid payments to create at start.")
 @click.option("--appid", default="wxfakeappid000001", show_default=True)
 @click.option("--app-secret", default="fake-app-secret", show_default=True)
 @click.option("--mchid", default="1900000109", show_default=True)
-@seed_orders_option("Paid payments to create at start.")
 @click.option("--seed-sku", default="GAME-50", show_default=True,
               help="The SKU the seeded payments carry in attach.")
 @click.option("--notify-url", default=None,
               help="Deliver WeChat Pay notifications to this URL (the robot's /hooks/SHOP).")
-@clock_offset_option
-@json_option
 def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
                 seed_orders: int, seed_sku: str, notify_url: str | None, clock_offset: float,
                 as_json: bool) -> None:
@@ -73,6 +61,3 @@ def fake_wechat(port: int, host: str, appid: str, app_secret: str, mchid: str,
     loop = PayLoop(sender)
     loop.start()
     serve_until_interrupted(create_app(state, sender), sock, loop.stop, sender.close)
-
-
-COMMANDS: list[click.Command] = []

@@ -13,10 +13,35 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from connectors.base import Connector
-from connectors.wechat.fake import FakeClock, FakeWechat
-from tests.contract.harness import served_write_backs
-from tests.wechat.helpers import PREFIX, SKU, UNIT, MemoryContext, connector_for, live_fake
+from connectors.common.context import MemoryContext
+from connectors.testing.harness import served_write_backs
+from connectors.testing.loopback import serve_in_thread
+from connectors.wechat.client import WechatConnector
+from connectors.wechat.config import WechatConfig
+from connectors.wechat.fake import FakeClock, FakeWechat, create_app
+
+SKU = "wx-card"
+PREFIX = "CT"
+UNIT = 1000
+BACKEND_SECRET = "backend-hmac-secret"  # noqa: S105 - a test credential
+
+
+def platform_config(fake: FakeWechat, base_url: str = "http://wechat.fake",
+                    **overrides: Any) -> dict[str, Any]:
+    """The ``platform_config`` mapping for a shop on ``fake`` (as a shop file would hold)."""
+    values: dict[str, Any] = {
+        "appid": fake.appid, "app_secret": fake.app_secret, "mchid": fake.mchid,
+        "apiv3_key": fake.apiv3_key,
+        "wechatpay_public_keys": {fake.serial: fake.public_key_pem},
+        "backend_secret": BACKEND_SECRET,
+        "sku_rules": [{"prefix": PREFIX, "sku": SKU, "unit_price_cents": UNIT}],
+        "base_url": base_url,
+    }
+    values.update(overrides)
+    return values
 
 
 class WechatHarness:
@@ -27,10 +52,13 @@ class WechatHarness:
         self.clock = FakeClock()
         self.fake = FakeWechat(clock=self.clock.now)
         self.base_url = ""
-        self.context = MemoryContext()  # one shop's durable store, shared like the real one
+        self.context = MemoryContext("wx-shop")  # one shop's durable store, shared
 
     def connector(self) -> Connector:
-        return connector_for(self.fake, self.base_url, self.context, clock=self.clock)
+        # Driven from several asyncio.run() loops: no pooled connection may outlive its loop.
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+        config = WechatConfig(**platform_config(self.fake, self.base_url))
+        return WechatConnector(config, self.context, transport=transport, clock=self.clock.now)
 
     def create_paid_order(self, quantity: int = 1) -> str:
         return self.fake.create_payment(total=UNIT * quantity,
@@ -60,6 +88,6 @@ class WechatHarness:
 @contextmanager
 def make_harness() -> Iterator[WechatHarness]:
     harness = WechatHarness()
-    with live_fake(harness.fake) as url:
+    with serve_in_thread(create_app(harness.fake)) as url:
         harness.base_url = url
         yield harness

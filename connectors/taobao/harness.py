@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 
 from connectors.base import Connector
-from connectors.taobao import TaobaoConnector
-from connectors.taobao.fake import FakeTop
-from tests.contract.harness import served_write_backs
-from tests.taobao.taobao_helpers import make_config, serve
+from connectors.taobao.client import TaobaoConnector
+from connectors.taobao.config import TaobaoConfig
+from connectors.taobao.fake import FakeTop, create_app
+from connectors.testing.harness import served_write_backs
+from connectors.testing.loopback import serve_in_thread
 
 
 class TaobaoHarness:
@@ -27,7 +28,9 @@ class TaobaoHarness:
         # The suite drives one connector from several asyncio.run() loops; without keep-alive
         # no pooled connection outlives the loop that opened it.
         transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
-        config = make_config(gateway=self.gateway, lag_seconds=0, initial_lookback_minutes=5)
+        config = TaobaoConfig(app_key=self.top.app_key, app_secret=self.top.app_secret,
+                              session=self.top.session, gateway=self.gateway, lag_seconds=0,
+                              initial_lookback_minutes=5)
         return TaobaoConnector(config, shop="contract", transport=transport)
 
     def create_paid_order(self, quantity: int = 1) -> str:
@@ -56,5 +59,5 @@ class TaobaoHarness:
 @contextmanager
 def make_harness() -> Iterator[TaobaoHarness]:
     top = FakeTop()
-    with serve(top) as gateway:
-        yield TaobaoHarness(top, gateway)
+    with serve_in_thread(create_app(top), before_stop=top.release_hangs) as base_url:
+        yield TaobaoHarness(top, f"{base_url}/router/rest")

@@ -1,37 +1,25 @@
 """``robot fake youzan``: serve the local fake of Youzan Cloud for demos and manual tests.
 
-Registers a sub-command on the ``fake`` group (exported by :mod:`robot.cli.cmd_fake`). Like
-every fake it listens on loopback only, and the credentials it prints are the fake's own test
-credentials. With ``--push-url`` it also delivers push messages there, signed and retried as
-Youzan does, once a second.
+The youzan factory returns this command (``fake_command()``); the robot's ``robot fake`` group
+lists it. Like every fake it listens on loopback only, and the credentials it prints are the
+fake's own test credentials. With ``--push-url`` it also delivers push messages there, signed
+and retried as Youzan does, once a second.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
-    announce,
-    clock_offset_option,
-    fake,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
-from robot.cli.common import json_option
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
-@fake.command("youzan")
-@loopback_options
+@click.command("youzan")
+@fake_options("Paid trades to create at start.")
 @click.option("--client-id", default="fake-client-id", show_default=True)
 @click.option("--client-secret", default="fake-client-secret", show_default=True)
 @click.option("--kdt-id", default="56232", show_default=True, help="The shop id (grant_id).")
-@seed_orders_option("Paid trades to create at start.")
 @click.option("--push-url", default=None,
               help="Deliver push messages to this URL (e.g. the robot's /hooks/SHOP).")
-@clock_offset_option
-@json_option
 def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id: str,
                 seed_orders: int, push_url: str | None, clock_offset: float,
                 as_json: bool) -> None:
@@ -62,6 +50,3 @@ def fake_youzan(port: int, host: str, client_id: str, client_secret: str, kdt_id
     loop = PushLoop(sender)
     loop.start()
     serve_until_interrupted(create_app(state, sender), sock, loop.stop, sender.close)
-
-
-COMMANDS: list[click.Command] = []

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import Connector
-from connectors.pinduoduo import MemoryShopContext, PinduoduoConfig, PinduoduoConnector
+from connectors.common.context import MemoryContext
+from connectors.pinduoduo.client import PinduoduoConnector
+from connectors.pinduoduo.config import PinduoduoConfig
 from connectors.pinduoduo.fake import FakePdd, create_app
 from connectors.pinduoduo.limiter import RateLimiter
-from tests.contract.harness import served_write_backs
-from tests.loopback import serve_in_thread
+from connectors.testing.harness import served_write_backs
+from connectors.testing.loopback import serve_in_thread
 
 
 class PinduoduoHarness:
@@ -21,7 +23,7 @@ class PinduoduoHarness:
 
     def __init__(self, gateway: str, state: FakePdd) -> None:
         self.state = state
-        self.context = MemoryShopContext("contract-pdd")
+        self.context = MemoryContext("contract-pdd")
         self.limiter = RateLimiter()
         self.config = PinduoduoConfig(
             client_id=state.client_id, client_secret=state.client_secret,

@@ -1,6 +1,6 @@
-"""Helpers shared by several platforms' tests (each platform's own live in its folder).
-
-Test code only: nothing here may hold a real credential.
+"""A :class:`connectors.base.ShopContext` kept in memory: for harnesses, tests and fakes'
+demos, and for a connector built without the robot's durable context. Nothing survives a
+restart. Part of the ground floor: it imports nothing from the robot.
 """
 
 from __future__ import annotations

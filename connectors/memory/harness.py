@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from connectors.base import Connector, PlatformStatus
+from connectors.base import Connector, Order, OrderLine, PlatformStatus
 from connectors.memory import (
     TEST_PUSH_SECRET,
     MemoryConnector,
@@ -15,7 +15,6 @@ from connectors.memory import (
     order_to_json,
     sign_push,
 )
-from tests.factories import paid_order
 
 _ids = itertools.count(1)
 
@@ -32,7 +31,11 @@ class MemoryHarness:
 
     def create_paid_order(self, quantity: int = 1) -> str:
         oid = f"MEM{next(_ids):06d}"
-        self.backend.put_order(paid_order(oid, (self.sku_id, quantity)))
+        self.backend.put_order(Order(
+            platform_order_id=oid, status=PlatformStatus.PAID, buyer_id="buyer-1",
+            lines=(OrderLine(line_id=f"{oid}-1", quantity=quantity, sku_id=self.sku_id,
+                             unit_price_cents=1000),),
+            total_cents=1000 * quantity))
         return oid
 
     def close_order(self, platform_order_id: str) -> None:

@@ -1,35 +1,23 @@
 """``robot fake pinduoduo``: serve the fake Pinduoduo (POP) gateway for demos and manual tests.
 
-Registers a sub-command on the ``fake`` group from :mod:`robot.cli.cmd_fake`. Like every
-fake it listens on loopback only; the credentials it prints are the fake's own test
-credentials, never real ones.
+The pinduoduo factory returns this command (``fake_command()``); the robot's ``robot fake``
+group lists it. Like every fake it listens on loopback only; the credentials it prints are the
+fake's own test credentials, never real ones.
 """
 
 from __future__ import annotations
 
 import click
 
-from robot.cli.cmd_fake import (
-    announce,
-    clock_offset_option,
-    fake,
-    listen_on_loopback,
-    loopback_options,
-    seed_orders_option,
-    serve_until_interrupted,
-)
-from robot.cli.common import json_option
+from connectors.fakecli import announce, fake_options, listen_on_loopback, serve_until_interrupted
 
 
-@fake.command("pinduoduo")
-@loopback_options
+@click.command("pinduoduo")
+@fake_options("Paid orders awaiting shipment to create at start.")
 @click.option("--client-id", default="test-client", show_default=True)
 @click.option("--client-secret", default="testsecret", show_default=True)
 @click.option("--access-token", default="test-access-token", show_default=True)
 @click.option("--refresh-token", default="test-refresh-token", show_default=True)
-@seed_orders_option("Paid orders awaiting shipment to create at start.")
-@clock_offset_option
-@json_option
 def fake_pinduoduo(
     port: int,
     host: str,
@@ -68,6 +56,3 @@ def fake_pinduoduo(
              more=[f"seeded orders: {len(order_sns)}", *state.banner(base)],
              as_json=as_json)
     serve_until_interrupted(create_app(state), sock, state.release_hangs)
-
-
-COMMANDS: list[click.Command] = []
