@@ -8,7 +8,6 @@ lock on MySQL, the write lock on SQLite).
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 from pathlib import Path
 
@@ -32,7 +31,8 @@ def migrations_dir() -> Path:
     that ``python -m robot`` put first on the path): running another project's revisions
     against the robot's database must never happen.
     """
-    package = importlib.import_module("migrations")
+    import migrations as package  # the robot's own, shipped beside it (checked below)
+
     where = Path(package.__file__ or "").parent
     if getattr(package, "ROBOT_MIGRATIONS", False) is not True or not (where / "env.py").is_file():
         raise RuntimeError(f"the 'migrations' package found at {where} is not the robot's own; "

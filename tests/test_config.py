@@ -66,6 +66,7 @@ class TestPlatConfig(PlatformConfig):
     app_secret: Secret
     session: Secret | None = None
     options: NestedOptions = NestedOptions()
+    use_tmc: bool = False  # as the Taobao example sets it
 
     @model_validator(mode="after")
     def _not_bad(self) -> TestPlatConfig:
@@ -250,7 +251,7 @@ def test_example_files_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ROBOT_ALERT_URL", f"dingtalk://{ALERT_SECRET}/")
     cfg = load_config(tmp_path / "robot.yaml", registry=REGISTRY)
     (shop,) = cfg.shops
-    assert shop.name == "tb-main"
+    assert shop.name == "taobao-main"
     assert [m.key for m in shop.items] == [
         ("sku_id", "4567890123"),
         ("item_id", "612345678901"),

@@ -24,12 +24,12 @@ from connectors.pinduoduo.fake import FakePdd
 from connectors.pinduoduo.fake import create_app as pdd_app
 from connectors.taobao.fake import FakeTop
 from connectors.taobao.fake import create_app as top_app
+from connectors.testing.loopback import serve_in_thread
 from connectors.wechat.fake import FakeWechat, PaySender
 from connectors.wechat.fake import create_app as wechat_app
 from connectors.youzan.fake import FakeYouzan, PushSender
 from connectors.youzan.fake import create_app as youzan_app
 from robot.errors import UserError
-from tests.loopback import serve_in_thread
 
 PLATFORMS = ["pinduoduo", "taobao", "wechat", "youzan"]
 
@@ -233,7 +233,7 @@ async def _find(connector: Connector, wanted: str) -> Order | None:
 def test_robot_fake_order_creates_an_order_the_connector_takes_in(platform: str) -> None:
     """``robot fake order --url --sku --quantity`` on a running fake makes a paid order with
     that SKU and quantity, which the platform's connector then polls (or is pushed)."""
-    module = importlib.import_module(f"tests.contract.harness_{platform}")
+    module = importlib.import_module(f"connectors.{platform}.harness")
     with module.make_harness() as harness:
         base = _base_url(harness)
         sku = httpx.get(f"{base}/__fake__/catalog").json()[0]["sku"]
@@ -296,8 +296,7 @@ def test_each_fake_banner_lists_its_skus_and_the_order_command(
             cleanup()
         sock.close()
 
-    for name in ("cmd_fake", "cmd_fake_pinduoduo", "cmd_fake_youzan", "cmd_fake_wechat"):
-        monkeypatch.setattr(f"robot.cli.{name}.serve_until_interrupted", no_serving)
+    monkeypatch.setattr(f"connectors.{platform}.cli.serve_until_interrupted", no_serving)
     result = CliRunner().invoke(robot.cli.cli, ["fake", platform, "--port", "0"])
     assert result.exit_code == 0, result.output
     state, _ = _fake(platform, FakeClock())

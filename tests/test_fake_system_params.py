@@ -27,11 +27,11 @@ from connectors.pinduoduo.sign import pdd_sign
 from connectors.taobao.fake import FakeTop
 from connectors.taobao.fake import create_app as top_app
 from connectors.taobao.sign import SIGN_METHODS, top_sign
+from connectors.testing.loopback import serve_in_thread
 from connectors.wechat.fake import FakeWechat
 from connectors.wechat.fake import create_app as wechat_app
 from connectors.youzan.fake import FakeYouzan
 from connectors.youzan.fake import create_app as youzan_app
-from tests.loopback import serve_in_thread
 
 MISSING = object()  # the parameter is not sent at all
 NOW = datetime.fromisoformat("2024-01-02T03:04:05+00:00")
@@ -374,7 +374,9 @@ def test_youzan_fake_answers_malformed_token_requests_with_youzans_error(
 
 
 @FUZZ
-@given(value=st.one_of(NASTY, st.integers(), st.floats(allow_nan=False), st.booleans(),
+# JSON has no infinity (httpx refuses to send it): `Infinity` as raw text is a table case.
+@given(value=st.one_of(NASTY, st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                       st.booleans(),
                        st.none(), st.lists(st.integers(), max_size=3)),
        name=st.sampled_from(["page_no", "page_size", "start_update", "end_update", "status",
                              "tid"]))
