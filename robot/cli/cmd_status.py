@@ -67,7 +67,9 @@ def _clock(offset: float | None, limit: float) -> str:
     "!" past the limit."""
     if offset is None:
         return ""
-    return f"{offset:+.0f}s" + (" !" if abs(offset) > limit else "")
+    whole = round(offset)
+    shown = f"{whole:+d}s" if whole else "0s"  # never "-0s" for a clock a few ms behind
+    return shown + (" !" if abs(offset) > limit else "")
 
 
 COMMANDS: list[click.Command] = [status_cmd]
