@@ -108,6 +108,17 @@ def zone_name(zone: tzinfo | None) -> str:
     return str(getattr(zone, "key", None) or zone.tzname(None) or zone)
 
 
+def format_span(seconds: float | None, *, empty: str = "") -> str:
+    """A measured time span for people: ``45s``, ``12.5m``, ``3.5h`` (``empty`` for none)."""
+    if seconds is None:
+        return empty
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def format_duration(seconds: float) -> str:
     """Seconds as a config file writes them: ``2592000`` → ``30d``, ``90`` → ``90s``,
     ``5400`` → ``90m``, ``0.2`` → ``200ms`` (the largest unit that divides it evenly)."""

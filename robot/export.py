@@ -29,9 +29,9 @@ from sqlalchemy import Connection, Engine, Select, func, select, update
 
 from robot import audit
 from robot.clock import DEFAULT_ZONE, to_zone, utcnow
-from robot.display import format_time_json
+from robot.display import format_time_json, yuan
 from robot.errors import UserError
-from robot.pools import CODE_STATES, pool_id
+from robot.pools import CODE_STATES, code_state, pool_id
 from robot.schema import batches, codes, deliveries, orders, stock
 from robot.states import BatchState, CodeState, DeliveryState
 from robot.vault import Vault, mask, split_pair
@@ -194,21 +194,11 @@ def _row(vault: Vault, r: Any, plaintext: bool, zone: tzinfo) -> list[str]:
         code_cell = _safe(mask(card_no))
         password_cell = _safe(mask(password)) if password else ""
     return [
-        str(r.id), code_cell, password_cell, _state(r), str(r.batch_id), str(r.source_line),
-        _safe(r.supplier or ""), "" if r.cost_cents is None else f"{r.cost_cents / 100:.2f}",
+        str(r.id), code_cell, password_cell, code_state(r), str(r.batch_id), str(r.source_line),
+        _safe(r.supplier or ""), yuan(r.cost_cents),
         _local(r.expires_at, zone), "" if r.order_id is None else str(r.order_id),
         _safe(r.platform_order_id or ""), _safe(r.shop or ""), _local(r.delivered_at, zone),
     ]
-
-
-def _state(r: Any) -> str:
-    if r.in_stock is not None:
-        return CodeState.AVAILABLE
-    if r.delivery is not None:
-        return str(r.delivery)
-    if r.retired is not None:
-        return str(r.retired)
-    return "unknown"
 
 
 def _local(value: datetime | None, zone: tzinfo) -> str:

@@ -1062,14 +1062,16 @@ def list_codes(engine: Engine, vault: Vault, pool: str, *, state: str | None = N
         except CodeRejected:
             shown = "(altered: fails authentication)"
         out.append(CodeRow(
-            id=int(r.id), masked=shown, state=_state_of(r), batch_id=int(r.batch_id),
+            id=int(r.id), masked=shown, state=code_state(r), batch_id=int(r.batch_id),
             source_line=int(r.source_line), expires_at=r.expires_at,
             cost_cents=None if r.cost_cents is None else int(r.cost_cents),
         ))
     return out
 
 
-def _state_of(r: Any) -> str:
+def code_state(r: Any) -> str:
+    """A code's state from a row with ``in_stock``, ``delivery``, ``retired`` and
+    ``batch_state`` (the stock row, the delivery's state, the code's own retirement, its batch)."""
     if r.in_stock is not None:
         return CodeState.AVAILABLE
     if r.delivery is not None:

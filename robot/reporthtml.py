@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from robot.clock import local_day
-from robot.display import format_minute, zone_name
+from robot.display import format_minute, format_span, zone_name
 from robot.report import LATENCY_EDGES, LatencyRow, PoolRow, Report, SalesRow
 
 CHART_W = 720
@@ -53,13 +53,7 @@ def yuan(cents: int | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+    return format_span(seconds, empty="–")
 
 
 def window_days(report: Report) -> list[str]:

@@ -15,7 +15,7 @@ import click
 
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import utcnow
-from robot.display import CENTS_SUFFIX, format_minute, with_yuan, yuan_name, zone_name
+from robot.display import CENTS_SUFFIX, format_minute, format_span, with_yuan, yuan_name, zone_name
 from robot.display import yuan as _money
 from robot.report import (
     GROUPINGS,
@@ -35,16 +35,6 @@ CSV_COLUMNS = tuple(c for f in _FIELDS for c in (
     (yuan_name(f, _FIELDS), f) if f.endswith(CENTS_SUFFIX) else (f,)))
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _table_row(r: SalesRow) -> list[Any]:
     return [r.key, r.orders, r.shipped, r.open, r.units, _money(r.revenue_cents),
             f"{r.refunds} / {_money(r.refund_cents)}" if r.refund_cents is not None
@@ -53,7 +43,7 @@ def _table_row(r: SalesRow) -> list[Any]:
             _money(r.margin_cents),
             "" if r.margin_pct is None else f"{r.margin_pct}%",
             f"{r.cancelled} / {_money(r.cancelled_cents)}" if r.cancelled_cents is not None
-            else "", _duration(r.avg_paid_to_shipped_s)]
+            else "", format_span(r.avg_paid_to_shipped_s)]
 
 
 def write_csv(report: Report, path: Path) -> None:
