@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from robot.config import RiskRules
 
 Kind = Literal["buyer", "ip"]
-KINDS: tuple[Kind, ...] = ("buyer", "ip")
 #: Orders in these states do not count towards a buyer's daily amount (no money kept).
 NOT_SPENT = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED, OrderState.REFUNDED)
 MAX_VALUE = 128  # blacklist.value column width

@@ -283,8 +283,6 @@ class FakeTop(FakeBase):
                 self._publish("taobao_trade_TradeBuyerPay", trade)
             return tid
 
-    create_paid_trade = create_trade
-
     def touch(self, tid: int, when: datetime | None = None) -> None:
         """Mark a trade modified (now by default), as any change on TOP does."""
         with self.lock:
