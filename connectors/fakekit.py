@@ -226,10 +226,6 @@ class WriteBackLog:
             self.calls.append(call)
         return call
 
-    def for_order(self, order_id: object) -> list[WriteBackCall]:
-        with self._lock:
-            return [c for c in self.calls if c.order_id == str(order_id)]
-
     def to_json(self) -> list[dict[str, Any]]:
         with self._lock:
             return [c.to_json() for c in self.calls]

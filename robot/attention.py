@@ -264,7 +264,7 @@ def _audit(ctx: Context) -> list[Item]:
         return []  # reported by the key check; the log cannot be read without it
     items: list[Item] = []
     with ctx.engine.connect() as conn:
-        heads = {int(r.id): r for r in conn.execute(select(*audit._HEAD_COLS))}
+        heads = {int(r.id): r for r in conn.execute(select(*audit.HEAD_COLS))}
         broken = conn.execute(select(alert_state.c.detail).where(
             alert_state.c.key == "audit:chain",
             alert_state.c.active == True)).first()  # noqa: E712 - SQL comparison

@@ -202,10 +202,10 @@ def ensure_head(conn: Connection) -> None:
 # ---------------------------------------------------------------------------- appending
 
 # Built once: appending is on every allocation's path.
-_HEAD_COLS = (audit_head.c.id, audit_head.c.seq, audit_head.c.hash, audit_head.c.keyed)
-_HEAD = select(*_HEAD_COLS).where(audit_head.c.id == bindparam("b_chain"))
+HEAD_COLS = (audit_head.c.id, audit_head.c.seq, audit_head.c.hash, audit_head.c.keyed)
+_HEAD = select(*HEAD_COLS).where(audit_head.c.id == bindparam("b_chain"))
 _HEAD_LOCKED = _HEAD.with_for_update()
-_FREE_HEAD = (select(*_HEAD_COLS).order_by(audit_head.c.id).limit(1)
+_FREE_HEAD = (select(*HEAD_COLS).order_by(audit_head.c.id).limit(1)
               .with_for_update(skip_locked=True))
 _INSERT_ENTRY = insert(audit_log)
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == bindparam("b_chain"))
@@ -401,7 +401,7 @@ def _checkpoint(engine: Engine, seal: Seal) -> dict[int, Mark]:
         old = read_checkpoints(seal)
         new = dict(old)
         with engine.connect() as conn:
-            heads = conn.execute(select(*_HEAD_COLS)).all()
+            heads = conn.execute(select(*HEAD_COLS)).all()
             for head in heads:
                 chain = int(head.id)
                 mark = old.get(chain)
@@ -534,7 +534,7 @@ def verify(engine: Engine, *, batch: int = 5000, save: bool = True) -> VerifyRes
         return VerifyResult(False, 0, None, exc.message, None)
     total = 0
     with engine.connect() as conn:
-        heads = {int(r.id): r for r in conn.execute(select(*_HEAD_COLS))}
+        heads = {int(r.id): r for r in conn.execute(select(*HEAD_COLS))}
         in_log = {int(c): int(n) for c, n in conn.execute(
             select(audit_log.c.chain, func.count()).group_by(audit_log.c.chain))}
         chains = sorted(set(range(1, AUDIT_CHAINS + 1)) | set(heads) | set(in_log)
@@ -553,20 +553,9 @@ def verify(engine: Engine, *, batch: int = 5000, save: bool = True) -> VerifyRes
 def _verify_chain(conn: Connection, key: bytes, chain: int, head: Any, entries: int,
                   mark: Mark | None, batch: int) -> VerifyResult:
     where = "" if chain == 1 else f"chain {chain}: "
-    if head is None:
-        found = (f"the chain head row is missing ({entries} entries without it)" if entries
-                 else "the chain is missing (no head row, no entries)")
-        want = (f"; its checkpoint says entry {mark.seq} (hash {mark.hash[:16]}…)"
-                if mark is not None else "")
-        return VerifyResult(False, 0, mark.seq if mark else 1,
-                            f"{where}{found}{want}: the log was tampered with")
-    if not head.keyed:
-        if mark is not None:
-            return VerifyResult(False, 0, 1, f"{where}the chain claims the unkeyed hashes of "
-                                f"an older version, but its checkpoint says keyed entry "
-                                f"{mark.seq}: it was rewritten (a downgrade)")
-        return VerifyResult(False, 0, 1, f"{where}the chain still uses the unkeyed hashes of "
-                            "an older version: run `robot audit upgrade`")
+    unusable = _head_verdict(where, head, entries, mark)
+    if unusable is not None:
+        return unusable
     remember = frozenset({mark.seq}) if mark is not None else frozenset()
     walked = _walk(conn, key, chain, 0, GENESIS, batch=batch, remember=remember)
     while True:
@@ -590,6 +579,30 @@ def _verify_chain(conn: Connection, key: bytes, chain: int, head: Any, entries: 
                                 f"{where}the chain ends at entry {walked.seq} but its head "
                                 f"says {now.seq}: entries were removed from the end")
         break
+    return _end_verdict(where, now, walked, mark)
+
+
+def _head_verdict(where: str, head: Any, entries: int, mark: Mark | None) -> VerifyResult | None:
+    """The chain's failure when its head row is missing or unkeyed (None: walk it)."""
+    if head is None:
+        found = (f"the chain head row is missing ({entries} entries without it)" if entries
+                 else "the chain is missing (no head row, no entries)")
+        want = (f"; its checkpoint says entry {mark.seq} (hash {mark.hash[:16]}…)"
+                if mark is not None else "")
+        return VerifyResult(False, 0, mark.seq if mark else 1,
+                            f"{where}{found}{want}: the log was tampered with")
+    if not head.keyed:
+        if mark is not None:
+            return VerifyResult(False, 0, 1, f"{where}the chain claims the unkeyed hashes of "
+                                f"an older version, but its checkpoint says keyed entry "
+                                f"{mark.seq}: it was rewritten (a downgrade)")
+        return VerifyResult(False, 0, 1, f"{where}the chain still uses the unkeyed hashes of "
+                            "an older version: run `robot audit upgrade`")
+    return None
+
+
+def _end_verdict(where: str, now: Any, walked: _Walked, mark: Mark | None) -> VerifyResult:
+    """The verdict on a walked chain: its end against the head row and the checkpoint."""
     count = walked.seq
     if now.seq < count:
         return VerifyResult(False, count, now.seq + 1,

@@ -242,7 +242,7 @@ def _bound(dialect: Dialect, table: Table, columns: Sequence[str],
     processor only wraps bytes in ``dbapi.Binary``, and every driver here takes bytes."""
     procs = [(i, f) for i, name in enumerate(columns)
              if not isinstance(table.c[name].type, LargeBinary)
-             and (f := table.c[name].type._cached_bind_processor(dialect)) is not None]
+             and (f := table.c[name].type._cached_bind_processor(dialect)) is not None]  # noqa: SLF001 - SQLAlchemy's per-dialect memo of bind_processor; the public call rebuilds it per row
     if not procs:
         return rows
     memo: list[dict[Any, Any]] = [{} for _ in procs]

@@ -224,7 +224,7 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
     return table
 
 
-async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,
+async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,  # noqa: PLR0915 - the demo script top to bottom
                    only: list[str] | None = None, keep: bool = False,
                    seed: int | None = None, serve_after: bool = False) -> Summary:
     """Run the whole demo; ``console`` None means no live table (JSON mode)."""

@@ -290,8 +290,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         if not (row.state == OrderState.HELD and row.platform_status == UNREADABLE):
             return _apply_snapshot(conn, row, snap, actor, now)
         parked = int(row.id)  # parked unreadable, now readable: take it in as new
-    live = [line for line in snap.lines
-            if line.refund in (RefundState.NONE, RefundState.REFUSED) and line.quantity > 0]
+    live = _live_lines(snap)
     if snap.status is not PlatformStatus.PAID or not live:
         if parked is not None:
             return _settle_parked(conn, parked, snap, actor, now)
@@ -300,6 +299,36 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     resolved: list[tuple[OrderLine, list[Need] | None]] = [
         (line, resolve_line(shop.items, line)) for line in snap.lines
     ]
+    state, reason, hits = _first_verdict(conn, shop, snap, resolved, live, now, zone)
+    values = _order_values(snap, state, reason, now)
+    order_id = _store_order(conn, shop, snap, parked, values, now)
+    wanted = _insert_lines(conn, order_id, resolved, live)
+    entry = audit.Entry(actor=actor, action="intake", subject=f"order:{order_id}",
+                        details={"shop": shop.name,
+                                 "platform_order_id": snap.platform_order_id,
+                                 "state": state, "reason": reason})
+    if allocate and state == OrderState.RECEIVED:
+        result = _allocate_locked(conn, order_id, state, now, actor, wanted=wanted,
+                                  before=[entry])
+        return IntakeResult(order_id, "created", result.state)
+    audit.append_many(conn, [entry])
+    if hits:
+        risk.record_hold(conn, order_id, hits, actor=actor)
+    return IntakeResult(order_id, "created", state)
+
+
+def _live_lines(snap: Order) -> list[OrderLine]:
+    """The lines still to ship: not refunded (or refund refused) and with a quantity."""
+    return [line for line in snap.lines
+            if line.refund in (RefundState.NONE, RefundState.REFUSED) and line.quantity > 0]
+
+
+def _first_verdict(conn: Connection, shop: ShopRules, snap: Order,
+                   resolved: Sequence[tuple[OrderLine, list[Need] | None]],
+                   live: Sequence[OrderLine], now: datetime,
+                   zone: tzinfo) -> tuple[OrderState, str | None, list[risk.Hit]]:
+    """A new paid order's first state: held for unmapped SKUs or risk, ignored when no live
+    line maps to a pool, else received; with the reason and the risk rules that hit."""
     unmapped = [line for line, needs in resolved if needs is None and line in live]
     mapped_live = [line for line, needs in resolved if needs is not None and line in live]
     state, reason = OrderState.RECEIVED, None
@@ -307,16 +336,18 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         state = OrderState.HELD
         reason = "unmapped SKU: " + ", ".join(_describe(line) for line in unmapped)
     elif not mapped_live:
-        state, reason = OrderState.IGNORED, "no line maps to a pool"
-    hits: list[risk.Hit] = []
-    if state != OrderState.IGNORED:
-        rules = getattr(shop, "risk", None)
-        hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now,
-                                    zone)
-        if hits:
-            state, reason = OrderState.HELD, "; ".join(filter(None, (reason, risk.reason_of(hits))))
+        return OrderState.IGNORED, "no line maps to a pool", []
+    rules = getattr(shop, "risk", None)
+    hits = risk.check_new_order(conn, rules, _candidate(shop, snap, mapped_live), now, zone)
+    if hits:
+        state, reason = OrderState.HELD, "; ".join(filter(None, (reason, risk.reason_of(hits))))
+    return state, reason, hits
 
-    values = {
+
+def _order_values(snap: Order, state: OrderState, reason: str | None,
+                  now: datetime) -> dict[str, Any]:
+    """The order row's columns taken from a readable snapshot (a new or revived order)."""
+    return {
         "state": state, "platform_status": snap.status.value, "reason": reason,
         "buyer_id": snap.buyer_id,
         "buyer_ip": risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
@@ -325,17 +356,28 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
         "paid_at": to_naive_utc(snap.paid_at) if snap.paid_at else None,
         "updated_at": now, "due_at": now,
     }
+
+
+def _store_order(conn: Connection, shop: ShopRules, snap: Order, parked: int | None,
+                 values: dict[str, Any], now: datetime) -> int:
+    """Revive the parked row, or insert a new one; the order's id."""
     if parked is not None:
         _revive(conn, parked, values)
-        order_id = parked
-    else:
-        inserted = conn.execute(
-            _INSERT_ORDER, {"shop": shop.name, "platform": shop.platform,
-                            "platform_order_id": snap.platform_order_id, "received_at": now,
-                            **values}
-        ).inserted_primary_key
-        assert inserted is not None
-        order_id = int(inserted[0])
+        return parked
+    inserted = conn.execute(
+        _INSERT_ORDER, {"shop": shop.name, "platform": shop.platform,
+                        "platform_order_id": snap.platform_order_id, "received_at": now,
+                        **values}
+    ).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
+def _insert_lines(conn: Connection, order_id: int,
+                  resolved: Sequence[tuple[OrderLine, list[Need] | None]],
+                  live: Sequence[OrderLine]) -> list[_Wanted]:
+    """Write the order's lines with their pool shares (none for a dead or unmapped line);
+    the shares, for allocating in the same transaction."""
     wanted: list[_Wanted] = [
         (no, line.quantity, [(n.pool, n.per_unit) for n in needs] if needs and line in live
          else [])
@@ -354,18 +396,7 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
             for (no, _qty, shares), (line, _needs) in zip(wanted, resolved, strict=True)
         ],
     )
-    entry = audit.Entry(actor=actor, action="intake", subject=f"order:{order_id}",
-                        details={"shop": shop.name,
-                                 "platform_order_id": snap.platform_order_id,
-                                 "state": state, "reason": reason})
-    if allocate and state == OrderState.RECEIVED:
-        result = _allocate_locked(conn, order_id, state, now, actor, wanted=wanted,
-                                  before=[entry])
-        return IntakeResult(order_id, "created", result.state)
-    audit.append_many(conn, [entry])
-    if hits:
-        risk.record_hold(conn, order_id, hits, actor=actor)
-    return IntakeResult(order_id, "created", state)
+    return wanted
 
 
 def _revive(conn: Connection, order_id: int, values: dict[str, Any]) -> None:
@@ -416,31 +447,49 @@ def _apply_snapshot(conn: Connection, row: Row[Any], snap: Order, actor: str,
                      .values(platform_status=snap.status.value, updated_at=now))
     if not status_changed and not changed_lines:
         return IntakeResult(order_id, "duplicate", state)
-
     if snap.status is PlatformStatus.CLOSED or snap.fully_refunded:
-        if state in UNSHIPPED:
-            why = "refunded before shipping" if snap.fully_refunded else "closed on the platform"
-            cancel(conn, order_id, state, OrderState.CANCELLED, why, actor, now)
-            return IntakeResult(order_id, "updated", OrderState.CANCELLED)
-        if state == OrderState.SHIPPED:
-            _refund_after_delivery(conn, order_id, actor, now, "refunded after delivery")
-            return IntakeResult(order_id, "updated", OrderState.REFUNDED)
+        moved = _apply_closed(conn, order_id, state, snap, actor, now)
     elif changed_lines:
-        refunded = [ln for ln in changed_lines if ln.refund is RefundState.REFUNDED]
-        requested = [ln for ln in changed_lines
-                     if ln.refund in (RefundState.REQUESTED, RefundState.REFUNDED)]
-        if state == OrderState.SHIPPED and refunded:
-            _refund_after_delivery(conn, order_id, actor, now,
-                                   "line refunded after delivery: "
-                                   + ", ".join(ln.line_id for ln in refunded))
-            return IntakeResult(order_id, "updated", OrderState.REFUNDED)
-        if state in _STILL_TO_SHIP and requested:
-            reason = "refund requested on line " + ", ".join(ln.line_id for ln in requested)
-            transition(conn, order_id, state, OrderState.HELD, reason, now)
-            audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
-                         details={"reason": reason})
-            return IntakeResult(order_id, "updated", OrderState.HELD)
-    return IntakeResult(order_id, "updated", state)
+        moved = _apply_line_refunds(conn, order_id, state, changed_lines, actor, now)
+    else:
+        moved = None
+    return IntakeResult(order_id, "updated", moved or state)
+
+
+def _apply_closed(conn: Connection, order_id: int, state: OrderState, snap: Order, actor: str,
+                  now: datetime) -> OrderState | None:
+    """A known order closed or fully refunded on the platform: cancelled before shipping,
+    refunded after; the state it moved to (None: it stays)."""
+    if state in UNSHIPPED:
+        why = "refunded before shipping" if snap.fully_refunded else "closed on the platform"
+        cancel(conn, order_id, state, OrderState.CANCELLED, why, actor, now)
+        return OrderState.CANCELLED
+    if state == OrderState.SHIPPED:
+        _refund_after_delivery(conn, order_id, actor, now, "refunded after delivery")
+        return OrderState.REFUNDED
+    return None
+
+
+def _apply_line_refunds(conn: Connection, order_id: int, state: OrderState,
+                        changed_lines: Sequence[OrderLine], actor: str,
+                        now: datetime) -> OrderState | None:
+    """Lines whose refund state changed: a shipped line refunded refunds the order, a refund
+    requested before shipping holds it; the state it moved to (None: it stays)."""
+    refunded = [ln for ln in changed_lines if ln.refund is RefundState.REFUNDED]
+    requested = [ln for ln in changed_lines
+                 if ln.refund in (RefundState.REQUESTED, RefundState.REFUNDED)]
+    if state == OrderState.SHIPPED and refunded:
+        _refund_after_delivery(conn, order_id, actor, now,
+                               "line refunded after delivery: "
+                               + ", ".join(ln.line_id for ln in refunded))
+        return OrderState.REFUNDED
+    if state in _STILL_TO_SHIP and requested:
+        reason = "refund requested on line " + ", ".join(ln.line_id for ln in requested)
+        transition(conn, order_id, state, OrderState.HELD, reason, now)
+        audit.append(conn, actor=actor, action="hold", subject=f"order:{order_id}",
+                     details={"reason": reason})
+        return OrderState.HELD
+    return None
 
 
 def _update_line_refunds(conn: Connection, order_id: int, snap: Order) -> list[OrderLine]:
@@ -590,45 +639,13 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
     caller has them at hand (intake), else they are read; ``before`` are audit entries of
     this transaction still to be appended ahead of the allocation's (one chain append)."""
     if wanted is None:
-        wanted = [(int(r.line_no), int(r.quantity), [(str(p), int(k)) for p, k in
-                                                      json.loads(r.mapping)])
-                  for r in conn.execute(
-                      select(order_lines.c.line_no, order_lines.c.quantity,
-                             order_lines.c.mapping)
-                      .where(order_lines.c.order_id == order_id)
-                      .order_by(order_lines.c.line_no))]
-    names = sorted({pool for _no, _qty, shares in wanted for pool, _k in shares})
-    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(
-        _POOL_IDS, {"b_names": names})} if names else {}
-    plan: list[tuple[int, int, int]] = []  # (line_no, pool_id, count)
-    for line_no, quantity, shares in wanted:
-        for pool_name, per_unit in shares:
-            pid = pool_ids.get(pool_name)
-            if pid is None:
-                reason = f"pool {pool_name!r} does not exist"
-                return _wait(conn, order_id, state, now, reason, actor, before)
-            plan.append((line_no, pid, per_unit * quantity))
-
-    rows: list[dict[str, object]] = []
-    per_line: dict[int, int] = {}
-    # A claim of one code takes it or nothing; only a larger plan can fall short half-way
-    # and needs a savepoint to put back what it took.
-    savepoint = conn.begin_nested() if sum(count for _n, _p, count in plan) > 1 else None
-    for line_no, pid, count in plan:
-        got = claim(conn, pid, count, now)
-        if len(got) < count:
-            if savepoint is not None:
-                savepoint.rollback()
-            name = next(n for n, i in pool_ids.items() if i == pid)
-            return _wait(conn, order_id, state, now,
-                         f"not enough stock in pool {name!r} (need {count})", actor, before)
-        for cid in got:
-            n = per_line.get(line_no, 0)
-            per_line[line_no] = n + 1
-            rows.append({"order_id": order_id, "line_no": line_no, "n": n, "code_id": cid,
-                         "pool_id": pid, "state": DeliveryState.RESERVED, "created_at": now})
-    if savepoint is not None:
-        savepoint.commit()
+        wanted = _read_wanted(conn, order_id)
+    plan = _plan(conn, wanted)
+    if isinstance(plan, str):
+        return _wait(conn, order_id, state, now, plan, actor, before)
+    rows = _claim_all(conn, order_id, plan, now)
+    if isinstance(rows, str):
+        return _wait(conn, order_id, state, now, rows, actor, before)
     if rows:
         conn.execute(_INSERT_DELIVERIES, rows)
     transition(conn, order_id, state, OrderState.ALLOCATED, None, now, allocated_at=now)
@@ -640,6 +657,59 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
         actor=actor, action="allocate", subject=f"order:{order_id}",
         details={"code_ids": list(code_ids)})])
     return AllocationResult(order_id, OrderState.ALLOCATED, code_ids)
+
+
+def _read_wanted(conn: Connection, order_id: int) -> list[_Wanted]:
+    """The order's stored lines with their pool shares, in line order."""
+    return [(int(r.line_no), int(r.quantity), [(str(p), int(k)) for p, k in
+                                               json.loads(r.mapping)])
+            for r in conn.execute(
+                select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping)
+                .where(order_lines.c.order_id == order_id)
+                .order_by(order_lines.c.line_no))]
+
+
+#: (line_no, pool_id, pool name, codes to claim) of one share of one order line.
+_Claim = tuple[int, int, str, int]
+
+
+def _plan(conn: Connection, wanted: Sequence[_Wanted]) -> list[_Claim] | str:
+    """The claims to make, or why the order must wait (a pool that does not exist)."""
+    names = sorted({pool for _no, _qty, shares in wanted for pool, _k in shares})
+    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(
+        _POOL_IDS, {"b_names": names})} if names else {}
+    plan: list[_Claim] = []
+    for line_no, quantity, shares in wanted:
+        for pool_name, per_unit in shares:
+            pid = pool_ids.get(pool_name)
+            if pid is None:
+                return f"pool {pool_name!r} does not exist"
+            plan.append((line_no, pid, pool_name, per_unit * quantity))
+    return plan
+
+
+def _claim_all(conn: Connection, order_id: int, plan: Sequence[_Claim],
+               now: datetime) -> list[dict[str, object]] | str:
+    """Claim every code of the plan (the delivery rows to insert), or none and why not."""
+    rows: list[dict[str, object]] = []
+    per_line: dict[int, int] = {}
+    # A claim of one code takes it or nothing; only a larger plan can fall short half-way
+    # and needs a savepoint to put back what it took.
+    savepoint = conn.begin_nested() if sum(claim[3] for claim in plan) > 1 else None
+    for line_no, pid, name, count in plan:
+        got = claim(conn, pid, count, now)
+        if len(got) < count:
+            if savepoint is not None:
+                savepoint.rollback()
+            return f"not enough stock in pool {name!r} (need {count})"
+        for cid in got:
+            n = per_line.get(line_no, 0)
+            per_line[line_no] = n + 1
+            rows.append({"order_id": order_id, "line_no": line_no, "n": n, "code_id": cid,
+                         "pool_id": pid, "state": DeliveryState.RESERVED, "created_at": now})
+    if savepoint is not None:
+        savepoint.commit()
+    return rows
 
 
 def _wait(conn: Connection, order_id: int, state: OrderState, now: datetime, reason: str,

@@ -450,7 +450,7 @@ class _Import:
     def _store_once(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
         try:
             with self.engine.begin() as conn:
-                self._touch(conn)
+                self.touch(conn)
                 # Nearly always every code is new: insert them all, and look for the codes
                 # the pool already holds only when the unique index says there are some.
                 # (Any other error leaves the savepoint alone: the transaction is rolled back
@@ -538,7 +538,8 @@ class _Import:
                                                int(r.source_line))
         return found
 
-    def _touch(self, conn: Connection) -> None:
+    def touch(self, conn: Connection) -> None:
+        """Mark the batch alive (a guarded update), or fail when it was aborted meanwhile."""
         # Proves the importer is alive, and that nobody aborted the batch meanwhile.
         touched = conn.execute(
             update(batches).where(batches.c.id == self.batch_id,
@@ -555,10 +556,10 @@ class _Import:
 
     def _touch_only(self) -> None:
         with self.engine.begin() as conn:
-            self._touch(conn)
+            self.touch(conn)
 
 
-def import_codes(
+def import_codes(  # noqa: C901, PLR0915 - one all-or-nothing import: pipeline, rollback on any error, verdict
     engine: Engine,
     vault: Vault,
     pool: str,
@@ -696,7 +697,7 @@ def _activate(engine: Engine, job: _Import, *, path: Path, sha: str, supplier: s
     # Never later than the real clock: nothing already expired may go on sale.
     now = max(job.now, utcnow())
     with engine.begin() as conn:
-        job._touch(conn)
+        job.touch(conn)
         in_stock = conn.execute(
             insert(stock).from_select(
                 ["code_id", "pool_id", "expires_at"],

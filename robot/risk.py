@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from robot.config import RiskRules
 
 Kind = Literal["buyer", "ip"]
-KINDS: tuple[Kind, ...] = ("buyer", "ip")
 #: Orders in these states do not count towards a buyer's daily amount (no money kept).
 NOT_SPENT = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED, OrderState.REFUNDED)
 MAX_VALUE = 128  # blacklist.value column width
@@ -144,42 +143,77 @@ def judge(rules: RiskRules | None, cand: Candidate, facts: Facts) -> list[Hit]:
         hits.append(Hit("blacklist_ip", f"IP {cand.buyer_ip} is blacklisted"))
     if rules is None:
         return hits
-    if rules.buyer_rate is not None and cand.buyer_id:
-        n = facts.buyer_orders + 1
-        if n > rules.buyer_rate.max_orders:
-            hits.append(Hit("buyer_rate", f"{n} orders in {_duration(rules.buyer_rate.window)} "
-                                          f"> {rules.buyer_rate.max_orders}"))
-    if rules.ip_rate is not None and cand.buyer_ip:
-        n = facts.ip_orders + 1
-        if n > rules.ip_rate.max_orders:
-            hits.append(Hit("ip_rate", f"{n} orders in {_duration(rules.ip_rate.window)} "
-                                       f"> {rules.ip_rate.max_orders}"))
-    if rules.max_quantity is not None:
-        units = sum(line.quantity for line in cand.lines)
-        if units > rules.max_quantity:
-            hits.append(Hit("quantity", f"{units} units > {rules.max_quantity}"))
-    if rules.buyer_amount_per_day_yuan is not None and cand.buyer_id:
-        limit = _cents(rules.buyer_amount_per_day_yuan)
-        spent = facts.buyer_cents_today + cand.total_cents
-        if spent > limit:
-            hits.append(Hit("buyer_amount_per_day",
-                            f"{_yuan(spent)} yuan today > {_yuan(limit)}"))
-    if (rules.new_buyer_first_order_yuan is not None and cand.buyer_id
-            and not facts.buyer_has_shipped):
-        limit = _cents(rules.new_buyer_first_order_yuan)
-        if cand.total_cents > limit:
-            hits.append(Hit("new_buyer", f"first order {_yuan(cand.total_cents)} yuan "
-                                         f"> {_yuan(limit)}"))
-    if rules.review_skus:
-        listed = {(k, v) for r in rules.review_skus
-                  for k, v in (("item_id", r.item_id), ("sku_id", r.sku_id),
-                               ("outer_id", r.outer_id)) if v is not None}
-        found = sorted({f"{k}={getattr(line, k)}" for line in cand.lines
-                        for k in ("item_id", "sku_id", "outer_id")
-                        if (k, getattr(line, k)) in listed})
-        if found:
-            hits.append(Hit("review_sku", ", ".join(found)))
+    for rule in _RULES:
+        hit = rule(rules, cand, facts)
+        if hit is not None:
+            hits.append(hit)
     return hits
+
+
+def _buyer_rate(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if rules.buyer_rate is None or not cand.buyer_id:
+        return None
+    n = facts.buyer_orders + 1
+    if n <= rules.buyer_rate.max_orders:
+        return None
+    return Hit("buyer_rate", f"{n} orders in {_duration(rules.buyer_rate.window)} "
+                             f"> {rules.buyer_rate.max_orders}")
+
+
+def _ip_rate(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if rules.ip_rate is None or not cand.buyer_ip:
+        return None
+    n = facts.ip_orders + 1
+    if n <= rules.ip_rate.max_orders:
+        return None
+    return Hit("ip_rate", f"{n} orders in {_duration(rules.ip_rate.window)} "
+                          f"> {rules.ip_rate.max_orders}")
+
+
+def _quantity(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if rules.max_quantity is None:
+        return None
+    units = sum(line.quantity for line in cand.lines)
+    if units <= rules.max_quantity:
+        return None
+    return Hit("quantity", f"{units} units > {rules.max_quantity}")
+
+
+def _buyer_amount(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if rules.buyer_amount_per_day_yuan is None or not cand.buyer_id:
+        return None
+    limit = _cents(rules.buyer_amount_per_day_yuan)
+    spent = facts.buyer_cents_today + cand.total_cents
+    if spent <= limit:
+        return None
+    return Hit("buyer_amount_per_day", f"{_yuan(spent)} yuan today > {_yuan(limit)}")
+
+
+def _new_buyer(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if (rules.new_buyer_first_order_yuan is None or not cand.buyer_id
+            or facts.buyer_has_shipped):
+        return None
+    limit = _cents(rules.new_buyer_first_order_yuan)
+    if cand.total_cents <= limit:
+        return None
+    return Hit("new_buyer", f"first order {_yuan(cand.total_cents)} yuan > {_yuan(limit)}")
+
+
+def _review_sku(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
+    if not rules.review_skus:
+        return None
+    listed = {(k, v) for r in rules.review_skus
+              for k, v in (("item_id", r.item_id), ("sku_id", r.sku_id),
+                           ("outer_id", r.outer_id)) if v is not None}
+    found = sorted({f"{k}={getattr(line, k)}" for line in cand.lines
+                    for k in ("item_id", "sku_id", "outer_id")
+                    if (k, getattr(line, k)) in listed})
+    return Hit("review_sku", ", ".join(found)) if found else None
+
+
+#: The configurable rules, in the order their hits are reported (after the blacklists).
+_RULES: tuple[Callable[[RiskRules, Candidate, Facts], Hit | None], ...] = (
+    _buyer_rate, _ip_rate, _quantity, _buyer_amount, _new_buyer, _review_sku)
 
 
 def reason_of(hits: Sequence[Hit]) -> str:
@@ -211,13 +245,7 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
     buyer = cand.buyer_id or None
     ip = canonical_ip(cand.buyer_ip) if cand.buyer_ip else None
     until = at if before_id is not None else None
-    facts: dict[str, Any] = {}
-    if buyer is not None or ip is not None:
-        listed = set(conn.execute(_LISTED, {"b_buyer": buyer, "b_ip": ip}).scalars())
-        if buyer is not None:
-            facts["buyer_blacklisted"] = "buyer" in listed
-        if ip is not None:
-            facts["ip_blacklisted"] = "ip" in listed
+    facts = _listed(conn, buyer, ip)
     if rules is None:
         return Facts(**facts)
     same_buyer = (orders.c.buyer_id == buyer) & (orders.c.platform == cand.platform)
@@ -228,20 +256,44 @@ def gather(conn: Connection, rules: RiskRules | None, cand: Candidate, at: datet
         facts["ip_orders"] = _count_since(conn, orders.c.buyer_ip == ip, at - timedelta(
             seconds=rules.ip_rate.window), before_id, until)
     if buyer is not None and rules.buyer_amount_per_day_yuan is not None:
-        stmt = select(func.coalesce(func.sum(orders.c.total_cents), 0)).where(
-            same_buyer, orders.c.received_at >= day_start(local_day(at, zone), zone),
-            orders.c.state.not_in(NOT_SPENT))
-        if until is not None:
-            stmt = stmt.where(orders.c.received_at <= until)
-        if before_id is not None:
-            stmt = stmt.where(orders.c.id < before_id)
-        facts["buyer_cents_today"] = int(conn.execute(stmt).scalar_one())
+        facts["buyer_cents_today"] = _spent_today(conn, same_buyer, at, zone, before_id, until)
     if buyer is not None and rules.new_buyer_first_order_yuan is not None:
-        stmt = select(orders.c.id).where(same_buyer, orders.c.state == OrderState.SHIPPED).limit(1)
-        if before_id is not None:
-            stmt = stmt.where(orders.c.id < before_id)
-        facts["buyer_has_shipped"] = conn.execute(stmt).first() is not None
+        facts["buyer_has_shipped"] = _has_shipped(conn, same_buyer, before_id)
     return Facts(**facts)
+
+
+def _listed(conn: Connection, buyer: str | None, ip: str | None) -> dict[str, Any]:
+    """Whether the buyer id and the IP are blacklisted (only those the order has)."""
+    facts: dict[str, Any] = {}
+    if buyer is None and ip is None:
+        return facts
+    listed = set(conn.execute(_LISTED, {"b_buyer": buyer, "b_ip": ip}).scalars())
+    if buyer is not None:
+        facts["buyer_blacklisted"] = "buyer" in listed
+    if ip is not None:
+        facts["ip_blacklisted"] = "ip" in listed
+    return facts
+
+
+def _spent_today(conn: Connection, same_buyer: Any, at: datetime, zone: tzinfo,
+                 before_id: int | None, until: datetime | None) -> int:
+    """The buyer's spend since local midnight, in orders that kept the money."""
+    stmt = select(func.coalesce(func.sum(orders.c.total_cents), 0)).where(
+        same_buyer, orders.c.received_at >= day_start(local_day(at, zone), zone),
+        orders.c.state.not_in(NOT_SPENT))
+    if until is not None:
+        stmt = stmt.where(orders.c.received_at <= until)
+    if before_id is not None:
+        stmt = stmt.where(orders.c.id < before_id)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def _has_shipped(conn: Connection, same_buyer: Any, before_id: int | None) -> bool:
+    """Whether the buyer has had an order shipped before."""
+    stmt = select(orders.c.id).where(same_buyer, orders.c.state == OrderState.SHIPPED).limit(1)
+    if before_id is not None:
+        stmt = stmt.where(orders.c.id < before_id)
+    return conn.execute(stmt).first() is not None
 
 
 # Built once (every new order asks): the kinds under which this buyer id or IP is listed.

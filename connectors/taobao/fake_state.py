@@ -283,8 +283,6 @@ class FakeTop(FakeBase):
                 self._publish("taobao_trade_TradeBuyerPay", trade)
             return tid
 
-    create_paid_trade = create_trade
-
     def touch(self, tid: int, when: datetime | None = None) -> None:
         """Mark a trade modified (now by default), as any change on TOP does."""
         with self.lock:
@@ -468,22 +466,11 @@ class FakeTop(FakeBase):
         return f"fake{next(self._request_ids):08x}"
 
     def _authenticate(self, method: str, params: Mapping[str, str]) -> None:
+        # The checks in TOP's order: each answers its own error code.
         if not method:
             raise TopError(21, "Missing Method")
-        app_key = params.get("app_key", "")
-        if not app_key:
-            raise TopError(28, "Missing App Key")
-        if not same_text(app_key, self.app_key):
-            raise TopError(29, "Invalid App Key")
-        sign_method = params.get("sign_method") or "md5"  # TOP's historical default
-        if sign_method not in SIGN_METHODS:
-            raise TopError(25, "Invalid Signature", "isv.invalid-signature-method", sign_method)
-        sign = params.get("sign", "")
-        if not sign:
-            raise TopError(24, "Missing Signature")
-        expected = top_sign(params, self.app_secret, sign_method)
-        if not same_text(sign.upper(), expected):
-            raise TopError(25, "Invalid Signature")
+        self._check_app_key(params)
+        self._check_sign(params)
         self._check_timestamp(params.get("timestamp", ""))
         version = params.get("v", "")
         if not version:
@@ -493,13 +480,34 @@ class FakeTop(FakeBase):
         if method not in SESSION_APIS and method not in APP_APIS:
             raise TopError(22, "Invalid Method")
         if method in SESSION_APIS:
-            session = params.get("session", "")
-            if not session:
-                raise TopError(26, "Missing Session")
-            if not same_text(session, self.session):
-                raise TopError(27, "Invalid Session", "invalid-sessionkey", "SessionKey非法")
-            if self.session_expired:
-                raise TopError(27, "Invalid Session", "sessionkey-expired", "SessionKey已过期")
+            self._check_session(params)
+
+    def _check_app_key(self, params: Mapping[str, str]) -> None:
+        app_key = params.get("app_key", "")
+        if not app_key:
+            raise TopError(28, "Missing App Key")
+        if not same_text(app_key, self.app_key):
+            raise TopError(29, "Invalid App Key")
+
+    def _check_sign(self, params: Mapping[str, str]) -> None:
+        sign_method = params.get("sign_method") or "md5"  # TOP's historical default
+        if sign_method not in SIGN_METHODS:
+            raise TopError(25, "Invalid Signature", "isv.invalid-signature-method", sign_method)
+        sign = params.get("sign", "")
+        if not sign:
+            raise TopError(24, "Missing Signature")
+        expected = top_sign(params, self.app_secret, sign_method)
+        if not same_text(sign.upper(), expected):
+            raise TopError(25, "Invalid Signature")
+
+    def _check_session(self, params: Mapping[str, str]) -> None:
+        session = params.get("session", "")
+        if not session:
+            raise TopError(26, "Missing Session")
+        if not same_text(session, self.session):
+            raise TopError(27, "Invalid Session", "invalid-sessionkey", "SessionKey非法")
+        if self.session_expired:
+            raise TopError(27, "Invalid Session", "sessionkey-expired", "SessionKey已过期")
 
     def _check_timestamp(self, text: str) -> None:
         if not text:

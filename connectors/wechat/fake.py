@@ -46,7 +46,7 @@ async def _body(request: Request) -> Any:
         return None
 
 
-def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:
+def create_app(state: FakeWechat, sender: PaySender | None = None) -> Starlette:  # noqa: C901 - nested route handlers summed
     """The fake serving ``state``; ``sender`` (made on demand) delivers notifications."""
 
     async def stable_token(request: Request) -> Response:

@@ -132,9 +132,9 @@ def _upload_sent(fake: FakeWechat, body: dict[str, Any]) -> tuple[object, Mappin
     key = body.get("order_key")
     key = key if isinstance(key, dict) else {}
     if key.get("order_number_type") == 2:
-        payment = fake._find(key.get("transaction_id"), None, None)
+        payment = fake.find_payment(key.get("transaction_id"), None, None)
     else:
-        payment = fake._find(None, key.get("mchid"), key.get("out_trade_no"))
+        payment = fake.find_payment(None, key.get("mchid"), key.get("out_trade_no"))
     shipping = body.get("shipping_list")
     first = shipping[0] if isinstance(shipping, list) and shipping \
         and isinstance(shipping[0], dict) else {}
@@ -405,7 +405,7 @@ class FakeWechat(FakeBase):
             if path == "upload_shipping_info":
                 return self._upload(body)
             if path == "get_order":
-                payment = self._find(body.get("transaction_id"), body.get("merchant_id"),
+                payment = self.find_payment(body.get("transaction_id"), body.get("merchant_id"),
                                      body.get("merchant_trade_no"))
                 if payment is None:
                     return {"errcode": 10060001, "errmsg": "支付单不存在"}
@@ -418,7 +418,9 @@ class FakeWechat(FakeBase):
                 return {"errcode": 0, "errmsg": "ok", "is_trade_managed": self.faults.managed}
             return {"errcode": 404, "errmsg": "unknown api"}
 
-    def _find(self, transaction_id: Any, mchid: Any, out_trade_no: Any) -> FakePayment | None:
+    def find_payment(self, transaction_id: Any, mchid: Any,
+                     out_trade_no: Any) -> FakePayment | None:
+        """The payment named by WeChat's transaction id, or by the merchant's order number."""
         if transaction_id:
             return next((p for p in self.payments.values()
                          if p.transaction_id == transaction_id), None)
@@ -433,9 +435,9 @@ class FakeWechat(FakeBase):
         if not isinstance(key, dict) or not _number_in(key.get("order_number_type"), (1, 2)):
             return bad
         if key["order_number_type"] == 2:
-            payment = self._find(key.get("transaction_id"), None, None)
+            payment = self.find_payment(key.get("transaction_id"), None, None)
         else:
-            payment = self._find(None, key.get("mchid"), key.get("out_trade_no"))
+            payment = self.find_payment(None, key.get("mchid"), key.get("out_trade_no"))
         shipping = body.get("shipping_list")
         if not _number_in(body.get("logistics_type"), (1, 2, 3, 4)) \
                 or not _number_in(body.get("delivery_mode"), (1,)) \

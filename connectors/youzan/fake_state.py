@@ -563,31 +563,37 @@ class FakeYouzan(FakeBase):
             raise BusinessError(1103, "Client 不存在")
         if body.get("client_secret") != self.client_secret:
             raise BusinessError(1000, "client_secret 错误")
-        kind = body.get("authorize_type")
-        now = self.now()
-        if kind == "silent":
-            if str(body.get("grant_id")) != self.kdt_id:
-                raise BusinessError(1103, "授权关系不存在")
-            if not self.authorized:
-                raise BusinessError(1004, "授权已过期")
-            current = self.current_token
-            if (body.get("refresh") is not True and current is not None
-                    and self.tokens.get(current, 0) > epoch_ms(now)):
-                return self._token_data(current, None)
-            return self._token_data(self._new_token(replace=True), None)
-        if kind == "authorization_code":
-            code = str(body.get("code") or "")
-            if code not in self.auth_codes:
-                raise BusinessError(1005, "code 无效")
-            self.auth_codes.discard(code)
-            return self._token_data(self._new_token(replace=False), self._new_refresh())
-        if kind == "refresh_token":
-            refresh = str(body.get("refresh_token") or "")
-            if self.refresh_tokens.get(refresh, 0) <= epoch_ms(now) or not self.authorized:
-                raise BusinessError(1004, "refresh_token 已过期")
-            del self.refresh_tokens[refresh]  # refresh tokens rotate
-            return self._token_data(self._new_token(replace=False), self._new_refresh())
-        raise BusinessError(1105, "authorize_type 不支持")
+        grants = {"silent": self._grant_silent, "authorization_code": self._grant_code,
+                  "refresh_token": self._grant_refresh}
+        grant = grants.get(str(body.get("authorize_type")))
+        if grant is None:
+            raise BusinessError(1105, "authorize_type 不支持")
+        return grant(body)
+
+    def _grant_silent(self, body: dict[str, Any]) -> dict[str, Any]:
+        if str(body.get("grant_id")) != self.kdt_id:
+            raise BusinessError(1103, "授权关系不存在")
+        if not self.authorized:
+            raise BusinessError(1004, "授权已过期")
+        current = self.current_token
+        if (body.get("refresh") is not True and current is not None
+                and self.tokens.get(current, 0) > epoch_ms(self.now())):
+            return self._token_data(current, None)
+        return self._token_data(self._new_token(replace=True), None)
+
+    def _grant_code(self, body: dict[str, Any]) -> dict[str, Any]:
+        code = str(body.get("code") or "")
+        if code not in self.auth_codes:
+            raise BusinessError(1005, "code 无效")
+        self.auth_codes.discard(code)
+        return self._token_data(self._new_token(replace=False), self._new_refresh())
+
+    def _grant_refresh(self, body: dict[str, Any]) -> dict[str, Any]:
+        refresh = str(body.get("refresh_token") or "")
+        if self.refresh_tokens.get(refresh, 0) <= epoch_ms(self.now()) or not self.authorized:
+            raise BusinessError(1004, "refresh_token 已过期")
+        del self.refresh_tokens[refresh]  # refresh tokens rotate
+        return self._token_data(self._new_token(replace=False), self._new_refresh())
 
     def _new_token(self, *, replace: bool) -> str:
         token = secrets.token_hex(16)

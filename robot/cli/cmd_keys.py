@@ -7,6 +7,8 @@ key ids) and never overwrite an existing key file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -89,6 +91,20 @@ def _old_binding(app: App) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _KeyStatus:
+    """What `robot keys status` found: the key file's keys against the database's use."""
+
+    path: Path
+    current: str
+    key_rows: list[dict[str, object]]
+    missing: list[str]
+    unfinished: bool
+    old_binding: int | None
+    db_error: str | None
+    key_error: str | None
+
+
 @keys.command("status")
 @key_file_option
 @json_option
@@ -101,53 +117,65 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
         lost = lost_key_file(app.engine, path)
         if lost is not None:
             raise lost
-    ring = load_key_ring(path)
-    usage = _usage(app)
-    key_error = None if isinstance(usage, str) else _key_check(app, path)
-    if isinstance(usage, str):
-        code_counts: dict[str, int] | None = None
-        secret_counts: dict[str, int] | None = None
-        db_error: str | None = usage
-    else:
-        code_counts, secret_counts = usage
-        db_error = None
-    # Key ids the database uses that the file lacks: those rows cannot be decrypted.
-    missing = sorted(
-        (set(code_counts or {}) | set(secret_counts or {})) - set(ring.keys)
-    )
-    key_rows = [
-        {
-            "key_id": kid,
-            "current": kid == ring.current,
-            "in_key_file": kid in ring.keys,
-            "codes": None if code_counts is None else code_counts.get(kid, 0),
-            "secrets": None if secret_counts is None else secret_counts.get(kid, 0),
-        }
-        for kid in [*ring.keys, *missing]
-    ]
-    # An unfinished rotation: rows under an old key, or an old key not yet retired.
-    unfinished = db_error is None and (
-        any(kid != ring.current for kid in (*(code_counts or {}), *(secret_counts or {})))
-        or len(ring.keys) > 1)
-    old_binding = _old_binding(app) if db_error is None else None
-    unfinished = unfinished or bool(old_binding)
+    found = _key_status(app, path)
     if as_json:
         emit_json({
             "key_file": str(path),
-            "current": ring.current,
-            "keys": key_rows,
-            "missing_key_ids": missing,
-            "rotation_unfinished": unfinished,
-            "codes_on_old_binding": old_binding,
-            "database_error": db_error,
-            "key_check": "not run" if db_error else (key_error or "ok"),
+            "current": found.current,
+            "keys": found.key_rows,
+            "missing_key_ids": found.missing,
+            "rotation_unfinished": found.unfinished,
+            "codes_on_old_binding": found.old_binding,
+            "database_error": found.db_error,
+            "key_check": "not run" if found.db_error else (found.key_error or "ok"),
         })
-        if key_error is not None:
-            raise VaultError(key_error)
-        return
+    else:
+        _print_status(app, found)
+    if found.key_error is not None:
+        raise VaultError(found.key_error)
+
+
+def _key_status(app: App, path: Path) -> _KeyStatus:
+    """Read the key file and ask the database which key ids its rows are under."""
+    ring = load_key_ring(path)
+    usage = _usage(app)
+    if isinstance(usage, str):
+        return _KeyStatus(path, ring.current, _key_rows(ring.keys, ring.current, None, None, []),
+                          [], False, None, usage, None)
+    key_error = _key_check(app, path)
+    code_counts, secret_counts = usage
+    # Key ids the database uses that the file lacks: those rows cannot be decrypted.
+    missing = sorted((set(code_counts) | set(secret_counts)) - set(ring.keys))
+    # An unfinished rotation: rows under an old key, or an old key not yet retired.
+    old_binding = _old_binding(app)
+    unfinished = (any(kid != ring.current for kid in (*code_counts, *secret_counts))
+                  or len(ring.keys) > 1 or bool(old_binding))
+    return _KeyStatus(path, ring.current,
+                      _key_rows(ring.keys, ring.current, code_counts, secret_counts, missing),
+                      missing, unfinished, old_binding, None, key_error)
+
+
+def _key_rows(ring_keys: Iterable[str], current: str, code_counts: dict[str, int] | None,
+              secret_counts: dict[str, int] | None,
+              missing: list[str]) -> list[dict[str, object]]:
+    """One row per key id of the file and per id the database uses that the file lacks."""
+    return [
+        {
+            "key_id": kid,
+            "current": kid == current,
+            "in_key_file": kid not in missing,
+            "codes": None if code_counts is None else code_counts.get(kid, 0),
+            "secrets": None if secret_counts is None else secret_counts.get(kid, 0),
+        }
+        for kid in [*ring_keys, *missing]
+    ]
+
+
+def _print_status(app: App, found: _KeyStatus) -> None:
+    """The table of key ids, then a line for each thing the operator must do."""
     print_table(
         app,
-        f"key file {path}",
+        f"key file {found.path}",
         ["key id", "current", "in key file", "codes", "shop secrets"],
         [
             [
@@ -157,26 +185,24 @@ def status(app: App, key_file: Path | None, as_json: bool) -> None:
                 "?" if r["codes"] is None else r["codes"],
                 "?" if r["secrets"] is None else r["secrets"],
             ]
-            for r in key_rows
+            for r in found.key_rows
         ],
     )
-    if db_error is not None:
-        click.echo(f"database not checked: {db_error}", err=True)
-    if old_binding:
-        click.echo(f"{old_binding} code(s) are on the old binding (their ciphertext does not "
-                   "bind their id yet): the robot re-binds them at start, or run "
+    if found.db_error is not None:
+        click.echo(f"database not checked: {found.db_error}", err=True)
+    if found.old_binding:
+        click.echo(f"{found.old_binding} code(s) are on the old binding (their ciphertext "
+                   "does not bind their id yet): the robot re-binds them at start, or run "
                    "`robot keys rotate`", err=True)
-    if unfinished and not missing:
+    if found.unfinished and not found.missing:
         click.echo("a key rotation is unfinished: run `robot keys rotate` to finish it "
                    "(re-encrypt and retire the old key)", err=True)
-    if missing:
+    if found.missing:
         click.echo(
             "WARNING: rows are encrypted under key id(s) the key file lacks: "
-            f"{', '.join(missing)}; restore the key file from its backup.",
+            f"{', '.join(found.missing)}; restore the key file from its backup.",
             err=True,
         )
-    if key_error is not None:
-        raise VaultError(key_error)
 
 
 def _key_check(app: App, path: Path) -> str | None:

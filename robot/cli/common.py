@@ -109,10 +109,6 @@ class App:
     def console(self) -> Console:
         return Console()
 
-    @cached_property
-    def err_console(self) -> Console:
-        return Console(stderr=True)
-
 
 def missing_sqlite_file(url: str) -> Path | None:
     """The SQLite file ``url`` points at, if it does not exist yet (connecting would create it)."""

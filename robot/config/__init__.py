@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -343,34 +343,10 @@ def load_config(
     except ValidationError as exc:
         for line in explain(exc, RobotFile, raw):
             problems.add(shown, line)
-
-    database: str | None = None
-    raw_db = raw.get("database", RobotFile.model_fields["database"].default)
-    if isinstance(raw_db, str):
-        try:
-            database = _resolve_database(raw_db, base)
-        except ConfigError as exc:
-            for line in exc.problems:
-                problems.add(shown, line)
-
+    database = _database_of(raw, base, shown, problems)
     spec = robot.shops if robot is not None else _shops_spec_fallback(raw.get("shops"))
-    shops: list[ShopConfig] = []
-    seen: dict[str, Path] = {}
-    for shop_path in _shop_files(spec, robot_file, problems):
-        name, shop = _load_shop(
-            shop_path, robot.defaults if robot else None, registry, load_errors, problems
-        )
-        if name is not None:
-            if name in seen:
-                problems.add(
-                    f"{problems.rel(shop_path)}: shop {name!r}",
-                    f"name: duplicate shop name, also used by {problems.rel(seen[name])}",
-                )
-            else:
-                seen[name] = shop_path
-        if shop is not None:
-            shops.append(shop)
-
+    shops = _load_shops(_shop_files(spec, robot_file, problems),
+                        robot.defaults if robot else None, registry, load_errors, problems)
     if problems.lines or robot is None or database is None:
         raise ConfigError(problems.lines)
     key_file = Path(robot.key_file).expanduser()
@@ -386,6 +362,41 @@ def load_config(
         log=robot.log,
         shops=shops,
     )
+
+
+def _database_of(raw: Mapping[str, Any], base: Path, shown: str,
+                 problems: Problems) -> str | None:
+    """The robot file's database URL, resolved (None, with the problem added, when wrong)."""
+    raw_db = raw.get("database", RobotFile.model_fields["database"].default)
+    if not isinstance(raw_db, str):
+        return None
+    try:
+        return _resolve_database(raw_db, base)
+    except ConfigError as exc:
+        for line in exc.problems:
+            problems.add(shown, line)
+    return None
+
+
+def _load_shops(shop_paths: Iterable[Path], defaults: Defaults | None,
+                registry: Mapping[str, ConnectorFactory], load_errors: Mapping[str, str],
+                problems: Problems) -> list[ShopConfig]:
+    """Every shop file that loads, with each shop name used once (a duplicate is a problem)."""
+    shops: list[ShopConfig] = []
+    seen: dict[str, Path] = {}
+    for shop_path in shop_paths:
+        name, shop = _load_shop(shop_path, defaults, registry, load_errors, problems)
+        if name is not None:
+            if name in seen:
+                problems.add(
+                    f"{problems.rel(shop_path)}: shop {name!r}",
+                    f"name: duplicate shop name, also used by {problems.rel(seen[name])}",
+                )
+            else:
+                seen[name] = shop_path
+        if shop is not None:
+            shops.append(shop)
+    return shops
 
 
 def _shops_spec_fallback(value: Any) -> list[str]:
