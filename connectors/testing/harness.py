@@ -78,8 +78,9 @@ class SupplierHarness(Protocol):
     (:mod:`connectors.testing.supplier`): a client on the supplier's fake, and the
     supplier-side actions and faults. Returned by the factory's ``contract_harness()``."""
 
-    #: a card product, and a top-up product needing an account only (no area, no server)
-    card_product: str
+    #: a card product (None: the supplier sells top-ups only), and a top-up product needing
+    #: an account only (no area, no server)
+    card_product: str | None
     topup_product: str
 
     def supplier(self) -> Supplier:
