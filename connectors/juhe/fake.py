@@ -23,6 +23,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.fakebase import (
+    CallLog,
+    CallRecord,
     CatalogItem,
     FakeBase,
     Faults,
@@ -65,6 +68,17 @@ class JuheFaults(Faults):
     price_rise_cents: int = 0
     balance_cents: int = -1  # -1: leave the balance; N: set it to N (then back to -1)
     fail_reason: str = "运营商充值失败"  # why an accepted-then-failed order fails
+
+
+class JuheCallLog(CallLog):
+    """The call log, also redacting Juhe's credential parameter ``key``."""
+
+    def record(self, http_method: str, path: str, api: str, payload: Mapping[str, Any],
+               status: int, outcome: str, *, received_at: float | None = None) -> CallRecord:
+        shown = {k: ("<redacted>" if k.lower() in ("key", "openid") else v)
+                 for k, v in payload.items()}
+        return super().record(http_method, path, api, shown, status, outcome,
+                              received_at=received_at)
 
 
 @dataclass
@@ -107,9 +121,12 @@ class JuheFakeState(FakeBase):
 
     platform = "juhe"
     pushes = True
+    fault_aliases = MappingProxyType({"duplicate_callbacks": "duplicate_pushes",
+                                      "reorder_callbacks": "reorder_pushes"})
 
     def __post_init__(self) -> None:
         self._init_base(self.clock, self.clock_offset_seconds)
+        self.call_log = JuheCallLog()
         self.writebacks = WriteBackLog()
         self._ids = itertools.count(1)
 
