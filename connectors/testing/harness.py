@@ -78,9 +78,13 @@ class SupplierHarness(Protocol):
     (:mod:`connectors.testing.supplier`): a client on the supplier's fake, and the
     supplier-side actions and faults. Returned by the factory's ``contract_harness()``."""
 
-    #: a card product, and a top-up product needing an account only (no area, no server)
-    card_product: str
+    #: a top-up product needing an account only (no area, no server)
     topup_product: str
+
+    @property
+    def card_product(self) -> str | None:
+        """A card product; None when the supplier sells top-ups only."""
+        ...
 
     def supplier(self) -> Supplier:
         """A client of the fake with valid credentials."""
