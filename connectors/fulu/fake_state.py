@@ -149,6 +149,8 @@ class FakeFulu(FakeBase):
         self.revoked = False
         #: What an order armed with ``accept_then_fail`` says when it fails.
         self.fail_reason = "上游供货失败(out of stock upstream)"
+        #: Tests only: encrypt cards under this key instead (a misconfigured secret).
+        self.cards_secret: str | None = None
         self._ids = itertools.count(1)
 
     # -- the gateway ------------------------------------------------------------------------
@@ -343,8 +345,9 @@ class FakeFulu(FakeBase):
         return data
 
     def _cards(self, order: FuluOrder) -> list[dict[str, Any]]:
-        return [{"card_number": encrypt_card(number, self.app_secret),
-                 "card_pwd": encrypt_card(code, self.app_secret),
+        key = self.cards_secret or self.app_secret
+        return [{"card_number": encrypt_card(number, key),
+                 "card_pwd": encrypt_card(code, key),
                  "card_type": 0, "card_deadline": ""} for number, code in order.cards]
 
     # -- callbacks ------------------------------------------------------------------------

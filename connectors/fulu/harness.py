@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from connectors.fulu.client import FuluSupplier
 from connectors.fulu.config import FuluConfig
-from connectors.fulu.fake import create_app
+from connectors.fulu.fake import CallbackSender, create_app
 from connectors.fulu.fake_state import FakeFulu, FuluOrder
 from connectors.supplier import Supplier
 from connectors.testing.loopback import serve_in_thread
@@ -20,9 +20,11 @@ class FuluHarness:
     card_product = "10000001"
     topup_product = "10000002"
 
-    def __init__(self, fake: FakeFulu, gateway: str) -> None:
+    def __init__(self, fake: FakeFulu, gateway: str, sender: CallbackSender) -> None:
         self.fake = fake
         self.gateway = gateway
+        #: posts the fake's callbacks (to ``fake.callback_url``)
+        self.sender = sender
 
     def config(self, **changes: object) -> FuluConfig:
         values: dict[str, object] = {"app_key": self.fake.app_key,
@@ -73,5 +75,10 @@ class FuluHarness:
 @contextmanager
 def make_harness(fake: FakeFulu | None = None) -> Iterator[FuluHarness]:
     fake = fake or FakeFulu()
-    with serve_in_thread(create_app(fake), before_stop=fake.release_hangs) as base_url:
-        yield FuluHarness(fake, f"{base_url}/api/getway")
+    sender = CallbackSender(fake)
+    try:
+        with serve_in_thread(create_app(fake, sender),
+                             before_stop=fake.release_hangs) as base_url:
+            yield FuluHarness(fake, f"{base_url}/api/getway", sender)
+    finally:
+        sender.close()
