@@ -19,6 +19,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from connectors.base import ENTRY_POINT_GROUP, ConnectorFactory
+from connectors.supplier import SUPPLIER_ENTRY_POINT_GROUP
 from robot.log import get_logger
 
 log = get_logger(__name__)
@@ -113,3 +114,28 @@ def load_factories() -> dict[str, ConnectorFactory]:
             error=problem.error,
         )
     return dict(found.factories)
+
+
+def discover_suppliers(eps: Iterable[EntryPoint] | None = None) -> tuple[
+        dict[str, Any], tuple[LoadProblem, ...]]:
+    """Every supplier factory registered in ``robot.suppliers`` (or in ``eps``), by supplier
+    name, and the entry points that failed to load (never raised: one broken plugin must not
+    take the others down)."""
+    candidates = list(entry_points(group=SUPPLIER_ENTRY_POINT_GROUP) if eps is None else eps)
+    factories: dict[str, Any] = {}
+    problems: list[LoadProblem] = []
+    for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
+        try:
+            loaded = ep.load()
+            factory = loaded() if isinstance(loaded, type) else loaded
+            name = getattr(factory, "supplier", None)
+            if not isinstance(name, str) or not name or not callable(
+                    getattr(factory, "create", None)):
+                raise TypeError(f"{ep.value} is not a supplier factory: it needs a 'supplier' "
+                                "name and a 'create(config, context)' method")
+        except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
+            problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
+            continue
+        factories[name] = factory
+    return factories, tuple(problems)
+

@@ -73,9 +73,15 @@ class Installed:
 
     factories: dict[str, Any] = field(default_factory=dict)
     problems: list[LoadProblem] = field(default_factory=list)
+    suppliers: dict[str, Any] = field(default_factory=dict)
+    supplier_problems: list[LoadProblem] = field(default_factory=list)
 
     def discover(self, eps: object = None) -> Discovery:
         return Discovery(dict(self.factories), tuple(self.problems))
+
+    def discover_suppliers(self, eps: object = None) -> tuple[dict[str, Any],
+                                                              tuple[LoadProblem, ...]]:
+        return dict(self.suppliers), tuple(self.supplier_problems)
 
 
 @pytest.fixture
@@ -83,6 +89,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
     """Replace the installed plugins with the ones the test installs."""
     fakes = Installed()
     monkeypatch.setattr(robot.registry, "discover", fakes.discover)
+    monkeypatch.setattr(robot.registry, "discover_suppliers", fakes.discover_suppliers)
     monkeypatch.setattr(demo, "discover", fakes.discover)
     plugin_fakes.cache_clear()
     yield fakes
@@ -97,6 +104,30 @@ def test_fake_help_lists_every_built_in_fake() -> None:
     for name in BUILT_IN_FAKES:
         assert f"  {name} " in result.output
     assert "memory" not in result.output  # the in-memory platform has no fake to serve
+
+
+def test_fake_help_lists_every_built_in_supplier_fake() -> None:
+    """Suppliers' fakes (entry points ``robot.suppliers``) are listed beside the platforms'."""
+    plugin_fakes.cache_clear()
+    result = CliRunner().invoke(fake, ["--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("fulu", "juhe"):
+        assert f"  {name} " in result.output
+
+
+def test_a_suppliers_fake_is_served_and_a_broken_supplier_says_why(installed: Installed) -> None:
+    """A supplier factory's fake_command() is served under its supplier name; a supplier entry
+    point that fails to load is listed and refuses with its error."""
+    probe = _WithFake()
+    probe.supplier = "probe"  # type: ignore[attr-defined]
+    installed.suppliers["probe"] = probe
+    installed.supplier_problems.append(LoadProblem("lost", "lost_supplier:Factory",
+                                                   "ModuleNotFoundError: lost"))
+    assert set(plugin_fakes()) == {"probe", "lost"}
+    assert CliRunner().invoke(fake, ["probe", "--probe-flag"]).output == "probe serving True\n"
+    lost = CliRunner().invoke(fake, ["lost"])
+    assert isinstance(lost.exception, UserError)
+    assert "ModuleNotFoundError: lost" in str(lost.exception)
 
 
 def test_a_plugins_fake_command_is_served_with_its_own_options(installed: Installed) -> None:

@@ -68,7 +68,7 @@ def _envelope(state: FakeFulu, code: int, message: str) -> JSONResponse:
     return JSONResponse(state.answer(code, message))
 
 
-def create_app(state: FakeFulu, sender: CallbackSender | None = None) -> Starlette:
+def create_app(state: FakeFulu, sender: CallbackSender | None = None) -> Starlette:  # noqa: C901 - nested route handlers summed
     """The fake's app; ``sender`` posts callbacks (one is made on first need otherwise)."""
     senders: list[CallbackSender] = [sender] if sender is not None else []
 

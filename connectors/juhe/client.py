@@ -93,7 +93,8 @@ class JuheSupplier:
 
     # -- placing --------------------------------------------------------------------------
 
-    async def place(self, request: PurchaseRequest) -> Purchase:
+    def _placeable(self, request: PurchaseRequest) -> Purchase | tuple[int, str]:
+        """``(face value, phone)`` of a request Juhe can take, else ``failed`` (nothing sent)."""
         key = request.key
         face = p.face_value(request.product_id)
         if face is None:
@@ -102,12 +103,19 @@ class JuheSupplier:
                                 f"(mobile top-ups: {offered})")
         if request.quantity != 1:
             return _failed(key, "a Juhe mobile top-up is one face value per order (quantity 1)")
-        phone = request.account
-        if phone is None or not p.PHONE.fullmatch(phone):
+        if request.account is None or not p.PHONE.fullmatch(request.account):
             return _failed(key, "a mobile top-up needs the buyer's 11-digit mobile number")
         if not p.ORDER_ID.fullmatch(key):
             return _failed(key, "Juhe takes order numbers of 8 to 32 letters and digits; "
                                 "this key is not one (nothing was sent)")
+        return face, request.account
+
+    async def place(self, request: PurchaseRequest) -> Purchase:
+        key = request.key
+        checked = self._placeable(request)
+        if isinstance(checked, Purchase):
+            return checked
+        face, phone = checked
         existing = await self._existing(key)
         if existing is not None:
             return existing

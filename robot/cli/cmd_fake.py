@@ -47,28 +47,37 @@ def _broken(name: str, why: str) -> click.Command:
 def plugin_fakes() -> dict[str, click.Command]:
     """Every installed plugin's fake command, by platform name."""
     # Imported here so that the rest of the CLI starts without loading any plugin.
-    from robot.registry import discover
+    from robot.registry import discover, discover_suppliers
 
     found = discover()
     commands: dict[str, click.Command] = {}
     for platform, factory in sorted(found.factories.items()):
-        if not isinstance(factory, HasFake):
-            continue
-        try:
-            command = factory.fake_command()
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug is shown, never fatal to the rest
-            commands[platform] = _broken(platform, _describe(exc))
-            continue
-        if command is None:
-            continue
-        if not isinstance(command, click.Command):
-            commands[platform] = _broken(platform, "fake_command() did not return a click "
-                                                   "command")
-            continue
-        commands[platform] = command
+        if isinstance(factory, HasFake):
+            _add_fake(commands, platform, factory)
     for problem in found.problems:
         commands.setdefault(problem.name, _broken(problem.name, problem.error))
+    suppliers, broken = discover_suppliers()
+    for name, factory in sorted(suppliers.items()):
+        if isinstance(factory, HasFake) and name not in commands:
+            _add_fake(commands, name, factory)
+    for problem in broken:
+        commands.setdefault(problem.name, _broken(problem.name, problem.error))
     return commands
+
+
+def _add_fake(commands: dict[str, click.Command], name: str, factory: HasFake) -> None:
+    """``factory``'s fake command under ``name``, or a stand-in that says why there is none."""
+    try:
+        command = factory.fake_command()
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is shown, never fatal to the rest
+        commands[name] = _broken(name, _describe(exc))
+        return
+    if command is None:
+        return
+    if not isinstance(command, click.Command):
+        commands[name] = _broken(name, "fake_command() did not return a click command")
+        return
+    commands[name] = command
 
 
 class _FakeGroup(click.Group):
