@@ -21,9 +21,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
+from robot import audit
 from robot.clock import NEVER, utcnow
 from robot.db import make_engine, normalize_url
 from robot.schema import batches, metadata, pools
+from robot.vault import init_key_file
 
 SERVER_URLS = {
     "postgresql": os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -94,6 +96,26 @@ def scratch_db(backend: str, *, tables: bool = True) -> Iterator[Scratch]:
 
     ``tables=False`` leaves it empty, for a caller that runs the robot's own migrations.
     """
+    with _sealed():
+        yield from _scratch_db(backend, tables=tables)
+
+
+@contextmanager
+def _sealed() -> Iterator[None]:
+    """Audit entries the benchmarks' own engines append (intake, allocation) are sealed with a
+    throw-away key file, as a robot's are with its own (forked clients inherit it)."""
+    keys = Path(tempfile.mkdtemp(prefix="robot-bench-key-"))
+    try:
+        key_file = keys / "robot.key"
+        init_key_file(key_file)
+        audit.bind_default(key_file)
+        yield
+    finally:
+        audit.bind_default(None)
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+def _scratch_db(backend: str, *, tables: bool) -> Iterator[Scratch]:
     if backend == "sqlite":
         root = Path(tempfile.mkdtemp(prefix="robot-bench-"))
         try:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import Result, scratch_db
+from robot import audit
 from robot.db import make_engine
 from robot.pools import create_pool, import_codes
 from robot.vault import init_key_file, open_vault
@@ -55,6 +56,7 @@ def _hwm_kb() -> int:
 def worker(url: str, csv: Path, key_file: Path) -> None:
     """Child process: import ``csv`` into pool ``bench``; print seconds and peak RSS as JSON."""
     engine = make_engine(url)
+    audit.bind(engine, key_file)  # the import's audit entry is sealed with the run's key
     vault = open_vault(key_file)
     create_pool(engine, "bench", actor="bench")
     base = _hwm_kb()

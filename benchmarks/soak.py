@@ -60,7 +60,7 @@ from sqlalchemy.engine import make_url
 from benchmarks.common import Result, Scratch, scratch_db
 from connectors.base import Order, OrderLine, PlatformStatus
 from connectors.memory import TEST_PUSH_SECRET, MemoryPlatform, order_to_json, sign_push
-from robot import pools
+from robot import audit, pools
 from robot.clock import utcnow
 from robot.config import load_config
 from robot.daemon import Robot
@@ -120,6 +120,7 @@ def robot_on(db: Scratch, root: Path, codes: int) -> Iterator[Running]:
     key_file = root / "robot.key"
     init_key_file(key_file)
     engine = make_engine(db.url)
+    audit.bind(engine, key_file)  # sealed with the key the daemon then opens
     try:
         upgrade(engine)
         pools.create_pool(engine, POOL, actor="bench")
