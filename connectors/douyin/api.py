@@ -19,13 +19,19 @@ from typing import Any
 
 import httpx
 
-from connectors.common.clock import PlatformClock
+from connectors.common.clock import PlatformClock, moved_since
 from connectors.common.http import LoopClient
 from connectors.common.times import to_epoch
 from connectors.common.values import as_int
 from connectors.douyin import sign as signing
 from connectors.douyin.config import DouyinConfig
-from connectors.douyin.errors import SUCCESS, TokenRejected, map_error, map_http_failure
+from connectors.douyin.errors import (
+    SUB_BAD_TIMESTAMP,
+    SUCCESS,
+    TokenRejected,
+    map_error,
+    map_http_failure,
+)
 from connectors.errors import BadPlatformData, Unavailable
 from connectors.log import get_logger
 
@@ -60,6 +66,18 @@ class Gateway:
 
     async def post(self, method: str, params: Mapping[str, Any],
                    access_token: str | None) -> Envelope:
+        """One call; signed again once if Douyin refused our timestamp and the measured clock
+        offset moved since it was signed (the refusal's own answer measured it)."""
+        used = self._clock.offset
+        answer = await self._post_once(method, params, access_token)
+        if answer.sub_code.startswith(SUB_BAD_TIMESTAMP) and moved_since(self._clock, used):
+            log.info("douyin_timestamp_resigned", api=method,
+                     offset_s=self._clock.offset.total_seconds())
+            answer = await self._post_once(method, params, access_token)
+        return answer
+
+    async def _post_once(self, method: str, params: Mapping[str, Any],
+                         access_token: str | None) -> Envelope:
         config = self._config
         body = signing.param_json(params)
         timestamp = str(to_epoch(self._clock.now()))
