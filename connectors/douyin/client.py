@@ -227,7 +227,11 @@ class DouyinConnector:
         if order.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
             return ShipOutcome.ALREADY_SHIPPED
         lines = {line.line_id: line for line in order.lines}
-        wanted = [lid for lid in shipment.line_ids if lid in lines] or list(lines)
+        unknown = [lid for lid in shipment.line_ids if lid not in lines]
+        if unknown:
+            raise NotShippable(f"douyin order {order.platform_order_id} has no sub-order "
+                               f"{', '.join(unknown)[:100]}")
+        wanted = list(shipment.line_ids) or list(lines)
         grant_time = format_cst(self.platform_clock.now())
         refused: DouyinRejected | None = None
         for index, line_id in enumerate(wanted):

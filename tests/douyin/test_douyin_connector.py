@@ -241,3 +241,15 @@ def test_nothing_secret_is_in_the_call_log(harness: DouyinHarness) -> None:
     assert "fake-app-secret" not in text
     for token in harness.fake.tokens:
         assert token not in text
+
+
+def test_shipment_naming_an_unknown_sub_order_is_refused(harness: DouyinHarness) -> None:
+    """A shipment for a line the order does not have syncs nothing: NotShippable."""
+    oid = harness.create_paid_order()
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    bad = Shipment(order=order, line_ids=("999",), memo="m", item_desc="d",
+                   masked_codes=("12****89",))
+    with pytest.raises(NotShippable):
+        run(conn.ship(bad))
+    assert [c for c in harness.fake.writebacks.calls if c.kind == "ship"] == []
