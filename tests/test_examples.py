@@ -19,6 +19,7 @@ ENV = {
     "TAOBAO_APP_SECRET": "example-taobao-secret",
     "PDD_CLIENT_SECRET": "example-pdd-secret",
     "YOUZAN_CLIENT_SECRET": "example-youzan-secret",
+    "DOUYIN_APP_SECRET": "example-douyin-secret",
     "WX_APP_SECRET": "example-wx-secret",
     "WXPAY_APIV3_KEY": "0123456789abcdef0123456789abcdef",
     "WX_DELIVERY_API_TOKEN": "example-delivery-token-at-least-32-chars",
@@ -45,20 +46,22 @@ def test_example_config_and_every_example_shop_load(tmp_path: Path,
 
     config = load_config(tmp_path / "robot.yaml")
 
-    assert sorted(s.platform for s in config.shops) == ["pinduoduo", "taobao", "wechat", "youzan"]
+    assert sorted(s.platform for s in config.shops) == ["douyin", "pinduoduo", "taobao",
+                                                           "wechat", "youzan"]
     shown = str(effective_dict(config))
     assert not any(value in shown for value in ENV.values())
 
 
 def _fake_catalog(platform: str) -> set[tuple[str, str]]:
     """(mapping key, value) of every SKU ``robot fake <platform>`` sells."""
+    from connectors.douyin.fake import FakeDouyin
     from connectors.pinduoduo.fake import FakePdd
     from connectors.taobao.fake import FakeTop
     from connectors.wechat.fake import FakeWechat
     from connectors.youzan.fake import FakeYouzan
 
     fakes = {"taobao": FakeTop, "pinduoduo": FakePdd, "youzan": FakeYouzan,
-             "wechat": FakeWechat}
+             "wechat": FakeWechat, "douyin": FakeDouyin}
     return {(item.mapping, item.sku) for item in fakes[platform]().catalog()}
 
 

@@ -18,6 +18,8 @@ from click.testing import CliRunner
 
 import robot.cli
 from connectors.base import Connector, Order
+from connectors.douyin.fake import FakeDouyin
+from connectors.douyin.fake import create_app as douyin_app
 from connectors.fakebase import FakeBase
 from connectors.fakekit import FakeClock
 from connectors.pinduoduo.fake import FakePdd
@@ -31,7 +33,7 @@ from connectors.youzan.fake import FakeYouzan, PushSender
 from connectors.youzan.fake import create_app as youzan_app
 from robot.errors import UserError
 
-PLATFORMS = ["pinduoduo", "taobao", "wechat", "youzan"]
+PLATFORMS = ["douyin", "pinduoduo", "taobao", "wechat", "youzan"]
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +55,9 @@ def _fake(platform: str, clock: FakeClock) -> tuple[FakeBase, Any]:
     if platform == "pinduoduo":
         pdd = FakePdd(clock=clock.now)
         return pdd, pdd_app(pdd)
+    if platform == "douyin":
+        dy = FakeDouyin(clock=clock.now)
+        return dy, douyin_app(dy)
     if platform == "youzan":
         yz = FakeYouzan(clock=clock.now)
         return yz, youzan_app(yz)
@@ -135,6 +140,11 @@ def _api_call(state: FakeBase, client: httpx.Client) -> httpx.Response:
     if state.platform == "pinduoduo":
         return client.post("/api/router", json={"type": "pdd.order.information.get",
                                                 "access_token": "test-access-token"})
+    if state.platform == "douyin":
+        return client.post("/order/orderDetail",
+                           params={"access_token": "test-access-token", "sign": "00",
+                                   "app_key": "fake-app-key", "method": "order.orderDetail"},
+                           content=b'{"shop_order_id":"1"}')
     if state.platform == "youzan":
         return client.post("/api/youzan.trade.get/4.0.2",
                            params={"access_token": "test-access-token"}, json={"tid": "E1"})
