@@ -21,7 +21,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -288,6 +288,23 @@ def records(kind: Literal["ship", "memo"],
 Item = TypeVar("Item")
 
 
+class Deliverable(Protocol):
+    """A message a fake pushes: delivered, or given up after its retries."""
+
+    delivered: bool
+    given_up: bool
+
+
+def push_summary(url: str | None, messages: Iterable[Deliverable]) -> dict[str, Any]:
+    """A fake's pushes for its ``/__fake__/state``: where they go and how many are pending,
+    delivered and given up."""
+    items = list(messages)
+    return {"url": url,
+            "pending": sum(1 for m in items if not m.delivered and not m.given_up),
+            "delivered": sum(1 for m in items if m.delivered),
+            "given_up": sum(1 for m in items if m.given_up)}
+
+
 class HttpSender(Generic[Item]):
     """Posts a fake's due pushes, in order, to the URL it is configured with, and reports
     each attempt back to the fake (which schedules the retries). Blocking: call it from a
@@ -396,6 +413,7 @@ __all__ = [
     "HANG_LIMIT_SECONDS",
     "MAX_CLOCK_OFFSET",
     "ClockedFake",
+    "Deliverable",
     "DeliveryLoop",
     "FakeClock",
     "HttpSender",
@@ -411,6 +429,7 @@ __all__ = [
     "masked_codes_in",
     "platform_dated",
     "platform_now",
+    "push_summary",
     "records",
     "same_text",
     "sent_fields",

@@ -33,7 +33,7 @@ from connectors.common.times import format_cst, from_epoch, parse_cst, to_epoch
 from connectors.douyin import errors as codes
 from connectors.douyin.sign import SIGN_METHOD, VERSION, event_sign, param_json, verify_sign
 from connectors.fakebase import CatalogItem, FakeBase, Faults, OrderRequest, error_outcome
-from connectors.fakekit import WriteBackLog, records, wall_now
+from connectors.fakekit import WriteBackLog, push_summary, records, wall_now
 
 TOKEN_TTL = timedelta(days=7)
 REFRESH_TTL = timedelta(days=14)
@@ -289,11 +289,7 @@ class FakeDouyin(FakeBase):
                                         "shipments": o.shipments, "memo": o.seller_words,
                                         "update_time": format_cst(o.update_time)}
                            for o in self.orders.values()},
-                "push": {"url": self.push_url,
-                         "pending": sum(1 for m in self.messages
-                                        if not m.delivered and not m.given_up),
-                         "delivered": sum(1 for m in self.messages if m.delivered),
-                         "given_up": sum(1 for m in self.messages if m.given_up)},
+                "push": push_summary(self.push_url, self.messages),
                 "tokens_issued": self.tokens_issued,
                 "authorized": self.authorized,
             }

@@ -31,6 +31,7 @@ from connectors.fakebase import Faults as BaseFaults
 from connectors.fakekit import (
     FakeClock,
     WriteBackLog,
+    push_summary,
     records,
     sent_fields,
     wall_now,
@@ -441,11 +442,7 @@ class FakeYouzan(FakeBase):
                 "trades": {t.tid: {"status": t.status, "shipments": t.shipments,
                                    "memo": t.memo, "update_time": format_cst(t.update_time)}
                            for t in self.trades.values()},
-                "push": {"url": self.push_url,
-                         "pending": sum(1 for m in self.messages
-                                        if not m.delivered and not m.given_up),
-                         "delivered": sum(1 for m in self.messages if m.delivered),
-                         "given_up": sum(1 for m in self.messages if m.given_up)},
+                "push": push_summary(self.push_url, self.messages),
                 "tokens_issued": self.tokens_issued,
                 "authorized": self.authorized,
             }
