@@ -388,9 +388,13 @@ class FakeBase:
 
     # -- what a platform supplies -----------------------------------------------------------
 
+    #: What the fake sells, each SKU with the platform's own fields an order line of it
+    #: carries; :meth:`catalog` and :meth:`catalog_entry` read it (or a fake overrides them).
+    catalog_entries: ClassVar[tuple[tuple[CatalogItem, Mapping[str, Any]], ...]] = ()
+
     def catalog(self) -> Sequence[CatalogItem]:
         """The SKUs this fake sells (seeded orders carry them)."""
-        raise NotImplementedError
+        return [item for item, _ in self.catalog_entries]
 
     def create_paid_order(self, request: OrderRequest) -> str:
         """A paid order for ``request`` (a SKU outside the catalogue is sold too, as an item
@@ -418,6 +422,12 @@ class FakeBase:
 
     def catalog_item(self, sku: str) -> CatalogItem | None:
         return next((item for item in self.catalog() if item.sku == sku), None)
+
+    def catalog_entry(self, sku: str) -> tuple[CatalogItem | None, Mapping[str, Any] | None]:
+        """The catalogue's item for ``sku`` and its platform fields; ``(None, None)`` for a SKU
+        the fake does not sell."""
+        return next(((item, fields) for item, fields in self.catalog_entries
+                     if item.sku == sku), (None, None))
 
     def seed(self, count: int, *, rng: random.Random | None = None) -> list[str]:
         """Add ``count`` paid orders of catalogue SKUs (``robot fake <platform>``)."""

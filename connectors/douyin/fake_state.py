@@ -263,12 +263,11 @@ class FakeDouyin(FakeBase):
 
     # -- FakeBase ---------------------------------------------------------------------
 
-    def catalog(self) -> list[CatalogItem]:
-        return [item for item, _ in CATALOG]
+    catalog_entries: ClassVar[tuple[tuple[CatalogItem, Mapping[str, Any]], ...]] = CATALOG
 
     def create_paid_order(self, request: OrderRequest) -> str:
-        fields = next((f for item, f in CATALOG if item.sku == request.sku), {})
-        item = self.catalog_item(request.sku)
+        item, found = self.catalog_entry(request.sku)
+        fields = found or {}
         row: dict[str, Any] = {"sku_id": request.sku, "num": request.quantity, **fields,
                                "product_name": item.title if item else f"SKU {request.sku}",
                                "price": item.price if item else "1.00"}

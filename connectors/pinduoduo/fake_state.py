@@ -363,14 +363,12 @@ class FakePdd(FakeBase):
     def expire_tokens(self) -> None:
         self.expire_access_tokens()
 
-    def catalog(self) -> list[CatalogItem]:
-        return [item for item, _ in CATALOG]
+    catalog_entries: ClassVar[tuple[tuple[CatalogItem, Mapping[str, Any]], ...]] = CATALOG
 
     def create_paid_order(self, request: OrderRequest) -> str:
         if request.buyer is not None:
             raise ValueError("buyer: Pinduoduo orders carry no buyer id")
-        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
-        item = self.catalog_item(request.sku)
+        item, fields = self.catalog_entry(request.sku)
         line: dict[str, Any] = {"goods_count": request.quantity}
         if item is not None and fields is not None:
             line.update(fields, goods_name=item.title, goods_price=item.price)

@@ -366,12 +366,10 @@ class FakeTop(FakeBase):
     def fault_flags(self) -> dict[str, Any]:
         return {"session_expired": self.session_expired}
 
-    def catalog(self) -> list[CatalogItem]:
-        return [item for item, _ in CATALOG]
+    catalog_entries: ClassVar[tuple[tuple[CatalogItem, Mapping[str, Any]], ...]] = CATALOG
 
     def create_paid_order(self, request: OrderRequest) -> str:
-        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
-        item = self.catalog_item(request.sku)
+        item, fields = self.catalog_entry(request.sku)
         line: dict[str, Any] = {"num": request.quantity}
         if item is not None and fields is not None:
             line.update(fields, title=item.title, price=item.price)

@@ -406,12 +406,10 @@ class FakeYouzan(FakeBase):
             latency = self.faults.latency_ms / 1000
         return latency, "http_500" if self.take_fault("token_endpoint_500") else None
 
-    def catalog(self) -> list[CatalogItem]:
-        return [item for item, _ in CATALOG]
+    catalog_entries: ClassVar[tuple[tuple[CatalogItem, Mapping[str, Any]], ...]] = CATALOG
 
     def create_paid_order(self, request: OrderRequest) -> str:
-        fields = next((f for item, f in CATALOG if item.sku == request.sku), None)
-        item = self.catalog_item(request.sku)
+        item, fields = self.catalog_entry(request.sku)
         line: dict[str, Any] = {"num": request.quantity}
         if item is not None and fields is not None:
             line.update(fields, title=item.title, price=item.price)
