@@ -56,7 +56,7 @@ from robot.schema import blacklist, order_lines, orders
 from robot.states import OrderState
 
 if TYPE_CHECKING:
-    from robot.config import RiskRules
+    from robot.config import RateRule, RiskRules
 
 Kind = Literal["buyer", "ip"]
 #: Orders in these states do not count towards a buyer's daily amount (no money kept).
@@ -150,24 +150,23 @@ def judge(rules: RiskRules | None, cand: Candidate, facts: Facts) -> list[Hit]:
     return hits
 
 
+def _rate(kind: str, rule: RateRule | None, who: str | None, seen: int) -> Hit | None:
+    """The hit of a rate rule (orders per buyer or per IP in a window): ``seen`` earlier
+    orders of ``who`` plus this one, past the rule's maximum."""
+    if rule is None or not who:
+        return None
+    n = seen + 1
+    if n <= rule.max_orders:
+        return None
+    return Hit(kind, f"{n} orders in {_duration(rule.window)} > {rule.max_orders}")
+
+
 def _buyer_rate(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
-    if rules.buyer_rate is None or not cand.buyer_id:
-        return None
-    n = facts.buyer_orders + 1
-    if n <= rules.buyer_rate.max_orders:
-        return None
-    return Hit("buyer_rate", f"{n} orders in {_duration(rules.buyer_rate.window)} "
-                             f"> {rules.buyer_rate.max_orders}")
+    return _rate("buyer_rate", rules.buyer_rate, cand.buyer_id, facts.buyer_orders)
 
 
 def _ip_rate(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
-    if rules.ip_rate is None or not cand.buyer_ip:
-        return None
-    n = facts.ip_orders + 1
-    if n <= rules.ip_rate.max_orders:
-        return None
-    return Hit("ip_rate", f"{n} orders in {_duration(rules.ip_rate.window)} "
-                          f"> {rules.ip_rate.max_orders}")
+    return _rate("ip_rate", rules.ip_rate, cand.buyer_ip, facts.ip_orders)
 
 
 def _quantity(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
