@@ -64,7 +64,7 @@ from robot.db import dialect_of, transaction
 from robot.errors import Fatal, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log
-from robot.vault import KeyRing, load_key_ring
+from robot.vault import KeyRing, load_key_ring, write_private_json
 
 log = get_logger(__name__)
 
@@ -358,21 +358,7 @@ def _write(seal: Seal, chains: Mapping[int, Mark]) -> None:
     payload = {"version": CHECKPOINT_VERSION, "written_at": utcnow().isoformat() + "Z",
                "chains": {str(c): [m.seq, m.hash] for c, m in sorted(chains.items())},
                "mac": _mac(seal, chains)}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a stale temp file keeps its old mode through O_CREAT
-    _give_to_owner(fd, seal)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_private_json(path, payload, indent=1, opened=lambda fd: _give_to_owner(fd, seal))
 
 
 def checkpoint(engine: Engine) -> dict[int, Mark]:

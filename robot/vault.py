@@ -26,9 +26,10 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -273,17 +274,27 @@ def write_key_ring(path: Path, ring: KeyRing) -> None:
         "keys": {kid: _b64(key) for kid, key in ring.keys.items()},
         "fingerprint_key": _b64(ring.fingerprint_key),
     }
-    tmp = path.with_name(path.name + ".tmp")
+    # Codes get encrypted under the new key right after this: the rename must be durable.
+    write_private_json(path, payload, indent=2)
+
+
+def write_private_json(path: Path, payload: Any, *, indent: int,
+                       opened: Callable[[int], None] | None = None) -> None:
+    """Replace ``path`` with ``payload`` as JSON, atomically and durably, readable by its
+    owner only (mode 0600): a temp file beside it, fsync, rename, fsync the directory.
+    ``opened`` is called with the temp file's descriptor before anything is written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    # A stale temp file keeps its old mode through O_CREAT: force 0600 before writing keys.
+    # A stale temp file keeps its old mode through O_CREAT: force 0600 before writing.
     os.fchmod(fd, 0o600)
+    if opened is not None:
+        opened(fd)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
+        json.dump(payload, fh, indent=indent)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    # Codes get encrypted under the new key right after this: the rename must be durable.
     _fsync_dir(path.parent)
 
 
