@@ -93,10 +93,6 @@ def csrf_for(ctx: HttpContext, token: str) -> str:
                     hashlib.sha256).hexdigest()[:32]
 
 
-#: Constant-time equality of two strings (kept here too: the delivery API imports it from here).
-same_text = checks.same_text
-
-
 def _spend(ctx: HttpContext, net_digest: str, token: str) -> bool:
     """One request's share of both budgets; both are spent even when the first is empty. A
     token that is not even shaped like one opens nothing: only the client's budget pays."""
@@ -250,7 +246,7 @@ async def reveal(request: Request) -> Response:
     # The CSRF token depends on the link token alone, so this answer says nothing about
     # whether the link exists.
     if (form is None or not same_origin(request, ctx.public_url)
-            or not same_text(form.get("csrf", ""), csrf_for(ctx, token))):
+            or not checks.same_text(form.get("csrf", ""), csrf_for(ctx, token))):
         return _html(pages.refused_page(), 403)
     try:
         found = await asyncio.to_thread(reveal_link, ctx, token, digest, _user_agent(request))
