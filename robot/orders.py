@@ -187,6 +187,9 @@ def cancel(engine: Engine, order_id: int, *, actor: str,
             raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
                             + ("; refunds after delivery are handled on the platform"
                                if row.state == OrderState.SHIPPED else ""))
+        if pipeline.shipment_in_flight(conn, order_id, utcnow()):
+            raise UserError(f"order {order_id} is being shipped on its platform right now; try "
+                            "again in a minute (once shipped, a refund on the platform ends it)")
         return pipeline.cancel(conn, order_id, OrderState(row.state), OrderState.CANCELLED,
                                reason, actor, utcnow())
 

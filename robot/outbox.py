@@ -107,6 +107,7 @@ class JobContext:
     masked_codes: tuple[str, ...]
     platform_order_id: str
     paused: bool = False  # the shop is paused (credentials or permission problem)
+    reserved: int = 0  # codes still reserved (a cancelled order's: its shipment was on its way)
     pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
 
 
@@ -157,7 +158,7 @@ _JOB_ORDER = (select(orders, shop_state.c.paused)
 _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
               .order_by(order_lines.c.line_no))
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                     codes.c.ciphertext, codes.c.aad_version)
+                     codes.c.ciphertext, codes.c.aad_version, deliveries.c.state)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"),
                      # replaced: not the buyer's any more
@@ -192,7 +193,8 @@ def _context(vault: Vault, rows: _ContextRows) -> JobContext:
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
     return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
-                      paused=bool(o.paused))
+                      paused=bool(o.paused),
+                      reserved=sum(r.state == DeliveryState.RESERVED for r in delivered))
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -304,7 +306,7 @@ class Dispatcher:
             # A code of this order fails authentication (its row was altered, or a
             # ciphertext was copied or moved onto it): never send it; the order fails with
             # the reason, visibly, for a person (and `robot orders replace` / replay).
-            if await asyncio.to_thread(self._fail, job, exc.message):
+            if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
                 log.error("write_back_refused", error=exc.message)
             return
         except VaultError as exc:  # a key the file lacks: wait for the right key file
@@ -329,7 +331,7 @@ class Dispatcher:
             await self._later(job, "shop paused", count=False, delay=self.policy.paused_recheck)
             return
         if job.kind == "ship" and ctx.state != OrderState.ALLOCATED:
-            await asyncio.to_thread(self._not_allocated, job, ctx.state)
+            await self._not_to_ship(job, ctx, connector)
             return
         pickup = ctx.pickup_url
         try:
@@ -362,35 +364,84 @@ class Dispatcher:
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
             log.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
         except Skippable as exc:
-            if await asyncio.to_thread(self._fail, job, exc.message):
+            if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
                 log.error("write_back_failed", error=exc.message)
         except Exception as exc:
             await self._retry(job, f"unexpected {type(exc).__name__}", None)
             log.exception("write_back_crashed")
 
+    async def _not_to_ship(self, job: Job, ctx: JobContext, connector: Connector) -> None:
+        if ctx.state == OrderState.CANCELLED and ctx.reserved:
+            # Cancelled while a worker was shipping it, and that worker's answer was lost.
+            await self._settle_lost(job, ctx, connector)
+        else:
+            await asyncio.to_thread(self._not_allocated, job, ctx.state)
+
+    async def _settle_lost(self, job: Job, ctx: JobContext, connector: Connector) -> None:
+        """Settle a cancelled order's codes from the platform's view of the order (the
+        shipment's own answer was lost): shipped there, refused, or unknowable."""
+        try:
+            snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
+                                              self.policy.call_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure here means: try again later
+            await self._retry(job, f"re-reading the cancelled order failed: "
+                              f"{type(exc).__name__}", None)
+            return
+        await asyncio.to_thread(self._settle, job, _shipped_on(snapshot, earlier_lost=True))
+
+    def _settle(self, job: Job, shipped: bool | None) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            outcome = pipeline.settle_cancelled_shipment(conn, job.order_id, shipped=shipped,
+                                                         actor=self.actor, now=now)
+            ended = OutboxState.DONE if shipped else OutboxState.CANCELLED
+            if conn.execute(update(outbox).where(outbox.c.id == job.id,
+                                                 outbox.c.state == OutboxState.PENDING)
+                            .values(state=ended, done_at=now, claimed_until=None)).rowcount:
+                record_attempt(conn, job, AttemptResult.DONE if shipped else
+                               AttemptResult.CANCELLED, f"order cancelled; shipment {outcome}", now)
+        log.warning("cancelled_shipment_settled", shipment=outcome)
+
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
+            state = OrderState.ALLOCATED
             try:
-                pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
+                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED,
                                     None, now, shipped_at=now)
             except pipeline.StateConflict:
-                log.error("ship_state_conflict")
+                state = OrderState(conn.execute(select(orders.c.state).where(
+                    orders.c.id == job.order_id)).scalar_one())
+            if state == OrderState.HELD:
+                # Held (a refund requested) while the shipment was on its way, and the platform
+                # took it: the order is shipped; the refund, if it comes, refunds it.
+                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED, None, now,
+                                    shipped_at=now)
+            elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
+                    conn, job.order_id, shipped=True, actor=self.actor, now=now):
+                self._finish_ship(conn, job, now)
+                return
+            elif state != OrderState.ALLOCATED:
+                log.error("ship_state_conflict", state=state)
                 conn.execute(update(outbox).where(outbox.c.id == job.id)
                              .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
                 return
             conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
                          .values(state=DeliveryState.DELIVERED, delivered_at=now))
-            conn.execute(update(outbox).where(outbox.c.id == job.id)
-                         .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                                 claimed_until=None, last_error=None))
-            record_attempt(conn, job, AttemptResult.DONE, None, now)
+            self._finish_ship(conn, job, now)
             conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
                                                state=OutboxState.PENDING, attempts=0, due_at=now,
                                                created_at=now))
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
+
+    @staticmethod
+    def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
+        conn.execute(update(outbox).where(outbox.c.id == job.id)
+                     .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
+                             claimed_until=None, last_error=None))
+        record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
         """The job's row, and for a memo only while this worker still owns it (a memo queued
@@ -408,8 +459,11 @@ class Dispatcher:
                                     claimed_until=None, last_error=None)).rowcount:
                 record_attempt(conn, job, AttemptResult.DONE, None, now)
 
-    def _fail(self, job: Job, error: str) -> bool:
+    def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
         """End the job, and a ship job's order, as failed; True when this call did it.
+
+        ``refused``: the platform definitely did not take this attempt (it answered no, or it
+        was never called), as opposed to giving up after attempts whose answers were lost.
 
         Both moves are guarded by the state they leave (a pending job, an allocated order):
         when two workers hold the same job (a lease ran out under a hung call) or a person
@@ -430,7 +484,14 @@ class Dispatcher:
                 pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.FAILED,
                                     error, now)
             except pipeline.StateConflict:
-                return False  # held, cancelled or shipped meanwhile: the order did not fail
+                # Held, cancelled or shipped meanwhile: the order did not fail. Cancelled while
+                # this shipment was on its way: it did not arrive, if this was its only attempt.
+                if pipeline.settle_cancelled_shipment(
+                        conn, job.order_id, shipped=False if refused and not job.attempts else None,
+                        actor=self.actor, now=now):
+                    conn.execute(update(outbox).where(outbox.c.id == job.id)
+                                 .values(state=OutboxState.CANCELLED))
+                return False
             audit.append(conn, actor=self.actor, action="ship_failed",
                          subject=f"order:{job.order_id}", details={"error": error})
             return True
@@ -484,6 +545,11 @@ class Dispatcher:
             return
         result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
                                          actor=self.actor)
+        if result.state == OrderState.CANCELLED and ctx.reserved:
+            # Cancelled while this shipment was on its way, and the platform refused it.
+            await asyncio.to_thread(self._settle, job,
+                                    _shipped_on(snapshot, earlier_lost=job.attempts > 0))
+            return
         if result.state in (OrderState.CANCELLED, OrderState.REFUNDED, OrderState.HELD):
             log.info("write_back_cancelled", state=result.state)
             await asyncio.to_thread(self._not_allocated, job, str(result.state))
@@ -492,11 +558,23 @@ class Dispatcher:
             await asyncio.to_thread(self._shipped, job, "already_shipped")
             log.info("order_shipped", outcome="already_shipped")
             return
-        if await asyncio.to_thread(self._fail, job, exc.message):
+        if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
             log.error("write_back_failed", error=exc.message)
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)
+
+
+def _shipped_on(snapshot: Order, *, earlier_lost: bool) -> bool | None:
+    """Whether a cancelled order's shipment reached its platform, from the platform's view of
+    the order: shipped or completed there, yes; still open, no; closed (refunded), no when no
+    earlier attempt's answer was lost, else nobody can tell (platforms close a refunded order
+    whether it was shipped or not)."""
+    if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
+        return True
+    if snapshot.status is PlatformStatus.CLOSED and earlier_lost:
+        return None
+    return False
 
 
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
