@@ -4,10 +4,17 @@ Every page is one self-contained document: inline CSS and (on the revealed page)
 of inline JavaScript for the copy buttons, both allowed by hash in the Content-Security-Policy
 so no other script can run. Pages are deterministic for their inputs; in particular the
 neutral page is byte-for-byte the same for every "nothing here" answer, so it cannot tell an
-unknown link from an expired one.
+unknown link from an expired one (it names no shop).
 
-Everything interpolated is escaped. This module must never render a plaintext code except in
-:func:`revealed_page`, and never load anything from another origin.
+A link page also shows what the shop file and the pools say (:class:`PageExtras`): the shop's
+name, customer-service contact and footer, each pool's usage instructions (plain text, line
+breaks kept by CSS), and the QR code of the page's own link (inline SVG, paths only). The page
+works without JavaScript: the reveal is a form post, links are plain links, and the copy
+buttons stay hidden until the script shows them.
+
+Everything interpolated is escaped. This module must never render a plaintext code (nor a
+redemption link, which carries one) except in :func:`revealed_page`, and never load anything
+from another origin.
 """
 
 from __future__ import annotations
