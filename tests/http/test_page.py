@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import Engine, select
+from structlog.testing import capture_logs
 
 from robot import poolpage
 from robot.config import Contact, PickupConfig
@@ -22,6 +23,7 @@ from robot.vault import Vault
 from tests.factories import seed_codes
 from tests.http.conftest import PUBLIC_URL, Http, make_http, shop_config
 from tests.http.test_pickup import csrf_of, plain_codes
+from tests.test_no_plaintext import scan_database
 from tests.test_pools import run as run_cli
 
 HOWTO_ZH = "1. 打开视频 App，进入「我的」\n2. 点「兑换」，粘贴卡密 <b>不是粗体</b>"
@@ -218,3 +220,18 @@ def test_pools_page_cli_sets_shows_clears_and_audits(engine: Engine, vault: Vaul
     assert [tuple(a) for a in actions] == [("pool_page_set", "pool:p1")] * 2
     with pytest.raises(UserError, match="no pool named 'nope'"):
         poolpage.set_page(engine, "nope", {"redeem_url": ""}, actor="test")
+
+
+def test_redemption_links_leave_no_code_in_logs_or_database(faced: Http) -> None:
+    """A reveal with redemption links (which carry the code) logs no code and stores none:
+    the link is made for the page and nowhere else."""
+    poolpage.set_page(faced.engine, "p1", {"redeem_url": "https://v.example.com/?c={code}"},
+                      actor="test")
+    oid = faced.order("NP1", quantity=2)
+    codes = plain_codes(faced, oid)
+    with capture_logs() as logs:
+        _, _, revealed = _open(faced, oid)
+    assert all(f"https://v.example.com/?c={c}" in revealed for c in codes)
+    assert any(e["event"] == "pickup_revealed" for e in logs)
+    assert not [c for c in codes if c in repr(logs)]
+    assert scan_database(faced.engine, codes) == []
