@@ -335,7 +335,7 @@ def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int)
         path.unlink()
     pools.create_pool(engine, POOL_PREORDER, actor="demo")
     # What the pickup page shows beside the main pool's codes (robot pools page).
-    poolpage.set_page(engine, POOL_MAIN, {
+    poolpage.set_page(engine, vault, POOL_MAIN, {
         "instructions_zh": "1. 打开视频 App，进入「我的」\n2. 点「兑换会员」，粘贴卡密",
         "instructions_en": "1. Open the video app and go to Me\n2. Tap Redeem and paste the code",
         "redeem_url": "https://vip.example.com/exchange?code={code}"}, actor="demo")

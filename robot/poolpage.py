@@ -7,13 +7,22 @@ redemption link template. A template with ``{code}`` gets the card number, perce
 redemption page, opened after the page copied the code. Only ``https:`` and ``http:``
 templates are accepted; ``{{`` and ``}}`` stand for literal braces.
 
-This module owns these three columns of ``pools`` (:mod:`robot.pools` owns the rest). It
+The settings are sealed: ``page_mac`` is an HMAC over the pool id and the three values, under
+a key derived from the key file (:func:`page_key`). Someone who can write the database but
+has no key file could otherwise point the redeem button at a site of their own and collect
+the codes buyers reveal; a setting whose seal does not match is not shown (logged
+``pool_page_refused``), so only ``robot pools page``, run with the key file, changes the page.
+
+This module owns these four columns of ``pools`` (:mod:`robot.pools` owns the rest). It
 must never store, log or audit a code: a link with a code in it is made only for the page
 that shows the revealed code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import string
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -25,7 +34,11 @@ from sqlalchemy import Connection, Engine, select, update
 from robot import audit
 from robot.config.types import WEB_SCHEMES, link_problem, text_problem
 from robot.errors import UserError
+from robot.log import get_logger
 from robot.schema import pools
+from robot.vault import Vault
+
+log = get_logger(__name__)
 
 PLACEHOLDER = "code"
 INSTRUCTIONS_MAX = 2000
@@ -78,30 +91,57 @@ def redeem_link(template: str, card_no: str) -> str:
     return template.format(code=quote(card_no, safe=""))
 
 
-def page_settings(conn: Connection, pool_ids: Iterable[int]) -> dict[int, PoolPage]:
-    """The settings of the given pools (pools without any are left out)."""
+def page_key(vault: Vault) -> bytes:
+    """The key that seals pool page settings, derived from the vault's fingerprint key (which
+    never rotates). The label starts with NUL, which no imported code holds, so the key can
+    never equal a stored fingerprint."""
+    return vault.fingerprint("\x00robot-pool-page-v1\x00")
+
+
+def _seal(key: bytes, pool_id: int, page: PoolPage) -> str:
+    data = json.dumps([pool_id, page.instructions_zh, page.instructions_en, page.redeem_url],
+                      ensure_ascii=False, separators=(",", ":"))
+    return hmac.new(key, data.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def page_settings(conn: Connection, pool_ids: Iterable[int], key: bytes) -> dict[int, PoolPage]:
+    """The settings of the given pools whose seal holds (pools without any are left out)."""
     ids = sorted(set(pool_ids))
     if not ids:
         return {}
     rows = conn.execute(
-        select(pools.c.id, pools.c.instructions_zh, pools.c.instructions_en, pools.c.redeem_url)
+        select(pools.c.id, pools.c.name, pools.c.instructions_zh, pools.c.instructions_en,
+               pools.c.redeem_url, pools.c.page_mac)
         .where(pools.c.id.in_(ids))).all()
     out = {}
     for r in rows:
         page = PoolPage(r.instructions_zh, r.instructions_en, r.redeem_url)
-        if page != PoolPage():
-            out[int(r.id)] = page
+        if page == PoolPage():
+            continue
+        seal = _seal(key, int(r.id), page)
+        if not hmac.compare_digest((r.page_mac or "").encode(), seal.encode()):
+            log.error("pool_page_refused", pool=r.name,
+                      reason="its settings do not match their seal: set them again with "
+                             "robot pools page")
+            continue
+        out[int(r.id)] = page
     return out
 
 
-def show(engine: Engine, name: str) -> PoolPage:
+def show(engine: Engine, vault: Vault, name: str) -> tuple[PoolPage, bool]:
+    """A pool's settings as stored, and whether their seal holds (else the page ignores
+    them)."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(pools.c.instructions_zh, pools.c.instructions_en, pools.c.redeem_url)
+            select(pools.c.id, pools.c.instructions_zh, pools.c.instructions_en,
+                   pools.c.redeem_url, pools.c.page_mac)
             .where(pools.c.name == name)).first()
     if row is None:
         raise UserError(f"no pool named '{name}' (robot pools list shows them)")
-    return PoolPage(row.instructions_zh, row.instructions_en, row.redeem_url)
+    page = PoolPage(row.instructions_zh, row.instructions_en, row.redeem_url)
+    seal = _seal(page_key(vault), int(row.id), page)
+    return page, page == PoolPage() or hmac.compare_digest(
+        (row.page_mac or "").encode(), seal.encode())
 
 
 def _checked(changes: dict[str, str | None]) -> dict[str, str | None]:
@@ -123,17 +163,26 @@ def _checked(changes: dict[str, str | None]) -> dict[str, str | None]:
     return out
 
 
-def set_page(engine: Engine, name: str, changes: dict[str, str | None], *, actor: str) -> PoolPage:
+def set_page(engine: Engine, vault: Vault, name: str, changes: dict[str, str | None], *,
+             actor: str) -> PoolPage:
     """Change some of a pool's page settings (keys of :class:`PoolPage`; ``""`` or None
-    clears one). Audited ``pool_page_set`` with what changed; returns the new settings."""
+    clears one) and seal them. Audited ``pool_page_set`` with what changed; returns the new
+    settings."""
     unknown = set(changes) - set(PoolPage.__dataclass_fields__)
     if unknown:
         raise UserError(f"unknown pool page settings: {', '.join(sorted(unknown))}")
     values = _checked(changes)
+    missing = UserError(f"no pool named '{name}' (robot pools list shows them)")
     with engine.begin() as conn:
-        done = conn.execute(update(pools).where(pools.c.name == name).values(**values)).rowcount
-        if not done:
-            raise UserError(f"no pool named '{name}' (robot pools list shows them)")
+        row = conn.execute(
+            select(pools.c.id, pools.c.instructions_zh, pools.c.instructions_en,
+                   pools.c.redeem_url).where(pools.c.name == name).with_for_update()).first()
+        if row is None:
+            raise missing
+        page = PoolPage(**{**PoolPage(row.instructions_zh, row.instructions_en,
+                                      row.redeem_url).as_dict(), **values})
+        conn.execute(update(pools).where(pools.c.id == row.id).values(
+            **page.as_dict(), page_mac=_seal(page_key(vault), int(row.id), page)))
         audit.append(conn, actor=actor, action="pool_page_set", subject=f"pool:{name}",
                      details={"pool": name, **values})
-    return show(engine, name)
+    return page

@@ -75,6 +75,9 @@ pools = Table(
     Column("instructions_zh", Text, nullable=True),
     Column("instructions_en", Text, nullable=True),
     Column("redeem_url", String(500), nullable=True),
+    # HMAC of the three above under a key from the key file: a database writer cannot point
+    # the redeem button elsewhere (robot.poolpage).
+    Column("page_mac", String(64), nullable=True),
 )
 
 batches = Table(

@@ -1,4 +1,4 @@
-"""pickup page per pool: usage instructions (zh, en) and the redemption link template
+"""pickup page per pool: usage instructions (zh, en), the redemption link template, their seal
 
 Revision ID: 0008_page
 Revises: 0007_cs
@@ -21,10 +21,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('instructions_zh', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('instructions_en', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('redeem_url', sa.String(length=500), nullable=True))
+        batch_op.add_column(sa.Column('page_mac', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('pools', schema=None) as batch_op:
+        batch_op.drop_column('page_mac')
         batch_op.drop_column('redeem_url')
         batch_op.drop_column('instructions_en')
         batch_op.drop_column('instructions_zh')

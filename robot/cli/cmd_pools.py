@@ -212,16 +212,19 @@ def pools_page(ctx: click.Context, name: str, instructions_zh: str | None,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes:
-        page = poolpage.set_page(app.engine, name, changes, actor=actor())
-    else:
-        page = poolpage.show(app.engine, name)
+        poolpage.set_page(app.engine, app.vault, name, changes, actor=actor())
+    page, sealed = poolpage.show(app.engine, app.vault, name)
     if as_json:
-        emit_json({"pool": name, **page.as_dict()})
+        emit_json({"pool": name, **page.as_dict(), "sealed": sealed})
         return
     for key, value in page.as_dict().items():
         shown = "(not set)" if value is None else value
         app.console.print(f"{key.replace('_', ' ')}:", style="bold", highlight=False)
         app.console.print(f"  {shown}".replace("\n", "\n  "), markup=False, highlight=False)
+    if not sealed:
+        app.console.print("NOT SHOWN on the pickup page: these settings were changed in the "
+                          "database, not with this command; check them and set them again",
+                          style="red", markup=False, highlight=False)
     if changes:
         app.console.print(f"pool {name}: updated {', '.join(sorted(changes))}",
                           markup=False, highlight=False)

@@ -64,9 +64,10 @@ def decrypt(vault: Vault, row: CodeRow) -> tuple[str, str | None]:
     return split_pair(secret)
 
 
-def pool_pages(conn: Connection, rows: Sequence[CodeRow]) -> dict[int, PoolPage]:
-    """The page settings of the pools these codes came from."""
-    return poolpage.page_settings(conn, (int(r.row.pool_id) for r in rows))
+def pool_pages(conn: Connection, rows: Sequence[CodeRow], key: bytes) -> dict[int, PoolPage]:
+    """The page settings of the pools these codes came from (``key``: their seal's,
+    :func:`robot.poolpage.page_key`)."""
+    return poolpage.page_settings(conn, (int(r.row.pool_id) for r in rows), key)
 
 
 def views(vault: Vault, rows: Sequence[CodeRow], *, masked: bool,
@@ -80,12 +81,11 @@ def views(vault: Vault, rows: Sequence[CodeRow], *, masked: bool,
         if masked:
             card_no, password = mask(card_no), (mask(password) if password else None)
         expires = getattr(row.row, "expires_at", None)
-        pool_id = int(row.row.pool_id)
-        template = None if masked or pages is None else pages.get(pool_id, PoolPage()).redeem_url
+        page = None if masked or pages is None else pages.get(int(row.row.pool_id))
+        template = page.redeem_url if page is not None else None
         out.append(CodeView(
             row.title, card_no, password,
             format_time(expires, zone=zone) if expires is not None else None,
-            pool_id=pool_id,
             redeem_url=poolpage.redeem_link(template, card_no) if template else None,
             redeem_takes_code=poolpage.takes_code(template) if template else True))
     return out

@@ -203,8 +203,6 @@ class CodeView:
     password: str | None = None
     #: The code's expiry as the buyer reads it (the shops' time zone, to the second).
     expires: str | None = None
-    #: The pool the code came from (its usage instructions).
-    pool_id: int | None = None
     #: Revealed codes only: the redemption link, and whether it takes the code (else the
     #: page copies the code, then opens the link).
     redeem_url: str | None = None

@@ -153,7 +153,7 @@ def open_link(ctx: HttpContext, token: str, ip_digest: str,
         rows = handover.code_rows(conn, link.order_id)
         if not rows:
             return None
-        settings = handover.pool_pages(conn, rows)
+        settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
         _log_view(conn, link, "view", ip_digest, ua, now)
     views = handover.views(ctx.vault, rows, masked=True, zone=ctx.zone)
     return link, views, _extras(ctx, link, token, rows, settings)
@@ -170,7 +170,7 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
         rows = handover.code_rows(conn, link.order_id)
         if not rows:
             return None
-        settings = handover.pool_pages(conn, rows)
+        settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
         view_id = _log_view(conn, link, "reveal", ip_digest, ua, now)
         handover.mark_seen(conn, link.order_id, now)
         audit.append(conn, actor="buyer:pickup", action="pickup_reveal",

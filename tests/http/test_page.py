@@ -11,14 +11,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from structlog.testing import capture_logs
 
 from robot import poolpage
 from robot.config import Contact, PickupConfig
 from robot.errors import UserError
 from robot.http import links, qr
-from robot.schema import audit_log
+from robot.schema import audit_log, pools
 from robot.vault import Vault
 from tests.factories import seed_codes
 from tests.http.conftest import PUBLIC_URL, Http, make_http, shop_config
@@ -77,7 +77,7 @@ def test_neutral_page_shows_no_shop(faced: Http) -> None:
 def test_pool_instructions_appear_escaped_with_line_breaks(faced: Http) -> None:
     """A pool's instructions (zh and en) show on both pages, escaped; `pre-line` keeps the
     line breaks without any markup from the merchant."""
-    poolpage.set_page(faced.engine, "p1", {"instructions_zh": HOWTO_ZH,
+    poolpage.set_page(faced.engine, faced.vault, "p1", {"instructions_zh": HOWTO_ZH,
                                            "instructions_en": HOWTO_EN}, actor="test")
     _, masked, revealed = _open(faced, faced.order("I1", quantity=2))
     for page in (masked, revealed):
@@ -101,8 +101,8 @@ def test_bundle_shows_each_pools_instructions_under_its_items(engine: Engine,
         sku_id="s1", pools=[PoolShare(pool="p1"), PoolShare(pool="p2")])]})
     assert isinstance(shop.platform_config, MemoryConfig)
     h = make_http(engine, vault, shop=shop)
-    poolpage.set_page(engine, "p1", {"instructions_zh": "甲说明"}, actor="test")
-    poolpage.set_page(engine, "p2", {"instructions_en": "Second pool's way"}, actor="test")
+    poolpage.set_page(engine, vault, "p1", {"instructions_zh": "甲说明"}, actor="test")
+    poolpage.set_page(engine, vault, "p2", {"instructions_en": "Second pool's way"}, actor="test")
     with h.client:
         _, masked, _ = _open(h, h.order("B1"))
     howto = masked[masked.index('class="card howto"'):]
@@ -113,7 +113,7 @@ def test_bundle_shows_each_pools_instructions_under_its_items(engine: Engine,
 def test_redeem_link_carries_the_url_encoded_code_after_reveal_only(faced: Http) -> None:
     """A template with {code} gets the card number percent-encoded, on the revealed page
     only; the masked page has no redemption link at all."""
-    poolpage.set_page(faced.engine, "p1", {
+    poolpage.set_page(faced.engine, faced.vault, "p1", {
         "redeem_url": "https://vip.example.com/exchange?from=robot&code={code}"}, actor="test")
     oid = faced.order("X1")
     code = plain_codes(faced, oid)[0]
@@ -129,8 +129,8 @@ def test_redeem_link_carries_the_url_encoded_code_after_reveal_only(faced: Http)
 def test_redeem_without_placeholder_copies_then_opens(faced: Http) -> None:
     """A template without {code} is the site's redemption page: the button copies the code
     (the card number's element) and opens it; a note says to paste."""
-    poolpage.set_page(faced.engine, "p1", {"redeem_url": "https://vip.example.com/redeem"},
-                      actor="test")
+    poolpage.set_page(faced.engine, faced.vault, "p1",
+                      {"redeem_url": "https://vip.example.com/redeem"}, actor="test")
     _, _, revealed = _open(faced, faced.order("X2"))
     assert ('<a class="redeem" href="https://vip.example.com/redeem" target="_blank" '
             'rel="noopener noreferrer" data-copy="c0n" data-done="已复制 Copied">去兑换 Redeem</a>'
@@ -201,15 +201,15 @@ def test_pools_page_cli_sets_shows_clears_and_audits(engine: Engine, vault: Vaul
     result = run_cli(engine, vault, "pools", "page", "p1", "--instructions-zh-file",
                      str(tmp_path / "zh.txt"), "--redeem-url", "https://v.example.com/?c={code}")
     assert result.exit_code == 0, result.output
-    assert poolpage.show(engine, "p1") == poolpage.PoolPage(
-        "第一步\n第二步", None, "https://v.example.com/?c={code}")
+    assert poolpage.show(engine, vault, "p1") == (poolpage.PoolPage(
+        "第一步\n第二步", None, "https://v.example.com/?c={code}"), True)
 
     bad = run_cli(engine, vault, "pools", "page", "p1", "--instructions-en", "ok",
                   "--redeem-url", "javascript:{code}")
     assert bad.exit_code != 0
     assert isinstance(bad.exception, UserError)
     assert "redeem-url: only https:, http: redemption links" in str(bad.exception)
-    assert poolpage.show(engine, "p1").instructions_en is None, "nothing changed"
+    assert poolpage.show(engine, vault, "p1")[0].instructions_en is None, "nothing changed"
 
     cleared = run_cli(engine, vault, "pools", "page", "p1", "--redeem-url", "", "--json")
     assert cleared.exit_code == 0, cleared.output
@@ -219,14 +219,14 @@ def test_pools_page_cli_sets_shows_clears_and_audits(engine: Engine, vault: Vaul
                                .where(audit_log.c.action == "pool_page_set")).all()
     assert [tuple(a) for a in actions] == [("pool_page_set", "pool:p1")] * 2
     with pytest.raises(UserError, match="no pool named 'nope'"):
-        poolpage.set_page(engine, "nope", {"redeem_url": ""}, actor="test")
+        poolpage.set_page(engine, vault, "nope", {"redeem_url": ""}, actor="test")
 
 
 def test_redemption_links_leave_no_code_in_logs_or_database(faced: Http) -> None:
     """A reveal with redemption links (which carry the code) logs no code and stores none:
     the link is made for the page and nowhere else."""
-    poolpage.set_page(faced.engine, "p1", {"redeem_url": "https://v.example.com/?c={code}"},
-                      actor="test")
+    poolpage.set_page(faced.engine, faced.vault, "p1",
+                      {"redeem_url": "https://v.example.com/?c={code}"}, actor="test")
     oid = faced.order("NP1", quantity=2)
     codes = plain_codes(faced, oid)
     with capture_logs() as logs:
@@ -235,3 +235,29 @@ def test_redemption_links_leave_no_code_in_logs_or_database(faced: Http) -> None
     assert any(e["event"] == "pickup_revealed" for e in logs)
     assert not [c for c in codes if c in repr(logs)]
     assert scan_database(faced.engine, codes) == []
+
+
+def test_settings_changed_in_the_database_alone_are_not_shown(faced: Http) -> None:
+    """Someone who can write the database but has no key file cannot point the redeem
+    button (or the instructions) elsewhere: a setting without a matching seal is dropped and
+    logged, and `robot pools page` seals it again."""
+    poolpage.set_page(faced.engine, faced.vault, "p1",
+                      {"instructions_zh": "正版说明",
+                       "redeem_url": "https://vip.example.com/?c={code}"}, actor="test")
+    with faced.engine.begin() as conn:
+        conn.execute(update(pools).where(pools.c.name == "p1").values(
+            redeem_url="https://evil.example.net/steal?c={code}"))
+    with capture_logs() as logs:
+        _, masked, revealed = _open(faced, faced.order("T1"))
+    assert "evil.example.net" not in revealed and 'class="redeem"' not in revealed
+    assert "正版说明" not in masked, "the whole setting is dropped, not only the link"
+    assert [e["pool"] for e in logs if e["event"] == "pool_page_refused"] == ["p1", "p1"]
+    shown = run_cli(faced.engine, faced.vault, "pools", "page", "p1")
+    assert shown.exit_code == 0 and "evil.example.net" in shown.output
+    assert "NOT SHOWN on the pickup page" in shown.output
+
+    poolpage.set_page(faced.engine, faced.vault, "p1",
+                      {"redeem_url": "https://vip.example.com/?c={code}"}, actor="test")
+    _, _, revealed = _open(faced, faced.order("T2"))
+    assert "https://vip.example.com/?c=" in revealed and "正版说明" in revealed
+    assert poolpage.show(faced.engine, faced.vault, "p1")[1] is True

@@ -87,8 +87,8 @@ def site(engine: Engine, vault: Vault) -> Iterator[Site]:
     """A shop with a name, contact and footer, its pool with instructions, served on a
     loopback port that is also its ``public_url`` (so the page's link is the one opened)."""
     seed_codes(engine, vault, "p1", 6, expires_at=EXPIRES_UTC)
-    poolpage.set_page(engine, "p1", {"instructions_zh": HOWTO_ZH, "instructions_en": HOWTO_EN},
-                      actor="test")
+    poolpage.set_page(engine, vault, "p1",
+                      {"instructions_zh": HOWTO_ZH, "instructions_en": HOWTO_EN}, actor="test")
     shop = shop_config(pickup=PickupConfig(lookup_check="buyer_id_suffix",
                                            footer="卡密一经显示不退不换")).model_copy(
         update={"display_name": "小蓝鲸数码",
@@ -134,7 +134,7 @@ def test_qr_code_on_screen_decodes_to_the_page_link(site: Site, tmp_path: Path) 
 def test_redeem_button_instructions_contact_and_expiry(site: Site, tmp_path: Path) -> None:
     """With JavaScript: the instructions, contact, footer and expiry (Beijing time) show;
     after the reveal each code's "去兑换" opens the redemption link with the code in it."""
-    poolpage.set_page(site.h.engine, "p1",
+    poolpage.set_page(site.h.engine, site.h.vault, "p1",
                       {"redeem_url": REDEEM_HOST + "/exchange?from=robot&code={code}"},
                       actor="test")
     oid = site.h.order("RD1", quantity=2)
@@ -170,7 +170,7 @@ def test_redeem_button_instructions_contact_and_expiry(site: Site, tmp_path: Pat
 def test_redeem_without_placeholder_copies_the_code_then_opens(site: Site) -> None:
     """A redemption page that takes no code: the button copies the card number, then opens
     the page; the buyer pastes it there."""
-    poolpage.set_page(site.h.engine, "p1", {"redeem_url": REDEEM_HOST + "/redeem"},
+    poolpage.set_page(site.h.engine, site.h.vault, "p1", {"redeem_url": REDEEM_HOST + "/redeem"},
                       actor="test")
     oid = site.h.order("RD2")
     (code,) = plain_codes(site.h, oid)
@@ -194,7 +194,7 @@ def test_redeem_without_placeholder_copies_the_code_then_opens(site: Site) -> No
 def test_javascript_off_reveal_by_form_post(site: Site, tmp_path: Path) -> None:
     """With JavaScript off the page still works: the reveal is a form post, the codes and
     the redemption link are there, and no copy button that could not work is shown."""
-    poolpage.set_page(site.h.engine, "p1",
+    poolpage.set_page(site.h.engine, site.h.vault, "p1",
                       {"redeem_url": REDEEM_HOST + "/exchange?code={code}"}, actor="test")
     oid = site.h.order("NJ1")
     (code,) = plain_codes(site.h, oid)
