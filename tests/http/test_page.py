@@ -261,3 +261,17 @@ def test_settings_changed_in_the_database_alone_are_not_shown(faced: Http) -> No
     _, _, revealed = _open(faced, faced.order("T2"))
     assert "https://vip.example.com/?c=" in revealed and "正版说明" in revealed
     assert poolpage.show(faced.engine, faced.vault, "p1")[1] is True
+
+
+def test_expiry_is_shown_in_the_robot_time_zone(engine: Engine, vault: Vault) -> None:
+    """Each code's expiry is shown in the robot's ``timezone`` (here Berlin, not Beijing),
+    to the second, on the masked and the revealed page."""
+    from datetime import datetime
+
+    seed_codes(engine, vault, "p1", 1, expires_at=datetime(2026, 12, 31, 23, 59, 59))
+    h = make_http(engine, vault, timezone="Europe/Berlin")
+    with h.client:
+        _, masked, revealed = _open(h, h.order("Z1"))
+    for page in (masked, revealed):
+        assert re.search(r'<div class="row expires">有效期至<span class="en">Valid until</span> '
+                         r"2027-01-01 00:59:59</div>", page)
