@@ -188,9 +188,13 @@ def link_problem(value: str, schemes: tuple[str, ...]) -> str | None:
     match = _LINK_SCHEME.match(value)
     if match is None or match.group(1).lower() not in schemes:
         return f"only {allowed} links are allowed"
-    if match.group(1).lower() in WEB_SCHEMES and not re.match(
-            r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]+", value):
-        return "expected a web address with a host, e.g. https://shop.example.com/help"
+    if match.group(1).lower() in WEB_SCHEMES:
+        host = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", value)
+        if host is None or not host.group(1):
+            return "expected a web address with a host, e.g. https://shop.example.com/help"
+        if "@" in host.group(1):
+            # https://bank.example.com@other.example.net goes to the second host.
+            return "a user name before the host (user@host) is not allowed in a link"
     return None
 
 

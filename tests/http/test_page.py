@@ -163,6 +163,7 @@ def test_redeem_link_quotes_every_reserved_character() -> None:
     ("https://v.example.com/?c={code", "unbalanced braces"),
     ("https:///nohost?c={code}", "with a host"),
     ("https://v.example.com/a b?c={code}", "spaces and control characters"),
+    ("https://vip.example.com@evil.example.net/?c={code}", "user name before the host"),
     ("https://v.example.com/\u202e?c={code}", "spaces and control characters"),
 ])
 def test_bad_redeem_templates_are_refused(template: str, why: str) -> None:
