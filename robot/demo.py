@@ -37,7 +37,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from connectors.plugin import DemoDriver, HasDemo
-from robot import audit, pools
+from robot import audit, poolpage, pools
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
@@ -131,6 +131,8 @@ def write_shops(directory: Path, drivers: list[DemoDriver],
                 {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
             ],
             "platform_config": platform_config,
+            "display_name": f"{driver.platform} 演示店 demo shop",
+            "contact": {"text": "客服 demo@example.com", "url": "mailto:demo@example.com"},
         }
         path = directory / f"{driver.platform}.yaml"
         path.write_text(yaml.safe_dump(shop, sort_keys=False))
@@ -332,6 +334,11 @@ def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int)
         pools.import_codes(engine, vault, name, path, actor="demo", supplier="demo supplier")
         path.unlink()
     pools.create_pool(engine, POOL_PREORDER, actor="demo")
+    # What the pickup page shows beside the main pool's codes (robot pools page).
+    poolpage.set_page(engine, vault, POOL_MAIN, {
+        "instructions_zh": "1. 打开视频 App，进入「我的」\n2. 点「兑换会员」，粘贴卡密",
+        "instructions_en": "1. Open the video app and go to Me\n2. Tap Redeem and paste the code",
+        "redeem_url": "https://vip.example.com/exchange?code={code}"}, actor="demo")
 
 
 async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,

@@ -70,6 +70,14 @@ pools = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("low_stock", Integer, nullable=True),
     Column("created_at", Timestamp, nullable=False),
+    # What the pickup page shows beside the pool's codes (robot.poolpage): how to use them,
+    # in Chinese and English, and the redemption link template (``…?code={code}``).
+    Column("instructions_zh", Text, nullable=True),
+    Column("instructions_en", Text, nullable=True),
+    Column("redeem_url", String(500), nullable=True),
+    # HMAC of the three above under a key from the key file: a database writer cannot point
+    # the redeem button elsewhere (robot.poolpage).
+    Column("page_mac", String(64), nullable=True),
 )
 
 batches = Table(

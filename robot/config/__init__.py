@@ -58,6 +58,7 @@ from robot.config.robot_file import (
 )
 from robot.config.shop_file import (
     PUBLIC_CHECKS,
+    Contact,
     Defaults,
     LookupCheckName,
     PickupConfig,
@@ -106,6 +107,7 @@ __all__ = [
     "PUBLIC_CHECKS",
     "SHOP_NAME_RE",
     "AlertsConfig",
+    "Contact",
     "Defaults",
     "Duration",
     "HttpConfig",
@@ -280,6 +282,8 @@ def _load_shop(
         pickup=shop_file.pickup,
         delivery_api_token=shop_file.delivery_api_token,
         risk=defaults.risk.merged(shop_file.risk),
+        display_name=shop_file.display_name,
+        contact=shop_file.contact,
     )
     return name, shop
 
