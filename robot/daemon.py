@@ -59,6 +59,7 @@ from robot.http.links import pickup_url_hook
 from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
 from robot.migrate import upgrade
+from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
 from robot.states import OrderState
@@ -179,6 +180,7 @@ class Robot:
         self._wake_alloc = asyncio.Event()
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._notifications: Notifications | None = None
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._shop_jobs: dict[str, set[asyncio.Task[Any]]] = {}  # the same, per shop
         self._scheduler: AsyncIOScheduler | None = None
@@ -345,13 +347,17 @@ class Robot:
         self._starting(self._ensure_shop_rows)
         self._starting(self._log_paused)
         d = self.config.defaults
+        policy = RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
+                             backoff_max=d.backoff_max)
+        self._notifications = Notifications(
+            self.engine, self.vault, self.shops, build_notifiers(self.shops),
+            call_timeout=policy.call_timeout, lease=policy.lease, max_attempts=d.max_attempts)
         self._dispatcher = Dispatcher(
-            self.engine, self.vault, self.connectors, self.shops,
-            RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
-                        backoff_max=d.backoff_max),
+            self.engine, self.vault, self.connectors, self.shops, policy,
             worker=self.owner,
             pickup_url=pickup_url_hook(self.engine, self.vault, self.shops,
                                        self.config.http.public_url),
+            notify=self._notifications,
         )
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
                  owner=self.owner)
@@ -598,6 +604,8 @@ class Robot:
         for connector in self.connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
+        if self._notifications is not None:
+            await self._notifications.aclose()
         await asyncio.to_thread(audit.checkpoint_quietly, self.engine)  # never raises
         self.release()
 

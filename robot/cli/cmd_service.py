@@ -1,4 +1,5 @@
-"""Customer service commands: ``robot orders find|link|redeliver``, ``robot codes find|defects``.
+"""Customer service commands: ``robot orders find|link|notify|redeliver``,
+``robot codes find|defects``.
 
 They add to the ``orders`` and ``codes`` groups (exported by ``cmd_orders`` and
 ``cmd_pools``), so this module exports no top-level command. Codes are shown masked; a code
@@ -87,6 +88,35 @@ def link_cmd(app: App, order_id: int, new: bool, as_json: bool) -> None:
     if result.memo_queued:
         click.echo("(the seller memo will be rewritten with this link by the running robot)",
                    err=True)
+
+
+@orders_group.command("notify")
+@click.argument("order_id", type=int)
+@click.option("--channel", type=click.Choice(["email", "sms"]),
+              help="Only this channel (default: every channel the order has a contact for).")
+@json_option
+@click.pass_obj
+def notify_cmd(app: App, order_id: int, channel: str | None, as_json: bool) -> None:
+    """Send the buyer's notification again (audited with your user name).
+
+    A notification whose outcome is unknown (the robot stopped mid-send) is sent again under
+    its same key (the same e-mail Message-ID / SMS OutId); otherwise a new one is queued.
+    """
+    from connectors.notifier import Channel
+    from robot import notify
+
+    shop_name = support_shop(app, order_id)
+    shop = next((s for s in app.config.shops if s.name == shop_name), None)
+    done = notify.resend(app.engine, order_id, shop, Channel(channel) if channel else None,
+                         actor=actor())
+    if as_json:
+        emit_json({"order_id": order_id, "queued": [
+            {"channel": r.channel.value, "event": r.event, "same_key": r.again} for r in done]})
+        return
+    for r in done:
+        again = " (its earlier outcome was unknown: same key)" if r.again else ""
+        click.echo(f"{r.channel.value}: {r.event} queued{again}")
+    click.echo("(the running robot sends it)", err=True)
 
 
 def support_shop(app: App, order_id: int) -> str:

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from connectors.config import Secret
 from robot.config.mappings import SkuMapping
+from robot.config.notify import NotifyConfig, NotifyFile
 from robot.config.types import (
     DEFAULT_ITEM_DESC,
     DEFAULT_MEMO_TEMPLATE,
@@ -174,6 +175,7 @@ class ShopFile(StrictModel):
     #: Bearer token for the delivery API (robot.http); unset: the API is off for this shop.
     delivery_api_token: Secret | None = None
     risk: RiskRules | None = None  # fields set here override defaults.risk
+    notify: NotifyFile | None = None  # buyer notifications (robot.config.notify); off if unset
 
     @field_validator("delivery_api_token")
     @classmethod
@@ -208,3 +210,4 @@ class ShopConfig(StrictModel):
     pickup: PickupConfig = Field(default_factory=PickupConfig)
     delivery_api_token: Secret | None = None
     risk: RiskRules = Field(default_factory=RiskRules)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
