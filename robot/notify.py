@@ -47,7 +47,7 @@ from connectors.errors import Fatal, Retriable, Skippable
 from connectors.notifier import Channel, Message, Notifier, SendUnknown, Sent, short_error
 from robot import audit
 from robot.clock import utcnow
-from robot.config.notify import NotifyConfig
+from robot.config.notify import ChannelFile, NotifyConfig
 from robot.db import transaction
 from robot.errors import UserError
 from robot.log import get_logger
@@ -319,7 +319,8 @@ class Notifications:
         """Send one row; the error when it stays queued, else None."""
         notifier = self.notifiers.get(ctx.shop, {}).get(row.channel)
         shop = self.shops.get(ctx.shop)
-        spec = shop.notify.channels.get(row.channel) if shop is not None else None
+        channel = shop.notify.channels.get(row.channel) if shop is not None else None
+        spec = channel.spec if channel is not None else None
         if notifier is None or shop is None or spec is None:
             await asyncio.to_thread(self._finish, order_id, row, NotificationState.FAILED,
                                     f"the shop has no {row.channel.value} notifier now", None)
@@ -361,7 +362,7 @@ class Notifications:
         return None
 
     def _claim(self, order_id: int, row: Due, ctx: JobOrder, shop: NotifyingShop,
-               spec: Any) -> Message | None:
+               spec: ChannelFile) -> Message | None:
         """Build the message and commit ``sending`` (codes marked seen first, when the
         channel carries them); None when the row is no longer queued."""
         now = utcnow()

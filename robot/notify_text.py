@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection
 
@@ -73,7 +73,7 @@ def _plaintext(conn: Connection, vault: Vault, order_id: int, now: datetime) -> 
 
 
 def build_message(conn: Connection, vault: Vault, order_id: int, key: str, to: str,
-                  language: str, ctx: JobOrder, spec: Any, now: datetime) -> Message:
+                  language: str, ctx: JobOrder, spec: ChannelFile, now: datetime) -> Message:
     """The message for one notification (inside the caller's transaction)."""
     lines = [ln for ln in ctx.order.lines if ln.refund is RefundState.NONE] or \
         list(ctx.order.lines)

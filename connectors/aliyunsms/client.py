@@ -38,7 +38,8 @@ class AliyunSmsNotifier:
         self.templates = templates
         self.endpoint = endpoint.rstrip("/") + "/"
         self.region = region
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self.timeout = timeout
+        self._transport = transport
 
     def template_for(self, language: str) -> str:
         return self.templates.get(language) or next(iter(self.templates.values()))
@@ -51,7 +52,9 @@ class AliyunSmsNotifier:
             nonce=secrets.token_hex(16), now=datetime.now(UTC))
         params["Signature"] = p.signature(self._secret, "GET", params)
         try:
-            response = await self._http.get(self.endpoint, params=params)
+            # One client per message: a notice is rare, and nothing is left bound to a loop.
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as http:
+                response = await http.get(self.endpoint, params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Unavailable(f"aliyun sms: cannot connect ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
@@ -60,7 +63,7 @@ class AliyunSmsNotifier:
         return _outcome(response)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Nothing is kept open between messages."""
 
 
 def _outcome(response: httpx.Response) -> Sent:
