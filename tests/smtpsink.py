@@ -27,6 +27,7 @@ class Sink:
     tempfail_rcpt: int = 0
     reject_rcpt: int = 0
     drop_after_data: int = 0
+    port: int = 0  # where it listens
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, name: str) -> bool:
@@ -120,7 +121,7 @@ class SmtpSink:
     def __init__(self) -> None:
         self.state = Sink()
         self._server = _Server(self.state)
-        self.port = int(self._server.server_address[1])
+        self.port = self.state.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> Sink:

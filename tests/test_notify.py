@@ -5,6 +5,7 @@ answers and crashes; opted-out shops send nothing; plaintext codes only where op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -40,15 +41,24 @@ EMAIL = "buyer@example.net"
 PHONE = "13800138000"
 
 
-@pytest.fixture(scope="module")
-def sms_fake() -> Iterator[tuple[AliyunSmsFakeState, str]]:
+@contextlib.contextmanager
+def served_sms_fake() -> Iterator[tuple[AliyunSmsFakeState, str]]:
+    """The Aliyun SMS fake on loopback (its own event loop in a thread) and its URL."""
     host = FakeHost()
     state = AliyunSmsFakeState()
     served: ServedFake = host.call(serve_fake(make_app(state)))
-    yield state, served.base_url
-    state.release_hangs()
-    host.call(served.stop())
-    host.close()
+    try:
+        yield state, served.base_url
+    finally:
+        state.release_hangs()
+        host.call(served.stop())
+        host.close()
+
+
+@pytest.fixture(scope="module")
+def sms_fake() -> Iterator[tuple[AliyunSmsFakeState, str]]:
+    with served_sms_fake() as served:
+        yield served
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -246,7 +247,8 @@ def make_app(state: AliyunSmsFakeState) -> Starlette:
     async def send_sms(request: Request) -> Response:
         params = dict(request.query_params)
         if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.form()).items()})
+            body = (await request.body()).decode("utf-8", "replace")
+            params.update(parse_qsl(body, keep_blank_values=True))
         try:
             state.verify(request.method, params)
             sms = state.send(params)
