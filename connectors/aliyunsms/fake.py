@@ -247,8 +247,8 @@ def make_app(state: AliyunSmsFakeState) -> Starlette:
     async def send_sms(request: Request) -> Response:
         params = dict(request.query_params)
         if request.method == "POST":
-            body = (await request.body()).decode("utf-8", "replace")
-            params.update(parse_qsl(body, keep_blank_values=True))
+            form = (await request.body()).decode("utf-8", "replace")
+            params.update(parse_qsl(form, keep_blank_values=True))
         try:
             state.verify(request.method, params)
             sms = state.send(params)
