@@ -12,7 +12,7 @@ outside any transaction, at most once per attempt. Every answer is one of:
 * it raises :class:`connectors.errors.Skippable` — definitely not sent, and it never will be
   (an address the server refuses, a number the provider calls invalid);
 * it raises :class:`connectors.errors.Fatal` — definitely not sent: credentials or the
-  account need a person (the core tries again later, without counting it);
+  account need a person (the core tries again later, like a Retriable failure, and logs it);
 * it raises :class:`SendUnknown` — the message may or may not have gone out (the connection
   dropped after the data was handed over, a timeout waiting for the answer). The core
   never sends such an event again by itself: a person reviews it (``robot orders notify``).

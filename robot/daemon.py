@@ -351,7 +351,10 @@ class Robot:
                              backoff_max=d.backoff_max)
         self._notifications = Notifications(
             self.engine, self.vault, self.shops, build_notifiers(self.shops),
-            call_timeout=policy.call_timeout, lease=policy.lease, max_attempts=d.max_attempts)
+            # An SMTP session is several round trips, each with the notifier's own timeout;
+            # past this the outcome is unknown (never resent blindly), so allow it time.
+            call_timeout=max(policy.call_timeout, 120.0), lease=policy.lease,
+            max_attempts=d.max_attempts)
         self._dispatcher = Dispatcher(
             self.engine, self.vault, self.connectors, self.shops, policy,
             worker=self.owner,

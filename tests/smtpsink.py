@@ -68,8 +68,8 @@ class _Handler(socketserver.StreamRequestHandler):
             elif upper.startswith("RCPT TO:"):
                 if sink.take("tempfail_rcpt"):
                     self.reply("451 4.3.0 try again later")
-                elif sink.take("reject_rcpt"):
-                    self.reply("550 5.1.1 no such user")
+                elif sink.take("reject_rcpt"):  # as servers do, naming the address
+                    self.reply(f"550 5.1.1 {verb[8:].strip()}: Recipient address rejected")
                 else:
                     rcpts.append(verb[8:].strip(" <>"))
                     self.reply("250 OK")

@@ -289,6 +289,7 @@ def test_refused_address_fails_without_retries(bench: Bench) -> None:
     bench.run()
     row = bench.rows(order_id)[0]
     assert row["state"] == "failed" and row["attempts"] == 1 and "550" in row["last_error"]
+    assert EMAIL not in row["last_error"]  # the server named it; the robot keeps it out
     assert bench.sink.to(EMAIL) == []
     code, out = bench.cli("orders", "show", str(order_id), "--json")
     assert code == 0, out
@@ -354,6 +355,18 @@ def test_plaintext_codes_only_where_the_shop_opted_in(bench: Bench, smtp: tuple[
         details = [json.loads(d) for d in conn.execute(
             select(audit_log.c.details).where(audit_log.c.action == "notify_codes")).scalars()]
     assert len(details) == 1 and list(details[0]) == ["code_ids"]
+
+
+def test_config_show_masks_the_notifiers_secrets(bench: Bench, smtp: tuple[Sink, int]) -> None:
+    """The SMTP password and the Aliyun key secret print as stars in ``robot config show``,
+    and the raw config as written is not kept beside the validated one."""
+    bench.configure(notify_yaml(smtp[1], "http://127.0.0.1:1").replace(
+        "security: none,", "security: none, username: robot, password: pw-Secret-123,"))
+    code, out = bench.cli("config", "show")
+    assert code == 0, out
+    assert "pw-Secret-123" not in out and TEST_KEY_SECRET not in out
+    assert "smtp" in out and "aliyun_sms" in out
+    assert bench.shop.notify.channels[Channel.EMAIL].spec.config == {}
 
 
 def test_config_errors_name_file_shop_and_field(bench: Bench) -> None:

@@ -33,6 +33,7 @@ from connectors.notifier import Channel, Message, SendUnknown, Sent, short_error
 #: 465) or ``none`` (a local relay on 25, e.g. the machine's own MTA).
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
 
 
 def build(message: Message, *, sender: str, sender_name: str | None, now: datetime) -> bytes:
@@ -122,7 +123,9 @@ class SmtpNotifier:
 
 
 def _refused(step: str, code: int, reply: bytes, *, permanent: type[Exception]) -> Exception:
-    text = short_error(f"smtp {step} refused: {code} {reply.decode('utf-8', 'replace')}")
+    # Servers echo the address ("<x@y>: Recipient address rejected"): it is not kept.
+    said = _ADDRESS.sub("<address>", reply.decode("utf-8", "replace"))
+    text = short_error(f"smtp {step} refused: {code} {said}")
     return permanent(text) if 500 <= code < 600 else Retriable(text)
 
 

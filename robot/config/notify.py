@@ -184,7 +184,10 @@ def validate_channels(raw: Any, notify: NotifyFile | None, path: Path, where: st
             for line in explain(exc, model, raw_config, (*field.split("."), "config")):
                 problems.add(where, line)
             continue
-        resolved[channel] = NotifyChannel(notifier=spec.notifier, config=config, spec=spec)
+        # The raw config (secrets as written) is not kept: only the validated one, whose
+        # secrets print as stars.
+        resolved[channel] = NotifyChannel(notifier=spec.notifier, config=config,
+                                          spec=spec.model_copy(update={"config": {}}))
     if len(problems.lines) > before:
         return None
     return NotifyConfig(language=notify.language, channels=resolved)
