@@ -210,6 +210,18 @@ def _resend_one(conn: Connection, order_id: int, channel: Channel, actor: str,
     return Resent(channel, event, False)
 
 
+def unknown_by_shop(conn: Connection) -> dict[str, list[int]]:
+    """Orders with a notification whose outcome is unknown, by shop (for a person)."""
+    found: dict[str, list[int]] = {}
+    for shop, order_id in conn.execute(
+            select(orders.c.shop, notifications.c.order_id).distinct()
+            .join(orders, orders.c.id == notifications.c.order_id)
+            .where(notifications.c.state == NotificationState.UNKNOWN)
+            .order_by(notifications.c.order_id)):
+        found.setdefault(str(shop), []).append(int(order_id))
+    return found
+
+
 def history(conn: Connection, order_id: int) -> list[dict[str, Any]]:
     """The order's notifications, oldest first (no contact, no text)."""
     return [dict(r._mapping) for r in conn.execute(

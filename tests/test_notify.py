@@ -227,6 +227,10 @@ def test_lost_answer_is_unknown_and_never_resent_by_itself(bench: Bench) -> None
     assert len(bench.sink.to(EMAIL)) == 1  # the sink has it; the robot could not know
     assert len(bench.sms_to(phone, before)) == 1
     assert {r["state"] for r in bench.rows(order_id)} == {"unknown"}
+    code, out = bench.cli("status", "--json")
+    items = [i for i in json.loads(out)["needs_attention"]
+             if i["kind"] == "notifications_unknown"]
+    assert [(i["subject"], i["count"]) for i in items] == [("mem", 1)]
 
     code, out = bench.cli("orders", "notify", str(order_id), "--channel", "email")
     assert code == 0, out
