@@ -353,8 +353,7 @@ class Robot:
             self.engine, self.vault, self.shops, build_notifiers(self.shops),
             # An SMTP session is several round trips, each with the notifier's own timeout;
             # past this the outcome is unknown (never resent blindly), so allow it time.
-            call_timeout=max(policy.call_timeout, 120.0), lease=policy.lease,
-            max_attempts=d.max_attempts)
+            call_timeout=max(policy.call_timeout, 120.0), lease=policy.lease)
         self._dispatcher = Dispatcher(
             self.engine, self.vault, self.connectors, self.shops, policy,
             worker=self.owner,
@@ -528,6 +527,7 @@ class Robot:
         plan.stopped = sorted(n for n in self.shops if n not in wanted)
         for name in [*plan.stopped, *plan.restarted]:
             await self._stop_shop(name, keep_health=name in plan.restarted)
+        await self._reload_notifiers(plan, wanted)
         for name in [*plan.started, *plan.restarted]:
             self.shops[name] = wanted[name]
             self.connectors[name] = built[name]
@@ -554,6 +554,16 @@ class Robot:
                  restarted=plan.restarted, unchanged=plan.unchanged, broken=plan.broken)
         self.wake()
         return plan
+
+    async def _reload_notifiers(self, plan: Reload, wanted: dict[str, ShopConfig]) -> None:
+        """Stopped shops' notifiers closed; started and restarted shops' built anew."""
+        if self._notifications is None:
+            return
+        for name in plan.stopped:
+            await self._notifications.set_shop(name, None)
+        for name in [*plan.started, *plan.restarted]:
+            made = await asyncio.to_thread(build_notifiers, {name: wanted[name]})
+            await self._notifications.set_shop(name, made.get(name))
 
     async def _stop_shop(self, name: str, *, keep_health: bool) -> None:
         """Stop polling the shop, let its running polls and write-backs finish (up to

@@ -256,23 +256,26 @@ class Notifications:
 
     def __init__(self, engine: Engine, vault: Vault, shops: Mapping[str, NotifyingShop],
                  notifiers: Mapping[str, Mapping[Channel, Notifier]], *,
-                 call_timeout: float, lease: timedelta, max_attempts: int) -> None:
+                 call_timeout: float, lease: timedelta) -> None:
         self.engine = engine
         self.vault = vault
         self.shops = shops
-        self.notifiers = notifiers
+        self.notifiers = {name: dict(by_channel) for name, by_channel in notifiers.items()}
         self.call_timeout = call_timeout
         # A row still ``sending`` after this long was cut by a dead worker.
         self.abandoned_after = timedelta(seconds=call_timeout) + 2 * lease
-        self.max_attempts = max_attempts
+
+    async def set_shop(self, name: str, notifiers: Mapping[Channel, Notifier] | None) -> None:
+        """A shop (re)started or stopped by a reload: its notifiers from now on (None: it
+        has none); the old ones are closed."""
+        old = self.notifiers.pop(name, {})
+        if notifiers:
+            self.notifiers[name] = dict(notifiers)
+        await _close_all(old.values())
 
     async def aclose(self) -> None:
-        for by_channel in self.notifiers.values():
-            for notifier in by_channel.values():
-                try:
-                    await notifier.aclose()
-                except Exception:  # noqa: BLE001 - closing must not stop the shutdown
-                    log.warning("notifier_close_failed", notifier=type(notifier).__name__)
+        await _close_all([n for by_channel in self.notifiers.values()
+                          for n in by_channel.values()])
 
     def queue_delivered(self, conn: Connection, order_id: int, now: datetime) -> None:
         """The shipment's transaction: the ``delivered`` event for the order's shop."""
@@ -418,6 +421,14 @@ class Notifications:
             log.warning("notification_retry", error=values["last_error"], **fields)
         else:
             log.error(f"notification_{state.value}", error=values["last_error"], **fields)
+
+
+async def _close_all(notifiers: Any) -> None:
+    for notifier in notifiers:
+        try:
+            await notifier.aclose()
+        except Exception:  # noqa: BLE001 - closing must not stop a shutdown or a reload
+            log.warning("notifier_close_failed", notifier=type(notifier).__name__)
 
 
 def build_notifiers(shops: Mapping[str, Any]) -> dict[str, dict[Channel, Notifier]]:

@@ -123,7 +123,7 @@ def _merchants_day(tmp_path: Path, sink: Any, sms_fake: Any) -> None:
     pipeline.intake(engine, shop, paid_order("L0", ("s1", 1), status=PlatformStatus.CLOSED))
     platform.inject("ship", "unavailable", times=2)
     notices = Notifications(engine, vault, {"mem": shop}, build_notifiers({"mem": shop}),
-                            call_timeout=5, lease=timedelta(seconds=15), max_attempts=3)
+                            call_timeout=5, lease=timedelta(seconds=15))
     disp = Dispatcher(engine, vault, {"mem": MemoryConnector(platform)}, {"mem": shop},
                       RetryPolicy(max_attempts=1, backoff_initial=0.001, backoff_max=0.001),
                       worker="leak", notify=notices,

@@ -107,7 +107,7 @@ class Bench:
         self.platform = MemoryPlatform.named(self.name)
         self.notifications = Notifications(
             self.engine, self.vault, {"mem": self.shop}, build_notifiers({"mem": self.shop}),
-            call_timeout=5, lease=timedelta(seconds=15), max_attempts=5)
+            call_timeout=5, lease=timedelta(seconds=15))
 
     def dispatcher(self, notifications: Notifications | None = None) -> Dispatcher:
         hook = links.pickup_url_hook(self.engine, self.vault, {"mem": self.shop}, PUBLIC_URL)
@@ -270,7 +270,7 @@ def test_crash_after_send_before_recording_does_not_send_twice(bench: Bench) -> 
     real = build_notifiers({"mem": bench.shop})["mem"]
     dying = Notifications(bench.engine, bench.vault, {"mem": bench.shop},
                           {"mem": {Channel.EMAIL: _Crashing(real[Channel.EMAIL])}},
-                          call_timeout=5, lease=timedelta(seconds=15), max_attempts=5)
+                          call_timeout=5, lease=timedelta(seconds=15))
     with pytest.raises(asyncio.CancelledError):
         bench.run(disp=bench.dispatcher(dying))
     assert len(bench.sink.to(EMAIL)) == 1
@@ -394,3 +394,52 @@ def test_config_errors_name_file_shop_and_field(bench: Bench) -> None:
             "notifier: smtp", "notifier: aliyun_sms"))
     assert any("notify.email.notifier: 'aliyun_sms' sends sms, not email" in line
                for line in caught.value.problems)
+
+
+def test_running_robot_tells_the_buyer_and_picks_up_a_reload(
+        tmp_path: Path, smtp: tuple[Sink, int], sms_fake: tuple[AliyunSmsFakeState, str]) -> None:
+    """The robot itself (``robot run``'s pieces): an order of a shop without ``notify:`` is
+    shipped and nobody is told; after a reload that turns e-mail on, the next order's buyer
+    gets one e-mail."""
+    from robot.daemon import Robot
+    from robot.db import make_engine
+    from robot.migrate import upgrade
+    from robot.vault import open_vault
+    from tests.test_daemon import wait_for, write_config
+
+    sink, port = smtp
+    name = f"notify-run-{tmp_path.name}"
+    config_path = write_config(tmp_path, name)
+    shop_file = tmp_path / "shops" / "mem.yaml"
+    plain_shop = shop_file.read_text()
+    config = load_config(config_path)
+    engine = make_engine(config.database)
+    upgrade(engine)
+    seed_codes(engine, open_vault(config.key_file), "p1", 4)
+    platform = MemoryPlatform.named(name)
+    mail_to = "runner@example.net"
+
+    def shipped(number: str) -> bool:
+        return platform.all_shipments().get(number) == 1
+
+    async def scenario() -> int:
+        robot = Robot(config, drain_timeout=5)
+        await asyncio.to_thread(robot.prepare)
+        task = asyncio.create_task(robot.run(install_signals=False))
+        platform.put_order(dataclasses.replace(paid_order("R1", ("s1", 1)), buyer_email=mail_to))
+        await wait_for(lambda: shipped("R1"))
+        shop_file.write_text(plain_shop + notify_yaml(port, sms_fake[1]).replace(
+            "  sms:\n", "  sms:\n    enabled: false\n"))
+        assert await robot.reload() is not None
+        platform.put_order(dataclasses.replace(paid_order("R2", ("s1", 1)), buyer_email=mail_to))
+        await wait_for(lambda: len(sink.to(mail_to)) == 1)
+        robot.stop()
+        return await task
+
+    assert asyncio.run(scenario()) == 0
+    (mail,) = sink.to(mail_to)
+    assert "R2" in mail["Subject"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(notifications.c.channel, notifications.c.state)).all()
+    assert [tuple(r) for r in rows] == [("email", "sent")]
+    engine.dispose()
