@@ -7,12 +7,18 @@ message it accepted, and misbehaves on demand:
 * ``drop_after_data`` — the next N messages are **kept** and the connection is closed before
   the final ``250``: the sender cannot know (the duplicate problem of RFC 1047).
 
+With ``tls`` (a server ``SSLContext``) it offers STARTTLS, or speaks TLS from the first byte
+when ``implicit_tls``; with ``login`` it offers ``AUTH PLAIN`` once the session is encrypted
+and takes only that user and password.
+
 Loopback only; a test double, never a relay.
 """
 
 from __future__ import annotations
 
+import base64
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -28,6 +34,10 @@ class Sink:
     reject_rcpt: int = 0
     drop_after_data: int = 0
     port: int = 0  # where it listens
+    tls: ssl.SSLContext | None = None
+    implicit_tls: bool = False
+    login: tuple[str, str] | None = None
+    encrypted: list[bool] = field(default_factory=list)  # per message: was TLS on
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, name: str) -> bool:
@@ -49,8 +59,49 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(line.encode() + b"\r\n")
         self.wfile.flush()
 
+    def _start_tls(self, tls: ssl.SSLContext) -> None:
+        self.connection = tls.wrap_socket(self.connection, server_side=True)
+        self.rfile = self.connection.makefile("rb")
+        self.wfile = self.connection.makefile("wb")
+        self.secure = True
+
+    def _ehlo(self, sink: Sink) -> None:
+        offers = ["sink.test", "8BITMIME"]
+        if sink.tls is not None and not self.secure:
+            offers.append("STARTTLS")
+        if sink.login is not None and self.secure:
+            offers.append("AUTH PLAIN")
+        lines = [f"250-{o}" for o in offers[:-1]] + [f"250 {offers[-1]}"]
+        self.wfile.write("".join(f"{line}\r\n" for line in lines).encode())
+        self.wfile.flush()
+
+    def _auth(self, sink: Sink, verb: str) -> None:
+        parts = verb.split()
+        given = base64.b64decode(parts[2]).split(b"\0") if len(parts) == 3 else []
+        wanted = [b"", *(x.encode() for x in sink.login or ("", ""))]
+        if not self.secure or given != wanted:
+            self.reply("535 5.7.8 authentication failed")
+        else:
+            self.authed = True
+            self.reply("235 2.7.0 authenticated")
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass  # the client is gone
+        finally:
+            if self.connection is not self.request:  # the TLS wrapper of the socket
+                self.connection.close()
+
     def handle(self) -> None:
         sink = self.server.sink
+        self.secure = self.authed = False
+        if sink.tls is not None and sink.implicit_tls:
+            try:
+                self._start_tls(sink.tls)
+            except (ssl.SSLError, OSError):
+                return  # the client did not trust us
         self.reply("220 sink.test ESMTP")
         sender, rcpts = "", []
         while True:
@@ -60,8 +111,17 @@ class _Handler(socketserver.StreamRequestHandler):
             verb = raw.decode("utf-8", "replace").strip()
             upper = verb.upper()
             if upper.startswith(("EHLO", "HELO")):
-                self.wfile.write(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                self.wfile.flush()
+                self._ehlo(sink)
+            elif upper == "STARTTLS" and sink.tls is not None and not self.secure:
+                self.reply("220 2.0.0 ready to start TLS")
+                try:
+                    self._start_tls(sink.tls)
+                except (ssl.SSLError, OSError):
+                    return
+            elif upper.startswith("AUTH PLAIN"):
+                self._auth(sink, verb)
+            elif upper.startswith("MAIL FROM:") and sink.login is not None and not self.authed:
+                self.reply("530 5.7.0 authentication required")
             elif upper.startswith("MAIL FROM:"):
                 sender, rcpts = verb[10:].strip(" <>"), []
                 self.reply("250 OK")
@@ -100,6 +160,7 @@ class _Handler(socketserver.StreamRequestHandler):
         with sink.lock:
             sink.messages.append(parsed)
             sink.envelopes.append((sender, list(rcpts)))
+            sink.encrypted.append(self.secure)
         if sink.take("drop_after_data"):
             return False  # kept, but the sender never hears so
         self.reply("250 2.0.0 queued")

@@ -9,6 +9,8 @@ A shop's ``notify.email.config``::
     password: ${SMTP_PASSWORD}
     from_address: robot@example.com
     from_name: 某某小店
+    ca_file: relay-ca.pem     # optional: trust this CA (a relay with a private CA) instead
+                              # of the system's; relative to the shop file
 
 What SMTP can and cannot promise about duplicates is in :mod:`connectors.smtpmail.client`.
 """
@@ -16,11 +18,13 @@ What SMTP can and cannot promise about duplicates is in :mod:`connectors.smtpmai
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from connectors.config import PlatformConfig, Secret
+from connectors.config import BASE_DIR, PlatformConfig, Secret
 from connectors.errors import ConfigError
 from connectors.notifier import Channel
 from connectors.smtpmail.client import SmtpNotifier
@@ -49,6 +53,20 @@ class SmtpConfig(PlatformConfig):
     from_address: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     from_name: str | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    ca_file: Path | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = info.context.get(BASE_DIR) if isinstance(info.context, Mapping) else None
+        path = value.expanduser()
+        if not path.is_absolute() and isinstance(base, Path):
+            path = base / path
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
 
     @model_validator(mode="after")
     def _safe_login(self) -> SmtpConfig:
@@ -75,7 +93,8 @@ class SmtpNotifierFactory:
             username=config.username,
             password=config.password.get_secret_value() if config.password else None,
             sender=config.from_address, sender_name=config.from_name,
-            timeout=config.timeout_seconds)
+            timeout=config.timeout_seconds,
+            ca_file=str(config.ca_file) if config.ca_file is not None else None)
 
 
 __all__ = ["SmtpConfig", "SmtpNotifier", "SmtpNotifierFactory"]

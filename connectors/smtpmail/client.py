@@ -62,7 +62,7 @@ class SmtpNotifier:
 
     def __init__(self, *, host: str, port: int | None, security: str, username: str | None,
                  password: str | None, sender: str, sender_name: str | None,
-                 timeout: float) -> None:
+                 timeout: float, ca_file: str | None = None) -> None:
         self.host = host
         self.port = port or DEFAULT_PORTS[security]
         self.security = security
@@ -71,6 +71,7 @@ class SmtpNotifier:
         self.sender = sender
         self.sender_name = sender_name
         self.timeout = timeout
+        self.ca_file = ca_file  # None: the system's trust store
 
     async def send(self, message: Message) -> Sent:
         data = build(message, sender=self.sender, sender_name=self.sender_name,
@@ -83,12 +84,19 @@ class SmtpNotifier:
 
     # -- the conversation (blocking; a worker thread) --------------------------------------
 
+    def _tls(self) -> ssl.SSLContext:
+        """Certificate and host name verified, always (against ``ca_file`` when given)."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     def _connect(self) -> smtplib.SMTP:
         try:
-            if self.security == "ssl":
-                return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                        context=ssl.create_default_context())
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            conn = (smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                     context=self._tls()) if self.security == "ssl"
+                    else smtplib.SMTP(self.host, self.port, timeout=self.timeout))
+        except ssl.SSLCertVerificationError as exc:
+            raise ConfigError(f"smtp {self.host}: its certificate is not trusted "
+                              f"({exc.verify_message}); fix it, or name its CA in ca_file"
+                              ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise Unavailable(f"smtp {self.host}:{self.port}: cannot connect "
                               f"({type(exc).__name__})") from exc
@@ -98,13 +106,18 @@ class SmtpNotifier:
                 if not conn.has_extn("starttls"):
                     raise ConfigError(f"smtp {self.host}:{self.port} offers no STARTTLS; "
                                       "use security: ssl, or none for a local relay")
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=self._tls())
                 conn.ehlo()
             if self._username is not None and self._password is not None:
                 conn.login(self._username, self._password)
         except smtplib.SMTPAuthenticationError as exc:
             _close(conn)
             raise AuthError(f"smtp {self.host}: login refused ({exc.smtp_code})") from exc
+        except ssl.SSLCertVerificationError as exc:
+            _close(conn)
+            raise ConfigError(f"smtp {self.host}: its certificate is not trusted "
+                              f"({exc.verify_message}); fix it, or name its CA in ca_file"
+                              ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             _close(conn)
             raise Unavailable(f"smtp {self.host}: {type(exc).__name__} before sending") from exc
