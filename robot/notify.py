@@ -19,11 +19,11 @@ Sent once per event. Each row walks ``queued → sending → sent | failed | unk
    that died mid-send: it becomes ``unknown``.
 
 An ``unknown`` event is never sent again by the robot: e-mail (SMTP) and Aliyun's SendSms
-have no idempotency key, so a blind retry could reach the buyer twice. ``robot status``-like
-review is ``robot orders show`` (each notification's state) and ``robot orders notify ID``,
-which re-queues an unknown event under its same key: the e-mail goes out with the same
-``Message-ID`` (clients that fold duplicates by it show one), the SMS with the same
-``OutId``.
+have no idempotency key, so a blind retry could reach the buyer twice. ``robot status`` lists
+the orders concerned, ``robot orders show`` each notification's state, and
+``robot orders notify ID`` re-queues an unknown event under its same key: the e-mail goes
+out with the same ``Message-ID`` (clients that fold duplicates by it show one), the SMS with
+the same ``OutId``.
 
 What a message says: the pickup link, from the shop's templates; plaintext codes only where
 the channel opted in (``include_codes``), and then the codes are marked seen (they never go
@@ -238,7 +238,6 @@ class Due:
     id: int
     channel: Channel
     event: str
-    attempts: int
 
 
 @dataclass(frozen=True)
@@ -311,14 +310,14 @@ class Notifications:
             due, in_flight = [], False
             for r in rows:
                 if r.state == NotificationState.QUEUED:
-                    due.append(Due(int(r.id), Channel(r.channel), str(r.event), int(r.attempts)))
+                    due.append(Due(int(r.id), Channel(r.channel), str(r.event)))
                 elif r.sending_at is not None and r.sending_at > now - self.abandoned_after:
                     in_flight = True
                 else:
-                    self._cut(conn, order_id, r, now)
+                    self._cut(conn, order_id, r)
         return due, in_flight
 
-    def _cut(self, conn: Connection, order_id: int, r: Any, now: datetime) -> None:
+    def _cut(self, conn: Connection, order_id: int, r: Any) -> None:
         error = "the robot stopped while sending: it may have been sent (review, then " \
                 "`robot orders notify` to send it again)"
         conn.execute(update(notifications).where(notifications.c.id == r.id,
