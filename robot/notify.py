@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connectors.errors import Fatal, Retriable, Skippable
 from connectors.notifier import Channel, Message, Notifier, SendUnknown, Sent, short_error
@@ -277,9 +277,22 @@ class Notifications:
                           for n in by_channel.values()])
 
     def queue_delivered(self, conn: Connection, order_id: int, now: datetime) -> None:
-        """The shipment's transaction: the ``delivered`` event for the order's shop."""
-        shop_name = conn.execute(select(orders.c.shop).where(orders.c.id == order_id)).scalar()
-        on_shipped(conn, order_id, self.shops.get(str(shop_name)), now)
+        """The shipment's transaction: the ``delivered`` event for the order's shop.
+
+        Costs no statement when no shop notifies anyone. Database errors go up (the
+        shipment's transaction is retried whole); any other failure is logged and the
+        shipment is recorded without its notification: a notice never blocks a delivery.
+        """
+        if not any(shop.notify.channels for shop in self.shops.values()):
+            return
+        try:
+            shop_name = conn.execute(select(orders.c.shop)
+                                     .where(orders.c.id == order_id)).scalar()
+            on_shipped(conn, order_id, self.shops.get(str(shop_name)), now)
+        except DBAPIError:
+            raise
+        except Exception:  # the shipment must be recorded whatever happens here
+            log.exception("notification_not_queued")
 
     async def run(self, order_id: int, ctx: JobOrder, *, final: bool) -> Outcome:
         """Send every due notification of the order once; ``final``: this is the job's last

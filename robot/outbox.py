@@ -424,7 +424,7 @@ class Dispatcher:
         """The job's row, and for a memo or a notify job only while this worker still owns it
         (one queued again under a running worker must run again, not be marked done)."""
         where = [outbox.c.id == job.id]
-        if job.kind != "ship":
+        if job.kind in ("memo", "notify"):
             where.append(outbox.c.claimed_by == self.worker)
         return where
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, update
+from structlog.testing import capture_logs
 
 import robot.cli
 from connectors.aliyunsms.fake import TEST_KEY_ID, TEST_KEY_SECRET, AliyunSmsFakeState, make_app
@@ -443,3 +444,23 @@ def test_running_robot_tells_the_buyer_and_picks_up_a_reload(
         rows = conn.execute(select(notifications.c.channel, notifications.c.state)).all()
     assert [tuple(r) for r in rows] == [("email", "sent")]
     engine.dispose()
+
+
+def test_a_notification_that_cannot_be_queued_never_blocks_the_shipment(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while recording the event is logged; the shipment is recorded all the same."""
+    import robot.notify
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(robot.notify, "on_shipped", broken)
+    seed_codes(bench.engine, bench.vault, "p1", 1)
+    order_id = bench.order("N9")
+    with capture_logs() as logs:
+        bench.run()
+    assert bench.platform.all_shipments().get("N9") == 1
+    code, out = bench.cli("orders", "show", str(order_id), "--json")
+    assert code == 0 and json.loads(out)["state"] == "shipped"
+    assert bench.rows(order_id) == []
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_not_queued"]
