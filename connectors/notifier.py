@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -99,6 +100,17 @@ class Notifier(Protocol):
 
 
 @runtime_checkable
+class Confirming(Protocol):
+    """A notifier whose provider can say whether it took a message (optional): used before a
+    person re-sends an event whose outcome was unknown (``robot orders notify``)."""
+
+    async def confirm(self, key: str, to: str, since: datetime) -> Sent | None:
+        """The provider's record of the message sent under ``key`` to ``to`` at or after
+        ``since``, or None when it holds none (which proves nothing: a record may lag)."""
+        ...
+
+
+@runtime_checkable
 class NotifierFactory(Protocol):
     """What an entry point in ``robot.notifiers`` resolves to."""
 
@@ -121,6 +133,7 @@ def short_error(text: str) -> str:
 __all__ = [
     "NOTIFIER_ENTRY_POINT_GROUP",
     "Channel",
+    "Confirming",
     "Message",
     "Notifier",
     "NotifierFactory",

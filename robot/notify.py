@@ -21,9 +21,11 @@ Sent once per event. Each row walks ``queued → sending → sent | failed | unk
 An ``unknown`` event is never sent again by the robot: e-mail (SMTP) and Aliyun's SendSms
 have no idempotency key, so a blind retry could reach the buyer twice. ``robot status`` lists
 the orders concerned, ``robot orders show`` each notification's state, and
-``robot orders notify ID`` re-queues an unknown event under its same key: the e-mail goes
-out with the same ``Message-ID`` (clients that fold duplicates by it show one), the SMS with
-the same ``OutId``.
+``robot orders notify ID`` first asks a provider that can tell (:func:`confirm_unknown`:
+Aliyun's QuerySendDetails finds the SMS by its ``OutId``) and marks what it holds as sent,
+then re-queues an unknown event under its same key: the e-mail goes out with the same
+``Message-ID`` (clients that fold duplicates by it show one), the SMS with the same
+``OutId``.
 
 What a message says: the pickup link, from the shop's templates; plaintext codes only where
 the channel opted in (``include_codes``), and then the codes are marked seen (they never go
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -44,9 +46,17 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connectors.errors import Fatal, Retriable, Skippable
-from connectors.notifier import Channel, Message, Notifier, SendUnknown, Sent, short_error
+from connectors.notifier import (
+    Channel,
+    Confirming,
+    Message,
+    Notifier,
+    SendUnknown,
+    Sent,
+    short_error,
+)
 from robot import audit
-from robot.clock import utcnow
+from robot.clock import to_aware, utcnow
 from robot.config.notify import ChannelFile, NotifyConfig
 from robot.db import transaction
 from robot.errors import UserError
@@ -154,10 +164,60 @@ class Resent:
     again: bool  # True: an unknown event queued again under its same key
 
 
+@dataclass(frozen=True)
+class Confirmed:
+    channel: Channel
+    event: str
+    reference: str
+
+
+def confirm_unknown(engine: Engine, order_id: int, notifiers: Mapping[Channel, Notifier],
+                    channel: Channel | None, *, actor: str) -> list[Confirmed]:
+    """Ask the providers that can tell (:class:`connectors.notifier.Confirming`) about the
+    order's notifications whose outcome is unknown; those a provider holds become ``sent``
+    (audited). Blocking (a person's command): one provider call at a time."""
+    where = [notifications.c.order_id == order_id,
+             notifications.c.state == NotificationState.UNKNOWN]
+    if channel is not None:
+        where.append(notifications.c.channel == channel.value)
+    with engine.connect() as conn:
+        rows = conn.execute(select(notifications).where(*where)
+                            .order_by(notifications.c.id)).all()
+        contact = conn.execute(select(orders.c.buyer_email, orders.c.buyer_phone)
+                               .where(orders.c.id == order_id)).first()
+    found: list[Confirmed] = []
+    for r in rows:
+        notifier = notifiers.get(Channel(r.channel))
+        to = usable_contact(Channel(r.channel), contact.buyer_email, contact.buyer_phone) \
+            if contact is not None else None
+        if not isinstance(notifier, Confirming) or to is None:
+            continue
+        since = to_aware(r.sending_at or r.created_at)
+        sent = asyncio.run(notifier.confirm(message_key(int(r.id), order_id), to, since))
+        if sent is not None and _confirmed(engine, order_id, r, sent, actor):
+            found.append(Confirmed(Channel(r.channel), str(r.event), sent.reference))
+    return found
+
+
+def _confirmed(engine: Engine, order_id: int, r: Any, sent: Sent, actor: str) -> bool:
+    with transaction(engine) as conn:
+        moved = conn.execute(update(notifications).where(
+            notifications.c.id == r.id, notifications.c.state == NotificationState.UNKNOWN)
+            .values(state=NotificationState.SENT, reference=sent.reference[:128] or None,
+                    last_error=None, sent_at=utcnow())).rowcount
+        if moved:
+            audit.append(conn, actor=actor, action="notify_confirmed",
+                         subject=f"order:{order_id}",
+                         details={"channel": r.channel, "event": r.event})
+    return bool(moved)
+
+
 def resend(engine: Engine, order_id: int, shop: NotifyingShop | None,
-           channel: Channel | None, *, actor: str) -> list[Resent]:
-    """Queue the order's notification again (one channel, or every channel it can use);
-    audited. An ``unknown`` event of a channel is re-sent under its same key."""
+           channel: Channel | None, *, actor: str,
+           skip: Collection[Channel] = ()) -> list[Resent]:
+    """Queue the order's notification again (one channel, or every channel it can use,
+    but ``skip``); audited. An ``unknown`` event of a channel is re-sent under its same
+    key."""
     now = utcnow()
     with transaction(engine) as conn:
         row = conn.execute(select(orders.c.state, orders.c.shop)
@@ -179,6 +239,9 @@ def resend(engine: Engine, order_id: int, shop: NotifyingShop | None,
                 raise UserError(f"order {order_id} carries no usable {ch.value} contact")
         if not wanted:
             raise UserError(f"order {order_id} carries no contact any channel can use")
+        wanted = [ch for ch in wanted if ch not in skip]
+        if not wanted:
+            return []
         done = [_resend_one(conn, order_id, ch, actor, now) for ch in wanted]
         queue_job(conn, order_id, now)
         audit.append(conn, actor=actor, action="notify_resend", subject=f"order:{order_id}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
@@ -159,3 +160,21 @@ def test_notifier_outcomes() -> None:
         asyncio.run(refused.send(_message()))
     for exc in (*errors, throttled.value, unknown.value):
         assert PHONE not in str(exc) and "robot.example" not in str(exc)
+
+
+def test_confirm_finds_a_message_by_its_out_id() -> None:
+    """QuerySendDetails (signed like SendSms) finds a message sent under a key, across
+    pages; a key never sent, or another number, is not found."""
+    state = AliyunSmsFakeState(daily_limit=1000)
+    notifier = _notifier(state)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    for i in range(p.QUERY_PAGE_SIZE + 3):  # the one looked for is on the second page
+        asyncio.run(notifier.send(dataclasses.replace(_message(), key=f"k{i}")))
+    last = f"k{p.QUERY_PAGE_SIZE + 2}"
+    found = asyncio.run(notifier.confirm(last, PHONE, since))
+    assert found is not None and last in found.reference
+    assert asyncio.run(notifier.confirm("never-sent", PHONE, since)) is None
+    assert asyncio.run(notifier.confirm("k0", "13900000000", since)) is None
+    queries = [c.to_json() for c in state.call_log.since(0)
+               if c.to_json()["payload"].get("Action") == "QuerySendDetails"]
+    assert queries and all(c["outcome"] == "ok" for c in queries)

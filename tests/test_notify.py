@@ -247,6 +247,16 @@ def test_lost_answer_is_unknown_and_never_resent_by_itself(bench: Bench) -> None
             select(audit_log.c.details).where(audit_log.c.action == "notify_resend")).scalars()]
     assert audited == [{"events": ["email:delivered"], "again": [True]}]
 
+    # Aliyun can tell: QuerySendDetails finds the SMS by its OutId, so it is not sent again.
+    code, out = bench.cli("orders", "notify", str(order_id), "--channel", "sms")
+    assert code == 0 and "was sent after all" in out, out
+    bench.run(hours=60)
+    assert len(bench.sms_to(phone, before)) == 1
+    assert {r["state"] for r in bench.rows(order_id)} == {"sent"}
+    code, out = bench.cli("status", "--json")
+    assert not [i for i in json.loads(out)["needs_attention"]
+                if i["kind"] == "notifications_unknown"]
+
 
 class _Crashing:
     """A notifier whose process dies right after the transport took the message."""

@@ -13,7 +13,7 @@ Never logs or raises with the phone number, the template's values or the credent
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
@@ -50,14 +50,8 @@ class AliyunSmsNotifier:
             sign_name=self.sign_name, template_code=self.template_for(message.language),
             template_param=message.params, out_id=message.key,
             nonce=secrets.token_hex(16), now=datetime.now(UTC))
-        # POST with the parameters in the form body, signed "POST&%2F&...": the same RPC
-        # signature as GET, but the number and the variables stay out of the URL, which
-        # HTTP libraries and proxies log.
-        params["Signature"] = p.signature(self._secret, "POST", params)
         try:
-            # One client per message: a notice is rare, and nothing is left bound to a loop.
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as http:
-                response = await http.post(self.endpoint, data=params)
+            response = await self._post(params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Unavailable(f"aliyun sms: cannot connect ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
@@ -65,8 +59,62 @@ class AliyunSmsNotifier:
                               "it may have been sent") from exc
         return _outcome(response)
 
+    async def confirm(self, key: str, to: str, since: datetime) -> Sent | None:
+        """Whether Aliyun holds a message sent under ``key`` (its OutId) to ``to`` on the
+        days from ``since`` to today (QuerySendDetails, page by page)."""
+        day = since.astimezone(p.CHINA).date()
+        last = datetime.now(UTC).astimezone(p.CHINA).date()
+        for _ in range(p.QUERY_MAX_DAYS):
+            if day > last:
+                break
+            found = await self._find(key, to, day)
+            if found is not None:
+                return found
+            day += timedelta(days=1)
+        return None
+
+    async def _find(self, key: str, to: str, day: date) -> Sent | None:
+        for page in range(1, p.QUERY_MAX_PAGES + 1):
+            params = p.query_params(access_key_id=self._key_id, region=self.region, phone=to,
+                                    day=day, page=page, nonce=secrets.token_hex(16),
+                                    now=datetime.now(UTC))
+            try:
+                document = _document(await self._post(params))
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"aliyun sms: QuerySendDetails failed "
+                                  f"({type(exc).__name__})") from exc
+            rows = (document.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
+            for row in rows:
+                if isinstance(row, dict) and row.get("OutId") == key:
+                    return Sent(f"OutId {key}, status {row.get('SendStatus')}")
+            if len(rows) < p.QUERY_PAGE_SIZE:
+                return None
+        return None
+
+    async def _post(self, params: dict[str, str]) -> httpx.Response:
+        """POST with the parameters in the form body, signed "POST&%2F&...": the same RPC
+        signature as GET, but the number and the variables stay out of the URL, which HTTP
+        libraries and proxies log. One client per request: a notice is rare, and nothing is
+        left bound to an event loop."""
+        params["Signature"] = p.signature(self._secret, "POST", params)
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as http:
+            return await http.post(self.endpoint, data=params)
+
     async def aclose(self) -> None:
         """Nothing is kept open between messages."""
+
+
+def _document(response: httpx.Response) -> dict[str, Any]:
+    """A QuerySendDetails answer that is OK, or the error it stands for."""
+    try:
+        document: Any = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("Code"), str):
+        raise Unavailable(f"aliyun sms: HTTP {response.status_code} with no readable answer")
+    if document["Code"] != p.OK:
+        raise p.error_for(document["Code"], str(document.get("Message") or ""))
+    return document
 
 
 def _outcome(response: httpx.Response) -> Sent:

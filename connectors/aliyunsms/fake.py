@@ -1,4 +1,5 @@
-"""A faithful fake of Aliyun SMS ``SendSms`` (test double; loopback only).
+"""A faithful fake of Aliyun SMS ``SendSms`` and ``QuerySendDetails`` (test double;
+loopback only).
 
 It verifies each request as Aliyun's gateway does (:mod:`connectors.aliyunsms.protocol`):
 the common parameters, the key, the HMAC-SHA1 signature over the request's own method, a
@@ -168,7 +169,8 @@ class AliyunSmsFakeState(FakeBase):
                 or params["SignatureVersion"] != p.SIGNATURE_VERSION):
             raise Refusal(400, "InvalidSignatureMethod.Malformed",
                           "Specified signature method is not valid.")
-        if params["Version"] != p.API_VERSION or params["Action"] != p.ACTION:
+        if params["Version"] != p.API_VERSION or params["Action"] not in (p.ACTION,
+                                                                          p.QUERY_ACTION):
             raise Refusal(404, "InvalidAction.NotFound",
                           "Specified api is not found, please check your url and method.")
         self._check_time(params["Timestamp"])
@@ -219,6 +221,26 @@ class AliyunSmsFakeState(FakeBase):
             self.sent.append(sms)
             return sms
 
+    def query(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """QuerySendDetails: one page of what was sent to a number on a day (China's)."""
+        phone, day = params.get("PhoneNumber", ""), params.get("SendDate", "")
+        size, page = params.get("PageSize", ""), params.get("CurrentPage", "")
+        if not phone or not day or not size.isdigit() or not page.isdigit():
+            raise Refusal(200, "isv.INVALID_PARAMETERS", "参数异常")
+        if not 1 <= int(size) <= p.QUERY_PAGE_SIZE:
+            raise Refusal(200, "isv.INVALID_PARAMETERS", "PageSize 超出范围")
+        with self.lock:
+            rows = [m for m in self.sent if m.phone == phone
+                    and m.at.astimezone(p.CHINA).strftime("%Y%m%d") == day]
+        start = (int(page) - 1) * int(size)
+        shown = [{"PhoneNum": m.phone, "SendStatus": 3, "ErrCode": "DELIVERED",
+                  "TemplateCode": m.template_code, "Content": m.text,
+                  "SendDate": m.at.astimezone(p.CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                  "ReceiveDate": m.at.astimezone(p.CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                  "OutId": m.out_id} for m in rows[start:start + int(size)]]
+        return {"Code": p.OK, "Message": p.OK, "TotalCount": len(rows),
+                "SmsSendDetailDTOs": {"SmsSendDetailDTO": shown}}
+
     def _over_limit(self, params: Mapping[str, str]) -> bool:
         since = self.now() - timedelta(days=1)
         same = [m for m in self.sent if m.phone == params["PhoneNumbers"] and m.at > since
@@ -251,6 +273,8 @@ def make_app(state: AliyunSmsFakeState) -> Starlette:
             params.update(parse_qsl(form, keep_blank_values=True))
         try:
             state.verify(request.method, params)
+            if params["Action"] == p.QUERY_ACTION:
+                return _answer(200, state.query(params))
             sms = state.send(params)
         except Refusal as refusal:
             body: dict[str, Any] = {"Code": refusal.code, "Message": refusal.text}

@@ -22,6 +22,13 @@ document 101346, "API错误码"); the gateway's refusals (signature, nonce, time
 HTTP 400/404 with ``{"RequestId","HostId","Code","Message","Recommend"}`` (document 48054).
 Only ``OK`` means the message was taken.
 
+``QuerySendDetails`` (``PhoneNumber``, ``SendDate`` ``yyyyMMdd``, ``PageSize`` ≤ 50,
+``CurrentPage``) lists what was sent to a number on a day: ``TotalCount`` and
+``SmsSendDetailDTOs.SmsSendDetailDTO[]`` with ``PhoneNum``, ``SendStatus`` (1 waiting for the
+receipt, 2 failed, 3 delivered), ``ErrCode``, ``TemplateCode``, ``Content``, ``SendDate``,
+``ReceiveDate`` and ``OutId`` (Aliyun's generated SDK models, e.g. alibabacloud-csharp-sdk
+``dysmsapi-20170525/core/Models/QuerySendDetailsResponseBody.cs``).
+
 This module is pure (no I/O) and never logs; the fake uses the same functions to verify.
 """
 
@@ -33,7 +40,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from urllib.parse import quote
 
 from connectors.errors import (
@@ -49,6 +56,13 @@ from connectors.errors import (
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com"
 API_VERSION = "2017-05-25"
 ACTION = "SendSms"
+QUERY_ACTION = "QuerySendDetails"
+#: QuerySendDetails' largest page, and the most pages the robot reads for one check.
+QUERY_PAGE_SIZE, QUERY_MAX_PAGES = 50, 20
+#: The most days after the send a check looks at (Aliyun keeps 30 days of records).
+QUERY_MAX_DAYS = 31
+#: SendDate of QuerySendDetails is a day in China's time (UTC+8), ``yyyyMMdd``.
+CHINA = timezone(timedelta(hours=8))
 SIGNATURE_METHOD = "HMAC-SHA1"
 SIGNATURE_VERSION = "1.0"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -105,15 +119,34 @@ def timestamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
+def common_params(*, access_key_id: str, region: str, action: str, nonce: str,
+                  now: datetime) -> dict[str, str]:
+    """The parameters every RPC request carries (``Signature`` aside)."""
+    return {
+        "AccessKeyId": access_key_id, "Action": action, "Format": "JSON", "RegionId": region,
+        "SignatureMethod": SIGNATURE_METHOD, "SignatureNonce": nonce,
+        "SignatureVersion": SIGNATURE_VERSION, "Timestamp": timestamp(now),
+        "Version": API_VERSION,
+    }
+
+
+def query_params(*, access_key_id: str, region: str, phone: str, day: date, page: int,
+                 nonce: str, now: datetime) -> dict[str, str]:
+    """One page of QuerySendDetails: what was sent to ``phone`` on ``day`` (China's date)."""
+    return {**common_params(access_key_id=access_key_id, region=region, action=QUERY_ACTION,
+                            nonce=nonce, now=now),
+            "PhoneNumber": phone, "SendDate": day.strftime("%Y%m%d"),
+            "PageSize": str(QUERY_PAGE_SIZE), "CurrentPage": str(page)}
+
+
 def send_params(*, access_key_id: str, region: str, phone: str, sign_name: str,
                 template_code: str, template_param: Mapping[str, str], out_id: str,
                 nonce: str, now: datetime) -> dict[str, str]:
     """Every parameter of one SendSms request except ``Signature``."""
     return {
-        "AccessKeyId": access_key_id, "Action": ACTION, "Format": "JSON", "RegionId": region,
-        "SignatureMethod": SIGNATURE_METHOD, "SignatureNonce": nonce,
-        "SignatureVersion": SIGNATURE_VERSION, "Timestamp": timestamp(now),
-        "Version": API_VERSION, "PhoneNumbers": phone, "SignName": sign_name,
+        **common_params(access_key_id=access_key_id, region=region, action=ACTION,
+                        nonce=nonce, now=now),
+        "PhoneNumbers": phone, "SignName": sign_name,
         "TemplateCode": template_code,
         "TemplateParam": json.dumps(dict(template_param), ensure_ascii=False,
                                     separators=(",", ":")),
