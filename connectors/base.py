@@ -86,7 +86,10 @@ class Order:
     modified_at: datetime | None = None
     buyer_id: str | None = None  # the platform's stable buyer identifier (open uid / openid)
     buyer_ip: str | None = None
-    buyer_contact: str | None = None  # email or phone, where the platform gives one
+    # The buyer's contact, where the platform gives one and lets the merchant use it
+    # (buyer notifications: robot.notify). Never logged.
+    buyer_email: str | None = None
+    buyer_phone: str | None = None
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)

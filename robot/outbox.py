@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 import tenacity
@@ -57,6 +57,9 @@ from robot.schema import (
 )
 from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
 from robot.vault import Vault, mask
+
+if TYPE_CHECKING:
+    from robot.notify import Notifications
 
 log = get_logger(__name__)
 
@@ -95,7 +98,7 @@ class RetryPolicy:
 class Job:
     id: int
     order_id: int
-    kind: Literal["ship", "memo"]
+    kind: Literal["ship", "memo", "notify"]
     attempts: int
 
 
@@ -230,6 +233,7 @@ class Dispatcher:
         worker: str,
         pickup_url: PickupLinks | None = None,
         actor: str = "outbox",
+        notify: Notifications | None = None,
     ) -> None:
         self.engine = engine
         self.vault = vault
@@ -239,6 +243,7 @@ class Dispatcher:
         self.worker = worker
         self._pickup = pickup_url
         self.actor = actor
+        self._notify = notify  # buyer notifications (robot.notify): the ``notify`` jobs
         self._running: set[int] = set()  # ids of the jobs this worker is running now
         self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
 
@@ -283,8 +288,10 @@ class Dispatcher:
         with transaction(self.engine) as conn:
             rows = _context_rows(conn, job.order_id)
             o = rows[0]
-            calls = (not o.paused and o.shop in self.shops and o.shop in self.connectors
-                     and (job.kind != "ship" or o.state == OrderState.ALLOCATED))
+            # A buyer notification needs the link whatever the platform's state.
+            calls = o.shop in self.shops and (job.kind == "notify" or (
+                not o.paused and o.shop in self.connectors
+                and (job.kind != "ship" or o.state == OrderState.ALLOCATED)))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
         return replace(_context(self.vault, rows), pickup_url=pickup)
@@ -316,7 +323,10 @@ class Dispatcher:
         self._shops_running[ctx.shop] = self._shops_running.get(ctx.shop, 0) + 1
         try:
             with structlog.contextvars.bound_contextvars(shop=ctx.shop):
-                await self._run_prepared(job, ctx)
+                if job.kind == "notify":  # the buyer's notifications: no platform call
+                    await self._run_notify(job, ctx)
+                else:
+                    await self._run_prepared(job, ctx)
         finally:
             self._shops_running[ctx.shop] -= 1
 
@@ -402,6 +412,22 @@ class Dispatcher:
                                AttemptResult.CANCELLED, f"order cancelled; shipment {outcome}", now)
         log.warning("cancelled_shipment_settled", shipment=outcome)
 
+    async def _run_notify(self, job: Job, ctx: JobContext) -> None:
+        """The order's buyer notifications (robot.notify); never touches the order."""
+        if self._notify is None:
+            await self._later(job, "buyer notifications are off in this process", count=False,
+                              delay=self.policy.paused_recheck)
+            return
+        final = job.attempts + 1 >= self.policy.max_attempts
+        outcome = await self._notify.run(job.order_id, ctx, final=final)
+        if outcome.queued:
+            await self._retry(job, outcome.error or "not sent", outcome.retry_after)
+        elif outcome.in_flight:
+            await self._later(job, "a notification is being sent by another worker",
+                              count=False, delay=self._notify.abandoned_after)
+        else:
+            await asyncio.to_thread(self._done, job)
+
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         now = utcnow()
@@ -433,6 +459,8 @@ class Dispatcher:
             conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
                                                state=OutboxState.PENDING, attempts=0, due_at=now,
                                                created_at=now))
+            if self._notify is not None:  # the buyer hears of it once the shipment is durable
+                self._notify.queue_delivered(conn, job.order_id, now)
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
 
@@ -444,10 +472,10 @@ class Dispatcher:
         record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
-        """The job's row, and for a memo only while this worker still owns it (a memo queued
-        again under a running worker must run again, not be marked done by the old text)."""
+        """The job's row, and for a memo or a notify job only while this worker still owns it
+        (one queued again under a running worker must run again, not be marked done)."""
         where = [outbox.c.id == job.id]
-        if job.kind == "memo":
+        if job.kind in ("memo", "notify"):
             where.append(outbox.c.claimed_by == self.worker)
         return where
 

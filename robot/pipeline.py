@@ -78,6 +78,7 @@ MAX_LINE_QUANTITY = 10_000
 MAX_CENTS = 10**12  # ten billion yuan
 #: Column widths (robot.schema) of what an Order carries into the database.
 ID_MAX, OUTER_ID_MAX, BUYER_ID_MAX, IP_MAX, CURRENCY_MAX = 64, 128, 128, 64, 8
+EMAIL_MAX, PHONE_MAX = 254, 32  # the buyer's contact columns
 WAITING_RETRY = timedelta(seconds=60)
 
 
@@ -351,11 +352,19 @@ def _order_values(snap: Order, state: OrderState, reason: str | None,
         "state": state, "platform_status": snap.status.value, "reason": reason,
         "buyer_id": snap.buyer_id,
         "buyer_ip": risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
+        # A contact that does not fit is dropped, not the order: it only serves notices.
+        "buyer_email": _fits(snap.buyer_email, EMAIL_MAX),
+        "buyer_phone": _fits(snap.buyer_phone, PHONE_MAX),
         "total_cents": snap.total_cents,
         "currency": snap.currency, "extra": json.dumps(dict(snap.extra), sort_keys=True),
         "paid_at": to_naive_utc(snap.paid_at) if snap.paid_at else None,
         "updated_at": now, "due_at": now,
     }
+
+
+def _fits(value: str | None, limit: int) -> str | None:
+    text = (value or "").strip()
+    return text if 0 < len(text) <= limit else None
 
 
 def _store_order(conn: Connection, shop: ShopRules, snap: Order, parked: int | None,

@@ -161,6 +161,9 @@ orders = Table(
     Column("reason", Text, nullable=True),  # why held / failed / waiting / cancelled
     Column("buyer_id", String(128), nullable=True),
     Column("buyer_ip", String(64), nullable=True),
+    # The buyer's contact where the platform gives one (robot.notify); NULL: none.
+    Column("buyer_email", String(254), nullable=True),
+    Column("buyer_phone", String(32), nullable=True),
     Column("total_cents", BigInteger, nullable=False, default=0),
     Column("currency", String(8), nullable=False, default="CNY"),
     Column("extra", Text, nullable=False, default="{}"),  # JSON of Order.extra
@@ -216,7 +219,7 @@ outbox = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
-    Column("kind", String(16), nullable=False),  # ship | memo
+    Column("kind", String(16), nullable=False),  # ship | memo | notify
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("due_at", Timestamp, nullable=False),
@@ -227,6 +230,27 @@ outbox = Table(
     Column("done_at", Timestamp, nullable=True),
     UniqueConstraint("order_id", "kind"),
     Index("ix_outbox_state_due", "state", "due_at"),
+)
+
+# Buyer notifications (robot.notify): one row per order, channel and event (``delivered``,
+# ``resend-N``), recorded before the send so that an event is sent once; ``state`` walks
+# queued -> sending -> sent | failed | unknown (robot.states.NotificationState).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reference", String(128), nullable=True),  # the e-mail's Message-ID, the SMS BizId
+    Column("last_error", Text, nullable=True),  # never an address, a number or a code
+    Column("actor", String(128), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("sending_at", Timestamp, nullable=True),
+    Column("sent_at", Timestamp, nullable=True),
+    UniqueConstraint("order_id", "channel", "event"),
 )
 
 # One row per write-back attempt that reached an outcome (robot.outbox), for the history

@@ -4,17 +4,21 @@ A merchant's whole day runs through the CLI and the daemon's pieces with known c
 (including a rejected file), orders with faults, retries, a failure and a replay, cancel,
 refund, status and listings. Then every captured log line, every command's output (but
 ``robot reveal``'s, which is the one place codes are shown), every exception message and
-every column of every table except ``codes.ciphertext`` is searched for each code.
+every column of every table except ``codes.ciphertext`` is searched for each code. The
+buyers' notifications (e-mail to a local SMTP sink, SMS through the Aliyun fake) are sent
+for that day's orders and searched too: a shop that did not opt in sends the link only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import Engine, LargeBinary, select
@@ -26,13 +30,17 @@ from robot import pipeline
 from robot.clock import utcnow
 from robot.config import load_config
 from robot.db import make_engine
+from robot.http import links
 from robot.log import configure_logging
 from robot.migrate import upgrade
+from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy
 from robot.schema import metadata
 from robot.vault import PAIR_SEP, open_vault
 from tests.factories import paid_order
+from tests.smtpsink import SmtpSink
 from tests.test_daemon import write_config
+from tests.test_notify import notify_yaml, served_sms_fake
 
 robot.cli._register()
 
@@ -63,9 +71,19 @@ def scan_database(engine: Engine, secrets: list[str]) -> list[str]:
 
 
 def test_no_plaintext_code_in_logs_outputs_errors_or_database(tmp_path: Path) -> None:
-    """Known codes never appear outside codes.ciphertext and robot reveal's own output."""
+    """Known codes never appear outside codes.ciphertext and robot reveal's own output, nor
+    in the buyers' e-mails and SMS."""
+    with SmtpSink() as sink, served_sms_fake() as sms_fake:
+        _merchants_day(tmp_path, sink, sms_fake)
+
+
+def _merchants_day(tmp_path: Path, sink: Any, sms_fake: Any) -> None:
+    sms, sms_url = sms_fake
+    sms_before = len(sms.sent)
     name = f"leak-{uuid.uuid4().hex}"
     config_path = write_config(tmp_path, name)
+    with (tmp_path / "shops" / "mem.yaml").open("a") as shop_file:
+        shop_file.write(notify_yaml(sink.port, sms_url))
     logs = io.StringIO()
     configure_logging("debug", "json", stream=logs)
     tag = uuid.uuid4().hex[:8].upper()
@@ -95,16 +113,22 @@ def test_no_plaintext_code_in_logs_outputs_errors_or_database(tmp_path: Path) ->
     shop = config.shop("mem")
     platform = MemoryPlatform.named(name)
     for i in range(6):
-        order = paid_order(f"L{i}", ("s1", 2 if i % 2 else 1))
+        order = dataclasses.replace(paid_order(f"L{i}", ("s1", 2 if i % 2 else 1)),
+                                    buyer_email=f"leak{i}@example.net",
+                                    buyer_phone=f"1370000{i:04d}")
         platform.put_order(order)
         pipeline.intake(engine, shop, order)
     while pipeline.allocate_next(engine):
         pass
     pipeline.intake(engine, shop, paid_order("L0", ("s1", 1), status=PlatformStatus.CLOSED))
     platform.inject("ship", "unavailable", times=2)
+    notices = Notifications(engine, vault, {"mem": shop}, build_notifiers({"mem": shop}),
+                            call_timeout=5, lease=timedelta(seconds=15))
     disp = Dispatcher(engine, vault, {"mem": MemoryConnector(platform)}, {"mem": shop},
                       RetryPolicy(max_attempts=1, backoff_initial=0.001, backoff_max=0.001),
-                      worker="leak")
+                      worker="leak", notify=notices,
+                      pickup_url=links.pickup_url_hook(engine, vault, {"mem": shop},
+                                                       "https://robot.example.com"))
     for _ in range(10):
         asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=1)))
     failed = cli(config_path, "orders", "list", "--state", "failed", "--json")
@@ -119,15 +143,23 @@ def test_no_plaintext_code_in_logs_outputs_errors_or_database(tmp_path: Path) ->
                  ["orders", "show", "2", "--json"], ["pools", "list"], ["codes", "list", "p1"],
                  ["codes", "list", "p1", "--json"], ["audit", "list", "--json"],
                  ["audit", "verify"], ["config", "show"], ["orders", "cancel", "1"],
-                 ["orders", "show", "999"]):
+                 ["orders", "show", "999"], ["orders", "notify", "2"]):
         outputs.append(cli(config_path, *args))
+    for _ in range(5):
+        asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=3)))
 
     revealed = cli(config_path, "reveal", "2")
     assert any(s in revealed for s in secrets), "reveal must show the codes (and only it may)"
     memos = [platform.memo(f"L{i}") or "" for i in range(6)]
     assert any("****" in m for m in memos)
 
-    haystacks = {"logs": logs.getvalue(), "outputs": "\n".join(outputs), "memos": "\n".join(memos)}
+    # Decoded (a UTF-8 body goes base64 or quoted-printable) and as sent.
+    mails = [f"{m['Subject']}\n{m.get_content()}\n{m.as_string()}" for m in sink.messages]
+    texts = [f"{m.text} {m.params}" for m in sms.sent[sms_before:]]
+    assert len(mails) >= 4 and len(texts) >= 4, "the shipped orders' buyers must be told"
+    assert all("https://robot.example.com/p/" in t for t in mails + texts)
+    haystacks = {"logs": logs.getvalue(), "outputs": "\n".join(outputs), "memos": "\n".join(memos),
+                 "notifications": "\n".join(mails + texts)}
     for where, text in haystacks.items():
         leaked = [s for s in secrets if s in text]
         assert not leaked, f"plaintext code found in {where}"

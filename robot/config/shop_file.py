@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from connectors.config import Secret
 from robot.config.mappings import SkuMapping
+from robot.config.notify import NotifyConfig, NotifyFile
 from robot.config.types import (
     DEFAULT_ITEM_DESC,
     DEFAULT_MEMO_TEMPLATE,
@@ -191,6 +192,7 @@ class ShopFile(StrictModel):
     #: The shop's name as buyers know it (the pickup page's heading); unset: none shown.
     display_name: ShopDisplayName | None = None
     contact: Contact | None = None
+    notify: NotifyFile | None = None  # buyer notifications (robot.config.notify); off if unset
 
     @field_validator("delivery_api_token")
     @classmethod
@@ -227,3 +229,4 @@ class ShopConfig(StrictModel):
     risk: RiskRules = Field(default_factory=RiskRules)
     display_name: ShopDisplayName | None = None
     contact: Contact | None = None
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
