@@ -35,12 +35,15 @@ from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_
 
 from connectors.base import (
     Connector,
+    HandedCode,
     Order,
     OrderLine,
     PlatformStatus,
     RefundState,
     Shipment,
+    shows_codes,
 )
+from connectors.cardsecret import CardSecret
 from robot import audit, pipeline
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
@@ -56,7 +59,7 @@ from robot.schema import (
     shop_state,
 )
 from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
-from robot.vault import Vault, mask
+from robot.vault import Vault, mask, split_pair
 
 log = get_logger(__name__)
 
@@ -108,6 +111,8 @@ class JobContext:
     platform_order_id: str
     paused: bool = False  # the shop is paused (credentials or permission problem)
     pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
+    #: The codes themselves, for a ship job of a connector that shows them to the buyer.
+    handed: tuple[HandedCode, ...] = ()
 
 
 class PickupLinks(Protocol):
@@ -157,7 +162,7 @@ _JOB_ORDER = (select(orders, shop_state.c.paused)
 _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
               .order_by(order_lines.c.line_no))
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                     codes.c.ciphertext, codes.c.aad_version)
+                     codes.c.ciphertext, codes.c.aad_version, deliveries.c.line_no)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"),
                      # replaced: not the buyer's any more
@@ -172,14 +177,18 @@ def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
             conn.execute(_JOB_CODES, params).all())
 
 
-def _context(vault: Vault, rows: _ContextRows) -> JobContext:
-    """Decrypt and mask the codes (outside any transaction) and rebuild the order."""
+def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False) -> JobContext:
+    """Decrypt and mask the codes (outside any transaction) and rebuild the order; with
+    ``hand_over``, keep the codes too, wrapped (see :func:`_handed`)."""
     o, lines, delivered = rows
-    masked = tuple(
-        mask(vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
-                           fingerprint=r.fingerprint, aad_version=r.aad_version))
-        for r in delivered
-    )
+    plain = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                           fingerprint=r.fingerprint, aad_version=r.aad_version)
+             for r in delivered]
+    masked = tuple(mask(p) for p in plain)
+    line_ids = {ln.line_no: ln.line_id for ln in lines}
+    handed = tuple(_handed(p, line_ids.get(r.line_no, ""))
+                   for p, r in zip(plain, delivered, strict=True)) if hand_over else ()
+    del plain
     order = Order(
         platform_order_id=o.platform_order_id,
         status=PlatformStatus(o.platform_status),
@@ -192,7 +201,14 @@ def _context(vault: Vault, rows: _ContextRows) -> JobContext:
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
     return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
-                      paused=bool(o.paused))
+                      paused=bool(o.paused), handed=handed)
+
+
+def _handed(plaintext: str, line_id: str) -> HandedCode:
+    """One code as a platform that shows it to the buyer takes it: number and PIN apart."""
+    number, pin = split_pair(plaintext)
+    return HandedCode(line_id=line_id, number=CardSecret(number), masked=mask(plaintext),
+                      pin=CardSecret(pin) if pin else None)
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -285,7 +301,9 @@ class Dispatcher:
                      and (job.kind != "ship" or o.state == OrderState.ALLOCATED))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
-        return replace(_context(self.vault, rows), pickup_url=pickup)
+        # The codes themselves only for a shipment to a platform that shows them to the buyer.
+        hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
+        return replace(_context(self.vault, rows, hand_over=hand_over), pickup_url=pickup)
 
     def busy_with(self, shop: str) -> bool:
         """Whether a job of ``shop`` is running now (a shop being stopped waits for it)."""
@@ -334,17 +352,7 @@ class Dispatcher:
         pickup = ctx.pickup_url
         try:
             if job.kind == "ship":
-                shipment = Shipment(
-                    order=ctx.order,
-                    line_ids=tuple(ln.line_id for ln in ctx.order.lines),
-                    memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
-                    item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
-                    masked_codes=ctx.masked_codes,
-                    pickup_url=pickup,
-                )
-                outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-                await asyncio.to_thread(self._shipped, job, outcome.value)
-                log.info("order_shipped", outcome=outcome.value)
+                await self._ship(job, ctx, shop, connector)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
@@ -367,6 +375,24 @@ class Dispatcher:
         except Exception as exc:
             await self._retry(job, f"unexpected {type(exc).__name__}", None)
             log.exception("write_back_crashed")
+
+    async def _ship(self, job: Job, ctx: JobContext, shop: ShopTemplates,
+                    connector: Connector) -> None:
+        pickup = ctx.pickup_url
+        shipment = Shipment(
+            order=ctx.order,
+            line_ids=tuple(ln.line_id for ln in ctx.order.lines),
+            memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
+            item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
+            masked_codes=ctx.masked_codes,
+            pickup_url=pickup,
+            handed=ctx.handed,
+        )
+        if ctx.handed:
+            await asyncio.to_thread(self._handing_over, job, ctx)
+        outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
+        await asyncio.to_thread(self._shipped, job, outcome.value)
+        log.info("order_shipped", outcome=outcome.value)
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
@@ -391,6 +417,16 @@ class Dispatcher:
                                                created_at=now))
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
+
+    def _handing_over(self, job: Job, ctx: JobContext) -> None:
+        """Audit, before the call, that this attempt hands the order's codes (named masked)
+        to the platform, which shows them to the buyer: they leave the vault by design."""
+        with transaction(self.engine) as conn:
+            audit.append(conn, actor=self.actor, action="hand_over",
+                         subject=f"order:{job.order_id}",
+                         details={"shop": ctx.shop, "attempt": job.attempts + 1,
+                                  "codes": [c.masked for c in ctx.handed]})
+        log.info("codes_handed_over", count=len(ctx.handed))
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
         """The job's row, and for a memo only while this worker still owns it (a memo queued

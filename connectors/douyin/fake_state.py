@@ -150,9 +150,22 @@ def _describe_sync(fake: FakeDouyin, params: Mapping[str, Any]
     sub = str(params.get("order_id", ""))
     parent = fake.parent_of(sub)
     certs = params.get("cert_list")
-    shown = json.dumps(certs, ensure_ascii=False) if certs is not None else None
+    # The platform's own record of the call: codes masked, as a log of it would show them.
+    shown = json.dumps(_masked_certs(certs), ensure_ascii=False) if certs is not None else None
     return (parent or sub), {"order_id": sub, "sku_id": params.get("sku_id"),
                              "cert_list": shown}
+
+
+def _masked_certs(certs: Any) -> Any:
+    """``cert_list`` with each certificate's number and PIN masked (``12****89``)."""
+    if not isinstance(certs, list):
+        return certs
+    return [{k: (_mask(v) if k in ("cert_no", "cert_key") and isinstance(v, str) else v)
+             for k, v in c.items()} if isinstance(c, dict) else c for c in certs]
+
+
+def _mask(text: str) -> str:
+    return "*" * max(len(text), 4) if len(text) <= 6 else f"{text[:2]}****{text[-2:]}"
 
 
 def _describe_remark(_fake: FakeDouyin, params: Mapping[str, Any]
