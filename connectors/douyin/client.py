@@ -12,12 +12,13 @@ Shipping is ``coupons.syncV2`` per sub-order: the certificates the buyer sees on
 page. Douyin shows codes to the buyer, so the connector says ``shows_codes`` and the core
 hands it each code (:class:`~connectors.base.HandedCode`) with the sub-order it was
 allocated to: the code (or a pair's card number) is ``cert_no``, a pair's PIN ``cert_key``,
-the pool's redemption link ``cert_link``. The codes leave the robot here by design; the
-plaintext exists only inside the request body built for that call. An order without codes
-(a top-up) gets one certificate per sub-order naming the sub-order, with the pickup link.
-Douyin refuses a second sync of a sub-order (``000008`` same certificates, ``010004``
-different ones): the refusal is resolved by re-reading the order, never taken as success
-blindly. The seller remark is ``order.addOrderRemark``.
+the pool's redemption link ``cert_link`` (the order's pickup link when the pool has none).
+The codes leave the robot here by design; the plaintext exists only inside the request body
+built for that call. An order without codes (a top-up) gets one certificate per sub-order
+naming the sub-order, with the pickup link. Douyin refuses a second sync of a sub-order
+(``000008`` same certificates, ``010004`` different ones): the refusal is resolved by
+re-reading the order, never taken as success blindly. The seller remark is
+``order.addOrderRemark``.
 
 This module must never ship an order whose snapshot is closed, unpaid or refunding, and
 never log a credential or a code.
@@ -313,8 +314,9 @@ def _by_line(handed: Sequence[HandedCode]) -> dict[str, list[HandedCode]]:
 def _certs(codes_: Sequence[HandedCode], line_id: str, grant_time: str,
            pickup_url: str | None) -> list[dict[str, Any]]:
     """The ``cert_list`` for one sub-order: one certificate per code (number, PIN, the
-    pool's redemption link); without codes, one certificate naming the sub-order, with the
-    pickup link. ``out_cert_id`` numbers them the same way on every attempt."""
+    pool's redemption link or else the pickup link); without codes, one certificate naming
+    the sub-order, with the pickup link. ``out_cert_id`` numbers them the same way on every
+    attempt."""
     if not codes_:
         cert: dict[str, Any] = {"cert_no": f"R{line_id}", "grant_time": grant_time,
                                 "status": 2, "out_cert_id": f"{line_id}-1"}
@@ -327,8 +329,8 @@ def _certs(codes_: Sequence[HandedCode], line_id: str, grant_time: str,
                 "out_cert_id": f"{line_id}-{index}"}
         if code.pin is not None:
             cert["cert_key"] = code.pin.reveal()
-        if code.link:
-            cert["cert_link"] = code.link
+        if code.link or pickup_url:
+            cert["cert_link"] = code.link or pickup_url
         certs.append(cert)
     return certs
 

@@ -158,15 +158,15 @@ def test_order_leaving_the_window_while_paging_skips_no_other(harness: DouyinHar
 
 def test_ship_syncs_the_codes_the_buyer_sees(harness: DouyinHarness) -> None:
     """coupons.syncV2 stores each handed code as a certificate the buyer sees: the code or
-    card number as cert_no, the PIN as cert_key, the pool's redemption link as cert_link;
-    the order is shipped once."""
+    card number as cert_no, the PIN as cert_key, the pool's redemption link (else the
+    pickup link) as cert_link; the order is shipped once."""
     oid = harness.create_paid_order()
     conn = connector(harness)
     order = run(conn.fetch_order(oid))
     assert run(conn.ship(shipment(order))) is ShipOutcome.SHIPPED
     view = harness.fake.buyer_view(oid)
     assert view[0]["certificates"] == [
-        {"cert_no": "TESTCODE000001"},
+        {"cert_no": "TESTCODE000001", "cert_link": "https://robot.example/p/tok3n"},
         {"cert_no": "TESTCARD000002", "cert_key": "TESTPIN00002",
          "cert_link": "https://redeem.example/r"}]
     assert harness.shipments(oid) == 1
@@ -216,7 +216,7 @@ def test_multi_line_order_syncs_each_sub_order_its_own_codes(harness: DouyinHarn
     first, second = (ln.line_id for ln in order.lines)
     codes = (*handed(first, (("TESTA1000001", None, None), ("TESTA2000002", None, None))),
              *handed(second, (("TESTB1000003", "TESTPINB0003", None),)))
-    assert run(conn.ship(shipment(order, codes=codes))) is ShipOutcome.SHIPPED
+    assert run(conn.ship(shipment(order, codes=codes, url=None))) is ShipOutcome.SHIPPED
     view = {v["sub_order_id"]: v["certificates"] for v in harness.fake.buyer_view(oid)}
     assert view == {first: [{"cert_no": "TESTA1000001"}, {"cert_no": "TESTA2000002"}],
                     second: [{"cert_no": "TESTB1000003", "cert_key": "TESTPINB0003"}]}
@@ -244,10 +244,11 @@ def test_multi_line_retry_after_a_partial_sync_finishes_the_order(
 
     harness.fake.on_call = die_on_second
     with pytest.raises(Unavailable):
-        run(conn.ship(shipment(order, codes=codes)))
+        run(conn.ship(shipment(order, codes=codes, url=None)))
     assert run(conn.fetch_order(oid)).extra["order_status"] == "101"  # partly shipped
     before = harness.fake.buyer_view(oid)[0]
-    assert run(conn.ship(shipment(order, codes=codes))) is ShipOutcome.ALREADY_SHIPPED
+    assert run(conn.ship(shipment(order, codes=codes, url=None))) \
+        is ShipOutcome.ALREADY_SHIPPED
     view = harness.fake.buyer_view(oid)
     assert view[0] == before
     assert view[1]["certificates"] == [{"cert_no": "TESTB1000003"}]
@@ -371,3 +372,37 @@ def test_shipment_naming_an_unknown_sub_order_is_refused(harness: DouyinHarness)
     with pytest.raises(NotShippable):
         run(conn.ship(bad))
     assert [c for c in harness.fake.writebacks.calls if c.kind == "ship"] == []
+
+
+def test_a_tool_app_trades_its_authorization_code_once_then_refreshes(
+        harness: DouyinHarness) -> None:
+    """A tool app (工具型) trades the shop's one-time authorization code for its first token
+    (authorization_code), keeps it in the shop's store, and renews with token.refresh; the
+    code is never sent again."""
+    harness.fake.app_type = "tool"
+    code = harness.fake.authorize()
+    oid = harness.create_paid_order()
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    harness.clock.advance(harness.fake.token_ttl - timedelta(seconds=1000))
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    assert calls(harness).count("token.create") == 1
+    assert calls(harness).count("token.refresh") == 1
+
+
+def test_a_tool_app_whose_authorization_lapsed_asks_for_a_new_code(
+        harness: DouyinHarness) -> None:
+    """When a tool app's stored token is gone and its code was used, Douyin refuses the
+    code: an AuthError that names the authorization (the shop is paused, not retried)."""
+    harness.fake.app_type = "tool"
+    code = harness.fake.authorize()
+    oid = harness.create_paid_order()
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    with pytest.raises(AuthError, match="authorized the app"):
+        run(connector(harness, MemoryContext("fresh-store"), app_type="tool",
+                      auth_code=code).fetch_order(oid))
+
+
+def test_a_tool_app_without_an_authorization_code_is_a_config_error() -> None:
+    """app_type tool without auth_code is refused when the shop file is read."""
+    with pytest.raises(ValueError, match="auth_code"):
+        make_config(app_type="tool")
