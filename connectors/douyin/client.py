@@ -15,9 +15,11 @@ allocated to: the code (or a pair's card number) is ``cert_no``, a pair's PIN ``
 the pool's redemption link ``cert_link`` (the order's pickup link when the pool has none).
 The codes leave the robot here by design; the plaintext exists only inside the request body
 built for that call. An order without codes (a top-up) gets one certificate per sub-order
-naming the sub-order, with the pickup link. Douyin refuses a second sync of a sub-order
-(``000008`` same certificates, ``010004`` different ones): the refusal is resolved by
-re-reading the order, never taken as success blindly. The seller remark is
+naming the sub-order, with the pickup link. Douyin refuses a second sync of a sub-order:
+``000008`` when the certificates are the same (ours: a repeated attempt sends exactly what
+the first sent, ``grant_time`` being the payment time), which counts as that sub-order done;
+``010004`` when they differ, resolved by re-reading the order, never taken as success
+blindly. The seller remark is
 ``order.addOrderRemark``.
 
 This module must never ship an order whose snapshot is closed, unpaid or refunding, and
@@ -244,8 +246,11 @@ class DouyinConnector:
         if stray:
             raise NotShippable(f"douyin order {order.platform_order_id}: codes for a sub-order "
                                f"not shipped ({', '.join(sorted(stray))[:100]})")
-        grant_time = format_cst(self.platform_clock.now())
+        # The payment time, not now: an attempt repeated after a lost answer sends the very
+        # same certificates, which Douyin answers 000008 (already processed).
+        grant_time = format_cst(order.paid_at or self.platform_clock.now())
         refused: DouyinRejected | None = None
+        synced_before = 0
         for line_id in wanted:
             certs = _certs(by_line.get(line_id, ()), line_id, grant_time,
                            shipment.pickup_url)
@@ -254,6 +259,9 @@ class DouyinConnector:
                                                    "sku_id": lines[line_id].sku_id or "",
                                                    "cert_list": certs})
             except DouyinRejected as exc:
+                if exc.business_code == codes.COUPON_ALREADY_SYNCED:
+                    synced_before += 1  # our own identical certificates: this line is done
+                    continue
                 if exc.business_code in _ALREADY or exc.business_code in _CLOSED \
                         or exc.business_code in _NOT_FOUND:
                     refused = exc
@@ -261,7 +269,8 @@ class DouyinConnector:
                 raise
         if refused is not None:
             return await self._resolve_refusal(order.platform_order_id, refused)
-        return ShipOutcome.SHIPPED
+        return ShipOutcome.ALREADY_SHIPPED if synced_before == len(wanted) \
+            else ShipOutcome.SHIPPED
 
     async def _resolve_refusal(self, oid: str, exc: DouyinRejected) -> ShipOutcome:
         current = await self.fetch_order(oid)

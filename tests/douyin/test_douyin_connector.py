@@ -226,9 +226,9 @@ def test_multi_line_order_syncs_each_sub_order_its_own_codes(harness: DouyinHarn
 
 def test_multi_line_retry_after_a_partial_sync_finishes_the_order(
         harness: DouyinHarness) -> None:
-    """A write-back that died after the first sub-order's sync is run again: Douyin refuses
-    the first sub-order's second sync, the second is synced, and the order counts as
-    shipped (ALREADY_SHIPPED after re-reading) without the first sub-order changing."""
+    """A write-back that died after the first sub-order's sync is run again: Douyin answers
+    the first sub-order's identical second sync 000008 (already processed: done), the second
+    is synced, and the order is shipped without the first sub-order changing."""
     oid = multi_line_order(harness)
     conn = connector(harness)
     order = run(conn.fetch_order(oid))
@@ -247,13 +247,30 @@ def test_multi_line_retry_after_a_partial_sync_finishes_the_order(
         run(conn.ship(shipment(order, codes=codes, url=None)))
     assert run(conn.fetch_order(oid)).extra["order_status"] == "101"  # partly shipped
     before = harness.fake.buyer_view(oid)[0]
-    assert run(conn.ship(shipment(order, codes=codes, url=None))) \
-        is ShipOutcome.ALREADY_SHIPPED
+    assert run(conn.ship(shipment(order, codes=codes, url=None))) is ShipOutcome.SHIPPED
     view = harness.fake.buyer_view(oid)
     assert view[0] == before
     assert view[1]["certificates"] == [{"cert_no": "TESTB1000003"}]
     ships = [c.outcome for c in harness.fake.writebacks.calls if c.kind == "ship"]
-    assert ships[0] == "applied" and ships[1].startswith("refused") and ships[2] == "applied"
+    assert ships[0] == "applied" and "000008" in ships[1] and ships[2] == "applied"
+    assert harness.shipments(oid) == 1
+
+
+def test_an_identical_repeated_sync_counts_as_done_without_rereading(
+        harness: DouyinHarness) -> None:
+    """The same shipment sent again (its answer was lost) is refused 000008 for every
+    sub-order: ALREADY_SHIPPED, with no order.orderDetail needed and the buyer's view
+    unchanged."""
+    oid = harness.create_paid_order()
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    run(conn.ship(shipment(order)))
+    before = harness.fake.buyer_view(oid)
+    harness.clock.advance(90)  # a later attempt: the certificates must not change with it
+    reads = calls(harness).count("order.orderDetail")
+    assert run(conn.ship(shipment(order))) is ShipOutcome.ALREADY_SHIPPED
+    assert calls(harness).count("order.orderDetail") == reads
+    assert harness.fake.buyer_view(oid) == before
 
 
 def test_codes_for_a_sub_order_not_shipped_are_refused(harness: DouyinHarness) -> None:
