@@ -9,6 +9,11 @@ platform's "already shipped" answer for our shipment therefore counts as success
 Every attempt that reaches an outcome (done, retry, failed, cancelled) is also kept in
 ``outbox_attempts``, the write-back history a person reads in ``robot orders show``.
 
+A connector whose platform shows codes to the buyer (``shows_codes``: 抖店) gets the codes
+themselves in its shipment, wrapped (:class:`~connectors.base.HandedCode`), and only in a
+ship job; every attempt that hands them over is audited (``hand_over``, codes masked) before
+the call. Every other connector gets masked codes and the pickup link only.
+
 A memo job can be queued again (:func:`queue_memo`: a new pickup link, replacement codes);
 a worker that was writing the old memo meanwhile no longer owns the job, so its outcome is
 dropped and the job runs again with the new text.
@@ -188,7 +193,6 @@ def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False) -> Jo
     line_ids = {ln.line_no: ln.line_id for ln in lines}
     handed = tuple(_handed(p, line_ids.get(r.line_no, ""))
                    for p, r in zip(plain, delivered, strict=True)) if hand_over else ()
-    del plain
     order = Order(
         platform_order_id=o.platform_order_id,
         status=PlatformStatus(o.platform_status),
@@ -426,7 +430,7 @@ class Dispatcher:
                          subject=f"order:{job.order_id}",
                          details={"shop": ctx.shop, "attempt": job.attempts + 1,
                                   "codes": [c.masked for c in ctx.handed]})
-        log.info("codes_handed_over", count=len(ctx.handed))
+        log.info("hand_over_started", count=len(ctx.handed))
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
         """The job's row, and for a memo only while this worker still owns it (a memo queued

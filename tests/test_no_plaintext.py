@@ -167,6 +167,6 @@ def test_codes_handed_to_douyin_reach_only_the_buyer_view(engine: Engine, vault:
         seen = json.dumps(harness.fake.buyer_view(oid))
         record = json.dumps(harness.fake.writebacks.to_json())
     assert sum(s in seen for s in secrets) == 4, "the buyer must see 2 codes and 1 pair"
-    assert "codes_handed_over" in logs.getvalue()
+    assert "hand_over_started" in logs.getvalue()
     assert not [s for s in secrets if s in logs.getvalue() or s in record]
     assert scan_database(engine, secrets) == []
