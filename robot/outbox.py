@@ -9,6 +9,11 @@ platform's "already shipped" answer for our shipment therefore counts as success
 Every attempt that reaches an outcome (done, retry, failed, cancelled) is also kept in
 ``outbox_attempts``, the write-back history a person reads in ``robot orders show``.
 
+A connector whose platform shows codes to the buyer (``shows_codes``: 抖店) gets the codes
+themselves in its shipment, wrapped (:class:`~connectors.base.HandedCode`), and only in a
+ship job; every attempt that hands them over is audited (``hand_over``, codes masked) before
+the call. Every other connector gets masked codes and the pickup link only.
+
 A memo job can be queued again (:func:`queue_memo`: a new pickup link, replacement codes);
 a worker that was writing the old memo meanwhile no longer owns the job, so its outcome is
 dropped and the job runs again with the new text.
@@ -35,13 +40,16 @@ from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_
 
 from connectors.base import (
     Connector,
+    HandedCode,
     Order,
     OrderLine,
     PlatformStatus,
     RefundState,
     Shipment,
+    shows_codes,
 )
-from robot import audit, pipeline
+from connectors.cardsecret import CardSecret
+from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
@@ -56,7 +64,7 @@ from robot.schema import (
     shop_state,
 )
 from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
-from robot.vault import Vault, mask
+from robot.vault import Vault, mask, split_pair
 
 if TYPE_CHECKING:
     from robot.notify import Notifications
@@ -112,6 +120,8 @@ class JobContext:
     paused: bool = False  # the shop is paused (credentials or permission problem)
     reserved: int = 0  # codes still reserved (a cancelled order's: its shipment was on its way)
     pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
+    #: The codes themselves, for a ship job of a connector that shows them to the buyer.
+    handed: tuple[HandedCode, ...] = ()
 
 
 class PickupLinks(Protocol):
@@ -161,7 +171,8 @@ _JOB_ORDER = (select(orders, shop_state.c.paused)
 _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
               .order_by(order_lines.c.line_no))
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                     codes.c.ciphertext, codes.c.aad_version, deliveries.c.state)
+                     codes.c.ciphertext, codes.c.aad_version, deliveries.c.state,
+                     deliveries.c.line_no)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"),
                      # replaced: not the buyer's any more
@@ -176,14 +187,19 @@ def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
             conn.execute(_JOB_CODES, params).all())
 
 
-def _context(vault: Vault, rows: _ContextRows) -> JobContext:
-    """Decrypt and mask the codes (outside any transaction) and rebuild the order."""
+def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,
+             redeem: Mapping[int, str] | None = None) -> JobContext:
+    """Decrypt and mask the codes (outside any transaction) and rebuild the order; with
+    ``hand_over``, keep the codes too, wrapped (see :func:`_handed`)."""
     o, lines, delivered = rows
-    masked = tuple(
-        mask(vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
-                           fingerprint=r.fingerprint, aad_version=r.aad_version))
-        for r in delivered
-    )
+    plain = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                           fingerprint=r.fingerprint, aad_version=r.aad_version)
+             for r in delivered]
+    masked = tuple(mask(p) for p in plain)
+    line_ids = {ln.line_no: ln.line_id for ln in lines}
+    templates = redeem or {}
+    handed = tuple(_handed(p, line_ids.get(r.line_no, ""), templates.get(int(r.pool_id)))
+                   for p, r in zip(plain, delivered, strict=True)) if hand_over else ()
     order = Order(
         platform_order_id=o.platform_order_id,
         status=PlatformStatus(o.platform_status),
@@ -196,8 +212,18 @@ def _context(vault: Vault, rows: _ContextRows) -> JobContext:
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
     return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
-                      paused=bool(o.paused),
+                      paused=bool(o.paused), handed=handed,
                       reserved=sum(r.state == DeliveryState.RESERVED for r in delivered))
+
+
+def _handed(plaintext: str, line_id: str, redeem: str | None) -> HandedCode:
+    """One code as a platform that shows it to the buyer takes it: number and PIN apart, and
+    the pool's redemption link (the code in it where the template takes one)."""
+    number, pin = split_pair(plaintext)
+    link = (None if redeem is None else poolpage.redeem_link(redeem, number)
+            if poolpage.takes_code(redeem) else redeem)
+    return HandedCode(line_id=line_id, number=CardSecret(number), masked=mask(plaintext),
+                      pin=CardSecret(pin) if pin else None, link=link)
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -294,7 +320,14 @@ class Dispatcher:
                 and (job.kind != "ship" or o.state == OrderState.ALLOCATED)))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
-        return replace(_context(self.vault, rows), pickup_url=pickup)
+            # The codes themselves only for a shipment to a platform that shows them to the
+            # buyer, each with its pool's redemption link when the pool has one.
+            hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
+            redeem = ({pid: page.redeem_url for pid, page in poolpage.page_settings(
+                conn, [int(r.pool_id) for r in rows[2]], poolpage.page_key(self.vault)).items()
+                if page.redeem_url} if hand_over else {})
+        return replace(_context(self.vault, rows, hand_over=hand_over, redeem=redeem),
+                       pickup_url=pickup)
 
     def busy_with(self, shop: str) -> bool:
         """Whether a job of ``shop`` is running now (a shop being stopped waits for it)."""
@@ -346,17 +379,7 @@ class Dispatcher:
         pickup = ctx.pickup_url
         try:
             if job.kind == "ship":
-                shipment = Shipment(
-                    order=ctx.order,
-                    line_ids=tuple(ln.line_id for ln in ctx.order.lines),
-                    memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
-                    item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
-                    masked_codes=ctx.masked_codes,
-                    pickup_url=pickup,
-                )
-                outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-                await asyncio.to_thread(self._shipped, job, outcome.value)
-                log.info("order_shipped", outcome=outcome.value)
+                await self._ship(job, ctx, shop, connector)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
@@ -428,6 +451,24 @@ class Dispatcher:
         else:
             await asyncio.to_thread(self._done, job)
 
+    async def _ship(self, job: Job, ctx: JobContext, shop: ShopTemplates,
+                    connector: Connector) -> None:
+        pickup = ctx.pickup_url
+        shipment = Shipment(
+            order=ctx.order,
+            line_ids=tuple(ln.line_id for ln in ctx.order.lines),
+            memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
+            item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
+            masked_codes=ctx.masked_codes,
+            pickup_url=pickup,
+            handed=ctx.handed,
+        )
+        if ctx.handed:
+            await asyncio.to_thread(self._handing_over, job, ctx)
+        outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
+        await asyncio.to_thread(self._shipped, job, outcome.value)
+        log.info("order_shipped", outcome=outcome.value)
+
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         now = utcnow()
@@ -470,6 +511,20 @@ class Dispatcher:
                      .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
                              claimed_until=None, last_error=None))
         record_attempt(conn, job, AttemptResult.DONE, None, now)
+
+    def _handing_over(self, job: Job, ctx: JobContext) -> None:
+        """Audit, before the call, that this attempt hands the order's codes (named masked)
+        to the platform, which shows them to the buyer: they leave the vault by design."""
+        with transaction(self.engine) as conn:
+            # Seen from now on: a cancel can no longer put these codes back in stock.
+            conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id,
+                                                  deliveries.c.seen_at.is_(None))
+                         .values(seen_at=utcnow()))
+            audit.append(conn, actor=self.actor, action="hand_over",
+                         subject=f"order:{job.order_id}",
+                         details={"shop": ctx.shop, "attempt": job.attempts + 1,
+                                  "codes": [c.masked for c in ctx.handed]})
+        log.info("hand_over_started", count=len(ctx.handed))
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
         """The job's row, and for a memo or a notify job only while this worker still owns it

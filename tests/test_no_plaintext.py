@@ -25,6 +25,7 @@ from sqlalchemy import Engine, LargeBinary, select
 
 import robot.cli
 from connectors.base import PlatformStatus, RefundState
+from connectors.douyin.harness import make_harness
 from connectors.memory import MemoryConnector, MemoryPlatform
 from robot import pipeline
 from robot.clock import utcnow
@@ -36,7 +37,14 @@ from robot.migrate import upgrade
 from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy
 from robot.schema import metadata
-from robot.vault import PAIR_SEP, open_vault
+from robot.vault import PAIR_SEP, Vault, open_vault
+from tests.douyin.helpers import (
+    deliver,
+    shop_connector,
+    stock_pools,
+    take_in_by_push,
+    two_line_order,
+)
 from tests.factories import paid_order
 from tests.smtpsink import SmtpSink
 from tests.test_daemon import write_config
@@ -166,3 +174,31 @@ def _merchants_day(tmp_path: Path, sink: Any, sms_fake: Any) -> None:
     assert PAIR_SEP not in haystacks["outputs"]
     assert scan_database(engine, secrets) == []
     engine.dispose()
+
+
+def test_codes_handed_to_douyin_reach_only_the_buyer_view(engine: Engine, vault: Vault,
+                                                         tmp_path: Path) -> None:
+    """A channel that shows codes to the buyer (Douyin's coupons.syncV2) gets them in
+    plaintext, and only there: the buyer's view on the fake holds them, while every log
+    line (debug included), every database column (the audit of the hand-over too) and the
+    platform's record of the call hold none."""
+    logs = io.StringIO()
+    configure_logging("debug", "json", stream=logs)
+    with make_harness() as harness:
+        codes, pairs = stock_pools(engine, vault, tmp_path)
+        secrets = codes + [c for c, _ in pairs] + [p for _, p in pairs]
+        oid = two_line_order(harness)
+        connector = shop_connector(engine, vault, harness)
+
+        async def scenario() -> None:
+            await take_in_by_push(engine, connector, harness, oid)
+            await deliver(engine, vault, connector)
+            await connector.aclose()
+
+        asyncio.run(scenario())
+        seen = json.dumps(harness.fake.buyer_view(oid))
+        record = json.dumps(harness.fake.writebacks.to_json())
+    assert sum(s in seen for s in secrets) == 4, "the buyer must see 2 codes and 1 pair"
+    assert "hand_over_started" in logs.getvalue()
+    assert not [s for s in secrets if s in logs.getvalue() or s in record]
+    assert scan_database(engine, secrets) == []

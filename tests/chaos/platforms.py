@@ -234,9 +234,30 @@ class WechatChaos(PushingChaos):
         return str(key.get("out_trade_no", ""))
 
 
+class DouyinChaos(PushingChaos):
+    hook = "douyin-demo"
+
+    def menu(self) -> dict[str, dict[str, Any]]:
+        return {"latency": {"latency_ms": 300}, "http_500": {"http_500": 3},
+                "throttle": {"throttle": 3}, "timeout": {"hang": 1}, "token_expiry": {}}
+
+    def expire_tokens(self) -> None:
+        self.state.expire_tokens()
+
+    def calm(self) -> None:
+        self.state.set_faults(latency_ms=0, http_500=0, throttle=0, hang=0)
+        super().calm()
+
+    def watch_shipments(self, watcher: ShipWatcher) -> None:
+        def on_call(method: str, params: Mapping[str, Any]) -> None:
+            if method == "coupons.syncV2":
+                watcher(self.state.parent_of(str(params.get("order_id", ""))) or "")
+        self.state.on_call = on_call
+
+
 CHAOS: dict[str, type[Chaos]] = {
     "taobao": TaobaoChaos, "pinduoduo": PinduoduoChaos, "youzan": YouzanChaos,
-    "wechat": WechatChaos,
+    "wechat": WechatChaos, "douyin": DouyinChaos,
 }
 
 
