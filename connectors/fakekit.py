@@ -164,8 +164,9 @@ async def json_object(request: Request) -> dict[str, Any]:
 #: A masked code as the robot writes it (``12****89``; a short code is all stars). Plaintext
 #: never matches: the record keeps what was sent, and a fake is never sent plaintext.
 MASKED_CODE = re.compile(r"[^\s*/]{0,2}\*{4,}[^\s*/]{0,2}")
-#: A pickup link (any absolute http(s) URL in the text).
-LINK = re.compile(r"https?://[^\s<>\"']+")
+#: A pickup link (an absolute http(s) URL whose path ends in ``/p/<token>``); other links,
+#: such as a pool's redemption link handed with each code, are not pickup links.
+LINK = re.compile(r"https?://[^\s<>\"']*/p/[^\s<>\"'/?#]+")
 
 
 def masked_codes_in(text: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from connectors.fakekit import links_in
 from tests.chaos import broken
 from tests.chaos.checks import (
     Call,
@@ -96,6 +97,14 @@ def test_recorded_calls_are_grouped_per_order_in_receipt_order() -> None:
     assert [c.seq for c in grouped["A"]] == [1, 2] and grouped["A"][1].links == (LINK,)
     assert [c.kind for c in grouped["B"]] == ["ship"]
 
+
+
+def test_a_fake_records_pickup_links_not_redemption_links() -> None:
+    """A platform that shows codes gets each with its pool's redemption link; only the
+    pickup link is the order's link to compare across calls."""
+    text = ('[{"cert_no": "VI****AB", "cert_link": "https://vip.example.com/x?code=VIPAB"}] '
+            f"{LINK} https://shop.example.com/p/{'a' * 64}?x=1")
+    assert links_in(text) == (LINK, f"https://shop.example.com/p/{'a' * 64}")
 
 # -- plaintexts ------------------------------------------------------------------------------------
 def test_one_plaintext_in_two_deliveries_is_a_violation_without_showing_it() -> None:
