@@ -18,7 +18,9 @@ and maps the platform's error codes onto :mod:`robot.errors` (``Fatal`` / ``Retr
   the core answers well within it, refusing what it could not store durably in time.
 
 A connector never sees plaintext codes: a :class:`Shipment` carries masked codes and a
-pickup link only. Money is in integer cents (fen); times are timezone-aware UTC.
+pickup link only — except a connector whose platform hands the codes to the buyer itself and
+says so (``hands_over_codes = True``, see :func:`hands_over_codes`). Money is in integer
+cents (fen); times are timezone-aware UTC.
 
 Third-party connectors register a :class:`ConnectorFactory` under the entry point group
 ``robot.connectors``; the built-in ones are registered the same way.
@@ -33,6 +35,8 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from connectors.gateway import HandedCode
 
 ENTRY_POINT_GROUP = "robot.connectors"
 #: Seconds a platform waits for a push's answer when its connector does not declare
@@ -115,6 +119,10 @@ class Shipment:
     item_desc: str
     masked_codes: tuple[str, ...] = ()
     pickup_url: str | None = None
+    #: The plaintext codes, only for a connector that declares ``hands_over_codes = True``
+    #: (its platform delivers the codes to the buyer itself, e.g. 闲管家): the core marks
+    #: them seen and audits the hand-over before it calls ``ship``. Empty for every other.
+    codes: tuple[HandedCode, ...] = field(default=(), repr=False)
 
 
 #: The longest problem text an :class:`UnreadableOrder` keeps (it becomes the order's reason
@@ -202,6 +210,11 @@ class CheckReport:
 
     ok: bool
     checks: tuple[tuple[str, bool, str], ...]  # (check name, passed, detail)
+
+
+def hands_over_codes(connector: object) -> bool:
+    """Whether the connector's ``ship`` carries the plaintext codes to its platform."""
+    return getattr(connector, "hands_over_codes", False) is True
 
 
 def push_window(connector: object) -> float:

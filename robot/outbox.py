@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -40,7 +40,9 @@ from connectors.base import (
     PlatformStatus,
     RefundState,
     Shipment,
+    hands_over_codes,
 )
+from connectors.gateway import HandedCode
 from robot import audit, pipeline
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
@@ -56,7 +58,7 @@ from robot.schema import (
     shop_state,
 )
 from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
-from robot.vault import Vault, mask
+from robot.vault import Vault, mask, split_pair
 
 log = get_logger(__name__)
 
@@ -108,6 +110,8 @@ class JobContext:
     platform_order_id: str
     paused: bool = False  # the shop is paused (credentials or permission problem)
     pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
+    #: Plaintext codes, for a connector whose platform hands them over (hands_over_codes).
+    codes: tuple[HandedCode, ...] = field(default=(), repr=False)
 
 
 class PickupLinks(Protocol):
@@ -172,14 +176,15 @@ def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
             conn.execute(_JOB_CODES, params).all())
 
 
-def _context(vault: Vault, rows: _ContextRows) -> JobContext:
-    """Decrypt and mask the codes (outside any transaction) and rebuild the order."""
+def _context(vault: Vault, rows: _ContextRows, *, plaintext: bool = False) -> JobContext:
+    """Decrypt and mask the codes (outside any transaction) and rebuild the order; with
+    ``plaintext`` the codes themselves are kept too (their hand-over is audited already)."""
     o, lines, delivered = rows
-    masked = tuple(
-        mask(vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
-                           fingerprint=r.fingerprint, aad_version=r.aad_version))
-        for r in delivered
-    )
+    secrets = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                             fingerprint=r.fingerprint, aad_version=r.aad_version)
+               for r in delivered]
+    masked = tuple(mask(secret) for secret in secrets)
+    handed = tuple(HandedCode(*split_pair(secret)) for secret in secrets) if plaintext else ()
     order = Order(
         platform_order_id=o.platform_order_id,
         status=PlatformStatus(o.platform_status),
@@ -192,7 +197,7 @@ def _context(vault: Vault, rows: _ContextRows) -> JobContext:
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
     return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
-                      paused=bool(o.paused))
+                      paused=bool(o.paused), codes=handed)
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -285,7 +290,12 @@ class Dispatcher:
                      and (job.kind != "ship" or o.state == OrderState.ALLOCATED))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
-        return replace(_context(self.vault, rows), pickup_url=pickup)
+            hands = (calls and job.kind == "ship"
+                     and hands_over_codes(self.connectors.get(str(o.shop))))
+            if hands:
+                hand_over_in_tx(conn, job.order_id, [int(r.id) for r in rows[2]],
+                                actor=self.actor)
+        return replace(_context(self.vault, rows, plaintext=hands), pickup_url=pickup)
 
     def busy_with(self, shop: str) -> bool:
         """Whether a job of ``shop`` is running now (a shop being stopped waits for it)."""
@@ -341,6 +351,7 @@ class Dispatcher:
                     item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
                     masked_codes=ctx.masked_codes,
                     pickup_url=pickup,
+                    codes=ctx.codes,
                 )
                 outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
                 await asyncio.to_thread(self._shipped, job, outcome.value)
@@ -505,6 +516,32 @@ def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
     conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
                                                 kind=job.kind, at=now, result=result,
                                                 error=error))
+
+
+def hand_over_in_tx(conn: Connection, order_id: int, code_ids: Sequence[int], *,
+                    actor: str) -> None:
+    """The order's codes are about to leave the vault for a platform that delivers them to
+    the buyer itself: mark them seen (a later cancel can no longer put them back in stock)
+    and audit it, inside the caller's transaction, before any code is decrypted."""
+    now = utcnow()
+    conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
+                                          deliveries.c.seen_at.is_(None)).values(seen_at=now))
+    audit.append(conn, actor=actor, action="hand_over", subject=f"order:{order_id}",
+                 details={"code_ids": list(code_ids)})
+
+
+def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
+    """The order's pending ship job is done: the shipment happened outside the outbox (a
+    supply gateway answered the codes), inside the caller's transaction."""
+    rows = conn.execute(select(outbox.c.id, outbox.c.attempts).where(
+        outbox.c.order_id == order_id, outbox.c.kind == "ship",
+        outbox.c.state == OutboxState.PENDING)).all()
+    for r in rows:
+        conn.execute(update(outbox).where(outbox.c.id == r.id).values(
+            state=OutboxState.DONE, done_at=now, attempts=int(r.attempts) + 1,
+            claimed_until=None, last_error=None))
+        record_attempt(conn, Job(int(r.id), order_id, "ship", int(r.attempts)),
+                       AttemptResult.DONE, None, now)
 
 
 def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:

@@ -1,0 +1,259 @@
+"""The robot as a supplier: one shop's goods and orders for a buyer platform's gateway.
+
+:class:`ShopSupply` is the core's side of :class:`connectors.gateway.SupplyBackend`, lent to
+the shop's connector for each request to ``/supply/<shop>/…`` (:mod:`robot.http.supply`):
+
+* goods are the shop's ``items:`` with a ``price``, their stock the pools' live stock (units
+  whose every share can be served now);
+* a purchase is an order like any other, taken in by :func:`robot.pipeline.intake` (risk
+  rules, blacklists, the atomic claim, the audit) and idempotent on the platform's order
+  number: a repeat — sequential or concurrent — finds the stored order and answers the same
+  codes, and stock is taken once (the ``UNIQUE(shop, platform_order_id)`` constraint decides
+  between concurrent first requests). A purchase above the platform's ``max_amount`` is
+  refused before anything is written;
+* an order allocated in the transaction that took it in is handed over in that same
+  transaction (shipped, codes delivered and marked seen, the write-back job settled, the
+  hand-over audited) — durable before the answer carries its codes. Any other order answers
+  "processing"; it is shipped later through the outbox, whose ship job is the connector's
+  callback carrying the codes;
+* every later read that shows codes is audited (``supply_read``).
+
+Top-up goods are refused (``Refusal.NOT_SUPPORTED``) until supplier routing serves them: the
+routing plugs in at :meth:`ShopSupply._take`, which today knows pools only.
+
+This module never logs a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import DBAPIError
+
+from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.gateway import (
+    Goods,
+    GoodsKind,
+    HandedCode,
+    Purchase,
+    PurchaseState,
+    PurchaseView,
+    RefundNotice,
+    Refusal,
+    SupplyRefused,
+    our_order_id,
+)
+from robot import audit, outbox, pipeline
+from robot.clock import DEFAULT_ZONE, to_aware, utcnow
+from robot.config import ShopConfig, SkuMapping
+from robot.db import transaction
+from robot.http import handover
+from robot.log import get_logger
+from robot.pools import pool_stats
+from robot.schema import deliveries, order_lines, orders
+from robot.states import DeliveryState, OrderState
+from robot.vault import Vault
+
+log = get_logger(__name__)
+
+_SUCCEEDED = (OrderState.SHIPPED, OrderState.REFUNDED)
+_FAILED = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED)
+
+
+def _cents(yuan: Decimal) -> int:
+    return int(yuan * 100)
+
+
+class ShopSupply:
+    """One shop's goods and orders, as its buyer platform's gateway sees them."""
+
+    def __init__(self, engine: Engine, vault: Vault, shop: ShopConfig, *,
+                 zone: tzinfo = DEFAULT_ZONE) -> None:
+        self.engine = engine
+        self.vault = vault
+        self.shop = shop
+        self.zone = zone
+        self.actor = f"supply:{shop.name}"
+
+    # -- goods --------------------------------------------------------------------------
+    def _mapping(self, goods_no: str) -> SkuMapping | None:
+        for mapping in self.shop.items:
+            if mapping.outer_id == goods_no and mapping.price is not None:
+                return mapping
+        return None
+
+    async def goods(self) -> Sequence[Goods]:
+        return await asyncio.to_thread(self._goods)
+
+    def _goods(self) -> list[Goods]:
+        now = utcnow()
+        available = {s.name: s.available for s in pool_stats(self.engine, now)}
+        out = []
+        for m in self.shop.items:
+            if m.outer_id is None or m.price is None:
+                continue
+            stock = min(available.get(share.pool, 0) // share.quantity for share in m.pools)
+            out.append(Goods(goods_no=m.outer_id, name=m.goods_name or m.pools[0].pool,
+                             kind=GoodsKind.CARD, price_cents=_cents(m.price), stock=stock,
+                             on_sale=True, updated_at=now))
+        return out
+
+    # -- purchases ------------------------------------------------------------------------
+    async def purchase(self, purchase: Purchase) -> PurchaseView:
+        try:
+            return await asyncio.to_thread(self._purchase, purchase)
+        except DBAPIError as exc:
+            log.error("supply_unavailable", shop=self.shop.name, error=type(exc).__name__)
+            raise SupplyRefused(Refusal.UNAVAILABLE, "the database is unavailable") from exc
+
+    def _purchase(self, purchase: Purchase) -> PurchaseView:
+        known = self._view(purchase.platform_order_id, audited=True)
+        if known is not None:
+            return known  # a repeat: the same order, the same codes, nothing taken again
+        order = self._take(purchase)
+        result = pipeline.intake(self.engine, self.shop, order, actor=self.actor,
+                                 allocate=True, zone=self.zone, then=self._hand_over)
+        if result.order_id is None:
+            raise SupplyRefused(Refusal.BAD_REQUEST, "the order number cannot be stored")
+        view = self._view(purchase.platform_order_id, audited=result.action != "created")
+        assert view is not None
+        log.info("supply_purchase", shop=self.shop.name, order_id=result.order_id,
+                 action=result.action, state=view.state.value)
+        return view
+
+    def _take(self, purchase: Purchase) -> Order:
+        """The order for a new purchase, or why it is refused (nothing written). Supplier
+        routing (top-ups, goods bought on demand) plugs in here."""
+        if purchase.kind is not GoodsKind.CARD:
+            raise SupplyRefused(Refusal.NOT_SUPPORTED, "top-up goods need supplier routing")
+        mapping = self._mapping(purchase.goods_no)
+        if mapping is None or mapping.price is None:
+            raise SupplyRefused(Refusal.UNKNOWN_GOODS, "no such goods")
+        unit = _cents(mapping.price)
+        total = unit * purchase.quantity
+        if purchase.max_total_cents is not None and total > purchase.max_total_cents:
+            raise SupplyRefused(Refusal.PRICE_ABOVE_MAX, "our price is above max_amount")
+        line = OrderLine(line_id=purchase.platform_order_id[:64], quantity=purchase.quantity,
+                         item_id=purchase.goods_no, outer_id=purchase.goods_no,
+                         title=mapping.goods_name or mapping.pools[0].pool,
+                         unit_price_cents=unit)
+        return Order(platform_order_id=purchase.platform_order_id, status=PlatformStatus.PAID,
+                     lines=(line,), total_cents=total, paid_at=utcnow(),
+                     buyer_id=purchase.buyer_id, buyer_ip=purchase.buyer_ip,
+                     extra=dict(purchase.extra))
+
+    def _hand_over(self, conn: Connection, result: pipeline.IntakeResult) -> None:
+        """In the intake's transaction: an order allocated now is handed over now."""
+        if result.action != "created" or result.state != OrderState.ALLOCATED:
+            return
+        assert result.order_id is not None
+        now = utcnow()
+        pipeline.transition(conn, result.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
+                            None, now, shipped_at=now)
+        conn.execute(update(deliveries).where(deliveries.c.order_id == result.order_id)
+                     .values(state=DeliveryState.DELIVERED, delivered_at=now, seen_at=now))
+        outbox.settle_ship_in_tx(conn, result.order_id, now)
+        code_ids = [int(r[0]) for r in conn.execute(
+            select(deliveries.c.code_id).where(deliveries.c.order_id == result.order_id))]
+        audit.append(conn, actor=self.actor, action="hand_over",
+                     subject=f"order:{result.order_id}", details={"code_ids": code_ids})
+
+    # -- reading orders back ------------------------------------------------------------------
+    async def order(self, platform_order_id: str) -> PurchaseView | None:
+        return await asyncio.to_thread(self._view, platform_order_id, audited=True)
+
+    def _view(self, platform_order_id: str, *, audited: bool) -> PurchaseView | None:
+        """The order as stored; codes are shown (and, when ``audited``, the read audited in
+        the same transaction) once they are handed over."""
+        with transaction(self.engine) as conn:
+            row = conn.execute(select(orders).where(
+                orders.c.shop == self.shop.name,
+                orders.c.platform_order_id == platform_order_id)).first()
+            if row is None:
+                return None
+            state = self._state(conn, row)
+            rows = handover.code_rows(conn, int(row.id)) if state is PurchaseState.SUCCEEDED \
+                else []
+            if rows and audited:
+                audit.append(conn, actor=self.actor, action="supply_read",
+                             subject=f"order:{int(row.id)}",
+                             details={"code_ids": [r.code_id for r in rows]})
+            line = conn.execute(select(order_lines.c.outer_id, order_lines.c.quantity)
+                                .where(order_lines.c.order_id == row.id)
+                                .order_by(order_lines.c.line_no)).first()
+        codes = tuple(HandedCode(*handover.decrypt(self.vault, r)) for r in rows)
+        return self._render(row, state, codes, line)
+
+    @staticmethod
+    def _state(conn: Connection, row: Any) -> PurchaseState:
+        if row.state in _SUCCEEDED:
+            return PurchaseState.SUCCEEDED
+        if row.state in _FAILED:
+            return PurchaseState.FAILED
+        if row.state == OrderState.ALLOCATED and conn.execute(
+                select(deliveries.c.id).where(deliveries.c.order_id == row.id,
+                                              deliveries.c.seen_at.is_not(None))).first():
+            return PurchaseState.SUCCEEDED  # the callback with these codes is on its way
+        return PurchaseState.PROCESSING
+
+    @staticmethod
+    def _render(row: Any, state: PurchaseState, codes: tuple[HandedCode, ...],
+                line: Any) -> PurchaseView:
+        ended: datetime | None = None
+        if state is PurchaseState.SUCCEEDED:
+            ended = to_aware(row.shipped_at or row.updated_at)
+        elif state is PurchaseState.FAILED:
+            ended = to_aware(row.updated_at)
+        extra = json.loads(row.extra or "{}")
+        return PurchaseView(
+            platform_order_id=row.platform_order_id,
+            our_order_id=our_order_id(row.platform_order_id),
+            goods_no=(line.outer_id if line is not None else None) or "",
+            quantity=int(line.quantity) if line is not None else 0,
+            state=state, total_cents=int(row.total_cents),
+            ordered_at=to_aware(row.received_at), ended_at=ended, codes=codes,
+            reason=row.reason if state is PurchaseState.FAILED else None,
+            extra={str(k): str(v) for k, v in extra.items()})
+
+    # -- refunds ---------------------------------------------------------------------------
+    async def refunded(self, notice: RefundNotice) -> bool:
+        return await asyncio.to_thread(self._refunded, notice)
+
+    def _refunded(self, notice: RefundNotice) -> bool:
+        """The platform refunded the order: taken in as a closed, refunded snapshot (an
+        order served already becomes ``refunded`` with its codes flagged for review; one not
+        served yet is cancelled), with the notice itself audited in the same transaction."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(orders.c.id, orders.c.extra, orders.c.total_cents).where(
+                orders.c.shop == self.shop.name,
+                orders.c.platform_order_id == notice.platform_order_id)).first()
+            lines = conn.execute(select(order_lines).where(order_lines.c.order_id == row.id)
+                                 .order_by(order_lines.c.line_no)).all() if row else []
+        if row is None:
+            log.warning("supply_refund_unknown_order", shop=self.shop.name)
+            return False
+        snapshot = Order(
+            platform_order_id=notice.platform_order_id, status=PlatformStatus.CLOSED,
+            lines=tuple(OrderLine(line_id=ln.line_id, quantity=int(ln.quantity),
+                                  item_id=ln.item_id, outer_id=ln.outer_id,
+                                  unit_price_cents=int(ln.unit_price_cents),
+                                  refund=RefundState.REFUNDED) for ln in lines),
+            total_cents=int(row.total_cents), extra=json.loads(row.extra or "{}"))
+
+        def record(conn: Connection, result: pipeline.IntakeResult) -> None:
+            audit.append(conn, actor=self.actor, action="supply_refund_notice",
+                         subject=f"order:{int(row.id)}",
+                         details={"amount_cents": notice.amount_cents, "reason": notice.reason,
+                                  "state": result.state})
+
+        result = pipeline.intake(self.engine, self.shop, snapshot, actor=self.actor,
+                                 zone=self.zone, then=record)
+        log.info("supply_refund_notice", shop=self.shop.name, order_id=int(row.id),
+                 state=result.state)
+        return True
