@@ -100,7 +100,11 @@ class FakeNotifyState:
         return [c.doc for c in self.callbacks if c.order_no == order_no]
 
 
-def make_app(state: FakeNotifyState) -> Starlette:
+def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starlette:
+    """闲管家's callback endpoint; with ``buyer``, also ``/__fake__/state`` (counts, never a
+    code) and ``POST /__fake__/purchase`` (``{"goods_no", "quantity", "copies"}``: 闲管家
+    places an order on the gateway, ``copies`` times at once) for demos and manual tests."""
+
     async def notify(request: Request) -> JSONResponse:
         token = request.path_params["token"]
         body = await request.body()
@@ -119,7 +123,26 @@ def make_app(state: FakeNotifyState) -> Starlette:
         state.callbacks.append(Callback(doc["order_no"], doc))
         return JSONResponse({"code": p.OK, "msg": "OK"})
 
-    return Starlette(routes=[Route(NOTIFY_PATH, notify, methods=["POST"])])
+    async def summary(_request: Request) -> JSONResponse:
+        return JSONResponse({"callbacks": len(state.callbacks), "refused": list(state.refused),
+                             "orders": len(state.tokens)})
+
+    async def place(request: Request) -> JSONResponse:
+        assert buyer is not None
+        doc = await request.json() if await request.body() else {}
+        payload = buyer.purchase_payload(str(doc.get("goods_no", "G1001")),
+                                         int(doc.get("quantity", 1)))
+        answers = await buyer.concurrent_purchases(payload, max(1, int(doc.get("copies", 1))))
+        return JSONResponse({"order_no": payload["order_no"],
+                             "codes": [a.get("code") for a in answers],
+                             "order_status": [(a.get("data") or {}).get("order_status")
+                                              for a in answers]})
+
+    routes = [Route(NOTIFY_PATH, notify, methods=["POST"])]
+    if buyer is not None:
+        routes += [Route("/__fake__/state", summary, methods=["GET"]),
+                   Route("/__fake__/purchase", place, methods=["POST"])]
+    return Starlette(routes=routes)
 
 
 class GoofishBuyer:
