@@ -30,7 +30,7 @@ from connectors.goofish.fake import (
 @click.command("goofish")
 @loopback_options
 @json_option
-@click.option("--gateway", default="http://127.0.0.1:8080/supply/xianyu", show_default=True,
+@click.option("--gateway", default="http://127.0.0.1:8080/supply/goofish-main", show_default=True,
               help="The robot's gateway address as registered in 闲管家 (/supply/<shop>).")
 @click.option("--app-id", default=TEST_APP_ID, show_default=True)
 @click.option("--app-secret", default=TEST_APP_SECRET, show_default=True)
