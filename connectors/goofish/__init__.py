@@ -28,6 +28,7 @@ class GoofishConnectorFactory(PlatformFactory[GoofishConfig, GoofishConnector]):
     platform: ClassVar[str] = "goofish"
     config_model: ClassVar[type[BaseModel]] = GoofishConfig
     fake_target: ClassVar[str | None] = "connectors.goofish.cli:goofish_fake"
+    demo_target: ClassVar[str | None] = "connectors.goofish.demo:driver"
     #: Each of the shop's ``items:`` is goods 闲管家 buys from us: ``goods_no`` and ``price``.
     priced_items: ClassVar[bool] = True
 

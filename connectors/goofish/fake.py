@@ -77,6 +77,8 @@ class FakeNotifyState:
     callbacks: list[Callback] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why each refused callback was refused
     tokens: dict[str, str] = field(default_factory=dict)  # token -> order_no
+    #: Called with each accepted callback (the demo driver counts hand-overs with it).
+    on_callback: Callable[[Callback], None] | None = None
 
     def notify_url(self, base_url: str, order_no: str) -> str:
         token = secrets.token_urlsafe(12)
@@ -120,7 +122,10 @@ def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starl
         if doc.get("order_no") != state.tokens[token]:
             state.refused.append("order_no does not match the token")
             return JSONResponse({"code": p.BAD_ORDER, "msg": "订单号不匹配"})
-        state.callbacks.append(Callback(doc["order_no"], doc))
+        callback = Callback(doc["order_no"], doc)
+        state.callbacks.append(callback)
+        if state.on_callback is not None:
+            state.on_callback(callback)
         return JSONResponse({"code": p.OK, "msg": "OK"})
 
     async def summary(_request: Request) -> JSONResponse:

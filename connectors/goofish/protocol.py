@@ -68,6 +68,7 @@ ORDER_TYPE = GOODS_TYPE
 STATUS_ON_SALE, STATUS_OFF_SALE = 1, 2
 ORDER_STATUS = {PurchaseState.PROCESSING: 10, PurchaseState.SUCCEEDED: 20,
                 PurchaseState.FAILED: 30}
+ORDER_STATUS_SUCCEEDED = ORDER_STATUS[PurchaseState.SUCCEEDED]
 
 MAX_PAGE_SIZE = 100
 MAX_ID = 64  # characters of an order or goods number we keep
