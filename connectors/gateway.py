@@ -149,6 +149,17 @@ class RefundNotice:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """The platform asked to be told when a goods' price, stock or status changes."""
+
+    goods_no: str
+    kind: GoodsKind
+    token: str
+    notify_url: str
+    subscribed_at: datetime
+
+
 class SupplyBackend(Protocol):
     """What the core lends a gateway for one shop (every call is idempotent and durable)."""
 
@@ -168,6 +179,14 @@ class SupplyBackend(Protocol):
     async def refunded(self, notice: RefundNotice) -> bool:
         """Record a refund; False when the order is unknown."""
         ...
+
+    async def subscribe(self, subscription: Subscription) -> bool:
+        """Keep the subscription (a repeat replaces its address); False: no such goods."""
+        ...
+
+    async def unsubscribe(self, goods_no: str, token: str) -> None: ...
+
+    async def subscriptions(self, goods_no: str | None = None) -> Sequence[Subscription]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,4 +215,14 @@ class SupplyGateway(Protocol):
     async def serve(self, request: GatewayRequest, backend: SupplyBackend) -> GatewayReply:
         """Verify and answer one request; must write nothing for a request that fails
         verification (it never reaches ``backend``)."""
+        ...
+
+
+@runtime_checkable
+class GoodsNotifier(Protocol):
+    """A gateway that tells its platform about goods changes (optional). The core calls it
+    for each subscription whose goods changed since the last acknowledged notice."""
+
+    async def notify_goods(self, subscription: Subscription, goods: Goods) -> None:
+        """Send one notice; raises a ``Retriable`` error unless the platform acknowledged."""
         ...

@@ -16,7 +16,12 @@ the shop's connector for each request to ``/supply/<shop>/…`` (:mod:`robot.htt
   hand-over audited) — durable before the answer carries its codes. Any other order answers
   "processing"; it is shipped later through the outbox, whose ship job is the connector's
   callback carrying the codes;
-* every later read that shows codes is audited (``supply_read``).
+* every later read that shows codes is audited (``supply_read``);
+* goods-change subscriptions are kept in ``supply_subscriptions`` with what was last sent;
+  :func:`notify_goods_changes` (the daemon, every :data:`GOODS_NOTICE_INTERVAL`) sends each
+  subscription whose goods' price, stock or status differs, and records it once the platform
+  acknowledged (a failure is retried after :data:`GOODS_NOTICE_RETRY`). Several robot
+  processes may send the same notice twice: harmless, a notice carries the current values.
 
 Top-up goods are refused (``Refusal.NOT_SUPPORTED``) until supplier routing serves them: the
 routing plugs in at :meth:`ShopSupply._take`, which today knows pools only.
@@ -28,24 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.errors import RobotError
 from connectors.gateway import (
     Goods,
     GoodsKind,
+    GoodsNotifier,
     HandedCode,
     Purchase,
     PurchaseState,
     PurchaseView,
     RefundNotice,
     Refusal,
+    Subscription,
     SupplyRefused,
     our_order_id,
 )
@@ -56,7 +65,7 @@ from robot.db import transaction
 from robot.http import handover
 from robot.log import get_logger
 from robot.pools import pool_stats
-from robot.schema import deliveries, order_lines, orders
+from robot.schema import deliveries, order_lines, orders, supply_subscriptions
 from robot.states import DeliveryState, OrderState
 from robot.vault import Vault
 
@@ -89,9 +98,10 @@ class ShopSupply:
         return None
 
     async def goods(self) -> Sequence[Goods]:
-        return await asyncio.to_thread(self._goods)
+        return await asyncio.to_thread(self.current_goods)
 
-    def _goods(self) -> list[Goods]:
+    def current_goods(self) -> list[Goods]:
+        """The mapped goods with the pools' live stock."""
         now = utcnow()
         available = {s.name: s.available for s in pool_stats(self.engine, now)}
         out = []
@@ -257,3 +267,133 @@ class ShopSupply:
         log.info("supply_refund_notice", shop=self.shop.name, order_id=int(row.id),
                  state=result.state)
         return True
+
+    # -- goods-change subscriptions ------------------------------------------------------
+    async def subscribe(self, subscription: Subscription) -> bool:
+        return await asyncio.to_thread(self._subscribe, subscription)
+
+    def _subscribe(self, sub: Subscription) -> bool:
+        if self._mapping(sub.goods_no) is None:
+            return False
+        now = utcnow()
+        where = (supply_subscriptions.c.shop == self.shop.name,
+                 supply_subscriptions.c.goods_no == sub.goods_no,
+                 supply_subscriptions.c.token == sub.token)
+        for _attempt in range(3):
+            try:
+                with transaction(self.engine) as conn:
+                    if conn.execute(update(supply_subscriptions).where(*where).values(
+                            notify_url=sub.notify_url, kind=sub.kind.value,
+                            due_at=now)).rowcount:
+                        return True
+                    conn.execute(insert(supply_subscriptions).values(
+                        shop=self.shop.name, goods_no=sub.goods_no, token=sub.token,
+                        kind=sub.kind.value, notify_url=sub.notify_url, subscribed_at=now,
+                        due_at=now))
+                    audit.append(conn, actor=self.actor, action="supply_subscribe",
+                                 subject=f"shop:{self.shop.name}",
+                                 details={"goods_no": sub.goods_no})
+                    return True
+            except IntegrityError:
+                continue  # the same subscription inserted concurrently: update it instead
+        raise RuntimeError("subscribe kept colliding on (shop, goods_no, token)")
+
+    async def unsubscribe(self, goods_no: str, token: str) -> None:
+        await asyncio.to_thread(self._unsubscribe, goods_no, token)
+
+    def _unsubscribe(self, goods_no: str, token: str) -> None:
+        with transaction(self.engine) as conn:
+            gone = conn.execute(delete(supply_subscriptions).where(
+                supply_subscriptions.c.shop == self.shop.name,
+                supply_subscriptions.c.goods_no == goods_no,
+                supply_subscriptions.c.token == token)).rowcount
+            if gone:
+                audit.append(conn, actor=self.actor, action="supply_unsubscribe",
+                             subject=f"shop:{self.shop.name}", details={"goods_no": goods_no})
+
+    async def subscriptions(self, goods_no: str | None = None) -> Sequence[Subscription]:
+        return await asyncio.to_thread(self._subscriptions, goods_no)
+
+    def _subscriptions(self, goods_no: str | None = None) -> list[Subscription]:
+        query = select(supply_subscriptions).where(
+            supply_subscriptions.c.shop == self.shop.name).order_by(supply_subscriptions.c.id)
+        if goods_no is not None:
+            query = query.where(supply_subscriptions.c.goods_no == goods_no)
+        with self.engine.connect() as conn:
+            return [_subscription(r) for r in conn.execute(query)]
+
+
+def _subscription(r: Any) -> Subscription:
+    return Subscription(goods_no=r.goods_no, kind=GoodsKind(r.kind), token=r.token,
+                        notify_url=r.notify_url, subscribed_at=to_aware(r.subscribed_at))
+
+
+#: Seconds between two looks at the subscribed goods, and before a failed notice is retried.
+GOODS_NOTICE_INTERVAL = 30.0
+GOODS_NOTICE_RETRY = 60.0
+
+
+@dataclass(frozen=True)
+class GoodsChange:
+    row_id: int
+    subscription: Subscription
+    goods: Goods
+
+
+def goods_changes(supply: ShopSupply, now: datetime) -> list[GoodsChange]:
+    """The shop's due subscriptions whose goods differ from what was last sent."""
+    current = {g.goods_no: g for g in supply.current_goods()}
+    with supply.engine.connect() as conn:
+        rows = conn.execute(select(supply_subscriptions).where(
+            supply_subscriptions.c.shop == supply.shop.name,
+            supply_subscriptions.c.due_at <= now).order_by(supply_subscriptions.c.id)).all()
+    changes = []
+    for r in rows:
+        goods = current.get(r.goods_no)
+        if goods is None:
+            goods = Goods(r.goods_no, r.goods_no, GoodsKind(r.kind), int(r.sent_price or 0), 0,
+                          on_sale=False, updated_at=now)  # no longer mapped: off the shelf
+        sent = (r.sent_price, r.sent_stock, r.sent_on_sale)
+        if sent != (goods.price_cents, goods.stock, goods.on_sale):
+            changes.append(GoodsChange(int(r.id), _subscription(r), goods))
+    return changes
+
+
+def record_goods_notice(engine: Engine, change: GoodsChange, error: str | None,
+                        now: datetime) -> None:
+    """What the platform was sent (acknowledged), or why not and when to try again."""
+    with transaction(engine) as conn:
+        row = supply_subscriptions.c.id == change.row_id
+        if error is None:
+            g = change.goods
+            conn.execute(update(supply_subscriptions).where(row).values(
+                sent_price=g.price_cents, sent_stock=g.stock, sent_on_sale=g.on_sale,
+                sent_at=now, last_error=None, due_at=now))
+        else:
+            conn.execute(update(supply_subscriptions).where(row).values(
+                last_error=error[:500], due_at=now + timedelta(seconds=GOODS_NOTICE_RETRY)))
+
+
+async def notify_goods_changes(engine: Engine, vault: Vault, shops: Mapping[str, ShopConfig],
+                               connectors: Mapping[str, object], *,
+                               zone: tzinfo = DEFAULT_ZONE) -> int:
+    """Send every due goods-change notice of every shop whose gateway sends them; returns
+    how many were acknowledged."""
+    sent = 0
+    for name, connector in connectors.items():
+        shop = shops.get(name)
+        if shop is None or not isinstance(connector, GoodsNotifier):
+            continue
+        supply = ShopSupply(engine, vault, shop, zone=zone)
+        now = utcnow()
+        for change in await asyncio.to_thread(goods_changes, supply, now):
+            error: str | None = None
+            try:
+                await connector.notify_goods(change.subscription, change.goods)
+            except RobotError as exc:
+                error = exc.message
+                log.warning("goods_notice_failed", shop=name, goods_no=change.goods.goods_no,
+                            error=error)
+            await asyncio.to_thread(record_goods_notice, engine, change, error, utcnow())
+            sent += error is None
+    return sent

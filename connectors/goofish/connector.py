@@ -10,6 +10,10 @@ ships the order through the outbox, and :meth:`GoofishConnector.ship` posts the 
 callback (订单回调通知) to the order's ``notify_url``, retried until 闲管家 answers
 ``code 0``. 闲管家 itself ships the 闲鱼 order and messages the codes to the buyer.
 
+Goods-change subscriptions (自动调价) are kept by the core; when a subscribed goods' stock,
+price or status changes, the core calls :meth:`GoofishConnector.notify_goods`, which posts
+the signed goods callback (商品回调通知) to the subscription's address.
+
 This module never logs a code or a secret.
 """
 
@@ -35,10 +39,12 @@ from connectors.errors import NotShippable, PushRejected, Unavailable
 from connectors.gateway import (
     GatewayReply,
     GatewayRequest,
+    Goods,
     GoodsKind,
     Purchase,
     PurchaseState,
     RefundNotice,
+    Subscription,
     SupplyBackend,
     SupplyRefused,
     our_order_id,
@@ -74,8 +80,8 @@ class GoofishConnector:
             p.GOODS_LIST: self._goods_list, p.GOODS_DETAIL: self._goods_detail,
             p.PURCHASE: self._purchase, p.RECHARGE: self._recharge,
             p.ORDER_DETAIL: self._order_detail, p.REFUND_NOTIFY: self._refund_notify,
-            p.SUBSCRIBE: self._no_goods_notify, p.UNSUBSCRIBE: self._no_goods_notify,
-            p.SUBSCRIBE_LIST: self._no_goods_notify,
+            p.SUBSCRIBE: self._subscribe, p.UNSUBSCRIBE: self._unsubscribe,
+            p.SUBSCRIBE_LIST: self._subscriptions,
         }
 
     # -- signing -------------------------------------------------------------------------
@@ -115,7 +121,7 @@ class GoofishConnector:
     async def _open_info(self, _doc: dict[str, Any], _b: SupplyBackend) -> GatewayReply:
         return _reply(p.OK, "OK", {"app_id": int(self.config.app_id), "features": {
             "is_support_order_refund": True,  # the refund notice is recorded
-            "is_support_goods_notify": False,  # no goods-change callbacks (yet)
+            "is_support_goods_notify": True,  # price/stock/status changes are sent
             "is_support_loss_purchase": False,  # never sells above max_amount
         }})
 
@@ -176,10 +182,30 @@ class GoofishConnector:
         # Unknown orders are acknowledged too: there is nothing of ours to undo.
         return GatewayReply(200, p.REFUND_ACK)
 
-    async def _no_goods_notify(self, _doc: dict[str, Any], _b: SupplyBackend) -> GatewayReply:
-        # open/info says is_support_goods_notify=false: 闲管家 reads stock and prices through
-        # goods/list and goods/detail instead.
-        return _reply(p.BAD_ORDER, "暂不支持商品变更通知")
+    async def _subscribe(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
+        sub = p.subscription_fields(doc, datetime.fromtimestamp(self._clock(), UTC))
+        if not await backend.subscribe(sub):
+            return _reply(p.GOODS_NOT_FOUND, "商品不存在")
+        return _reply(p.OK, "OK")
+
+    async def _unsubscribe(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
+        goods_no = p.text_field(doc, "goods_no")
+        token = p.text_field(doc, "token", limit=128)
+        assert goods_no is not None
+        assert token is not None
+        await backend.unsubscribe(goods_no, token)
+        return _reply(p.OK, "OK")
+
+    async def _subscriptions(self, doc: dict[str, Any],
+                             backend: SupplyBackend) -> GatewayReply:
+        goods_no = p.text_field(doc, "goods_no", required=False)
+        return _reply(p.OK, "OK", p.subscription_page(await backend.subscriptions(goods_no),
+                                                      doc))
+
+    # -- the goods callback (the core's goods-change sweep) ------------------------------------
+    async def notify_goods(self, subscription: Subscription, goods: Goods) -> None:
+        await self.post_callback(subscription.notify_url, p.goods_notice_body(goods),
+                                 int(self._clock()))
 
     # -- the order callback (the outbox's ship job) -----------------------------------------
     async def ship(self, shipment: Shipment) -> ShipOutcome:

@@ -41,6 +41,7 @@ TEST_APP_SECRET = "wK63PxlOBaY9NoqMksLeZySzGIW25ifA"  # noqa: S105 - the documen
 TEST_MCH_ID = "1001"
 TEST_MCH_SECRET = "o9wl81dncmvby3ijpq7eur456zhgtaxs"  # noqa: S105 - the documentation's example
 NOTIFY_PATH = "/api/open/callback/virtual/order/notify/{token}"
+GOODS_NOTIFY_PATH = "/api/open/callback/virtual/goods/notify/{token}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class FakeNotifyState:
     callbacks: list[Callback] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why each refused callback was refused
     tokens: dict[str, str] = field(default_factory=dict)  # token -> order_no
+    goods_tokens: set[str] = field(default_factory=set)
+    goods_notices: list[dict[str, Any]] = field(default_factory=list)  # items received
     #: Called with each accepted callback (the demo driver counts hand-overs with it).
     on_callback: Callable[[Callback], None] | None = None
 
@@ -85,9 +88,15 @@ class FakeNotifyState:
         self.tokens[token] = order_no
         return base_url.rstrip("/") + NOTIFY_PATH.format(token=token)
 
+    def goods_notify_url(self, base_url: str) -> tuple[str, str]:
+        """A token and its goods callback address, for a subscription."""
+        token = secrets.token_urlsafe(12)
+        self.goods_tokens.add(token)
+        return token, base_url.rstrip("/") + GOODS_NOTIFY_PATH.format(token=token)
+
     def check(self, token: str, query: dict[str, str], body: bytes) -> str | None:
         """Why a callback is refused (None: it verifies)."""
-        if token not in self.tokens:
+        if token not in self.tokens and token not in self.goods_tokens:
             return "unknown token"
         if not same(query.get("mch_id", ""), self.credentials.mch_id):
             return "mch_id"
@@ -128,6 +137,18 @@ def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starl
             state.on_callback(callback)
         return JSONResponse({"code": p.OK, "msg": "OK"})
 
+    async def goods_notify(request: Request) -> JSONResponse:
+        body = await request.body()
+        why = state.check(request.path_params["token"], dict(request.query_params), body)
+        if why is not None:
+            state.refused.append(why)
+            return JSONResponse({"code": p.SIGN_ERROR, "msg": "签名错误"})
+        items = json.loads(body).get("items")
+        if not isinstance(items, list) or not items:
+            return JSONResponse({"code": p.BAD_ORDER, "msg": "items 不能为空"})
+        state.goods_notices.extend(items)
+        return JSONResponse({"code": p.OK, "msg": "OK"})
+
     async def summary(_request: Request) -> JSONResponse:
         return JSONResponse({"callbacks": len(state.callbacks), "refused": list(state.refused),
                              "orders": len(state.tokens)})
@@ -143,7 +164,8 @@ def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starl
                              "order_status": [(a.get("data") or {}).get("order_status")
                                               for a in answers]})
 
-    routes = [Route(NOTIFY_PATH, notify, methods=["POST"])]
+    routes = [Route(NOTIFY_PATH, notify, methods=["POST"]),
+              Route(GOODS_NOTIFY_PATH, goods_notify, methods=["POST"])]
     if buyer is not None:
         routes += [Route("/__fake__/state", summary, methods=["GET"]),
                    Route("/__fake__/purchase", place, methods=["POST"])]
@@ -222,6 +244,12 @@ class GoofishBuyer:
             "biz_order_no": new_order_no(), "refund_type": 1, "refund_amount": amount,
             "refund_reason": reason, "refund_scene": "buyer_refund",
             "refund_time": int(self.clock())})
+
+    async def subscribe(self, goods_no: str, goods_type: int = 2) -> dict[str, Any]:
+        """Subscribe to a goods' changes (自动调价), with a fresh token and address."""
+        token, url = self.notify_state.goods_notify_url(self.notify_base)
+        return await self.call(p.SUBSCRIBE, {"goods_type": goods_type, "goods_no": goods_no,
+                                             "token": token, "notify_url": url})
 
     async def verify_callbacks(self, order_no: str) -> bool:
         """What 闲管家 does after a callback: re-query ``order/detail`` and compare."""

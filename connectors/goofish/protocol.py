@@ -26,7 +26,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from connectors.gateway import Goods, GoodsKind, HandedCode, PurchaseState, PurchaseView, Refusal
+from connectors.gateway import (
+    Goods,
+    GoodsKind,
+    HandedCode,
+    PurchaseState,
+    PurchaseView,
+    Refusal,
+    Subscription,
+)
 
 # -- paths (below the gateway address the merchant registers) --------------------------------
 OPEN_INFO = "goofish/open/info"
@@ -270,3 +278,45 @@ def acknowledged(body: bytes) -> bool:
         return False
     return isinstance(doc, dict) and doc.get("code") == OK and not isinstance(
         doc.get("code"), bool)
+
+
+#: 闲管家's goods callback address when a subscription names only its token (固定回调地址).
+GOODS_NOTIFY_URL = "https://open.goofish.pro/api/open/callback/virtual/goods/notify/{token}"
+
+
+def subscription_fields(doc: Mapping[str, Any], now: datetime) -> Subscription:
+    """``goods/change/subscribe``: goods_type, goods_no, token, notify_url (the standard marks
+    both required; a token alone means the fixed callback address)."""
+    kind = goods_kind(int_field(doc, "goods_type", low=1, high=2))
+    goods_no = text_field(doc, "goods_no")
+    token = text_field(doc, "token", limit=128)
+    assert kind is not None
+    assert goods_no is not None
+    assert token is not None
+    url = notify_url(doc) if doc.get("notify_url") else GOODS_NOTIFY_URL.format(token=token)
+    return Subscription(goods_no, kind, token, url, now)
+
+
+def subscription_page(subs: Sequence[Subscription], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``goods/change/subscribe/list``: optional goods_type, one page."""
+    kind_value = doc.get("goods_type")
+    kind = goods_kind(int_field(doc, "goods_type", required=False, low=1, high=2)) \
+        if kind_value not in ("", None) else None
+    page_no = int_field(doc, "page_no", required=False, low=1, high=10**6) or 1
+    size = int_field(doc, "page_size", required=False, low=1, high=MAX_PAGE_SIZE) or 50
+    chosen = [s for s in subs if kind is None or s.kind is kind]
+    start = (page_no - 1) * size
+    return {"list": [{"goods_type": GOODS_TYPE[s.kind], "goods_no": s.goods_no,
+                      "subscribe_time": _seconds(s.subscribed_at), "token": s.token,
+                      "notify_url": s.notify_url} for s in chosen[start:start + size]],
+            "count": len(chosen)}
+
+
+def goods_notice_body(goods: Goods) -> bytes:
+    """The goods callback (商品回调通知): one item with price, stock and status."""
+    item = {"goods_no": goods.goods_no, "goods_type": GOODS_TYPE[goods.kind],
+            "price": goods.price_cents, "stock": goods.stock,
+            "status": STATUS_ON_SALE if goods.on_sale else STATUS_OFF_SALE,
+            "change_time": _seconds(goods.updated_at)}
+    return json.dumps({"items": [item]}, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")

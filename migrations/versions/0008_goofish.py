@@ -1,0 +1,45 @@
+"""goofish: a buyer platform's goods-change subscriptions (闲管家 订阅商品变更通知)
+
+Revision ID: 0008_goofish
+Revises: 0007_cs
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+revision = '0008_goofish'
+down_revision = '0007_cs'
+branch_labels = None
+depends_on = None
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
+_TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(
+    mysql.DATETIME(fsp=6), 'mysql')
+
+
+def upgrade() -> None:
+    # A new table only: existing rows are untouched.
+    op.create_table('supply_subscriptions',
+    sa.Column('id', _ID, autoincrement=True, nullable=False),
+    sa.Column('shop', sa.String(length=64), nullable=False),
+    sa.Column('goods_no', sa.String(length=64), nullable=False),
+    sa.Column('token', sa.String(length=128), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('notify_url', sa.Text(), nullable=False),
+    sa.Column('subscribed_at', _TS, nullable=False),
+    sa.Column('sent_price', sa.BigInteger(), nullable=True),
+    sa.Column('sent_stock', sa.Integer(), nullable=True),
+    sa.Column('sent_on_sale', sa.Boolean(), nullable=True),
+    sa.Column('sent_at', _TS, nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('due_at', _TS, nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_supply_subscriptions')),
+    sa.UniqueConstraint('shop', 'goods_no', 'token',
+                        name=op.f('uq_supply_subscriptions_shop_goods_no_token'))
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('supply_subscriptions')
