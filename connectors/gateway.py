@@ -226,3 +226,15 @@ class GoodsNotifier(Protocol):
     async def notify_goods(self, subscription: Subscription, goods: Goods) -> None:
         """Send one notice; raises a ``Retriable`` error unless the platform acknowledged."""
         ...
+
+
+@runtime_checkable
+class FailureNotifier(Protocol):
+    """A gateway that tells its platform when an order it bought will not be served (a person
+    rejected or cancelled it), for platforms that wait for a result (optional)."""
+
+    async def notify_failure(self, platform_order_id: str, extra: Mapping[str, str],
+                             reason: str) -> None:
+        """Send the failure; raises a ``Retriable`` error unless the platform acknowledged.
+        ``extra`` is what the purchase carried (the callback address)."""
+        ...

@@ -402,7 +402,8 @@ class Robot:
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
-        # Buyer platforms' goods-change subscriptions (闲管家): changed stock or price is sent.
+        # Buyer platforms (闲管家): goods changes they subscribed to, and orders a person
+        # rejected or cancelled, are sent to them.
         scheduler.add_job(self._goods_notices, "interval", seconds=supply.GOODS_NOTICE_INTERVAL,
                           id="goods_notices", coalesce=True, max_instances=1,
                           misfire_grace_time=30)
@@ -933,6 +934,7 @@ class Robot:
         try:
             await supply.notify_goods_changes(self.engine, self.vault, self.shops,
                                               self.connectors, zone=self.zone)
+            await supply.notify_failures(self.engine, self.connectors)
         except DBAPIError as exc:  # the next run tries again; the allocator reports outages
             log.warning("goods_notices_deferred", error=type(exc).__name__)
 

@@ -277,6 +277,18 @@ supply_subscriptions = Table(
     UniqueConstraint("shop", "goods_no", "token"),
 )
 
+# Failure callbacks owed to a buyer platform (robot.supply): an order it bought that a person
+# rejected or cancelled is reported failed (闲管家 订单回调通知, 状态 30) until acknowledged.
+supply_callbacks = Table(
+    "supply_callbacks",
+    metadata,
+    Column("order_id", BigId, ForeignKey("orders.id"), primary_key=True, autoincrement=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sent_at", Timestamp, nullable=True),  # acknowledged
+    Column("last_error", Text, nullable=True),
+    Column("due_at", Timestamp, nullable=False),
+)
+
 # The log is AUDIT_CHAINS hash chains (robot.audit): an entry is (chain, seq).
 audit_log = Table(
     "audit_log",

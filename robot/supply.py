@@ -21,7 +21,11 @@ the shop's connector for each request to ``/supply/<shop>/…`` (:mod:`robot.htt
   :func:`notify_goods_changes` (the daemon, every :data:`GOODS_NOTICE_INTERVAL`) sends each
   subscription whose goods' price, stock or status differs, and records it once the platform
   acknowledged (a failure is retried after :data:`GOODS_NOTICE_RETRY`). Several robot
-  processes may send the same notice twice: harmless, a notice carries the current values.
+  processes may send the same notice twice: harmless, a notice carries the current values;
+* an order the platform bought that a person rejected or cancelled (its platform status
+  still "paid": the platform did not close it itself) is reported failed through the
+  gateway's failure callback by the same sweep (:func:`notify_failures`), recorded in
+  ``supply_callbacks`` once acknowledged.
 
 Top-up goods are refused (``Refusal.NOT_SUPPORTED``) until supplier routing serves them: the
 routing plugs in at :meth:`ShopSupply._take`, which today knows pools only.
@@ -45,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.errors import RobotError
 from connectors.gateway import (
+    FailureNotifier,
     Goods,
     GoodsKind,
     GoodsNotifier,
@@ -65,7 +70,13 @@ from robot.db import transaction
 from robot.http import handover
 from robot.log import get_logger
 from robot.pools import pool_stats
-from robot.schema import deliveries, order_lines, orders, supply_subscriptions
+from robot.schema import (
+    deliveries,
+    order_lines,
+    orders,
+    supply_callbacks,
+    supply_subscriptions,
+)
 from robot.states import DeliveryState, OrderState
 from robot.vault import Vault
 
@@ -396,4 +407,75 @@ async def notify_goods_changes(engine: Engine, vault: Vault, shops: Mapping[str,
                             error=error)
             await asyncio.to_thread(record_goods_notice, engine, change, error, utcnow())
             sent += error is None
+    return sent
+
+
+@dataclass(frozen=True)
+class OwedFailure:
+    order_id: int
+    shop: str
+    platform_order_id: str
+    reason: str
+    extra: Mapping[str, str]
+
+
+#: Orders given up on by a person (the platform still counts them paid).
+_GIVEN_UP = (OrderState.REJECTED, OrderState.CANCELLED)
+
+
+def owed_failures(engine: Engine, shops: Sequence[str], now: datetime) -> list[OwedFailure]:
+    """Orders of ``shops`` that a person rejected or cancelled, whose failure callback is
+    due and not yet acknowledged."""
+    if not shops:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.reason,
+                   orders.c.extra)
+            .outerjoin(supply_callbacks, supply_callbacks.c.order_id == orders.c.id)
+            .where(orders.c.shop.in_(list(shops)), orders.c.state.in_(_GIVEN_UP),
+                   orders.c.platform_status == PlatformStatus.PAID.value,
+                   supply_callbacks.c.sent_at.is_(None),
+                   (supply_callbacks.c.due_at.is_(None)) | (supply_callbacks.c.due_at <= now))
+            .order_by(orders.c.id).limit(100)).all()
+    return [OwedFailure(int(r.id), r.shop, r.platform_order_id, r.reason or "",
+                        {str(k): str(v) for k, v in json.loads(r.extra or "{}").items()})
+            for r in rows]
+
+
+def record_failure_notice(engine: Engine, owed: OwedFailure, error: str | None,
+                          now: datetime) -> None:
+    """The failure callback was acknowledged (audited), or why not and when to try again."""
+    with transaction(engine) as conn:
+        row = conn.execute(select(supply_callbacks.c.attempts).where(
+            supply_callbacks.c.order_id == owed.order_id)).first()
+        values = {"attempts": (int(row.attempts) if row else 0) + 1, "last_error": error,
+                  "sent_at": now if error is None else None,
+                  "due_at": now + timedelta(seconds=0 if error is None else GOODS_NOTICE_RETRY)}
+        if row is None:
+            conn.execute(insert(supply_callbacks).values(order_id=owed.order_id, **values))
+        else:
+            conn.execute(update(supply_callbacks)
+                         .where(supply_callbacks.c.order_id == owed.order_id).values(**values))
+        if error is None:
+            audit.append(conn, actor=f"supply:{owed.shop}", action="supply_failure_sent",
+                         subject=f"order:{owed.order_id}", details={"reason": owed.reason})
+
+
+async def notify_failures(engine: Engine, connectors: Mapping[str, object]) -> int:
+    """Send every owed failure callback; returns how many were acknowledged."""
+    notifiers = {name: c for name, c in connectors.items() if isinstance(c, FailureNotifier)}
+    owed = await asyncio.to_thread(owed_failures, engine, sorted(notifiers), utcnow())
+    sent = 0
+    for item in owed:
+        error: str | None = None
+        try:
+            await notifiers[item.shop].notify_failure(item.platform_order_id, item.extra,
+                                                      item.reason)
+        except RobotError as exc:
+            error = exc.message
+            log.warning("supply_failure_notice_failed", shop=item.shop, order_id=item.order_id,
+                        error=error)
+        await asyncio.to_thread(record_failure_notice, engine, item, error, utcnow())
+        sent += error is None
     return sent

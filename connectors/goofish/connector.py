@@ -222,6 +222,20 @@ class GoofishConnector:
         await self.post_callback(url, body, now)
         return ShipOutcome.SHIPPED
 
+    async def notify_failure(self, platform_order_id: str, extra: Mapping[str, str],
+                             reason: str) -> None:
+        """The order callback with 状态 30 (已失败) and the reason as its remark."""
+        url = extra.get("notify_url")
+        if not url:
+            raise NotShippable("the order has no notify_url to call back")
+        kind = GoodsKind.RECHARGE if extra.get("order_type") == "1" else GoodsKind.CARD
+        now = int(self._clock())
+        body = p.callback_body(order_no=platform_order_id,
+                               out_order_no=our_order_id(platform_order_id),
+                               state=PurchaseState.FAILED, end_time=now,
+                               remark=reason or "订单未能完成", kind=kind)
+        await self.post_callback(url, body, now)
+
     async def post_callback(self, url: str, body: bytes, now: int) -> None:
         """POST one signed callback; Unavailable unless 闲管家 acknowledges it."""
         query = urlencode({"mch_id": self.config.mch_id, "timestamp": now,

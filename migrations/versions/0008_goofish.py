@@ -1,4 +1,5 @@
-"""goofish: a buyer platform's goods-change subscriptions (闲管家 订阅商品变更通知)
+"""goofish: a buyer platform's goods-change subscriptions (闲管家 订阅商品变更通知) and the
+failure callbacks owed to it
 
 Revision ID: 0008_goofish
 Revises: 0007_cs
@@ -20,7 +21,7 @@ _TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(
 
 
 def upgrade() -> None:
-    # A new table only: existing rows are untouched.
+    # New tables only: existing rows are untouched.
     op.create_table('supply_subscriptions',
     sa.Column('id', _ID, autoincrement=True, nullable=False),
     sa.Column('shop', sa.String(length=64), nullable=False),
@@ -40,6 +41,18 @@ def upgrade() -> None:
                         name=op.f('uq_supply_subscriptions_shop_goods_no_token'))
     )
 
+    op.create_table('supply_callbacks',
+    sa.Column('order_id', _ID, autoincrement=False, nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('sent_at', _TS, nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('due_at', _TS, nullable=False),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'],
+                            name=op.f('fk_supply_callbacks_order_id_orders')),
+    sa.PrimaryKeyConstraint('order_id', name=op.f('pk_supply_callbacks'))
+    )
+
 
 def downgrade() -> None:
+    op.drop_table('supply_callbacks')
     op.drop_table('supply_subscriptions')

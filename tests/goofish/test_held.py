@@ -10,11 +10,12 @@ from structlog.testing import capture_logs
 
 from connectors.goofish import GoofishConnector
 from connectors.goofish.fake import make_app
-from robot import orders, pipeline
+from robot import orders, pipeline, supply
 from robot.clock import utcnow
 from robot.config import RiskRules
 from robot.http.app import build_app
 from robot.http.context import HttpContext
+from robot.schema import supply_callbacks
 from tests.factories import seed_codes
 from tests.goofish.conftest import GATEWAY, Xianyu
 
@@ -76,3 +77,26 @@ def test_rejected_order_answers_failed(xianyu: Xianyu) -> None:
     assert detail["data"]["order_status"] == 30  # type: ignore[index]
     assert detail["data"]["remark"] == "buyer on the watch list"  # type: ignore[index]
     assert "card_items" not in detail["data"]  # type: ignore[operator]
+
+
+def test_rejected_order_is_called_back_failed_once(xianyu: Xianyu) -> None:
+    """The sweep posts the signed callback with 状态 30 and the reason; once acknowledged it
+    is not sent again (audited); a refused one is retried after the pause."""
+    x = _with_risk(xianyu)
+    seed_codes(x.engine, x.vault, "p1", 3)
+    payload = x.buyer.purchase_payload("G1001", 2)
+    x.run(x.buyer.call("goofish/order/purchase/create", payload))
+    orders.reject(x.engine, _order_id(x, payload["order_no"]), actor="tester",
+                  reason="buyer on the watch list")
+    connectors = {x.shop.name: x.connector}
+    x.notify.fail_next = 1
+    assert x.run(supply.notify_failures(x.engine, connectors)) == 0
+    assert x.run(supply.notify_failures(x.engine, connectors)) == 0  # not due yet
+    with x.engine.begin() as conn:
+        conn.execute(supply_callbacks.update().values(due_at=utcnow() - timedelta(1)))
+    assert x.run(supply.notify_failures(x.engine, connectors)) == 1
+    assert x.run(supply.notify_failures(x.engine, connectors)) == 0
+    got = x.notify.received(payload["order_no"])
+    assert [(c["order_status"], c["remark"], "card_items" in c) for c in got] == [
+        (30, "buyer on the watch list", False)]
+    assert x.run(x.buyer.verify_callbacks(payload["order_no"]))
