@@ -52,7 +52,7 @@ from connectors.gateway import (
 )
 from connectors.goofish import protocol as p
 from connectors.goofish.config import GoofishConfig
-from connectors.goofish.sign import fresh, same, supply_sign
+from connectors.goofish.sign import fresh, same, same_id, supply_sign
 
 Handler = Callable[[dict[str, Any], SupplyBackend], Awaitable[GatewayReply]]
 
@@ -94,7 +94,7 @@ class GoofishConnector:
     def refusal(self, request: GatewayRequest) -> GatewayReply | None:
         """The answer to a request that fails verification (None: it passes)."""
         q = request.query
-        if not same(q.get("mch_id", ""), self.config.mch_id):
+        if not same_id(q.get("mch_id", ""), self.config.mch_id):
             return _reply(p.SIGN_ERROR, "商户ID错误")
         if not fresh(q.get("timestamp", ""), self._clock(), self.config.timestamp_window_seconds):
             return _reply(p.TIMESTAMP_EXPIRED, "时间戳已过期")

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connectors.goofish import protocol as p
-from connectors.goofish.sign import fresh, same, supply_sign
+from connectors.goofish.sign import fresh, same, same_id, supply_sign
 
 # The standard's documented example credentials (test data only, never real ones).
 TEST_APP_ID = "677859093659717"
@@ -98,7 +98,7 @@ class FakeNotifyState:
         """Why a callback is refused (None: it verifies)."""
         if token not in self.tokens and token not in self.goods_tokens:
             return "unknown token"
-        if not same(query.get("mch_id", ""), self.credentials.mch_id):
+        if not same_id(query.get("mch_id", ""), self.credentials.mch_id):
             return "mch_id"
         stamp = query.get("timestamp", "")
         if not fresh(stamp, self.clock()):

@@ -52,6 +52,12 @@ def same(given: str, expected: str) -> bool:
                                expected.encode("ascii"))
 
 
+def same_id(given: str, expected: str) -> bool:
+    """Constant-time, exact comparison of an id sent in the query (``mch_id``)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
+
+
 def fresh(timestamp: str, now: float, window: int = TIMESTAMP_WINDOW) -> bool:
     """Whether a ``timestamp`` query value (whole seconds) is within ``window`` of ``now``."""
     text = timestamp.strip()

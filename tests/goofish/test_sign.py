@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.goofish.sign import fresh, md5_hex, open_sign, same, supply_sign
+from connectors.goofish.sign import fresh, md5_hex, open_sign, same, same_id, supply_sign
 
 SUPPLY_BODY = b'{"goods_type":1,"goods_no":"12344532"}'
 
@@ -37,6 +37,7 @@ def test_comparison_and_window() -> None:
     """Signatures compare case-insensitively; the timestamp window is ±300 s, digits only."""
     assert same("FDA5954F48AB32B3B271C84450440EAD", "fda5954f48ab32b3b271c84450440ead")
     assert not same("", "fda5954f48ab32b3b271c84450440ead")
+    assert same_id("Mch-A1", "Mch-A1") and not same_id("mch-a1", "Mch-A1")
     assert fresh("1000", 1300.0) and fresh("1600", 1300.0)
     assert not fresh("999", 1300.0) and not fresh("1601", 1300.0)
     assert not fresh("-5", 0.0) and not fresh("1e3", 1000.0) and not fresh("", 0.0)
