@@ -4,11 +4,13 @@ callback through the outbox, order/detail from the database, refund notices."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
 from connectors.goofish import protocol as p
-from robot import pipeline
+from robot import pipeline, report
+from robot.clock import utcnow
 from robot.schema import audit_log, deliveries, orders, outbox, stock
 from robot.states import DeliveryState, OrderState
 from tests.factories import ensure_pool, seed_codes
@@ -109,6 +111,10 @@ def test_purchase_with_stock_answers_the_codes_at_once_shipped_and_audited(
         details = " ".join(str(r.details) for r in conn.execute(select(audit_log.c.details)))
     assert "hand_over" in actions and "supply_read" in actions
     assert not any(card in details for card in cards)
+    sales = {r.key: r for r in report.build(x.engine, since=utcnow() - timedelta(hours=1),
+                                            by="shop").rows}
+    assert (sales["xianyu"].shipped, sales["xianyu"].units,
+            sales["xianyu"].revenue_cents) == (1, 2, 1980)
 
 
 def test_price_above_max_amount_is_refused_and_unknown_goods_too(xianyu: Xianyu) -> None:
@@ -170,10 +176,7 @@ def test_no_stock_answers_processing_then_the_callback_carries_the_codes(
     assert _order(x, payload["order_no"])["state"] == OrderState.SHIPPED
 
 
-def _later() -> object:
-    from datetime import timedelta
-
-    from robot.clock import utcnow
+def _later() -> datetime:
     return utcnow() + timedelta(hours=1)
 
 
