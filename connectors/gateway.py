@@ -180,6 +180,12 @@ class SupplyBackend(Protocol):
         """Record a refund; False when the order is unknown."""
         ...
 
+    async def refund_requested(self, notice: RefundNotice) -> PurchaseView | None:
+        """The platform asks before refunding: an order not served yet is cancelled now (no
+        code will go out); a served one is left as it is (its refund notice follows).
+        Returns the order as it now stands (None: unknown)."""
+        ...
+
     async def subscribe(self, subscription: Subscription) -> bool:
         """Keep the subscription (a repeat replaces its address); False: no such goods."""
         ...

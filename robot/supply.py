@@ -246,6 +246,16 @@ class ShopSupply:
     async def refunded(self, notice: RefundNotice) -> bool:
         return await asyncio.to_thread(self._refunded, notice)
 
+    async def refund_requested(self, notice: RefundNotice) -> PurchaseView | None:
+        return await asyncio.to_thread(self._refund_requested, notice)
+
+    def _refund_requested(self, notice: RefundNotice) -> PurchaseView | None:
+        view = self._view(notice.platform_order_id, audited=False)
+        if view is None or view.state is not PurchaseState.PROCESSING:
+            return view
+        self._refunded(notice)  # not served yet: cancelled, its codes (unseen) back in stock
+        return self._view(notice.platform_order_id, audited=False)
+
     def _refunded(self, notice: RefundNotice) -> bool:
         """The platform refunded the order: taken in as a closed, refunded snapshot (an
         order served already becomes ``refunded`` with its codes flagged for review; one not

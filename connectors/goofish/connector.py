@@ -80,6 +80,7 @@ class GoofishConnector:
             p.GOODS_LIST: self._goods_list, p.GOODS_DETAIL: self._goods_detail,
             p.PURCHASE: self._purchase, p.RECHARGE: self._recharge,
             p.ORDER_DETAIL: self._order_detail, p.REFUND_NOTIFY: self._refund_notify,
+            p.REFUND_APPLY: self._refund_apply,
             p.SUBSCRIBE: self._subscribe, p.UNSUBSCRIBE: self._unsubscribe,
             p.SUBSCRIBE_LIST: self._subscriptions,
         }
@@ -181,6 +182,26 @@ class GoofishConnector:
         await backend.refunded(RefundNotice(order_no, amount, text))
         # Unknown orders are acknowledged too: there is nothing of ours to undo.
         return GatewayReply(200, p.REFUND_ACK)
+
+    async def _refund_apply(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
+        """订单退款申请(自动撤单): 闲管家 checks with us before it refunds. We always agree — an
+        order not served yet is cancelled first (no code goes out); codes already handed over
+        cannot be taken back, and the refund notice that follows flags them for review.
+        ⚠ The answer's ``refund_data`` fields follow the documentation's example only."""
+        order_no = p.text_field(doc, "order_no")
+        assert order_no is not None
+        amount = p.int_field(doc, "refund_amount", required=False)
+        view = await backend.refund_requested(RefundNotice(order_no, amount, "闲管家退款申请"))
+        if view is None:
+            return _reply(p.ORDER_NOT_FOUND, "订单不存在")
+        now = int(self._clock())
+        served = view.state is PurchaseState.SUCCEEDED
+        return _reply(p.OK, "OK", {
+            "result": "agree", "remark": "卡密已发放, 同意退款" if served else "撤单成功",
+            "refund_data": {"apply_time": p.int_field(doc, "apply_time", required=False) or now,
+                            "refund_status": p.REFUND_SUCCEEDED,
+                            "refund_amount": amount if amount is not None else view.total_cents,
+                            "refund_time": now}})
 
     async def _subscribe(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
         sub = p.subscription_fields(doc, datetime.fromtimestamp(self._clock(), UTC))

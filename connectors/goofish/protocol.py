@@ -48,6 +48,7 @@ PURCHASE = "goofish/order/purchase/create"
 RECHARGE = "goofish/order/recharge/create"
 ORDER_DETAIL = "goofish/order/detail"
 REFUND_NOTIFY = "goofish/order/refund/notify"
+REFUND_APPLY = "goofish/order/refund/apply"
 
 # -- codes ---------------------------------------------------------------------------------
 OK = 0
@@ -77,6 +78,8 @@ STATUS_ON_SALE, STATUS_OFF_SALE = 1, 2
 ORDER_STATUS = {PurchaseState.PROCESSING: 10, PurchaseState.SUCCEEDED: 20,
                 PurchaseState.FAILED: 30}
 ORDER_STATUS_SUCCEEDED = ORDER_STATUS[PurchaseState.SUCCEEDED]
+#: ``refund_data.refund_status`` of an agreed refund (⚠ the documentation's example value).
+REFUND_SUCCEEDED = 20
 
 MAX_PAGE_SIZE = 100
 MAX_ID = 64  # characters of an order or goods number we keep

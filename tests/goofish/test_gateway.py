@@ -201,3 +201,31 @@ def test_refund_notice_flags_delivered_codes_for_review(xianyu: Xianyu) -> None:
         actions = [r.action for r in conn.execute(select(audit_log.c.action))]
     assert "supply_refund_notice" in actions and "refund" in actions
     assert _stock(x) == 1
+
+
+def test_refund_application_cancels_what_was_not_served(xianyu: Xianyu) -> None:
+    """订单退款申请: always agreed; an order still waiting for stock is cancelled first (so
+    no code goes out later); a served one stays shipped until the refund notice; an unknown
+    order is 1200."""
+    x = xianyu
+    ensure_pool(x.engine, "p1")
+    waiting = x.buyer.purchase_payload("G1001")
+
+    def apply(order_no: str) -> dict[str, object]:
+        return x.run(x.buyer.call("goofish/order/refund/apply", {
+            "order_no": order_no, "order_type": 2, "refund_type": 1, "refund_amount": 990,
+            "refund_reason": "买家不想要了", "refund_scene": "buyer_refund",
+            "apply_time": 1781104505, "notify_url": "https://open.goofish.pro/r/1"}))
+
+    x.run(x.buyer.call(p.PURCHASE, waiting))
+    answer = apply(waiting["order_no"])
+    assert answer["code"] == 0
+    assert answer["data"]["result"] == "agree"  # type: ignore[index]
+    assert _order(x, waiting["order_no"])["state"] == OrderState.CANCELLED
+
+    seed_codes(x.engine, x.vault, "p1", 1)
+    served = x.buyer.purchase_payload("G1001")
+    x.run(x.buyer.call(p.PURCHASE, served))
+    assert apply(served["order_no"])["data"]["result"] == "agree"  # type: ignore[index]
+    assert _order(x, served["order_no"])["state"] == OrderState.SHIPPED
+    assert apply("1234567890123456789")["code"] == p.ORDER_NOT_FOUND
