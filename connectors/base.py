@@ -17,10 +17,13 @@ and maps the platform's error codes onto :mod:`robot.errors` (``Fatal`` / ``Retr
   ``push_window`` (seconds; :func:`push_window` falls back to :data:`DEFAULT_PUSH_WINDOW`):
   the core answers well within it, refusing what it could not store durably in time.
 
-A connector never sees plaintext codes: a :class:`Shipment` carries masked codes and a
-pickup link only — except a connector whose platform hands the codes to the buyer itself and
-says so (``hands_over_codes = True``, see :func:`hands_over_codes`). Money is in integer
-cents (fen); times are timezone-aware UTC.
+A connector sees no plaintext code unless its platform shows codes to the buyer and it says
+so (the class attribute ``shows_codes = True``; see :func:`shows_codes`): only then does the
+core fill :attr:`Shipment.handed` with the order's codes as :class:`HandedCode` values (each
+secret a :class:`~connectors.cardsecret.CardSecret`, revealed only to build the one request
+that hands it over, never logged), and audits the hand-over. Every other :class:`Shipment`
+carries masked codes and a pickup link only. Money is in integer cents (fen); times are
+timezone-aware UTC.
 
 Third-party connectors register a :class:`ConnectorFactory` under the entry point group
 ``robot.connectors``; the built-in ones are registered the same way.
@@ -36,7 +39,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from connectors.gateway import HandedCode
+from connectors.cardsecret import CardSecret
 
 ENTRY_POINT_GROUP = "robot.connectors"
 #: Seconds a platform waits for a push's answer when its connector does not declare
@@ -90,7 +93,10 @@ class Order:
     modified_at: datetime | None = None
     buyer_id: str | None = None  # the platform's stable buyer identifier (open uid / openid)
     buyer_ip: str | None = None
-    buyer_contact: str | None = None  # email or phone, where the platform gives one
+    # The buyer's contact, where the platform gives one and lets the merchant use it
+    # (buyer notifications: robot.notify). Never logged.
+    buyer_email: str | None = None
+    buyer_phone: str | None = None
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -106,11 +112,30 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedCode:
+    """One code of an order, handed to a platform that shows it to the buyer.
+
+    ``number`` is the code (or the card number of a number / PIN pair), ``pin`` the PIN of
+    a pair, ``link`` the pool's redemption link when it has one (it may hold the code, so it
+    is kept out of the repr and must be logged no more than the code); ``masked`` is what logs
+    and errors may show. ``line_id`` is the order line (sub-order) the code was allocated to.
+    """
+
+    line_id: str
+    number: CardSecret
+    masked: str
+    pin: CardSecret | None = None
+    link: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Shipment:
     """What the core asks a connector to write back for one order.
 
     ``masked_codes`` and ``pickup_url`` are for the seller memo; ``item_desc`` is the short
-    goods description some platforms show the buyer (never a code).
+    goods description some platforms show the buyer (never a code). ``handed`` holds the
+    codes themselves, line by line, for a connector that :func:`shows_codes` and is empty
+    for every other.
     """
 
     order: Order
@@ -119,10 +144,7 @@ class Shipment:
     item_desc: str
     masked_codes: tuple[str, ...] = ()
     pickup_url: str | None = None
-    #: The plaintext codes, only for a connector that declares ``hands_over_codes = True``
-    #: (its platform delivers the codes to the buyer itself, e.g. 闲管家): the core marks
-    #: them seen and audits the hand-over before it calls ``ship``. Empty for every other.
-    codes: tuple[HandedCode, ...] = field(default=(), repr=False)
+    handed: tuple[HandedCode, ...] = ()
 
 
 #: The longest problem text an :class:`UnreadableOrder` keeps (it becomes the order's reason
@@ -212,9 +234,10 @@ class CheckReport:
     checks: tuple[tuple[str, bool, str], ...]  # (check name, passed, detail)
 
 
-def hands_over_codes(connector: object) -> bool:
-    """Whether the connector's ``ship`` carries the plaintext codes to its platform."""
-    return getattr(connector, "hands_over_codes", False) is True
+def shows_codes(connector: object) -> bool:
+    """Whether the connector's platform shows the codes to the buyer, so that its shipments
+    must carry them (the class attribute ``shows_codes``; absent means no)."""
+    return getattr(type(connector), "shows_codes", False) is True
 
 
 def push_window(connector: object) -> float:

@@ -20,7 +20,9 @@ there is one tree with one root::
 More plugin-facing subclasses live beside what raises them: ``TokenRefused`` (an AuthError)
 and ``PlatformRefused`` (a Skippable) in :mod:`connectors.common.errors`; ``KeyReused`` (a
 Skippable: an idempotency key reused for another purchase) and ``NoSuchPurchase`` (a
-Retriable: the supplier holds no order under the key) in :mod:`connectors.supplier`.
+Retriable: the supplier holds no order under the key) in :mod:`connectors.supplier`;
+``SendUnknown`` (a RobotError of its own, in no group above: a buyer notification may or may
+not have been sent, so it is neither retried nor given up) in :mod:`connectors.notifier`.
 
 Rules: the class docstring is the default message; driver and HTTP errors are translated at
 the boundary with ``raise ... from exc``; no message ever carries a plaintext code or secret.

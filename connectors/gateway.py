@@ -10,8 +10,8 @@ The split of work:
 
 * the plugin owns the wire: paths, signature and timestamp checks, field types, the answer's
   envelope and error codes (:meth:`SupplyGateway.serve`), and the callbacks it posts to the
-  platform (its connector's ``ship``, fed with :class:`HandedCode` s because
-  ``hands_over_codes`` is set);
+  platform (its connector's ``ship``, fed with the codes in :attr:`Shipment.handed
+  <connectors.base.Shipment.handed>` because it declares ``shows_codes``);
 * the core owns the goods and the orders (:class:`SupplyBackend`): the goods a shop maps, their
   live stock, taking a purchase in exactly once per platform order number (risk rules, the
   atomic claim, the audit), and reading an order back from the database.
@@ -23,8 +23,8 @@ Top-up goods (``GoodsKind.RECHARGE``) are declared here so that a gateway can na
 core refuses them until supplier routing serves them (``Refusal.NOT_SUPPORTED``).
 
 This module is part of the ground floor: it imports nothing from the robot. Plaintext codes
-cross it only inside :class:`PurchaseView` and :class:`HandedCode`, never into a log or a
-repr.
+cross it only inside :class:`PurchaseView`, as :class:`~connectors.base.HandedCode` s (the
+same wrapping a shipment's codes have), never into a log or a repr.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from connectors.base import HandedCode
 
 #: Our order number for a platform's order is its own number behind this prefix, so a
 #: gateway's callbacks (which see only the platform's number) name the same order as answers.
@@ -94,18 +96,6 @@ class PurchaseState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class HandedCode:
-    """A code as handed to the buyer platform: card number and password (either may be all
-    there is: a code with no separate password is ``(code, None)``)."""
-
-    card_no: str
-    password: str | None = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        return "HandedCode(****)"
-
-
-@dataclass(frozen=True, slots=True)
 class PurchaseView:
     """An order as the buyer platform may see it, read from the database."""
 
@@ -117,7 +107,7 @@ class PurchaseView:
     total_cents: int
     ordered_at: datetime
     ended_at: datetime | None
-    codes: tuple[HandedCode, ...] = ()
+    codes: tuple[HandedCode, ...] = ()  # once succeeded: the codes handed over
     reason: str | None = None  # why it failed, for the platform's remark
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -36,15 +36,15 @@ ground floor: it imports nothing from the robot.
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, NoReturn, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from connectors.base import ShopContext
+from connectors.cardsecret import CardSecret as CardSecret  # noqa: PLC0414 - re-exported: the supplier contract names it
 from connectors.errors import Retriable, Skippable
 
 SUPPLIER_ENTRY_POINT_GROUP = "robot.suppliers"
@@ -74,51 +74,6 @@ class Outcome(enum.StrEnum):
     def final(self) -> bool:
         """True for an outcome that never changes again (succeeded or failed)."""
         return self in (Outcome.SUCCEEDED, Outcome.FAILED)
-
-
-class CardSecret:
-    """A card's code (or number) in plaintext, which never shows by accident.
-
-    ``repr``, ``str`` and formatting print ``CardSecret('********')``; it is not picklable
-    and compares in constant time. :meth:`reveal` is the one way to the plaintext, for the
-    vault's encryption and nothing else.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("a card secret is a non-empty string")
-        self._value = value
-
-    def reveal(self) -> str:
-        """The plaintext: only inside the vault boundary."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "CardSecret('********')"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return repr(self)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CardSecret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(CardSecret)  # equal secrets must hash alike; the value is never hashed
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a card secret is never pickled")
-
-    def __copy__(self) -> CardSecret:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> CardSecret:
-        return self
 
 
 @dataclass(frozen=True, slots=True)

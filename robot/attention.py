@@ -221,6 +221,21 @@ def _replacements(ctx: Context) -> list[Item]:
 
 
 @check
+def _notifications_unknown(ctx: Context) -> list[Item]:
+    """Buyer notifications that may or may not have gone out (never re-sent by themselves)."""
+    from robot import notify
+
+    with ctx.engine.connect() as conn:
+        per_shop = notify.unknown_by_shop(conn)
+    return [Item("notifications_unknown", shop,
+                 f"shop {shop}: the buyer notification of {len(ids)} order(s) may or may not "
+                 f"have been sent (e.g. order {ids[0]})",
+                 "robot orders show ID; if the buyer has nothing, robot orders notify ID",
+                 len(ids))
+            for shop, ids in per_shop.items()]
+
+
+@check
 def _clock_offsets(ctx: Context) -> list[Item]:
     """Platforms whose clock is off from this machine's past ``intake.max_clock_offset``."""
     limit = ctx.config.intake.max_clock_offset

@@ -59,6 +59,7 @@ from robot.http.links import pickup_url_hook
 from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
 from robot.migrate import upgrade
+from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
 from robot.states import OrderState
@@ -179,6 +180,7 @@ class Robot:
         self._wake_alloc = asyncio.Event()
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._notifications: Notifications | None = None
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._shop_jobs: dict[str, set[asyncio.Task[Any]]] = {}  # the same, per shop
         self._scheduler: AsyncIOScheduler | None = None
@@ -345,13 +347,19 @@ class Robot:
         self._starting(self._ensure_shop_rows)
         self._starting(self._log_paused)
         d = self.config.defaults
+        policy = RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
+                             backoff_max=d.backoff_max)
+        self._notifications = Notifications(
+            self.engine, self.vault, self.shops, build_notifiers(self.shops),
+            # An SMTP session is several round trips, each with the notifier's own timeout;
+            # past this the outcome is unknown (never resent blindly), so allow it time.
+            call_timeout=max(policy.call_timeout, 120.0), lease=policy.lease)
         self._dispatcher = Dispatcher(
-            self.engine, self.vault, self.connectors, self.shops,
-            RetryPolicy(max_attempts=d.max_attempts, backoff_initial=d.backoff_initial,
-                        backoff_max=d.backoff_max),
+            self.engine, self.vault, self.connectors, self.shops, policy,
             worker=self.owner,
             pickup_url=pickup_url_hook(self.engine, self.vault, self.shops,
                                        self.config.http.public_url),
+            notify=self._notifications,
         )
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
                  owner=self.owner)
@@ -524,6 +532,7 @@ class Robot:
         plan.stopped = sorted(n for n in self.shops if n not in wanted)
         for name in [*plan.stopped, *plan.restarted]:
             await self._stop_shop(name, keep_health=name in plan.restarted)
+        await self._reload_notifiers(plan, wanted)
         for name in [*plan.started, *plan.restarted]:
             self.shops[name] = wanted[name]
             self.connectors[name] = built[name]
@@ -550,6 +559,16 @@ class Robot:
                  restarted=plan.restarted, unchanged=plan.unchanged, broken=plan.broken)
         self.wake()
         return plan
+
+    async def _reload_notifiers(self, plan: Reload, wanted: dict[str, ShopConfig]) -> None:
+        """Stopped shops' notifiers closed; started and restarted shops' built anew."""
+        if self._notifications is None:
+            return
+        for name in plan.stopped:
+            await self._notifications.set_shop(name, None)
+        for name in [*plan.started, *plan.restarted]:
+            made = await asyncio.to_thread(build_notifiers, {name: wanted[name]})
+            await self._notifications.set_shop(name, made.get(name))
 
     async def _stop_shop(self, name: str, *, keep_health: bool) -> None:
         """Stop polling the shop, let its running polls and write-backs finish (up to
@@ -603,6 +622,8 @@ class Robot:
         for connector in self.connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
+        if self._notifications is not None:
+            await self._notifications.aclose()
         await asyncio.to_thread(audit.checkpoint_quietly, self.engine)  # never raises
         self.release()
 

@@ -9,6 +9,9 @@ daemon takes them in, allocates and ships; a live table shows it happen.
 
 Each plugin whose factory has ``demo_driver()`` contributes a driver
 (:class:`connectors.plugin.DemoDriver`), found through the entry points like the connector.
+A driver whose platform sells in live-stream bursts says how many orders one burst brings
+(its ``burst`` attribute, e.g. 抖店): after the stream, those orders are paid at full speed,
+and the summary tells how long the robot took to ship them all.
 Expected outcomes are decided up front, so the run can be judged: ``shipped`` must equal
 the orders that should ship, held/cancelled likewise, and no code may sit in two deliveries.
 """
@@ -37,7 +40,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from connectors.plugin import DemoDriver, HasDemo
-from robot import audit, pools
+from robot import audit, poolpage, pools
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
@@ -133,6 +136,8 @@ def write_shops(directory: Path, drivers: list[DemoDriver],
                 {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1, **extra},
             ],
             "platform_config": platform_config,
+            "display_name": f"{driver.platform} 演示店 demo shop",
+            "contact": {"text": "客服 demo@example.com", "url": "mailto:demo@example.com"},
         }
         path = directory / f"{driver.platform}.yaml"
         path.write_text(yaml.safe_dump(shop, sort_keys=False))
@@ -162,6 +167,9 @@ class Summary:
     ok: bool
     directory: str | None = None
     pickup_example: str | None = None
+    #: Per platform that had a live-stream burst: its orders, how long paying them took and
+    #: how long from the first payment to the last shipment (see :func:`burst_report`).
+    bursts: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int) -> Summary:
@@ -228,12 +236,16 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
 
 async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,  # noqa: PLR0915 - the demo script top to bottom
                    only: list[str] | None = None, keep: bool = False,
-                   seed: int | None = None, serve_after: bool = False) -> Summary:
-    """Run the whole demo; ``console`` None means no live table (JSON mode)."""
+                   seed: int | None = None, serve_after: bool = False,
+                   burst: int | None = None) -> Summary:
+    """Run the whole demo; ``console`` None means no live table (JSON mode); ``burst``
+    overrides the size of each live-stream burst (0: none)."""
     rng = random.Random(seed)  # noqa: S311 - order mix for a demo, not security
     drivers = load_drivers(only)
     if not drivers:
         raise RuntimeError("no platform with a demo driver is installed")
+    sizes = burst_sizes(drivers, burst)
+    bursts: list[Burst] = []
     root = Path(tempfile.mkdtemp(prefix="robot-demo-"))
     stack = contextlib.ExitStack()
     try:
@@ -247,7 +259,7 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         config = load_config(config_path)
         engine = make_engine(config.database)
         upgrade(engine)
-        import_stock(config.key_file, engine, root, orders_wanted)
+        import_stock(config.key_file, engine, root, orders_wanted + sum(sizes.values()))
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
         daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
@@ -256,7 +268,8 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         started = time.monotonic()
         live = Live(console=console, refresh_per_second=4) if console else None
         with live or contextlib.nullcontext():
-            feeder = asyncio.create_task(_feed(drivers, exp, orders_wanted, rng))
+            feeder = asyncio.create_task(_feed_then_burst(drivers, exp, orders_wanted, rng,
+                                                          sizes, bursts))
             while True:
                 summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
                 if live is not None:
@@ -273,6 +286,7 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
                 await asyncio.sleep(0.25)
             await feeder
         summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+        summary.bursts = await asyncio.to_thread(burst_report, engine, bursts)
         if serve_after and console is not None:
             summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
             if summary.pickup_example:
@@ -334,6 +348,11 @@ def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int)
         pools.import_codes(engine, vault, name, path, actor="demo", supplier="demo supplier")
         path.unlink()
     pools.create_pool(engine, POOL_PREORDER, actor="demo")
+    # What the pickup page shows beside the main pool's codes (robot pools page).
+    poolpage.set_page(engine, vault, POOL_MAIN, {
+        "instructions_zh": "1. 打开视频 App，进入「我的」\n2. 点「兑换会员」，粘贴卡密",
+        "instructions_en": "1. Open the video app and go to Me\n2. Tap Redeem and paste the code",
+        "redeem_url": "https://vip.example.com/exchange?code={code}"}, actor="demo")
 
 
 def refuses_unknown(driver: DemoDriver) -> bool:
@@ -364,6 +383,71 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
             exp.ship.add((shop, oid))
         if i % 20 == 19:
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class Burst:
+    """One live-stream burst: its shop's orders and how long paying them took."""
+
+    platform: str
+    shop: str
+    order_ids: list[str]
+    pay_seconds: float
+
+
+def burst_sizes(drivers: list[DemoDriver], override: int | None) -> dict[str, int]:
+    """Orders of one live-stream burst per platform that sells in bursts."""
+    sizes = {}
+    for driver in drivers:
+        own = getattr(driver, "burst", 0)
+        size = own if override is None or not own else override
+        if isinstance(size, int) and size > 0:
+            sizes[driver.platform] = size
+    return sizes
+
+
+async def _feed_then_burst(drivers: list[DemoDriver], exp: Expectation, count: int,
+                           rng: random.Random, sizes: dict[str, int],
+                           bursts: list[Burst]) -> None:
+    await _feed(drivers, exp, count, rng)
+    for driver in drivers:
+        if driver.platform in sizes:
+            bursts.append(live_burst(driver, exp, sizes[driver.platform], rng))
+
+
+def live_burst(driver: DemoDriver, exp: Expectation, size: int,
+               rng: random.Random) -> Burst:
+    """A streamer opens the cart: ``size`` buyers pay for the main SKU at once."""
+    shop = shop_name(driver)
+    started = time.monotonic()
+    ids = []
+    for _ in range(size):
+        oid = driver.create_paid_order(SKU_MAIN, 1, f"fan-{rng.randrange(1_000_000)}")
+        exp.ship.add((shop, oid))
+        ids.append(oid)
+    return Burst(driver.platform, shop, ids, time.monotonic() - started)
+
+
+def burst_report(engine: Engine, bursts: list[Burst]) -> dict[str, dict[str, float | None]]:
+    """Per burst: orders, shipped, seconds paying them took, and seconds from the first
+    payment to the last shipment (None until every order of the burst is shipped)."""
+    report: dict[str, dict[str, float | None]] = {}
+    for burst in bursts:
+        with engine.connect() as conn:
+            rows = conn.execute(select(orders.c.paid_at, orders.c.received_at,
+                                       orders.c.shipped_at)
+                                .where(orders.c.shop == burst.shop,
+                                       orders.c.platform_order_id.in_(burst.order_ids))).all()
+        shipped = [r.shipped_at for r in rows if r.shipped_at is not None]
+        paid = [r.paid_at or r.received_at for r in rows]
+        done = len(shipped) == len(burst.order_ids) and paid
+        report[burst.platform] = {
+            "orders": len(burst.order_ids), "shipped": len(shipped),
+            "pay_seconds": round(burst.pay_seconds, 2),
+            "all_shipped_seconds": round((max(shipped) - min(paid)).total_seconds(), 2)
+            if done else None,
+        }
+    return report
 
 
 def summary_json(summary: Summary) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, func, select, update
 
 from connectors.base import OrderLine, RefundState
-from robot import audit, pipeline, risk
+from robot import audit, notify, pipeline, risk
 from robot import outbox as outbox_ops
 from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
@@ -187,6 +187,9 @@ def cancel(engine: Engine, order_id: int, *, actor: str,
             raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
                             + ("; refunds after delivery are handled on the platform"
                                if row.state == OrderState.SHIPPED else ""))
+        if pipeline.shipment_in_flight(conn, order_id, utcnow()):
+            raise UserError(f"order {order_id} is being shipped on its platform right now; try "
+                            "again in a minute (once shipped, a refund on the platform ends it)")
         return pipeline.cancel(conn, order_id, OrderState(row.state), OrderState.CANCELLED,
                                reason, actor, utcnow())
 
@@ -283,6 +286,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
                    outbox.c.last_error, outbox.c.created_at, outbox.c.done_at)
             .where(outbox.c.order_id == order_id).order_by(outbox.c.id))]
         history = outbox_ops.write_back_history(conn, order_id)
+        notices = notify.history(conn, order_id)
         link = support.link_state(conn, order_id, now)
         waiting = [dict(r._mapping) for r in conn.execute(
             select(replacements.c.id, replacements.c.line_no, pools.c.name.label("pool"),
@@ -291,6 +295,8 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
             .join(pools, pools.c.id == replacements.c.pool_id)
             .where(replacements.c.order_id == order_id).order_by(replacements.c.id))]
     data = {k: v for k, v in row._mapping.items() if k != "extra"}
+    data["buyer_email"] = notify.mask_contact(data.get("buyer_email"))
+    data["buyer_phone"] = notify.mask_contact(data.get("buyer_phone"))
     for line in lines:
         line["codes"] = [c["masked"] for c in held
                          if c["line_no"] == line["line_no"]
@@ -301,6 +307,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data["jobs"] = jobs
     data["attempts"] = history
     data["replacements"] = waiting
+    data["notifications"] = notices
     return data
 
 

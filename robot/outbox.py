@@ -9,6 +9,12 @@ platform's "already shipped" answer for our shipment therefore counts as success
 Every attempt that reaches an outcome (done, retry, failed, cancelled) is also kept in
 ``outbox_attempts``, the write-back history a person reads in ``robot orders show``.
 
+A connector whose platform shows codes to the buyer (``shows_codes``: 抖店, 闲管家) gets the
+codes themselves in its shipment, wrapped (:class:`~connectors.base.HandedCode`), and only in
+a ship job; every attempt that hands them over first marks them seen and is audited
+(``hand_over``, codes masked) before the call (:func:`hand_over_in_tx`, which a supply
+gateway's answer uses too). Every other connector gets masked codes and the pickup link only.
+
 A memo job can be queued again (:func:`queue_memo`: a new pickup link, replacement codes);
 a worker that was writing the old memo meanwhile no longer owns the job, so its outcome is
 dropped and the job runs again with the new text.
@@ -25,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 import tenacity
@@ -35,18 +41,20 @@ from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_
 
 from connectors.base import (
     Connector,
+    HandedCode,
     Order,
     OrderLine,
     PlatformStatus,
     RefundState,
     Shipment,
-    hands_over_codes,
+    shows_codes,
 )
-from connectors.gateway import HandedCode
-from robot import audit, pipeline
+from connectors.cardsecret import CardSecret
+from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
+from robot.http import handover
 from robot.log import get_logger
 from robot.schema import (
     codes,
@@ -59,6 +67,9 @@ from robot.schema import (
 )
 from robot.states import AttemptResult, DeliveryState, OrderState, OutboxState
 from robot.vault import Vault, mask, split_pair
+
+if TYPE_CHECKING:
+    from robot.notify import Notifications
 
 log = get_logger(__name__)
 
@@ -97,7 +108,7 @@ class RetryPolicy:
 class Job:
     id: int
     order_id: int
-    kind: Literal["ship", "memo"]
+    kind: Literal["ship", "memo", "notify"]
     attempts: int
 
 
@@ -109,9 +120,10 @@ class JobContext:
     masked_codes: tuple[str, ...]
     platform_order_id: str
     paused: bool = False  # the shop is paused (credentials or permission problem)
+    reserved: int = 0  # codes still reserved (a cancelled order's: its shipment was on its way)
     pickup_url: str | None = None  # filled by the Dispatcher when the shop has pickup on
-    #: Plaintext codes, for a connector whose platform hands them over (hands_over_codes).
-    codes: tuple[HandedCode, ...] = field(default=(), repr=False)
+    #: The codes themselves, for a ship job of a connector that shows them to the buyer.
+    handed: tuple[HandedCode, ...] = ()
 
 
 class PickupLinks(Protocol):
@@ -161,7 +173,8 @@ _JOB_ORDER = (select(orders, shop_state.c.paused)
 _JOB_LINES = (select(order_lines).where(order_lines.c.order_id == bindparam("b_id"))
               .order_by(order_lines.c.line_no))
 _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.key_id,
-                     codes.c.ciphertext, codes.c.aad_version)
+                     codes.c.ciphertext, codes.c.aad_version, deliveries.c.state,
+                     deliveries.c.line_no)
               .join(deliveries, deliveries.c.code_id == codes.c.id)
               .where(deliveries.c.order_id == bindparam("b_id"),
                      # replaced: not the buyer's any more
@@ -176,15 +189,19 @@ def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
             conn.execute(_JOB_CODES, params).all())
 
 
-def _context(vault: Vault, rows: _ContextRows, *, plaintext: bool = False) -> JobContext:
+def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,
+             redeem: Mapping[int, str] | None = None) -> JobContext:
     """Decrypt and mask the codes (outside any transaction) and rebuild the order; with
-    ``plaintext`` the codes themselves are kept too (their hand-over is audited already)."""
+    ``hand_over``, keep the codes too, wrapped (see :func:`handed_code`)."""
     o, lines, delivered = rows
-    secrets = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
-                             fingerprint=r.fingerprint, aad_version=r.aad_version)
-               for r in delivered]
-    masked = tuple(mask(secret) for secret in secrets)
-    handed = tuple(HandedCode(*split_pair(secret)) for secret in secrets) if plaintext else ()
+    plain = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
+                           fingerprint=r.fingerprint, aad_version=r.aad_version)
+             for r in delivered]
+    masked = tuple(mask(p) for p in plain)
+    line_ids = {ln.line_no: ln.line_id for ln in lines}
+    templates = redeem or {}
+    handed = tuple(handed_code(p, line_ids.get(r.line_no, ""), templates.get(int(r.pool_id)))
+                   for p, r in zip(plain, delivered, strict=True)) if hand_over else ()
     order = Order(
         platform_order_id=o.platform_order_id,
         status=PlatformStatus(o.platform_status),
@@ -197,7 +214,24 @@ def _context(vault: Vault, rows: _ContextRows, *, plaintext: bool = False) -> Jo
         buyer_id=o.buyer_id, buyer_ip=o.buyer_ip, extra=json.loads(o.extra or "{}"),
     )
     return JobContext(o.shop, o.state, order, masked, o.platform_order_id,
-                      paused=bool(o.paused), codes=handed)
+                      paused=bool(o.paused), handed=handed,
+                      reserved=sum(r.state == DeliveryState.RESERVED for r in delivered))
+
+
+def redeem_templates(conn: Connection, vault: Vault, pool_ids: Sequence[int]) -> dict[int, str]:
+    """The redemption link templates of those pools that have one (by pool id)."""
+    return {pid: page.redeem_url for pid, page in poolpage.page_settings(
+        conn, pool_ids, poolpage.page_key(vault)).items() if page.redeem_url}
+
+
+def handed_code(plaintext: str, line_id: str, redeem: str | None) -> HandedCode:
+    """One code as a platform that shows it to the buyer takes it: number and PIN apart, and
+    the pool's redemption link (the code in it where the template takes one)."""
+    number, pin = split_pair(plaintext)
+    link = (None if redeem is None else poolpage.redeem_link(redeem, number)
+            if poolpage.takes_code(redeem) else redeem)
+    return HandedCode(line_id=line_id, number=CardSecret(number), masked=mask(plaintext),
+                      pin=CardSecret(pin) if pin else None, link=link)
 
 
 def render(template: str, *, ctx: JobContext, pickup_url: str | None) -> str:
@@ -233,6 +267,7 @@ class Dispatcher:
         worker: str,
         pickup_url: PickupLinks | None = None,
         actor: str = "outbox",
+        notify: Notifications | None = None,
     ) -> None:
         self.engine = engine
         self.vault = vault
@@ -242,6 +277,7 @@ class Dispatcher:
         self.worker = worker
         self._pickup = pickup_url
         self.actor = actor
+        self._notify = notify  # buyer notifications (robot.notify): the ``notify`` jobs
         self._running: set[int] = set()  # ids of the jobs this worker is running now
         self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
 
@@ -286,16 +322,19 @@ class Dispatcher:
         with transaction(self.engine) as conn:
             rows = _context_rows(conn, job.order_id)
             o = rows[0]
-            calls = (not o.paused and o.shop in self.shops and o.shop in self.connectors
-                     and (job.kind != "ship" or o.state == OrderState.ALLOCATED))
+            # A buyer notification needs the link whatever the platform's state.
+            calls = o.shop in self.shops and (job.kind == "notify" or (
+                not o.paused and o.shop in self.connectors
+                and (job.kind != "ship" or o.state == OrderState.ALLOCATED)))
             pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
                       if calls and self._pickup is not None else None)
-            hands = (calls and job.kind == "ship"
-                     and hands_over_codes(self.connectors.get(str(o.shop))))
-            if hands:
-                hand_over_in_tx(conn, job.order_id, [int(r.id) for r in rows[2]],
-                                actor=self.actor)
-        return replace(_context(self.vault, rows, plaintext=hands), pickup_url=pickup)
+            # The codes themselves only for a shipment to a platform that shows them to the
+            # buyer, each with its pool's redemption link when the pool has one.
+            hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
+            redeem = (redeem_templates(conn, self.vault, [int(r.pool_id) for r in rows[2]])
+                      if hand_over else {})
+        return replace(_context(self.vault, rows, hand_over=hand_over, redeem=redeem),
+                       pickup_url=pickup)
 
     def busy_with(self, shop: str) -> bool:
         """Whether a job of ``shop`` is running now (a shop being stopped waits for it)."""
@@ -314,7 +353,7 @@ class Dispatcher:
             # A code of this order fails authentication (its row was altered, or a
             # ciphertext was copied or moved onto it): never send it; the order fails with
             # the reason, visibly, for a person (and `robot orders replace` / replay).
-            if await asyncio.to_thread(self._fail, job, exc.message):
+            if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
                 log.error("write_back_refused", error=exc.message)
             return
         except VaultError as exc:  # a key the file lacks: wait for the right key file
@@ -324,7 +363,10 @@ class Dispatcher:
         self._shops_running[ctx.shop] = self._shops_running.get(ctx.shop, 0) + 1
         try:
             with structlog.contextvars.bound_contextvars(shop=ctx.shop):
-                await self._run_prepared(job, ctx)
+                if job.kind == "notify":  # the buyer's notifications: no platform call
+                    await self._run_notify(job, ctx)
+                else:
+                    await self._run_prepared(job, ctx)
         finally:
             self._shops_running[ctx.shop] -= 1
 
@@ -339,23 +381,12 @@ class Dispatcher:
             await self._later(job, "shop paused", count=False, delay=self.policy.paused_recheck)
             return
         if job.kind == "ship" and ctx.state != OrderState.ALLOCATED:
-            await asyncio.to_thread(self._not_allocated, job, ctx.state)
+            await self._not_to_ship(job, ctx, connector)
             return
         pickup = ctx.pickup_url
         try:
             if job.kind == "ship":
-                shipment = Shipment(
-                    order=ctx.order,
-                    line_ids=tuple(ln.line_id for ln in ctx.order.lines),
-                    memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
-                    item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
-                    masked_codes=ctx.masked_codes,
-                    pickup_url=pickup,
-                    codes=ctx.codes,
-                )
-                outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-                await asyncio.to_thread(self._shipped, job, outcome.value)
-                log.info("order_shipped", outcome=outcome.value)
+                await self._ship(job, ctx, shop, connector)
             else:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
@@ -373,41 +404,128 @@ class Dispatcher:
             await self._later(job, exc.message, count=False, delay=self.policy.paused_recheck)
             log.error("shop_paused", error=exc.message, error_type=type(exc).__name__)
         except Skippable as exc:
-            if await asyncio.to_thread(self._fail, job, exc.message):
+            if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
                 log.error("write_back_failed", error=exc.message)
         except Exception as exc:
             await self._retry(job, f"unexpected {type(exc).__name__}", None)
             log.exception("write_back_crashed")
 
+    async def _not_to_ship(self, job: Job, ctx: JobContext, connector: Connector) -> None:
+        if ctx.state == OrderState.CANCELLED and ctx.reserved:
+            # Cancelled while a worker was shipping it, and that worker's answer was lost.
+            await self._settle_lost(job, ctx, connector)
+        else:
+            await asyncio.to_thread(self._not_allocated, job, ctx.state)
+
+    async def _settle_lost(self, job: Job, ctx: JobContext, connector: Connector) -> None:
+        """Settle a cancelled order's codes from the platform's view of the order (the
+        shipment's own answer was lost): shipped there, refused, or unknowable."""
+        try:
+            snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
+                                              self.policy.call_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure here means: try again later
+            await self._retry(job, f"re-reading the cancelled order failed: "
+                              f"{type(exc).__name__}", None)
+            return
+        await asyncio.to_thread(self._settle, job, _shipped_on(snapshot, earlier_lost=True))
+
+    def _settle(self, job: Job, shipped: bool | None) -> None:
+        now = utcnow()
+        with transaction(self.engine) as conn:
+            outcome = pipeline.settle_cancelled_shipment(conn, job.order_id, shipped=shipped,
+                                                         actor=self.actor, now=now)
+            ended = OutboxState.DONE if shipped else OutboxState.CANCELLED
+            if conn.execute(update(outbox).where(outbox.c.id == job.id,
+                                                 outbox.c.state == OutboxState.PENDING)
+                            .values(state=ended, done_at=now, claimed_until=None)).rowcount:
+                record_attempt(conn, job, AttemptResult.DONE if shipped else
+                               AttemptResult.CANCELLED, f"order cancelled; shipment {outcome}", now)
+        log.warning("cancelled_shipment_settled", shipment=outcome)
+
+    async def _run_notify(self, job: Job, ctx: JobContext) -> None:
+        """The order's buyer notifications (robot.notify); never touches the order."""
+        if self._notify is None:
+            await self._later(job, "buyer notifications are off in this process", count=False,
+                              delay=self.policy.paused_recheck)
+            return
+        final = job.attempts + 1 >= self.policy.max_attempts
+        outcome = await self._notify.run(job.order_id, ctx, final=final)
+        if outcome.queued:
+            await self._retry(job, outcome.error or "not sent", outcome.retry_after)
+        elif outcome.in_flight:
+            await self._later(job, "a notification is being sent by another worker",
+                              count=False, delay=self._notify.abandoned_after)
+        else:
+            await asyncio.to_thread(self._done, job)
+
+    async def _ship(self, job: Job, ctx: JobContext, shop: ShopTemplates,
+                    connector: Connector) -> None:
+        pickup = ctx.pickup_url
+        shipment = Shipment(
+            order=ctx.order,
+            line_ids=tuple(ln.line_id for ln in ctx.order.lines),
+            memo=render(shop.memo_template, ctx=ctx, pickup_url=pickup),
+            item_desc=render(shop.item_desc, ctx=ctx, pickup_url=None),
+            masked_codes=ctx.masked_codes,
+            pickup_url=pickup,
+            handed=ctx.handed,
+        )
+        if ctx.handed:
+            await asyncio.to_thread(self._handing_over, job, ctx)
+        outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
+        await asyncio.to_thread(self._shipped, job, outcome.value)
+        log.info("order_shipped", outcome=outcome.value)
+
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         now = utcnow()
         with transaction(self.engine) as conn:
+            state = OrderState.ALLOCATED
             try:
-                pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
+                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED,
                                     None, now, shipped_at=now)
             except pipeline.StateConflict:
-                log.error("ship_state_conflict")
+                state = OrderState(conn.execute(select(orders.c.state).where(
+                    orders.c.id == job.order_id)).scalar_one())
+            if state == OrderState.HELD:
+                # Held (a refund requested) while the shipment was on its way, and the platform
+                # took it: the order is shipped; the refund, if it comes, refunds it.
+                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED, None, now,
+                                    shipped_at=now)
+            elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
+                    conn, job.order_id, shipped=True, actor=self.actor, now=now):
+                _finish_ship(conn, job, now)
+                return
+            elif state != OrderState.ALLOCATED:
+                log.error("ship_state_conflict", state=state)
                 conn.execute(update(outbox).where(outbox.c.id == job.id)
                              .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
                 return
             conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
                          .values(state=DeliveryState.DELIVERED, delivered_at=now))
-            conn.execute(update(outbox).where(outbox.c.id == job.id)
-                         .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                                 claimed_until=None, last_error=None))
-            record_attempt(conn, job, AttemptResult.DONE, None, now)
+            _finish_ship(conn, job, now)
             conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
                                                state=OutboxState.PENDING, attempts=0, due_at=now,
                                                created_at=now))
+            if self._notify is not None:  # the buyer hears of it once the shipment is durable
+                self._notify.queue_delivered(conn, job.order_id, now)
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
 
+    def _handing_over(self, job: Job, ctx: JobContext) -> None:
+        """Audit, before the call, that this attempt hands the order's codes (named masked)
+        to the platform, which shows them to the buyer: they leave the vault by design."""
+        with transaction(self.engine) as conn:
+            hand_over_in_tx(conn, job.order_id, [c.masked for c in ctx.handed],
+                            actor=self.actor, now=utcnow(), shop=ctx.shop,
+                            attempt=job.attempts + 1)
+        log.info("hand_over_started", count=len(ctx.handed))
+
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
-        """The job's row, and for a memo only while this worker still owns it (a memo queued
-        again under a running worker must run again, not be marked done by the old text)."""
+        """The job's row, and for a memo or a notify job only while this worker still owns it
+        (one queued again under a running worker must run again, not be marked done)."""
         where = [outbox.c.id == job.id]
-        if job.kind == "memo":
+        if job.kind in ("memo", "notify"):
             where.append(outbox.c.claimed_by == self.worker)
         return where
 
@@ -419,8 +537,11 @@ class Dispatcher:
                                     claimed_until=None, last_error=None)).rowcount:
                 record_attempt(conn, job, AttemptResult.DONE, None, now)
 
-    def _fail(self, job: Job, error: str) -> bool:
+    def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
         """End the job, and a ship job's order, as failed; True when this call did it.
+
+        ``refused``: the platform definitely did not take this attempt (it answered no, or it
+        was never called), as opposed to giving up after attempts whose answers were lost.
 
         Both moves are guarded by the state they leave (a pending job, an allocated order):
         when two workers hold the same job (a lease ran out under a hung call) or a person
@@ -441,7 +562,14 @@ class Dispatcher:
                 pipeline.transition(conn, job.order_id, OrderState.ALLOCATED, OrderState.FAILED,
                                     error, now)
             except pipeline.StateConflict:
-                return False  # held, cancelled or shipped meanwhile: the order did not fail
+                # Held, cancelled or shipped meanwhile: the order did not fail. Cancelled while
+                # this shipment was on its way: it did not arrive, if this was its only attempt.
+                if pipeline.settle_cancelled_shipment(
+                        conn, job.order_id, shipped=False if refused and not job.attempts else None,
+                        actor=self.actor, now=now):
+                    conn.execute(update(outbox).where(outbox.c.id == job.id)
+                                 .values(state=OutboxState.CANCELLED))
+                return False
             audit.append(conn, actor=self.actor, action="ship_failed",
                          subject=f"order:{job.order_id}", details={"error": error})
             return True
@@ -495,6 +623,11 @@ class Dispatcher:
             return
         result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
                                          actor=self.actor)
+        if result.state == OrderState.CANCELLED and ctx.reserved:
+            # Cancelled while this shipment was on its way, and the platform refused it.
+            await asyncio.to_thread(self._settle, job,
+                                    _shipped_on(snapshot, earlier_lost=job.attempts > 0))
+            return
         if result.state in (OrderState.CANCELLED, OrderState.REFUNDED, OrderState.HELD):
             log.info("write_back_cancelled", state=result.state)
             await asyncio.to_thread(self._not_allocated, job, str(result.state))
@@ -503,31 +636,35 @@ class Dispatcher:
             await asyncio.to_thread(self._shipped, job, "already_shipped")
             log.info("order_shipped", outcome="already_shipped")
             return
-        if await asyncio.to_thread(self._fail, job, exc.message):
+        if await asyncio.to_thread(self._fail, job, exc.message, refused=True):
             log.error("write_back_failed", error=exc.message)
 
     def _pause_shop(self, shop: str, reason: str) -> None:
         pause_shop(self.engine, shop, reason)
 
 
-def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
-                   now: datetime) -> None:
-    """Keep one write-back attempt's outcome for the order's history."""
-    conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
-                                                kind=job.kind, at=now, result=result,
-                                                error=error))
+def _shipped_on(snapshot: Order, *, earlier_lost: bool) -> bool | None:
+    """Whether a cancelled order's shipment reached its platform, from the platform's view of
+    the order: shipped or completed there, yes; still open, no; closed (refunded), no when no
+    earlier attempt's answer was lost, else nobody can tell (platforms close a refunded order
+    whether it was shipped or not)."""
+    if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
+        return True
+    if snapshot.status is PlatformStatus.CLOSED and earlier_lost:
+        return None
+    return False
 
 
-def hand_over_in_tx(conn: Connection, order_id: int, code_ids: Sequence[int], *,
-                    actor: str) -> None:
-    """The order's codes are about to leave the vault for a platform that delivers them to
-    the buyer itself: mark them seen (a later cancel can no longer put them back in stock)
-    and audit it, inside the caller's transaction, before any code is decrypted."""
-    now = utcnow()
-    conn.execute(update(deliveries).where(deliveries.c.order_id == order_id,
-                                          deliveries.c.seen_at.is_(None)).values(seen_at=now))
+def hand_over_in_tx(conn: Connection, order_id: int, masked: Sequence[str], *, actor: str,
+                    now: datetime, **details: object) -> None:
+    """The order's codes (``masked``) are about to leave the vault for a platform that shows
+    them to the buyer: inside the caller's transaction, before any is sent, they are marked
+    seen (a cancel can no longer put them back in stock) and the hand-over is audited
+    (``hand_over``, with ``details`` and the codes masked). The outbox's ship job and a
+    supply gateway's answer (:mod:`robot.supply`) both hand codes over through here."""
+    handover.mark_seen(conn, order_id, now)
     audit.append(conn, actor=actor, action="hand_over", subject=f"order:{order_id}",
-                 details={"code_ids": list(code_ids)})
+                 details={**details, "codes": list(masked)})
 
 
 def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
@@ -537,11 +674,22 @@ def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
         outbox.c.order_id == order_id, outbox.c.kind == "ship",
         outbox.c.state == OutboxState.PENDING)).all()
     for r in rows:
-        conn.execute(update(outbox).where(outbox.c.id == r.id).values(
-            state=OutboxState.DONE, done_at=now, attempts=int(r.attempts) + 1,
-            claimed_until=None, last_error=None))
-        record_attempt(conn, Job(int(r.id), order_id, "ship", int(r.attempts)),
-                       AttemptResult.DONE, None, now)
+        _finish_ship(conn, Job(int(r.id), order_id, "ship", int(r.attempts)), now)
+
+
+def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == job.id)
+                 .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
+                         claimed_until=None, last_error=None))
+    record_attempt(conn, job, AttemptResult.DONE, None, now)
+
+
+def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
+                   now: datetime) -> None:
+    """Keep one write-back attempt's outcome for the order's history."""
+    conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
+                                                kind=job.kind, at=now, result=result,
+                                                error=error))
 
 
 def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:

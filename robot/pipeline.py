@@ -78,6 +78,7 @@ MAX_LINE_QUANTITY = 10_000
 MAX_CENTS = 10**12  # ten billion yuan
 #: Column widths (robot.schema) of what an Order carries into the database.
 ID_MAX, OUTER_ID_MAX, BUYER_ID_MAX, IP_MAX, CURRENCY_MAX = 64, 128, 128, 64, 8
+EMAIL_MAX, PHONE_MAX = 254, 32  # the buyer's contact columns
 WAITING_RETRY = timedelta(seconds=60)
 
 
@@ -360,11 +361,19 @@ def _order_values(snap: Order, state: OrderState, reason: str | None,
         "state": state, "platform_status": snap.status.value, "reason": reason,
         "buyer_id": snap.buyer_id,
         "buyer_ip": risk.canonical_ip(snap.buyer_ip) if snap.buyer_ip else None,
+        # A contact that does not fit is dropped, not the order: it only serves notices.
+        "buyer_email": _fits(snap.buyer_email, EMAIL_MAX),
+        "buyer_phone": _fits(snap.buyer_phone, PHONE_MAX),
         "total_cents": snap.total_cents,
         "currency": snap.currency, "extra": json.dumps(dict(snap.extra), sort_keys=True),
         "paid_at": to_naive_utc(snap.paid_at) if snap.paid_at else None,
         "updated_at": now, "due_at": now,
     }
+
+
+def _fits(value: str | None, limit: int) -> str | None:
+    text = (value or "").strip()
+    return text if 0 < len(text) <= limit else None
 
 
 def _store_order(conn: Connection, shop: ShopRules, snap: Order, parked: int | None,
@@ -538,43 +547,103 @@ class StateConflict(Exception):
 def cancel(conn: Connection, order_id: int, from_state: OrderState, to_state: OrderState,
            reason: str, actor: str, now: datetime) -> dict[str, int]:
     """Cancel or reject an unshipped order (a :func:`transition` to ``to_state``, cancelled or
-    rejected); unseen reserved codes go back to stock, its pending write-back is cancelled."""
+    rejected); unseen reserved codes go back to stock, its pending write-back is cancelled.
+
+    Unless its shipment is on its way: a worker holds the order's ship job (its lease has not
+    run out), so the platform may be taking the shipment at this very moment. Then the codes
+    stay reserved and the ship job stays the worker's; its outcome settles them
+    (:func:`settle_cancelled_shipment`): shipped on the platform → ``refunded`` with the codes
+    kept for review, refused → the codes go back to stock. Returning them now could hand a
+    code that reached the buyer to a second buyer.
+    """
     transition(conn, order_id, from_state, to_state, reason, now)
+    held = to_state == OrderState.CANCELLED and shipment_in_flight(conn, order_id, now)
+    returned, flagged = ([], []) if held else _release_codes(conn, order_id, now)
+    conn.execute(update(outbox).where(outbox.c.order_id == order_id,
+                                      outbox.c.state == OutboxState.PENDING,
+                                      *([outbox.c.kind != "ship"] if held else []))
+                 .values(state=OutboxState.CANCELLED, done_at=now))
+    counts = {"returned": len(returned), "flagged": len(flagged), "held": int(held)}
+    action = "cancel" if to_state == OrderState.CANCELLED else "reject"
+    audit.append(conn, actor=actor, action=action,
+                 subject=f"order:{order_id}",
+                 details={"reason": reason, **counts,
+                          "returned_code_ids": [int(r.code_id) for r in returned]})
+    return counts
+
+
+def shipment_in_flight(conn: Connection, order_id: int, now: datetime) -> bool:
+    """Whether a worker is writing the order's shipment to its platform right now (it holds
+    the pending ship job's lease)."""
+    return conn.execute(
+        select(outbox.c.id).where(outbox.c.order_id == order_id, outbox.c.kind == "ship",
+                                  outbox.c.state == OutboxState.PENDING,
+                                  outbox.c.claimed_until > now).limit(1)
+    ).first() is not None
+
+
+def _release_codes(conn: Connection, order_id: int, now: datetime) -> tuple[list[Any], list[int]]:
+    """The order's reserved codes: unseen ones back to stock, seen ones flagged for review."""
     rows = conn.execute(
         select(deliveries.c.id, deliveries.c.code_id, deliveries.c.seen_at, deliveries.c.pool_id,
                codes.c.expires_at)
         .join(codes, codes.c.id == deliveries.c.code_id)
         .where(deliveries.c.order_id == order_id, deliveries.c.state == DeliveryState.RESERVED)
     ).all()
-    returned, flagged = [], []
-    for r in rows:
-        if r.seen_at is None:
-            returned.append(r)
-        else:
-            flagged.append(int(r.id))
+    returned = [r for r in rows if r.seen_at is None]
+    flagged = [int(r.id) for r in rows if r.seen_at is not None]
     if returned:
         conn.execute(delete(deliveries).where(deliveries.c.id.in_([int(r.id) for r in returned])))
         conn.execute(insert(stock), [
             {"code_id": int(r.code_id), "pool_id": int(r.pool_id),
              "expires_at": r.expires_at or NEVER} for r in returned
         ])
-    if flagged:
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(flagged))
-                     .values(state=DeliveryState.REVIEW))
-    conn.execute(update(outbox).where(outbox.c.order_id == order_id,
-                                      outbox.c.state == OutboxState.PENDING)
-                 .values(state=OutboxState.CANCELLED, done_at=now))
-    counts = {"returned": len(returned), "flagged": len(flagged)}
-    action = "cancel" if to_state == OrderState.CANCELLED else "reject"
-    audit.append(conn, actor=actor, action=action,
-                 subject=f"order:{order_id}",
-                 details={"reason": reason, **counts,
-                          "returned_code_ids": [int(r.code_id) for r in returned]})
-    if returned:
         # Codes came back: orders waiting for stock may now be served.
         conn.execute(update(orders).where(orders.c.state == OrderState.WAITING_STOCK)
                      .values(due_at=now))
-    return counts
+    if flagged:
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(flagged))
+                     .values(state=DeliveryState.REVIEW))
+    return returned, flagged
+
+
+def settle_cancelled_shipment(conn: Connection, order_id: int, *, shipped: bool | None,
+                              actor: str, now: datetime) -> str | None:
+    """Settle the codes a cancel left reserved because the order's shipment was on its way
+    (:func:`cancel`), once the platform's answer is known; what was done, or None when the
+    order holds no such codes (it was not cancelled during a shipment, or is settled).
+
+    ``shipped``: True — the platform took the shipment: the order is ``refunded`` (shipped,
+    then refunded) and its codes are the buyer's, flagged for review; False — the platform
+    refused it: unseen codes go back to stock; None — nobody can tell (the call's answer was
+    lost and the platform shows only that the order is closed): the codes are flagged for
+    review, never put back, and the order stays cancelled with that said in its reason.
+    """
+    row = conn.execute(select(orders.c.state, orders.c.reason).where(orders.c.id == order_id)
+                       ).one()
+    reserved = (deliveries.c.order_id == order_id, deliveries.c.state == DeliveryState.RESERVED)
+    if row.state != OrderState.CANCELLED or conn.execute(
+            select(deliveries.c.id).where(*reserved).limit(1)).first() is None:
+        return None
+    if shipped:
+        transition(conn, order_id, OrderState.CANCELLED, OrderState.REFUNDED,
+                   f"{row.reason}; the shipment on its way reached the platform: codes kept "
+                   "for review", now, shipped_at=now)
+        conn.execute(update(deliveries).where(*reserved)
+                     .values(state=DeliveryState.REVIEW, delivered_at=now))
+        outcome = "shipped"
+    elif shipped is None:
+        transition(conn, order_id, OrderState.CANCELLED, OrderState.CANCELLED,
+                   f"{row.reason}; whether the shipment on its way reached the platform is "
+                   "unknown: codes flagged for review", now)
+        conn.execute(update(deliveries).where(*reserved).values(state=DeliveryState.REVIEW))
+        outcome = "unknown"
+    else:
+        _release_codes(conn, order_id, now)
+        outcome = "refused"
+    audit.append(conn, actor=actor, action="settle_cancel", subject=f"order:{order_id}",
+                 details={"shipment": outcome})
+    return outcome
 
 
 def _refund_after_delivery(conn: Connection, order_id: int, actor: str, now: datetime,

@@ -19,6 +19,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from connectors.base import ENTRY_POINT_GROUP, ConnectorFactory
+from connectors.notifier import NOTIFIER_ENTRY_POINT_GROUP, NotifierFactory
 from connectors.supplier import SUPPLIER_ENTRY_POINT_GROUP
 from robot.log import get_logger
 
@@ -139,3 +140,24 @@ def discover_suppliers(eps: Iterable[EntryPoint] | None = None) -> tuple[
         factories[name] = factory
     return factories, tuple(problems)
 
+
+
+def discover_notifiers(eps: Iterable[EntryPoint] | None = None) -> tuple[
+        dict[str, NotifierFactory], tuple[LoadProblem, ...]]:
+    """Every buyer-notifier factory registered in ``robot.notifiers`` (or in ``eps``), by
+    notifier name, and the entry points that failed to load (never raised)."""
+    candidates = list(entry_points(group=NOTIFIER_ENTRY_POINT_GROUP) if eps is None else eps)
+    factories: dict[str, NotifierFactory] = {}
+    problems: list[LoadProblem] = []
+    for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
+        try:
+            loaded = ep.load()
+            factory = loaded() if isinstance(loaded, type) else loaded
+            if not isinstance(factory, NotifierFactory) or not factory.notifier:
+                raise TypeError(f"{ep.value} is not a notifier factory: it needs 'notifier', "
+                                "'channel', 'config_model' and 'create(config, shop)'")
+        except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
+            problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
+            continue
+        factories[factory.notifier] = factory
+    return factories, tuple(problems)

@@ -70,6 +70,14 @@ pools = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("low_stock", Integer, nullable=True),
     Column("created_at", Timestamp, nullable=False),
+    # What the pickup page shows beside the pool's codes (robot.poolpage): how to use them,
+    # in Chinese and English, and the redemption link template (``…?code={code}``).
+    Column("instructions_zh", Text, nullable=True),
+    Column("instructions_en", Text, nullable=True),
+    Column("redeem_url", String(500), nullable=True),
+    # HMAC of the three above under a key from the key file: a database writer cannot point
+    # the redeem button elsewhere (robot.poolpage).
+    Column("page_mac", String(64), nullable=True),
 )
 
 batches = Table(
@@ -153,6 +161,9 @@ orders = Table(
     Column("reason", Text, nullable=True),  # why held / failed / waiting / cancelled
     Column("buyer_id", String(128), nullable=True),
     Column("buyer_ip", String(64), nullable=True),
+    # The buyer's contact where the platform gives one (robot.notify); NULL: none.
+    Column("buyer_email", String(254), nullable=True),
+    Column("buyer_phone", String(32), nullable=True),
     Column("total_cents", BigInteger, nullable=False, default=0),
     Column("currency", String(8), nullable=False, default="CNY"),
     Column("extra", Text, nullable=False, default="{}"),  # JSON of Order.extra
@@ -208,7 +219,7 @@ outbox = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
-    Column("kind", String(16), nullable=False),  # ship | memo
+    Column("kind", String(16), nullable=False),  # ship | memo | notify
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("due_at", Timestamp, nullable=False),
@@ -219,6 +230,27 @@ outbox = Table(
     Column("done_at", Timestamp, nullable=True),
     UniqueConstraint("order_id", "kind"),
     Index("ix_outbox_state_due", "state", "due_at"),
+)
+
+# Buyer notifications (robot.notify): one row per order, channel and event (``delivered``,
+# ``resend-N``), recorded before the send so that an event is sent once; ``state`` walks
+# queued -> sending -> sent | failed | unknown (robot.states.NotificationState).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reference", String(128), nullable=True),  # the e-mail's Message-ID, the SMS BizId
+    Column("last_error", Text, nullable=True),  # never an address, a number or a code
+    Column("actor", String(128), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("sending_at", Timestamp, nullable=True),
+    Column("sent_at", Timestamp, nullable=True),
+    UniqueConstraint("order_id", "channel", "event"),
 )
 
 # One row per write-back attempt that reached an outcome (robot.outbox), for the history

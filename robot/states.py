@@ -71,6 +71,16 @@ class OutboxState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class NotificationState(StrEnum):
+    """A buyer notification (``notifications.state``, owned by :mod:`robot.notify`)."""
+
+    QUEUED = "queued"  # to be sent by the outbox's notify job
+    SENDING = "sending"  # committed just before the send: found so later, the send was cut
+    SENT = "sent"  # the transport took it
+    FAILED = "failed"  # definitely not sent, and will not be (a bad address, attempts used up)
+    UNKNOWN = "unknown"  # may or may not have gone out: a person decides (never auto-resent)
+
+
 class AttemptResult(StrEnum):
     """The outcome of one write-back attempt (``outbox_attempts.result``)."""
 

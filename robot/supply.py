@@ -12,8 +12,9 @@ the shop's connector for each request to ``/supply/<shop>/…`` (:mod:`robot.htt
   between concurrent first requests). A purchase above the platform's ``max_amount`` is
   refused before anything is written;
 * an order allocated in the transaction that took it in is handed over in that same
-  transaction (shipped, codes delivered and marked seen, the write-back job settled, the
-  hand-over audited) — durable before the answer carries its codes. Any other order answers
+  transaction (shipped, codes delivered, the write-back job settled, the codes marked seen
+  and the hand-over audited by :func:`robot.outbox.hand_over_in_tx` as a ship job's are) —
+  durable before the answer carries its codes. Any other order answers
   "processing"; it is shipped later through the outbox, whose ship job is the connector's
   callback carrying the codes;
 * every later read that shows codes is audited (``supply_read``);
@@ -46,14 +47,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.base import HandedCode, Order, OrderLine, PlatformStatus, RefundState
 from connectors.errors import RobotError
 from connectors.gateway import (
     FailureNotifier,
     Goods,
     GoodsKind,
     GoodsNotifier,
-    HandedCode,
     Purchase,
     PurchaseState,
     PurchaseView,
@@ -78,7 +78,7 @@ from robot.schema import (
     supply_subscriptions,
 )
 from robot.states import DeliveryState, OrderState
-from robot.vault import Vault
+from robot.vault import Vault, mask
 
 log = get_logger(__name__)
 
@@ -170,20 +170,22 @@ class ShopSupply:
                      extra=dict(purchase.extra))
 
     def _hand_over(self, conn: Connection, result: pipeline.IntakeResult) -> None:
-        """In the intake's transaction: an order allocated now is handed over now."""
+        """In the intake's transaction: an order allocated now is handed over now (marked
+        seen and audited like the outbox's hand-over, its ship job settled)."""
         if result.action != "created" or result.state != OrderState.ALLOCATED:
             return
-        assert result.order_id is not None
+        order_id = result.order_id
+        assert order_id is not None
         now = utcnow()
-        pipeline.transition(conn, result.order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
+        masked = [mask(handover.plaintext(self.vault, r))
+                  for r in handover.code_rows(conn, order_id)]
+        outbox.hand_over_in_tx(conn, order_id, masked, actor=self.actor, now=now,
+                               shop=self.shop.name, answer=True)
+        pipeline.transition(conn, order_id, OrderState.ALLOCATED, OrderState.SHIPPED,
                             None, now, shipped_at=now)
-        conn.execute(update(deliveries).where(deliveries.c.order_id == result.order_id)
-                     .values(state=DeliveryState.DELIVERED, delivered_at=now, seen_at=now))
-        outbox.settle_ship_in_tx(conn, result.order_id, now)
-        code_ids = [int(r[0]) for r in conn.execute(
-            select(deliveries.c.code_id).where(deliveries.c.order_id == result.order_id))]
-        audit.append(conn, actor=self.actor, action="hand_over",
-                     subject=f"order:{result.order_id}", details={"code_ids": code_ids})
+        conn.execute(update(deliveries).where(deliveries.c.order_id == order_id)
+                     .values(state=DeliveryState.DELIVERED, delivered_at=now))
+        outbox.settle_ship_in_tx(conn, order_id, now)
 
     # -- reading orders back ------------------------------------------------------------------
     async def order(self, platform_order_id: str) -> PurchaseView | None:
@@ -205,10 +207,13 @@ class ShopSupply:
                 audit.append(conn, actor=self.actor, action="supply_read",
                              subject=f"order:{int(row.id)}",
                              details={"code_ids": [r.code_id for r in rows]})
+            redeem = outbox.redeem_templates(conn, self.vault,
+                                             [int(r.row.pool_id) for r in rows])
             line = conn.execute(select(order_lines.c.outer_id, order_lines.c.quantity)
                                 .where(order_lines.c.order_id == row.id)
                                 .order_by(order_lines.c.line_no)).first()
-        codes = tuple(HandedCode(*handover.decrypt(self.vault, r)) for r in rows)
+        codes = tuple(outbox.handed_code(handover.plaintext(self.vault, r), r.line_id,
+                                         redeem.get(int(r.row.pool_id))) for r in rows)
         return self._render(row, state, codes, line)
 
     @staticmethod

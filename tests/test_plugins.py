@@ -21,7 +21,7 @@ from robot.cli.cmd_fake import fake, plugin_fakes
 from robot.errors import UserError
 from robot.registry import Discovery, LoadProblem
 
-BUILT_IN_FAKES = ("goofish", "pinduoduo", "taobao", "wechat", "youzan")
+BUILT_IN_FAKES = ("douyin", "goofish", "pinduoduo", "taobao", "wechat", "youzan")
 
 
 class _Model(BaseModel):
@@ -75,6 +75,7 @@ class Installed:
     problems: list[LoadProblem] = field(default_factory=list)
     suppliers: dict[str, Any] = field(default_factory=dict)
     supplier_problems: list[LoadProblem] = field(default_factory=list)
+    notifiers: dict[str, Any] = field(default_factory=dict)
 
     def discover(self, eps: object = None) -> Discovery:
         return Discovery(dict(self.factories), tuple(self.problems))
@@ -83,6 +84,10 @@ class Installed:
                                                               tuple[LoadProblem, ...]]:
         return dict(self.suppliers), tuple(self.supplier_problems)
 
+    def discover_notifiers(self, eps: object = None) -> tuple[dict[str, Any],
+                                                              tuple[LoadProblem, ...]]:
+        return dict(self.notifiers), ()
+
 
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
@@ -90,6 +95,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
     fakes = Installed()
     monkeypatch.setattr(robot.registry, "discover", fakes.discover)
     monkeypatch.setattr(robot.registry, "discover_suppliers", fakes.discover_suppliers)
+    monkeypatch.setattr(robot.registry, "discover_notifiers", fakes.discover_notifiers)
     monkeypatch.setattr(demo, "discover", fakes.discover)
     plugin_fakes.cache_clear()
     yield fakes
@@ -113,6 +119,24 @@ def test_fake_help_lists_every_built_in_supplier_fake() -> None:
     assert result.exit_code == 0, result.output
     for name in ("fulu", "juhe"):
         assert f"  {name} " in result.output
+
+
+def test_a_notifiers_fake_is_served_under_its_name(installed: Installed) -> None:
+    """A notifier factory's fake (entry points ``robot.notifiers``) is served under its
+    name with dashes (``aliyun_sms`` → ``robot fake aliyun-sms``); the built-in one is
+    listed in ``robot fake --help``."""
+    probe = _WithFake()
+    installed.notifiers["probe_sms"] = probe
+    assert set(plugin_fakes()) == {"probe-sms"}
+    assert CliRunner().invoke(fake, ["probe-sms", "--probe-flag"]).output == \
+        "probe serving True\n"
+
+
+def test_fake_help_lists_the_sms_fake() -> None:
+    """``robot fake aliyun-sms`` is installed with the robot."""
+    plugin_fakes.cache_clear()
+    result = CliRunner().invoke(fake, ["--help"])
+    assert result.exit_code == 0 and "  aliyun-sms " in result.output
 
 
 def test_a_suppliers_fake_is_served_and_a_broken_supplier_says_why(installed: Installed) -> None:

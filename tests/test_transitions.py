@@ -15,13 +15,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from connectors.base import Shipment, ShipOutcome
+from connectors.base import PlatformStatus, RefundState, Shipment, ShipOutcome
 from connectors.memory import MemoryConnector, MemoryPlatform
-from robot import orders, pipeline
+from robot import pipeline
 from robot.clock import utcnow
 from robot.errors import BadPlatformData
 from robot.outbox import Dispatcher, Job, RetryPolicy, claim_jobs
-from robot.schema import audit_log, outbox, outbox_attempts
+from robot.schema import audit_log, outbox, outbox_attempts, stock
 from robot.schema import orders as orders_t
 from robot.states import OrderState, OutboxState
 from robot.vault import Vault
@@ -111,24 +111,32 @@ def test_two_workers_failing_one_job_move_and_audit_once(engine: Engine, vault: 
     assert _counts(engine, order_id) == (1, 1)
 
 
-def test_a_job_cancelled_while_its_call_fails_stays_cancelled(engine: Engine, vault: Vault) -> None:
-    """An order cancelled during the failing ship call: no `failed`, no ship_failed entry."""
+def test_an_order_refunded_while_its_call_fails_is_cancelled_not_failed(
+        engine: Engine, vault: Vault) -> None:
+    """An order refunded during the failing ship call: no `failed`, no ship_failed entry; the
+    job ends cancelled and the codes go back to stock (the platform refused the shipment)."""
     platform = MemoryPlatform()
     order_id = _allocated_job(engine, vault, platform)
     (job,) = claim_jobs(engine, "a", now=utcnow(), limit=1, lease=timedelta(seconds=15))
     release = asyncio.Event()
     connector = _Together(platform, callers=1, before_fail=release)
 
-    async def cancel_during_the_call() -> None:
+    def refund() -> None:
+        platform.set_status("T1", PlatformStatus.CLOSED, refund=RefundState.REFUNDED)
+        pipeline.intake(engine, SHOP, platform.order("T1"))
+
+    async def refund_during_the_call() -> None:
         run = asyncio.create_task(_dispatcher(engine, vault, connector, "a").run_job(job))
         await connector.all_in.wait()
-        await asyncio.to_thread(orders.cancel, engine, order_id, actor="cs", reason="buyer asked")
+        await asyncio.to_thread(refund)
         release.set()
         await run
 
-    asyncio.run(cancel_during_the_call())
+    asyncio.run(refund_during_the_call())
     assert _states(engine, order_id, job.id) == (OrderState.CANCELLED, OutboxState.CANCELLED)
-    assert _counts(engine, order_id) == (0, 0)
+    assert _counts(engine, order_id) == (0, 1)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(stock)).scalar_one() == 1
 
 
 def _writes_order_state(node: ast.Call) -> bool:

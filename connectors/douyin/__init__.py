@@ -30,6 +30,7 @@ class DouyinConnectorFactory(PlatformFactory[DouyinConfig, DouyinConnector]):
     platform = "douyin"
     fake_target = "connectors.douyin.cli:fake_douyin"
     harness_target = "connectors.douyin.harness:make_harness"
+    demo_target = "connectors.douyin.demo:driver"
     config_model = DouyinConfig
 
     def build(self, config: DouyinConfig, context: ShopContext) -> DouyinConnector:

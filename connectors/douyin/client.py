@@ -8,17 +8,22 @@ Intake (the core de-duplicates on the order id):
   delivering then read in full with ``order.orderDetail``;
 * pushes verified by :func:`connectors.douyin.push.parse_push` (tag 101: paid).
 
-Shipping is ``coupons.syncV2`` per sub-order: the certificates the buyer sees on the order.
-The :class:`~connectors.base.Shipment` carries masked codes and the pickup link only (a
-connector never sees plaintext codes), so each certificate is the masked code with the
-pickup link as ``cert_link`` (the one-click redemption link Douyin shows); syncing the
-plaintext card number / PIN (``cert_no`` / ``cert_key``) needs the contract to carry them.
-Douyin refuses a second sync of a sub-order (``000008`` same certificates, ``010004``
-different ones): the refusal is resolved by re-reading the order, never taken as success
-blindly. The seller remark is ``order.addOrderRemark``.
+Shipping is ``coupons.syncV2`` per sub-order: the certificates the buyer sees on the order
+page. Douyin shows codes to the buyer, so the connector says ``shows_codes`` and the core
+hands it each code (:class:`~connectors.base.HandedCode`) with the sub-order it was
+allocated to: the code (or a pair's card number) is ``cert_no``, a pair's PIN ``cert_key``,
+the pool's redemption link ``cert_link`` (the order's pickup link when the pool has none).
+The codes leave the robot here by design; the plaintext exists only inside the request body
+built for that call. An order without codes (a top-up) gets one certificate per sub-order
+naming the sub-order, with the pickup link. Douyin refuses a second sync of a sub-order:
+``000008`` when the certificates are the same (ours: a repeated attempt sends exactly what
+the first sent, ``grant_time`` being the payment time), which counts as that sub-order done;
+``010004`` when they differ, resolved by re-reading the order, never taken as success
+blindly. The seller remark is
+``order.addOrderRemark``.
 
 This module must never ship an order whose snapshot is closed, unpaid or refunding, and
-never log a credential.
+never log a credential or a code.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import httpx
 from connectors.base import (
     CheckReport,
     ClockReading,
+    HandedCode,
     Order,
     PlatformStatus,
     PollResult,
@@ -98,6 +104,8 @@ class DouyinConnector:
     receives_push: ClassVar[bool] = True
     #: ⚠ Douyin's push timeout is not confirmed; 3 s is the shortest any platform gives.
     push_window: ClassVar[float] = 3.0
+    #: Douyin shows the synced certificates on the buyer's order page: ship with the codes.
+    shows_codes: ClassVar[bool] = True
 
     def __init__(self, config: DouyinConfig, context: ShopContext, *,
                  transport: httpx.AsyncBaseTransport | None = None,
@@ -231,17 +239,29 @@ class DouyinConnector:
         if unknown:
             raise NotShippable(f"douyin order {order.platform_order_id} has no sub-order "
                                f"{', '.join(unknown)[:100]}")
-        wanted = list(shipment.line_ids) or list(lines)
-        grant_time = format_cst(self.platform_clock.now())
+        by_line = _by_line(shipment.handed)
+        wanted = [lid for lid in (shipment.line_ids or tuple(lines))
+                  if by_line.get(lid) or not by_line]
+        stray = set(by_line) - set(wanted)
+        if stray:
+            raise NotShippable(f"douyin order {order.platform_order_id}: codes for a sub-order "
+                               f"not shipped ({', '.join(sorted(stray))[:100]})")
+        # The payment time, not now: an attempt repeated after a lost answer sends the very
+        # same certificates, which Douyin answers 000008 (already processed).
+        grant_time = format_cst(order.paid_at or self.platform_clock.now())
         refused: DouyinRejected | None = None
-        for index, line_id in enumerate(wanted):
-            certs = _certs(shipment, line_id, grant_time,
-                           with_codes=len(wanted) == 1 or index == 0)
+        synced_before = 0
+        for line_id in wanted:
+            certs = _certs(by_line.get(line_id, ()), line_id, grant_time,
+                           shipment.pickup_url)
             try:
                 await self._api.call(COUPON_SYNC, {"order_id": line_id,
                                                    "sku_id": lines[line_id].sku_id or "",
                                                    "cert_list": certs})
             except DouyinRejected as exc:
+                if exc.business_code == codes.COUPON_ALREADY_SYNCED:
+                    synced_before += 1  # our own identical certificates: this line is done
+                    continue
                 if exc.business_code in _ALREADY or exc.business_code in _CLOSED \
                         or exc.business_code in _NOT_FOUND:
                     refused = exc
@@ -249,7 +269,8 @@ class DouyinConnector:
                 raise
         if refused is not None:
             return await self._resolve_refusal(order.platform_order_id, refused)
-        return ShipOutcome.SHIPPED
+        return ShipOutcome.ALREADY_SHIPPED if synced_before == len(wanted) \
+            else ShipOutcome.SHIPPED
 
     async def _resolve_refusal(self, oid: str, exc: DouyinRejected) -> ShipOutcome:
         current = await self.fetch_order(oid)
@@ -291,19 +312,34 @@ class DouyinConnector:
         return staged_report(names, len(names), "")
 
 
-def _certs(shipment: Shipment, line_id: str, grant_time: str, *,
-           with_codes: bool) -> list[dict[str, Any]]:
-    """The ``cert_list`` for one sub-order: one certificate per masked code (the first line
-    of a multi-line order carries the codes), each with the pickup link; a line without
-    codes gets one certificate naming the order line and the link."""
-    numbers = list(shipment.masked_codes) if with_codes and shipment.masked_codes else \
-        [f"R{line_id}"]
+def _by_line(handed: Sequence[HandedCode]) -> dict[str, list[HandedCode]]:
+    """The handed codes per sub-order, in allocation order."""
+    lines: dict[str, list[HandedCode]] = {}
+    for code in handed:
+        lines.setdefault(code.line_id, []).append(code)
+    return lines
+
+
+def _certs(codes_: Sequence[HandedCode], line_id: str, grant_time: str,
+           pickup_url: str | None) -> list[dict[str, Any]]:
+    """The ``cert_list`` for one sub-order: one certificate per code (number, PIN, the
+    pool's redemption link or else the pickup link); without codes, one certificate naming
+    the sub-order, with the pickup link. ``out_cert_id`` numbers them the same way on every
+    attempt."""
+    if not codes_:
+        cert: dict[str, Any] = {"cert_no": f"R{line_id}", "grant_time": grant_time,
+                                "status": 2, "out_cert_id": f"{line_id}-1"}
+        if pickup_url:
+            cert["cert_link"] = pickup_url
+        return [cert]
     certs = []
-    for index, number in enumerate(numbers, start=1):
-        cert: dict[str, Any] = {"cert_no": number, "grant_time": grant_time, "status": 2,
-                                "out_cert_id": f"{line_id}-{index}"}
-        if shipment.pickup_url:
-            cert["cert_link"] = shipment.pickup_url
+    for index, code in enumerate(codes_, start=1):
+        cert = {"cert_no": code.number.reveal(), "grant_time": grant_time, "status": 2,
+                "out_cert_id": f"{line_id}-{index}"}
+        if code.pin is not None:
+            cert["cert_key"] = code.pin.reveal()
+        if code.link or pickup_url:
+            cert["cert_link"] = code.link or pickup_url
         certs.append(cert)
     return certs
 

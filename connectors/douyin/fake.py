@@ -3,9 +3,10 @@
 Routes: ``POST /{group}/{name}`` — the gateway (``order/searchList`` ↔ ``order.searchList``);
 semantics live in :class:`connectors.douyin.fake_state.FakeDouyin`. The control API every
 fake shares (:mod:`connectors.fakebase`) is under ``/__fake__/``, with Douyin's own
-``orders/{id}/close``, ``orders/{id}/refund``, ``orders/{id}/buyer_view`` and
-``push/{config,deliver}``. Pushes go out through :class:`PushSender` (signed, retried until
-answered ``{"code":0}``). This app must never be exposed beyond loopback: it has no auth.
+``orders/{id}/close``, ``orders/{id}/refund``, ``orders/{id}/buyer_view``, ``authorize``
+(a tool app's one-time code) and ``push/{config,deliver}``. Pushes go out through
+:class:`PushSender` (signed, retried until answered ``{"code":0}``). This app must never be
+exposed beyond loopback: it has no auth.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def create_app(state: FakeDouyin, sender: PushSender | None = None) -> Starlette
 
     async def gateway(request: Request) -> Response:
         raw = await request.body()
-        document = state.handle(request.url.path, dict(request.query_params), raw)
+        document = state.handle(request.url.path, dict(request.query_params), raw,
+                                old_codes=request.headers.get("x-open-no-old-err-code") != "1")
         return Response(json.dumps(document, ensure_ascii=False),
                         media_type="application/json;charset=utf-8")
 
@@ -104,6 +106,9 @@ def create_app(state: FakeDouyin, sender: PushSender | None = None) -> Starlette
             state.push_url = data.get("url") or None
         return JSONResponse({"url": state.push_url})
 
+    async def authorize(request: Request) -> Response:
+        return JSONResponse({"code": state.authorize()})
+
     push_deliver = deliver_endpoint(sender, lambda: PushSender(state))
     endpoint = api_endpoint(state, gateway, error_page=_HTML_502, error_status=502)
     return Starlette(routes=[
@@ -111,6 +116,7 @@ def create_app(state: FakeDouyin, sender: PushSender | None = None) -> Starlette
         Route("/__fake__/orders/{order_id}/close", close, methods=["POST"]),
         Route("/__fake__/orders/{order_id}/refund", refund, methods=["POST"]),
         Route("/__fake__/orders/{order_id}/buyer_view", buyer_view, methods=["GET"]),
+        Route("/__fake__/authorize", authorize, methods=["POST"]),
         Route("/__fake__/push/config", push_config, methods=["POST"]),
         Route("/__fake__/push/deliver", push_deliver, methods=["POST"]),
         Route("/{group}/{name}", endpoint, methods=["GET", "POST"]),

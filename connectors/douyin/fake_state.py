@@ -6,7 +6,11 @@ view of them), and the push messages it owes the app. It answers as Douyin does
 (PLATFORMS.md §5, §10): every call is checked for its system parameters (``app_key``,
 ``method`` = the path, ``v=2``, ``timestamp``, ``sign_method``, ``sign`` over the sorted
 ``param_json``) and answered in Douyin's envelope ``{code, msg, sub_code, sub_msg, data,
-log_id}``; ``token.create`` / ``token.refresh``; ``order.searchList`` / ``order.orderDetail``
+log_id}`` (plus the deprecated ``err_no`` / ``message`` unless the caller sends
+``x-open-no-old-err-code: 1``, as every official SDK does ⚠); ``token.create`` for a
+self-use app (``authorization_self`` + ``shop_id``) or a tool app (``authorization_code`` +
+the one-time ``code`` the shop's authorization gave, :meth:`FakeDouyin.authorize`),
+``token.refresh``; ``order.searchList`` / ``order.orderDetail``
 from its state; ``coupons.syncV2`` storing the certificates and refusing a second sync
 (``000008`` same certificates, ``010004`` different ones); ``order.addOrderRemark``.
 Pushes (tag 101 on payment, 106 on cancellation ⚠, 2xx after-sale ⚠) are arrays of
@@ -46,6 +50,8 @@ MAX_ROWS = 50_000
 #: failed attempt.
 PUSH_RETRY_DELAYS = tuple(timedelta(seconds=s) for s in (10, 30, 60, 300, 600, 1800, 3600))
 TOKEN_METHODS = frozenset({"token.create", "token.refresh"})
+#: ⚠ How long the code of a tool app's authorization redirect stays usable (OAuth habit).
+AUTH_CODE_TTL = timedelta(minutes=10)
 #: What the fake sells (``sku_id`` mapping), with its Douyin product fields.
 CATALOG: tuple[tuple[CatalogItem, Mapping[str, Any]], ...] = (
     (CatalogItem("1750000101", "sku_id", "腾讯视频月卡 Tencent Video 1 month", "20.00"),
@@ -150,9 +156,22 @@ def _describe_sync(fake: FakeDouyin, params: Mapping[str, Any]
     sub = str(params.get("order_id", ""))
     parent = fake.parent_of(sub)
     certs = params.get("cert_list")
-    shown = json.dumps(certs, ensure_ascii=False) if certs is not None else None
+    # The platform's own record of the call: codes masked, as a log of it would show them.
+    shown = json.dumps(_masked_certs(certs), ensure_ascii=False) if certs is not None else None
     return (parent or sub), {"order_id": sub, "sku_id": params.get("sku_id"),
                              "cert_list": shown}
+
+
+def _masked_certs(certs: Any) -> Any:
+    """``cert_list`` with each certificate's number and PIN masked (``12****89``)."""
+    if not isinstance(certs, list):
+        return certs
+    return [{k: (_mask(v) if k in ("cert_no", "cert_key") and isinstance(v, str) else v)
+             for k, v in c.items()} if isinstance(c, dict) else c for c in certs]
+
+
+def _mask(text: str) -> str:
+    return "*" * max(len(text), 4) if len(text) <= 6 else f"{text[:2]}****{text[-2:]}"
 
 
 def _describe_remark(_fake: FakeDouyin, params: Mapping[str, Any]
@@ -176,6 +195,9 @@ class FakeDouyin(FakeBase):
     token_ttl: timedelta = TOKEN_TTL
     faults: Faults = field(default_factory=Faults)
     authorized: bool = True
+    #: ``self``: a self-use app (自用型, authorization_self); ``tool``: a tool app (工具型,
+    #: the merchant authorizes it in the service market and the app trades the code).
+    app_type: str = "self"
     push_url: str | None = None
     push_retry_delays: tuple[timedelta, ...] = PUSH_RETRY_DELAYS
     orders: dict[str, FakeOrder] = field(default_factory=dict)
@@ -190,6 +212,7 @@ class FakeDouyin(FakeBase):
         self._sub_ids = itertools.count(6_920_500_000_000_000_001, 7)
         self.tokens: dict[str, datetime] = {}  # access token → expiry (platform time)
         self.refresh_tokens: dict[str, datetime] = {}
+        self.auth_codes: dict[str, datetime] = {}  # a tool app's one-time codes → expiry
         self.tokens_issued = 0
 
     # -- scenario control (the /__fake__/ endpoints wrap these) -------------------------
@@ -243,6 +266,15 @@ class FakeDouyin(FakeBase):
         with self.lock:
             now = self.now()
             self.tokens = dict.fromkeys(self.tokens, now)
+
+    def authorize(self) -> str:
+        """The merchant authorizes the tool app (service market): the one-time ``code`` the
+        authorization redirect carries to the app's callback."""
+        with self.lock:
+            code = secrets.token_hex(12)
+            self.auth_codes[code] = self.now() + AUTH_CODE_TTL
+            self.authorized = True
+            return code
 
     def revoke_authorization(self) -> None:
         """The shop cancels the app's authorization: tokens die, none is issued again."""
@@ -359,15 +391,24 @@ class FakeDouyin(FakeBase):
 
     # -- the gateway --------------------------------------------------------------------
 
-    def handle(self, path: str, query: Mapping[str, str], raw: bytes) -> dict[str, Any]:
-        """Answer one gateway call (any outcome) in Douyin's envelope."""
+    def handle(self, path: str, query: Mapping[str, str], raw: bytes, *,
+               old_codes: bool = False) -> dict[str, Any]:
+        """Answer one gateway call (any outcome) in Douyin's envelope; ``old_codes``: the
+        caller did not opt out of the deprecated ``err_no`` / ``message`` fields."""
         try:
-            data = self._handle(path, query, raw)
+            document = {"code": codes.SUCCESS, "msg": "success", "sub_code": "",
+                        "sub_msg": "", "data": self._handle(path, query, raw)}
         except DouyinError as exc:
-            return {"code": exc.code, "msg": exc.msg, "sub_code": exc.sub_code,
-                    "sub_msg": exc.sub_msg, "data": {}, "log_id": secrets.token_hex(8)}
-        return {"code": codes.SUCCESS, "msg": "success", "sub_code": "", "sub_msg": "",
-                "data": data, "log_id": secrets.token_hex(8)}
+            document = {"code": exc.code, "msg": exc.msg, "sub_code": exc.sub_code,
+                        "sub_msg": exc.sub_msg, "data": {}}
+        document["log_id"] = secrets.token_hex(8)
+        if old_codes:
+            # ⚠ The old envelope's error numbers are not documented here: 0 on success, the
+            # new code otherwise.
+            ok = document["code"] == codes.SUCCESS
+            document.update(err_no=0 if ok else document["code"],
+                            message="success" if ok else document["sub_msg"] or document["msg"])
+        return document
 
     def _handle(self, path: str, query: Mapping[str, str], raw: bytes) -> Any:
         method = self._check_system(path, query, raw)
@@ -452,10 +493,7 @@ class FakeDouyin(FakeBase):
             raise DouyinError(codes.AUTH_REVOKED, "授权已取消", "isv.auth-cancelled",
                               "店铺未授权或已取消授权")
         if method == "token.create":
-            if params.get("grant_type") != "authorization_self":
-                raise _invalid("grant_type", "自用型应用只支持 authorization_self")
-            if str(params.get("shop_id", "")) != self.shop_id:
-                raise _invalid("shop_id", "店铺未授权该应用")
+            self._check_grant(params)
         else:
             if params.get("grant_type") != "refresh_token":
                 raise _invalid("grant_type")
@@ -472,6 +510,21 @@ class FakeDouyin(FakeBase):
                 "refresh_token": refresh, "scope": "SCOPE", "shop_id": int(self.shop_id)
                 if self.shop_id.isdigit() else self.shop_id, "shop_name": "fake douyin shop",
                 "authority_id": "", "auth_subject_type": "MiniApp"}
+
+    def _check_grant(self, params: Mapping[str, Any]) -> None:
+        """token.create's grant as the app's type allows it (the code is used up)."""
+        grant = params.get("grant_type")
+        if self.app_type == "tool":
+            if grant != "authorization_code":
+                raise _invalid("grant_type", "工具型应用只支持 authorization_code")
+            expiry = self.auth_codes.pop(str(params.get("code") or ""), None)
+            if expiry is None or expiry <= self.now():
+                raise _invalid("code", "code 不存在、已使用或已过期，请重新授权")
+            return
+        if grant != "authorization_self":
+            raise _invalid("grant_type", "自用型应用只支持 authorization_self")
+        if str(params.get("shop_id", "")) != self.shop_id:
+            raise _invalid("shop_id", "店铺未授权该应用")
 
     def _dispatch(self, method: str, params: Mapping[str, Any]) -> Any:
         handlers: dict[str, Callable[[Mapping[str, Any]], Any]] = {

@@ -1,4 +1,5 @@
-"""The shop's Douyin access token: ``token.create`` (self-use app, ``authorization_self``),
+"""The shop's Douyin access token: ``token.create`` (a self-use app: ``authorization_self``;
+a tool app: ``authorization_code`` with the one-time code of the shop's authorization),
 renewed with ``token.refresh`` before it expires, kept durably in the shop's encrypted store.
 
 The record (access token, absolute expiry in Unix seconds, refresh token) lives in the core's
@@ -88,8 +89,15 @@ class TokenManager(DurableToken[TokenRecord]):
         return await self._create()
 
     async def _create(self) -> TokenRecord:
+        config = self._config
+        if config.app_type == "tool" and config.auth_code is not None:
+            # The code is single-use: once traded, only the refresh token keeps the shop; a
+            # refusal here asks the merchant to authorize again (a new auth_code).
+            return await self._obtain(TOKEN_CREATE, {
+                "code": config.auth_code.get_secret_value(),
+                "grant_type": "authorization_code"})
         return await self._obtain(TOKEN_CREATE, {
-            "code": "", "grant_type": "authorization_self", "shop_id": self._config.shop_id})
+            "code": "", "grant_type": "authorization_self", "shop_id": config.shop_id})
 
     async def _obtain(self, method: str, params: dict[str, Any]) -> TokenRecord:
         answer = await self._gateway.post(method, params, None)

@@ -67,7 +67,7 @@ class GoofishConnector:
     platform: ClassVar[str] = "goofish"
     receives_push: ClassVar[bool] = False
     #: 闲管家 delivers the codes to the buyer itself: ``ship`` carries them in its callback.
-    hands_over_codes: ClassVar[bool] = True
+    shows_codes: ClassVar[bool] = True
 
     def __init__(self, config: GoofishConfig, *, clock: Callable[[], float] = time.time,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -239,7 +239,7 @@ class GoofishConnector:
         body = p.callback_body(order_no=order.platform_order_id,
                                out_order_no=our_order_id(order.platform_order_id),
                                state=PurchaseState.SUCCEEDED, end_time=now,
-                               codes=shipment.codes, kind=kind)
+                               codes=shipment.handed, kind=kind)
         await self.post_callback(url, body, now)
         return ShipOutcome.SHIPPED
 

@@ -26,10 +26,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from connectors.base import HandedCode
 from connectors.gateway import (
     Goods,
     GoodsKind,
-    HandedCode,
     PurchaseState,
     PurchaseView,
     Refusal,
@@ -226,14 +226,15 @@ def goods_page(goods: Sequence[Goods], doc: Mapping[str, Any]) -> dict[str, Any]
 
 
 def card_items(codes: Sequence[HandedCode]) -> list[dict[str, str]]:
-    """``card_items``: a code with no separate password goes in ``card_pwd`` alone (the
-    standard: 无卡号或者无法区分卡号和密码的, 请使用card_pwd字段)."""
+    """``card_items``: a number / PIN pair goes in ``card_no`` and ``card_pwd``, a code with
+    no separate PIN in ``card_pwd`` alone (the standard: 无卡号或者无法区分卡号和密码的,
+    请使用card_pwd字段). The one place the codes are revealed: to build this request."""
     items: list[dict[str, str]] = []
     for code in codes:
-        if code.password:
-            items.append({"card_no": code.card_no, "card_pwd": code.password})
+        if code.pin is not None:
+            items.append({"card_no": code.number.reveal(), "card_pwd": code.pin.reveal()})
         else:
-            items.append({"card_pwd": code.card_no})
+            items.append({"card_pwd": code.number.reveal()})
     return items
 
 

@@ -81,7 +81,8 @@ def order_from_json(data: Mapping[str, Any]) -> Order:
                      if data.get("modified_at") else None),
         buyer_id=data.get("buyer_id"),
         buyer_ip=data.get("buyer_ip"),
-        buyer_contact=data.get("buyer_contact"),
+        buyer_email=data.get("buyer_email"),
+        buyer_phone=data.get("buyer_phone"),
         extra=dict(data.get("extra") or {}),
     )
 

@@ -14,10 +14,13 @@
 
        {"out_trade_no": "...", "transaction_id": "...", "openid": "...", "total": 1000,
         "lines": [{"sku": "X", "qty": 1, "title": "..."}],
-        "status": "paid" | "closed" | "refunded", "paid_at": "RFC 3339", "mchid": "..."}
+        "status": "paid" | "closed" | "refunded", "paid_at": "RFC 3339", "mchid": "...",
+        "email": "buyer@example.com", "phone": "13800138000"}
 
    (``status`` defaults to ``paid``; ``mchid`` to the shop's; ``lines`` is required for
-   ``paid``). Re-posting is harmless: orders are idempotent on ``out_trade_no``.
+   ``paid``; ``email`` and ``phone`` are optional: the buyer's contact for the robot's
+   notifications, where the buyer gave it to the merchant's app). Re-posting is harmless:
+   orders are idempotent on ``out_trade_no``.
 
 Message ids (``push_seen``): ``wxpay:<transaction_id>``, ``wxrefund:<refund_id>:<status>``,
 ``backend:<out_trade_no>:<status>`` — a notification WeChat retries or sends twice under a
@@ -239,6 +242,7 @@ def _backend(config: WechatConfig, headers: Mapping[str, str], body: bytes,
             platform_order_id=out_trade_no, status=PlatformStatus.PAID,
             lines=_backend_lines(data.get("lines"), total, what), total_cents=total,
             paid_at=_time(data.get("paid_at")), buyer_id=openid,
+            buyer_email=_contact(data.get("email")), buyer_phone=_contact(data.get("phone")),
             extra=_extra(appid=config.appid, mchid=str(data.get("mchid") or config.mchid),
                          out_trade_no=out_trade_no, transaction_id=transaction_id,
                          openid=openid),
@@ -295,6 +299,14 @@ def _required(data: Mapping[str, Any], key: str, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
         raise BadRequest(f"{what}: {key} is missing")
     return str(value).strip()
+
+
+def _contact(value: Any) -> str | None:
+    """An optional contact the merchant's backend passes on (``email``, ``phone``): text, or
+    None for anything else (a contact only serves notices; it never refuses an order)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()
 
 
 def _cents(value: Any, what: str, name: str = "amount") -> int:

@@ -170,7 +170,7 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
         paid_at=_time(info.get("pay_time")),
         modified_at=_time(info.get("update_time")),
         buyer_id=_id(buyer.get("yz_open_id")),
-        buyer_contact=_id(buyer.get("buyer_phone")),
+        buyer_phone=_id(buyer.get("buyer_phone")),
         extra=extra,
     )
 

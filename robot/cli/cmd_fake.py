@@ -3,9 +3,10 @@
 shares).
 
 One click group. Its platform sub-commands are not written here: every plugin whose factory
-(entry point ``robot.connectors``) has ``fake_command()`` contributes its own command, listed
-under the factory's platform name, so ``robot fake --help`` shows every installed fake and a
-third-party plugin brings its fake without a line changed here. A plugin that fails to load,
+(entry points ``robot.connectors``, ``robot.suppliers``, ``robot.notifiers``) has
+``fake_command()`` contributes its own command, listed under the factory's name, so
+``robot fake --help`` shows every installed fake and a third-party plugin brings its fake
+without a line changed here. A plugin that fails to load,
 or whose fake command does, still appears, as a command that says why.
 
 A fake has no authentication of its own, so it only ever listens on a loopback address
@@ -47,7 +48,7 @@ def _broken(name: str, why: str) -> click.Command:
 def plugin_fakes() -> dict[str, click.Command]:
     """Every installed plugin's fake command, by platform name."""
     # Imported here so that the rest of the CLI starts without loading any plugin.
-    from robot.registry import discover, discover_suppliers
+    from robot.registry import discover, discover_notifiers, discover_suppliers
 
     found = discover()
     commands: dict[str, click.Command] = {}
@@ -60,6 +61,12 @@ def plugin_fakes() -> dict[str, click.Command]:
     for name, factory in sorted(suppliers.items()):
         if isinstance(factory, HasFake) and name not in commands:
             _add_fake(commands, name, factory)
+    for problem in broken:
+        commands.setdefault(problem.name, _broken(problem.name, problem.error))
+    notifiers, broken = discover_notifiers()
+    for name, notifier in sorted(notifiers.items()):  # aliyun_sms -> robot fake aliyun-sms
+        if isinstance(notifier, HasFake) and name.replace("_", "-") not in commands:
+            _add_fake(commands, name.replace("_", "-"), notifier)
     for problem in broken:
         commands.setdefault(problem.name, _broken(problem.name, problem.error))
     return commands

@@ -99,6 +99,12 @@ def show_text(app: App, data: dict[str, Any]) -> None:
         print_table(app, "write-back history", ["when", "job", "result", "error"],
                     [[app.time(a["at"]), a["kind"], a["result"], _safe(a["error"] or "")]
                      for a in data["attempts"]])
+    if data["notifications"]:
+        print_table(app, "buyer notifications", ["channel", "event", "state", "attempts",
+                                                 "created", "sent", "last error"],
+                    [[n["channel"], n["event"], n["state"], n["attempts"],
+                      app.time(n["created_at"]), app.time(n["sent_at"], empty=""),
+                      _safe(n["last_error"] or "")] for n in data["notifications"]])
     if data["replacements"]:
         print_table(app, "replacements", ["id", "line", "pool", "codes", "state", "asked",
                                           "reason"],

@@ -167,6 +167,69 @@ def pools_import(ctx: click.Context, name: str, file: Path, dry_run: bool, suppl
         app.console.print(_summary_line(summary), markup=False, highlight=False)
 
 
+def _text_of(text: str | None, file: Path | None, option: str) -> str | None:
+    """The value of a ``--x`` / ``--x-file`` option pair (None: neither given)."""
+    if text is not None and file is not None:
+        raise click.UsageError(f"give {option} or {option}-file, not both")
+    if file is None:
+        return text
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.BadParameter("not UTF-8 text", param_hint=f"{option}-file") from None
+
+
+@pools.command("page")
+@click.argument("name")
+@click.option("--instructions-zh", default=None, metavar="TEXT",
+              help="使用说明 in Chinese, plain text ('' clears).")
+@click.option("--instructions-zh-file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              default=None, help="Read the Chinese instructions from a UTF-8 text file.")
+@click.option("--instructions-en", default=None, metavar="TEXT",
+              help="Usage instructions in English, plain text ('' clears).")
+@click.option("--instructions-en-file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              default=None, help="Read the English instructions from a UTF-8 text file.")
+@click.option("--redeem-url", default=None, metavar="TEMPLATE",
+              help="Redemption link: https://…?code={code}, or the site's redemption page "
+                   "without {code} (the page copies the code, then opens it); '' clears.")
+@json_option
+@click.pass_context
+def pools_page(ctx: click.Context, name: str, instructions_zh: str | None,
+               instructions_zh_file: Path | None, instructions_en: str | None,
+               instructions_en_file: Path | None, redeem_url: str | None,
+               as_json: bool) -> None:
+    """Show or set what the pickup page shows with pool NAME's codes: usage instructions
+    (Chinese and English; line breaks kept) and a "去兑换 / Redeem" link per revealed code."""
+    from robot import poolpage
+
+    app = ctx.obj
+    changes = {
+        "instructions_zh": _text_of(instructions_zh, instructions_zh_file, "--instructions-zh"),
+        "instructions_en": _text_of(instructions_en, instructions_en_file, "--instructions-en"),
+        "redeem_url": redeem_url,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
+        poolpage.set_page(app.engine, app.vault, name, changes, actor=actor())
+    page, sealed = poolpage.show(app.engine, app.vault, name)
+    if as_json:
+        emit_json({"pool": name, **page.as_dict(), "sealed": sealed})
+        return
+    for key, value in page.as_dict().items():
+        shown = "(not set)" if value is None else value
+        app.console.print(f"{key.replace('_', ' ')}:", style="bold", highlight=False)
+        app.console.print(f"  {shown}".replace("\n", "\n  "), markup=False, highlight=False)
+    if not sealed:
+        app.console.print("NOT SHOWN on the pickup page: these settings were changed in the "
+                          "database, not with this command; check them and set them again",
+                          style="red", markup=False, highlight=False)
+    if changes:
+        app.console.print(f"pool {name}: updated {', '.join(sorted(changes))}",
+                          markup=False, highlight=False)
+
+
 def _summary_line(summary: dict[str, Any]) -> str:
     """``summary: 120 accepted, 3 blank line(s) skipped, 2 rejected (bad date 1, …)``."""
     line = (f"summary: {summary['accepted']} accepted, {summary['skipped_blank']} blank "

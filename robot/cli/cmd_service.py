@@ -1,4 +1,5 @@
-"""Customer service commands: ``robot orders find|link|redeliver``, ``robot codes find|defects``.
+"""Customer service commands: ``robot orders find|link|notify|redeliver``,
+``robot codes find|defects``.
 
 They add to the ``orders`` and ``codes`` groups (exported by ``cmd_orders`` and
 ``cmd_pools``), so this module exports no top-level command. Codes are shown masked; a code
@@ -87,6 +88,52 @@ def link_cmd(app: App, order_id: int, new: bool, as_json: bool) -> None:
     if result.memo_queued:
         click.echo("(the seller memo will be rewritten with this link by the running robot)",
                    err=True)
+
+
+@orders_group.command("notify")
+@click.argument("order_id", type=int)
+@click.option("--channel", type=click.Choice(["email", "sms"]),
+              help="Only this channel (default: every channel the order has a contact for).")
+@click.option("--force", is_flag=True,
+              help="Send again even where the provider says it took the earlier message.")
+@json_option
+@click.pass_obj
+def notify_cmd(app: App, order_id: int, channel: str | None, force: bool,
+               as_json: bool) -> None:
+    """Send the buyer's notification again (audited with your user name).
+
+    A notification whose outcome is unknown (the robot stopped mid-send) is first checked
+    with a provider that can tell (Aliyun SMS): one it took is marked sent and not sent
+    again (unless --force). Otherwise it is sent again under its same key (the same e-mail
+    Message-ID / SMS OutId), and any other notification is queued anew.
+    """
+    from connectors.notifier import Channel
+    from robot import notify
+
+    shop_name = support_shop(app, order_id)
+    shop = next((s for s in app.config.shops if s.name == shop_name), None)
+    only = Channel(channel) if channel else None
+    confirmed: list[notify.Confirmed] = []
+    if shop is not None and not force:
+        notifiers = notify.build_notifiers({shop.name: shop}).get(shop.name, {})
+        confirmed = notify.confirm_unknown(app.engine, order_id, notifiers, only,
+                                           actor=actor())
+    done = notify.resend(app.engine, order_id, shop, only, actor=actor(),
+                         skip={c.channel for c in confirmed})
+    if as_json:
+        emit_json({"order_id": order_id, "queued": [
+            {"channel": r.channel.value, "event": r.event, "same_key": r.again} for r in done],
+            "confirmed": [{"channel": c.channel.value, "event": c.event,
+                           "reference": c.reference} for c in confirmed]})
+        return
+    for c in confirmed:
+        click.echo(f"{c.channel.value}: {c.event} was sent after all ({c.reference}): "
+                   "not sent again (--force sends it anyway)")
+    for r in done:
+        again = " (its earlier outcome was unknown: same key)" if r.again else ""
+        click.echo(f"{r.channel.value}: {r.event} queued{again}")
+    if done:
+        click.echo("(the running robot sends it)", err=True)
 
 
 def support_shop(app: App, order_id: int) -> str:

@@ -26,6 +26,7 @@ import glob
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -46,6 +47,7 @@ from connectors.config import (
     Secret,
     env_value,
 )
+from connectors.notifier import NotifierFactory
 from robot.config.mappings import (
     PoolShare,
     SkuMapping,
@@ -53,6 +55,7 @@ from robot.config.mappings import (
     duplicate_skus,
     price_problems,
 )
+from robot.config.notify import NotifyConfig, validate_channels
 from robot.config.problems import Problems, did_you_mean, explain, known_keys, read_yaml
 from robot.config.robot_file import (
     AlertsConfig,
@@ -64,6 +67,7 @@ from robot.config.robot_file import (
 )
 from robot.config.shop_file import (
     PUBLIC_CHECKS,
+    Contact,
     Defaults,
     LookupCheckName,
     PickupConfig,
@@ -95,7 +99,7 @@ from robot.config.types import (
 )
 from robot.db import normalize_url, safe_url
 from robot.errors import ConfigError
-from robot.registry import discover
+from robot.registry import discover, discover_notifiers
 
 #: What ``from robot.config import …`` offers (the names the single module had).
 __all__ = [
@@ -112,6 +116,7 @@ __all__ = [
     "PUBLIC_CHECKS",
     "SHOP_NAME_RE",
     "AlertsConfig",
+    "Contact",
     "Defaults",
     "Duration",
     "HttpConfig",
@@ -120,6 +125,7 @@ __all__ = [
     "LogConfig",
     "LookupCheckName",
     "MemoTemplate",
+    "NotifyConfig",
     "PickupConfig",
     "PlatformConfig",
     "PlatformId",
@@ -218,11 +224,20 @@ def _shop_files(spec: list[str], robot_file: Path, problems: Problems) -> list[P
     return unique
 
 
+@dataclass(frozen=True)
+class _Plugins:
+    """The installed plugins a shop file may name, and the ones that failed to load."""
+
+    connectors: Mapping[str, ConnectorFactory]
+    load_errors: Mapping[str, str]
+    notifiers: Mapping[str, NotifierFactory]
+    notifier_errors: Mapping[str, str]
+
+
 def _load_shop(
     path: Path,
     defaults: Defaults | None,
-    registry: Mapping[str, ConnectorFactory],
-    load_errors: Mapping[str, str],
+    plugins: _Plugins,
     problems: Problems,
 ) -> tuple[str | None, ShopConfig | None]:
     """Validate one shop file; returns its name (if readable) and the shop (if valid)."""
@@ -240,6 +255,7 @@ def _load_shop(
         for line in explain(exc, ShopFile, raw):
             problems.add(where, line)
 
+    registry, load_errors = plugins.connectors, plugins.load_errors
     platform_config: BaseModel | None = None
     platform = raw.get("platform")
     if isinstance(platform, str) and platform:
@@ -264,6 +280,10 @@ def _load_shop(
 
     for line in _item_problems(raw, registry):
         problems.add(where, line)
+    notify = validate_channels(
+        raw.get("notify"), shop_file.notify if shop_file else None, path, where, problems,
+        plugins.notifiers, plugins.notifier_errors,
+        pickup_enabled=shop_file.pickup.enabled if shop_file else True)
 
     if len(problems.lines) > before or shop_file is None or platform_config is None:
         return name, None
@@ -286,6 +306,9 @@ def _load_shop(
         pickup=shop_file.pickup,
         delivery_api_token=shop_file.delivery_api_token,
         risk=defaults.risk.merged(shop_file.risk),
+        display_name=shop_file.display_name,
+        contact=shop_file.contact,
+        notify=notify or NotifyConfig(),
     )
     return name, shop
 
@@ -329,17 +352,24 @@ def _validate_platform_config(
 
 
 def load_config(
-    path: Path | str, *, registry: Mapping[str, ConnectorFactory] | None = None
+    path: Path | str, *, registry: Mapping[str, ConnectorFactory] | None = None,
+    notifiers: Mapping[str, NotifierFactory] | None = None,
 ) -> RobotConfig:
     """Load and validate the robot file and its shop files; every problem in one ConfigError.
 
-    ``registry`` maps platform names to connector factories (default: the installed ones).
+    ``registry`` maps platform names to connector factories, ``notifiers`` notifier names to
+    notifier factories (default: the installed ones).
     """
     load_errors: dict[str, str] = {}
     if registry is None:
         found = discover()
         registry = found.factories
         load_errors = {p.name: p.error for p in found.problems}
+    notifier_errors: dict[str, str] = {}
+    if notifiers is None:
+        notifiers, broken = discover_notifiers()
+        notifier_errors = {p.name: p.error for p in broken}
+    plugins = _Plugins(registry, load_errors, notifiers, notifier_errors)
 
     robot_file = Path(path).expanduser().absolute()
     base = robot_file.parent
@@ -362,7 +392,7 @@ def load_config(
     database = _database_of(raw, base, shown, problems)
     spec = robot.shops if robot is not None else _shops_spec_fallback(raw.get("shops"))
     shops = _load_shops(_shop_files(spec, robot_file, problems),
-                        robot.defaults if robot else None, registry, load_errors, problems)
+                        robot.defaults if robot else None, plugins, problems)
     if problems.lines or robot is None or database is None:
         raise ConfigError(problems.lines)
     key_file = Path(robot.key_file).expanduser()
@@ -394,14 +424,13 @@ def _database_of(raw: Mapping[str, Any], base: Path, shown: str,
     return None
 
 
-def _load_shops(shop_paths: Iterable[Path], defaults: Defaults | None,
-                registry: Mapping[str, ConnectorFactory], load_errors: Mapping[str, str],
+def _load_shops(shop_paths: Iterable[Path], defaults: Defaults | None, plugins: _Plugins,
                 problems: Problems) -> list[ShopConfig]:
     """Every shop file that loads, with each shop name used once (a duplicate is a problem)."""
     shops: list[ShopConfig] = []
     seen: dict[str, Path] = {}
     for shop_path in shop_paths:
-        name, shop = _load_shop(shop_path, defaults, registry, load_errors, problems)
+        name, shop = _load_shop(shop_path, defaults, plugins, problems)
         if name is not None:
             if name in seen:
                 problems.add(

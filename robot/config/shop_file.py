@@ -20,14 +20,19 @@ from pydantic_core import PydanticCustomError
 
 from connectors.config import Secret
 from robot.config.mappings import SkuMapping
+from robot.config.notify import NotifyConfig, NotifyFile
 from robot.config.types import (
     DEFAULT_ITEM_DESC,
     DEFAULT_MEMO_TEMPLATE,
     MIN_API_TOKEN,
+    ContactLink,
+    ContactText,
     Duration,
+    FooterText,
     ItemDescTemplate,
     MemoTemplate,
     PlatformId,
+    ShopDisplayName,
     ShopName,
     StrictModel,
     Unmapped,
@@ -142,6 +147,8 @@ class PickupConfig(StrictModel):
     lookup_check: Annotated[tuple[LookupCheckName, ...], BeforeValidator(_checks_list)] = ()
     suffix_length: int = Field(default=4, ge=4, le=32)
     link_ttl: Duration | None = 30 * 86400.0
+    #: Plain text at the foot of the shop's pickup pages (line breaks kept).
+    footer: FooterText | None = None
 
     @field_validator("lookup_check")
     @classmethod
@@ -156,6 +163,14 @@ class PickupConfig(StrictModel):
                 {"checks": " + ".join(value), "secret": " or ".join(_SECRET_CHECKS)},
             )
         return value
+
+
+class Contact(StrictModel):
+    """How buyers reach the shop's customer service: a line of text (``客服微信 abc123``) and
+    optionally a link (``https:``, ``http:``, ``mailto:`` or ``tel:``)."""
+
+    text: ContactText
+    url: ContactLink | None = None
 
 
 class ShopFile(StrictModel):
@@ -174,6 +189,10 @@ class ShopFile(StrictModel):
     #: Bearer token for the delivery API (robot.http); unset: the API is off for this shop.
     delivery_api_token: Secret | None = None
     risk: RiskRules | None = None  # fields set here override defaults.risk
+    #: The shop's name as buyers know it (the pickup page's heading); unset: none shown.
+    display_name: ShopDisplayName | None = None
+    contact: Contact | None = None
+    notify: NotifyFile | None = None  # buyer notifications (robot.config.notify); off if unset
 
     @field_validator("delivery_api_token")
     @classmethod
@@ -208,3 +227,6 @@ class ShopConfig(StrictModel):
     pickup: PickupConfig = Field(default_factory=PickupConfig)
     delivery_api_token: Secret | None = None
     risk: RiskRules = Field(default_factory=RiskRules)
+    display_name: ShopDisplayName | None = None
+    contact: Contact | None = None
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)

@@ -160,3 +160,92 @@ TimeZoneName = Annotated[str, BeforeValidator(_zone_name)]
 def zone(name: str) -> ZoneInfo:
     """The zone a validated :data:`TimeZoneName` names."""
     return ZoneInfo(name)
+
+
+# ---------------------------------------------------------------- what buyers read and tap
+
+#: Schemes a link a buyer taps may have (a contact link may also open mail or the dialler).
+WEB_SCHEMES = ("https", "http")
+CONTACT_SCHEMES = (*WEB_SCHEMES, "mailto", "tel")
+LINK_MAX = 500
+_LINK_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Control characters, and the invisible ones that could make a link or text read differently
+# from what it does (bidi overrides, zero-width joiners, BOM).
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def link_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``value`` is no safe link to show a buyer (None: it is one).
+
+    Only the listed schemes (never ``javascript:`` or ``data:``), no spaces or control
+    characters, and a host for web links. The message never quotes the value.
+    """
+    allowed = ", ".join(s + ":" for s in schemes)
+    if len(value) > LINK_MAX:
+        return f"too long (at most {LINK_MAX} characters)"
+    if _INVISIBLE.search(value) or any(c.isspace() for c in value):
+        return "spaces and control characters are not allowed in a link (write %20)"
+    match = _LINK_SCHEME.match(value)
+    if match is None or match.group(1).lower() not in schemes:
+        return f"only {allowed} links are allowed"
+    if match.group(1).lower() in WEB_SCHEMES:
+        host = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", value)
+        if host is None or not host.group(1):
+            return "expected a web address with a host, e.g. https://shop.example.com/help"
+        if "@" in host.group(1):
+            # https://bank.example.com@other.example.net goes to the second host.
+            return "a user name before the host (user@host) is not allowed in a link"
+    return None
+
+
+def _link_checker(schemes: tuple[str, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError("link_type", "expected a link, e.g. https://example.com")
+        problem = link_problem(value.strip(), schemes)
+        if problem is not None:
+            raise PydanticCustomError("link", "{problem}", {"problem": problem})
+        return value.strip()
+
+    return check
+
+
+#: A link a buyer may tap to reach the shop's customer service.
+ContactLink = Annotated[str, BeforeValidator(_link_checker(CONTACT_SCHEMES))]
+
+
+def _text_checker(max_len: int, *, lines: bool) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise PydanticCustomError("text_type", "expected text")
+        text = value.replace("\r\n", "\n").strip()
+        if not text:
+            raise PydanticCustomError("text_empty", "is empty (leave the key out instead)")
+        if len(text) > max_len:
+            raise PydanticCustomError("text_long", "too long (at most {n} characters)",
+                                      {"n": max_len})
+        if _INVISIBLE.search(text.replace("\n", "" if lines else "\x00")):
+            what = "control characters" + ("" if lines else " and line breaks")
+            raise PydanticCustomError("text_control", "{what} are not allowed here",
+                                      {"what": what})
+        return text
+
+    return check
+
+
+#: Plain text a buyer reads on the pickup page (HTML-escaped when shown).
+ShopDisplayName = Annotated[str, BeforeValidator(_text_checker(64, lines=False))]
+ContactText = Annotated[str, BeforeValidator(_text_checker(200, lines=False))]
+#: Plain text with line breaks kept.
+FooterText = Annotated[str, BeforeValidator(_text_checker(500, lines=True))]
+
+
+def text_problem(value: str, max_len: int, *, lines: bool) -> str | None:
+    """Why ``value`` cannot be shown to a buyer as plain text (None: it can)."""
+    try:
+        _text_checker(max_len, lines=lines)(value)
+    except PydanticCustomError as exc:
+        return exc.message()
+    return None

@@ -23,6 +23,7 @@ from robot.http.guard import GuardSettings, LookupGuard
 from robot.http.links import derive_key, link_key
 from robot.http.metrics import Metrics
 from robot.http.ratelimit import RateLimits, TokenBuckets
+from robot.poolpage import page_key
 from robot.vault import Vault
 
 MAX_PUSH_BODY = 1024 * 1024  # 1 MiB: larger pushes get 413
@@ -75,6 +76,7 @@ class HttpContext:
         self.link_key = link_key(self.vault)
         self.ip_key = derive_key(self.vault, "ip-hash")
         self.csrf_key = derive_key(self.vault, "pickup-csrf")
+        self.pool_page_key = page_key(self.vault)
         self.per_ip = TokenBuckets(self.limits.per_ip, clock=self.clock)
         self.per_order = TokenBuckets(self.limits.per_order, clock=self.clock)
         self.guard = LookupGuard(self.guard_settings, clock=self.clock)

@@ -4,10 +4,17 @@ Every page is one self-contained document: inline CSS and (on the revealed page)
 of inline JavaScript for the copy buttons, both allowed by hash in the Content-Security-Policy
 so no other script can run. Pages are deterministic for their inputs; in particular the
 neutral page is byte-for-byte the same for every "nothing here" answer, so it cannot tell an
-unknown link from an expired one.
+unknown link from an expired one (it names no shop).
 
-Everything interpolated is escaped. This module must never render a plaintext code except in
-:func:`revealed_page`, and never load anything from another origin.
+A link page also shows what the shop file and the pools say (:class:`PageExtras`): the shop's
+name, customer-service contact and footer, each pool's usage instructions (plain text, line
+breaks kept by CSS), and the QR code of the page's own link (inline SVG, paths only). The page
+works without JavaScript: the reveal is a form post, links are plain links, and the copy
+buttons stay hidden until the script shows them.
+
+Everything interpolated is escaped. This module must never render a plaintext code (nor a
+redemption link, which carries one) except in :func:`revealed_page`, and never load anything
+from another origin.
 """
 
 from __future__ import annotations
@@ -44,17 +51,32 @@ label{display:block;margin:.75rem 0 .25rem;font-size:.95rem}
 input{width:100%;font:inherit;padding:.7rem .75rem;border:1px solid #d1d5db;border-radius:10px;
 background:#fff}
 a{color:#1a56db}
+[hidden]{display:none!important}
+.shop{margin:0;font-size:.95rem;color:#4b5563;font-weight:600}
+h2{font-size:1rem;margin:0 0 .5rem}
+.howto .text{white-space:pre-line;margin:.25rem 0 .5rem}
+.howto .item{margin-top:.75rem}
+a.redeem{display:inline-block;background:#1a56db;color:#fff;padding:.45rem .9rem;
+font-size:.9rem;text-decoration:none;border-radius:10px}
+.qrcard{text-align:center}
+.qrcard svg{display:block;width:10rem;height:10rem;margin:0 auto .25rem}
+footer{font-size:.85rem;color:#6b7280;margin:1.5rem 0 0;text-align:center}
+footer p{margin:.25rem 0}
+.foot-text{white-space:pre-line}
 """.strip()
 
 COPY_JS = """
+document.querySelectorAll("button[data-copy]").forEach(function(b){b.hidden=false});
 document.addEventListener("click",function(e){
-var b=e.target.closest?e.target.closest("button[data-copy]"):null;if(!b)return;
+var b=e.target.closest?e.target.closest("[data-copy]"):null;if(!b)return;
 var el=document.getElementById(b.getAttribute("data-copy"));if(!el)return;
+var go=b.tagName==="A"?b.href:null;if(go)e.preventDefault();
 var text=el.textContent,old=b.textContent;
-function done(){b.textContent=b.getAttribute("data-done");
+function open(){if(go)window.open(go,"_blank","noopener,noreferrer")}
+function done(){b.textContent=b.getAttribute("data-done");open();
 setTimeout(function(){b.textContent=old},1500)}
 function legacy(){var r=document.createRange();r.selectNodeContents(el);var s=window.getSelection();
-s.removeAllRanges();s.addRange(r);try{document.execCommand("copy");done()}catch(_){}}
+s.removeAllRanges();s.addRange(r);try{document.execCommand("copy");done()}catch(_){open()}}
 if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(text).then(done,legacy)}
 else{legacy()}});
 """.strip()
@@ -101,15 +123,49 @@ _LOGGED_TEXT = _t("显示后视为已查收；每次查看都会被记录。",
 _KEEP_TEXT = _t("请妥善保管，勿泄露给他人。", "Keep them safe and share them with no one.")
 
 
-def _layout(title: str, body: str, *, script: bool = False) -> str:
+@dataclass(frozen=True)
+class ShopFace:
+    """How a shop presents itself on its pickup pages (every field optional)."""
+
+    display_name: str | None = None
+    contact_text: str | None = None
+    contact_url: str | None = None
+    footer: str | None = None
+
+
+def _layout(title: str, body: str, *, script: bool = False, shop: ShopFace | None = None) -> str:
     js = f"<script>{COPY_JS}</script>" if script else ""
+    if shop is not None and shop.display_name:
+        title = f"{shop.display_name} · {title}"
+        body = f'<p class="shop">{escape(shop.display_name)}</p>{body}'
     return (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<meta name="referrer" content="same-origin">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head>"
-        f"<body><main>{body}</main>{js}</body></html>"
+        f"<body><main>{body}{_footer(shop)}</main>{js}</body></html>"
     )
+
+
+def _external(url: str) -> str:
+    """Attributes of a link that leaves the page: a new tab, nothing of ours sent along."""
+    return f'href="{escape(url)}" target="_blank" rel="noopener noreferrer"'
+
+
+def _footer(shop: ShopFace | None) -> str:
+    if shop is None or not (shop.contact_text or shop.footer):
+        return ""
+    parts = []
+    if shop.contact_text:
+        text = escape(shop.contact_text)
+        if shop.contact_url:
+            web = shop.contact_url.lower().startswith(("https:", "http:"))
+            attrs = _external(shop.contact_url) if web else f'href="{escape(shop.contact_url)}"'
+            text = f'<a class="contact" {attrs}>{text}</a>'
+        parts.append(f"<p>客服 Customer service: {text}</p>")
+    if shop.footer:
+        parts.append(f'<p class="foot-text">{escape(shop.footer)}</p>')
+    return f"<footer>{''.join(parts)}</footer>"
 
 
 def neutral_page(*, lookup_url: str | None) -> str:
@@ -147,6 +203,34 @@ class CodeView:
     password: str | None = None
     #: The code's expiry as the buyer reads it (the shops' time zone, to the second).
     expires: str | None = None
+    #: Revealed codes only: the redemption link, and whether it takes the code (else the
+    #: page copies the code, then opens the link).
+    redeem_url: str | None = None
+    redeem_takes_code: bool = True
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """A pool's usage instructions; ``items``: the items of this order that use them."""
+
+    items: tuple[str, ...]
+    zh: str | None
+    en: str | None
+
+
+_COPY_DONE = 'data-done="已复制 Copied"'
+_PASTE_NOTE = _t("请在兑换页粘贴卡密。", "Paste the code on the redemption page.")
+
+
+def _redeem(c: CodeView, ident: str) -> str:
+    if c.redeem_url is None:
+        return ""
+    label = "去兑换 Redeem"
+    if c.redeem_takes_code:
+        return f'<div class="row"><a class="redeem" {_external(c.redeem_url)}>{label}</a></div>'
+    return (f'<div class="row"><a class="redeem" {_external(c.redeem_url)} '
+            f'data-copy="{ident}" {_COPY_DONE}>{label}</a></div>'
+            f'<p class="note">{_PASTE_NOTE}</p>')
 
 
 def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
@@ -157,8 +241,9 @@ def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
             parts.append(("密码 PIN", c.password, f"c{i}p"))
         rows = []
         for label, value, ident in parts:
+            # Hidden until the page's script runs: without JavaScript it could not copy.
             button = (f'<button type="button" class="copy" data-copy="{ident}" '
-                      f'data-done="已复制 Copied">复制 Copy</button>' if copy else "")
+                      f"{_COPY_DONE} hidden>复制 Copy</button>" if copy else "")
             label_html = (f'<span class="label">{escape(label)}</span>'
                           if c.password is not None else "")
             rows.append(f'<div class="row">{label_html}<code id="{ident}">{escape(value)}</code>'
@@ -166,8 +251,42 @@ def _codes_list(codes: Sequence[CodeView], *, copy: bool) -> str:
         if c.expires is not None:
             rows.append(f'<div class="row expires">{_t("有效期至", "Valid until")} '
                         f"{escape(c.expires)}</div>")
+        if copy:
+            rows.append(_redeem(c, f"c{i}n"))
         items.append(f'<li><div class="item">{escape(c.item)}</div>{"".join(rows)}</li>')
     return f'<ul class="codes">{"".join(items)}</ul>'
+
+
+def _instructions(blocks: Sequence[Instructions]) -> str:
+    if not blocks:
+        return ""
+    parts = []
+    for block in blocks:
+        if len(blocks) > 1:
+            parts.append(f'<p class="item">{escape(" / ".join(block.items))}</p>')
+        for text, lang in ((block.zh, "zh-CN"), (block.en, "en")):
+            if text:
+                parts.append(f'<p class="text" lang="{lang}">{escape(text)}</p>')
+    return (f'<div class="card howto"><h2>{_t("使用说明", "How to use")}</h2>'
+            f'{"".join(parts)}</div>')
+
+
+def _qr_card(qr_svg: str | None) -> str:
+    """The page's own link as a QR code (``qr_svg`` from :func:`robot.http.qr.svg`, trusted
+    markup: paths only)."""
+    if qr_svg is None:
+        return ""
+    return (f'<div class="card qrcard">{qr_svg}<p class="note">'
+            f'{_t("用手机扫码打开本页", "Scan to open this page on your phone")}</p></div>')
+
+
+@dataclass(frozen=True)
+class PageExtras:
+    """What a link page shows besides the codes: the shop, the pools' instructions, the QR."""
+
+    shop: ShopFace | None = None
+    instructions: Sequence[Instructions] = ()
+    qr_svg: str | None = None
 
 
 def _order_meta(platform_order_id: str, count: int) -> str:
@@ -176,8 +295,9 @@ def _order_meta(platform_order_id: str, count: int) -> str:
 
 
 def masked_page(platform_order_id: str, codes: Sequence[CodeView], *, csrf: str,
-                action: str) -> str:
+                action: str, extras: PageExtras | None = None) -> str:
     """The order with its codes masked and a button to reveal them (posting to ``action``)."""
+    extras = extras or PageExtras()
     body = (
         f"<h1>{_t('您的卡密', 'Your codes')}</h1>"
         f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
@@ -187,18 +307,22 @@ def masked_page(platform_order_id: str, codes: Sequence[CodeView], *, csrf: str,
         f'<button type="submit" class="primary">{_t("显示完整卡密", "Show full codes")}'
         "</button>"
         f'<p class="note">{_LOGGED_TEXT}</p></form>'
+        f"{_instructions(extras.instructions)}{_qr_card(extras.qr_svg)}"
     )
-    return _layout("提取卡密 / Pickup", body)
+    return _layout("提取卡密 / Pickup", body, shop=extras.shop)
 
 
-def revealed_page(platform_order_id: str, codes: Sequence[CodeView]) -> str:
+def revealed_page(platform_order_id: str, codes: Sequence[CodeView], *,
+                  extras: PageExtras | None = None) -> str:
+    extras = extras or PageExtras()
     body = (
         f"<h1>{_t('您的卡密', 'Your codes')}</h1>"
         f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
         f"{_codes_list(codes, copy=True)}"
         f'<p class="note">{_KEEP_TEXT}</p></div>'
+        f"{_instructions(extras.instructions)}{_qr_card(extras.qr_svg)}"
     )
-    return _layout("提取卡密 / Pickup", body, script=True)
+    return _layout("提取卡密 / Pickup", body, script=True, shop=extras.shop)
 
 
 #: Per check: its label (``{n}``: the suffix length) and what the input looks like.

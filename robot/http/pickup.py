@@ -40,12 +40,13 @@ from robot.clock import utcnow
 from robot.config import SHOP_NAME_RE, ShopConfig
 from robot.db import transaction
 from robot.errors import VaultError
-from robot.http import checks, handover, links, pages
+from robot.http import checks, handover, links, pages, qr
 from robot.http.address import client_of
 from robot.http.context import MAX_FORM_BODY, HttpContext
 from robot.http.hooks import BodyTooLarge, read_body
-from robot.http.pages import CodeView
+from robot.http.pages import CodeView, PageExtras, ShopFace
 from robot.log import get_logger
+from robot.poolpage import PoolPage
 from robot.schema import orders, pickup_views
 
 log = get_logger(__name__)
@@ -142,7 +143,7 @@ def _log_view(conn: Connection, link: links.LinkedOrder, kind: str, ip_digest: s
 
 
 def open_link(ctx: HttpContext, token: str, ip_digest: str,
-              ua: str) -> tuple[links.LinkedOrder, list[CodeView]] | None:
+              ua: str) -> tuple[links.LinkedOrder, list[CodeView], PageExtras] | None:
     """The masked view of a link's order (logged), or None."""
     now = utcnow()
     with transaction(ctx.engine) as conn:
@@ -152,12 +153,14 @@ def open_link(ctx: HttpContext, token: str, ip_digest: str,
         rows = handover.code_rows(conn, link.order_id)
         if not rows:
             return None
+        settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
         _log_view(conn, link, "view", ip_digest, ua, now)
-    return link, handover.views(ctx.vault, rows, masked=True, zone=ctx.zone)
+    views = handover.views(ctx.vault, rows, masked=True, zone=ctx.zone)
+    return link, views, _extras(ctx, link, token, rows, settings)
 
 
 def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
-                ua: str) -> tuple[links.LinkedOrder, list[CodeView]] | None:
+                ua: str) -> tuple[links.LinkedOrder, list[CodeView], PageExtras] | None:
     """Mark the codes seen, log and audit the reveal, commit; then decrypt."""
     now = utcnow()
     with transaction(ctx.engine) as conn:
@@ -167,13 +170,35 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
         rows = handover.code_rows(conn, link.order_id)
         if not rows:
             return None
+        settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
         view_id = _log_view(conn, link, "reveal", ip_digest, ua, now)
         handover.mark_seen(conn, link.order_id, now)
         audit.append(conn, actor="buyer:pickup", action="pickup_reveal",
                      subject=f"order:{link.order_id}",
                      details={"link_id": link.link_id, "view_id": view_id,
                               "code_ids": [r.code_id for r in rows]})
-    return link, handover.views(ctx.vault, rows, masked=False, zone=ctx.zone)
+    views = handover.views(ctx.vault, rows, masked=False, zone=ctx.zone, pages=settings)
+    return link, views, _extras(ctx, link, token, rows, settings)
+
+
+def shop_face(shop: ShopConfig | None) -> ShopFace | None:
+    """What the shop file says the page shows of the shop (name, contact, footer)."""
+    if shop is None:
+        return None
+    contact = shop.contact
+    return ShopFace(display_name=shop.display_name,
+                    contact_text=contact.text if contact else None,
+                    contact_url=contact.url if contact else None,
+                    footer=shop.pickup.footer)
+
+
+def _extras(ctx: HttpContext, link: links.LinkedOrder, token: str,
+            rows: list[handover.CodeRow], settings: Mapping[int, PoolPage]) -> PageExtras:
+    """The shop's face, the pools' instructions and the QR code of the page's own link (the
+    same link the seller memo carries: ``http.public_url`` + ``/p/<token>``)."""
+    return PageExtras(shop=shop_face(ctx.shops.get(link.shop)),
+                      instructions=handover.instructions(rows, settings),
+                      qr_svg=qr.svg(links.url_for(ctx.public_url, token)))
 
 
 def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], order_no: str,
@@ -231,9 +256,9 @@ async def page(request: Request) -> Response:
         return _unavailable()
     if found is None:
         return neutral(ctx)
-    link, codes = found
+    link, codes, extras = found
     return _html(pages.masked_page(link.platform_order_id, codes, csrf=csrf_for(ctx, token),
-                                   action=f"{token}/reveal"))
+                                   action=f"{token}/reveal", extras=extras))
 
 
 async def reveal(request: Request) -> Response:
@@ -257,9 +282,9 @@ async def reveal(request: Request) -> Response:
         return _unavailable()
     if found is None:
         return neutral(ctx)
-    link, codes = found
+    link, codes, extras = found
     log.info("pickup_revealed", order_id=link.order_id, shop=link.shop, count=len(codes))
-    return _html(pages.revealed_page(link.platform_order_id, codes))
+    return _html(pages.revealed_page(link.platform_order_id, codes, extras=extras))
 
 
 def _lookup_form_page(ctx: HttpContext, only: str | None) -> Response:

@@ -235,6 +235,27 @@ class WechatChaos(PushingChaos):
         return str(key.get("out_trade_no", ""))
 
 
+class DouyinChaos(PushingChaos):
+    hook = "douyin-demo"
+
+    def menu(self) -> dict[str, dict[str, Any]]:
+        return {"latency": {"latency_ms": 300}, "http_500": {"http_500": 3},
+                "throttle": {"throttle": 3}, "timeout": {"hang": 1}, "token_expiry": {}}
+
+    def expire_tokens(self) -> None:
+        self.state.expire_tokens()
+
+    def calm(self) -> None:
+        self.state.set_faults(latency_ms=0, http_500=0, throttle=0, hang=0)
+        super().calm()
+
+    def watch_shipments(self, watcher: ShipWatcher) -> None:
+        def on_call(method: str, params: Mapping[str, Any]) -> None:
+            if method == "coupons.syncV2":
+                watcher(self.state.parent_of(str(params.get("order_id", ""))) or "")
+        self.state.on_call = on_call
+
+
 class GoofishChaos(Chaos):
     """闲管家 buys from the robot: its purchases go to a robot that is up (like a load
     balancer), a hand-over is witnessed when the codes reach it (in an answer or a callback),
@@ -271,7 +292,7 @@ class GoofishChaos(Chaos):
 
 CHAOS: dict[str, type[Chaos]] = {
     "taobao": TaobaoChaos, "pinduoduo": PinduoduoChaos, "youzan": YouzanChaos,
-    "wechat": WechatChaos, "goofish": GoofishChaos,
+    "wechat": WechatChaos, "douyin": DouyinChaos, "goofish": GoofishChaos,
 }
 
 

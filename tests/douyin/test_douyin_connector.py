@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from connectors.base import Order, PlatformStatus, Shipment, ShipOutcome
+from connectors.base import HandedCode, Order, PlatformStatus, Shipment, ShipOutcome
+from connectors.cardsecret import CardSecret
 from connectors.common.context import MemoryContext
 from connectors.douyin.client import DouyinConnector
 from connectors.douyin.harness import DouyinHarness, make_config, make_harness
@@ -41,10 +44,28 @@ def connector(h: DouyinHarness, context: MemoryContext | None = None,
                            transport=transport, clock=h.clock.now)
 
 
-def shipment(order: Order, *, codes: tuple[str, ...] = ("12****89", "AB****CD"),
+#: Test codes handed over: a plain code, and a card number / PIN pair with a redemption link.
+CODES = (("TESTCODE000001", None, None),
+         ("TESTCARD000002", "TESTPIN00002", "https://redeem.example/r"))
+
+
+def handed(line_id: str, codes: tuple[tuple[str, str | None, str | None], ...] = CODES
+           ) -> tuple[HandedCode, ...]:
+    return tuple(HandedCode(line_id=line_id, number=CardSecret(number), masked=mask(number),
+                            pin=CardSecret(pin) if pin else None, link=link)
+                 for number, pin, link in codes)
+
+
+def mask(text: str) -> str:
+    return f"{text[:2]}****{text[-2:]}"
+
+
+def shipment(order: Order, *, codes: tuple[HandedCode, ...] | None = None,
              url: str | None = "https://robot.example/p/tok3n") -> Shipment:
+    given = handed(order.lines[0].line_id) if codes is None else codes
     return Shipment(order=order, line_ids=tuple(ln.line_id for ln in order.lines),
-                    memo="[robot]", item_desc="card x1", masked_codes=codes, pickup_url=url)
+                    memo="[robot]", item_desc="card x1",
+                    masked_codes=tuple(c.masked for c in given), pickup_url=url, handed=given)
 
 
 def calls(h: DouyinHarness) -> list[str]:
@@ -135,19 +156,133 @@ def test_order_leaving_the_window_while_paging_skips_no_other(harness: DouyinHar
     assert set(ids[1:]) <= {o.platform_order_id for o in result.orders}
 
 
-def test_ship_syncs_certificates_the_buyer_sees(harness: DouyinHarness) -> None:
-    """coupons.syncV2 stores the certificates per sub-order (masked codes, the pickup link
-    as cert_link); the order is shipped once."""
+def test_ship_syncs_the_codes_the_buyer_sees(harness: DouyinHarness) -> None:
+    """coupons.syncV2 stores each handed code as a certificate the buyer sees: the code or
+    card number as cert_no, the PIN as cert_key, the pool's redemption link (else the
+    pickup link) as cert_link; the order is shipped once."""
     oid = harness.create_paid_order()
     conn = connector(harness)
     order = run(conn.fetch_order(oid))
     assert run(conn.ship(shipment(order))) is ShipOutcome.SHIPPED
     view = harness.fake.buyer_view(oid)
-    assert [c["cert_no"] for c in view[0]["certificates"]] == ["12****89", "AB****CD"]
-    assert {c["cert_link"] for c in view[0]["certificates"]} == {
-        "https://robot.example/p/tok3n"}
+    assert view[0]["certificates"] == [
+        {"cert_no": "TESTCODE000001", "cert_link": "https://robot.example/p/tok3n"},
+        {"cert_no": "TESTCARD000002", "cert_key": "TESTPIN00002",
+         "cert_link": "https://redeem.example/r"}]
     assert harness.shipments(oid) == 1
     assert run(conn.fetch_order(oid)).status is PlatformStatus.SHIPPED
+
+
+def test_handed_codes_stay_out_of_logs_and_the_platform_call_record(
+        harness: DouyinHarness) -> None:
+    """Shipping with the codes logs none of them, and the fake's record of the call (what a
+    platform's log would show) holds them masked."""
+    oid = harness.create_paid_order()
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    with capture_logs() as logs:
+        run(conn.ship(shipment(order)))
+    record = json.dumps([c.to_json() for c in harness.fake.writebacks.calls])
+    secrets = ("TESTCODE000001", "TESTCARD000002", "TESTPIN00002")
+    assert "TE****01" in record
+    assert not [s for s in secrets if s in record or s in repr(logs)]
+
+
+def test_order_without_codes_gets_a_certificate_naming_the_sub_order(
+        harness: DouyinHarness) -> None:
+    """An order shipped without codes (a top-up) gets one certificate per sub-order naming
+    it, with the pickup link."""
+    oid = harness.create_paid_order()
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    assert run(conn.ship(shipment(order, codes=()))) is ShipOutcome.SHIPPED
+    line = order.lines[0].line_id
+    assert harness.fake.buyer_view(oid)[0]["certificates"] == [
+        {"cert_no": f"R{line}", "cert_link": "https://robot.example/p/tok3n"}]
+
+
+def multi_line_order(h: DouyinHarness) -> str:
+    return h.fake.create_order(items=[
+        {"sku_id": "1750000101", "product_name": "card A", "price": "20.00", "num": 2},
+        {"sku_id": "1750000202", "product_name": "card B", "price": "50.00", "num": 1}])
+
+
+def test_multi_line_order_syncs_each_sub_order_its_own_codes(harness: DouyinHarness) -> None:
+    """An order of two SKUs (two sub-orders): each sub-order gets exactly the codes
+    allocated to its line, and the order is shipped once both hold certificates."""
+    oid = multi_line_order(harness)
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    first, second = (ln.line_id for ln in order.lines)
+    codes = (*handed(first, (("TESTA1000001", None, None), ("TESTA2000002", None, None))),
+             *handed(second, (("TESTB1000003", "TESTPINB0003", None),)))
+    assert run(conn.ship(shipment(order, codes=codes, url=None))) is ShipOutcome.SHIPPED
+    view = {v["sub_order_id"]: v["certificates"] for v in harness.fake.buyer_view(oid)}
+    assert view == {first: [{"cert_no": "TESTA1000001"}, {"cert_no": "TESTA2000002"}],
+                    second: [{"cert_no": "TESTB1000003", "cert_key": "TESTPINB0003"}]}
+    assert harness.shipments(oid) == 1
+    assert run(conn.fetch_order(oid)).status is PlatformStatus.SHIPPED
+
+
+def test_multi_line_retry_after_a_partial_sync_finishes_the_order(
+        harness: DouyinHarness) -> None:
+    """A write-back that died after the first sub-order's sync is run again: Douyin answers
+    the first sub-order's identical second sync 000008 (already processed: done), the second
+    is synced, and the order is shipped without the first sub-order changing."""
+    oid = multi_line_order(harness)
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    first, second = (ln.line_id for ln in order.lines)
+    codes = (*handed(first, (("TESTA1000001", None, None),)),
+             *handed(second, (("TESTB1000003", None, None),)))
+    failing = {"armed": True}
+
+    def die_on_second(method: str, params: Mapping[str, Any]) -> None:
+        if method == "coupons.syncV2" and params["order_id"] == second and failing["armed"]:
+            failing["armed"] = False
+            raise ConnectionError("the robot died here")
+
+    harness.fake.on_call = die_on_second
+    with pytest.raises(Unavailable):
+        run(conn.ship(shipment(order, codes=codes, url=None)))
+    assert run(conn.fetch_order(oid)).extra["order_status"] == "101"  # partly shipped
+    before = harness.fake.buyer_view(oid)[0]
+    assert run(conn.ship(shipment(order, codes=codes, url=None))) is ShipOutcome.SHIPPED
+    view = harness.fake.buyer_view(oid)
+    assert view[0] == before
+    assert view[1]["certificates"] == [{"cert_no": "TESTB1000003"}]
+    ships = [c.outcome for c in harness.fake.writebacks.calls if c.kind == "ship"]
+    assert ships[0] == "applied" and "000008" in ships[1] and ships[2] == "applied"
+    assert harness.shipments(oid) == 1
+
+
+def test_an_identical_repeated_sync_counts_as_done_without_rereading(
+        harness: DouyinHarness) -> None:
+    """The same shipment sent again (its answer was lost) is refused 000008 for every
+    sub-order: ALREADY_SHIPPED, with no order.orderDetail needed and the buyer's view
+    unchanged."""
+    oid = harness.create_paid_order()
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    run(conn.ship(shipment(order)))
+    before = harness.fake.buyer_view(oid)
+    harness.clock.advance(90)  # a later attempt: the certificates must not change with it
+    reads = calls(harness).count("order.orderDetail")
+    assert run(conn.ship(shipment(order))) is ShipOutcome.ALREADY_SHIPPED
+    assert calls(harness).count("order.orderDetail") == reads
+    assert harness.fake.buyer_view(oid) == before
+
+
+def test_codes_for_a_sub_order_not_shipped_are_refused(harness: DouyinHarness) -> None:
+    """Codes handed for a sub-order the shipment does not name sync nothing: NotShippable."""
+    oid = multi_line_order(harness)
+    conn = connector(harness)
+    order = run(conn.fetch_order(oid))
+    first, second = (ln.line_id for ln in order.lines)
+    bad = replace(shipment(order, codes=handed(second)), line_ids=(first,))
+    with pytest.raises(NotShippable):
+        run(conn.ship(bad))
+    assert [c for c in harness.fake.writebacks.calls if c.kind == "ship"] == []
 
 
 def test_second_sync_is_refused_and_resolved_by_rereading(harness: DouyinHarness) -> None:
@@ -158,7 +293,8 @@ def test_second_sync_is_refused_and_resolved_by_rereading(harness: DouyinHarness
     order = run(conn.fetch_order(oid))
     run(conn.ship(shipment(order)))
     before = harness.fake.buyer_view(oid)
-    assert run(conn.ship(shipment(order, codes=("ZZ****ZZ",)))) is ShipOutcome.ALREADY_SHIPPED
+    other = handed(order.lines[0].line_id, (("TESTOTHER0009", None, None),))
+    assert run(conn.ship(shipment(order, codes=other))) is ShipOutcome.ALREADY_SHIPPED
     assert harness.fake.buyer_view(oid) == before
     outcomes = [c.outcome for c in harness.fake.writebacks.calls if c.kind == "ship"]
     assert outcomes[0] == "applied" and "010004" in outcomes[1]
@@ -253,3 +389,37 @@ def test_shipment_naming_an_unknown_sub_order_is_refused(harness: DouyinHarness)
     with pytest.raises(NotShippable):
         run(conn.ship(bad))
     assert [c for c in harness.fake.writebacks.calls if c.kind == "ship"] == []
+
+
+def test_a_tool_app_trades_its_authorization_code_once_then_refreshes(
+        harness: DouyinHarness) -> None:
+    """A tool app (工具型) trades the shop's one-time authorization code for its first token
+    (authorization_code), keeps it in the shop's store, and renews with token.refresh; the
+    code is never sent again."""
+    harness.fake.app_type = "tool"
+    code = harness.fake.authorize()
+    oid = harness.create_paid_order()
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    harness.clock.advance(harness.fake.token_ttl - timedelta(seconds=1000))
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    assert calls(harness).count("token.create") == 1
+    assert calls(harness).count("token.refresh") == 1
+
+
+def test_a_tool_app_whose_authorization_lapsed_asks_for_a_new_code(
+        harness: DouyinHarness) -> None:
+    """When a tool app's stored token is gone and its code was used, Douyin refuses the
+    code: an AuthError that names the authorization (the shop is paused, not retried)."""
+    harness.fake.app_type = "tool"
+    code = harness.fake.authorize()
+    oid = harness.create_paid_order()
+    run(connector(harness, app_type="tool", auth_code=code).fetch_order(oid))
+    with pytest.raises(AuthError, match="authorized the app"):
+        run(connector(harness, MemoryContext("fresh-store"), app_type="tool",
+                      auth_code=code).fetch_order(oid))
+
+
+def test_a_tool_app_without_an_authorization_code_is_a_config_error() -> None:
+    """app_type tool without auth_code is refused when the shop file is read."""
+    with pytest.raises(ValueError, match="auth_code"):
+        make_config(app_type="tool")

@@ -21,8 +21,13 @@ def harness() -> Iterator[DouyinHarness]:
         yield h
 
 
-def call(h: DouyinHarness, path: str, query: dict[str, str], body: str) -> dict[str, Any]:
-    answer = httpx.post(h.base_url + path, params=query, content=body.encode(), timeout=10)
+def call(h: DouyinHarness, path: str, query: dict[str, str], body: str, *,
+         old_codes: bool = False) -> dict[str, Any]:
+    """One call; like the official SDKs it opts out of the old error fields unless
+    ``old_codes``."""
+    headers = {} if old_codes else {"x-open-no-old-err-code": "1"}
+    answer = httpx.post(h.base_url + path, params=query, content=body.encode(), timeout=10,
+                        headers=headers)
     document: dict[str, Any] = answer.json()
     return document
 
@@ -42,6 +47,34 @@ def test_token_create_with_a_good_signature_answers_a_token(harness: DouyinHarne
     doc = call(harness, "/token/create", signed(harness, "token.create", body), body)
     assert doc["code"] == 10000
     assert {"access_token", "expires_in", "refresh_token"} <= set(doc["data"])
+
+
+def test_a_caller_that_keeps_the_old_error_fields_gets_err_no_too(
+        harness: DouyinHarness) -> None:
+    """Without ``x-open-no-old-err-code: 1`` the answer also carries the deprecated
+    ``err_no`` (0 on success) and ``message``, which older clients read."""
+    body = param_json({"code": "", "grant_type": "authorization_self", "shop_id": "77001"})
+    doc = call(harness, "/token/create", signed(harness, "token.create", body), body,
+               old_codes=True)
+    assert (doc["code"], doc["err_no"], doc["message"]) == (10000, 0, "success")
+    bad = call(harness, "/token/create", signed(harness, "token.create", body, sign="0" * 64),
+               body, old_codes=True)
+    assert bad["err_no"] == bad["code"] != 0 and bad["message"]
+
+
+def test_a_tool_app_trades_the_authorization_code_once(harness: DouyinHarness) -> None:
+    """A tool app gets its token with the one-time code of the shop's authorization
+    (authorization_code); the code is used up, and authorization_self is refused."""
+    harness.fake.app_type = "tool"
+    code = harness.fake.authorize()
+    body = param_json({"code": code, "grant_type": "authorization_code"})
+    assert call(harness, "/token/create", signed(harness, "token.create", body),
+                body)["code"] == 10000
+    again = call(harness, "/token/create", signed(harness, "token.create", body), body)
+    assert again["sub_code"] == "isv.parameter-invalid:code"
+    own = param_json({"code": "", "grant_type": "authorization_self", "shop_id": "77001"})
+    refused = call(harness, "/token/create", signed(harness, "token.create", own), own)
+    assert refused["sub_code"] == "isv.parameter-invalid:grant_type"
 
 
 @pytest.mark.parametrize(("change", "sub_code"), [

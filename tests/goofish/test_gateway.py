@@ -13,6 +13,7 @@ from robot import pipeline, report
 from robot.clock import utcnow
 from robot.schema import audit_log, deliveries, orders, outbox, stock
 from robot.states import DeliveryState, OrderState
+from robot.vault import mask
 from tests.factories import ensure_pool, seed_codes
 from tests.goofish.conftest import Xianyu
 
@@ -26,6 +27,13 @@ def _order(x: Xianyu, order_no: str) -> dict[str, object]:
     with x.engine.connect() as conn:
         row = conn.execute(select(orders).where(orders.c.platform_order_id == order_no)).one()
     return dict(row._mapping)
+
+
+def _hand_overs(x: Xianyu) -> list[dict[str, object]]:
+    with x.engine.connect() as conn:
+        return [json.loads(r.details) for r in conn.execute(
+            select(audit_log.c.details).where(audit_log.c.action == "hand_over")
+            .order_by(audit_log.c.chain, audit_log.c.seq))]
 
 
 def test_unsigned_stale_or_foreign_requests_are_refused_without_reading(xianyu: Xianyu) -> None:
@@ -109,8 +117,13 @@ def test_purchase_with_stock_answers_the_codes_at_once_shipped_and_audited(
         assert [r.state for r in conn.execute(select(outbox.c.state))] == ["done"]
         actions = [r.action for r in conn.execute(select(audit_log.c.action))]
         details = " ".join(str(r.details) for r in conn.execute(select(audit_log.c.details)))
+        seen = {r.seen_at is not None for r in conn.execute(select(deliveries.c.seen_at))}
     assert "hand_over" in actions and "supply_read" in actions
     assert not any(card in details for card in cards)
+    # The same hand-over as a ship job's: codes marked seen, audited with the codes masked.
+    assert seen == {True}
+    assert _hand_overs(x) == [{"shop": "xianyu", "answer": True,
+                               "codes": [mask(c) for c in cards]}]
     sales = {r.key: r for r in report.build(x.engine, since=utcnow() - timedelta(hours=1),
                                             by="shop").rows}
     assert (sales["xianyu"].shipped, sales["xianyu"].units,
@@ -174,6 +187,9 @@ def test_no_stock_answers_processing_then_the_callback_carries_the_codes(
     assert got[0]["order_status"] == 20 and got[0]["card_items"] == [{"card_pwd": plain[0]}]
     assert x.notify.refused == ["injected failure", "injected failure"]
     assert _order(x, payload["order_no"])["state"] == OrderState.SHIPPED
+    # Each callback attempt is a hand-over of the outbox, audited before it is made.
+    assert _hand_overs(x) == [{"shop": "xianyu", "attempt": n, "codes": [mask(plain[0])]}
+                              for n in (1, 2, 3)]
 
 
 def _later() -> datetime:

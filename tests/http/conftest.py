@@ -73,19 +73,20 @@ class Http:
 
 
 def make_http(engine: Engine, vault: Vault, *, shop: ShopConfig | None = None,
-              limits: RateLimits | None = None, **ctx_args: Any) -> Http:
+              limits: RateLimits | None = None, public_url: str = PUBLIC_URL,
+              **ctx_args: Any) -> Http:
     shop = shop or shop_config()
     assert isinstance(shop.platform_config, MemoryConfig)
     platform = MemoryPlatform.named(shop.platform_config.name)
     woken: list[int] = []
     ctx = HttpContext(
         engine=engine, vault=vault, shops={shop.name: shop},
-        connectors={shop.name: MemoryConnector(platform)}, public_url=PUBLIC_URL,
+        connectors={shop.name: MemoryConnector(platform)}, public_url=public_url,
         wake=lambda: woken.append(1),
         limits=limits or RateLimits(per_ip=Bucket(1000, 1000), per_order=Bucket(1000, 1000)),
         **ctx_args,
     )
-    client = TestClient(build_app(ctx), base_url=PUBLIC_URL)
+    client = TestClient(build_app(ctx), base_url=public_url)
     return Http(engine, vault, ctx, client, platform, shop, woken)
 
 

@@ -3,10 +3,7 @@ codes, the reveal tap, the copy button, no CSP violations, and a screenshot to l
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,17 +14,11 @@ from sqlalchemy import Engine
 
 from robot.http import links
 from robot.http.app import build_app
-from robot.http.server import HttpServer
 from robot.vault import Vault
 from tests.factories import seed_codes
+from tests.http.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, loopback_socket, serve
 from tests.http.conftest import Http, make_http
 from tests.http.test_pickup import plain_codes
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browsers are not used
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
@@ -35,28 +26,8 @@ def served(engine: Engine, vault: Vault) -> Iterator[tuple[Http, str]]:
     """The app on a real uvicorn (in its own thread and loop) on a free loopback port."""
     seed_codes(engine, vault, "p1", 2)
     h = make_http(engine, vault)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = HttpServer(build_app(h.ctx), sock)
-    port = server.port
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    started = threading.Event()
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve(stop))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        started.set()
-        await task
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield h, f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
+    with serve(build_app(h.ctx), loopback_socket()) as base:
+        yield h, base
 
 
 def test_pickup_page_on_a_phone(served: tuple[Http, str], tmp_path: Path) -> None:

@@ -215,6 +215,21 @@ def test_backend_post_good(connector: WechatConnector) -> None:
     assert event.order.extra["openid"] == "o-buyer"
 
 
+def test_backend_post_carries_the_buyers_contact(connector: WechatConnector) -> None:
+    """``email`` and ``phone`` in a backend post become the order's contact (for buyer
+    notifications); absent, blank or not text, the order simply has none."""
+    headers, body = _backend_post({**BACKEND_BODY, "email": " b@example.net ",
+                                   "phone": "13800138000"})
+    (event,) = connector.parse_push(headers, body, NOW).events
+    assert event.order is not None
+    assert (event.order.buyer_email, event.order.buyer_phone) == ("b@example.net",
+                                                                  "13800138000")
+    headers, body = _backend_post({**BACKEND_BODY, "email": "", "phone": 13800138000})
+    (event,) = connector.parse_push(headers, body, NOW).events
+    assert event.order is not None
+    assert (event.order.buyer_email, event.order.buyer_phone) == (None, None)
+
+
 def test_backend_post_disabled_without_secret(fake: FakeWechat, context: MemoryContext) -> None:
     """With no backend_secret configured, backend posts are refused."""
     connector = WechatConnector(make_config(fake, backend_secret=None), context)

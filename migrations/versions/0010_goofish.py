@@ -1,8 +1,8 @@
 """goofish: a buyer platform's goods-change subscriptions (闲管家 订阅商品变更通知) and the
 failure callbacks owed to it
 
-Revision ID: 0008_goofish
-Revises: 0007_cs
+Revision ID: 0010_goofish
+Revises: 0009_notify
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = '0008_goofish'
-down_revision = '0007_cs'
+revision = '0010_goofish'
+down_revision = '0009_notify'
 branch_labels = None
 depends_on = None
 
