@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
-from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, support
+from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, supply, support
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools, load_config, zone
 from robot.db import (
@@ -410,6 +410,11 @@ class Robot:
         scheduler.add_job(self._sweep, "interval", seconds=SWEEP_INTERVAL, id="sweep",
                           coalesce=True, max_instances=1, misfire_grace_time=30,
                           next_run_time=datetime.now(UTC))
+        # Buyer platforms (闲管家): goods changes they subscribed to, and orders a person
+        # rejected or cancelled, are sent to them.
+        scheduler.add_job(self._goods_notices, "interval", seconds=supply.GOODS_NOTICE_INTERVAL,
+                          id="goods_notices", coalesce=True, max_instances=1,
+                          misfire_grace_time=30)
         # Checkpoints of the audit chains (outside the database) follow the appends within
         # a second: what an attacker with the database could remove unseen.
         scheduler.add_job(self._checkpoint_audit, "interval", seconds=audit.CHECKPOINT_EVERY,
@@ -942,6 +947,17 @@ class Robot:
         if served:
             log.info("replacements_served", count=served)
         self.wake()
+
+    async def _goods_notices(self) -> None:
+        if self._stop.is_set():
+            return
+        self._track_job()
+        try:
+            await supply.notify_goods_changes(self.engine, self.vault, self.shops,
+                                              self.connectors, zone=self.zone)
+            await supply.notify_failures(self.engine, self.connectors)
+        except DBAPIError as exc:  # the next run tries again; the allocator reports outages
+            log.warning("goods_notices_deferred", error=type(exc).__name__)
 
     async def _maintain(self) -> None:
         if self._stop.is_set():

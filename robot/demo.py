@@ -123,15 +123,17 @@ def write_shops(directory: Path, drivers: list[DemoDriver],
     """One shop file per driver, selling the demo SKUs (also used by the chaos suite)."""
     for driver, platform_config in zip(drivers, platform_configs, strict=True):
         key = driver.sku_key
+        # A platform that buys from the robot (闲管家) also needs each goods' price.
+        extra = dict(getattr(driver, "item_extra", {}))
         shop = {
             "name": shop_name(driver),
             "platform": driver.platform,
             "unmapped": "hold",
             "items": [
-                {key: SKU_MAIN, "pool": POOL_MAIN, "quantity": 1},
+                {key: SKU_MAIN, "pool": POOL_MAIN, "quantity": 1, **extra},
                 {key: SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
-                                            {"pool": POOL_BONUS, "quantity": 2}]},
-                {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
+                                            {"pool": POOL_BONUS, "quantity": 2}], **extra},
+                {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1, **extra},
             ],
             "platform_config": platform_config,
             "display_name": f"{driver.platform} 演示店 demo shop",
@@ -353,6 +355,12 @@ def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int)
         "redeem_url": "https://vip.example.com/exchange?code={code}"}, actor="demo")
 
 
+def refuses_unknown(driver: DemoDriver) -> bool:
+    """Whether the platform cannot place an order for goods the shop does not list (a buyer
+    platform such as 闲管家 buys only what the gateway offers): no unknown-SKU orders."""
+    return getattr(driver, "refuses_unknown", False) is True
+
+
 async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
                 rng: random.Random) -> None:
     """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders."""
@@ -361,7 +369,7 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
         shop = shop_name(driver)
         roll = rng.random()
         buyer = f"buyer-{rng.randrange(10_000)}"
-        if roll < 0.05:
+        if roll < 0.05 and not refuses_unknown(driver):
             oid = driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
             exp.hold.add((shop, oid))
         elif roll < 0.10:

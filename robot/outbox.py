@@ -9,10 +9,11 @@ platform's "already shipped" answer for our shipment therefore counts as success
 Every attempt that reaches an outcome (done, retry, failed, cancelled) is also kept in
 ``outbox_attempts``, the write-back history a person reads in ``robot orders show``.
 
-A connector whose platform shows codes to the buyer (``shows_codes``: 抖店) gets the codes
-themselves in its shipment, wrapped (:class:`~connectors.base.HandedCode`), and only in a
-ship job; every attempt that hands them over is audited (``hand_over``, codes masked) before
-the call. Every other connector gets masked codes and the pickup link only.
+A connector whose platform shows codes to the buyer (``shows_codes``: 抖店, 闲管家) gets the
+codes themselves in its shipment, wrapped (:class:`~connectors.base.HandedCode`), and only in
+a ship job; every attempt that hands them over first marks them seen and is audited
+(``hand_over``, codes masked) before the call (:func:`hand_over_in_tx`, which a supply
+gateway's answer uses too). Every other connector gets masked codes and the pickup link only.
 
 A memo job can be queued again (:func:`queue_memo`: a new pickup link, replacement codes);
 a worker that was writing the old memo meanwhile no longer owns the job, so its outcome is
@@ -53,6 +54,7 @@ from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
+from robot.http import handover
 from robot.log import get_logger
 from robot.schema import (
     codes,
@@ -190,7 +192,7 @@ def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
 def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,
              redeem: Mapping[int, str] | None = None) -> JobContext:
     """Decrypt and mask the codes (outside any transaction) and rebuild the order; with
-    ``hand_over``, keep the codes too, wrapped (see :func:`_handed`)."""
+    ``hand_over``, keep the codes too, wrapped (see :func:`handed_code`)."""
     o, lines, delivered = rows
     plain = [vault.decrypt(r.key_id, r.ciphertext, code_id=r.id, pool_id=r.pool_id,
                            fingerprint=r.fingerprint, aad_version=r.aad_version)
@@ -198,7 +200,7 @@ def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,
     masked = tuple(mask(p) for p in plain)
     line_ids = {ln.line_no: ln.line_id for ln in lines}
     templates = redeem or {}
-    handed = tuple(_handed(p, line_ids.get(r.line_no, ""), templates.get(int(r.pool_id)))
+    handed = tuple(handed_code(p, line_ids.get(r.line_no, ""), templates.get(int(r.pool_id)))
                    for p, r in zip(plain, delivered, strict=True)) if hand_over else ()
     order = Order(
         platform_order_id=o.platform_order_id,
@@ -216,7 +218,13 @@ def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,
                       reserved=sum(r.state == DeliveryState.RESERVED for r in delivered))
 
 
-def _handed(plaintext: str, line_id: str, redeem: str | None) -> HandedCode:
+def redeem_templates(conn: Connection, vault: Vault, pool_ids: Sequence[int]) -> dict[int, str]:
+    """The redemption link templates of those pools that have one (by pool id)."""
+    return {pid: page.redeem_url for pid, page in poolpage.page_settings(
+        conn, pool_ids, poolpage.page_key(vault)).items() if page.redeem_url}
+
+
+def handed_code(plaintext: str, line_id: str, redeem: str | None) -> HandedCode:
     """One code as a platform that shows it to the buyer takes it: number and PIN apart, and
     the pool's redemption link (the code in it where the template takes one)."""
     number, pin = split_pair(plaintext)
@@ -323,9 +331,8 @@ class Dispatcher:
             # The codes themselves only for a shipment to a platform that shows them to the
             # buyer, each with its pool's redemption link when the pool has one.
             hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
-            redeem = ({pid: page.redeem_url for pid, page in poolpage.page_settings(
-                conn, [int(r.pool_id) for r in rows[2]], poolpage.page_key(self.vault)).items()
-                if page.redeem_url} if hand_over else {})
+            redeem = (redeem_templates(conn, self.vault, [int(r.pool_id) for r in rows[2]])
+                      if hand_over else {})
         return replace(_context(self.vault, rows, hand_over=hand_over, redeem=redeem),
                        pickup_url=pickup)
 
@@ -487,7 +494,7 @@ class Dispatcher:
                                     shipped_at=now)
             elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
                     conn, job.order_id, shipped=True, actor=self.actor, now=now):
-                self._finish_ship(conn, job, now)
+                _finish_ship(conn, job, now)
                 return
             elif state != OrderState.ALLOCATED:
                 log.error("ship_state_conflict", state=state)
@@ -496,7 +503,7 @@ class Dispatcher:
                 return
             conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
                          .values(state=DeliveryState.DELIVERED, delivered_at=now))
-            self._finish_ship(conn, job, now)
+            _finish_ship(conn, job, now)
             conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
                                                state=OutboxState.PENDING, attempts=0, due_at=now,
                                                created_at=now))
@@ -505,25 +512,13 @@ class Dispatcher:
             audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                          details={"outcome": outcome})
 
-    @staticmethod
-    def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
-        conn.execute(update(outbox).where(outbox.c.id == job.id)
-                     .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                             claimed_until=None, last_error=None))
-        record_attempt(conn, job, AttemptResult.DONE, None, now)
-
     def _handing_over(self, job: Job, ctx: JobContext) -> None:
         """Audit, before the call, that this attempt hands the order's codes (named masked)
         to the platform, which shows them to the buyer: they leave the vault by design."""
         with transaction(self.engine) as conn:
-            # Seen from now on: a cancel can no longer put these codes back in stock.
-            conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id,
-                                                  deliveries.c.seen_at.is_(None))
-                         .values(seen_at=utcnow()))
-            audit.append(conn, actor=self.actor, action="hand_over",
-                         subject=f"order:{job.order_id}",
-                         details={"shop": ctx.shop, "attempt": job.attempts + 1,
-                                  "codes": [c.masked for c in ctx.handed]})
+            hand_over_in_tx(conn, job.order_id, [c.masked for c in ctx.handed],
+                            actor=self.actor, now=utcnow(), shop=ctx.shop,
+                            attempt=job.attempts + 1)
         log.info("hand_over_started", count=len(ctx.handed))
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
@@ -658,6 +653,35 @@ def _shipped_on(snapshot: Order, *, earlier_lost: bool) -> bool | None:
     if snapshot.status is PlatformStatus.CLOSED and earlier_lost:
         return None
     return False
+
+
+def hand_over_in_tx(conn: Connection, order_id: int, masked: Sequence[str], *, actor: str,
+                    now: datetime, **details: object) -> None:
+    """The order's codes (``masked``) are about to leave the vault for a platform that shows
+    them to the buyer: inside the caller's transaction, before any is sent, they are marked
+    seen (a cancel can no longer put them back in stock) and the hand-over is audited
+    (``hand_over``, with ``details`` and the codes masked). The outbox's ship job and a
+    supply gateway's answer (:mod:`robot.supply`) both hand codes over through here."""
+    handover.mark_seen(conn, order_id, now)
+    audit.append(conn, actor=actor, action="hand_over", subject=f"order:{order_id}",
+                 details={**details, "codes": list(masked)})
+
+
+def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
+    """The order's pending ship job is done: the shipment happened outside the outbox (a
+    supply gateway answered the codes), inside the caller's transaction."""
+    rows = conn.execute(select(outbox.c.id, outbox.c.attempts).where(
+        outbox.c.order_id == order_id, outbox.c.kind == "ship",
+        outbox.c.state == OutboxState.PENDING)).all()
+    for r in rows:
+        _finish_ship(conn, Job(int(r.id), order_id, "ship", int(r.attempts)), now)
+
+
+def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
+    conn.execute(update(outbox).where(outbox.c.id == job.id)
+                 .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
+                         claimed_until=None, last_error=None))
+    record_attempt(conn, job, AttemptResult.DONE, None, now)
 
 
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,

@@ -18,7 +18,7 @@ ever made while a transaction is open.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal, Protocol
@@ -143,7 +143,8 @@ def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any]
 
 def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
            now: datetime | None = None, allocate: bool = False,
-           zone: tzinfo = DEFAULT_ZONE) -> IntakeResult:
+           zone: tzinfo = DEFAULT_ZONE,
+           then: Callable[[Connection, IntakeResult], None] | None = None) -> IntakeResult:
     """Record a platform order snapshot. Idempotent on (shop, platform order id).
 
     A new paid order is created (received, held or ignored); a known order is updated from
@@ -162,6 +163,9 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
     unshipped known one is moved to ``held``. The next readable snapshot of a parked order
     takes it in normally. An order whose id is unreadable cannot be parked: it is logged as
     ``order_unidentifiable`` and audited, and the result says ``unidentifiable``.
+
+    ``then`` runs inside the same transaction with the result (a supplier gateway hands an
+    order it allocated over in the commit that took it in, see :mod:`robot.supply`).
     """
     problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
     if problem is not None and not _usable_id(order.platform_order_id):
@@ -170,9 +174,14 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
         try:
             with transaction(engine) as conn:
                 if problem is not None:
-                    return _park_tx(conn, shop, order.platform_order_id, problem, actor,
-                                    now or utcnow())
-                return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate, zone)
+                    result = _park_tx(conn, shop, order.platform_order_id, problem, actor,
+                                      now or utcnow())
+                else:
+                    result = _intake_tx(conn, shop, order, actor, now or utcnow(), allocate,
+                                        zone)
+                if then is not None:
+                    then(conn, result)
+                return result
         except IntegrityError:
             # Another worker inserted the same order between our look-up and insert; the
             # unique constraint stopped the second copy. Try again as an update.

@@ -288,6 +288,39 @@ replacements = Table(
     Index("ix_replacements_order_id", "order_id"),
 )
 
+# A buyer platform's subscriptions to goods changes (robot.supply; 闲管家's 订阅商品变更通知):
+# what was last sent to each, so a change is sent until acknowledged and only once.
+supply_subscriptions = Table(
+    "supply_subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop", String(64), nullable=False),
+    Column("goods_no", String(64), nullable=False),
+    Column("token", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("notify_url", Text, nullable=False),
+    Column("subscribed_at", Timestamp, nullable=False),
+    Column("sent_price", BigInteger, nullable=True),  # fen
+    Column("sent_stock", Integer, nullable=True),
+    Column("sent_on_sale", Boolean, nullable=True),
+    Column("sent_at", Timestamp, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("due_at", Timestamp, nullable=False),  # next attempt after a failed one
+    UniqueConstraint("shop", "goods_no", "token"),
+)
+
+# Failure callbacks owed to a buyer platform (robot.supply): an order it bought that a person
+# rejected or cancelled is reported failed (闲管家 订单回调通知, 状态 30) until acknowledged.
+supply_callbacks = Table(
+    "supply_callbacks",
+    metadata,
+    Column("order_id", BigId, ForeignKey("orders.id"), primary_key=True, autoincrement=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sent_at", Timestamp, nullable=True),  # acknowledged
+    Column("last_error", Text, nullable=True),
+    Column("due_at", Timestamp, nullable=False),
+)
+
 # The log is AUDIT_CHAINS hash chains (robot.audit): an entry is (chain, seq).
 audit_log = Table(
     "audit_log",

@@ -20,6 +20,8 @@ ENV = {
     "PDD_CLIENT_SECRET": "example-pdd-secret",
     "YOUZAN_CLIENT_SECRET": "example-youzan-secret",
     "DOUYIN_APP_SECRET": "example-douyin-secret",
+    "GOOFISH_APP_SECRET": "example-goofish-app-secret",
+    "GOOFISH_MCH_SECRET": "example-goofish-mch-secret",
     "WX_APP_SECRET": "example-wx-secret",
     "WXPAY_APIV3_KEY": "0123456789abcdef0123456789abcdef",
     "WX_DELIVERY_API_TOKEN": "example-delivery-token-at-least-32-chars",
@@ -46,8 +48,8 @@ def test_example_config_and_every_example_shop_load(tmp_path: Path,
 
     config = load_config(tmp_path / "robot.yaml")
 
-    assert sorted(s.platform for s in config.shops) == ["douyin", "pinduoduo", "taobao",
-                                                           "wechat", "youzan"]
+    assert sorted(s.platform for s in config.shops) == ["douyin", "goofish", "pinduoduo",
+                                                           "taobao", "wechat", "youzan"]
     shown = str(effective_dict(config))
     assert not any(value in shown for value in ENV.values())
 
@@ -75,7 +77,11 @@ def test_example_shop_maps_exactly_the_skus_its_fake_sells(example: Path) -> Non
     assert shop["name"] == f"{platform}-main"
     mapped = {(key, str(item[key])) for item in shop["items"]
               for key in ("sku_id", "outer_id", "item_id") if key in item}
-    assert mapped == _fake_catalog(platform)
+    if platform == "goofish":  # 闲管家 buys from us: the shop's goods are the catalogue
+        assert mapped == set()
+        assert all(item["goods_no"] and item["price"] for item in shop["items"])
+    else:
+        assert mapped == _fake_catalog(platform)
     assert "gateway:" in example.read_text() or "base_url:" in example.read_text()
     assert f"robot fake {platform}" in example.read_text()
 

@@ -45,7 +45,8 @@ from tests.douyin.helpers import (
     take_in_by_push,
     two_line_order,
 )
-from tests.factories import paid_order
+from tests.factories import paid_order, seed_codes
+from tests.goofish.conftest import make_xianyu
 from tests.smtpsink import SmtpSink
 from tests.test_daemon import write_config
 from tests.test_notify import notify_yaml, served_sms_fake
@@ -201,4 +202,35 @@ def test_codes_handed_to_douyin_reach_only_the_buyer_view(engine: Engine, vault:
     assert sum(s in seen for s in secrets) == 4, "the buyer must see 2 codes and 1 pair"
     assert "hand_over_started" in logs.getvalue()
     assert not [s for s in secrets if s in logs.getvalue() or s in record]
+    assert scan_database(engine, secrets) == []
+
+
+def test_codes_handed_to_goofish_reach_only_its_answer_and_callback(engine: Engine,
+                                                                    vault: Vault) -> None:
+    """闲管家 buys the codes to message them to the buyer: they are in the purchase's answer
+    (served at once) and in the order callback (served later through the outbox), and in no
+    log line (debug included) and no database column (the audits of both hand-overs)."""
+    logs = io.StringIO()
+    configure_logging("debug", "json", stream=logs)
+    x = make_xianyu(engine, vault)
+    served_now = seed_codes(engine, vault, "p1", 2)
+
+    async def scenario() -> tuple[dict[str, Any], str]:
+        answer = await x.buyer.purchase("G1001", 2, max_amount=1980)
+        later = await x.buyer.purchase("G1001")
+        return answer, later["data"]["order_no"]
+
+    answer, later_no = asyncio.run(scenario())
+    served_later = seed_codes(engine, vault, "p1", 1)
+    pipeline.wake_waiting(engine)
+    assert pipeline.allocate_next(engine) is not None
+    for _ in range(2):
+        asyncio.run(x.dispatcher().run_once(now=utcnow() + timedelta(hours=1)))
+    asyncio.run(x.connector.aclose())
+    secrets = served_now + served_later
+    assert sorted(c["card_pwd"] for c in answer["data"]["card_items"]) == sorted(served_now)
+    (callback,) = x.notify.received(later_no)
+    assert callback["card_items"] == [{"card_pwd": served_later[0]}]
+    assert logs.getvalue().count("hand_over_started") == 1
+    assert not [s for s in secrets if s in logs.getvalue()]
     assert scan_database(engine, secrets) == []

@@ -21,7 +21,7 @@ from robot.cli.cmd_fake import fake, plugin_fakes
 from robot.errors import UserError
 from robot.registry import Discovery, LoadProblem
 
-BUILT_IN_FAKES = ("douyin", "pinduoduo", "taobao", "wechat", "youzan")
+BUILT_IN_FAKES = ("douyin", "goofish", "pinduoduo", "taobao", "wechat", "youzan")
 
 
 class _Model(BaseModel):

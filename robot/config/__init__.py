@@ -48,7 +48,13 @@ from connectors.config import (
     env_value,
 )
 from connectors.notifier import NotifierFactory
-from robot.config.mappings import PoolShare, SkuMapping, check_pools, duplicate_skus
+from robot.config.mappings import (
+    PoolShare,
+    SkuMapping,
+    check_pools,
+    duplicate_skus,
+    price_problems,
+)
 from robot.config.notify import NotifyConfig, validate_channels
 from robot.config.problems import Problems, did_you_mean, explain, known_keys, read_yaml
 from robot.config.robot_file import (
@@ -272,7 +278,7 @@ def _load_shop(
                 factory, raw.get("platform_config") or {}, path, where, problems
             )
 
-    for line in duplicate_skus(raw.get("items")):
+    for line in _item_problems(raw, registry):
         problems.add(where, line)
     notify = validate_channels(
         raw.get("notify"), shop_file.notify if shop_file else None, path, where, problems,
@@ -305,6 +311,16 @@ def _load_shop(
         notify=notify or NotifyConfig(),
     )
     return name, shop
+
+
+def _item_problems(raw: Mapping[str, Any], registry: Mapping[str, ConnectorFactory]) -> list[str]:
+    """Mapping problems across entries, and prices where the platform does (not) take them."""
+    lines = duplicate_skus(raw.get("items"))
+    platform = raw.get("platform")
+    if isinstance(platform, str) and platform in registry:
+        priced = getattr(registry[platform], "priced_items", False) is True
+        lines += price_problems(raw.get("items"), priced=priced)
+    return lines
 
 
 def _validate_platform_config(

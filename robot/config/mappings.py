@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from robot.config.problems import Problems, did_you_mean
-from robot.config.types import ID_KEYS, PlatformId, StrictModel
+from robot.config.types import ID_KEYS, PlatformId, StrictModel, Yuan
 
 if TYPE_CHECKING:  # only a type here: robot_file imports this module
     from robot.config.robot_file import RobotConfig
@@ -31,16 +31,46 @@ class SkuMapping(StrictModel):
 
     Exactly one of ``item_id`` / ``sku_id`` / ``outer_id``. ``pool:`` + ``quantity:`` is
     shorthand for a one-pool ``pools:`` list.
+
+    A shop that sells to its platform as a supplier (闲管家) names its goods ``goods_no:``
+    (our goods number, i.e. the merchant's own code: stored as ``outer_id``) with the
+    ``price:`` (yuan per unit) the platform pays and an optional ``goods_name:``.
+    ``goods_type: recharge`` (a top-up) needs supplier routing, which the robot has not got
+    yet: such a mapping is refused with that reason.
     """
 
     item_id: PlatformId = None
     sku_id: PlatformId = None
     outer_id: PlatformId = None
     pools: list[PoolShare] = Field(min_length=1)
+    price: Yuan | None = None
+    goods_name: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @staticmethod
+    def _goods(data: Any) -> Any:
+        """``goods_no`` / ``goods_type`` (a supplier shop's words) as the mapping's own."""
+        if not isinstance(data, Mapping) or not ("goods_no" in data or "goods_type" in data):
+            return data
+        kind = data.get("goods_type", "card")
+        if kind == "recharge":
+            raise PydanticCustomError(
+                "needs_supplier_routing",
+                "goods_type 'recharge' (a top-up) needs supplier routing, which this robot "
+                "has not got yet; map card goods to a pool")
+        if kind != "card":
+            raise PydanticCustomError("goods_type", "goods_type is 'card' or 'recharge'")
+        rest = {k: v for k, v in data.items() if k not in ("goods_no", "goods_type")}
+        if "goods_no" in data:
+            if "outer_id" in data:
+                raise PydanticCustomError(
+                    "goods_no_and_outer_id", "goods_no is the outer_id: give one of them")
+            rest["outer_id"] = data["goods_no"]
+        return rest
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
+        data = cls._goods(data)
         if not isinstance(data, Mapping) or not ("pool" in data or "quantity" in data):
             return data
         if "pools" in data:
@@ -78,11 +108,11 @@ def duplicate_skus(items: Any) -> list[str]:
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
             continue
-        for kind in ID_KEYS:
+        for kind in (*ID_KEYS, "goods_no"):
             value = item.get(kind)
             if isinstance(value, bool) or not isinstance(value, str | int):
                 continue
-            key = (kind, str(value))
+            key = ("outer_id" if kind == "goods_no" else kind, str(value))
             if key in first:
                 lines.append(
                     f"items[{i}].{kind}: {kind} {key[1]!r} is already mapped by items[{first[key]}]"
@@ -115,3 +145,26 @@ def check_pools(config: RobotConfig, existing: set[str]) -> list[str]:
                     f"create it with: robot pools create {share.pool}",
                 )
     return problems.lines
+
+
+def price_problems(items: Any, *, priced: bool) -> list[str]:
+    """``price`` / ``goods_no`` where they do not belong, or missing where they must be: a
+    shop whose platform buys from it as a supplier (``priced``) gives each goods its
+    ``goods_no`` and ``price``; any other shop gives neither."""
+    if not isinstance(items, list):
+        return []
+    lines: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        if priced:
+            for key in ("goods_no", "price"):
+                if key not in item and not (key == "goods_no" and "outer_id" in item):
+                    lines.append(f"items[{i}].{key}: required for goods this shop sells to "
+                                 f"its platform as a supplier")
+        else:
+            for key in ("goods_no", "price", "goods_name", "goods_type"):
+                if key in item:
+                    lines.append(f"items[{i}].{key}: only for a shop its platform buys from "
+                                 f"as a supplier (platform goofish)")
+    return lines

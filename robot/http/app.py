@@ -7,6 +7,7 @@
     GET  /metrics                                                  (below)
     GET|POST /p, GET /p/{token}, POST /p/{token}/reveal            robot.http.pickup
     GET  /api/v1/shops/{shop}/orders/{platform_order_id}/delivery  robot.http.delivery
+    POST /supply/{shop}/{path}                                     robot.http.supply
 
 ``/metrics`` and ``/healthz`` say how busy the shop is; when the listener is reachable from
 the internet (it must be, for webhooks and the pickup page), keep them for your monitoring
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from robot.http import delivery, health, hooks, pickup
+from robot.http import delivery, health, hooks, pickup, supply
 from robot.http.context import HttpContext
 
 
@@ -45,6 +46,7 @@ def build_app(ctx: HttpContext) -> Starlette:
         Route("/p/{token}/reveal", pickup.reveal, methods=["POST"]),
         Route("/api/v1/shops/{shop}/orders/{platform_order_id}/delivery", delivery.delivery,
               methods=["GET"]),
+        Route("/supply/{shop}/{path:path}", supply.gateway, methods=["POST"]),
     ])
     app.state.ctx = ctx
     return app

@@ -56,12 +56,16 @@ def mark_seen(conn: Connection, order_id: int, now: datetime) -> None:
                                           deliveries.c.seen_at.is_(None)).values(seen_at=now))
 
 
+def plaintext(vault: Vault, row: CodeRow) -> str:
+    """One code as stored (a number / PIN pair joined)."""
+    r = row.row
+    return vault.decrypt(r.key_id, r.ciphertext, code_id=r.code_id, pool_id=r.pool_id,
+                         fingerprint=r.fingerprint, aad_version=r.aad_version)
+
+
 def decrypt(vault: Vault, row: CodeRow) -> tuple[str, str | None]:
     """``(card_no, password)`` of one code."""
-    r = row.row
-    secret = vault.decrypt(r.key_id, r.ciphertext, code_id=r.code_id, pool_id=r.pool_id,
-                           fingerprint=r.fingerprint, aad_version=r.aad_version)
-    return split_pair(secret)
+    return split_pair(plaintext(vault, row))
 
 
 def pool_pages(conn: Connection, rows: Sequence[CodeRow], key: bytes) -> dict[int, PoolPage]:

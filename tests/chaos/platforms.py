@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.plugin import DemoDriver
+from robot.vault import PAIR_SEP, mask
 
 #: Called with the platform order id of a write-back the moment it reaches the fake.
 ShipWatcher = Callable[[str], None]
@@ -255,9 +256,43 @@ class DouyinChaos(PushingChaos):
         self.state.on_call = on_call
 
 
+class GoofishChaos(Chaos):
+    """闲管家 buys from the robot: its purchases go to a robot that is up (like a load
+    balancer), a hand-over is witnessed when the codes reach it (in an answer or a callback),
+    and its callback endpoint refuses a few callbacks on demand."""
+
+    def menu(self) -> dict[str, dict[str, Any]]:
+        return {"callback_failures": {"fail_next": 3}}
+
+    def inject(self, rng: random.Random) -> str:
+        self.state.fail_next += 3
+        self.count("callback_failures")
+        return "callback_failures"
+
+    def calm(self) -> None:
+        self.state.fail_next = 0
+
+    def point_pushes(self, robot_url: str) -> None:
+        self.driver.point_gateway(robot_url)  # type: ignore[attr-defined]
+
+    def watch_shipments(self, watcher: ShipWatcher) -> None:
+        self.driver.watchers.append(watcher)  # type: ignore[attr-defined]
+
+    def write_backs(self) -> list[dict[str, Any]]:
+        """Each hand-over as a call: ``answer`` (codes in the purchase's answer, after the
+        robot recorded the order shipped) or ``ship`` (the outbox's callback), its codes
+        masked as the robot masks them — every one must carry the same codes."""
+        calls = []
+        for h in list(self.driver.handovers):  # type: ignore[attr-defined]
+            codes = tuple(mask(f"{no}{PAIR_SEP}{pwd}" if no else pwd) for no, pwd in h["codes"])
+            calls.append({**{k: v for k, v in h.items() if k != "codes"},
+                          "masked_codes": codes})
+        return calls
+
+
 CHAOS: dict[str, type[Chaos]] = {
     "taobao": TaobaoChaos, "pinduoduo": PinduoduoChaos, "youzan": YouzanChaos,
-    "wechat": WechatChaos, "douyin": DouyinChaos,
+    "wechat": WechatChaos, "douyin": DouyinChaos, "goofish": GoofishChaos,
 }
 
 
