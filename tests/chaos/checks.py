@@ -76,18 +76,26 @@ def check_write_backs(name: str, calls: Sequence[Call], masked: Sequence[str],
             out.append(f"{name}: ship call {call.seq} ({call.outcome}) received "
                        f"{call.received_at - done:.3f} s after the robot had recorded the "
                        "order shipped: a re-ship no crash or lost answer explains")
-    carrying = [c for c in calls if c.masked_codes or c.links]
-    if carrying:
-        first = carrying[0]
-        for call in carrying[1:]:
-            # A link is compared as the set sent: a platform that takes one link per code
-            # (抖店's certificates) repeats the order's one link.
-            what = [w for w, a, b in (("codes", call.masked_codes, first.masked_codes),
-                                      ("link", set(call.links), set(first.links))) if a != b]
-            if what:
-                again = "a re-ship" if call.kind == "ship" else f"{call.kind} call {call.seq}"
-                out.append(f"{name}: {again} sent {' and '.join(what)} that differ from the "
-                           f"first {first.kind} call's ({first.seq})")
+    # Codes are compared among the calls that carry codes, links among those that carry a
+    # pickup link (抖店's certificates may carry a pool's redemption link instead). A link is
+    # compared as the set sent: a platform that takes one link per code repeats the order's.
+    first_codes = next((c for c in calls if c.masked_codes), None)
+    first_link = next((c for c in calls if c.links), None)
+    for call in calls:
+        what: list[str] = []
+        first: Call | None = None
+        if (first_codes is not None and call.masked_codes and call is not first_codes
+                and call.masked_codes != first_codes.masked_codes):
+            what.append("codes")
+            first = first_codes
+        if (first_link is not None and call.links and call is not first_link
+                and set(call.links) != set(first_link.links)):
+            what.append("link")
+            first = first or first_link
+        if first is not None:
+            again = "a re-ship" if call.kind == "ship" else f"{call.kind} call {call.seq}"
+            out.append(f"{name}: {again} sent {' and '.join(what)} that differ from the "
+                       f"first {first.kind} call's ({first.seq})")
     for call in calls:
         if call.kind == "memo" and sorted(call.masked_codes) != sorted(masked):
             out.append(f"{name}: memo call {call.seq} carried codes "

@@ -74,6 +74,12 @@ def test_a_reship_with_other_codes_or_link_is_a_violation() -> None:
     found = check_write_backs("T1", link, ["VI****AB"], T0)
     assert found == ["T1: memo call 2 sent link that differ from the first memo call's (1)"]
 
+    # A shipment whose codes carry redemption links (no pickup link) then a memo with the
+    # pickup link: nothing differs; a later memo with another pickup link still does.
+    handed = [_ship(1, 0.0, codes=("VI****AB",)), _memo(2, 1.0, ("VI****AB",)),
+              _memo(3, 2.0, ("VI****AB",), (LINK + "X",))]
+    found = check_write_backs("T1", handed, ["VI****AB"], T0.replace(second=5))
+    assert found == ["T1: memo call 3 sent link that differ from the first memo call's (2)"]
 
 def test_a_memo_with_other_codes_than_the_orders_is_a_violation() -> None:
     """A memo whose masked codes are not the order's codes is named, even if it is the only
