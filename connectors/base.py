@@ -71,6 +71,10 @@ class OrderLine:
     title: str = ""
     unit_price_cents: int = 0
     refund: RefundState = RefundState.NONE
+    #: The SKU's properties as the buyer chose or typed them, ``(name, value)`` pairs, where
+    #: the platform gives them (e.g. ``("充值号码", "138...")`` on a top-up item): a top-up
+    #: mapping may read its account from one (``property.NAME``).
+    properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,9 @@ class Order:
     buyer_id: str | None = None  # the platform's stable buyer identifier (open uid / openid)
     buyer_ip: str | None = None
     buyer_contact: str | None = None  # email or phone, where the platform gives one
+    #: The buyer's message to the seller (留言), where the platform gives it: a top-up
+    #: mapping may read the account to credit from it.
+    buyer_message: str | None = None
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)
