@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
 from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, support
+from robot import suppliers as supplier_ops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools, load_config, zone
 from robot.db import (
@@ -61,6 +62,7 @@ from robot.log import get_logger
 from robot.migrate import upgrade
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.sourcing import Sourcer, SourcingPolicy
 from robot.states import OrderState
 from robot.vault import Vault, open_vault
 from robot.writes import signal_of
@@ -151,7 +153,8 @@ def _pool_names(engine: Engine) -> set[str]:
 
 def _needs_restart(running: RobotConfig, new: RobotConfig) -> list[str]:
     """The robot file settings that differ in ``new`` and only apply at a start."""
-    names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log")
+    names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log",
+                         "suppliers", "sourcing")
              if getattr(running, f) != getattr(new, f)]
     retry = ("max_attempts", "backoff_initial", "backoff_max")
     names += [f"defaults.{f}" for f in retry
@@ -179,6 +182,11 @@ class Robot:
         self._wake_alloc = asyncio.Event()
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._sourcer: Sourcer | None = None
+        self._wake_source = asyncio.Event()
+        #: Supplier clients by the robot file's name, and why broken ones are missing.
+        self.suppliers: dict[str, Any] = {}
+        self.broken_suppliers: dict[str, str] = {}
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._shop_jobs: dict[str, set[asyncio.Task[Any]]] = {}  # the same, per shop
         self._scheduler: AsyncIOScheduler | None = None
@@ -353,8 +361,14 @@ class Robot:
             pickup_url=pickup_url_hook(self.engine, self.vault, self.shops,
                                        self.config.http.public_url),
         )
+        self.suppliers, self.broken_suppliers = supplier_ops.build(
+            self.config, self.engine, self.vault)
+        self._sourcer = Sourcer(
+            self.engine, self.vault, self.suppliers,
+            SourcingPolicy(price_ttl=self.config.sourcing.price_ttl), worker=self.owner,
+            on_allocated=self._wake_ship.set)
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
-                 owner=self.owner)
+                 owner=self.owner, suppliers=sorted(self.suppliers))
 
     def http_task(self, sock: socket.socket | None = None
                   ) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -422,7 +436,8 @@ class Robot:
                               misfire_grace_time=30)
         scheduler.start()
         workers = [asyncio.create_task(self._allocator(), name="allocator"),
-                   asyncio.create_task(self._shipper(), name="shipper")]
+                   asyncio.create_task(self._shipper(), name="shipper"),
+                   asyncio.create_task(self._sourcing(), name="sourcing")]
         workers += [asyncio.create_task(job(), name=f"extra-{i}")
                     for i, job in enumerate(extra or [])]
         for task in workers:
@@ -598,6 +613,9 @@ class Robot:
         for connector in self.connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
+        for client in self.suppliers.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
         await asyncio.to_thread(audit.checkpoint_quietly, self.engine)  # never raises
         self.release()
 
@@ -674,6 +692,8 @@ class Robot:
                 found += 1
                 if result.state == OrderState.ALLOCATED:
                     self._wake_ship.set()
+                elif result.state == OrderState.SOURCING:
+                    self._wake_source.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
             await self._idle(self._wake_alloc, tick)
@@ -700,6 +720,27 @@ class Robot:
                 await self._idle(self._wake_ship, tick)
             else:
                 tick = TICK
+
+    async def _sourcing(self) -> None:
+        """Buy for orders in ``sourcing`` (robot.sourcing): one round whenever woken, or
+        every idle tick for purchases whose outcome is still coming."""
+        assert self._sourcer is not None
+        tick = TICK
+        while not self._stop.is_set():
+            try:
+                ran = await self._sourcer.run_once()
+            except DBAPIError as exc:
+                await self._database_down(exc)
+                ran = 0
+            if not ran:
+                tick = TICK if self._wake_source.is_set() else self._longer(tick, IDLE_TICK)
+                await self._idle(self._wake_source, tick)
+            else:
+                tick = TICK
+
+    def wake_sourcing(self) -> None:
+        """Run the sourcing worker now (a supplier's callback said an order moved)."""
+        self._wake_source.set()
 
     # ------------------------------------------------------------------ scheduled jobs
     def _track_job(self, shop: str | None = None) -> None:
@@ -847,6 +888,8 @@ class Robot:
         self._track_job()
         if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
+        if self._sourcer is not None:
+            await self._db(self._sourcer.renew)
         names = list(self.shops)
         if self._solo:
             led = set(names)

@@ -332,8 +332,10 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
 def show_order(engine: Engine, vault: Vault, order_id: int, *,
                now: datetime | None = None) -> dict[str, Any]:
     """One order: its lines (titles, masked codes per line), every code it held, the pickup
-    link's state, the write-back jobs and their attempts, and replacements asked for."""
+    link's state, the write-back jobs and their attempts, replacements asked for, and each
+    purchase from a supplier (accounts masked)."""
     from robot import support  # support builds on this module's transitions
+    from robot.suppliers import attempts_of
 
     now = now or utcnow()
     with engine.connect() as conn:
@@ -348,6 +350,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
             .where(outbox.c.order_id == order_id).order_by(outbox.c.id))]
         history = outbox_ops.write_back_history(conn, order_id)
         link = support.link_state(conn, order_id, now)
+        bought = attempts_of(conn, order_id)
         waiting = [dict(r._mapping) for r in conn.execute(
             select(replacements.c.id, replacements.c.line_no, pools.c.name.label("pool"),
                    replacements.c.count, replacements.c.state, replacements.c.reason,
@@ -356,6 +359,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
             .where(replacements.c.order_id == order_id).order_by(replacements.c.id))]
     data = {k: v for k, v in row._mapping.items() if k != "extra"}
     for line in lines:
+        line["supply"] = supply_mod.shown(supply_mod.Supply.from_json(line.get("supply")))
         line["codes"] = [c["masked"] for c in held
                          if c["line_no"] == line["line_no"]
                          and c["state"] != DeliveryState.DEFECTIVE]
@@ -365,6 +369,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data["jobs"] = jobs
     data["attempts"] = history
     data["replacements"] = waiting
+    data["supplier_attempts"] = bought
     return data
 
 

@@ -196,7 +196,8 @@ class Sourcer:
         for att in attempts:
             with structlog.contextvars.bound_contextvars(supplier=att.supplier, key=att.key):
                 await self._advance(att)
-        await asyncio.to_thread(self.settle, job)
+        if await asyncio.to_thread(self.settle, job) == "allocated":
+            self.on_allocated()  # in the loop's thread (an asyncio.Event is not thread-safe)
 
     def _read(self, job: Job) -> list[Attempt]:
         with transaction(self.engine) as conn:
@@ -451,8 +452,6 @@ class Sourcer:
             else:
                 outcome = self._finish(conn, job, str(row.platform_status), now)
             self._end_job(conn, job, now)
-        if outcome == "allocated":
-            self.on_allocated()
         return outcome
 
     def _end_job(self, conn: Connection, job: Job, now: datetime) -> None:

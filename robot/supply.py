@@ -79,6 +79,16 @@ class Supply:
                    routes=tuple(Route(str(s), str(p), int(c)) for s, p, c in data["routes"]))
 
 
+def shown(supply: Supply | None) -> dict[str, Any] | None:
+    """A line's route as people see it (the account masked)."""
+    if supply is None:
+        return None
+    return {"kind": supply.kind, "pool": supply.pool, "account": mask_account(supply.account),
+            "problem": supply.problem,
+            "suppliers": [{"supplier": r.supplier, "product": r.product,
+                           "max_cost_cents": r.max_cost_cents} for r in supply.routes]}
+
+
 def find_mapping(items: Sequence[Any], line: OrderLine) -> Any | None:
     """The mapping of a line (the most specific key wins: SKU id, outer id, item id)."""
     for key in ("sku_id", "outer_id", "item_id"):

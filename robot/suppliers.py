@@ -1,0 +1,162 @@
+"""The merchant's supplier accounts as the robot runs them: building their clients from the
+robot file, and what people are shown about them (``robot suppliers``, ``robot orders show``,
+alerts, the pickup page's top-up status).
+
+Reads ``supplier_attempts`` (written only by :mod:`robot.supply` and :mod:`robot.sourcing`);
+never calls a supplier to buy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, func, select
+
+from connectors.supplier import Supplier
+from robot import shops
+from robot.config import RobotConfig
+from robot.log import get_logger
+from robot.registry import discover_suppliers
+from robot.schema import orders, supplier_attempts
+from robot.states import OrderState, SupplierAttemptState
+from robot.supply import mask_account
+from robot.vault import Vault
+
+log = get_logger(__name__)
+S = SupplierAttemptState
+_OPEN = (S.NEW, S.PLACING, S.ACCEPTED, S.PROCESSING, S.UNKNOWN)
+
+
+def build(config: RobotConfig, engine: Engine, vault: Vault,
+          factories: Mapping[str, Any] | None = None) -> tuple[dict[str, Supplier],
+                                                               dict[str, str]]:
+    """A client per enabled supplier account, and why each broken one is not there (one
+    broken supplier never stops the others, nor the shops)."""
+    if factories is None:
+        factories, problems = discover_suppliers()
+        for problem in problems:
+            log.error("supplier_plugin_load_failed", plugin=problem.name, error=problem.error)
+    clients: dict[str, Supplier] = {}
+    broken: dict[str, str] = {}
+    for entry in config.suppliers:
+        if not entry.enabled:
+            continue
+        factory = factories.get(entry.plugin)
+        if factory is None:
+            broken[entry.name] = f"no supplier plugin {entry.plugin!r}"
+            continue
+        try:
+            context = shops.DbShopContext(engine, vault, f"supplier:{entry.name}")
+            clients[entry.name] = factory.create(entry.config, context)
+        except Exception as exc:  # noqa: BLE001 - one broken supplier never stops the rest
+            broken[entry.name] = f"{type(exc).__name__}: {exc}"
+    for name, why in broken.items():
+        log.error("supplier_broken", supplier=name, error=why)
+    return clients, broken
+
+
+@dataclass(frozen=True)
+class SupplierStats:
+    """One supplier account's purchases over a period."""
+
+    supplier: str
+    open: int  # purchases not settled yet
+    succeeded: int
+    failed: int
+    cost_cents: int
+    last_error: str | None
+    oldest_open_at: datetime | None
+
+    @property
+    def success_rate(self) -> float | None:
+        done = self.succeeded + self.failed
+        return round(self.succeeded / done, 3) if done else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "success_rate": self.success_rate}
+
+
+def stats(engine: Engine, *, since: datetime, names: Sequence[str] = ()) -> list[SupplierStats]:
+    """Per supplier: open purchases (any age), and since ``since`` the successes, failures,
+    cost and the last failure's reason."""
+    a = supplier_attempts
+    with engine.connect() as conn:
+        rows = {str(r.supplier): r for r in conn.execute(
+            select(a.c.supplier,
+                   func.sum(case((a.c.state.in_(_OPEN), 1), else_=0)).label("open"),
+                   func.sum(case(((a.c.state == S.SUCCEEDED) & (a.c.created_at >= since), 1),
+                                 else_=0)).label("ok"),
+                   func.sum(case(((a.c.state == S.FAILED) & (a.c.created_at >= since), 1),
+                                 else_=0)).label("failed"),
+                   func.sum(case(((a.c.state == S.SUCCEEDED) & (a.c.created_at >= since),
+                                  a.c.cost_cents), else_=0)).label("cost"),
+                   func.min(case((a.c.state.in_(_OPEN), a.c.created_at))).label("oldest"))
+            .group_by(a.c.supplier))}
+        errors = {str(r.supplier): r.reason for r in conn.execute(
+            select(a.c.supplier, a.c.reason).where(a.c.state == S.FAILED)
+            .order_by(a.c.updated_at, a.c.id))}
+    out = []
+    for name in sorted(set(names) | set(rows)):
+        r = rows.get(name)
+        out.append(SupplierStats(
+            name, int(r.open or 0) if r else 0, int(r.ok or 0) if r else 0,
+            int(r.failed or 0) if r else 0, int(r.cost or 0) if r else 0,
+            errors.get(name), r.oldest if r else None))
+    return out
+
+
+def attempts_of(conn: Connection, order_id: int) -> list[dict[str, Any]]:
+    """An order's supplier attempts, oldest first, accounts masked (``robot orders show``)."""
+    a = supplier_attempts
+    rows = conn.execute(select(a.c.line_no, a.c.unit, a.c.attempt, a.c.supplier, a.c.product,
+                               a.c.kind, a.c.key, a.c.account, a.c.state, a.c.supplier_order_id,
+                               a.c.cost_cents, a.c.max_cost_cents, a.c.reason, a.c.created_at,
+                               a.c.finished_at)
+                        .where(a.c.order_id == order_id)
+                        .order_by(a.c.line_no, a.c.unit, a.c.attempt)).all()
+    return [{**dict(r._mapping), "account": mask_account(r.account)} for r in rows]
+
+
+@dataclass(frozen=True)
+class TopupStatus:
+    """What a buyer may be told about a top-up line: where to, how much, how far."""
+
+    line_no: int
+    account: str  # masked: 138****1234
+    state: str  # done | in_progress | failed
+    cost_cents: int | None
+
+
+def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
+    """The order's top-ups, one per unit (the pickup page shows these instead of codes)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(supplier_attempts).where(
+            supplier_attempts.c.order_id == order_id, supplier_attempts.c.kind == "topup")
+            .order_by(supplier_attempts.c.line_no, supplier_attempts.c.unit,
+                      supplier_attempts.c.attempt)).all()
+    latest: dict[tuple[int, int], Any] = {}
+    for r in rows:
+        latest[(int(r.line_no), int(r.unit))] = r
+    shown = {S.SUCCEEDED: "done", S.FAILED: "failed"}
+    return [TopupStatus(int(r.line_no), mask_account(r.account),
+                        shown.get(S(r.state), "in_progress"), r.cost_cents)
+            for r in latest.values()]
+
+
+def stuck(engine: Engine, *, now: datetime, older_than: timedelta) -> int:
+    """Purchases still open at the supplier after ``older_than`` (top-ups stuck in
+    processing): the alert's count."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(supplier_attempts).where(
+            supplier_attempts.c.state.in_(_OPEN[1:]),
+            supplier_attempts.c.created_at < now - older_than)).scalar_one())
+
+
+def sourcing_orders(engine: Engine) -> int:
+    """Orders being bought from suppliers now."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(orders).where(
+            orders.c.state == OrderState.SOURCING)).scalar_one())
