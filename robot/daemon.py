@@ -363,6 +363,9 @@ class Robot:
         )
         self.suppliers, self.broken_suppliers = supplier_ops.build(
             self.config, self.engine, self.vault)
+        self.supplier_readings = supplier_ops.Readings(
+            self.engine, self.config.suppliers, self.config.sourcing.processing_alert_after)
+        self.alert_readings.extend(self.supplier_readings.readers())
         self._sourcer = Sourcer(
             self.engine, self.vault, self.suppliers,
             SourcingPolicy(price_ttl=self.config.sourcing.price_ttl), worker=self.owner,
@@ -421,6 +424,10 @@ class Robot:
         scheduler.add_job(self._checkpoint_audit, "interval", seconds=audit.CHECKPOINT_EVERY,
                           id="audit_checkpoint", coalesce=True, max_instances=1,
                           misfire_grace_time=5)
+        if self.suppliers:
+            scheduler.add_job(self._read_balances, "interval", seconds=supplier_ops.BALANCE_EVERY,
+                              id="supplier_balances", coalesce=True, max_instances=1,
+                              misfire_grace_time=60, next_run_time=datetime.now(UTC))
         if self._vacuum:
             scheduler.add_job(self._maintain, "interval", seconds=maintenance.INTERVAL,
                               id="vacuum", coalesce=True, max_instances=1,
@@ -737,6 +744,18 @@ class Robot:
                 await self._idle(self._wake_source, tick)
             else:
                 tick = TICK
+
+    async def _read_balances(self) -> None:
+        """Read every supplier's balance for the low-balance alert (buys nothing)."""
+        self._track_job()
+        for name, client in self.suppliers.items():
+            try:
+                balance = await asyncio.wait_for(client.balance(), 30.0)
+            except Exception as exc:  # noqa: BLE001 - a balance we cannot read is no alert by itself
+                log.warning("supplier_balance_unreadable", supplier=name,
+                            error=type(exc).__name__)
+                continue
+            self.supplier_readings.balances[name] = balance.available_cents
 
     def wake_sourcing(self) -> None:
         """Run the sourcing worker now (a supplier's callback said an order moved)."""

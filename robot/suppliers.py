@@ -8,7 +8,8 @@ never calls a supplier to buy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,10 @@ from sqlalchemy import Connection, Engine, case, func, select
 
 from connectors.supplier import Supplier
 from robot import shops
-from robot.config import RobotConfig
+from robot.alerts import Condition
+from robot.clock import utcnow
+from robot.config import RobotConfig, SupplierConfig
+from robot.display import yuan
 from robot.log import get_logger
 from robot.registry import discover_suppliers
 from robot.schema import orders, supplier_attempts
@@ -146,13 +150,17 @@ def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
             for r in latest.values()]
 
 
-def stuck(engine: Engine, *, now: datetime, older_than: timedelta) -> int:
+def stuck(engine: Engine, *, now: datetime, older_than: timedelta,
+          supplier: str | None = None) -> int:
     """Purchases still open at the supplier after ``older_than`` (top-ups stuck in
     processing): the alert's count."""
+    stmt = select(func.count()).select_from(supplier_attempts).where(
+        supplier_attempts.c.state.in_(_OPEN[1:]),
+        supplier_attempts.c.created_at < now - older_than)
+    if supplier is not None:
+        stmt = stmt.where(supplier_attempts.c.supplier == supplier)
     with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(supplier_attempts).where(
-            supplier_attempts.c.state.in_(_OPEN[1:]),
-            supplier_attempts.c.created_at < now - older_than)).scalar_one())
+        return int(conn.execute(stmt).scalar_one())
 
 
 def sourcing_orders(engine: Engine) -> int:
@@ -160,3 +168,63 @@ def sourcing_orders(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(orders).where(
             orders.c.state == OrderState.SOURCING)).scalar_one())
+
+
+# ------------------------------------------------------------------------------------ alerts
+
+#: A supplier is "failing" when this many purchases failed in the last hour and none succeeded.
+FAILING_AFTER = 3
+BALANCE_EVERY = 300.0  # seconds between balance readings in the daemon
+
+
+class Readings:
+    """The supplier alerts' readings for :class:`robot.alerts.AlertEngine` (its ``extra``):
+    low balance (from the balances the daemon reads every few minutes), a supplier failing,
+    purchases stuck in processing past ``sourcing.processing_alert_after``."""
+
+    def __init__(self, engine: Engine, entries: Sequence[SupplierConfig],
+                 processing_alert_after: float) -> None:
+        self.engine = engine
+        self.entries = list(entries)
+        self.processing_alert_after = processing_alert_after
+        #: The latest balance per supplier (cents), set by the daemon's balance job.
+        self.balances: dict[str, int] = {}
+
+    def readers(self) -> list[Callable[[], Condition]]:
+        out: list[Callable[[], Condition]] = []
+        for entry in self.entries:
+            if not entry.enabled:
+                continue
+            out += [functools.partial(self.balance, entry.name, entry.low_balance_cents),
+                    functools.partial(self.failing, entry.name),
+                    functools.partial(self.stuck, entry.name)]
+        return out
+
+    def balance(self, name: str, low: int | None) -> Condition:
+        have = self.balances.get(name)
+        active = low is not None and have is not None and have < low
+        return Condition(f"supplier_balance:{name}", active, f"low balance at supplier {name}",
+                         f"balance {yuan(have)} (alert under {yuan(low)}); top the account "
+                         "up or purchases will fail")
+
+    def failing(self, name: str) -> Condition:
+        since = utcnow() - timedelta(hours=1)
+        a = supplier_attempts
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(a.c.state, a.c.reason).where(
+                a.c.supplier == name, a.c.finished_at >= since,
+                a.c.state.in_((S.SUCCEEDED, S.FAILED))).order_by(a.c.finished_at)).all()
+        failed = [r for r in rows if r.state == S.FAILED]
+        active = len(failed) >= FAILING_AFTER and len(failed) == len(rows)
+        last = failed[-1].reason if failed else ""
+        return Condition(f"supplier_failing:{name}", active, f"supplier {name} failing",
+                         f"{len(failed)} purchases failed in the last hour and none succeeded; "
+                         f"last: {(last or '')[:200]}")
+
+    def stuck(self, name: str) -> Condition:
+        limit = timedelta(seconds=self.processing_alert_after)
+        n = stuck(self.engine, now=utcnow(), older_than=limit, supplier=name)
+        return Condition(f"supplier_stuck:{name}", n > 0,
+                         f"purchases stuck at supplier {name}",
+                         f"{n} purchases still in progress after {limit}; the robot keeps "
+                         "querying: check them at the supplier (robot suppliers status)")

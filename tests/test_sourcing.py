@@ -304,3 +304,37 @@ def test_two_workers_on_one_job_buy_once(
     run(a)
     assert state_of(engine, oid) == "allocated"
     assert successes_per_unit(backends) == Counter({f"RB{oid}L0U0": 1, f"RB{oid}L0U1": 1})
+
+
+def test_supplier_alerts_read_failing_stuck_and_low_balance(
+        engine: Engine, vault: Vault, backends: dict[str, MemorySupplierBackend]) -> None:
+    """Three failures in an hour with no success: failing; a purchase open past the limit:
+    stuck; a balance under low_balance: low (each a separate alert key per supplier)."""
+    from pydantic import SecretStr
+
+    from connectors.memsupplier import MemorySupplierConfig
+    from robot.config import SupplierConfig
+    from robot.suppliers import Readings
+
+    entry = SupplierConfig(name="first", plugin="memory", low_balance_cents=10_000,
+                           config=MemorySupplierConfig(callback_secret=SecretStr("x")))
+    readings = Readings(engine, [entry], processing_alert_after=60)
+    assert [c.active for c in (readings.failing("first"), readings.stuck("first"),
+                               readings.balance("first", 10_000))] == [False, False, False]
+    src = sourcer(engine, vault, {"first": backends["first"]})
+    for n in range(3):
+        backends["first"].arm("accept_then_fail", "维护中")
+        take(engine, topup_order(f"AL{n}", sku="t50"))
+    run(src)
+    backends["first"].settle()
+    run(src)
+    assert readings.failing("first").active
+    take(engine, topup_order("AL9"))
+    run(src)  # accepted, never settled
+    with engine.begin() as conn:
+        conn.execute(supplier_attempts.update().where(supplier_attempts.c.state == "accepted")
+                     .values(created_at=utcnow() - timedelta(minutes=5)))
+    assert readings.stuck("first").active
+    readings.balances["first"] = 9_999
+    assert readings.balance("first", 10_000).active
+    assert len(readings.readers()) == 3
