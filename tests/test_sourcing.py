@@ -338,3 +338,28 @@ def test_supplier_alerts_read_failing_stuck_and_low_balance(
     readings.balances["first"] = 9_999
     assert readings.balance("first", 10_000).active
     assert len(readings.readers()) == 3
+
+
+def test_supplier_cost_is_in_the_report_margin_and_by_supplier(
+        engine: Engine, vault: Vault, backends: dict[str, MemorySupplierBackend]) -> None:
+    """A shipped top-up's cost is what the supplier charged: the margin includes it, and
+    ``--by supplier`` shows it against the supplier that was paid."""
+    from robot import report
+
+    platform = MemoryPlatform()
+    platform.put_order(topup_order("R1"))
+    oid = take(engine, topup_order("R1"))
+    src = sourcer(engine, vault, backends)
+    run(src)
+    backends["first"].settle()
+    run(src)
+    disp = Dispatcher(engine, vault, {SHOP.name: MemoryConnector(platform)}, {SHOP.name: SHOP},
+                      RetryPolicy(backoff_initial=0.001, backoff_max=0.001), worker="t")
+    asyncio.run(disp.run_once(now=utcnow() + LATER))
+    assert state_of(engine, oid) == "shipped"
+    since = utcnow() - timedelta(days=1)
+    total = report.build(engine, since=since, until=utcnow() + LATER).total
+    assert (total.units, total.revenue_cents, total.cost_cents, total.margin_cents) == (
+        1, 1000, 4950, 1000 - 4950)
+    [row] = report.build(engine, since=since, until=utcnow() + LATER, by="supplier").rows
+    assert (row.key, row.shipped, row.units, row.cost_cents) == ("first", 1, 1, 4950)
