@@ -368,7 +368,9 @@ class Robot:
         self.alert_readings.extend(self.supplier_readings.readers())
         self._sourcer = Sourcer(
             self.engine, self.vault, self.suppliers,
-            SourcingPolicy(price_ttl=self.config.sourcing.price_ttl), worker=self.owner,
+            SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
+                           query_initial=self.config.sourcing.query_initial,
+                           query_max=self.config.sourcing.query_max), worker=self.owner,
             on_allocated=self._wake_ship.set)
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
                  owner=self.owner, suppliers=sorted(self.suppliers))

@@ -37,7 +37,8 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from connectors.plugin import DemoDriver, HasDemo
-from robot import audit, pools
+from robot import audit, demosupply, pools
+from robot import orders as order_ops
 from robot.config import load_config
 from robot.daemon import Robot
 from robot.db import make_engine
@@ -64,10 +65,13 @@ class Expectation:
     hold: set[tuple[str, str]] = field(default_factory=set)
     cancel: set[tuple[str, str]] = field(default_factory=set)
     preorders: list[tuple[DemoDriver, str, str]] = field(default_factory=list)
+    #: top-ups waiting for their account (held; the demo's customer service gives it)
+    topups: list[tuple[str, str]] = field(default_factory=list)
+    cards: bool = False  # the supplier-bought card SKU is on sale
 
     @property
     def total(self) -> int:
-        return len(self.ship) + len(self.hold) + len(self.cancel)
+        return len(self.ship) + len(self.hold) + len(self.cancel) + len(self.topups)
 
 
 def load_drivers(only: list[str] | None = None) -> list[DemoDriver]:
@@ -91,7 +95,8 @@ def _write_codes(path: Path, prefix: str, count: int) -> None:
 
 
 def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
-                  listen: str) -> Path:
+                  listen: str, suppliers: dict[str, Any] | None = None,
+                  extra_items: list[list[dict[str, Any]]] | None = None) -> Path:
     (root / "shops").mkdir()
     robot_file = {
         "database": "sqlite:///robot.db",
@@ -102,8 +107,12 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
                      "max_attempts": 8},
         "log": {"level": "error", "format": "json"},
     }
-    (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False))
-    write_shops(root / "shops", drivers, platform_configs)
+    if suppliers:
+        robot_file["suppliers"] = suppliers
+        robot_file["sourcing"] = {"query_initial": 0.2, "query_max": 1}
+    (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False,
+                                                    allow_unicode=True))
+    write_shops(root / "shops", drivers, platform_configs, extra_items)
     return root / "robot.yaml"
 
 
@@ -116,9 +125,12 @@ CODES_PER_UNIT = {SKU_MAIN: 1, SKU_BUNDLE: 3, SKU_PREORDER: 1}
 
 
 def write_shops(directory: Path, drivers: list[DemoDriver],
-                platform_configs: list[dict[str, Any]]) -> None:
-    """One shop file per driver, selling the demo SKUs (also used by the chaos suite)."""
-    for driver, platform_config in zip(drivers, platform_configs, strict=True):
+                platform_configs: list[dict[str, Any]],
+                extra_items: list[list[dict[str, Any]]] | None = None) -> None:
+    """One shop file per driver, selling the demo SKUs (also used by the chaos suite);
+    ``extra_items``: more mappings per driver (the supplier SKUs)."""
+    extras = extra_items or [[] for _ in drivers]
+    for driver, platform_config, more in zip(drivers, platform_configs, extras, strict=True):
         key = driver.sku_key
         shop = {
             "name": shop_name(driver),
@@ -129,6 +141,7 @@ def write_shops(directory: Path, drivers: list[DemoDriver],
                 {key: SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
                                             {"pool": POOL_BONUS, "quantity": 2}]},
                 {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1},
+                *more,
             ],
             "platform_config": platform_config,
         }
@@ -160,6 +173,10 @@ class Summary:
     ok: bool
     directory: str | None = None
     pickup_example: str | None = None
+    #: per supplier: top-ups and cards bought, purchases failed, cost (cents)
+    per_supplier: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: units with two successful supplier orders, by the suppliers' own answers (must be 0)
+    double_supplier_orders: int = 0
 
 
 def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int) -> Summary:
@@ -206,7 +223,7 @@ def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults:
         p50_ms=pct(0.50), p99_ms=pct(0.99), platform_shipments_doubled=doubled,
         faults_injected=faults,
         expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel)},
-        ok=ok,
+        ok=ok, per_supplier=demosupply.per_supplier(engine),
     )
 
 
@@ -224,7 +241,7 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
     return table
 
 
-async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,  # noqa: PLR0915 - the demo script top to bottom
+async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,
                    only: list[str] | None = None, keep: bool = False,
                    seed: int | None = None, serve_after: bool = False) -> Summary:
     """Run the whole demo; ``console`` None means no live table (JSON mode)."""
@@ -234,10 +251,15 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         raise RuntimeError("no platform with a demo driver is installed")
     root = Path(tempfile.mkdtemp(prefix="robot-demo-"))
     stack = contextlib.ExitStack()
+    supply = demosupply.SupplierDemo()
+    fakes = contextlib.ExitStack()  # the supplier fakes stop before the log file closes
     try:
         listen = _free_listen()
         platform_configs = [await d.start(f"http://{listen}") for d in drivers]
-        config_path = _write_config(root, drivers, platform_configs, listen)
+        supply.start(fakes)
+        extra = [await supply.items(d.sku_key) for d in drivers]
+        config_path = _write_config(root, drivers, platform_configs, listen,
+                                    supply.robot_file(), extra)
         init_key_file(root / "robot.key")
         log_file = (root / "robot.log").open("a", encoding="utf-8")
         stack.callback(log_file.close)
@@ -246,31 +268,18 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         engine = make_engine(config.database)
         upgrade(engine)
         import_stock(config.key_file, engine, root, orders_wanted)
+        if supply.sells_cards:
+            pools.create_pool(engine, demosupply.POOL_BOUGHT, actor="demo")
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
         daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
-        faults = sum(d.inject_faults() for d in drivers)
-        exp = Expectation()
-        started = time.monotonic()
-        live = Live(console=console, refresh_per_second=4) if console else None
-        with live or contextlib.nullcontext():
-            feeder = asyncio.create_task(_feed(drivers, exp, orders_wanted, rng))
-            while True:
-                summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
-                if live is not None:
-                    live.update(_table(summary, time.monotonic() - started, orders_wanted))
-                if feeder.done() and not exp.preorders and _settled(summary, exp):
-                    break
-                if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
-                    for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
-                        driver.refund(oid)
-                        exp.cancel.add((shop, oid))
-                    exp.preorders.clear()
-                if time.monotonic() - started > timeout or daemon.done():
-                    break
-                await asyncio.sleep(0.25)
-            await feeder
+        faults = sum(d.inject_faults() for d in drivers) + supply.inject_faults()
+        exp = Expectation(cards=supply.sells_cards)
+        await _watch(engine, exp, drivers, faults, supply, daemon, rng,
+                     orders_wanted=orders_wanted, timeout=timeout, console=console)
         summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+        summary.double_supplier_orders = await supply.double_orders(engine)
+        summary.ok = summary.ok and summary.double_supplier_orders == 0
         if serve_after and console is not None:
             summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
             if summary.pickup_example:
@@ -284,9 +293,41 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         for d in drivers:
             with contextlib.suppress(Exception):
                 await d.stop()
+        fakes.close()
         stack.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def _watch(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int,
+                 supply: demosupply.SupplierDemo, daemon: asyncio.Task[int],
+                 rng: random.Random, *, orders_wanted: int, timeout: float,
+                 console: Console | None) -> None:
+    """Feed the orders and watch them settle (a live table on ``console``): refunds for the
+    pre-orders once they wait for stock, accounts for held top-ups, the suppliers working."""
+    started = time.monotonic()
+    live = Live(console=console, refresh_per_second=4) if console else None
+    with live or contextlib.nullcontext():
+        feeder = asyncio.create_task(_feed(drivers, exp, orders_wanted, rng,
+                                           topups=bool(supply.harnesses)))
+        while True:
+            supply.settle()
+            await asyncio.to_thread(_give_accounts, engine, exp)
+            summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+            if live is not None:
+                live.update(_table(summary, time.monotonic() - started, orders_wanted))
+            if feeder.done() and not exp.preorders and not exp.topups \
+                    and _settled(summary, exp):
+                break
+            if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
+                for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
+                    driver.refund(oid)
+                    exp.cancel.add((shop, oid))
+                exp.preorders.clear()
+            if time.monotonic() - started > timeout or daemon.done():
+                break
+            await asyncio.sleep(0.25)
+        await feeder
 
 
 def _pickup_example(robot: Robot) -> str | None:
@@ -334,9 +375,25 @@ def import_stock(key_file: Path, engine: Engine, root: Path, orders_wanted: int)
     pools.create_pool(engine, POOL_PREORDER, actor="demo")
 
 
+def _give_accounts(engine: Engine, exp: Expectation) -> None:
+    """The demo's customer service: each top-up held for its account gets one (the demo's
+    platforms carry no buyer message), as ``robot orders release ID --account`` does."""
+    for shop, oid in list(exp.topups):
+        with engine.connect() as conn:
+            row = conn.execute(select(orders.c.id, orders.c.state).where(
+                orders.c.shop == shop, orders.c.platform_order_id == oid)).first()
+        if row is None or row.state != OrderState.HELD:
+            continue
+        order_ops.release(engine, int(row.id), actor="demo-customer-service",
+                          account=demosupply.DEMO_ACCOUNT)
+        exp.topups.remove((shop, oid))
+        exp.ship.add((shop, oid))
+
+
 async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
-                rng: random.Random) -> None:
-    """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders."""
+                rng: random.Random, *, topups: bool = False) -> None:
+    """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders,
+    and with suppliers top-ups and cards bought per order."""
     for i in range(count):
         driver = drivers[i % len(drivers)]
         shop = shop_name(driver)
@@ -350,6 +407,12 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
             exp.preorders.append((driver, shop, oid))
         elif roll < 0.25:
             oid = driver.create_paid_order(SKU_BUNDLE, 1, buyer)
+            exp.ship.add((shop, oid))
+        elif topups and roll < 0.32:
+            oid = driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
+            exp.topups.append((shop, oid))
+        elif exp.cards and roll < 0.38:
+            oid = driver.create_paid_order(demosupply.SKU_CARD, 1, buyer)
             exp.ship.add((shop, oid))
         else:
             oid = driver.create_paid_order(SKU_MAIN, rng.choice((1, 1, 2)), buyer)

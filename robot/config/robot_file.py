@@ -147,6 +147,10 @@ class SourcingConfig(StrictModel):
     processing_alert_after: Duration = 1800.0
     #: A supplier's catalogue (its prices) is read again after this long.
     price_ttl: Duration = 60.0
+    #: A purchase in progress is queried again after this long at first, doubling (with
+    #: jitter) up to ``query_max``; a supplier's callback makes it due at once.
+    query_initial: Duration = 5.0
+    query_max: Duration = 300.0
 
 
 class RobotFile(StrictModel):
