@@ -400,7 +400,7 @@ class PoolStatus:
 class Status:
     shops: list[ShopStatus]
     pools: list[PoolStatus]
-    attention: dict[str, int]  # failed / held / waiting_stock / failed memo jobs
+    attention: dict[str, int]  # failed / held / waiting_stock / sourcing / failed memo jobs
 
 
 def service_attention(engine: Engine, now: datetime) -> dict[str, int]:
@@ -460,7 +460,8 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
         for state, n in per_shop.items():
             totals[state] = totals.get(state, 0) + n
     attention: dict[str, int] = {
-        k: totals.get(k, 0) for k in (OrderState.FAILED, OrderState.HELD, OrderState.WAITING_STOCK)}
+        k: totals.get(k, 0) for k in (OrderState.FAILED, OrderState.HELD, OrderState.WAITING_STOCK,
+                                      OrderState.SOURCING)}
     attention["failed_memos"] = int(failed_memos)
     attention.update(service_attention(engine, now))
     return Status(shop_list, pool_list, attention)
