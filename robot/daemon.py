@@ -394,6 +394,7 @@ class Robot:
             trusted_proxies=parse_networks(self.config.http.trusted_proxies),
             clock_skewed=self.clock_skewed,
             max_clock_offset=self.config.intake.max_clock_offset,
+            suppliers=self.suppliers, wake_sourcing=self.wake_sourcing,
         )
         self.alert_readings.append(ctx.guard.reading)
         self.on_poll_error = ctx.metrics.poll_error

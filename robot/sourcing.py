@@ -508,6 +508,22 @@ class Sourcer:
         return "allocated"
 
 
+def callback_due(engine: Engine, supplier: str, key: str) -> bool:
+    """A verified callback for ``key``: its order's source job is due now (the worker then
+    queries the supplier; the callback itself records nothing). Whether the key is ours."""
+    now = utcnow()
+    with transaction(engine) as conn:
+        order_id = conn.execute(select(supplier_attempts.c.order_id).where(
+            supplier_attempts.c.key == key, supplier_attempts.c.supplier == supplier)).scalar()
+        if order_id is None:
+            return False
+        conn.execute(update(outbox).where(outbox.c.order_id == order_id,
+                                          outbox.c.kind == "source",
+                                          outbox.c.state == OutboxState.PENDING)
+                     .values(due_at=now))
+    return True
+
+
 def _why(exc: BaseException) -> str:
     message = getattr(exc, "message", None)
     return str(message or type(exc).__name__)[:300]
