@@ -363,3 +363,40 @@ def test_supplier_cost_is_in_the_report_margin_and_by_supplier(
         1, 1000, 4950, 1000 - 4950)
     [row] = report.build(engine, since=since, until=utcnow() + LATER, by="supplier").rows
     assert (row.key, row.shipped, row.units, row.cost_cents) == ("first", 1, 1, 4950)
+
+
+def test_a_failure_while_recording_a_bought_card_ships_nothing_and_buys_nothing_more(
+        engine: Engine, vault: Vault, backends: dict[str, MemorySupplierBackend],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transaction recording a success fails half-way (after the codes were written):
+    nothing of it stays, no write-back is queued, and the next round finds the purchase by
+    query and records it, with the supplier's one order."""
+    from robot import pools
+    from robot.schema import outbox
+    from tests.factories import ensure_pool
+
+    ensure_pool(engine, "youku")
+    bought = take(engine, paid_order("CR1", ("c30", 1)))
+    assert state_of(engine, bought) == "sourcing"
+    src = sourcer(engine, vault, backends)
+    run(src)
+    backends["first"].settle()
+    real = pools.add_bought
+
+    def crash(*args: Any, **kwargs: Any) -> list[int]:
+        real(*args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pools, "add_bought", crash)
+    with pytest.raises(OSError):
+        run(src)
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries).where(deliveries.c.order_id == bought)).all() == []
+        assert conn.execute(select(outbox.c.kind).where(outbox.c.order_id == bought)
+                            ).scalars().all() == ["source"]
+    assert state_of(engine, bought) == "sourcing"
+    monkeypatch.setattr(pools, "add_bought", real)
+    # Once the crashed worker's lease has run out, a worker takes the job over.
+    asyncio.run(sourcer(engine, vault, backends).run_once(now=utcnow() + 2 * LATER))
+    assert state_of(engine, bought) == "allocated"
+    assert len(backends["first"].orders) == 1
