@@ -81,7 +81,7 @@ class SourcingPolicy:
     query_max: float = 300.0
     price_ttl: float = 60.0
     call_timeout: float = 30.0
-    lease: timedelta = timedelta(seconds=120)
+    lease: timedelta = timedelta(seconds=15)  # renewed every few seconds by the daemon
 
     def delay(self, attempts: int) -> float:
         return RetryPolicy(backoff_initial=self.query_initial,
@@ -180,14 +180,17 @@ class Sourcer:
         jobs = await asyncio.to_thread(claim_jobs, self.engine, self.worker,
                                        now=now or utcnow(), limit=limit,
                                        lease=self.policy.lease, kinds=("source",))
-        for job in jobs:
-            self._running.add(job.id)
-            try:
+        # Every job leased is renewed until it is run (the calls of the ones before it may
+        # take longer than a lease).
+        self._running.update(job.id for job in jobs)
+        try:
+            for job in jobs:
                 with structlog.contextvars.bound_contextvars(order_id=job.order_id,
                                                              job="source"):
                     await self.run_job(job)
-            finally:
                 self._running.discard(job.id)
+        finally:
+            self._running.difference_update(job.id for job in jobs)
         return len(jobs)
 
     async def run_job(self, job: Job) -> None:
@@ -196,7 +199,11 @@ class Sourcer:
         for att in attempts:
             with structlog.contextvars.bound_contextvars(supplier=att.supplier, key=att.key):
                 await self._advance(att)
-        if await asyncio.to_thread(self.settle, job) == "allocated":
+        try:
+            settled = await asyncio.to_thread(self.settle, job)
+        except pipeline.StateConflict:
+            return  # another worker holding the same job (its lease ran out) settled it
+        if settled == "allocated":
             self.on_allocated()  # in the loop's thread (an asyncio.Event is not thread-safe)
 
     def _read(self, job: Job) -> list[Attempt]:
