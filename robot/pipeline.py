@@ -4,6 +4,9 @@ States (DESIGN.md)::
 
     received ──risk/unmapped──► held ──release──► received | allocated
     received ──► allocated (codes reserved)      or ──► waiting_stock ──codes arrive──► …
+    received ──supplier route (a top-up, or a card its pool lacks)──► sourcing
+    sourcing ──every unit bought (robot.sourcing)──► allocated   ──every supplier failed──► failed
+    sourcing ──refunded meanwhile, purchase done──► cancelled / held, for review
     allocated ──write-back ok──► shipped ──refund──► refunded
     allocated ──max attempts──► failed ──replay──► allocated (same codes)
     received ──nothing mapped, shop says ignore──► ignored
