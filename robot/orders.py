@@ -247,6 +247,9 @@ def cancel(engine: Engine, order_id: int, *, actor: str,
     """Cancel an unshipped order; unseen reserved codes return to stock."""
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
+        if row.state == OrderState.SOURCING:
+            raise UserError(f"order {order_id} is being bought from a supplier, which cannot be "
+                            "stopped; wait for it (robot orders show), then cancel or refund")
         if row.state not in UNSHIPPED:
             raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
                             + ("; refunds after delivery are handled on the platform"

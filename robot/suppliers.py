@@ -152,10 +152,10 @@ def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
 
 def stuck(engine: Engine, *, now: datetime, older_than: timedelta,
           supplier: str | None = None) -> int:
-    """Purchases still open at the supplier after ``older_than`` (top-ups stuck in
-    processing): the alert's count."""
+    """Purchases not settled after ``older_than`` (top-ups stuck in processing, or never
+    placed because the supplier refuses our credentials): the alert's count."""
     stmt = select(func.count()).select_from(supplier_attempts).where(
-        supplier_attempts.c.state.in_(_OPEN[1:]),
+        supplier_attempts.c.state.in_(_OPEN),  # new ones too: a supplier refusing our keys
         supplier_attempts.c.created_at < now - older_than)
     if supplier is not None:
         stmt = stmt.where(supplier_attempts.c.supplier == supplier)

@@ -151,3 +151,9 @@ def test_suppliers_cli_lists_tests_and_shows_the_catalogue(site: Path) -> None:
         ("topup-mobile-50", "49.50")]
     broken = runner.invoke(robot.cli.cli, ["-c", str(site), "suppliers", "test", "fulu-main"])
     assert broken.exit_code == 1 and "supplier fulu-main: NOT OK" in broken.output
+    status = runner.invoke(robot.cli.cli, ["-c", str(site), "suppliers", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    by_name = {r["supplier"]: r for r in json.loads(status.output)}
+    assert by_name["memsup"]["balance_cents"] == 1_000_000
+    assert by_name["fulu-main"]["balance_cents"] is None and by_name["fulu-main"]["balance_error"]
+    assert by_name["memsup"]["open"] == 0 and by_name["memsup"]["success_rate"] is None
