@@ -108,8 +108,11 @@ class Attempt:
     per_unit: int = 1
 
     def request(self) -> PurchaseRequest:
+        # The plugin checks the price again right before placing (a second guard beside
+        # the catalogue check: prices move).
         return PurchaseRequest(key=self.key, product_id=self.product, quantity=self.per_unit,
-                               account=self.account)
+                               account=self.account,
+                               max_unit_price_cents=self.max_cost_cents // self.per_unit)
 
 
 def _latest(rows: Sequence[Any]) -> dict[tuple[int, int], Any]:
@@ -448,7 +451,10 @@ class Sourcer:
                                 .where(supplier_attempts.c.order_id == job.order_id)).all()
             latest = list(_latest(rows).values())
             if any(r.state in OPEN for r in latest):
-                delay = timedelta(seconds=self.policy.delay(job.attempts + 1))
+                # A new attempt (the next supplier) goes at once; outcomes still coming are
+                # asked for again with backoff.
+                fresh = any(r.state == S.NEW and r.reason is None for r in latest)
+                delay = timedelta(seconds=0 if fresh else self.policy.delay(job.attempts + 1))
                 conn.execute(update(outbox).where(outbox.c.id == job.id).values(
                     attempts=job.attempts + 1, due_at=now + delay, claimed_until=None))
                 return "waiting"
