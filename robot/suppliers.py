@@ -24,7 +24,7 @@ from robot.config import RobotConfig, SupplierConfig
 from robot.display import yuan
 from robot.log import get_logger
 from robot.registry import discover_suppliers
-from robot.schema import orders, supplier_attempts
+from robot.schema import order_lines, orders, supplier_attempts
 from robot.states import OrderState, SupplierAttemptState
 from robot.supply import mask_account
 from robot.vault import Vault
@@ -129,24 +129,28 @@ class TopupStatus:
     """What a buyer may be told about a top-up line: where to, how much, how far."""
 
     line_no: int
+    title: str  # the order line's title as the platform gave it (e.g. "话费50元")
     account: str  # masked: 138****1234
     state: str  # done | in_progress | failed
-    cost_cents: int | None
 
 
 def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
-    """The order's top-ups, one per unit (the pickup page shows these instead of codes)."""
+    """The order's top-ups, one per unit, for the buyer: the pickup page shows these instead
+    of codes ("充值成功 138****1234 · 话费50元"). Never the supplier, key or cost."""
     with engine.connect() as conn:
         rows = conn.execute(select(supplier_attempts).where(
             supplier_attempts.c.order_id == order_id, supplier_attempts.c.kind == "topup")
             .order_by(supplier_attempts.c.line_no, supplier_attempts.c.unit,
                       supplier_attempts.c.attempt)).all()
+        titles = {int(r.line_no): str(r.title) for r in conn.execute(
+            select(order_lines.c.line_no, order_lines.c.title)
+            .where(order_lines.c.order_id == order_id))}
     latest: dict[tuple[int, int], Any] = {}
     for r in rows:
         latest[(int(r.line_no), int(r.unit))] = r
     shown = {S.SUCCEEDED: "done", S.FAILED: "failed"}
-    return [TopupStatus(int(r.line_no), mask_account(r.account),
-                        shown.get(S(r.state), "in_progress"), r.cost_cents)
+    return [TopupStatus(int(r.line_no), titles.get(int(r.line_no), ""), mask_account(r.account),
+                        shown.get(S(r.state), "in_progress"))
             for r in latest.values()]
 
 

@@ -400,3 +400,20 @@ def test_a_failure_while_recording_a_bought_card_ships_nothing_and_buys_nothing_
     asyncio.run(sourcer(engine, vault, backends).run_once(now=utcnow() + 2 * LATER))
     assert state_of(engine, bought) == "allocated"
     assert len(backends["first"].orders) == 1
+
+
+def test_the_topup_status_hook_tells_the_buyer_progress_with_the_account_masked(
+        engine: Engine, vault: Vault, backends: dict[str, MemorySupplierBackend]) -> None:
+    """What the pickup page may show for a top-up: in progress, then done; the account
+    masked, nothing about the supplier."""
+    from robot.suppliers import topup_status
+
+    oid = take(engine, topup_order("P1"))
+    src = sourcer(engine, vault, backends)
+    run(src)
+    [status] = topup_status(engine, oid)
+    assert (status.account, status.state, status.title) == ("138****5678", "in_progress",
+                                                            "item t50")
+    backends["first"].settle()
+    run(src)
+    assert [s.state for s in topup_status(engine, oid)] == ["done"]
