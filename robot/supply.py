@@ -31,8 +31,8 @@ from robot.states import OutboxState, SupplierAttemptState
 MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d{9})(?!\d)")
 #: A QQ number: 5 to 12 digits, not starting with 0.
 QQ_RE = re.compile(r"(?<!\d)([1-9]\d{4,11})(?!\d)")
-_FORMAT_NAMES = {"mobile": "a mobile number (11 digits)", "qq": "a QQ number (5-12 digits)",
-                 "regex": "an account of the expected form"}
+_FORMAT_NAMES = {"mobile": "mobile number (11 digits)", "qq": "QQ number (5-12 digits)",
+                 "regex": "account of the expected form"}
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,13 @@ def read_account(rule: Any, order: Order, line: OrderLine) -> tuple[str | None, 
     text, where = _source_text(rule.source, order, line)
     wanted = _FORMAT_NAMES[rule.format]
     if text is None or not text.strip():
-        return None, f"top-up account missing: {where} is empty (expected {wanted})"
+        return None, f"top-up account missing: {where} is empty (expected a {wanted})"
     found = _matches(rule, text)
     if not found:
         return None, f"top-up account missing: {where} holds no {wanted}"
     if len(found) > 1:
         return None, (f"top-up account unclear: {where} holds {len(found)} different "
-                      f"candidates for {wanted}; a person must choose")
+                      f"candidates for a {wanted}; a person must choose")
     return found[0], None
 
 
@@ -168,7 +168,7 @@ def check_account(supply: Supply, account: str) -> str | None:
         ok = QQ_RE.fullmatch(text) is not None
     else:
         ok = bool(text) and re.fullmatch(supply.account_pattern or r".{1,128}", text) is not None
-    return None if ok else f"it is not {_FORMAT_NAMES.get(form, 'a usable account')}"
+    return None if ok else f"it is not a {_FORMAT_NAMES.get(form, 'usable account')}"
 
 
 def mask_account(account: str | None) -> str:

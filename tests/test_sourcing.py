@@ -232,7 +232,7 @@ def test_an_order_without_a_usable_account_is_held_until_a_person_gives_one(
     account a person gives, then the top-up goes there."""
     oid = take(engine, topup_order("T8", message="尽快发货"))
     assert state_of(engine, oid) == "held"
-    assert "top-up account missing: the buyer's message holds no a mobile number" \
+    assert "top-up account missing: the buyer's message holds no mobile number" \
         in reason_of(engine, oid)
     with pytest.raises(UserError, match="no usable account"):
         orders.release(engine, oid, actor="cs")
