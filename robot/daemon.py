@@ -602,9 +602,11 @@ class Robot:
 
     def wake(self) -> None:
         """New orders or codes arrived: allocate and write back now rather than at the next
-        tick (intake allocates what it can in its own transaction)."""
+        tick (intake allocates what it can in its own transaction, and may have moved an
+        order to sourcing)."""
         self._wake_alloc.set()
         self._wake_ship.set()
+        self._wake_source.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():
