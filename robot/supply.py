@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,10 +182,20 @@ def mask_account(account: str | None) -> str:
     return account[:3] + "*" * (len(account) - 7) + account[-4:]
 
 
+#: The longest key every supplier takes (Juhe: 8 to 32 letters and digits).
+KEY_MAX = 32
+
+
 def attempt_key(order_id: int, line_no: int, unit: int, attempt: int) -> str:
-    """The idempotency key of one attempt: letters and digits only, 8 to 32 characters (the
-    strictest supplier's rule, Juhe's), unique per (order, line, unit, attempt)."""
-    return f"RB{order_id}L{line_no}U{unit}A{attempt}"
+    """A new idempotency key for one attempt: letters and digits only, 8 to 32 characters
+    (the strictest supplier's rule, Juhe's). It names the order, line, unit and attempt, and
+    ends with a random part: another robot database on the same supplier account (a fresh
+    install, a test robot) numbers its orders from 1 again, and must never meet our keys (the
+    supplier would answer "order exists" with someone else's purchase). Keys are stored
+    before use and never derived again, so the random part costs nothing."""
+    base = f"RB{order_id}L{line_no}U{unit}A{attempt}"
+    tail = "X" + "".join(secrets.choice(string.digits) for _ in range(6))
+    return base + tail if len(base) + len(tail) <= KEY_MAX else base
 
 
 def first_attempts(order_id: int, lines: Sequence[tuple[int, int, Supply]],

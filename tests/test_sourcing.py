@@ -97,7 +97,7 @@ def successes_per_unit(backends: dict[str, MemorySupplierBackend]) -> Counter[st
         backend.settle()
         for key, order in backend.orders.items():
             if order.state is Outcome.SUCCEEDED:
-                won[key.rsplit("A", 1)[0]] += 1
+                won[key.rsplit("A", 1)[0]] += 1  # RB<order>L<line>U<unit>
     return won
 
 
@@ -417,3 +417,16 @@ def test_the_topup_status_hook_tells_the_buyer_progress_with_the_account_masked(
     backends["first"].settle()
     run(src)
     assert [s.state for s in topup_status(engine, oid)] == ["done"]
+
+
+def test_keys_fit_every_supplier_and_never_repeat_across_databases() -> None:
+    """Letters and digits, 8 to 32 characters (Juhe's rule), naming order, line, unit and
+    attempt; two databases numbering orders alike never share a key."""
+    import re
+
+    from robot.supply import attempt_key
+
+    first, again = attempt_key(1, 0, 0, 0), attempt_key(1, 0, 0, 0)
+    assert first != again and first.startswith("RB1L0U0A0X")
+    for key in (first, attempt_key(10**18, 99, 9999, 7)):
+        assert re.fullmatch(r"[A-Za-z0-9]{8,32}", key), key

@@ -12,7 +12,7 @@ from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
 from robot import pipeline
 from robot.clock import utcnow
 from robot.config import SkuMapping
-from robot.schema import outbox
+from robot.schema import outbox, supplier_attempts
 from robot.vault import Vault
 from tests.factories import Shop, paid_order
 from tests.http.conftest import make_http
@@ -37,7 +37,8 @@ def test_a_verified_callback_makes_the_order_due_and_a_forged_one_is_refused(
     later = utcnow() + timedelta(hours=1)
     with engine.begin() as conn:
         conn.execute(outbox.update().where(outbox.c.kind == "source").values(due_at=later))
-    key = f"RB{result.order_id}L0U0A0"
+    with engine.connect() as conn:
+        key = conn.execute(select(supplier_attempts.c.key)).scalar_one()
     import asyncio
 
     from connectors.supplier import PurchaseRequest
