@@ -78,6 +78,10 @@ class OrderLine:
     title: str = ""
     unit_price_cents: int = 0
     refund: RefundState = RefundState.NONE
+    #: The SKU's properties as the buyer chose or typed them, ``(name, value)`` pairs, where
+    #: the platform gives them (e.g. ``("充值号码", "138...")`` on a top-up item): a top-up
+    #: mapping may read its account from one (``property.NAME``).
+    properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,9 @@ class Order:
     # (buyer notifications: robot.notify). Never logged.
     buyer_email: str | None = None
     buyer_phone: str | None = None
+    #: The buyer's message to the seller (留言), where the platform gives it: a top-up
+    #: mapping may read the account to credit from it.
+    buyer_message: str | None = None
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)

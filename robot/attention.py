@@ -170,8 +170,9 @@ def _missing_pools(ctx: Context) -> list[Item]:
 
 
 _ORDER_STATES = (
-    (OrderState.FAILED, "orders_failed", "order(s) failed their write-back",
-     "robot orders list --state failed; then robot orders replay --all-failed"),
+    (OrderState.FAILED, "orders_failed", "order(s) failed (their write-back, or every supplier)",
+     "robot orders list --state failed; robot orders show ID: replay a failed write-back "
+     "(robot orders replay ID), refund on the platform an order its suppliers failed"),
     (OrderState.HELD, "orders_held", "order(s) held for a person",
      "robot orders list --state held; then robot orders release / reject ID"),
     (OrderState.WAITING_STOCK, "orders_waiting", "order(s) waiting for stock",

@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
 from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, supply, support
+from robot import suppliers as supplier_ops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools, load_config, zone
 from robot.db import (
@@ -62,6 +63,7 @@ from robot.migrate import upgrade
 from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.sourcing import Sourcer, SourcingPolicy
 from robot.states import OrderState
 from robot.vault import Vault, open_vault
 from robot.writes import signal_of
@@ -152,7 +154,8 @@ def _pool_names(engine: Engine) -> set[str]:
 
 def _needs_restart(running: RobotConfig, new: RobotConfig) -> list[str]:
     """The robot file settings that differ in ``new`` and only apply at a start."""
-    names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log")
+    names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log",
+                         "suppliers", "sourcing")
              if getattr(running, f) != getattr(new, f)]
     retry = ("max_attempts", "backoff_initial", "backoff_max")
     names += [f"defaults.{f}" for f in retry
@@ -181,6 +184,11 @@ class Robot:
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._notifications: Notifications | None = None
+        self._sourcer: Sourcer | None = None
+        self._wake_source = asyncio.Event()
+        #: Supplier clients by the robot file's name, and why broken ones are missing.
+        self.suppliers: dict[str, Any] = {}
+        self.broken_suppliers: dict[str, str] = {}
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._shop_jobs: dict[str, set[asyncio.Task[Any]]] = {}  # the same, per shop
         self._scheduler: AsyncIOScheduler | None = None
@@ -361,8 +369,19 @@ class Robot:
                                        self.config.http.public_url),
             notify=self._notifications,
         )
+        self.suppliers, self.broken_suppliers = supplier_ops.build(
+            self.config, self.engine, self.vault)
+        self.supplier_readings = supplier_ops.Readings(
+            self.engine, self.config.suppliers, self.config.sourcing.processing_alert_after)
+        self.alert_readings.extend(self.supplier_readings.readers())
+        self._sourcer = Sourcer(
+            self.engine, self.vault, self.suppliers,
+            SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
+                           query_initial=self.config.sourcing.query_initial,
+                           query_max=self.config.sourcing.query_max), worker=self.owner,
+            on_allocated=self._wake_ship.set)
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
-                 owner=self.owner)
+                 owner=self.owner, suppliers=sorted(self.suppliers))
 
     def http_task(self, sock: socket.socket | None = None
                   ) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -383,6 +402,7 @@ class Robot:
             trusted_proxies=parse_networks(self.config.http.trusted_proxies),
             clock_skewed=self.clock_skewed,
             max_clock_offset=self.config.intake.max_clock_offset,
+            suppliers=self.suppliers, wake_sourcing=self.wake_sourcing,
         )
         self.alert_readings.append(ctx.guard.reading)
         self.on_poll_error = ctx.metrics.poll_error
@@ -420,6 +440,10 @@ class Robot:
         scheduler.add_job(self._checkpoint_audit, "interval", seconds=audit.CHECKPOINT_EVERY,
                           id="audit_checkpoint", coalesce=True, max_instances=1,
                           misfire_grace_time=5)
+        if self.suppliers:
+            scheduler.add_job(self._read_balances, "interval", seconds=supplier_ops.BALANCE_EVERY,
+                              id="supplier_balances", coalesce=True, max_instances=1,
+                              misfire_grace_time=60, next_run_time=datetime.now(UTC))
         if self._vacuum:
             scheduler.add_job(self._maintain, "interval", seconds=maintenance.INTERVAL,
                               id="vacuum", coalesce=True, max_instances=1,
@@ -435,7 +459,8 @@ class Robot:
                               misfire_grace_time=30)
         scheduler.start()
         workers = [asyncio.create_task(self._allocator(), name="allocator"),
-                   asyncio.create_task(self._shipper(), name="shipper")]
+                   asyncio.create_task(self._shipper(), name="shipper"),
+                   asyncio.create_task(self._sourcing(), name="sourcing")]
         workers += [asyncio.create_task(job(), name=f"extra-{i}")
                     for i, job in enumerate(extra or [])]
         for task in workers:
@@ -601,9 +626,11 @@ class Robot:
 
     def wake(self) -> None:
         """New orders or codes arrived: allocate and write back now rather than at the next
-        tick (intake allocates what it can in its own transaction)."""
+        tick (intake allocates what it can in its own transaction, and may have moved an
+        order to sourcing)."""
         self._wake_alloc.set()
         self._wake_ship.set()
+        self._wake_source.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():
@@ -624,6 +651,9 @@ class Robot:
                 await connector.aclose()
         if self._notifications is not None:
             await self._notifications.aclose()
+        for client in self.suppliers.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
         await asyncio.to_thread(audit.checkpoint_quietly, self.engine)  # never raises
         self.release()
 
@@ -700,6 +730,8 @@ class Robot:
                 found += 1
                 if result.state == OrderState.ALLOCATED:
                     self._wake_ship.set()
+                elif result.state == OrderState.SOURCING:
+                    self._wake_source.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
             await self._idle(self._wake_alloc, tick)
@@ -726,6 +758,39 @@ class Robot:
                 await self._idle(self._wake_ship, tick)
             else:
                 tick = TICK
+
+    async def _sourcing(self) -> None:
+        """Buy for orders in ``sourcing`` (robot.sourcing): one round whenever woken, or
+        every idle tick for purchases whose outcome is still coming."""
+        assert self._sourcer is not None
+        tick = TICK
+        while not self._stop.is_set():
+            try:
+                ran = await self._sourcer.run_once()
+            except DBAPIError as exc:
+                await self._database_down(exc)
+                ran = 0
+            if not ran:
+                tick = TICK if self._wake_source.is_set() else self._longer(tick, IDLE_TICK)
+                await self._idle(self._wake_source, tick)
+            else:
+                tick = TICK
+
+    async def _read_balances(self) -> None:
+        """Read every supplier's balance for the low-balance alert (buys nothing)."""
+        self._track_job()
+        for name, client in self.suppliers.items():
+            try:
+                balance = await asyncio.wait_for(client.balance(), 30.0)
+            except Exception as exc:  # noqa: BLE001 - a balance we cannot read is no alert by itself
+                log.warning("supplier_balance_unreadable", supplier=name,
+                            error=type(exc).__name__)
+                continue
+            self.supplier_readings.balances[name] = balance.available_cents
+
+    def wake_sourcing(self) -> None:
+        """Run the sourcing worker now (a supplier's callback said an order moved)."""
+        self._wake_source.set()
 
     # ------------------------------------------------------------------ scheduled jobs
     def _track_job(self, shop: str | None = None) -> None:
@@ -873,6 +938,8 @@ class Robot:
         self._track_job()
         if self._dispatcher is not None and self._dispatcher.busy:
             await self._db(self._dispatcher.renew)
+        if self._sourcer is not None:
+            await self._db(self._sourcer.renew)
         names = list(self.shops)
         if self._solo:
             led = set(names)

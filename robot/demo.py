@@ -40,8 +40,9 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from connectors.plugin import DemoDriver, HasDemo
-from robot import audit, poolpage, pools
-from robot.config import load_config
+from robot import audit, demosupply, poolpage, pools
+from robot import orders as order_ops
+from robot.config import RobotConfig, load_config
 from robot.daemon import Robot
 from robot.db import make_engine
 from robot.http.links import pickup_url_hook
@@ -67,10 +68,13 @@ class Expectation:
     hold: set[tuple[str, str]] = field(default_factory=set)
     cancel: set[tuple[str, str]] = field(default_factory=set)
     preorders: list[tuple[DemoDriver, str, str]] = field(default_factory=list)
+    #: top-ups waiting for their account (held; the demo's customer service gives it)
+    topups: list[tuple[str, str]] = field(default_factory=list)
+    cards: bool = False  # the supplier-bought card SKU is on sale
 
     @property
     def total(self) -> int:
-        return len(self.ship) + len(self.hold) + len(self.cancel)
+        return len(self.ship) + len(self.hold) + len(self.cancel) + len(self.topups)
 
 
 def load_drivers(only: list[str] | None = None) -> list[DemoDriver]:
@@ -94,7 +98,8 @@ def _write_codes(path: Path, prefix: str, count: int) -> None:
 
 
 def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
-                  listen: str) -> Path:
+                  listen: str, suppliers: dict[str, Any] | None = None,
+                  extra_items: list[list[dict[str, Any]]] | None = None) -> Path:
     (root / "shops").mkdir()
     robot_file = {
         "database": "sqlite:///robot.db",
@@ -105,8 +110,12 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
                      "max_attempts": 8},
         "log": {"level": "error", "format": "json"},
     }
-    (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False))
-    write_shops(root / "shops", drivers, platform_configs)
+    if suppliers:
+        robot_file["suppliers"] = suppliers
+        robot_file["sourcing"] = {"query_initial": 0.2, "query_max": 1}
+    (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False,
+                                                    allow_unicode=True))
+    write_shops(root / "shops", drivers, platform_configs, extra_items)
     return root / "robot.yaml"
 
 
@@ -119,9 +128,12 @@ CODES_PER_UNIT = {SKU_MAIN: 1, SKU_BUNDLE: 3, SKU_PREORDER: 1}
 
 
 def write_shops(directory: Path, drivers: list[DemoDriver],
-                platform_configs: list[dict[str, Any]]) -> None:
-    """One shop file per driver, selling the demo SKUs (also used by the chaos suite)."""
-    for driver, platform_config in zip(drivers, platform_configs, strict=True):
+                platform_configs: list[dict[str, Any]],
+                extra_items: list[list[dict[str, Any]]] | None = None) -> None:
+    """One shop file per driver, selling the demo SKUs (also used by the chaos suite);
+    ``extra_items``: more mappings per driver (the supplier SKUs)."""
+    extras = extra_items or [[] for _ in drivers]
+    for driver, platform_config, more in zip(drivers, platform_configs, extras, strict=True):
         key = driver.sku_key
         # A platform that buys from the robot (闲管家) also needs each goods' price.
         extra = dict(getattr(driver, "item_extra", {}))
@@ -134,6 +146,7 @@ def write_shops(directory: Path, drivers: list[DemoDriver],
                 {key: SKU_BUNDLE, "pools": [{"pool": POOL_MAIN, "quantity": 1},
                                             {"pool": POOL_BONUS, "quantity": 2}], **extra},
                 {key: SKU_PREORDER, "pool": POOL_PREORDER, "quantity": 1, **extra},
+                *more,
             ],
             "platform_config": platform_config,
             "display_name": f"{driver.platform} 演示店 demo shop",
@@ -170,6 +183,10 @@ class Summary:
     #: Per platform that had a live-stream burst: its orders, how long paying them took and
     #: how long from the first payment to the last shipment (see :func:`burst_report`).
     bursts: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: per supplier: top-ups and cards bought, purchases failed, cost (cents)
+    per_supplier: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: units with two successful supplier orders, by the suppliers' own answers (must be 0)
+    double_supplier_orders: int = 0
 
 
 def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int) -> Summary:
@@ -216,7 +233,7 @@ def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults:
         p50_ms=pct(0.50), p99_ms=pct(0.99), platform_shipments_doubled=doubled,
         faults_injected=faults,
         expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel)},
-        ok=ok,
+        ok=ok, per_supplier=demosupply.per_supplier(engine),
     )
 
 
@@ -234,7 +251,7 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
     return table
 
 
-async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,  # noqa: PLR0915 - the demo script top to bottom
+async def run_demo(*, orders_wanted: int, timeout: float, console: Console | None,
                    only: list[str] | None = None, keep: bool = False,
                    seed: int | None = None, serve_after: bool = False,
                    burst: int | None = None) -> Summary:
@@ -248,45 +265,28 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
     bursts: list[Burst] = []
     root = Path(tempfile.mkdtemp(prefix="robot-demo-"))
     stack = contextlib.ExitStack()
+    supply = demosupply.SupplierDemo()
+    fakes = contextlib.ExitStack()  # the supplier fakes stop before the log file closes
     try:
         listen = _free_listen()
         platform_configs = [await d.start(f"http://{listen}") for d in drivers]
-        config_path = _write_config(root, drivers, platform_configs, listen)
-        init_key_file(root / "robot.key")
-        log_file = (root / "robot.log").open("a", encoding="utf-8")
-        stack.callback(log_file.close)
-        configure_logging("info", "json", stream=log_file)
-        config = load_config(config_path)
-        engine = make_engine(config.database)
-        upgrade(engine)
-        import_stock(config.key_file, engine, root, orders_wanted + sum(sizes.values()))
+        supply.start(fakes)
+        # A platform buying from the robot (闲管家) is offered card goods from pools only.
+        extra = [[] if refuses_unknown(d) else await supply.items(d.sku_key) for d in drivers]
+        config, engine = _set_up(root, drivers, platform_configs, listen, supply, extra,
+                                 stack, stock=orders_wanted + sum(sizes.values()))
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
         daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
-        faults = sum(d.inject_faults() for d in drivers)
-        exp = Expectation()
-        started = time.monotonic()
-        live = Live(console=console, refresh_per_second=4) if console else None
-        with live or contextlib.nullcontext():
-            feeder = asyncio.create_task(_feed_then_burst(drivers, exp, orders_wanted, rng,
-                                                          sizes, bursts))
-            while True:
-                summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
-                if live is not None:
-                    live.update(_table(summary, time.monotonic() - started, orders_wanted))
-                if feeder.done() and not exp.preorders and _settled(summary, exp):
-                    break
-                if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
-                    for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
-                        driver.refund(oid)
-                        exp.cancel.add((shop, oid))
-                    exp.preorders.clear()
-                if time.monotonic() - started > timeout or daemon.done():
-                    break
-                await asyncio.sleep(0.25)
-            await feeder
+        faults = sum(d.inject_faults() for d in drivers) + supply.inject_faults()
+        exp = Expectation(cards=supply.sells_cards)
+        await _watch(engine, exp, drivers, faults, supply, daemon, rng,
+                     orders_wanted=orders_wanted, timeout=timeout, console=console,
+                     sizes=sizes, bursts=bursts)
         summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
         summary.bursts = await asyncio.to_thread(burst_report, engine, bursts)
+        summary.double_supplier_orders = await supply.double_orders(engine)
+        summary.ok = summary.ok and summary.double_supplier_orders == 0
         if serve_after and console is not None:
             summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
             if summary.pickup_example:
@@ -300,9 +300,63 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         for d in drivers:
             with contextlib.suppress(Exception):
                 await d.stop()
+        fakes.close()
         stack.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _set_up(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
+            listen: str, supply: demosupply.SupplierDemo, extra: list[list[dict[str, Any]]],
+            stack: contextlib.ExitStack, *, stock: int) -> tuple[RobotConfig, Engine]:
+    """The demo's robot directory: config, key file, log file, database and stock."""
+    config_path = _write_config(root, drivers, platform_configs, listen,
+                                supply.robot_file(), extra)
+    init_key_file(root / "robot.key")
+    log_file = (root / "robot.log").open("a", encoding="utf-8")
+    stack.callback(log_file.close)
+    # Once the run's log file closes, log lines go back where `robot demo` sent them before.
+    stack.callback(configure_logging, "error", "json")
+    configure_logging("info", "json", stream=log_file)
+    config = load_config(config_path)
+    engine = make_engine(config.database)
+    upgrade(engine)
+    import_stock(config.key_file, engine, root, stock)
+    if supply.sells_cards:
+        pools.create_pool(engine, demosupply.POOL_BOUGHT, actor="demo")
+    return config, engine
+
+
+async def _watch(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int,
+                 supply: demosupply.SupplierDemo, daemon: asyncio.Task[int],
+                 rng: random.Random, *, orders_wanted: int, timeout: float,
+                 console: Console | None, sizes: dict[str, int], bursts: list[Burst]) -> None:
+    """Feed the orders (then the live-stream bursts of ``sizes``) and watch them settle (a
+    live table on ``console``): refunds for the pre-orders once they wait for stock, accounts
+    for held top-ups, the suppliers working."""
+    started = time.monotonic()
+    live = Live(console=console, refresh_per_second=4) if console else None
+    with live or contextlib.nullcontext():
+        feeder = asyncio.create_task(_feed_then_burst(drivers, exp, orders_wanted, rng, sizes,
+                                                      bursts, topups=bool(supply.harnesses)))
+        while True:
+            supply.settle()
+            await asyncio.to_thread(_give_accounts, engine, exp)
+            summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
+            if live is not None:
+                live.update(_table(summary, time.monotonic() - started, orders_wanted))
+            if feeder.done() and not exp.preorders and not exp.topups \
+                    and _settled(summary, exp):
+                break
+            if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
+                for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
+                    driver.refund(oid)
+                    exp.cancel.add((shop, oid))
+                exp.preorders.clear()
+            if time.monotonic() - started > timeout or daemon.done():
+                break
+            await asyncio.sleep(0.25)
+        await feeder
 
 
 def _pickup_example(robot: Robot) -> str | None:
@@ -361,9 +415,25 @@ def refuses_unknown(driver: DemoDriver) -> bool:
     return getattr(driver, "refuses_unknown", False) is True
 
 
+def _give_accounts(engine: Engine, exp: Expectation) -> None:
+    """The demo's customer service: each top-up held for its account gets one (the demo's
+    platforms carry no buyer message), as ``robot orders release ID --account`` does."""
+    for shop, oid in list(exp.topups):
+        with engine.connect() as conn:
+            row = conn.execute(select(orders.c.id, orders.c.state).where(
+                orders.c.shop == shop, orders.c.platform_order_id == oid)).first()
+        if row is None or row.state != OrderState.HELD:
+            continue
+        order_ops.release(engine, int(row.id), actor="demo-customer-service",
+                          account=demosupply.DEMO_ACCOUNT)
+        exp.topups.remove((shop, oid))
+        exp.ship.add((shop, oid))
+
+
 async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
-                rng: random.Random) -> None:
-    """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders."""
+                rng: random.Random, *, topups: bool = False) -> None:
+    """Orders arrive over a few seconds: mostly normal, some bundles, unknown SKUs, pre-orders,
+    and with suppliers top-ups and cards bought per order."""
     for i in range(count):
         driver = drivers[i % len(drivers)]
         shop = shop_name(driver)
@@ -377,6 +447,12 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
             exp.preorders.append((driver, shop, oid))
         elif roll < 0.25:
             oid = driver.create_paid_order(SKU_BUNDLE, 1, buyer)
+            exp.ship.add((shop, oid))
+        elif topups and roll < 0.32 and not refuses_unknown(driver):
+            oid = driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
+            exp.topups.append((shop, oid))
+        elif exp.cards and roll < 0.38 and not refuses_unknown(driver):
+            oid = driver.create_paid_order(demosupply.SKU_CARD, 1, buyer)
             exp.ship.add((shop, oid))
         else:
             oid = driver.create_paid_order(SKU_MAIN, rng.choice((1, 1, 2)), buyer)
@@ -408,8 +484,8 @@ def burst_sizes(drivers: list[DemoDriver], override: int | None) -> dict[str, in
 
 async def _feed_then_burst(drivers: list[DemoDriver], exp: Expectation, count: int,
                            rng: random.Random, sizes: dict[str, int],
-                           bursts: list[Burst]) -> None:
-    await _feed(drivers, exp, count, rng)
+                           bursts: list[Burst], *, topups: bool = False) -> None:
+    await _feed(drivers, exp, count, rng, topups=topups)
     for driver in drivers:
         if driver.platform in sizes:
             bursts.append(live_burst(driver, exp, sizes[driver.platform], rng))

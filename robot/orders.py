@@ -8,17 +8,19 @@ not put a code a person has seen back on sale).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from connectors.base import OrderLine, RefundState
 from robot import audit, notify, pipeline, risk
 from robot import outbox as outbox_ops
+from robot import supplyroute as supply_mod
 from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
 from robot.errors import UserError
@@ -33,8 +35,15 @@ from robot.schema import (
     replacements,
     shop_state,
     stock,
+    supplier_attempts,
 )
-from robot.states import UNSHIPPED, DeliveryState, OrderState, OutboxState
+from robot.states import (
+    UNSHIPPED,
+    DeliveryState,
+    OrderState,
+    OutboxState,
+    SupplierAttemptState,
+)
 from robot.vault import Vault, split_pair
 
 if TYPE_CHECKING:
@@ -68,6 +77,11 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
             if row.state != OrderState.FAILED:
                 raise UserError(f"order {oid} is {row.state}, not failed; "
                                 "only failed orders replay")
+            if not conn.execute(select(outbox.c.id).where(outbox.c.order_id == oid,
+                                                          outbox.c.kind == "ship")).first():
+                raise UserError(f"order {oid} failed before anything was delivered (its "
+                                "suppliers failed: see robot orders show); refund it on the "
+                                "platform, or fix the supplier and release it again")
             pipeline.transition(conn, oid, OrderState.FAILED, OrderState.ALLOCATED, None, now)
             conn.execute(update(outbox).where(outbox.c.order_id == oid, outbox.c.kind == "ship")
                          .values(state=OutboxState.PENDING, attempts=0, due_at=now,
@@ -79,7 +93,8 @@ def replay(engine: Engine, order_ids: Sequence[int] | None, *, actor: str) -> li
 
 def release(engine: Engine, order_id: int, *, actor: str,
             items: Sequence[MappingLike] | None = None, platform: str | None = None,
-            rules: RiskRules | None = None, zone: tzinfo = DEFAULT_ZONE) -> str:
+            rules: RiskRules | None = None, zone: tzinfo = DEFAULT_ZONE,
+            account: str | None = None) -> str:
     """Let a held order go on: to ``allocated`` if it kept its codes, else to allocation.
 
     ``items`` (the shop's current mappings) re-resolves lines that were unmapped, so a
@@ -89,6 +104,9 @@ def release(engine: Engine, order_id: int, *, actor: str,
     mapping is fixed: it needs ``items``, and since it never met the risk rules it meets
     them now (``rules``, and the blacklists), as of when it came in (its local day in
     ``zone`` for the daily limits); a hit holds it.
+
+    ``account`` is the top-up account a person read from the buyer (held because none was
+    usable): it is checked against the line's rule and recorded (audited, masked).
     """
     now = utcnow()
     with transaction(engine) as conn:
@@ -100,23 +118,69 @@ def release(engine: Engine, order_id: int, *, actor: str,
             raise UserError(f"order {order_id} is {row.state}, not held or ignored")
         if items is not None:
             _remap(conn, order_id, items)
+        _set_account(conn, order_id, account, actor)
         has_codes = conn.execute(select(func.count()).select_from(deliveries)
                                  .where(deliveries.c.order_id == order_id)).scalar_one() > 0
         mapped = conn.execute(select(func.count()).select_from(order_lines).where(
-            order_lines.c.order_id == order_id, order_lines.c.mapping != "[]")).scalar_one()
+            order_lines.c.order_id == order_id,
+            (order_lines.c.mapping != "[]") | order_lines.c.supply.is_not(None))).scalar_one()
         if not has_codes and not mapped:
             raise UserError(f"order {order_id}: no line maps to a pool; add the SKU to the shop's "
                             "items and release again, or reject it")
-        target = OrderState.ALLOCATED if has_codes else OrderState.RECEIVED
+        # Bought from a supplier already (held for review after a refund): ship what was
+        # bought; never allocate it again (that would buy again).
+        bought = conn.execute(select(func.count()).select_from(supplier_attempts).where(
+            supplier_attempts.c.order_id == order_id,
+            supplier_attempts.c.state == SupplierAttemptState.SUCCEEDED)).scalar_one() > 0
+        target = OrderState.ALLOCATED if has_codes or bought else OrderState.RECEIVED
         pipeline.transition(conn, order_id, OrderState.HELD, target, None, now, due_at=now)
-        if has_codes:
-            conn.execute(update(outbox).where(outbox.c.order_id == order_id,
-                                              outbox.c.kind == "ship",
-                                              outbox.c.state == OutboxState.PENDING)
-                         .values(due_at=now, claimed_until=None))
+        if target == OrderState.ALLOCATED:
+            _ship_job_due(conn, order_id, now)
         audit.append(conn, actor=actor, action="release", subject=f"order:{order_id}",
                      details={"to": target})
     return target
+
+
+def _ship_job_due(conn: Any, order_id: int, now: datetime) -> None:
+    """The order's pending ship job due now (made when the order never had one: an order
+    held straight out of sourcing)."""
+    if not conn.execute(select(outbox.c.id).where(outbox.c.order_id == order_id,
+                                                  outbox.c.kind == "ship")).first():
+        conn.execute(insert(outbox).values(order_id=order_id, kind="ship",
+                                           state=OutboxState.PENDING, attempts=0, due_at=now,
+                                           created_at=now))
+        return
+    conn.execute(update(outbox).where(outbox.c.order_id == order_id, outbox.c.kind == "ship",
+                                      outbox.c.state == OutboxState.PENDING)
+                 .values(due_at=now, claimed_until=None))
+
+
+def _set_account(conn: Any, order_id: int, account: str | None, actor: str) -> None:
+    """Give the order's top-up lines ``account``; refuse while a top-up line has none."""
+    rows = conn.execute(select(order_lines.c.line_no, order_lines.c.supply).where(
+        order_lines.c.order_id == order_id, order_lines.c.supply.is_not(None))).all()
+    topups = [(int(r.line_no), s) for r in rows
+              if (s := supply_mod.Supply.from_json(r.supply)) is not None and s.kind == "topup"]
+    if account is None:
+        missing = [no for no, s in topups if s.account is None]
+        if missing:
+            raise UserError(f"order {order_id}: top-up line(s) {', '.join(map(str, missing))} "
+                            "have no usable account; ask the buyer and release with "
+                            f"--account: robot orders release {order_id} --account NUMBER")
+        return
+    if not topups:
+        raise UserError(f"order {order_id} has no top-up line: --account is for top-ups")
+    for no, s in topups:
+        why = supply_mod.check_account(s, account)
+        if why is not None:
+            raise UserError(f"order {order_id} line {no}: --account refused: {why}")
+        fixed = dataclasses.replace(s, account=account.strip(), problem=None)
+        conn.execute(update(order_lines).where(order_lines.c.order_id == order_id,
+                                               order_lines.c.line_no == no)
+                     .values(supply=fixed.to_json()))
+    audit.append(conn, actor=actor, action="set_account", subject=f"order:{order_id}",
+                 details={"account": supply_mod.mask_account(account.strip()),
+                          "lines": [no for no, _s in topups]})
 
 
 def _release_ignored(conn: Any, row: Any, *, actor: str, items: Sequence[MappingLike] | None,
@@ -183,6 +247,9 @@ def cancel(engine: Engine, order_id: int, *, actor: str,
     """Cancel an unshipped order; unseen reserved codes return to stock."""
     with transaction(engine) as conn:
         row = _order_row(conn, order_id)
+        if row.state == OrderState.SOURCING:
+            raise UserError(f"order {order_id} is being bought from a supplier, which cannot be "
+                            "stopped; wait for it (robot orders show), then cancel or refund")
         if row.state not in UNSHIPPED:
             raise UserError(f"order {order_id} is {row.state}; it can no longer be cancelled"
                             + ("; refunds after delivery are handled on the platform"
@@ -271,8 +338,10 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
 def show_order(engine: Engine, vault: Vault, order_id: int, *,
                now: datetime | None = None) -> dict[str, Any]:
     """One order: its lines (titles, masked codes per line), every code it held, the pickup
-    link's state, the write-back jobs and their attempts, and replacements asked for."""
+    link's state, the write-back jobs and their attempts, replacements asked for, and each
+    purchase from a supplier (accounts masked)."""
     from robot import support  # support builds on this module's transitions
+    from robot.suppliers import attempts_of
 
     now = now or utcnow()
     with engine.connect() as conn:
@@ -288,6 +357,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
         history = outbox_ops.write_back_history(conn, order_id)
         notices = notify.history(conn, order_id)
         link = support.link_state(conn, order_id, now)
+        bought = attempts_of(conn, order_id)
         waiting = [dict(r._mapping) for r in conn.execute(
             select(replacements.c.id, replacements.c.line_no, pools.c.name.label("pool"),
                    replacements.c.count, replacements.c.state, replacements.c.reason,
@@ -298,6 +368,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data["buyer_email"] = notify.mask_contact(data.get("buyer_email"))
     data["buyer_phone"] = notify.mask_contact(data.get("buyer_phone"))
     for line in lines:
+        line["supply"] = supply_mod.shown(supply_mod.Supply.from_json(line.get("supply")))
         line["codes"] = [c["masked"] for c in held
                          if c["line_no"] == line["line_no"]
                          and c["state"] != DeliveryState.DEFECTIVE]
@@ -308,6 +379,7 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data["attempts"] = history
     data["replacements"] = waiting
     data["notifications"] = notices
+    data["supplier_attempts"] = bought
     return data
 
 
@@ -338,7 +410,7 @@ class PoolStatus:
 class Status:
     shops: list[ShopStatus]
     pools: list[PoolStatus]
-    attention: dict[str, int]  # failed / held / waiting_stock / failed memo jobs
+    attention: dict[str, int]  # failed / held / waiting_stock / sourcing / failed memo jobs
 
 
 def service_attention(engine: Engine, now: datetime) -> dict[str, int]:
@@ -398,7 +470,8 @@ def status(engine: Engine, shops: Sequence[str] = (), *, now: datetime | None = 
         for state, n in per_shop.items():
             totals[state] = totals.get(state, 0) + n
     attention: dict[str, int] = {
-        k: totals.get(k, 0) for k in (OrderState.FAILED, OrderState.HELD, OrderState.WAITING_STOCK)}
+        k: totals.get(k, 0) for k in (OrderState.FAILED, OrderState.HELD, OrderState.WAITING_STOCK,
+                                      OrderState.SOURCING)}
     attention["failed_memos"] = int(failed_memos)
     attention.update(service_attention(engine, now))
     return Status(shop_list, pool_list, attention)

@@ -108,7 +108,7 @@ class RetryPolicy:
 class Job:
     id: int
     order_id: int
-    kind: Literal["ship", "memo", "notify"]
+    kind: Literal["ship", "memo", "notify", "source"]
     attempts: int
 
 
@@ -132,13 +132,18 @@ class PickupLinks(Protocol):
     def in_tx(self, conn: Connection, order_id: int, shop_name: str) -> str | None: ...
 
 
+#: The jobs the write-back dispatcher runs (``source`` jobs are robot.sourcing's).
+WRITE_BACK_KINDS = ("ship", "memo", "notify")  # the Dispatcher's; "source" is robot.sourcing's
+
+
 def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
-               lease: timedelta) -> list[Job]:
-    """Lease up to ``limit`` due jobs to ``worker``."""
+               lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
+    """Lease up to ``limit`` due jobs of ``kinds`` to ``worker``."""
     with transaction(engine) as conn:
         stmt = (
             select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
             .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
+                   outbox.c.kind.in_(kinds),
                    or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
             .order_by(outbox.c.due_at, outbox.c.id)
             .limit(limit)

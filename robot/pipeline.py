@@ -4,6 +4,9 @@ States (DESIGN.md)::
 
     received ──risk/unmapped──► held ──release──► received | allocated
     received ──► allocated (codes reserved)      or ──► waiting_stock ──codes arrive──► …
+    received ──supplier route (a top-up, or a card its pool lacks)──► sourcing
+    sourcing ──every unit bought (robot.sourcing)──► allocated   ──every supplier failed──► failed
+    sourcing ──refunded meanwhile, purchase done──► cancelled / held, for review
     allocated ──write-back ok──► shipped ──refund──► refunded
     allocated ──max attempts──► failed ──replay──► allocated (same codes)
     received ──nothing mapped, shop says ignore──► ignored
@@ -37,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState, UnreadableOrder
-from robot import audit, risk
+from robot import audit, risk, supplyroute
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
@@ -53,6 +56,7 @@ from robot.schema import (
     stock,
 )
 from robot.states import (
+    IN_FLIGHT,
     TO_ALLOCATE,
     UNSHIPPED,
     DeliveryState,
@@ -309,10 +313,12 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     resolved: list[tuple[OrderLine, list[Need] | None]] = [
         (line, resolve_line(shop.items, line)) for line in snap.lines
     ]
+    supplies = _supplies(shop, snap, resolved, live)
     state, reason, hits = _first_verdict(conn, shop, snap, resolved, live, now, zone)
+    state, reason = _account_verdict(state, reason, supplies)
     values = _order_values(snap, state, reason, now)
     order_id = _store_order(conn, shop, snap, parked, values, now)
-    wanted = _insert_lines(conn, order_id, resolved, live)
+    wanted = _insert_lines(conn, order_id, resolved, live, supplies)
     entry = audit.Entry(actor=actor, action="intake", subject=f"order:{order_id}",
                         details={"shop": shop.name,
                                  "platform_order_id": snap.platform_order_id,
@@ -325,6 +331,30 @@ def _intake_tx(conn: Connection, shop: ShopRules, snap: Order, actor: str,
     if hits:
         risk.record_hold(conn, order_id, hits, actor=actor)
     return IntakeResult(order_id, "created", state)
+
+
+def _supplies(shop: ShopRules, snap: Order,
+              resolved: Sequence[tuple[OrderLine, list[Need] | None]],
+              live: Sequence[OrderLine]) -> dict[int, supplyroute.Supply]:
+    """``line_no -> Supply`` of the live lines whose mapping names suppliers."""
+    out: dict[int, supplyroute.Supply] = {}
+    for no, (line, needs) in enumerate(resolved):
+        if needs is None or line not in live:
+            continue
+        found = supplyroute.supply_for(supplyroute.find_mapping(shop.items, line), snap, line)
+        if found is not None:
+            out[no] = found
+    return out
+
+
+def _account_verdict(state: OrderState, reason: str | None,
+                     supplies: dict[int, supplyroute.Supply]) -> tuple[OrderState, str | None]:
+    """A top-up line without a usable account holds the order (a person supplies it with
+    ``robot orders release ID --account ...``)."""
+    problems = [f"line {no}: {s.problem}" for no, s in sorted(supplies.items()) if s.problem]
+    if not problems or state not in (OrderState.RECEIVED, OrderState.HELD):
+        return state, reason
+    return OrderState.HELD, "; ".join(filter(None, (reason, *problems)))
 
 
 def _live_lines(snap: Order) -> list[OrderLine]:
@@ -393,12 +423,14 @@ def _store_order(conn: Connection, shop: ShopRules, snap: Order, parked: int | N
 
 def _insert_lines(conn: Connection, order_id: int,
                   resolved: Sequence[tuple[OrderLine, list[Need] | None]],
-                  live: Sequence[OrderLine]) -> list[_Wanted]:
-    """Write the order's lines with their pool shares (none for a dead or unmapped line);
-    the shares, for allocating in the same transaction."""
+                  live: Sequence[OrderLine],
+                  supplies: dict[int, supplyroute.Supply] | None = None) -> list[_Wanted]:
+    """Write the order's lines with their pool shares (none for a dead or unmapped line) and
+    supplier routes; the shares and routes, for allocating in the same transaction."""
+    routes = supplies or {}
     wanted: list[_Wanted] = [
         (no, line.quantity, [(n.pool, n.per_unit) for n in needs] if needs and line in live
-         else [])
+         else [], routes.get(no))
         for no, (line, needs) in enumerate(resolved)
     ]
     conn.execute(
@@ -410,8 +442,9 @@ def _insert_lines(conn: Connection, order_id: int,
                 "title": line.title[:255], "quantity": line.quantity,
                 "unit_price_cents": line.unit_price_cents, "refund": line.refund.value,
                 "mapping": json.dumps([list(share) for share in shares]),
+                "supply": route.to_json() if route is not None else None,
             }
-            for (no, _qty, shares), (line, _needs) in zip(wanted, resolved, strict=True)
+            for (no, _qty, shares, route), (line, _needs) in zip(wanted, resolved, strict=True)
         ],
     )
     return wanted
@@ -485,7 +518,18 @@ def _apply_closed(conn: Connection, order_id: int, state: OrderState, snap: Orde
     if state == OrderState.SHIPPED:
         _refund_after_delivery(conn, order_id, actor, now, "refunded after delivery")
         return OrderState.REFUNDED
+    if state in IN_FLIGHT:
+        _refund_in_flight(conn, order_id, actor, "closed or refunded on the platform")
     return None
+
+
+def _refund_in_flight(conn: Connection, order_id: int, actor: str, why: str) -> None:
+    """A refund while a supplier purchase is in flight: no supplier cancels, so the purchase
+    finishes; the sourcing worker then cancels or holds the order for review (robot.sourcing).
+    Recorded now, so the trail shows when the platform said so."""
+    log.warning("refund_while_sourcing", order_id=order_id, reason=why)
+    audit.append(conn, actor=actor, action="refund_in_flight", subject=f"order:{order_id}",
+                 details={"reason": why})
 
 
 def _apply_line_refunds(conn: Connection, order_id: int, state: OrderState,
@@ -501,6 +545,10 @@ def _apply_line_refunds(conn: Connection, order_id: int, state: OrderState,
                                "line refunded after delivery: "
                                + ", ".join(ln.line_id for ln in refunded))
         return OrderState.REFUNDED
+    if state in IN_FLIGHT and requested:
+        _refund_in_flight(conn, order_id, actor, "refund requested on line "
+                          + ", ".join(ln.line_id for ln in requested))
+        return None
     if state in _STILL_TO_SHIP and requested:
         reason = "refund requested on line " + ", ".join(ln.line_id for ln in requested)
         transition(conn, order_id, state, OrderState.HELD, reason, now)
@@ -706,8 +754,8 @@ def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
         return _allocate_locked(conn, order_id, OrderState(row.state), now, actor)
 
 
-#: (line_no, quantity, [(pool name, codes per unit), ...]) of one order line.
-_Wanted = tuple[int, int, list[tuple[str, int]]]
+#: (line_no, quantity, [(pool name, codes per unit), ...], supplier route) of one order line.
+_Wanted = tuple[int, int, list[tuple[str, int]], supplyroute.Supply | None]
 
 
 def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: datetime,
@@ -721,11 +769,18 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
     plan = _plan(conn, wanted)
     if isinstance(plan, str):
         return _wait(conn, order_id, state, now, plan, actor, before)
-    rows = _claim_all(conn, order_id, plan, now)
-    if isinstance(rows, str):
-        return _wait(conn, order_id, state, now, rows, actor, before)
+    # Lines bought as cards when their pool runs short (a pool, then suppliers).
+    fallback = {no for no, _q, _s, route in wanted if route is not None and route.kind == "card"}
+    claimed = _claim_all(conn, order_id, plan, now, fallback)
+    if isinstance(claimed, str):
+        return _wait(conn, order_id, state, now, claimed, actor, before)
+    rows, short = claimed
     if rows:
         conn.execute(_INSERT_DELIVERIES, rows)
+    to_source = [(no, qty, route) for no, qty, _s, route in wanted if route is not None
+                 and (route.kind == "topup" or no in short)]
+    if to_source:
+        return _source(conn, order_id, state, now, actor, to_source, rows, before)
     transition(conn, order_id, state, OrderState.ALLOCATED, None, now, allocated_at=now)
     conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship",
                                   "state": OutboxState.PENDING, "attempts": 0, "due_at": now,
@@ -737,12 +792,29 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
     return AllocationResult(order_id, OrderState.ALLOCATED, code_ids)
 
 
+def _source(conn: Connection, order_id: int, state: OrderState, now: datetime, actor: str,
+            lines: Sequence[tuple[int, int, supplyroute.Supply]], rows: Sequence[dict[str, object]],
+            before: Sequence[audit.Entry]) -> AllocationResult:
+    """Move the order to ``sourcing``: every unit's first attempt (its key) and the order's
+    source job are committed with the move, before any supplier is called."""
+    transition(conn, order_id, state, OrderState.SOURCING, None, now)
+    purchases = supplyroute.start(conn, order_id, lines, now)
+    code_ids = tuple(int(str(r["code_id"])) for r in rows)
+    audit.append_many(conn, [*before, audit.Entry(
+        actor=actor, action="source", subject=f"order:{order_id}",
+        details={"lines": [no for no, _q, _s in lines], "purchases": purchases,
+                 "code_ids": list(code_ids)})])
+    return AllocationResult(order_id, OrderState.SOURCING, code_ids)
+
+
 def _read_wanted(conn: Connection, order_id: int) -> list[_Wanted]:
-    """The order's stored lines with their pool shares, in line order."""
+    """The order's stored lines with their pool shares and routes, in line order."""
     return [(int(r.line_no), int(r.quantity), [(str(p), int(k)) for p, k in
-                                               json.loads(r.mapping)])
+                                               json.loads(r.mapping)],
+             supplyroute.Supply.from_json(r.supply))
             for r in conn.execute(
-                select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping)
+                select(order_lines.c.line_no, order_lines.c.quantity, order_lines.c.mapping,
+                       order_lines.c.supply)
                 .where(order_lines.c.order_id == order_id)
                 .order_by(order_lines.c.line_no))]
 
@@ -753,11 +825,11 @@ _Claim = tuple[int, int, str, int]
 
 def _plan(conn: Connection, wanted: Sequence[_Wanted]) -> list[_Claim] | str:
     """The claims to make, or why the order must wait (a pool that does not exist)."""
-    names = sorted({pool for _no, _qty, shares in wanted for pool, _k in shares})
+    names = sorted({pool for _no, _qty, shares, _r in wanted for pool, _k in shares})
     pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(
         _POOL_IDS, {"b_names": names})} if names else {}
     plan: list[_Claim] = []
-    for line_no, quantity, shares in wanted:
+    for line_no, quantity, shares, _route in wanted:
         for pool_name, per_unit in shares:
             pid = pool_ids.get(pool_name)
             if pid is None:
@@ -766,16 +838,39 @@ def _plan(conn: Connection, wanted: Sequence[_Wanted]) -> list[_Claim] | str:
     return plan
 
 
-def _claim_all(conn: Connection, order_id: int, plan: Sequence[_Claim],
-               now: datetime) -> list[dict[str, object]] | str:
-    """Claim every code of the plan (the delivery rows to insert), or none and why not."""
+def _claim_or_none(conn: Connection, pid: int, count: int, now: datetime) -> list[int] | None:
+    """All ``count`` codes of a line that can be bought instead, or none (None)."""
+    savepoint = conn.begin_nested() if count > 1 else None
+    got = claim(conn, pid, count, now)
+    if len(got) < count:
+        if savepoint is not None:
+            savepoint.rollback()
+        return None
+    if savepoint is not None:
+        savepoint.commit()
+    return got
+
+
+def _claim_all(conn: Connection, order_id: int, plan: Sequence[_Claim], now: datetime,
+               fallback: set[int] | frozenset[int] = frozenset(),
+               ) -> tuple[list[dict[str, object]], set[int]] | str:
+    """Claim every code of the plan: the delivery rows to insert and the ``fallback`` lines
+    whose pool fell short (bought from suppliers instead); or none and why not."""
     rows: list[dict[str, object]] = []
     per_line: dict[int, int] = {}
+    short: set[int] = set()
     # A claim of one code takes it or nothing; only a larger plan can fall short half-way
     # and needs a savepoint to put back what it took.
     savepoint = conn.begin_nested() if sum(claim[3] for claim in plan) > 1 else None
     for line_no, pid, name, count in plan:
-        got = claim(conn, pid, count, now)
+        if line_no in fallback:
+            taken = _claim_or_none(conn, pid, count, now)
+            if taken is None:
+                short.add(line_no)
+                continue
+            got = taken
+        else:
+            got = claim(conn, pid, count, now)
         if len(got) < count:
             if savepoint is not None:
                 savepoint.rollback()
@@ -787,7 +882,7 @@ def _claim_all(conn: Connection, order_id: int, plan: Sequence[_Claim],
                          "pool_id": pid, "state": DeliveryState.RESERVED, "created_at": now})
     if savepoint is not None:
         savepoint.commit()
-    return rows
+    return rows, short
 
 
 def _wait(conn: Connection, order_id: int, state: OrderState, now: datetime, reason: str,

@@ -31,6 +31,7 @@ not in another column, an audit entry, an exception or a log line.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import threading
 from collections import Counter, deque
@@ -1081,3 +1082,49 @@ def code_state(r: Any) -> str:
         return str(r.retired)
     return str(r.batch_state) if r.batch_state != BatchState.ACTIVE else "unknown"
 
+
+
+# --------------------------------------------------------------------------- bought codes
+
+
+@dataclass(frozen=True)
+class SealedCode:
+    """A code bought from a supplier, encrypted for its row and not stored yet."""
+
+    code_id: int
+    fingerprint: bytes
+    key_id: str
+    ciphertext: bytes
+    expires_at: datetime | None
+
+
+def seal_bought(engine: Engine, vault: Vault, pool: int,
+                secrets_: Sequence[tuple[str, datetime | None]]) -> list[SealedCode]:
+    """Reserve row ids (their own short transaction) and encrypt codes a supplier sold us,
+    bound to those rows of pool ``pool``. The plaintext goes no further than here."""
+    ids = reserve_code_ids(engine, len(secrets_))
+    fps = [vault.fingerprint(secret) for secret, _exp in secrets_]
+    sealed = vault.encrypt_many([(cid, secret, fp) for cid, (secret, _e), fp
+                                 in zip(ids, secrets_, fps, strict=True)], pool_id=pool)
+    return [SealedCode(cid, fp, kid, blob, exp) for cid, fp, (kid, blob), (_s, exp)
+            in zip(ids, fps, sealed, secrets_, strict=True)]
+
+
+def add_bought(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, supplier: str,
+               label: str, unit_cost_cents: int | None, actor: str, now: datetime) -> list[int]:
+    """Store bought codes in the caller's transaction: an active batch of their own (the
+    supplier, the purchase's key as its label, the cost) and their rows; not in stock (the
+    caller hands them to the order that bought them). Their ids, in order."""
+    bid = _new_id(conn.execute(insert(batches).values(
+        pool_id=pool, state=BatchState.ACTIVE, file_name=label[:255],
+        file_sha256=hashlib.sha256(label.encode()).hexdigest(), supplier=supplier[:128],
+        cost_cents=unit_cost_cents, code_count=len(sealed), imported_by=actor[:64],
+        created_at=now, updated_at=now)))
+    if sealed:
+        conn.execute(insert(codes), [
+            {"id": s.code_id, "pool_id": pool, "batch_id": bid, "source_line": i + 1,
+             "fingerprint": s.fingerprint, "key_id": s.key_id, "ciphertext": s.ciphertext,
+             "cost_cents": unit_cost_cents, "expires_at": s.expires_at, "created_at": now,
+             "aad_version": AAD_CURRENT}
+            for i, s in enumerate(sealed)])
+    return [s.code_id for s in sealed]

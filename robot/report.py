@@ -24,8 +24,12 @@ Every figure is a grouped SQL aggregate over ``orders``, ``order_lines``, ``deli
   delivery counts in full). **cancelled** — orders paid but cancelled or rejected before
   shipping (state ``cancelled``/``rejected``): count and ``total_cents``; never revenue.
 * **cost** — ``codes.cost_cents`` of the codes delivered to the shipped orders
-  (``deliveries`` of those orders); codes without a cost count 0 and are counted in
-  ``cost_unknown``. **net revenue** = revenue − refunds; **gross margin** = net revenue −
+  (``deliveries`` of those orders; codes bought from a supplier carry what it charged),
+  plus what suppliers charged for the shipped orders' top-ups
+  (``supplier_attempts.cost_cents`` of the successful ones); codes without a cost count 0
+  and are counted in ``cost_unknown``. **By supplier**: per supplier, the orders it
+  bought for, units bought and what it charged for the shipped ones (money in is per
+  order, so no revenue there). **net revenue** = revenue − refunds; **gross margin** = net revenue −
   cost.
 * **paid to shipped** — the mean of ``shipped_at − paid time`` over the shipped orders (by
   day and shop only).
@@ -63,11 +67,11 @@ from robot.clock import DEFAULT_ZONE, day_start, local_to_utc, offset_changes, u
 from robot.db import dialect_of
 from robot.display import format_time_json, zone_name
 from robot.errors import UserError
-from robot.schema import codes, deliveries, order_lines, orders, pools, stock
-from robot.states import UNSHIPPED, OrderState
+from robot.schema import codes, deliveries, order_lines, orders, pools, stock, supplier_attempts
+from robot.states import UNSHIPPED, OrderState, SupplierAttemptState
 
-Grouping = Literal["total", "day", "shop", "sku", "pool"]
-GROUPINGS: tuple[Grouping, ...] = ("total", "day", "shop", "sku", "pool")
+Grouping = Literal["total", "day", "shop", "sku", "pool", "supplier"]
+GROUPINGS: tuple[Grouping, ...] = ("total", "day", "shop", "sku", "pool", "supplier")
 SHIPPED = (OrderState.SHIPPED, OrderState.REFUNDED)
 CANCELLED = (OrderState.CANCELLED, OrderState.REJECTED)
 OPEN = UNSHIPPED
@@ -269,6 +273,8 @@ def _key(by: Grouping, conn: Connection, window: Window) -> ColumnElement[Any]:
                              order_lines.c.item_id, literal_column("'-'"))
     if by == "pool":
         return pools.c.name
+    if by == "supplier":
+        return supplier_attempts.c.supplier
     return literal_column("'total'")
 
 
@@ -371,7 +377,8 @@ def _units(conn: Connection, window: Window, by: Grouping) -> dict[str, int]:
     stmt = (
         select(key, func.sum(order_lines.c.quantity).label("units"))
         .select_from(order_lines.join(orders, orders.c.id == order_lines.c.order_id))
-        .where(_in_window(window), orders.c.state.in_(SHIPPED), order_lines.c.mapping != "[]")
+        .where(_in_window(window), orders.c.state.in_(SHIPPED),
+               (order_lines.c.mapping != "[]") | order_lines.c.supply.is_not(None))
     )
     if by != "total":
         stmt = stmt.group_by(key)
@@ -418,7 +425,54 @@ def _pool_stock(conn: Connection, window: Window, now: datetime) -> list[PoolRow
     return rows
 
 
+_BOUGHT = supplier_attempts.c.state == SupplierAttemptState.SUCCEEDED
+
+
+def _topup_costs(conn: Connection, window: Window, by: Grouping) -> dict[str, int]:
+    """``key -> cents`` suppliers charged for the shipped orders' top-ups."""
+    key = _key(by, conn, window).label("k")
+    joined = supplier_attempts.join(orders, orders.c.id == supplier_attempts.c.order_id)
+    if by == "sku":
+        joined = joined.join(order_lines, and_(
+            order_lines.c.order_id == supplier_attempts.c.order_id,
+            order_lines.c.line_no == supplier_attempts.c.line_no))
+    stmt = (select(key, func.sum(func.coalesce(supplier_attempts.c.cost_cents, 0)).label("c"))
+            .select_from(joined)
+            .where(_in_window(window), orders.c.state.in_(SHIPPED), _BOUGHT,
+                   supplier_attempts.c.kind == "topup"))
+    if by != "total":
+        stmt = stmt.group_by(key)
+    return {str(r.k): _int(r.c) for r in conn.execute(stmt) if r.k is not None}
+
+
+def _supplier_rows(conn: Connection, window: Window) -> dict[str, SalesRow]:
+    """The supplier view: orders bought for, units bought and their cost, per supplier."""
+    key = _key("supplier", conn, window).label("k")
+    shipped = orders.c.state.in_(SHIPPED)
+    stmt = (
+        select(
+            key,
+            func.count(distinct(orders.c.id)).label("orders"),
+            func.count(distinct(case((shipped, orders.c.id)))).label("shipped"),
+            func.count(distinct(case((orders.c.state.in_(OPEN), orders.c.id)))).label("open"),
+            func.sum(_flag(shipped)).label("units"),
+            func.sum(_when(shipped, func.coalesce(supplier_attempts.c.cost_cents, 0)))
+            .label("cost"),
+        )
+        .select_from(supplier_attempts.join(orders,
+                                            orders.c.id == supplier_attempts.c.order_id))
+        .where(_in_window(window), _BOUGHT)
+        .group_by(key)
+    )
+    return {str(r.k): SalesRow(
+        key=str(r.k), orders=_int(r.orders), shipped=_int(r.shipped), open=_int(r.open),
+        units=_int(r.units), cost_cents=_int(r.cost), revenue_cents=None, refund_cents=None,
+        cancelled_cents=None) for r in conn.execute(stmt)}
+
+
 def _sales(conn: Connection, window: Window, by: Grouping) -> dict[str, SalesRow]:
+    if by == "supplier":
+        return _supplier_rows(conn, window)
     if by == "sku":
         rows = _line_figures(conn, window)
     elif by == "pool":
@@ -433,6 +487,9 @@ def _sales(conn: Connection, window: Window, by: Grouping) -> dict[str, SalesRow
             row.units = n  # a pool's units are its codes
     for k, u in units.items():
         rows.setdefault(k, SalesRow(key=k)).units = u
+    if by != "pool":
+        for k, cost in _topup_costs(conn, window, by).items():
+            rows.setdefault(k, SalesRow(key=k)).cost_cents += cost
     return rows
 
 

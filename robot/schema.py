@@ -194,6 +194,8 @@ order_lines = Table(
     Column("refund", String(16), nullable=False, default="none"),
     # JSON list of [pool_name, codes_per_unit] this line draws from; "[]" = unmapped/ignored
     Column("mapping", Text, nullable=False, default="[]"),
+    # JSON of the line's supplier route (robot.sourcing.Supply), NULL: codes from pools only.
+    Column("supply", Text, nullable=True),
 )
 
 deliveries = Table(
@@ -415,6 +417,36 @@ pickup_views = Table(
     Column("ip_hash", String(64), nullable=False),
     Column("user_agent", String(255), nullable=False, default=""),
     Index("ix_pickup_views_order_at", "order_id", "at"),
+)
+
+# Purchases from suppliers (robot.sourcing): one row per (order line, unit, attempt), its
+# idempotency key committed before the supplier is called. A unit's next attempt (the next
+# supplier, a new key) is only written once the previous one failed for certain.
+supplier_attempts = Table(
+    "supplier_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", BigId, ForeignKey("orders.id"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("unit", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("supplier", String(64), nullable=False),  # the robot file's supplier name
+    Column("product", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # topup | card
+    Column("key", String(64), nullable=False),
+    Column("max_cost_cents", BigInteger, nullable=False),  # per unit
+    Column("account", String(128), nullable=True),  # where a top-up goes (shown masked)
+    Column("state", String(16), nullable=False),
+    Column("supplier_order_id", String(64), nullable=True),
+    Column("cost_cents", BigInteger, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=True),
+    UniqueConstraint("order_id", "line_no", "unit", "attempt"),
+    UniqueConstraint("key"),
+    Index("ix_supplier_attempts_state", "state"),
+    Index("ix_supplier_attempts_supplier_created_at", "supplier", "created_at"),
 )
 
 # Risk blacklists (robot.risk), shared by every shop and platform: ``kind`` is ``buyer`` (a

@@ -23,6 +23,7 @@ class OrderState(StrEnum):
     RECEIVED = "received"
     HELD = "held"
     WAITING_STOCK = "waiting_stock"
+    SOURCING = "sourcing"  # bought from a supplier: a top-up, or codes for this order
     ALLOCATED = "allocated"
     SHIPPED = "shipped"
     FAILED = "failed"
@@ -39,6 +40,28 @@ UNSHIPPED = (OrderState.RECEIVED, OrderState.HELD, OrderState.WAITING_STOCK,
 TO_ALLOCATE = (OrderState.RECEIVED, OrderState.WAITING_STOCK)
 #: Orders whose codes a buyer may see (the pickup page, the delivery API, links).
 VISIBLE = (OrderState.ALLOCATED, OrderState.SHIPPED)
+
+
+#: Orders whose goods are being bought from a supplier right now: a refund lets the purchase
+#: finish (no supplier cancels) and the order is then flagged for review.
+IN_FLIGHT = (OrderState.SOURCING,)
+
+
+class SupplierAttemptState(StrEnum):
+    """One purchase from one supplier for one unit of an order line (``supplier_attempts``).
+
+    ``new``: the key is committed, nothing sent; ``placing``: the call may have reached the
+    supplier (after a crash it is found by query, never placed blind); ``accepted`` /
+    ``processing`` / ``unknown``: the supplier may hold it: query until final.
+    """
+
+    NEW = "new"
+    PLACING = "placing"
+    ACCEPTED = "accepted"
+    PROCESSING = "processing"
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 class DeliveryState(StrEnum):

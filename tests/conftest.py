@@ -10,6 +10,7 @@ so concurrent runs never see each other's rows; each test starts from empty tabl
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from robot import audit
 from robot.db import make_engine, normalize_url
+from robot.log import configure_logging
 from robot.schema import metadata
 from robot.vault import Vault, init_key_file, open_vault
 
@@ -174,3 +176,12 @@ def vault(key_file: Path) -> Vault:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The chaos suite runs last: it restarts the database servers the other tests use."""
     items.sort(key=lambda item: "tests/chaos/" in item.nodeid.replace("\\", "/"))
+
+
+@pytest.fixture
+def demo_logging() -> Iterator[None]:
+    """A demo logs to a file of its own run and, when it closes it, to stderr again (errors
+    only); afterwards a test's logging goes to a sink of its own (not stderr, which other
+    tests read)."""
+    yield
+    configure_logging("info", "json", stream=io.StringIO())

@@ -33,6 +33,12 @@ class FuluHarness:
         values.update(changes)
         return FuluConfig.model_validate(values)
 
+    def config_values(self) -> dict[str, object]:
+        """The robot file's ``config:`` of a supplier account on this fake (its test
+        credentials: ``robot demo`` configures Fulu with it)."""
+        return {"app_key": self.fake.app_key, "app_secret": self.fake.app_secret,
+                "gateway": self.gateway, "timeout_seconds": 5.0}
+
     def supplier(self) -> Supplier:
         # The suite drives one client from several asyncio.run() loops; without keep-alive
         # no pooled connection outlives the loop that opened it.

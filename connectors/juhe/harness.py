@@ -20,6 +20,12 @@ class JuheHarness:
         self.state = state
         self.url = url
 
+    def config_values(self) -> dict[str, object]:
+        """The robot file's ``config:`` of a supplier account on this fake (its public test
+        credentials: ``robot demo`` configures Juhe with it)."""
+        return {"openid": TEST_OPENID, "key": TEST_KEY, "base_url": self.url,
+                "face_values": [10, 50, 100], "timeout_seconds": 5.0}
+
     def supplier(self) -> Supplier:
         return JuheSupplier(openid=TEST_OPENID, key=TEST_KEY, base_url=self.url,
                             face_values=(10, 50, 100), timeout=5.0)

@@ -105,6 +105,14 @@ def show_text(app: App, data: dict[str, Any]) -> None:
                     [[n["channel"], n["event"], n["state"], n["attempts"],
                       app.time(n["created_at"]), app.time(n["sent_at"], empty=""),
                       _safe(n["last_error"] or "")] for n in data["notifications"]])
+    if data.get("supplier_attempts"):
+        print_table(app, "supplier purchases", ["line", "unit", "#", "supplier", "product",
+                                                "account", "state", "cost", "max", "reason"],
+                    [[a["line_no"], a["unit"], a["attempt"], _safe(a["supplier"]),
+                      _safe(a["product"]), a["account"] or "-", a["state"],
+                      _money(a["cost_cents"]) if a["cost_cents"] is not None else "-",
+                      _money(a["max_cost_cents"]), _safe(a["reason"] or "")]
+                     for a in data["supplier_attempts"]])
     if data["replacements"]:
         print_table(app, "replacements", ["id", "line", "pool", "codes", "state", "asked",
                                           "reason"],
@@ -131,20 +139,24 @@ def replay_cmd(app: App, order_ids: tuple[int, ...], all_failed: bool, as_json: 
 
 @orders_group.command("release")
 @click.argument("order_id", type=int)
+@click.option("--account", default=None, metavar="ACCOUNT",
+              help="The top-up account the buyer gave you (a held top-up had none usable); "
+                   "checked against the mapping's format, recorded masked in the audit log.")
 @json_option
 @click.pass_obj
-def release_cmd(app: App, order_id: int, as_json: bool) -> None:
+def release_cmd(app: App, order_id: int, account: str | None, as_json: bool) -> None:
     """Let a held or ignored order go on (unmapped lines are mapped again from the shop file).
 
     An ignored order is released once its SKU is in the shop's items; it meets the shop's
-    risk rules then, as it never did.
+    risk rules then, as it never did. A top-up held for its account needs --account.
     """
     shop_name = orders.shop_of(app.engine, order_id)
     shop = next((s for s in app.config.shops if s.name == shop_name), None)
     target = orders.release(app.engine, order_id, actor=actor(),
                             items=shop.items if shop is not None else None,
                             platform=shop.platform if shop is not None else None,
-                            rules=shop.risk if shop is not None else None, zone=app.zone)
+                            rules=shop.risk if shop is not None else None, zone=app.zone,
+                            account=account)
     if as_json:
         emit_json({"order_id": order_id, "state": target})
     else:

@@ -62,7 +62,7 @@ def write_csv(report: Report, path: Path) -> None:
                    "in the robot's timezone).")
 @click.option("--by", "by", type=click.Choice(GROUPINGS[1:]), default=None,
               help="Break the figures down by paid day (in the robot's timezone), shop, SKU "
-                   "or pool.")
+                   "pool, or supplier (what each supplier was paid).")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None,
               help="Also write the rows to this CSV file (amounts in yuan and in cents).")

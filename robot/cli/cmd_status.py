@@ -18,8 +18,8 @@ from robot.states import OrderState
 
 #: The order states `robot status` counts per shop, in its column order.
 _SHOP_COLUMNS = (OrderState.RECEIVED, OrderState.ALLOCATED, OrderState.SHIPPED,
-                 OrderState.WAITING_STOCK, OrderState.HELD, OrderState.FAILED,
-                 OrderState.CANCELLED)
+                 OrderState.WAITING_STOCK, OrderState.SOURCING, OrderState.HELD,
+                 OrderState.FAILED, OrderState.CANCELLED)
 
 
 @click.command("status")
@@ -41,7 +41,8 @@ def status_cmd(app: App, as_json: bool) -> None:
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
-                               "allocated", "shipped", "waiting", "held", "failed", "cancelled"],
+                               "allocated", "shipped", "waiting", "sourcing", "held", "failed",
+                               "cancelled"],
                 [[s.shop, app.time(s.last_poll_ok_at, empty="never"),
                   format_age(s.lag_seconds), _clock(s.clock_offset_s, limit),
                   s.paused_reason if s.paused else "",

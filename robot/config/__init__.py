@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,12 @@ from connectors.config import (
 )
 from connectors.notifier import NotifierFactory
 from robot.config.mappings import (
+    AccountRule,
     PoolShare,
     SkuMapping,
+    SupplierRoute,
     check_pools,
+    check_suppliers,
     duplicate_skus,
     price_problems,
 )
@@ -64,6 +68,7 @@ from robot.config.robot_file import (
     LogConfig,
     RobotConfig,
     RobotFile,
+    SourcingConfig,
 )
 from robot.config.shop_file import (
     PUBLIC_CHECKS,
@@ -77,6 +82,7 @@ from robot.config.shop_file import (
     ShopConfig,
     ShopFile,
 )
+from robot.config.suppliers import SupplierConfig, SupplierEntry
 from robot.config.types import (
     DEFAULT_ITEM_DESC,
     DEFAULT_MEMO_TEMPLATE,
@@ -99,7 +105,7 @@ from robot.config.types import (
 )
 from robot.db import normalize_url, safe_url
 from robot.errors import ConfigError
-from robot.registry import discover, discover_notifiers
+from robot.registry import discover, discover_notifiers, discover_suppliers
 
 #: What ``from robot.config import …`` offers (the names the single module had).
 __all__ = [
@@ -115,6 +121,7 @@ __all__ = [
     "MIN_API_TOKEN",
     "PUBLIC_CHECKS",
     "SHOP_NAME_RE",
+    "AccountRule",
     "AlertsConfig",
     "Contact",
     "Defaults",
@@ -140,10 +147,15 @@ __all__ = [
     "ShopFile",
     "ShopName",
     "SkuMapping",
+    "SourcingConfig",
+    "SupplierConfig",
+    "SupplierEntry",
+    "SupplierRoute",
     "TimeZoneName",
     "Unmapped",
     "Yuan",
     "check_pools",
+    "check_suppliers",
     "effective_dict",
     "load_config",
     "parse_duration",
@@ -354,11 +366,13 @@ def _validate_platform_config(
 def load_config(
     path: Path | str, *, registry: Mapping[str, ConnectorFactory] | None = None,
     notifiers: Mapping[str, NotifierFactory] | None = None,
+    supplier_registry: Mapping[str, Any] | None = None,
 ) -> RobotConfig:
     """Load and validate the robot file and its shop files; every problem in one ConfigError.
 
     ``registry`` maps platform names to connector factories, ``notifiers`` notifier names to
-    notifier factories (default: the installed ones).
+    notifier factories, ``supplier_registry`` supplier plugin names to supplier factories
+    (default: the installed ones).
     """
     load_errors: dict[str, str] = {}
     if registry is None:
@@ -393,10 +407,12 @@ def load_config(
     spec = robot.shops if robot is not None else _shops_spec_fallback(raw.get("shops"))
     shops = _load_shops(_shop_files(spec, robot_file, problems),
                         robot.defaults if robot else None, plugins, problems)
+    suppliers = _load_suppliers(raw.get("suppliers"), robot_file, shown, problems,
+                                supplier_registry)
     if problems.lines or robot is None or database is None:
         raise ConfigError(problems.lines)
     key_file = Path(robot.key_file).expanduser()
-    return RobotConfig(
+    config = RobotConfig(
         path=robot_file,
         database=database,
         key_file=key_file if key_file.is_absolute() else base / key_file,
@@ -407,7 +423,56 @@ def load_config(
         defaults=robot.defaults,
         log=robot.log,
         shops=shops,
+        suppliers=suppliers,
+        sourcing=robot.sourcing,
     )
+    unknown = check_suppliers(config)
+    if unknown:
+        raise ConfigError(unknown)
+    return config
+
+
+def _load_suppliers(raw: Any, path: Path, shown: str, problems: Problems,
+                    registry: Mapping[str, Any] | None) -> list[SupplierConfig]:
+    """Every supplier account of the robot file, its ``config`` checked by its plugin's
+    model (problems name the file and ``suppliers.NAME.field``)."""
+    if not isinstance(raw, Mapping) or not raw:
+        return []
+    load_errors: dict[str, str] = {}
+    if registry is None:
+        registry, failed = discover_suppliers()
+        load_errors = {p.name: p.error for p in failed}
+    found: list[SupplierConfig] = []
+    for name, entry in raw.items():
+        where = f"suppliers.{name}"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("plugin"), str):
+            continue  # RobotFile's validation reported it
+        plugin = entry["plugin"]
+        factory = registry.get(plugin)
+        if factory is None:
+            why = (f"the {plugin!r} supplier plugin failed to load: {load_errors[plugin]}"
+                   if plugin in load_errors else
+                   f"unknown supplier plugin {plugin!r}{did_you_mean(plugin, sorted(registry))}"
+                   f"; installed: {', '.join(sorted(registry)) or 'none'}")
+            problems.add(shown, f"{where}.plugin: {why}")
+            continue
+        model = factory.config_model
+        body = entry.get("config") or {}
+        try:
+            validated = model.model_validate(body, context={BASE_DIR: path.parent})
+        except ValidationError as exc:
+            for line in explain(exc, model, body, (where, "config")):
+                problems.add(shown, line)
+            continue
+        low = entry.get("low_balance")
+        try:
+            found.append(SupplierConfig(
+                name=str(name), plugin=plugin, enabled=bool(entry.get("enabled", True)),
+                config=validated,
+                low_balance_cents=int(Decimal(str(low)) * 100) if low is not None else None))
+        except (ValidationError, ArithmeticError, ValueError):
+            continue  # RobotFile's validation reported the name or the amount
+    return found
 
 
 def _database_of(raw: Mapping[str, Any], base: Path, shown: str,

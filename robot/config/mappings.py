@@ -1,15 +1,22 @@
-"""Which platform item or SKU takes codes from which pools (a shop file's ``items:``).
+"""Which platform item or SKU takes codes from which pools, or is bought from which suppliers
+(a shop file's ``items:``).
 
-Also the checks on mappings that need more than one entry (a SKU mapped twice) or the database
-(every pool a mapping names exists).
+A mapping's goods come from, in order: its pools (codes in stock), then its ``suppliers:``
+(codes bought for the order, into the mapping's one pool); or, for a top-up (``account:``
+says where the buyer's account is), from the suppliers only. Each supplier entry names the
+supplier's product and the most the merchant pays for one unit (``max_cost``, yuan).
+
+Also the checks on mappings that need more than one entry (a SKU mapped twice), the database
+(every pool a mapping names exists) or the robot file (every supplier named is configured).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from robot.config.problems import Problems, did_you_mean
@@ -26,23 +33,83 @@ class PoolShare(StrictModel):
     quantity: int = Field(default=1, ge=1)
 
 
+def _product_id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class SupplierRoute(StrictModel):
+    """One supplier to buy a unit from: its product, and the most the merchant pays for one
+    unit (yuan, like every price in the files). The robot never buys above ``max_cost``."""
+
+    supplier: str = Field(min_length=1, max_length=64)  # a name under the robot file's suppliers:
+    product: Annotated[str, BeforeValidator(_product_id), Field(min_length=1, max_length=64)]
+    max_cost: Yuan
+
+
+#: Where a top-up's account is read: the buyer's message to the seller, an order field the
+#: connector passes in ``Order.extra`` (``extra.NAME``), or a property of the ordered SKU
+#: (``property.NAME``, e.g. the "充值号码" the buyer typed on the item page).
+_SOURCE_RE = re.compile(r"^(buyer_message|extra\.[\w.-]{1,64}|property\.[^\s]{1,64})$")
+
+
+class AccountRule(StrictModel):
+    """Where a top-up's account comes from and what it must look like: a mainland mobile
+    number, a QQ number, or ``pattern`` (a regular expression the whole account matches)."""
+
+    source: str = "buyer_message"
+    format: Literal["mobile", "qq", "regex"] = "mobile"
+    pattern: str | None = Field(default=None, max_length=200)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not _SOURCE_RE.match(value):
+            raise PydanticCustomError(
+                "account_source",
+                "expected buyer_message, extra.NAME (an order field) or property.NAME "
+                "(a SKU property)")
+        return value
+
+    @model_validator(mode="after")
+    def _pattern(self) -> AccountRule:
+        if self.format == "regex":
+            if not self.pattern:
+                raise PydanticCustomError("account_pattern", "format regex needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise PydanticCustomError("account_pattern_bad",
+                                          "pattern is not a regular expression: {why}",
+                                          {"why": str(exc)}) from None
+        elif self.pattern is not None:
+            raise PydanticCustomError("account_pattern_unused",
+                                      "pattern is only for format: regex")
+        return self
+
+
 class SkuMapping(StrictModel):
-    """Which platform item/SKU takes codes from which pools.
+    """Which platform item/SKU takes codes from which pools, or is bought from suppliers.
 
     Exactly one of ``item_id`` / ``sku_id`` / ``outer_id``. ``pool:`` + ``quantity:`` is
-    shorthand for a one-pool ``pools:`` list.
+    shorthand for a one-pool ``pools:`` list. ``suppliers:`` with one pool: codes from the
+    pool, else bought (card purchase) into it; ``suppliers:`` with ``account:`` and no pool:
+    a top-up, bought for every unit.
 
     A shop that sells to its platform as a supplier (闲管家) names its goods ``goods_no:``
     (our goods number, i.e. the merchant's own code: stored as ``outer_id``) with the
     ``price:`` (yuan per unit) the platform pays and an optional ``goods_name:``.
-    ``goods_type: recharge`` (a top-up) needs supplier routing, which the robot has not got
+    ``goods_type: recharge`` (a top-up bought by 闲管家) is not served through the gateway
     yet: such a mapping is refused with that reason.
     """
 
     item_id: PlatformId = None
     sku_id: PlatformId = None
     outer_id: PlatformId = None
-    pools: list[PoolShare] = Field(min_length=1)
+    pools: list[PoolShare]  # required unless suppliers: are given (a top-up has none)
+    suppliers: list[SupplierRoute] = Field(default_factory=list, max_length=8)
+    account: AccountRule | None = None
     price: Yuan | None = None
     goods_name: str | None = Field(default=None, min_length=1, max_length=128)
 
@@ -55,8 +122,8 @@ class SkuMapping(StrictModel):
         if kind == "recharge":
             raise PydanticCustomError(
                 "needs_supplier_routing",
-                "goods_type 'recharge' (a top-up) needs supplier routing, which this robot "
-                "has not got yet; map card goods to a pool")
+                "goods_type 'recharge' (a top-up bought by 闲管家) is not served through "
+                "the gateway yet; map card goods to a pool")
         if kind != "card":
             raise PydanticCustomError("goods_type", "goods_type is 'card' or 'recharge'")
         rest = {k: v for k, v in data.items() if k not in ("goods_no", "goods_type")}
@@ -67,10 +134,37 @@ class SkuMapping(StrictModel):
             rest["outer_id"] = data["goods_no"]
         return rest
 
+    @model_validator(mode="after")
+    def _route(self) -> SkuMapping:
+        if not self.pools and not self.suppliers:
+            raise PydanticCustomError(
+                "no_source", "give pools (codes in stock) or suppliers (bought per order)")
+        if self.account is not None:
+            if self.pools:
+                raise PydanticCustomError(
+                    "topup_pools", "a top-up (account:) is bought from suppliers only: "
+                    "remove pool/pools")
+            if not self.suppliers:
+                raise PydanticCustomError("topup_suppliers",
+                                          "a top-up (account:) needs suppliers")
+        elif self.suppliers and len(self.pools) != 1:
+            raise PydanticCustomError(
+                "card_pool", "cards bought from suppliers go into one pool: give exactly one "
+                "pool (or account: for a top-up)")
+        return self
+
+    @property
+    def topup(self) -> bool:
+        """Whether the mapping is a top-up (bought for every unit into the buyer's account)."""
+        return self.account is not None
+
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         data = cls._goods(data)
+        if isinstance(data, Mapping) and data.get("suppliers") and not (
+                "pool" in data or "quantity" in data or "pools" in data):
+            return {**data, "pools": []}
         if not isinstance(data, Mapping) or not ("pool" in data or "quantity" in data):
             return data
         if "pools" in data:
@@ -126,6 +220,24 @@ def _pool_loc(index: int, mapping: SkuMapping, share_index: int) -> str:
     if len(mapping.pools) == 1:
         return f"items[{index}].pool"
     return f"items[{index}].pools[{share_index}].pool"
+
+
+def check_suppliers(config: RobotConfig) -> list[str]:
+    """Problems for shop mappings that name suppliers the robot file does not configure."""
+    problems = Problems(base=config.path.parent)
+    known = sorted(s.name for s in config.suppliers)
+    for shop in config.shops:
+        where = f"{problems.rel(shop.file)}: shop {shop.name!r}"
+        for i, mapping in enumerate(shop.items):
+            for j, route in enumerate(mapping.suppliers):
+                if route.supplier in known:
+                    continue
+                hint = did_you_mean(route.supplier, known)
+                listed = ", ".join(known) if known else "none"
+                problems.add(where, f"items[{i}].suppliers[{j}].supplier: supplier "
+                             f"{route.supplier!r} is not configured{hint}; the robot file's "
+                             f"suppliers: {listed}")
+    return problems.lines
 
 
 def check_pools(config: RobotConfig, existing: set[str]) -> list[str]:

@@ -16,9 +16,11 @@ from pydantic_core import PydanticCustomError
 from connectors.config import Secret
 from robot.config.problems import did_you_mean
 from robot.config.shop_file import Defaults, ShopConfig
+from robot.config.suppliers import SupplierConfig, SupplierEntry
 from robot.config.types import (
     DEFAULT_TIMEZONE,
     Duration,
+    ShopName,
     StrictModel,
     TimeZoneName,
     parse_duration,
@@ -138,6 +140,19 @@ def _as_list(value: Any) -> Any:
     raise PydanticCustomError("shops_type", "expected a glob or a list of files/globs")
 
 
+class SourcingConfig(StrictModel):
+    """How the robot buys from suppliers (robot.sourcing)."""
+
+    #: A purchase still in progress at the supplier after this long raises an alert.
+    processing_alert_after: Duration = 1800.0
+    #: A supplier's catalogue (its prices) is read again after this long.
+    price_ttl: Duration = 60.0
+    #: A purchase in progress is queried again after this long at first, doubling (with
+    #: jitter) up to ``query_max``; a supplier's callback makes it due at once.
+    query_initial: Duration = 5.0
+    query_max: Duration = 300.0
+
+
 class RobotFile(StrictModel):
     """The robot file exactly as written (before paths and defaults are resolved)."""
 
@@ -153,6 +168,9 @@ class RobotFile(StrictModel):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     log: LogConfig = Field(default_factory=LogConfig)
+    #: Supplier accounts by name (robot.config.suppliers); each plugin checks its ``config``.
+    suppliers: dict[ShopName, SupplierEntry] = Field(default_factory=dict)
+    sourcing: SourcingConfig = Field(default_factory=SourcingConfig)
 
 
 class RobotConfig(StrictModel):
@@ -168,10 +186,23 @@ class RobotConfig(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     log: LogConfig = Field(default_factory=LogConfig)
     shops: list[ShopConfig] = Field(default_factory=list)
+    suppliers: list[SupplierConfig] = Field(default_factory=list)
+    sourcing: SourcingConfig = Field(default_factory=SourcingConfig)
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, (safe_url(value) if name == "database" else value)
+
+    def supplier(self, name: str) -> SupplierConfig:
+        """The supplier called ``name``; :class:`UserError` with a suggestion if there is none."""
+        for entry in self.suppliers:
+            if entry.name == name:
+                return entry
+        names = [s.name for s in self.suppliers]
+        hint = did_you_mean(name, names)
+        known = (f"; configured suppliers: {', '.join(names)}" if names
+                 else "; no suppliers are configured (the robot file's suppliers:)")
+        raise UserError(f"no supplier named {name!r}{hint}{known}")
 
     def shop(self, name: str) -> ShopConfig:
         """The shop called ``name``; :class:`UserError` with a suggestion if there is none."""

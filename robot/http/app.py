@@ -3,6 +3,7 @@
 ::
 
     POST /hooks/{shop}                                             robot.http.hooks
+    POST /suppliers/{name}/callback                                robot.http.supplierhooks
     GET  /healthz                                                  robot.http.health
     GET  /metrics                                                  (below)
     GET|POST /p, GET /p/{token}, POST /p/{token}/reveal            robot.http.pickup
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from robot.http import delivery, health, hooks, pickup, supply
+from robot.http import delivery, health, hooks, pickup, supplierhooks, supply
 from robot.http.context import HttpContext
 
 
@@ -39,6 +40,7 @@ async def metrics(request: Request) -> Response:
 def build_app(ctx: HttpContext) -> Starlette:
     app = Starlette(routes=[
         Route("/hooks/{shop}", hooks.push, methods=["POST"]),
+        Route("/suppliers/{name}/callback", supplierhooks.callback, methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/p", pickup.lookup, methods=["GET", "POST"]),

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from connectors.base import Connector
+from connectors.supplier import Supplier
 from robot.clock import utcnow
 from robot.config import DEFAULT_TIMEZONE, ShopConfig, zone
 from robot.http.address import IPNetwork
@@ -71,6 +72,10 @@ class HttpContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     #: Reverse proxies whose X-Forwarded-For is believed (``http.trusted_proxies``).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Supplier clients by the robot file's name (their callbacks), and the sourcing
+    #: worker's wake-up (the daemon's ``Robot.wake_sourcing``).
+    suppliers: Mapping[str, Supplier] = field(default_factory=dict)
+    wake_sourcing: Callable[[], None] = _nothing
 
     def __post_init__(self) -> None:
         self.link_key = link_key(self.vault)

@@ -124,7 +124,7 @@ class Outcome:
     """How one placed order ended, and what the run did to it."""
 
     name: str
-    kind: str  # normal | unknown_sku | refunded | by_hand
+    kind: str  # normal | unknown_sku | refunded | by_hand | topup
     state: str  # the robot's final state, or "absent"
     reason: str | None = None
 
@@ -138,10 +138,11 @@ EXPECTED: Mapping[str, frozenset[str]] = {
     "normal": frozenset({"shipped"}),
     "by_hand": frozenset({"shipped", "absent"}),
     "unknown_sku": frozenset({"held"}),
+    "topup": frozenset({"shipped"}),  # held for its account, which the run then gives
     "refunded": frozenset({"cancelled", "refunded", "shipped", "absent", "failed"}),
 }
 #: Kinds that must ship unless an explanation says otherwise.
-MUST_SHIP = ("normal",)
+MUST_SHIP = ("normal", "topup")
 
 
 @dataclass(frozen=True)

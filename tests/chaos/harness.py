@@ -56,7 +56,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from connectors.fakeserve import FakeHost
-from robot import audit
+from robot import audit, demosupply
+from robot import orders as order_ops
+from robot import pools as pool_ops
 from robot.db import make_engine, normalize_url
 from robot.demo import (
     CODES_PER_UNIT,
@@ -70,8 +72,10 @@ from robot.demo import (
     shop_name,
     write_shops,
 )
+from robot.errors import UserError
 from robot.migrate import upgrade
-from robot.schema import codes, deliveries, orders, outbox, stock
+from robot.pipeline import StateConflict
+from robot.schema import codes, deliveries, orders, outbox, stock, supplier_attempts
 from robot.vault import Vault, init_key_file, mask, open_vault
 from tests.chaos import checks
 from tests.chaos.platforms import Chaos, chaos_for
@@ -100,6 +104,8 @@ class ChaosPlan:
     #: the module run as ``python -m <robot_module> -c robot.yaml run`` (a test runs a
     #: deliberately broken robot to show that the checks catch it)
     robot_module: str = "robot"
+    #: also sell a top-up and a supplier-bought card, from the Fulu and Juhe fakes
+    suppliers: bool = True
     #: called with (engine, key file) after the stock is imported, before any robot starts
     after_import: Callable[[Engine, Path], None] | None = None
     say: Callable[[str], None] = lambda _line: None
@@ -138,6 +144,9 @@ class ChaosReport:
     plaintexts_compared: int = 0
     duplicates_found: int = 0
     audit_entries: int = 0
+    #: per supplier: top-ups and cards bought, purchases failed, cost (cents)
+    per_supplier: dict[str, dict[str, int]] = field(default_factory=dict)
+    double_supplier_orders: int = 0  # units bought twice, by the suppliers' own answers
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
     workdir: str | None = None
@@ -167,6 +176,8 @@ class ChaosReport:
             f"  plaintexts compared   {self.plaintexts_compared}",
             f"  audit entries         {self.audit_entries}",
             f"  duplicates found      {self.duplicates_found}",
+            f"  supplier purchases    {self.per_supplier}  "
+            f"(double supplier orders {self.double_supplier_orders})",
             f"  violations            {len(self.violations)}",
         ]
         out += [f"    - {v}" for v in self.violations[:50]]
@@ -342,7 +353,7 @@ def _free_port() -> int:
 
 
 def _write_robot_config(path: Path, db_url: str, key_file: Path, port: int,
-                        public_url: str) -> None:
+                        public_url: str, suppliers: dict[str, Any] | None = None) -> None:
     doc = {
         "database": db_url, "key_file": str(key_file), "shops": "shops/*.yaml",
         # One public address for every robot, as behind a load balancer: a pickup link is
@@ -353,6 +364,9 @@ def _write_robot_config(path: Path, db_url: str, key_file: Path, port: int,
                      "max_attempts": 40},
         "log": {"level": "info", "format": "json"},
     }
+    if suppliers:
+        doc["suppliers"] = suppliers
+        doc["sourcing"] = {"query_initial": 0.2, "query_max": 1}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -366,7 +380,11 @@ class ChaosRun:
         self.by_hand: set[tuple[str, str]] = set()
         #: (shop, order id) → (order state, committed code ids) seen at each write-back
         self.witnessed: dict[tuple[str, str], list[tuple[str | None, list[int]]]] = {}
+        #: (shop, order id) → units still being bought, seen at each write-back (must be 0)
+        self.unbought: dict[tuple[str, str], list[int]] = {}
         self._witness_lock = threading.Lock()
+        self.supply = demosupply.SupplierDemo()
+        self._fakes = contextlib.ExitStack()
 
     def run(self) -> ChaosReport:
         plan = self.plan
@@ -386,6 +404,9 @@ class ChaosRun:
             self.vault = open_vault(key_file)
             audit.bind(self.reader, key_file)  # the robots seal the audit log with it
             import_stock(key_file, engine, workdir, plan.orders)
+            if plan.suppliers:
+                self.supply.start(self._fakes)
+                pool_ops.create_pool(engine, demosupply.POOL_BOUGHT, actor="chaos")
             if plan.after_import is not None:
                 plan.after_import(engine, key_file)
             engine.dispose()
@@ -396,14 +417,16 @@ class ChaosRun:
             # A robot killed mid-request makes the fakes' server log a client disconnect.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             (workdir / "shops").mkdir()
-            write_shops(workdir / "shops", drivers, platform_configs)
+            extra = [host.call(self.supply.items(d.sku_key)) for d in drivers]
+            write_shops(workdir / "shops", drivers, platform_configs, extra)
             self.chaos = [chaos_for(d) for d in drivers]
             for chaos in self.chaos:
                 chaos.compress_retries(1 / 15)
                 chaos.watch_shipments(self._witness(shop_name(chaos.driver)))
             for i, port in enumerate(ports):
                 config = workdir / f"robot-{i}.yaml"
-                _write_robot_config(config, db.url, key_file, port, f"http://127.0.0.1:{ports[0]}")
+                _write_robot_config(config, db.url, key_file, port, f"http://127.0.0.1:{ports[0]}",
+                                    self.supply.robot_file())
                 robots.append(RobotProcess(i, config, port, workdir / f"robot-{i}.log",
                                            plan.robot_module))
             for robot in robots:
@@ -419,6 +442,7 @@ class ChaosRun:
                     self.report.violations.append(
                         f"robot {robot.index} exited {status} on SIGTERM (log {robot.log_path})")
             self._check(drivers)
+            self._check_suppliers(host)
             if db.backend != "sqlite":
                 try:
                     _wait(db._reachable, 60, f"the {db.backend} server")
@@ -435,6 +459,7 @@ class ChaosRun:
             for d in drivers:
                 with contextlib.suppress(Exception):
                     host.call(d.stop())
+            self._fakes.close()
             host.close()
             if hasattr(self, "reader"):
                 self.reader.dispose()
@@ -485,6 +510,7 @@ class ChaosRun:
                 self.report.db_restarts += 1
                 restart_at = None
             self._supervise(robots, restarts)
+            self._suppliers_work()
             time.sleep(0.05)
         while len(self.placed) < plan.orders:
             pending.extend(self._place())
@@ -505,6 +531,15 @@ class ChaosRun:
         if roll < 0.05 and not refuses_unknown(chaos.driver):
             oid = chaos.driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
             self.placed.append(Placed(chaos, shop, oid, "unknown_sku", 0))
+            return []
+        if self.supply.harnesses and 0.20 <= roll < 0.27:
+            oid = chaos.driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
+            self.placed.append(Placed(chaos, shop, oid, "topup", 0))
+            return []
+        if self.supply.sells_cards and 0.27 <= roll < 0.33:
+            qty = rng.choice((1, 1, 2))
+            oid = chaos.driver.create_paid_order(demosupply.SKU_CARD, qty, buyer)
+            self.placed.append(Placed(chaos, shop, oid, "normal", qty))
             return []
         sku = SKU_BUNDLE if roll < 0.20 else SKU_MAIN
         qty = rng.choice((1, 1, 2))
@@ -528,12 +563,78 @@ class ChaosRun:
     def _fault(self) -> None:
         chaos = self.rng.choice(self.chaos)
         roll = self.rng.random()
+        if self.supply.harnesses and roll > 0.85:
+            self._supplier_fault()
+            return
         if roll < 0.15 and chaos.duplicate_pushes(self.rng):
             return
         if roll < 0.25 and chaos.reorder_pushes() > 1:
             return
         if chaos.menu():
             chaos.inject(self.rng)
+
+    def _supplier_fault(self) -> None:
+        """A supplier misbehaves once: busy, an answer lost after the order was placed, or
+        (for the first supplier of the top-up, which has a second) accepted then failed."""
+        name = self.rng.choice(sorted(self.supply.harnesses))
+        harness = self.supply.harnesses[name]
+        kinds = ["busy", "lose_answer"]
+        if name == demosupply.PLUGINS[0] and len(self.supply.harnesses) > 1 \
+                and not harness.card_product:
+            kinds.append("accept_then_fail")
+        kind = self.rng.choice(kinds)
+        if kind == "busy":
+            harness.busy_next()
+        elif kind == "lose_answer":
+            harness.lose_next_answer()
+        else:
+            harness.fail_next_after_accept("运营商维护")
+        self.report.faults[f"{name}_{kind}"] += 1
+
+    def _suppliers_work(self, every: float = 0.3) -> None:
+        """Time passes at the suppliers (they finish what they process), and customer service
+        gives the account of each top-up held for it."""
+        now = time.monotonic()
+        if now < getattr(self, "_next_supplier_work", 0.0):
+            return
+        self._next_supplier_work = now + every
+        if not self.supply.harnesses:
+            return
+        self.supply.settle()
+        with contextlib.suppress(DBAPIError):
+            self._give_accounts()
+
+    def _give_accounts(self) -> None:
+        topups = {(p.shop, p.order_id) for p in self.placed if p.kind == "topup"}
+        with self.reader.connect() as conn:
+            held = [(int(r.id), r.shop, r.platform_order_id) for r in conn.execute(
+                select(orders.c.id, orders.c.shop, orders.c.platform_order_id)
+                .where(orders.c.state == "held"))]
+        for order_id, shop, oid in held:
+            if (shop, oid) in topups:
+                with contextlib.suppress(UserError, StateConflict):
+                    order_ops.release(self.reader, order_id, actor="chaos-customer-service",
+                                      account=demosupply.DEMO_ACCOUNT)
+
+    def _check_suppliers(self, host: FakeHost) -> None:
+        """No unit bought twice (the suppliers' own answers), nothing above its maximum cost,
+        no write-back while a unit was still being bought."""
+        if not self.supply.harnesses:
+            return
+        v = self.report.violations
+        self.report.per_supplier = demosupply.per_supplier(self.reader)
+        self.report.double_supplier_orders = host.call(self.supply.double_orders(self.reader))
+        if self.report.double_supplier_orders:
+            v.append(f"{self.report.double_supplier_orders} units bought twice at a supplier")
+        with self.reader.connect() as conn:
+            above = conn.execute(select(func.count()).select_from(supplier_attempts).where(
+                supplier_attempts.c.cost_cents > supplier_attempts.c.max_cost_cents)).scalar_one()
+        if above:
+            v.append(f"{above} purchases cost more than their maximum")
+        for (shop, oid), seen in self.unbought.items():
+            if any(seen):
+                v.append(f"{shop} {oid}: a write-back reached the platform while "
+                         f"{max(seen)} unit(s) were still being bought")
 
     def _kill_one(self, robots: list[RobotProcess], restarts: dict[int, float],
                   now: float) -> None:
@@ -575,6 +676,7 @@ class ChaosRun:
         restarts: dict[int, float] = {}
         while time.monotonic() < deadline:
             self._supervise(robots, restarts)
+            self._suppliers_work(every=0.0)
             if _retrying(self._settled):
                 return
             time.sleep(0.5)
@@ -591,6 +693,8 @@ class ChaosRun:
             state = states.get((p.shop, p.order_id))
             if state is None and p.kind not in ("by_hand", "refunded"):
                 return False
+            if p.kind == "topup" and state == "held":
+                return False  # waits for its account
             if state is not None and state not in SETTLED:
                 return False
         return int(ships_due) == 0
@@ -620,10 +724,28 @@ class ChaosRun:
                 self.report.violations.append(
                     f"{shop} {order_id}: could not witness a write-back ({type(exc).__name__})")
                 return
+            try:
+                unbought = _retrying(lambda: self._unbought(shop, order_id), 30)
+            except DBAPIError:
+                unbought = 0
             with self._witness_lock:
                 self.report.write_backs_witnessed += 1
                 self.witnessed.setdefault((shop, order_id), []).append(seen)
+                self.unbought.setdefault((shop, order_id), []).append(unbought)
         return witness
+
+    def _unbought(self, shop: str, order_id: str) -> int:
+        """Units of the order without a successful supplier purchase, though it has some
+        (a write-back must never see one)."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(supplier_attempts.c.line_no, supplier_attempts.c.unit,
+                       supplier_attempts.c.state)
+                .join(orders, orders.c.id == supplier_attempts.c.order_id)
+                .where(orders.c.shop == shop, orders.c.platform_order_id == order_id)).all()
+        units = {(r.line_no, r.unit) for r in rows}
+        bought = {(r.line_no, r.unit) for r in rows if r.state == "succeeded"}
+        return len(units - bought)
 
     # -- the invariants -----------------------------------------------------------------
     def _check(self, drivers: list[DemoDriver]) -> None:

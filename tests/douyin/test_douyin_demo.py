@@ -4,21 +4,10 @@ of the stream and of the burst ends where it should, and the summary reports the
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import Iterator
 
 import pytest
 
 from robot.demo import run_demo
-from robot.log import configure_logging
-
-
-@pytest.fixture
-def demo_logging() -> Iterator[None]:
-    """The demo logs to a file of its own run, closed at its end; afterwards logging goes to
-    a sink of its own (not stderr, which other tests read)."""
-    yield
-    configure_logging("info", "json", stream=io.StringIO())
 
 
 @pytest.mark.usefixtures("demo_logging")

@@ -54,13 +54,13 @@ def test_goods_numbers_and_prices_load(tmp_path: Path) -> None:
     assert "mch-secret-for-tests" not in repr(shop)
 
 
-def test_a_top_up_mapping_needs_supplier_routing(tmp_path: Path) -> None:
+def test_a_top_up_goods_mapping_is_refused_until_the_gateway_serves_it(tmp_path: Path) -> None:
     """goods_type recharge is refused with the reason, naming file, shop and item."""
     problems = _problems(tmp_path, SHOP.replace('  - goods_no: G1002\n',
                                                 '  - goods_no: G1002\n    goods_type: recharge\n'))
     assert len(problems) == 1
     assert "shops/xianyu.yaml: shop 'xianyu'" in problems[0] and "items[1]" in problems[0]
-    assert "needs supplier routing" in problems[0]
+    assert "is not served through the gateway yet" in problems[0]
 
 
 def test_goods_without_a_price_and_a_price_on_an_ordinary_shop(tmp_path: Path) -> None:

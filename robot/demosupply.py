@@ -1,0 +1,146 @@
+"""The suppliers' part of ``robot demo``: a top-up SKU and a supplier-bought card SKU, served by
+the installed supplier plugins' fakes (Fulu and Juhe, through their entry points) with faults
+armed, and the figures the summary reports (``per_supplier``, ``double_supplier_orders``).
+
+The demo's platforms carry no buyer message, so a top-up order waits ``held`` ("top-up
+account missing") until the demo's customer service gives the account, as a person would
+with ``robot orders release ID --account …``. ``double_supplier_orders`` is counted from the
+suppliers' own answers: every key the robot ever used is queried, and a unit with two
+successful supplier orders is a double.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import Engine, case, func, select
+
+from connectors.supplier import NoSuchPurchase, Outcome, Supplier
+from robot.registry import discover_suppliers
+from robot.schema import supplier_attempts
+from robot.states import SupplierAttemptState
+
+#: Which supplier plugins the demo runs, in the order a top-up tries them.
+PLUGINS = ("juhe", "fulu")
+SKU_TOPUP = "SKU-TOPUP-50"
+SKU_CARD = "SKU-CARD-BOUGHT"
+POOL_BOUGHT = "bought-cards"  # stays empty: every card of SKU_CARD is bought
+#: The account the demo's customer service gives for held top-ups (a made-up number).
+DEMO_ACCOUNT = "13800000000"
+
+
+class SupplierDemo:
+    """The supplier fakes of one demo run."""
+
+    def __init__(self) -> None:
+        self.harnesses: dict[str, Any] = {}
+
+    def start(self, stack: contextlib.ExitStack) -> None:
+        """Serve each installed supplier plugin's fake on loopback (those that can say how
+        the robot file configures them)."""
+        factories, _problems = discover_suppliers()
+        for name in PLUGINS:
+            factory = factories.get(name)
+            make = getattr(factory, "contract_harness", None)
+            if make is None:
+                continue
+            harness = stack.enter_context(make())
+            if callable(getattr(harness, "config_values", None)):
+                self.harnesses[name] = harness
+
+    def robot_file(self) -> dict[str, Any]:
+        """The robot file's ``suppliers:`` section."""
+        return {name: {"plugin": name, "config": h.config_values()}
+                for name, h in self.harnesses.items()}
+
+    async def items(self, sku_key: str) -> list[dict[str, Any]]:
+        """The shop mappings of the supplier SKUs, max cost at each product's price."""
+        topup = [{"supplier": name, "product": h.topup_product,
+                  "max_cost": await _price(h, h.topup_product)}
+                 for name, h in self.harnesses.items()]
+        items: list[dict[str, Any]] = []
+        if topup:
+            items.append({sku_key: SKU_TOPUP, "suppliers": topup,
+                          "account": {"source": "buyer_message", "format": "mobile"}})
+        cards = [{"supplier": name, "product": h.card_product,
+                  "max_cost": await _price(h, h.card_product)}
+                 for name, h in self.harnesses.items() if h.card_product]
+        if cards:
+            items.append({sku_key: SKU_CARD, "pool": POOL_BOUGHT, "suppliers": cards})
+        return items
+
+    @property
+    def sells_cards(self) -> bool:
+        return any(h.card_product for h in self.harnesses.values())
+
+    def inject_faults(self) -> int:
+        """A top-up accepted then failed (the next supplier takes it), an answer lost after
+        the order was placed, a "system busy"."""
+        armed = 0
+        first = next(iter(self.harnesses.values()), None)
+        if first is not None and len(self.harnesses) > 1:
+            first.fail_next_after_accept("运营商维护")
+            armed += 1
+        for h in list(self.harnesses.values())[1:]:
+            h.lose_next_answer()
+            armed += 1
+        if first is not None:
+            first.busy_next()
+            armed += 1
+        return armed
+
+    def settle(self) -> None:
+        """The suppliers finish what they are processing (time passing at the supplier)."""
+        for h in self.harnesses.values():
+            h.settle()
+
+    async def double_orders(self, engine: Engine) -> int:
+        """Units with more than one successful supplier order, by the suppliers' answers."""
+        with engine.connect() as conn:
+            rows = conn.execute(select(supplier_attempts.c.supplier, supplier_attempts.c.key,
+                                       supplier_attempts.c.order_id, supplier_attempts.c.line_no,
+                                       supplier_attempts.c.unit)).all()
+        won: Counter[tuple[int, int, int]] = Counter()
+        clients: dict[str, Supplier] = {n: h.supplier() for n, h in self.harnesses.items()}
+        try:
+            for r in rows:
+                client = clients.get(str(r.supplier))
+                if client is None:
+                    continue
+                with contextlib.suppress(NoSuchPurchase):
+                    if (await client.query(str(r.key))).outcome is Outcome.SUCCEEDED:
+                        won[(int(r.order_id), int(r.line_no), int(r.unit))] += 1
+        finally:
+            for client in clients.values():
+                await client.aclose()
+        return sum(1 for n in won.values() if n > 1)
+
+
+async def _price(harness: Any, product: str) -> str:
+    client = harness.supplier()
+    try:
+        cents = next(p.price_cents for p in await client.catalogue()
+                     if p.product_id == product)
+    finally:
+        await client.aclose()
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def per_supplier(engine: Engine) -> dict[str, dict[str, int]]:
+    """Per supplier: top-ups and cards bought, purchases failed, cost (cents)."""
+    a = supplier_attempts
+    ok = a.c.state == SupplierAttemptState.SUCCEEDED
+    with engine.connect() as conn:
+        rows = conn.execute(select(
+            a.c.supplier,
+            func.sum(case((ok & (a.c.kind == "topup"), 1), else_=0)).label("topups"),
+            func.sum(case((ok & (a.c.kind == "card"), 1), else_=0)).label("cards"),
+            func.sum(case((a.c.state == SupplierAttemptState.FAILED, 1), else_=0))
+            .label("failed"),
+            func.sum(case((ok, func.coalesce(a.c.cost_cents, 0)), else_=0)).label("cost"))
+            .group_by(a.c.supplier)).all()
+    return {str(r.supplier): {"topups": int(r.topups or 0), "cards": int(r.cards or 0),
+                              "failed": int(r.failed or 0), "cost": int(r.cost or 0)}
+            for r in sorted(rows, key=lambda r: str(r.supplier))}

@@ -1,0 +1,26 @@
+"""``robot demo`` with the supplier plugins: top-ups and bought cards ship through the Fulu and
+Juhe fakes with faults on, and no unit is ever bought twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from robot.demo import run_demo
+
+
+@pytest.mark.usefixtures("demo_logging")
+def test_the_demo_buys_topups_and_cards_once_each_through_the_supplier_fakes() -> None:
+    """Every expected order ships (top-ups after their account is given), both suppliers
+    bought something, a failed purchase moved on, and double_supplier_orders is 0."""
+    summary = asyncio.run(run_demo(orders_wanted=60, timeout=120, console=None,
+                                   only=["memory"], seed=3))
+    assert summary.ok, summary
+    assert summary.double_supplier_orders == 0
+    per = summary.per_supplier
+    assert set(per) == {"fulu", "juhe"}
+    assert per["juhe"]["topups"] > 0 and per["fulu"]["cards"] > 0
+    assert per["juhe"]["failed"] >= 1  # the armed accepted-then-failed top-up
+    assert sum(p["topups"] + p["cards"] for p in per.values()) > 0
+    assert all(p["cost"] > 0 for p in per.values())
