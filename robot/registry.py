@@ -11,10 +11,10 @@ and never let an exception from one connector escape :func:`discover`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -24,6 +24,7 @@ from connectors.supplier import SUPPLIER_ENTRY_POINT_GROUP
 from robot.log import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,40 +69,50 @@ def _check_factory(obj: Any) -> str | None:
     return None
 
 
-def _load_one(ep: EntryPoint) -> ConnectorFactory:
-    loaded = ep.load()
-    factory = loaded() if isinstance(loaded, type) else loaded
+def _load_one(ep: EntryPoint) -> tuple[str, ConnectorFactory]:
+    factory = _instance(ep)
     reason = _check_factory(factory)
     if reason is not None:
         raise TypeError(f"{ep.value} is not a connector factory: {reason}")
-    return cast("ConnectorFactory", factory)
+    return factory.platform, cast("ConnectorFactory", factory)
 
 
-def discover(eps: Iterable[EntryPoint] | None = None) -> Discovery:
-    """Load every connector factory registered in ``robot.connectors`` (or in ``eps``)."""
-    candidates = list(entry_points(group=ENTRY_POINT_GROUP) if eps is None else eps)
-    factories: dict[str, ConnectorFactory] = {}
+def _instance(ep: EntryPoint) -> Any:
+    """What the entry point names: a factory class is instantiated with no arguments."""
+    loaded = ep.load()
+    return loaded() if isinstance(loaded, type) else loaded
+
+
+def _load_group(group: str, eps: Iterable[EntryPoint] | None,
+                load: Callable[[EntryPoint], tuple[str, T]]) -> tuple[dict[str, T],
+                                                                     tuple[LoadProblem, ...]]:
+    """Every plugin of entry point ``group`` (or ``eps``), by the name ``load`` gives it, and
+    the entry points that failed to load or named a plugin another one already provides
+    (never raised: one broken plugin must not take the others down)."""
+    candidates = list(entry_points(group=group) if eps is None else eps)
+    found: dict[str, T] = {}
     sources: dict[str, str] = {}
     problems: list[LoadProblem] = []
     for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
         try:
-            factory = _load_one(ep)
+            name, plugin = load(ep)
         except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
             problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
             continue
-        previous = sources.get(factory.platform)
+        previous = sources.get(name)
         if previous is not None and previous != ep.value:
-            problems.append(
-                LoadProblem(
-                    ep.name,
-                    ep.value,
-                    f"platform {factory.platform!r} is already provided by {previous}",
-                )
-            )
+            problems.append(LoadProblem(ep.name, ep.value,
+                                        f"{name!r} is already provided by {previous}"))
             continue
-        factories[factory.platform] = factory
-        sources[factory.platform] = ep.value
-    return Discovery(factories=factories, problems=tuple(problems))
+        found[name] = plugin
+        sources[name] = ep.value
+    return found, tuple(problems)
+
+
+def discover(eps: Iterable[EntryPoint] | None = None) -> Discovery:
+    """Load every connector factory registered in ``robot.connectors`` (or in ``eps``)."""
+    factories, problems = _load_group(ENTRY_POINT_GROUP, eps, _load_one)
+    return Discovery(factories=factories, problems=problems)
 
 
 def load_factories() -> dict[str, ConnectorFactory]:
@@ -117,47 +128,32 @@ def load_factories() -> dict[str, ConnectorFactory]:
     return dict(found.factories)
 
 
+def _load_supplier(ep: EntryPoint) -> tuple[str, Any]:
+    factory = _instance(ep)
+    name = getattr(factory, "supplier", None)
+    if not isinstance(name, str) or not name or not callable(getattr(factory, "create", None)):
+        raise TypeError(f"{ep.value} is not a supplier factory: it needs a 'supplier' "
+                        "name and a 'create(config, context)' method")
+    return name, factory
+
+
 def discover_suppliers(eps: Iterable[EntryPoint] | None = None) -> tuple[
         dict[str, Any], tuple[LoadProblem, ...]]:
     """Every supplier factory registered in ``robot.suppliers`` (or in ``eps``), by supplier
-    name, and the entry points that failed to load (never raised: one broken plugin must not
-    take the others down)."""
-    candidates = list(entry_points(group=SUPPLIER_ENTRY_POINT_GROUP) if eps is None else eps)
-    factories: dict[str, Any] = {}
-    problems: list[LoadProblem] = []
-    for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
-        try:
-            loaded = ep.load()
-            factory = loaded() if isinstance(loaded, type) else loaded
-            name = getattr(factory, "supplier", None)
-            if not isinstance(name, str) or not name or not callable(
-                    getattr(factory, "create", None)):
-                raise TypeError(f"{ep.value} is not a supplier factory: it needs a 'supplier' "
-                                "name and a 'create(config, context)' method")
-        except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
-            problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
-            continue
-        factories[name] = factory
-    return factories, tuple(problems)
+    name, and the entry points that failed to load."""
+    return _load_group(SUPPLIER_ENTRY_POINT_GROUP, eps, _load_supplier)
 
+
+def _load_notifier(ep: EntryPoint) -> tuple[str, NotifierFactory]:
+    factory = _instance(ep)
+    if not isinstance(factory, NotifierFactory) or not factory.notifier:
+        raise TypeError(f"{ep.value} is not a notifier factory: it needs 'notifier', "
+                        "'channel', 'config_model' and 'create(config, shop)'")
+    return factory.notifier, factory
 
 
 def discover_notifiers(eps: Iterable[EntryPoint] | None = None) -> tuple[
         dict[str, NotifierFactory], tuple[LoadProblem, ...]]:
     """Every buyer-notifier factory registered in ``robot.notifiers`` (or in ``eps``), by
-    notifier name, and the entry points that failed to load (never raised)."""
-    candidates = list(entry_points(group=NOTIFIER_ENTRY_POINT_GROUP) if eps is None else eps)
-    factories: dict[str, NotifierFactory] = {}
-    problems: list[LoadProblem] = []
-    for ep in sorted(candidates, key=lambda e: (e.name, e.value)):
-        try:
-            loaded = ep.load()
-            factory = loaded() if isinstance(loaded, type) else loaded
-            if not isinstance(factory, NotifierFactory) or not factory.notifier:
-                raise TypeError(f"{ep.value} is not a notifier factory: it needs 'notifier', "
-                                "'channel', 'config_model' and 'create(config, shop)'")
-        except Exception as exc:  # noqa: BLE001 - any plugin bug is reported, never fatal to the rest
-            problems.append(LoadProblem(ep.name, ep.value, _describe(exc)))
-            continue
-        factories[factory.notifier] = factory
-    return factories, tuple(problems)
+    notifier name, and the entry points that failed to load."""
+    return _load_group(NOTIFIER_ENTRY_POINT_GROUP, eps, _load_notifier)

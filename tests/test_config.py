@@ -742,6 +742,19 @@ def test_discover_reports_broken_connectors_without_stopping(
     assert found.problem_for("broken") is found.problems[0]
 
 
+def test_two_plugins_naming_one_platform_keep_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second entry point providing a platform already provided is reported, not loaded
+    over the first (the same holds for suppliers and notifiers: one loader serves all)."""
+    _plugin_dir(tmp_path, monkeypatch)
+    write(tmp_path / "plugins" / "copy_plugin.py", "from good_plugin import GoodFactory\n")
+    found = discover([EntryPoint("a", "good_plugin:GoodFactory", ENTRY_POINT_GROUP),
+                      EntryPoint("b", "copy_plugin:GoodFactory", ENTRY_POINT_GROUP)])
+    assert list(found.factories) == ["goodplat"]
+    assert [(p.name, p.error) for p in found.problems] == [
+        ("b", "'goodplat' is already provided by good_plugin:GoodFactory")]
+
 def test_load_factories_uses_installed_entry_points() -> None:
     """Installed connectors load (or are reported) and are keyed by their platform."""
     factories = load_factories()
