@@ -114,8 +114,9 @@ class FakeNotifyState:
 
 def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starlette:
     """闲管家's callback endpoint; with ``buyer``, also ``/__fake__/state`` (counts, never a
-    code) and ``POST /__fake__/purchase`` (``{"goods_no", "quantity", "copies"}``: 闲管家
-    places an order on the gateway, ``copies`` times at once) for demos and manual tests."""
+    code) and ``POST /__fake__/purchase`` (``{"goods_no", "quantity", "copies"}``, and
+    ``"account"`` for a top-up: 闲管家 places an order on the gateway, ``copies`` times at
+    once) for demos and manual tests."""
 
     async def notify(request: Request) -> JSONResponse:
         token = request.path_params["token"]
@@ -157,8 +158,9 @@ def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starl
     async def place(request: Request) -> JSONResponse:
         assert buyer is not None
         doc = await request.json() if await request.body() else {}
-        payload = buyer.purchase_payload(str(doc.get("goods_no", "G1001")),
-                                         int(doc.get("quantity", 1)))
+        goods_no, quantity = str(doc.get("goods_no", "G1001")), int(doc.get("quantity", 1))
+        payload = (buyer.recharge_payload(goods_no, str(doc["account"]), quantity)
+                   if doc.get("account") else buyer.purchase_payload(goods_no, quantity))
         answers = await buyer.concurrent_purchases(payload, max(1, int(doc.get("copies", 1))))
         return JSONResponse({"order_no": payload["order_no"],
                              "codes": [a.get("code") for a in answers],

@@ -10,11 +10,13 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
 from connectors.fulu import FuluSupplierFactory
 from connectors.goofish import protocol as p
+from connectors.goofish.fake import make_app
 from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
 from connectors.supplier import Supplier
 from robot import supply
@@ -305,3 +307,22 @@ def test_a_top_up_bought_from_the_fulu_fake_over_http(engine: Engine, vault: Vau
         assert _order(x, payload["order_no"]).state == OrderState.ALLOCATED
         assert x.run(x.buyer.detail(payload["order_no"], 1))["data"]["order_status"] == 20
         asyncio.run(client.aclose())
+
+
+def test_the_fake_places_a_top_up_on_demand(topup: Xianyu,
+                                             mem: MemorySupplierBackend) -> None:
+    """``POST /__fake__/purchase`` with an account places a top-up (twice at once here):
+    both answered 处理中, one order holding that account."""
+    x = topup
+
+    async def go() -> Any:
+        app = make_app(x.notify, x.buyer)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                     base_url="http://fake.test") as client:
+            return (await client.post("/__fake__/purchase", json={
+                "goods_no": "T3003", "account": MOBILE, "copies": 2})).json()
+
+    answer = x.run(go())
+    assert answer["codes"] == [0, 0] and answer["order_status"] == [10, 10]
+    source(x, mem)
+    assert [o.request.account for o in mem.orders.values()] == [MOBILE]
