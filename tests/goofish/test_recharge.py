@@ -326,3 +326,22 @@ def test_the_fake_places_a_top_up_on_demand(topup: Xianyu,
     assert answer["codes"] == [0, 0] and answer["order_status"] == [10, 10]
     source(x, mem)
     assert [o.request.account for o in mem.orders.values()] == [MOBILE]
+
+
+def test_a_subscribed_top_up_goods_is_noticed_on_and_off_the_shelf(topup: Xianyu) -> None:
+    """A subscription to top-up goods (goods_type 1): the sweep sends it on sale with the
+    fixed stock while its supplier runs, and off the shelf (stock 0) once it does not."""
+    x = topup
+    assert x.run(x.buyer.subscribe("T3003", goods_type=1))["code"] == p.OK
+
+    def sweep(running: tuple[str, ...]) -> int:
+        return x.run(supply.notify_goods_changes(x.engine, x.vault, {x.shop.name: x.shop},
+                                                 {x.shop.name: x.connector},
+                                                 suppliers=running))
+
+    assert sweep(("memsup",)) == 1
+    assert sweep(("memsup",)) == 0
+    assert sweep(()) == 1
+    assert [(n["goods_no"], n["goods_type"], n["stock"], n["status"])
+            for n in x.notify.goods_notices] == [("T3003", 1, supply.RECHARGE_STOCK, 1),
+                                                  ("T3003", 1, 0, 2)]
