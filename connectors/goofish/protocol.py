@@ -3,7 +3,8 @@ error codes, order states. Pure functions; no network, no database.
 
 Sources (see the README's 闲鱼 section): the standard's documentation (apifox shared doc
 ``cf4d53fd-8bb2-41c5-8da3-371ba9a38956``: 接入说明, 查询平台信息, 查询商户信息, 查询商品列表/详情,
-订阅商品变更通知, 创建卡密/直充订单, 查询订单详情, 订单退款通知, 订单回调通知).
+订阅商品变更通知, 创建卡密/直充订单 (直充: page ``api-205398512``, its ``biz_content`` below),
+查询订单详情, 订单退款通知, 订单回调通知).
 
 * Every answer is ``{"code": 0, "msg": "OK", "data": {...}}``; any other ``code`` is a failure
   (HTTP status stays 200). The refund notice alone is answered

@@ -345,3 +345,20 @@ def test_a_subscribed_top_up_goods_is_noticed_on_and_off_the_shelf(topup: Xianyu
     assert [(n["goods_no"], n["goods_type"], n["stock"], n["status"])
             for n in x.notify.goods_notices] == [("T3003", 1, supply.RECHARGE_STOCK, 1),
                                                   ("T3003", 1, 0, 2)]
+
+
+@pytest.mark.parametrize("content", [None, "13800138000", {"account": 13800138000},
+                                     {"account": MOBILE, "game_area": 7},
+                                     {"account": " "}])
+def test_a_malformed_biz_content_is_refused_with_nothing_written(
+        topup: Xianyu, content: Any) -> None:
+    """biz_content missing or not an object, the account not a string or blank, an area not
+    a string (闲管家's fields are strictly typed): 1201, no order."""
+    x = topup
+    payload = x.buyer.recharge_payload("T3003", MOBILE)
+    if content is None:
+        del payload["biz_content"]
+    else:
+        payload["biz_content"] = content
+    assert x.run(x.buyer.call(p.RECHARGE, payload))["code"] == p.BAD_ORDER
+    assert _count(x, orders) == 0
