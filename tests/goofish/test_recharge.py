@@ -19,6 +19,7 @@ from connectors.goofish import protocol as p
 from connectors.goofish.fake import make_app
 from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
 from connectors.supplier import Supplier
+from robot import orders as order_ops
 from robot import supply
 from robot.clock import utcnow
 from robot.config import SkuMapping
@@ -179,6 +180,10 @@ def test_every_supplier_failing_is_called_back_failed(
         assert conn.execute(select(supply_callbacks.c.sent_at)).scalar_one() is not None
         assert conn.execute(select(func.count()).select_from(audit_log).where(
             audit_log.c.action == "supply_failure_sent")).scalar_one() == 1
+    shown = order_ops.show_order(x.engine, x.vault, int(_order(x, payload["order_no"]).id))
+    assert shown["failure_notice"]["attempts"] == 1
+    assert shown["failure_notice"]["sent_at"] is not None
+    assert "运营商维护" in shown["reason"]  # the supplier's own reason stays with the merchant
 
 
 def test_refusals_write_nothing_and_buy_nothing(
