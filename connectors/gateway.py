@@ -19,8 +19,10 @@ The split of work:
 A purchase the core cannot serve is a :class:`SupplyRefused` with a :class:`Refusal` the
 plugin maps onto its platform's error codes. Money is in integer fen; times are aware UTC.
 
-Top-up goods (``GoodsKind.RECHARGE``) are declared here so that a gateway can name them; the
-core refuses them until supplier routing serves them (``Refusal.NOT_SUPPORTED``).
+Top-up goods (``GoodsKind.RECHARGE``) are bought from the merchant's suppliers for each order:
+the platform names the account to credit (and a game area / server where the goods needs
+them) in the purchase itself (:attr:`Purchase.account`), and the answer is "processing" until
+the supplier's result is committed.
 
 This module is part of the ground floor: it imports nothing from the robot. Plaintext codes
 cross it only inside :class:`PurchaseView`, as :class:`~connectors.base.HandedCode` s (the
@@ -84,6 +86,11 @@ class Purchase:
     kind: GoodsKind = GoodsKind.CARD
     buyer_id: str | None = None
     buyer_ip: str | None = None
+    #: A top-up's account to credit, and its game area / server where the platform gives
+    #: them (None for card goods). Personal data: never logged, shown masked.
+    account: str | None = field(default=None, repr=False)
+    area: str | None = None
+    server: str | None = None
     #: Platform facts needed again later (callback address, the platform's other numbers).
     #: Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -117,7 +124,8 @@ class Refusal(enum.StrEnum):
     OFF_SALE = "off_sale"
     PRICE_ABOVE_MAX = "price_above_max"
     BAD_REQUEST = "bad_request"
-    NOT_SUPPORTED = "not_supported"  # e.g. top-up goods before supplier routing exists
+    NOT_SUPPORTED = "not_supported"  # e.g. a card order for top-up goods, or the reverse
+    BAD_ACCOUNT = "bad_account"  # a top-up's account is missing or not of the goods' form
     UNAVAILABLE = "unavailable"  # the robot cannot store it now (database down): retry
 
 

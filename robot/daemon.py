@@ -1021,7 +1021,8 @@ class Robot:
         self._track_job()
         try:
             await supply.notify_goods_changes(self.engine, self.vault, self.shops,
-                                              self.connectors, zone=self.zone)
+                                              self.connectors, zone=self.zone,
+                                              suppliers=self.suppliers.keys())
             await supply.notify_failures(self.engine, self.connectors)
         except DBAPIError as exc:  # the next run tries again; the allocator reports outages
             log.warning("goods_notices_deferred", error=type(exc).__name__)

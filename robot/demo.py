@@ -271,8 +271,8 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         listen = _free_listen()
         platform_configs = [await d.start(f"http://{listen}") for d in drivers]
         supply.start(fakes)
-        # A platform buying from the robot (闲管家) is offered card goods from pools only.
-        extra = [[] if refuses_unknown(d) else await supply.items(d.sku_key) for d in drivers]
+        # A platform buying from the robot (闲管家) is offered top-ups as recharge goods.
+        extra = [await gateway_items(supply, d) for d in drivers]
         config, engine = _set_up(root, drivers, platform_configs, listen, supply, extra,
                                  stack, stock=orders_wanted + sum(sizes.values()))
         robot = Robot(config, drain_timeout=5)
@@ -415,6 +415,29 @@ def refuses_unknown(driver: DemoDriver) -> bool:
     return getattr(driver, "refuses_unknown", False) is True
 
 
+def places_topups(driver: DemoDriver) -> bool:
+    """Whether a buyer platform's driver places top-ups naming their account (闲管家)."""
+    return callable(getattr(driver, "create_topup_order", None))
+
+
+async def gateway_items(supply: demosupply.SupplierDemo,
+                        driver: DemoDriver) -> list[dict[str, Any]]:
+    """The supplier SKUs a driver's shop maps: a buyer platform gets the top-up as recharge
+    goods when its driver places top-ups, nothing else."""
+    if not refuses_unknown(driver):
+        return await supply.items(driver.sku_key)
+    return await supply.items(driver.sku_key, gateway=True) if places_topups(driver) else []
+
+
+def place_topup(driver: DemoDriver, buyer: str) -> tuple[str, bool]:
+    """Place a top-up order: its id, and whether it waits for its account (a platform that
+    carries none) rather than going straight to the suppliers."""
+    if places_topups(driver):
+        return driver.create_topup_order(  # type: ignore[attr-defined]
+            demosupply.SKU_TOPUP, 1, demosupply.DEMO_ACCOUNT, buyer), False
+    return driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer), True
+
+
 def _give_accounts(engine: Engine, exp: Expectation) -> None:
     """The demo's customer service: each top-up held for its account gets one (the demo's
     platforms carry no buyer message), as ``robot orders release ID --account`` does."""
@@ -448,9 +471,12 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
         elif roll < 0.25:
             oid = driver.create_paid_order(SKU_BUNDLE, 1, buyer)
             exp.ship.add((shop, oid))
-        elif topups and roll < 0.32 and not refuses_unknown(driver):
-            oid = driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
-            exp.topups.append((shop, oid))
+        elif topups and roll < 0.32 and (places_topups(driver) or not refuses_unknown(driver)):
+            oid, waits = place_topup(driver, buyer)
+            if waits:
+                exp.topups.append((shop, oid))
+            else:
+                exp.ship.add((shop, oid))
         elif exp.cards and roll < 0.38 and not refuses_unknown(driver):
             oid = driver.create_paid_order(demosupply.SKU_CARD, 1, buyer)
             exp.ship.add((shop, oid))

@@ -4,9 +4,10 @@ armed, and the figures the summary reports (``per_supplier``, ``double_supplier_
 
 The demo's platforms carry no buyer message, so a top-up order waits ``held`` ("top-up
 account missing") until the demo's customer service gives the account, as a person would
-with ``robot orders release ID --account …``. ``double_supplier_orders`` is counted from the
-suppliers' own answers: every key the robot ever used is queried, and a unit with two
-successful supplier orders is a double.
+with ``robot orders release ID --account …``; 闲管家 sends the account with its order, so its
+top-ups (recharge goods) go straight to the suppliers. ``double_supplier_orders`` is counted
+from the suppliers' own answers: every key the robot ever used is queried, and a unit with
+two successful supplier orders is a double.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ PLUGINS = ("juhe", "fulu")
 SKU_TOPUP = "SKU-TOPUP-50"
 SKU_CARD = "SKU-CARD-BOUGHT"
 POOL_BOUGHT = "bought-cards"  # stays empty: every card of SKU_CARD is bought
-#: The account the demo's customer service gives for held top-ups (a made-up number).
+#: The account the demo's customer service gives for held top-ups (a made-up number), and
+#: the one a buyer platform's top-up orders name (闲管家 sends it with the order).
 DEMO_ACCOUNT = "13800000000"
+#: What 闲管家 pays for the demo's top-up goods (yuan).
+RECHARGE_PRICE = "55.00"
 
 
 class SupplierDemo:
@@ -55,11 +59,16 @@ class SupplierDemo:
         return {name: {"plugin": name, "config": h.config_values()}
                 for name, h in self.harnesses.items()}
 
-    async def items(self, sku_key: str) -> list[dict[str, Any]]:
-        """The shop mappings of the supplier SKUs, max cost at each product's price."""
+    async def items(self, sku_key: str, *, gateway: bool = False) -> list[dict[str, Any]]:
+        """The shop mappings of the supplier SKUs, max cost at each product's price;
+        ``gateway``: for a platform that buys from the robot (闲管家), the top-up only, as
+        recharge goods (the account comes with each order) with the price it pays."""
         topup = [{"supplier": name, "product": h.topup_product,
                   "max_cost": await _price(h, h.topup_product)}
                  for name, h in self.harnesses.items()]
+        if gateway:
+            return [{sku_key: SKU_TOPUP, "goods_type": "recharge", "price": RECHARGE_PRICE,
+                     "suppliers": topup}] if topup else []
         items: list[dict[str, Any]] = []
         if topup:
             items.append({sku_key: SKU_TOPUP, "suppliers": topup,

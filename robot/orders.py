@@ -36,6 +36,7 @@ from robot.schema import (
     shop_state,
     stock,
     supplier_attempts,
+    supply_callbacks,
 )
 from robot.states import (
     UNSHIPPED,
@@ -338,8 +339,9 @@ def list_orders(engine: Engine, *, state: str | None = None, shop: str | None = 
 def show_order(engine: Engine, vault: Vault, order_id: int, *,
                now: datetime | None = None) -> dict[str, Any]:
     """One order: its lines (titles, masked codes per line), every code it held, the pickup
-    link's state, the write-back jobs and their attempts, replacements asked for, and each
-    purchase from a supplier (accounts masked)."""
+    link's state, the write-back jobs and their attempts, replacements asked for, each
+    purchase from a supplier (accounts masked), and the failure notice owed to a platform
+    that bought the order from us."""
     from robot import support  # support builds on this module's transitions
     from robot.suppliers import attempts_of
 
@@ -358,6 +360,9 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
         notices = notify.history(conn, order_id)
         link = support.link_state(conn, order_id, now)
         bought = attempts_of(conn, order_id)
+        told = conn.execute(select(supply_callbacks.c.attempts, supply_callbacks.c.sent_at,
+                                   supply_callbacks.c.last_error, supply_callbacks.c.due_at)
+                            .where(supply_callbacks.c.order_id == order_id)).first()
         waiting = [dict(r._mapping) for r in conn.execute(
             select(replacements.c.id, replacements.c.line_no, pools.c.name.label("pool"),
                    replacements.c.count, replacements.c.state, replacements.c.reason,
@@ -380,6 +385,8 @@ def show_order(engine: Engine, vault: Vault, order_id: int, *,
     data["replacements"] = waiting
     data["notifications"] = notices
     data["supplier_attempts"] = bought
+    # A platform that bought the order from us (闲管家), told it will not be served.
+    data["failure_notice"] = dict(told._mapping) if told is not None else None
     return data
 
 

@@ -106,12 +106,14 @@ class Attempt:
     state: str
     pool_id: int | None = None  # card purchase: the pool the codes go into
     per_unit: int = 1
+    area: str | None = None  # top-up: the game area / server, where the line has them
+    server: str | None = None
 
     def request(self) -> PurchaseRequest:
         # The plugin checks the price again right before placing (a second guard beside
         # the catalogue check: prices move).
         return PurchaseRequest(key=self.key, product_id=self.product, quantity=self.per_unit,
-                               account=self.account,
+                               account=self.account, area=self.area, server=self.server,
                                max_unit_price_cents=self.max_cost_cents // self.per_unit)
 
 
@@ -131,7 +133,9 @@ def _attempt(r: Any, route: Supply | None, pool_ids: Mapping[str, int]) -> Attem
                    str(r.supplier), str(r.product), str(r.kind), str(r.key),
                    int(r.max_cost_cents), r.account, str(r.state),
                    pool_ids.get(pool) if pool else None,
-                   route.per_unit if route is not None else 1)
+                   route.per_unit if route is not None else 1,
+                   route.area if route is not None else None,
+                   route.server if route is not None else None)
 
 
 def _routes(conn: Connection, order_id: int) -> dict[int, Supply]:

@@ -28,8 +28,17 @@ the shop's connector for each request to ``/supply/<shop>/…`` (:mod:`robot.htt
   gateway's failure callback by the same sweep (:func:`notify_failures`), recorded in
   ``supply_callbacks`` once acknowledged.
 
-Top-up goods are refused (``Refusal.NOT_SUPPORTED``) until supplier routing serves them: the
-routing plugs in at :meth:`ShopSupply._take`, which today knows pools only.
+Top-up goods (a mapping with ``goods_type: recharge``: ``suppliers:``, no pool) are listed on
+sale while one of their suppliers runs in this process, with :data:`RECHARGE_STOCK`. A top-up
+purchase names the account (and game area / server) to credit; it becomes the order line's
+SKU properties, read by the mapping's account rule (robot.supplyroute) and checked against
+its form before anything is written. The order goes to ``sourcing`` in the transaction that
+takes it in (the supplier attempts' keys committed with it), and is answered "processing";
+the sourcing worker buys it, then the outbox's ship job posts the platform's success
+callback. A top-up every supplier failed (``failed``, with no ship job) is reported failed
+by :func:`notify_failures`, like an order a person rejected. A refund request for a top-up
+being bought is not granted (no supplier cancels); a refund notice lets it finish and flags
+it for review (robot.sourcing).
 
 This module never logs a code.
 """
@@ -38,13 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, exists, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connectors.base import HandedCode, Order, OrderLine, PlatformStatus, RefundState
@@ -63,7 +72,7 @@ from connectors.gateway import (
     SupplyRefused,
     our_order_id,
 )
-from robot import audit, outbox, pipeline
+from robot import audit, outbox, pipeline, supplyroute
 from robot.clock import DEFAULT_ZONE, to_aware, utcnow
 from robot.config import ShopConfig, SkuMapping
 from robot.db import transaction
@@ -74,10 +83,12 @@ from robot.schema import (
     deliveries,
     order_lines,
     orders,
+    supplier_attempts,
     supply_callbacks,
     supply_subscriptions,
 )
-from robot.states import DeliveryState, OrderState
+from robot.schema import outbox as outbox_table
+from robot.states import IN_FLIGHT, DeliveryState, OrderState, SupplierAttemptState
 from robot.vault import Vault, mask
 
 log = get_logger(__name__)
@@ -86,19 +97,39 @@ _SUCCEEDED = (OrderState.SHIPPED, OrderState.REFUNDED)
 _FAILED = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.IGNORED)
 
 
+#: What the platform is told when no supplier could serve an order (the order's own reason
+#: names our suppliers and their answers: for the merchant, not for the platform).
+SOURCING_FAILED_REMARK = "货源采购失败"
+#: The stock a top-up goods shows while one of its suppliers runs: bought per order, so no
+#: count of our own limits it (the suppliers' balances are watched by the alerts).
+RECHARGE_STOCK = 9999
+
+
 def _cents(yuan: Decimal) -> int:
     return int(yuan * 100)
 
 
+def _no_wake() -> None:
+    return None
+
+
 class ShopSupply:
-    """One shop's goods and orders, as its buyer platform's gateway sees them."""
+    """One shop's goods and orders, as its buyer platform's gateway sees them.
+
+    ``suppliers``: the names of the supplier clients running in this process (a top-up goods
+    is on sale while one of its routes' suppliers is among them). ``wake``: called (in the
+    event loop's thread) when a purchase leaves an order to be worked on (allocation,
+    sourcing)."""
 
     def __init__(self, engine: Engine, vault: Vault, shop: ShopConfig, *,
-                 zone: tzinfo = DEFAULT_ZONE) -> None:
+                 zone: tzinfo = DEFAULT_ZONE, suppliers: Collection[str] = (),
+                 wake: Callable[[], None] = _no_wake) -> None:
         self.engine = engine
         self.vault = vault
         self.shop = shop
         self.zone = zone
+        self.suppliers = frozenset(suppliers)
+        self.wake = wake
         self.actor = f"supply:{shop.name}"
 
     # -- goods --------------------------------------------------------------------------
@@ -111,13 +142,24 @@ class ShopSupply:
     async def goods(self) -> Sequence[Goods]:
         return await asyncio.to_thread(self.current_goods)
 
+    def routed(self, mapping: SkuMapping) -> bool:
+        """Whether one of a top-up mapping's suppliers runs here (the goods is on sale)."""
+        return any(route.supplier in self.suppliers for route in mapping.suppliers)
+
     def current_goods(self) -> list[Goods]:
-        """The mapped goods with the pools' live stock."""
+        """The mapped goods with the pools' live stock (top-ups: while a supplier runs)."""
         now = utcnow()
         available = {s.name: s.available for s in pool_stats(self.engine, now)}
         out = []
         for m in self.shop.items:
             if m.outer_id is None or m.price is None:
+                continue
+            if m.topup:
+                on = self.routed(m)
+                out.append(Goods(goods_no=m.outer_id, name=m.goods_name or m.outer_id,
+                                 kind=GoodsKind.RECHARGE, price_cents=_cents(m.price),
+                                 stock=RECHARGE_STOCK if on else 0, on_sale=on,
+                                 updated_at=now))
                 continue
             stock = min(available.get(share.pool, 0) // share.quantity for share in m.pools)
             out.append(Goods(goods_no=m.outer_id, name=m.goods_name or m.pools[0].pool,
@@ -128,10 +170,13 @@ class ShopSupply:
     # -- purchases ------------------------------------------------------------------------
     async def purchase(self, purchase: Purchase) -> PurchaseView:
         try:
-            return await asyncio.to_thread(self._purchase, purchase)
+            view = await asyncio.to_thread(self._purchase, purchase)
         except DBAPIError as exc:
             log.error("supply_unavailable", shop=self.shop.name, error=type(exc).__name__)
             raise SupplyRefused(Refusal.UNAVAILABLE, "the database is unavailable") from exc
+        if view.state is PurchaseState.PROCESSING:
+            self.wake()  # waiting for stock or a supplier: the workers look now
+        return view
 
     def _purchase(self, purchase: Purchase) -> PurchaseView:
         known = self._view(purchase.platform_order_id, audited=True)
@@ -149,25 +194,30 @@ class ShopSupply:
         return view
 
     def _take(self, purchase: Purchase) -> Order:
-        """The order for a new purchase, or why it is refused (nothing written). Supplier
-        routing (top-ups, goods bought on demand) plugs in here."""
-        if purchase.kind is not GoodsKind.CARD:
-            raise SupplyRefused(Refusal.NOT_SUPPORTED, "top-up goods need supplier routing")
+        """The order for a new purchase, or why it is refused (nothing written)."""
         mapping = self._mapping(purchase.goods_no)
         if mapping is None or mapping.price is None:
             raise SupplyRefused(Refusal.UNKNOWN_GOODS, "no such goods")
+        if mapping.topup != (purchase.kind is GoodsKind.RECHARGE):
+            raise SupplyRefused(Refusal.NOT_SUPPORTED, "the goods is not of this order type")
+        if mapping.topup and not self.routed(mapping):
+            raise SupplyRefused(Refusal.OFF_SALE, "none of the goods' suppliers runs")
         unit = _cents(mapping.price)
         total = unit * purchase.quantity
         if purchase.max_total_cents is not None and total > purchase.max_total_cents:
             raise SupplyRefused(Refusal.PRICE_ABOVE_MAX, "our price is above max_amount")
         line = OrderLine(line_id=purchase.platform_order_id[:64], quantity=purchase.quantity,
                          item_id=purchase.goods_no, outer_id=purchase.goods_no,
-                         title=mapping.goods_name or mapping.pools[0].pool,
-                         unit_price_cents=unit)
-        return Order(platform_order_id=purchase.platform_order_id, status=PlatformStatus.PAID,
-                     lines=(line,), total_cents=total, paid_at=utcnow(),
-                     buyer_id=purchase.buyer_id, buyer_ip=purchase.buyer_ip,
-                     extra=dict(purchase.extra))
+                         title=mapping.goods_name or (mapping.pools[0].pool if mapping.pools
+                                                      else purchase.goods_no),
+                         unit_price_cents=unit, properties=_account_properties(purchase))
+        order = Order(platform_order_id=purchase.platform_order_id,
+                      status=PlatformStatus.PAID, lines=(line,), total_cents=total,
+                      paid_at=utcnow(), buyer_id=purchase.buyer_id, buyer_ip=purchase.buyer_ip,
+                      extra=dict(purchase.extra))
+        if mapping.topup:
+            _check_account(mapping, order, line)
+        return order
 
     def _hand_over(self, conn: Connection, result: pipeline.IntakeResult) -> None:
         """In the intake's transaction: an order allocated now is handed over now (marked
@@ -222,10 +272,14 @@ class ShopSupply:
             return PurchaseState.SUCCEEDED
         if row.state in _FAILED:
             return PurchaseState.FAILED
+        if row.state == OrderState.FAILED and not _ship_job(conn, int(row.id)):
+            return PurchaseState.FAILED  # every supplier failed: nothing was delivered
         if row.state == OrderState.ALLOCATED and conn.execute(
                 select(deliveries.c.id).where(deliveries.c.order_id == row.id,
                                               deliveries.c.seen_at.is_not(None))).first():
             return PurchaseState.SUCCEEDED  # the callback with these codes is on its way
+        if row.state == OrderState.ALLOCATED and _topped_up(conn, int(row.id)):
+            return PurchaseState.SUCCEEDED  # the top-up is done; its callback is on its way
         return PurchaseState.PROCESSING
 
     @staticmethod
@@ -244,7 +298,8 @@ class ShopSupply:
             quantity=int(line.quantity) if line is not None else 0,
             state=state, total_cents=int(row.total_cents),
             ordered_at=to_aware(row.received_at), ended_at=ended, codes=codes,
-            reason=row.reason if state is PurchaseState.FAILED else None,
+            reason=(SOURCING_FAILED_REMARK if row.state == OrderState.FAILED else row.reason)
+            if state is PurchaseState.FAILED else None,
             extra={str(k): str(v) for k, v in extra.items()})
 
     # -- refunds ---------------------------------------------------------------------------
@@ -258,8 +313,20 @@ class ShopSupply:
         view = self._view(notice.platform_order_id, audited=False)
         if view is None or view.state is not PurchaseState.PROCESSING:
             return view
+        if self._in_flight(notice.platform_order_id):
+            # Being bought from a supplier, which cannot be stopped: still processing (the
+            # platform's refund notice, if it refunds anyway, flags it for review).
+            log.warning("supply_refund_request_in_flight", shop=self.shop.name)
+            return view
         self._refunded(notice)  # not served yet: cancelled, its codes (unseen) back in stock
         return self._view(notice.platform_order_id, audited=False)
+
+    def _in_flight(self, platform_order_id: str) -> bool:
+        with self.engine.connect() as conn:
+            state = conn.execute(select(orders.c.state).where(
+                orders.c.shop == self.shop.name,
+                orders.c.platform_order_id == platform_order_id)).scalar()
+        return state in IN_FLIGHT
 
     def _refunded(self, notice: RefundNotice) -> bool:
         """The platform refunded the order: taken in as a closed, refunded snapshot (an
@@ -349,6 +416,40 @@ class ShopSupply:
             return [_subscription(r) for r in conn.execute(query)]
 
 
+#: The line properties a top-up purchase's account, area and server become (the names a
+#: recharge mapping's account rule reads: robot.config.mappings.GATEWAY_ACCOUNT).
+_ACCOUNT_PROPERTIES = (("account", "account"), ("game_area", "area"), ("game_server", "server"))
+
+
+def _account_properties(purchase: Purchase) -> tuple[tuple[str, str], ...]:
+    values = ((name, getattr(purchase, attr)) for name, attr in _ACCOUNT_PROPERTIES)
+    return tuple((name, value.strip()) for name, value in values if value and value.strip())
+
+
+def _check_account(mapping: SkuMapping, order: Order, line: OrderLine) -> None:
+    """Refuse a top-up whose account is missing or not of the mapping's form."""
+    supply = supplyroute.supply_for(mapping, order, line)
+    account = dict(line.properties).get("account")
+    if supply is None or account is None:
+        raise SupplyRefused(Refusal.BAD_ACCOUNT, "a top-up names the account to credit")
+    why = supplyroute.check_account(supply, account)
+    if why is not None:
+        raise SupplyRefused(Refusal.BAD_ACCOUNT, f"the account is refused: {why}")
+
+
+def _ship_job(conn: Connection, order_id: int) -> bool:
+    return conn.execute(select(outbox_table.c.id).where(
+        outbox_table.c.order_id == order_id, outbox_table.c.kind == "ship")).first() is not None
+
+
+def _topped_up(conn: Connection, order_id: int) -> bool:
+    """Whether the order's goods were bought from a supplier (and nothing is still open)."""
+    states = {str(r[0]) for r in conn.execute(select(supplier_attempts.c.state).where(
+        supplier_attempts.c.order_id == order_id))}
+    return SupplierAttemptState.SUCCEEDED in states and not conn.execute(
+        select(deliveries.c.id).where(deliveries.c.order_id == order_id)).first()
+
+
 def _subscription(r: Any) -> Subscription:
     return Subscription(goods_no=r.goods_no, kind=GoodsKind(r.kind), token=r.token,
                         notify_url=r.notify_url, subscribed_at=to_aware(r.subscribed_at))
@@ -402,15 +503,17 @@ def record_goods_notice(engine: Engine, change: GoodsChange, error: str | None,
 
 async def notify_goods_changes(engine: Engine, vault: Vault, shops: Mapping[str, ShopConfig],
                                connectors: Mapping[str, object], *,
-                               zone: tzinfo = DEFAULT_ZONE) -> int:
+                               zone: tzinfo = DEFAULT_ZONE,
+                               suppliers: Collection[str] = ()) -> int:
     """Send every due goods-change notice of every shop whose gateway sends them; returns
-    how many were acknowledged."""
+    how many were acknowledged (``suppliers``: the supplier clients running, whose top-up
+    goods are on sale)."""
     sent = 0
     for name, connector in connectors.items():
         shop = shops.get(name)
         if shop is None or not isinstance(connector, GoodsNotifier):
             continue
-        supply = ShopSupply(engine, vault, shop, zone=zone)
+        supply = ShopSupply(engine, vault, shop, zone=zone, suppliers=suppliers)
         now = utcnow()
         for change in await asyncio.to_thread(goods_changes, supply, now):
             error: str | None = None
@@ -436,24 +539,30 @@ class OwedFailure:
 
 #: Orders given up on by a person (the platform still counts them paid).
 _GIVEN_UP = (OrderState.REJECTED, OrderState.CANCELLED)
+#: An order whose every supplier failed: ``failed`` before anything was shipped (no ship
+#: job; a ``failed`` order with one failed its write-back and is replayed, never reported).
+_SOURCING_FAILED = (orders.c.state == OrderState.FAILED) & ~exists().where(
+    outbox_table.c.order_id == orders.c.id, outbox_table.c.kind == "ship")
 
 
 def owed_failures(engine: Engine, shops: Sequence[str], now: datetime) -> list[OwedFailure]:
-    """Orders of ``shops`` that a person rejected or cancelled, whose failure callback is
-    due and not yet acknowledged."""
+    """Orders of ``shops`` that a person rejected or cancelled, or that no supplier could
+    serve, whose failure callback is due and not yet acknowledged."""
     if not shops:
         return []
     with engine.connect() as conn:
         rows = conn.execute(
             select(orders.c.id, orders.c.shop, orders.c.platform_order_id, orders.c.reason,
-                   orders.c.extra)
+                   orders.c.extra, orders.c.state)
             .outerjoin(supply_callbacks, supply_callbacks.c.order_id == orders.c.id)
-            .where(orders.c.shop.in_(list(shops)), orders.c.state.in_(_GIVEN_UP),
+            .where(orders.c.shop.in_(list(shops)),
+                   orders.c.state.in_(_GIVEN_UP) | _SOURCING_FAILED,
                    orders.c.platform_status == PlatformStatus.PAID.value,
                    supply_callbacks.c.sent_at.is_(None),
                    (supply_callbacks.c.due_at.is_(None)) | (supply_callbacks.c.due_at <= now))
             .order_by(orders.c.id).limit(100)).all()
-    return [OwedFailure(int(r.id), r.shop, r.platform_order_id, r.reason or "",
+    return [OwedFailure(int(r.id), r.shop, r.platform_order_id,
+                        SOURCING_FAILED_REMARK if r.state == OrderState.FAILED else r.reason or "",
                         {str(k): str(v) for k, v in json.loads(r.extra or "{}").items()})
             for r in rows]
 

@@ -24,3 +24,15 @@ def test_the_demo_buys_topups_and_cards_once_each_through_the_supplier_fakes() -
     assert per["juhe"]["failed"] >= 1  # the armed accepted-then-failed top-up
     assert sum(p["topups"] + p["cards"] for p in per.values()) > 0
     assert all(p["cost"] > 0 for p in per.values())
+
+
+@pytest.mark.usefixtures("demo_logging")
+def test_the_demo_sells_topups_to_goofish_as_recharge_goods() -> None:
+    """闲管家 places top-ups naming their account: they go straight to the suppliers (never
+    held), every expected order ships, nothing is bought twice."""
+    summary = asyncio.run(run_demo(orders_wanted=40, timeout=120, console=None,
+                                   only=["goofish"], seed=3))
+    assert summary.ok, summary
+    assert summary.double_supplier_orders == 0
+    assert sum(p["topups"] for p in summary.per_supplier.values()) > 0
+    assert summary.held == 0

@@ -5,10 +5,13 @@
 reaches the core — then answers from the core's :class:`~connectors.gateway.SupplyBackend`.
 
 An order served synchronously is answered with its codes (状态 20). An order that cannot be
-(no stock yet, held for a person) is answered 处理中 (10); once the core has the codes it
-ships the order through the outbox, and :meth:`GoofishConnector.ship` posts the signed order
-callback (订单回调通知) to the order's ``notify_url``, retried until 闲管家 answers
-``code 0``. 闲管家 itself ships the 闲鱼 order and messages the codes to the buyer.
+(no stock yet, held for a person, a top-up being bought from a supplier) is answered 处理中
+(10); once the core has the codes (or the supplier's top-up succeeded) it ships the order
+through the outbox, and :meth:`GoofishConnector.ship` posts the signed order callback
+(订单回调通知, 状态 20) to the order's ``notify_url``, retried until 闲管家 answers ``code 0``;
+an order that will not be served gets the same callback with 状态 30
+(:meth:`GoofishConnector.notify_failure`). 闲管家 itself ships the 闲鱼 order and messages the
+codes to the buyer.
 
 Goods-change subscriptions (自动调价) are kept by the core; when a subscribed goods' stock,
 price or status changes, the core calls :meth:`GoofishConnector.notify_goods`, which posts
@@ -154,7 +157,8 @@ class GoofishConnector:
             extra["biz_order_no"] = f.biz_order_no
         view = await backend.purchase(Purchase(
             platform_order_id=f.order_no, goods_no=f.goods_no, quantity=f.buy_quantity,
-            max_total_cents=f.max_amount, kind=kind, buyer_ip=f.buyer_ip, extra=extra))
+            max_total_cents=f.max_amount, kind=kind, buyer_ip=f.buyer_ip, account=f.account,
+            area=f.game_area, server=f.game_server, extra=extra))
         return _reply(p.OK, "OK", p.order_data(view, kind))
 
     async def _order_detail(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
@@ -184,9 +188,10 @@ class GoofishConnector:
         return GatewayReply(200, p.REFUND_ACK)
 
     async def _refund_apply(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:
-        """订单退款申请(自动撤单): 闲管家 checks with us before it refunds. We always agree — an
-        order not served yet is cancelled first (no code goes out); codes already handed over
-        cannot be taken back, and the refund notice that follows flags them for review.
+        """订单退款申请(自动撤单): 闲管家 checks with us before it refunds. We agree — an order
+        not served yet is cancelled first (no code goes out); codes already handed over
+        cannot be taken back, and the refund notice that follows flags them for review — but
+        for a top-up being bought from a supplier (still processing), which nobody can stop.
         ⚠ The answer's ``refund_data`` fields follow the documentation's example only."""
         order_no = p.text_field(doc, "order_no")
         assert order_no is not None
@@ -195,6 +200,10 @@ class GoofishConnector:
         if view is None:
             return _reply(p.ORDER_NOT_FOUND, "订单不存在")
         now = int(self._clock())
+        if view.state is PurchaseState.PROCESSING:
+            # A top-up being bought from a supplier cannot be called back: refused (⚠ the
+            # value "refuse" is an assumption beside the documented "agree").
+            return _reply(p.OK, "OK", {"result": "refuse", "remark": "充值处理中, 无法撤单"})
         served = view.state is PurchaseState.SUCCEEDED
         return _reply(p.OK, "OK", {
             "result": "agree", "remark": "卡密已发放, 同意退款" if served else "撤单成功",

@@ -3,7 +3,8 @@
 Unlike the channel platforms, 闲管家 calls the robot: each ``create_paid_order`` becomes a
 purchase on ``/supply/goofish-demo/…`` sent from the driver's own event loop in a thread (the
 caller may be the robot's own loop), retried until the robot answers (it may be restarting),
-sometimes as several copies at once. ``refund`` sends the refund notice once the purchase was
+sometimes as several copies at once; ``create_topup_order`` places a top-up (the account in
+the order) the same way. ``refund`` sends the refund notice once the purchase was
 answered. ``shipments`` counts, per order, the distinct sets of codes 闲管家 was handed (in
 answers or callbacks): one set per served order, however often it asked.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from connectors.fakeserve import FakeHost, ServedFake, serve_fake
+from connectors.gateway import GoodsKind
 from connectors.goofish import protocol as p
 from connectors.goofish.fake import (
     Callback,
@@ -95,7 +97,7 @@ class GoofishDemo:
 
     def _called_back(self, callback: Callback) -> None:
         if callback.doc.get("order_status") == p.ORDER_STATUS_SUCCEEDED:
-            self._handed_over(callback.order_no, callback.doc.get("card_items"), "ship")
+            self._handed_over(callback.order_no, _items(callback.doc), "ship")
 
     # -- orders ---------------------------------------------------------------------------
     def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
@@ -106,6 +108,17 @@ class GoofishDemo:
             self._count += 1
             copies = 3 if self._count % COPIES_EVERY == 0 else 1
         future = asyncio.run_coroutine_threadsafe(self._place(payload, copies), self._host.loop)
+        with self._lock:
+            self._placed[order_no] = future
+        return order_no
+
+    def create_topup_order(self, sku: str, quantity: int, account: str, buyer: str) -> str:
+        """A 闲鱼 buyer pays for top-up goods: 闲管家 places the top-up (创建直充订单) naming
+        the account to credit, retried like a purchase."""
+        assert self._buyer is not None, "start() first"
+        order_no = new_order_no()
+        payload = self._buyer.recharge_payload(sku, account, quantity, order_no=order_no)
+        future = asyncio.run_coroutine_threadsafe(self._place(payload, 1), self._host.loop)
         with self._lock:
             self._placed[order_no] = future
         return order_no
@@ -124,7 +137,7 @@ class GoofishDemo:
                 data = answer.get("data") or {}
                 if answer.get("code") == p.OK and data.get("order_status") == \
                         p.ORDER_STATUS_SUCCEEDED:
-                    self._handed_over(order_no, data.get("card_items"), "answer")
+                    self._handed_over(order_no, _items(data), "answer")
             if final:
                 if all(a.get("code") != p.OK for a in final):
                     with self._lock:
@@ -164,6 +177,14 @@ class GoofishDemo:
         self._host.close()
         if self._served is not None:
             await self._served.stop()
+
+
+def _items(doc: dict[str, Any]) -> Any:
+    """What a success handed over: its ``card_items``; a top-up (order_type 1) hands over
+    no code, and counts as one (empty) hand-over."""
+    if doc.get("order_type") == p.ORDER_TYPE[GoodsKind.RECHARGE]:
+        return doc.get("card_items") or []
+    return doc.get("card_items")
 
 
 def driver() -> GoofishDemo:

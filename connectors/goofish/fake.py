@@ -4,10 +4,11 @@ Two halves, like the real thing:
 
 * :class:`GoofishBuyer` — 闲管家's calls to the gateway: it signs every request exactly as
   闲管家 does (``md5(app_id,app_secret,md5(body),timestamp,mch_id,mch_secret)``, query
-  ``mch_id``, ``timestamp``, ``sign``), places card purchases (and top-ups) with fresh
-  19-digit order numbers and a per-order ``notify_url``, re-queries ``order/detail``, and
-  sends refund notices. Faults: the same order twice, many copies at once, a client timeout
-  (the request is sent, the answer dropped), a stale timestamp.
+  ``mch_id``, ``timestamp``, ``sign``), places card purchases and top-ups (the account in
+  ``biz_content``) with fresh 19-digit order numbers and a per-order ``notify_url``,
+  re-queries ``order/detail``, and sends refund notices. Faults: the same order twice, many
+  copies at once, a client timeout (the request is sent, the answer dropped), a stale
+  timestamp.
 * :class:`FakeNotifyState` + :func:`make_app` — 闲管家's callback endpoint
   ``/api/open/callback/virtual/order/notify/{token}``: it verifies our signature and timestamp
   as 闲管家 would, answers ``{"code":0,"msg":"OK"}`` (or fails the first few on purpose), and
@@ -113,8 +114,9 @@ class FakeNotifyState:
 
 def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starlette:
     """闲管家's callback endpoint; with ``buyer``, also ``/__fake__/state`` (counts, never a
-    code) and ``POST /__fake__/purchase`` (``{"goods_no", "quantity", "copies"}``: 闲管家
-    places an order on the gateway, ``copies`` times at once) for demos and manual tests."""
+    code) and ``POST /__fake__/purchase`` (``{"goods_no", "quantity", "copies"}``, and
+    ``"account"`` for a top-up: 闲管家 places an order on the gateway, ``copies`` times at
+    once) for demos and manual tests."""
 
     async def notify(request: Request) -> JSONResponse:
         token = request.path_params["token"]
@@ -156,8 +158,9 @@ def make_app(state: FakeNotifyState, buyer: GoofishBuyer | None = None) -> Starl
     async def place(request: Request) -> JSONResponse:
         assert buyer is not None
         doc = await request.json() if await request.body() else {}
-        payload = buyer.purchase_payload(str(doc.get("goods_no", "G1001")),
-                                         int(doc.get("quantity", 1)))
+        goods_no, quantity = str(doc.get("goods_no", "G1001")), int(doc.get("quantity", 1))
+        payload = (buyer.recharge_payload(goods_no, str(doc["account"]), quantity)
+                   if doc.get("account") else buyer.purchase_payload(goods_no, quantity))
         answers = await buyer.concurrent_purchases(payload, max(1, int(doc.get("copies", 1))))
         return JSONResponse({"order_no": payload["order_no"],
                              "codes": [a.get("code") for a in answers],
@@ -221,21 +224,45 @@ class GoofishBuyer:
         return await self.call(p.PURCHASE, self.purchase_payload(
             goods_no, quantity, max_amount=max_amount, order_no=order_no))
 
+    def recharge_payload(self, goods_no: str, account: str, quantity: int = 1, *,
+                         max_amount: int | None = None, order_no: str | None = None,
+                         game_area: str | None = None,
+                         game_server: str | None = None) -> dict[str, Any]:
+        """A top-up (创建直充订单): the purchase's fields and ``biz_content`` with the account
+        to credit (and the game area / server where given), as the documentation shows."""
+        payload = self.purchase_payload(goods_no, quantity, max_amount=max_amount,
+                                        order_no=order_no)
+        content = {"account": account, "buyer_ip": "113.87.236.130", "buyer_area": "深圳市"}
+        if game_area is not None:
+            content["game_area"] = game_area
+        if game_server is not None:
+            content["game_server"] = game_server
+        payload["biz_content"] = content
+        return payload
+
+    async def recharge(self, goods_no: str, account: str, quantity: int = 1, *,
+                       max_amount: int | None = None, **place: Any) -> dict[str, Any]:
+        return await self.call(p.RECHARGE, self.recharge_payload(
+            goods_no, account, quantity, max_amount=max_amount, **place))
+
     async def concurrent_purchases(self, payload: dict[str, Any],
                                    copies: int) -> list[dict[str, Any]]:
-        """The same purchase sent ``copies`` times at once (闲管家 retrying while waiting)."""
-        return list(await asyncio.gather(*(self.call(p.PURCHASE, payload)
+        """The same purchase (a top-up when it has ``biz_content``) sent ``copies`` times at
+        once (闲管家 retrying while waiting)."""
+        path = p.RECHARGE if "biz_content" in payload else p.PURCHASE
+        return list(await asyncio.gather(*(self.call(path, payload)
                                            for _ in range(copies))))
 
     async def timed_out_purchase(self, payload: dict[str, Any], wait: float) -> None:
         """Send a purchase and drop the answer after ``wait`` seconds (a timeout)."""
+        path = p.RECHARGE if "biz_content" in payload else p.PURCHASE
         try:
-            await asyncio.wait_for(self.call(p.PURCHASE, payload), wait)
+            await asyncio.wait_for(self.call(path, payload), wait)
         except TimeoutError:
             return
 
-    async def detail(self, order_no: str) -> dict[str, Any]:
-        return await self.call(p.ORDER_DETAIL, {"order_type": 2, "order_no": order_no})
+    async def detail(self, order_no: str, order_type: int = 2) -> dict[str, Any]:
+        return await self.call(p.ORDER_DETAIL, {"order_type": order_type, "order_no": order_no})
 
     async def refund(self, order_no: str, amount: int = 0,
                      reason: str = "买家申请退款") -> dict[str, Any]:
@@ -256,9 +283,9 @@ class GoofishBuyer:
         got = self.notify_state.received(order_no)
         if not got:
             return False
-        detail = await self.detail(order_no)
-        data = detail.get("data") or {}
         last = got[-1]
+        detail = await self.detail(order_no, int(last.get("order_type") or 2))
+        data = detail.get("data") or {}
         return bool(detail.get("code") == p.OK
                     and data.get("order_status") == last.get("order_status")
                     and data.get("card_items") == last.get("card_items"))

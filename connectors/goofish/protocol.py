@@ -3,7 +3,8 @@ error codes, order states. Pure functions; no network, no database.
 
 Sources (see the README's 闲鱼 section): the standard's documentation (apifox shared doc
 ``cf4d53fd-8bb2-41c5-8da3-371ba9a38956``: 接入说明, 查询平台信息, 查询商户信息, 查询商品列表/详情,
-订阅商品变更通知, 创建卡密/直充订单, 查询订单详情, 订单退款通知, 订单回调通知).
+订阅商品变更通知, 创建卡密/直充订单 (直充: page ``api-205398512``, its ``biz_content`` below),
+查询订单详情, 订单退款通知, 订单回调通知).
 
 * Every answer is ``{"code": 0, "msg": "OK", "data": {...}}``; any other ``code`` is a failure
   (HTTP status stays 200). The refund notice alone is answered
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +69,7 @@ REFUSAL_CODES: Mapping[Refusal, tuple[int, str]] = {
     Refusal.PRICE_ABOVE_MAX: (PRICE_ABOVE_MAX, "商品价格高于最大金额"),
     Refusal.BAD_REQUEST: (BAD_ORDER, "下单参数错误"),
     Refusal.NOT_SUPPORTED: (BAD_ORDER, "该商品暂不支持此类订单"),
+    Refusal.BAD_ACCOUNT: (BAD_ORDER, "充值账号格式错误"),
     Refusal.UNAVAILABLE: (ORDER_TIMEOUT, "下单超时, 请查询订单"),
 }
 
@@ -172,7 +174,16 @@ class PurchaseFields:
     notify_url: str
     biz_order_no: str | None
     buyer_ip: str | None = None
-    account_given: bool = False
+    #: ``recharge/create``'s ``biz_content``: the account to credit, the game area / server.
+    account: str | None = field(default=None, repr=False)
+    game_area: str | None = None
+    game_server: str | None = None
+
+
+#: ``biz_content`` of ``recharge/create`` (创建直充订单): every field a string, all optional in
+#: the documentation's table but ``account`` (a top-up without one cannot be served).
+RECHARGE_TEXT = ("game_name", "game_role", "game_area", "game_server", "buyer_ip",
+                 "buyer_area")
 
 
 def purchase_fields(doc: Mapping[str, Any], *, recharge: bool = False) -> PurchaseFields:
@@ -184,17 +195,20 @@ def purchase_fields(doc: Mapping[str, Any], *, recharge: bool = False) -> Purcha
     biz = text_field(doc, "biz_order_no", required=False)
     for optional in ("product_id", "product_sku", "item_id"):
         int_field(doc, optional, required=False)
-    buyer_ip, account = None, False
-    if recharge:
-        content = doc.get("biz_content")
-        if not isinstance(content, dict):
-            raise BadField("biz_content is required for a top-up")
-        account = bool(text_field(content, "account", limit=128))
-        buyer_ip = text_field(content, "buyer_ip", required=False)
     assert order_no is not None
     assert goods_no is not None
     assert quantity is not None
-    return PurchaseFields(order_no, goods_no, quantity, max_amount, url, biz, buyer_ip, account)
+    if not recharge:
+        return PurchaseFields(order_no, goods_no, quantity, max_amount, url, biz)
+    content = doc.get("biz_content")
+    if not isinstance(content, dict):
+        raise BadField("biz_content is required for a top-up")
+    account = text_field(content, "account", limit=128)
+    extra = {name: text_field(content, name, required=False, limit=128)
+             for name in RECHARGE_TEXT}
+    return PurchaseFields(order_no, goods_no, quantity, max_amount, url, biz,
+                          buyer_ip=extra["buyer_ip"], account=account,
+                          game_area=extra["game_area"], game_server=extra["game_server"])
 
 
 def goods_item(goods: Goods) -> dict[str, Any]:

@@ -113,6 +113,13 @@ def show_text(app: App, data: dict[str, Any]) -> None:
                       _money(a["cost_cents"]) if a["cost_cents"] is not None else "-",
                       _money(a["max_cost_cents"]), _safe(a["reason"] or "")]
                      for a in data["supplier_attempts"]])
+    told = data.get("failure_notice")
+    if told:
+        print_(("failure reported to the platform " + app.time(told["sent_at"])
+                if told["sent_at"] else "failure to report to the platform: due "
+                + app.time(told["due_at"]))
+               + f"  (attempts {told['attempts']})"
+               + (f"  last error {_safe(told['last_error'])}" if told["last_error"] else ""))
     if data["replacements"]:
         print_table(app, "replacements", ["id", "line", "pool", "codes", "state", "asked",
                                           "reason"],

@@ -61,11 +61,15 @@ class AccountRule(StrictModel):
     source: str = "buyer_message"
     format: Literal["mobile", "qq", "regex"] = "mobile"
     pattern: str | None = Field(default=None, max_length=200)
+    #: Where the game area / server are read, for products that need them (same forms as
+    #: ``source``); a 闲管家 top-up reads them from 闲管家's request.
+    area: str | None = None
+    server: str | None = None
 
-    @field_validator("source")
+    @field_validator("source", "area", "server")
     @classmethod
-    def _source(cls, value: str) -> str:
-        if not _SOURCE_RE.match(value):
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not _SOURCE_RE.match(value):
             raise PydanticCustomError(
                 "account_source",
                 "expected buyer_message, extra.NAME (an order field) or property.NAME "
@@ -89,6 +93,27 @@ class AccountRule(StrictModel):
         return self
 
 
+#: Where a 闲管家 top-up's account, game area and server are (the line properties the gateway
+#: writes from the request's ``biz_content``: robot.supply).
+GATEWAY_ACCOUNT = {"source": "property.account", "area": "property.game_area",
+                   "server": "property.game_server"}
+
+
+def _gateway_account(given: Any) -> dict[str, Any]:
+    """A recharge goods' account rule: its form as written, its places the request's."""
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise PydanticCustomError("account_rule", "account is a mapping (format, pattern)")
+    placed = sorted(k for k in GATEWAY_ACCOUNT if k in given)
+    if placed:
+        raise PydanticCustomError(
+            "recharge_account_source",
+            "a recharge goods' account comes from 闲管家's request: leave out {keys}",
+            {"keys": ", ".join(placed)})
+    return {**given, **GATEWAY_ACCOUNT}
+
+
 class SkuMapping(StrictModel):
     """Which platform item/SKU takes codes from which pools, or is bought from suppliers.
 
@@ -100,8 +125,9 @@ class SkuMapping(StrictModel):
     A shop that sells to its platform as a supplier (闲管家) names its goods ``goods_no:``
     (our goods number, i.e. the merchant's own code: stored as ``outer_id``) with the
     ``price:`` (yuan per unit) the platform pays and an optional ``goods_name:``.
-    ``goods_type: recharge`` (a top-up bought by 闲管家) is not served through the gateway
-    yet: such a mapping is refused with that reason.
+    ``goods_type: recharge`` is a top-up 闲管家 buys: ``suppliers:`` and no pool; the account
+    (and game area / server) come from 闲管家's request, and ``account:`` says only what the
+    account must look like (``format``, ``pattern``; a mobile number unless told).
     """
 
     item_id: PlatformId = None
@@ -119,14 +145,14 @@ class SkuMapping(StrictModel):
         if not isinstance(data, Mapping) or not ("goods_no" in data or "goods_type" in data):
             return data
         kind = data.get("goods_type", "card")
-        if kind == "recharge":
-            raise PydanticCustomError(
-                "needs_supplier_routing",
-                "goods_type 'recharge' (a top-up bought by 闲管家) is not served through "
-                "the gateway yet; map card goods to a pool")
-        if kind != "card":
+        if kind not in ("card", "recharge"):
             raise PydanticCustomError("goods_type", "goods_type is 'card' or 'recharge'")
         rest = {k: v for k, v in data.items() if k not in ("goods_no", "goods_type")}
+        if kind == "recharge":
+            rest["account"] = _gateway_account(data.get("account"))
+        elif "account" in data:
+            raise PydanticCustomError(
+                "card_account", "card goods carry no account: a top-up is goods_type: recharge")
         if "goods_no" in data:
             if "outer_id" in data:
                 raise PydanticCustomError(

@@ -42,7 +42,8 @@ async def gateway(request: Request) -> Response:
     call = GatewayRequest(path=request.path_params["path"], method=request.method,
                           query=dict(request.query_params), headers=dict(request.headers),
                           body=body, received_at=datetime.now(UTC))
-    backend = ShopSupply(ctx.engine, ctx.vault, shop, zone=ctx.zone)
+    backend = ShopSupply(ctx.engine, ctx.vault, shop, zone=ctx.zone,
+                         suppliers=ctx.suppliers.keys(), wake=ctx.wake)
     try:
         reply = await connector.serve(call, backend)
     except Exception as exc:  # noqa: BLE001 - a crash answers 500; the platform asks again

@@ -66,8 +66,11 @@ from robot.demo import (
     SKU_MAIN,
     SKU_UNKNOWN,
     DemoDriver,
+    gateway_items,
     import_stock,
     load_drivers,
+    place_topup,
+    places_topups,
     refuses_unknown,
     shop_name,
     write_shops,
@@ -417,7 +420,7 @@ class ChaosRun:
             # A robot killed mid-request makes the fakes' server log a client disconnect.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             (workdir / "shops").mkdir()
-            extra = [host.call(self.supply.items(d.sku_key)) for d in drivers]
+            extra = [host.call(gateway_items(self.supply, d)) for d in drivers]
             write_shops(workdir / "shops", drivers, platform_configs, extra)
             self.chaos = [chaos_for(d) for d in drivers]
             for chaos in self.chaos:
@@ -532,11 +535,12 @@ class ChaosRun:
             oid = chaos.driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
             self.placed.append(Placed(chaos, shop, oid, "unknown_sku", 0))
             return []
-        if self.supply.harnesses and 0.20 <= roll < 0.27:
-            oid = chaos.driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
+        if self.supply.harnesses and 0.20 <= roll < 0.27 and (
+                places_topups(chaos.driver) or not refuses_unknown(chaos.driver)):
+            oid, _waits = place_topup(chaos.driver, buyer)
             self.placed.append(Placed(chaos, shop, oid, "topup", 0))
             return []
-        if self.supply.sells_cards and 0.27 <= roll < 0.33:
+        if self.supply.sells_cards and 0.27 <= roll < 0.33 and not refuses_unknown(chaos.driver):
             qty = rng.choice((1, 1, 2))
             oid = chaos.driver.create_paid_order(demosupply.SKU_CARD, qty, buyer)
             self.placed.append(Placed(chaos, shop, oid, "normal", qty))

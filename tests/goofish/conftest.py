@@ -4,7 +4,7 @@ gateway, and 闲管家's fake callback endpoint — all in memory (httpx ASGI tr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +25,7 @@ from connectors.goofish.fake import (
     GoofishBuyer,
     make_app,
 )
+from connectors.supplier import Supplier
 from robot.config import PoolShare, ShopConfig, SkuMapping
 from robot.http.app import build_app
 from robot.http.context import HttpContext
@@ -69,13 +70,16 @@ class Xianyu:
                           {self.shop.name: self.shop}, RetryPolicy(**policy), worker="t")
 
 
-def make_xianyu(engine: Engine, vault: Vault) -> Xianyu:
-    shop = goofish_shop()
+def make_xianyu(engine: Engine, vault: Vault, *, shop: ShopConfig | None = None,
+                suppliers: Mapping[str, Supplier] | None = None) -> Xianyu:
+    """The robot's app serving ``shop`` (default :func:`goofish_shop`) with ``suppliers``
+    running, and 闲管家's fake calling it."""
+    shop = shop or goofish_shop()
     notify = FakeNotifyState()
     connector = GoofishConnector(shop.platform_config,  # type: ignore[arg-type]
                                  transport=httpx.ASGITransport(make_app(notify)))
     ctx = HttpContext(engine=engine, vault=vault, shops={shop.name: shop},
-                      connectors={shop.name: connector})
+                      connectors={shop.name: connector}, suppliers=dict(suppliers or {}))
     buyer = GoofishBuyer(GATEWAY, notify_state=notify,
                          transport=httpx.ASGITransport(build_app(ctx)))
     return Xianyu(engine, vault, shop, connector, notify, buyer)

@@ -1,5 +1,6 @@
-"""A goofish shop file: goods numbers with prices, top-ups refused until supplier routing
-exists, prices refused on shops that are not suppliers — file, shop and field named."""
+"""A goofish shop file: goods numbers with prices, top-up goods routed to suppliers with the
+account taken from 闲管家's request, prices refused on shops that are not suppliers — file,
+shop and field named."""
 
 from __future__ import annotations
 
@@ -54,13 +55,60 @@ def test_goods_numbers_and_prices_load(tmp_path: Path) -> None:
     assert "mch-secret-for-tests" not in repr(shop)
 
 
-def test_a_top_up_goods_mapping_is_refused_until_the_gateway_serves_it(tmp_path: Path) -> None:
-    """goods_type recharge is refused with the reason, naming file, shop and item."""
-    problems = _problems(tmp_path, SHOP.replace('  - goods_no: G1002\n',
-                                                '  - goods_no: G1002\n    goods_type: recharge\n'))
+ROBOT_WITH_SUPPLIER = ROBOT + "suppliers:\n  memsup:\n    plugin: memory\n    config: {name: cfg}\n"
+RECHARGE = """\
+  - goods_no: T3003
+    goods_type: recharge
+    goods_name: 话费50元
+    price: "49.95"
+    suppliers:
+      - {supplier: memsup, product: topup-mobile-50, max_cost: "49.90"}
+"""
+
+
+def _with_recharge(tmp_path: Path, entry: str) -> Path:
+    robot = _site(tmp_path, SHOP.replace("platform_config:", entry + "platform_config:"))
+    robot.write_text(ROBOT_WITH_SUPPLIER, encoding="utf-8")
+    return robot
+
+
+def test_a_top_up_goods_reads_its_account_from_the_request(tmp_path: Path) -> None:
+    """goods_type recharge: suppliers and a price, no pool; the account, area and server are
+    the request's (line properties), of the form the mapping says (a mobile number unless
+    told)."""
+    shop = load_config(_with_recharge(tmp_path, RECHARGE)).shops[0]
+    top = shop.items[2]
+    assert top.topup and top.pools == [] and top.price == Decimal("49.95")
+    assert top.account is not None
+    assert (top.account.source, top.account.area, top.account.server, top.account.format) == (
+        "property.account", "property.game_area", "property.game_server", "mobile")
+    qq = load_config(_with_recharge(tmp_path, RECHARGE + "    account: {format: qq}\n"))
+    assert qq.shops[0].items[2].account.format == "qq"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("    pool: p1\n", "a top-up (account:) is bought from suppliers only: remove pool/pools"),
+    ("    account: {source: buyer_message}\n",
+     "a recharge goods' account comes from 闲管家's request: leave out source"),
+])
+def test_a_top_up_goods_written_wrong_is_refused(tmp_path: Path, extra: str,
+                                                 expected: str) -> None:
+    """A recharge goods with a pool, or naming where its account is read, is refused with
+    the reason, naming file, shop and item."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_with_recharge(tmp_path, RECHARGE + extra))
+    problems = info.value.problems
     assert len(problems) == 1
-    assert "shops/xianyu.yaml: shop 'xianyu'" in problems[0] and "items[1]" in problems[0]
-    assert "is not served through the gateway yet" in problems[0]
+    assert "shops/xianyu.yaml: shop 'xianyu'" in problems[0] and "items[2]" in problems[0]
+    assert expected in problems[0]
+
+
+def test_card_goods_carry_no_account(tmp_path: Path) -> None:
+    """An account on card goods is refused: top-ups are goods_type recharge."""
+    problems = _problems(tmp_path, SHOP.replace('    price: 30\n',
+                                                '    price: 30\n    account: {format: qq}\n'))
+    assert len(problems) == 1 and "items[1]" in problems[0]
+    assert "card goods carry no account" in problems[0]
 
 
 def test_goods_without_a_price_and_a_price_on_an_ordinary_shop(tmp_path: Path) -> None:

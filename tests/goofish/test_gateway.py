@@ -148,8 +148,8 @@ def test_price_above_max_amount_is_refused_and_unknown_goods_too(xianyu: Xianyu)
     assert _stock(x) == 3
 
 
-def test_top_up_orders_need_supplier_routing(xianyu: Xianyu) -> None:
-    """recharge/create is verified and parsed, then refused as not supported (1201)."""
+def test_a_top_up_of_card_goods_is_refused(xianyu: Xianyu) -> None:
+    """recharge/create is verified and parsed, then refused for card goods (1201)."""
     x = xianyu
     payload = x.buyer.purchase_payload("G1001")
     payload["biz_content"] = {"account": "13800138000"}
