@@ -425,6 +425,14 @@ def _pool_stock(conn: Connection, window: Window, now: datetime) -> list[PoolRow
     return rows
 
 
+def pool_cover(engine: Engine, now: datetime, *, days: float = 7.0) -> dict[str, PoolRow]:
+    """Each pool's stock, burn rate and days of cover over the last ``days`` (what the
+    report's pool rows show; restocking's cover trigger reads the same figures)."""
+    window = Window(now - timedelta(days=days), now)
+    with engine.connect() as conn:
+        return {row.pool: row for row in _pool_stock(conn, window, now)}
+
+
 _BOUGHT = supplier_attempts.c.state == SupplierAttemptState.SUCCEEDED
 
 
