@@ -31,6 +31,7 @@ No transaction is open while a supplier is called. Nothing here decrypts a code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -736,6 +737,15 @@ def conditions(engine: Engine, rules: Mapping[str, RestockRule]) -> list[Conditi
                              f"pool {pool} cannot be restocked",
                              (r.blocked if r is not None else None) or ""))
     return out
+
+
+def readers(engine: Engine, rules: Mapping[str, RestockRule]
+            ) -> list[Callable[[], Condition]]:
+    """One reading per alert key of :func:`conditions` (for the daemon's alert engine)."""
+    def one(key: str) -> Condition:
+        return next(c for c in conditions(engine, rules) if c.key == key)
+    return [functools.partial(one, f"{kind}:{pool}") for pool in sorted(rules)
+            for kind in ("restock_failing", "restock_blocked")]
 
 
 def _why(exc: BaseException) -> str:
