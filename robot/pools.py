@@ -1163,16 +1163,18 @@ def _bought_batch(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, 
 
 
 def manual_import_cost(conn: Connection, *, since: datetime, until: datetime
-                       ) -> tuple[int, int | None]:
+                       ) -> dict[int, tuple[int, int | None]]:
     """Codes imported by hand (``robot pools import``, not bought by the robot) in
-    ``[since, until)``: how many, and their average cost per code in cents (None: no costs
-    known). What restocking's cost per code is compared with."""
+    ``[since, until)``, per pool id: how many, and their average cost per code in cents
+    (None: no costs known). What restocking's cost per code is compared with."""
     bought = or_(batches.c.file_name.like("restock %"), batches.c.file_name.like("supplier %"))
-    row = conn.execute(
-        select(func.count(codes.c.id).label("n"), func.count(codes.c.cost_cents).label("nc"),
+    rows = conn.execute(
+        select(codes.c.pool_id, func.count(codes.c.id).label("n"),
+               func.count(codes.c.cost_cents).label("nc"),
                func.sum(codes.c.cost_cents).label("cost"))
         .select_from(codes.join(batches, batches.c.id == codes.c.batch_id))
         .where(batches.c.state == BatchState.ACTIVE, ~bought,
-               codes.c.created_at >= since, codes.c.created_at < until)).one()
-    known = int(row.nc or 0)
-    return int(row.n or 0), (round(int(row.cost or 0) / known) if known else None)
+               codes.c.created_at >= since, codes.c.created_at < until)
+        .group_by(codes.c.pool_id))
+    return {int(r.pool_id): (int(r.n or 0), round(int(r.cost or 0) / int(r.nc))
+                             if r.nc else None) for r in rows}

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, case, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Engine, case, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connectors.supplier import NoSuchPurchase, Outcome, Product, Purchase, PurchaseRequest
@@ -691,27 +691,6 @@ def _shown(r: Any, pool: str) -> dict[str, Any]:
             "reserved_cents": int(r.reserved_cents), "trigger": r.trigger,
             "requested_by": r.requested_by, "approved_by": r.approved_by,
             "reason": r.reason, "created_at": r.created_at, "finished_at": r.finished_at}
-
-
-def totals(engine: Engine, *, since: datetime, until: datetime | None = None
-           ) -> dict[str, Any]:
-    """Restocking over ``[since, until)``: purchases, codes bought, spend, cost per code,
-    and the cost per code of codes imported by hand in the same window (to compare)."""
-    until = until or utcnow()
-    done = rp.c.state == R.SUCCEEDED
-    in_window = (rp.c.finished_at >= since) & (rp.c.finished_at < until)
-    with engine.connect() as conn:
-        r = conn.execute(select(
-            func.count().label("n"), func.sum(rp.c.codes).label("codes"),
-            func.sum(rp.c.cost_cents).label("cost")).where(done, in_window)).one()
-        open_ = int(conn.execute(select(func.count()).select_from(rp)
-                                 .where(rp.c.state.in_(HOLDING))).scalar_one())
-        manual = pools.manual_import_cost(conn, since=since, until=until)
-    codes, cost = int(r.codes or 0), int(r.cost or 0)
-    return {"purchases": int(r.n or 0), "codes": codes, "cost_cents": cost,
-            "cost_per_code_cents": round(cost / codes) if codes else None,
-            "manual_codes": manual[0], "manual_cost_per_code_cents": manual[1],
-            "open": open_}
 
 
 # ---------------------------------------------------------------------------------- alerts

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
 from connectors.supplier import Outcome
-from robot import pipeline, restock
+from robot import pipeline, report, restock
 from robot.clock import utcnow
 from robot.config.restock import RestockRule
 from robot.report import PoolRow
@@ -88,6 +88,23 @@ def test_below_threshold_buys_once_puts_codes_on_sale_audited_as_an_import(
     assert st["spent_today_cents"] == 15000 and st["in_flight"] == 0
     run(worker)  # 15 available, above the threshold: nothing more
     assert len(purchases(engine)) == 1
+
+
+def test_report_shows_codes_bought_and_cost_per_code_beside_manual_imports(
+        engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend) -> None:
+    """``robot report``: the pool's purchases, codes, spend and cost per code, beside the
+    codes imported by hand in the same window."""
+    seed_codes(engine, vault, "youku", 3)
+    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
+    run(worker)
+    backend_sup.settle()
+    run(worker)
+    result = report.build(engine, since=utcnow() - timedelta(days=1),
+                          now=utcnow() + timedelta(minutes=5))
+    [row] = result.restocking
+    assert (row.pool, row.purchases, row.codes, row.cost_cents, row.cost_per_code_cents,
+            row.manual_codes) == ("youku", 1, 10, 15000, 1500, 3)
+    assert result.as_dict()["restocking"][0]["cost_per_code_cents"] == 1500
 
 
 def test_above_threshold_nothing_is_bought(engine: Engine, vault: Vault,

@@ -61,6 +61,10 @@ def test_run_waits_for_approval_then_buys_status_and_history_show_it(site: Path)
     assert asked["state"] == "awaiting_approval"
     [row] = json.loads(cli(site, "restock", "status", "--json"))
     assert row["awaiting_approval"] == [asked["id"]] and row["spent_today_cents"] == 0
+    status = json.loads(cli(site, "status", "--json"))
+    assert [r["pool"] for r in status["restocking"]] == ["youku"]
+    assert any(i["kind"] == "restock_approval" and f"approve {asked['id']}" in i["action"]
+               for i in status["needs_attention"])
     assert "approved" in cli(site, "restock", "approve", str(asked["id"]))
     [row] = json.loads(cli(site, "restock", "status", "--json"))
     assert row["spent_today_cents"] == 4 * 1600 and row["in_flight"] == 1
