@@ -396,7 +396,9 @@ class Robot:
                            query_initial=self.config.sourcing.query_initial,
                            query_max=self.config.sourcing.query_max), worker=self.owner,
             on_allocated=self._wake_ship.set)
-        if self.config.restock:
+        # With suppliers, even without rules: purchases a removed rule left open are still
+        # queried to their end (their codes stocked, their budget released).
+        if self.suppliers or self.config.restock:
             self._restocker = Restocker(
                 self.engine, self.vault, self.suppliers, self.config.restock,
                 SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,

@@ -291,6 +291,47 @@ def test_lost_request_is_placed_again_under_the_same_key(
     assert len(backend_sup.orders) == 1 and purchases(engine)[0].state == "succeeded"
 
 
+class SlowSupplier(MemorySupplier):
+    """The supplier takes the order, then never answers in time (the answer is lost to
+    the caller's time-out)."""
+
+    async def place(self, request: Any) -> Any:
+        await super().place(request)
+        await asyncio.Event().wait()  # never answers: the caller's time-out ends the call
+
+
+def test_slow_supplier_times_out_is_queried_and_bought_once(
+        engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend) -> None:
+    """A placement that times out is ``unknown``, never taken for a failure: the next run
+    queries by the key, finds the order, and imports its codes once."""
+    ensure_pool(engine, "youku")
+    worker = Restocker(engine, vault, {"mem": SlowSupplier(backend_sup)}, {"youku": rule()},
+                       SourcingPolicy(query_initial=0.001, query_max=0.001, price_ttl=0,
+                                      call_timeout=0.05), worker="test")
+    run(worker)
+    [p] = purchases(engine)
+    assert p.state == "unknown" and len(backend_sup.orders) == 1
+    backend_sup.settle()
+    run(worker, rounds=2)
+    assert len(backend_sup.orders) == 1 and purchases(engine)[0].state == "succeeded"
+    assert available(engine, "youku") == 10
+
+
+def test_supplier_callback_makes_the_purchase_due(engine: Engine, vault: Vault) -> None:
+    """A verified callback for a restock key makes its purchase due now; a key that is not
+    ours (or another supplier's) is not claimed."""
+    ensure_pool(engine, "youku")
+    pid = restock.request(engine, "youku", rule(), why="t", actor="t")
+    key = purchases(engine)[0].key
+    with engine.begin() as conn:
+        conn.execute(restock_purchases.update().where(restock_purchases.c.id == pid)
+                     .values(due_at=utcnow() + timedelta(hours=1)))
+    assert restock.callback_due(engine, "mem", key)
+    assert purchases(engine)[0].due_at <= utcnow()
+    assert not restock.callback_due(engine, "other", key)
+    assert not restock.callback_due(engine, "mem", "RS1T000000000000X000000")
+
+
 def test_rule_rejects_what_could_never_be_bought() -> None:
     """A rule without a trigger, or whose one purchase exceeds the daily budget, is a
     config error naming the problem."""
