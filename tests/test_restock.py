@@ -18,6 +18,7 @@ from connectors.supplier import Outcome
 from robot import pipeline, report, restock
 from robot.clock import utcnow
 from robot.config.restock import RestockRule
+from robot.errors import UserError
 from robot.report import PoolRow
 from robot.restock import Refused, Restocker
 from robot.schema import audit_log, batches, restock_purchases, stock
@@ -200,6 +201,21 @@ def test_approval_waits_for_a_person_then_buys(engine: Engine, vault: Vault,
     restock.reject(engine, second, actor="alice")
     assert purchases(engine)[1].state == "rejected"
     restock.request(engine, "youku", r, why="t", actor="t")  # the slot is free again
+
+
+def test_approval_reserves_the_budget_and_refuses_past_it(engine: Engine) -> None:
+    """Approving reserves the purchase's budget with the same guard: the approval that would
+    pass the day's budget is refused and the purchase keeps waiting."""
+    r = rule(approval=True, daily_budget="200", in_flight=2)
+    ensure_pool(engine, "youku")
+    first = restock.request(engine, "youku", r, why="t", actor="t")
+    second = restock.request(engine, "youku", r, why="t", actor="t")
+    restock.approve(engine, first, {"youku": r}, actor="alice")
+    with pytest.raises(Refused, match="daily budget"):
+        restock.approve(engine, second, {"youku": r}, actor="alice")
+    assert [p.state for p in purchases(engine)] == ["new", "awaiting_approval"]
+    with pytest.raises(UserError, match="not awaiting approval"):
+        restock.approve(engine, first, {"youku": r}, actor="alice")
 
 
 def test_price_above_max_cost_is_never_bought(engine: Engine, vault: Vault,
