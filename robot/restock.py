@@ -410,14 +410,16 @@ class Restocker:
                 select(pools_table.c.id).where(pools_table.c.name == pool).scalar_subquery()))
                 .values(blocked=None))
 
-    def claim(self, now: datetime, limit: int) -> list[Job]:
-        """Lease due open purchases to this worker."""
+    def claim(self, now: datetime, limit: int, *, only: int | None = None) -> list[Job]:
+        """Lease due open purchases (or just purchase ``only``) to this worker."""
         with transaction(self.engine) as conn:
             stmt = (select(rp, pools_table.c.name.label("pool"))
                     .join(pools_table, pools_table.c.id == rp.c.pool_id)
                     .where(rp.c.state.in_(OPEN), rp.c.due_at <= now,
                            or_(rp.c.claimed_until.is_(None), rp.c.claimed_until < now))
                     .order_by(rp.c.due_at, rp.c.id).limit(limit))
+            if only is not None:
+                stmt = stmt.where(rp.c.id == only)
             if dialect_of(conn) != "sqlite":
                 stmt = stmt.with_for_update(skip_locked=True, of=rp)
             rows = conn.execute(stmt).all()

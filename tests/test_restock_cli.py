@@ -83,3 +83,15 @@ def test_rule_naming_an_unknown_supplier_is_a_config_error(site: Path) -> None:
         load_config(site)
     assert any("restock.youku.supplier: supplier 'memsupp' is not configured" in line
                for line in info.value.problems)
+
+
+def test_run_without_approval_buys_now(site: Path) -> None:
+    """``run`` on a rule without approval places the purchase at once (the supplier
+    accepts it; the robot's worker reads the codes when it is done)."""
+    site.write_text(ROBOT_YAML.replace("restock-cli", "restock-cli-now")
+                    .replace("approval: true", "approval: false"), encoding="utf-8")
+    cli(site, "pools", "create", "youku")
+    bought = json.loads(cli(site, "restock", "run", "youku", "--json"))
+    assert bought["state"] == "accepted" and bought["reserved_cents"] == 4 * 1600
+    [order] = MemorySupplierBackend.named("restock-cli-now").orders.values()
+    assert order.request.key == bought["key"] and order.request.quantity == 4

@@ -89,9 +89,8 @@ def _advance(app: App, purchase_id: int) -> None:
 
     async def go() -> None:
         try:
-            for job in worker.claim(utcnow(), 50):
-                if job.id == purchase_id:
-                    await worker.advance(job)
+            for job in worker.claim(utcnow(), 1, only=purchase_id):
+                await worker.advance(job)
         finally:
             for client in clients.values():
                 await client.aclose()
