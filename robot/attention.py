@@ -166,6 +166,34 @@ def _missing_pools(ctx: Context) -> list[Item]:
             for problem in check_pools(enabled, existing)]
 
 
+@check
+def _restocking(ctx: Context) -> list[Item]:
+    """Restock purchases waiting for a person, pools the budget keeps from restocking, and
+    pools whose purchases fail (robot.restock)."""
+    if not ctx.config.restock:
+        return []
+    from robot import restock
+
+    items = []
+    for r in restock.status(ctx.engine, ctx.config.restock, now=ctx.now):
+        pool = r["pool"]
+        for pid in r["awaiting_approval"]:
+            items.append(Item("restock_approval", pool,
+                              f"restock purchase #{pid} for pool {pool} awaits approval",
+                              f"robot restock approve {pid} (or reject {pid})"))
+        if r["blocked"]:
+            items.append(Item("restock_blocked", pool,
+                              f"pool {pool} cannot be restocked: {r['blocked']}",
+                              "wait for the next day / month, raise the budget in the robot "
+                              f"file's restock:, or robot pools import {pool} FILE"))
+        if r["failures"]:
+            items.append(Item("restock_failing", pool,
+                              f"restocking of pool {pool}: {r['failures']} purchase(s) failed "
+                              f"in a row; last: {r['last_error']}",
+                              "robot restock history --pool " + pool, r["failures"]))
+    return items
+
+
 # ---------------------------------------------------------------------------- orders
 
 

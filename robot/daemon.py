@@ -42,7 +42,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from connectors.base import ClockAware, Connector, ConnectorFactory, MessageSource, Reconciler
-from robot import alerts, audit, maintenance, pipeline, poller, pools, shops, supply, support
+from robot import (
+    alerts,
+    audit,
+    maintenance,
+    pipeline,
+    poller,
+    pools,
+    restock,
+    shops,
+    supply,
+    support,
+)
 from robot import suppliers as supplier_ops
 from robot.clock import utcnow
 from robot.config import RobotConfig, ShopConfig, check_pools, load_config, zone
@@ -63,6 +74,7 @@ from robot.migrate import upgrade
 from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
+from robot.restock import Restocker
 from robot.sourcing import Sourcer, SourcingPolicy
 from robot.states import OrderState
 from robot.vault import Vault, open_vault
@@ -81,6 +93,8 @@ _T = TypeVar("_T")
 # shortest retry delay (backoff_initial).
 TICK = 1.0
 IDLE_TICK = 5.0
+#: Seconds between two looks at the restocked pools while nothing is in progress.
+RESTOCK_TICK = 5.0
 # A shop's polling leader holds a lease this long and renews it every LEASE_RENEW seconds,
 # whatever the shop's poll interval: when a leader dies, another process takes its shops
 # over within LEASE_TTL + LEASE_RENEW seconds.
@@ -155,7 +169,7 @@ def _pool_names(engine: Engine) -> set[str]:
 def _needs_restart(running: RobotConfig, new: RobotConfig) -> list[str]:
     """The robot file settings that differ in ``new`` and only apply at a start."""
     names = [f for f in ("database", "key_file", "timezone", "http", "alerts", "log",
-                         "suppliers", "sourcing")
+                         "suppliers", "sourcing", "restock")
              if getattr(running, f) != getattr(new, f)]
     retry = ("max_attempts", "backoff_initial", "backoff_max")
     names += [f"defaults.{f}" for f in retry
@@ -185,7 +199,9 @@ class Robot:
         self._dispatcher: Dispatcher | None = None
         self._notifications: Notifications | None = None
         self._sourcer: Sourcer | None = None
+        self._restocker: Restocker | None = None
         self._wake_source = asyncio.Event()
+        self._wake_restock = asyncio.Event()
         #: Supplier clients by the robot file's name, and why broken ones are missing.
         self.suppliers: dict[str, Any] = {}
         self.broken_suppliers: dict[str, str] = {}
@@ -380,6 +396,16 @@ class Robot:
                            query_initial=self.config.sourcing.query_initial,
                            query_max=self.config.sourcing.query_max), worker=self.owner,
             on_allocated=self._wake_ship.set)
+        # With suppliers, even without rules: purchases a removed rule left open are still
+        # queried to their end (their codes stocked, their budget released).
+        if self.suppliers or self.config.restock:
+            self._restocker = Restocker(
+                self.engine, self.vault, self.suppliers, self.config.restock,
+                SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
+                               query_initial=self.config.sourcing.query_initial,
+                               query_max=self.config.sourcing.query_max), worker=self.owner,
+                zone=self.zone, balances=self.supplier_readings.balances, on_stocked=self.wake)
+            self.alert_readings.extend(restock.readers(self.engine, self.config.restock))
         log.info("robot_ready", shops=sorted(self.shops), database=dialect_of(self.engine),
                  owner=self.owner, suppliers=sorted(self.suppliers))
 
@@ -461,6 +487,8 @@ class Robot:
         workers = [asyncio.create_task(self._allocator(), name="allocator"),
                    asyncio.create_task(self._shipper(), name="shipper"),
                    asyncio.create_task(self._sourcing(), name="sourcing")]
+        if self._restocker is not None:
+            workers.append(asyncio.create_task(self._restocking(), name="restocking"))
         workers += [asyncio.create_task(job(), name=f"extra-{i}")
                     for i, job in enumerate(extra or [])]
         for task in workers:
@@ -776,6 +804,19 @@ class Robot:
             else:
                 tick = TICK
 
+    async def _restocking(self) -> None:
+        """Refill the pools that have a rule (robot.restock): watch their stock and run
+        their purchases, every tick while purchases are in progress, else every few
+        seconds (or when a supplier's callback wakes it)."""
+        assert self._restocker is not None
+        while not self._stop.is_set():
+            try:
+                ran = await self._restocker.run_once()
+            except DBAPIError as exc:
+                await self._database_down(exc)
+                ran = 0
+            await self._idle(self._wake_restock, TICK if ran else RESTOCK_TICK)
+
     async def _read_balances(self) -> None:
         """Read every supplier's balance for the low-balance alert (buys nothing)."""
         self._track_job()
@@ -791,6 +832,7 @@ class Robot:
     def wake_sourcing(self) -> None:
         """Run the sourcing worker now (a supplier's callback said an order moved)."""
         self._wake_source.set()
+        self._wake_restock.set()
 
     # ------------------------------------------------------------------ scheduled jobs
     def _track_job(self, shop: str | None = None) -> None:

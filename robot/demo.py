@@ -99,7 +99,8 @@ def _write_codes(path: Path, prefix: str, count: int) -> None:
 
 def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
                   listen: str, suppliers: dict[str, Any] | None = None,
-                  extra_items: list[list[dict[str, Any]]] | None = None) -> Path:
+                  extra_items: list[list[dict[str, Any]]] | None = None,
+                  restock: dict[str, Any] | None = None) -> Path:
     (root / "shops").mkdir()
     robot_file = {
         "database": "sqlite:///robot.db",
@@ -113,6 +114,8 @@ def _write_config(root: Path, drivers: list[DemoDriver], platform_configs: list[
     if suppliers:
         robot_file["suppliers"] = suppliers
         robot_file["sourcing"] = {"query_initial": 0.2, "query_max": 1}
+    if restock:
+        robot_file["restock"] = restock
     (root / "robot.yaml").write_text(yaml.safe_dump(robot_file, sort_keys=False,
                                                     allow_unicode=True))
     write_shops(root / "shops", drivers, platform_configs, extra_items)
@@ -187,6 +190,8 @@ class Summary:
     per_supplier: dict[str, dict[str, int]] = field(default_factory=dict)
     #: units with two successful supplier orders, by the suppliers' own answers (must be 0)
     double_supplier_orders: int = 0
+    #: the pool that refills itself: purchases made and succeeded, codes bought, cost (cents)
+    restocked: dict[str, int] = field(default_factory=dict)
 
 
 def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults: int) -> Summary:
@@ -234,6 +239,7 @@ def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults:
         faults_injected=faults,
         expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel)},
         ok=ok, per_supplier=demosupply.per_supplier(engine),
+        restocked=demosupply.restocked(engine),
     )
 
 
@@ -248,6 +254,10 @@ def _table(summary: Summary, elapsed: float, target: int) -> Table:
             OrderState.WAITING_STOCK, OrderState.HELD, OrderState.CANCELLED, OrderState.FAILED)))
     table.caption = (f"duplicate codes: {summary.duplicate_codes}   p50 {summary.p50_ms} ms   "
                      f"p99 {summary.p99_ms} ms   faults injected: {summary.faults_injected}")
+    if summary.restocked.get("purchases"):
+        table.caption += (f"\npool {demosupply.POOL_RESTOCK} refilled itself: "
+                          f"{summary.restocked['succeeded']} purchases, "
+                          f"{summary.restocked['codes']} codes bought")
     return table
 
 
@@ -271,10 +281,15 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         listen = _free_listen()
         platform_configs = [await d.start(f"http://{listen}") for d in drivers]
         supply.start(fakes)
-        # A platform buying from the robot (闲管家) is offered top-ups as recharge goods.
-        extra = [await gateway_items(supply, d) for d in drivers]
+        # A platform buying from the robot (闲管家) is offered top-ups as recharge goods and
+        # no pool that refills itself.
+        extra = [[*await gateway_items(supply, d),
+                  *([] if refuses_unknown(d) else supply.restock_items(d.sku_key))]
+                 for d in drivers]
+        rules = await supply.restock_rules()
         config, engine = _set_up(root, drivers, platform_configs, listen, supply, extra,
-                                 stack, stock=orders_wanted + sum(sizes.values()))
+                                 stack, stock=orders_wanted + sum(sizes.values()),
+                                 restock=rules)
         robot = Robot(config, drain_timeout=5)
         await asyncio.to_thread(robot.prepare)
         daemon = asyncio.create_task(robot.run(install_signals=False, extra=[robot.http_task()]))
@@ -286,7 +301,8 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
         summary = await asyncio.to_thread(measure, engine, exp, drivers, faults)
         summary.bursts = await asyncio.to_thread(burst_report, engine, bursts)
         summary.double_supplier_orders = await supply.double_orders(engine)
-        summary.ok = summary.ok and summary.double_supplier_orders == 0
+        summary.ok = summary.ok and summary.double_supplier_orders == 0 and (
+            not rules or summary.restocked.get("succeeded", 0) > 0)  # the pool refilled
         if serve_after and console is not None:
             summary.pickup_example = await asyncio.to_thread(_pickup_example, robot)
             if summary.pickup_example:
@@ -308,10 +324,11 @@ async def run_demo(*, orders_wanted: int, timeout: float, console: Console | Non
 
 def _set_up(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[str, Any]],
             listen: str, supply: demosupply.SupplierDemo, extra: list[list[dict[str, Any]]],
-            stack: contextlib.ExitStack, *, stock: int) -> tuple[RobotConfig, Engine]:
+            stack: contextlib.ExitStack, *, stock: int,
+            restock: dict[str, Any] | None = None) -> tuple[RobotConfig, Engine]:
     """The demo's robot directory: config, key file, log file, database and stock."""
     config_path = _write_config(root, drivers, platform_configs, listen,
-                                supply.robot_file(), extra)
+                                supply.robot_file(), extra, restock)
     init_key_file(root / "robot.key")
     log_file = (root / "robot.log").open("a", encoding="utf-8")
     stack.callback(log_file.close)
@@ -324,6 +341,7 @@ def _set_up(root: Path, drivers: list[DemoDriver], platform_configs: list[dict[s
     import_stock(config.key_file, engine, root, stock)
     if supply.sells_cards:
         pools.create_pool(engine, demosupply.POOL_BOUGHT, actor="demo")
+        pools.create_pool(engine, demosupply.POOL_RESTOCK, actor="demo")
     return config, engine
 
 
@@ -348,7 +366,8 @@ async def _watch(engine: Engine, exp: Expectation, drivers: list[DemoDriver], fa
             if feeder.done() and not exp.preorders and not exp.topups \
                     and _settled(summary, exp):
                 break
-            if feeder.done() and exp.preorders and summary.waiting_stock >= len(exp.preorders):
+            if feeder.done() and exp.preorders \
+                    and await asyncio.to_thread(_all_waiting, engine, exp.preorders):
                 for driver, shop, oid in exp.preorders:  # refunds while waiting for stock
                     driver.refund(oid)
                     exp.cancel.add((shop, oid))
@@ -357,6 +376,17 @@ async def _watch(engine: Engine, exp: Expectation, drivers: list[DemoDriver], fa
                 break
             await asyncio.sleep(0.25)
         await feeder
+
+
+def _all_waiting(engine: Engine, preorders: list[tuple[DemoDriver, str, str]]) -> bool:
+    """Every pre-order is in, waiting for stock (orders of the pool that refills itself
+    wait too, so the count of waiting orders alone does not say it)."""
+    wanted = {(shop, oid) for _d, shop, oid in preorders}
+    with engine.connect() as conn:
+        waiting = {(r.shop, r.platform_order_id) for r in conn.execute(
+            select(orders.c.shop, orders.c.platform_order_id)
+            .where(orders.c.state == OrderState.WAITING_STOCK))}
+    return wanted <= waiting
 
 
 def _pickup_example(robot: Robot) -> str | None:
@@ -479,6 +509,10 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
                 exp.ship.add((shop, oid))
         elif exp.cards and roll < 0.38 and not refuses_unknown(driver):
             oid = driver.create_paid_order(demosupply.SKU_CARD, 1, buyer)
+            exp.ship.add((shop, oid))
+        elif exp.cards and roll < 0.45 and not refuses_unknown(driver):
+            # From the pool that refills itself: it may wait for the robot's next purchase.
+            oid = driver.create_paid_order(demosupply.SKU_RESTOCKED, 1, buyer)
             exp.ship.add((shop, oid))
         else:
             oid = driver.create_paid_order(SKU_MAIN, rng.choice((1, 1, 2)), buyer)

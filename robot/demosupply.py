@@ -1,6 +1,7 @@
-"""The suppliers' part of ``robot demo``: a top-up SKU and a supplier-bought card SKU, served by
-the installed supplier plugins' fakes (Fulu and Juhe, through their entry points) with faults
-armed, and the figures the summary reports (``per_supplier``, ``double_supplier_orders``).
+"""The suppliers' part of ``robot demo``: a top-up SKU, a supplier-bought card SKU and a pool
+that refills itself (restock), served by the installed supplier plugins' fakes (Fulu and Juhe,
+through their entry points) with faults armed, and the figures the summary reports
+(``per_supplier``, ``double_supplier_orders``, ``restocked``).
 
 The demo's platforms carry no buyer message, so a top-up order waits ``held`` ("top-up
 account missing") until the demo's customer service gives the account, as a person would
@@ -20,14 +21,20 @@ from sqlalchemy import Engine, case, func, select
 
 from connectors.supplier import NoSuchPurchase, Outcome, Supplier
 from robot.registry import discover_suppliers
-from robot.schema import supplier_attempts
-from robot.states import SupplierAttemptState
+from robot.schema import restock_purchases, supplier_attempts
+from robot.states import RestockState, SupplierAttemptState
 
 #: Which supplier plugins the demo runs, in the order a top-up tries them.
 PLUGINS = ("juhe", "fulu")
 SKU_TOPUP = "SKU-TOPUP-50"
 SKU_CARD = "SKU-CARD-BOUGHT"
 POOL_BOUGHT = "bought-cards"  # stays empty: every card of SKU_CARD is bought
+#: A pool that refills itself (the robot file's restock:): it starts empty, its orders wait
+#: for stock, and the robot buys codes from the card supplier whenever it runs low.
+POOL_RESTOCK = "restocked-cards"
+SKU_RESTOCKED = "SKU-RESTOCKED"
+RESTOCK_BELOW = 5
+RESTOCK_QUANTITY = 10
 #: The account the demo's customer service gives for held top-ups (a made-up number), and
 #: the one a buyer platform's top-up orders name (闲管家 sends it with the order).
 DEMO_ACCOUNT = "13800000000"
@@ -79,6 +86,24 @@ class SupplierDemo:
         if cards:
             items.append({sku_key: SKU_CARD, "pool": POOL_BOUGHT, "suppliers": cards})
         return items
+
+    def restock_items(self, sku_key: str) -> list[dict[str, Any]]:
+        """The mapping of the SKU sold from the pool that refills itself (a plain pool
+        mapping: the pool's rule buys, not the order)."""
+        return [{sku_key: SKU_RESTOCKED, "pool": POOL_RESTOCK}] if self.sells_cards else []
+
+    async def restock_rules(self) -> dict[str, Any]:
+        """The robot file's ``restock:``: the refilling pool buys from the first supplier
+        selling cards, at its price, within a budget of many purchases."""
+        for name, h in self.harnesses.items():
+            if h.card_product:
+                price = await _price(h, h.card_product)
+                budget = str(int(float(price) * RESTOCK_QUANTITY * 100))
+                return {POOL_RESTOCK: {"supplier": name, "product": h.card_product,
+                                       "below": RESTOCK_BELOW, "quantity": RESTOCK_QUANTITY,
+                                       "max_cost": price, "daily_budget": budget,
+                                       "monthly_budget": budget}}
+        return {}
 
     @property
     def sells_cards(self) -> bool:
@@ -135,6 +160,20 @@ async def _price(harness: Any, product: str) -> str:
     finally:
         await client.aclose()
     return f"{cents // 100}.{cents % 100:02d}"
+
+
+def restocked(engine: Engine) -> dict[str, int]:
+    """The refilling pool's purchases: made, succeeded, codes bought, their cost (cents)."""
+    rp = restock_purchases
+    ok = rp.c.state == RestockState.SUCCEEDED
+    with engine.connect() as conn:
+        r = conn.execute(select(
+            func.count().label("n"), func.sum(case((ok, 1), else_=0)).label("ok"),
+            func.sum(case((ok, func.coalesce(rp.c.codes, 0)), else_=0)).label("codes"),
+            func.sum(case((ok, func.coalesce(rp.c.cost_cents, 0)), else_=0)).label("cost"))
+            ).one()
+    return {"purchases": int(r.n or 0), "succeeded": int(r.ok or 0),
+            "codes": int(r.codes or 0), "cost": int(r.cost or 0)}
 
 
 def per_supplier(engine: Engine) -> dict[str, dict[str, int]]:

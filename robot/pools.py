@@ -52,6 +52,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     update,
@@ -1115,6 +1116,37 @@ def add_bought(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, sup
     """Store bought codes in the caller's transaction: an active batch of their own (the
     supplier, the purchase's key as its label, the cost) and their rows; not in stock (the
     caller hands them to the order that bought them). Their ids, in order."""
+    _bid, ids = _bought_batch(conn, pool, sealed, supplier=supplier, label=label,
+                              unit_cost_cents=unit_cost_cents, actor=actor, now=now)
+    return ids
+
+
+def stock_bought(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, supplier: str,
+                 label: str, unit_cost_cents: int | None, actor: str,
+                 now: datetime) -> tuple[int, int]:
+    """Store codes bought for a pool (restocking) in the caller's transaction, as a batch of
+    their own, and put them on sale (an already expired one is kept, retired); orders waiting
+    for stock are due again. ``(batch id, codes put in stock)``."""
+    bid, ids = _bought_batch(conn, pool, sealed, supplier=supplier, label=label,
+                             unit_cost_cents=unit_cost_cents, actor=actor, now=now)
+    fresh = [(cid, s.expires_at) for cid, s in zip(ids, sealed, strict=True)
+             if s.expires_at is None or s.expires_at > now]
+    if fresh:
+        conn.execute(insert(stock), [{"code_id": cid, "pool_id": pool,
+                                      "expires_at": exp or NEVER} for cid, exp in fresh])
+    gone = [cid for cid, s in zip(ids, sealed, strict=True)
+            if s.expires_at is not None and s.expires_at <= now]
+    if gone:
+        conn.execute(update(codes).where(codes.c.id.in_(gone))
+                     .values(retired=CodeState.EXPIRED, retired_at=now))
+    conn.execute(update(orders).where(orders.c.state == OrderState.WAITING_STOCK)
+                 .values(due_at=now))
+    return bid, len(fresh)
+
+
+def _bought_batch(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, supplier: str,
+                  label: str, unit_cost_cents: int | None, actor: str,
+                  now: datetime) -> tuple[int, list[int]]:
     bid = _new_id(conn.execute(insert(batches).values(
         pool_id=pool, state=BatchState.ACTIVE, file_name=label[:255],
         file_sha256=hashlib.sha256(label.encode()).hexdigest(), supplier=supplier[:128],
@@ -1127,4 +1159,22 @@ def add_bought(conn: Connection, pool: int, sealed: Sequence[SealedCode], *, sup
              "cost_cents": unit_cost_cents, "expires_at": s.expires_at, "created_at": now,
              "aad_version": AAD_CURRENT}
             for i, s in enumerate(sealed)])
-    return [s.code_id for s in sealed]
+    return bid, [s.code_id for s in sealed]
+
+
+def manual_import_cost(conn: Connection, *, since: datetime, until: datetime
+                       ) -> dict[int, tuple[int, int | None]]:
+    """Codes imported by hand (``robot pools import``, not bought by the robot) in
+    ``[since, until)``, per pool id: how many, and their average cost per code in cents
+    (None: no costs known). What restocking's cost per code is compared with."""
+    bought = or_(batches.c.file_name.like("restock %"), batches.c.file_name.like("supplier %"))
+    rows = conn.execute(
+        select(codes.c.pool_id, func.count(codes.c.id).label("n"),
+               func.count(codes.c.cost_cents).label("nc"),
+               func.sum(codes.c.cost_cents).label("cost"))
+        .select_from(codes.join(batches, batches.c.id == codes.c.batch_id))
+        .where(batches.c.state == BatchState.ACTIVE, ~bought,
+               codes.c.created_at >= since, codes.c.created_at < until)
+        .group_by(codes.c.pool_id))
+    return {int(r.pool_id): (int(r.n or 0), round(int(r.cost or 0) / int(r.nc))
+                             if r.nc else None) for r in rows}

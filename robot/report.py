@@ -42,7 +42,7 @@ This module only reads; it must never decrypt a code or show anything but counts
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, tzinfo
 from itertools import pairwise
 from typing import Any, Literal
@@ -67,8 +67,18 @@ from robot.clock import DEFAULT_ZONE, day_start, local_to_utc, offset_changes, u
 from robot.db import dialect_of
 from robot.display import format_time_json, zone_name
 from robot.errors import UserError
-from robot.schema import codes, deliveries, order_lines, orders, pools, stock, supplier_attempts
-from robot.states import UNSHIPPED, OrderState, SupplierAttemptState
+from robot.pools import manual_import_cost
+from robot.schema import (
+    codes,
+    deliveries,
+    order_lines,
+    orders,
+    pools,
+    restock_purchases,
+    stock,
+    supplier_attempts,
+)
+from robot.states import UNSHIPPED, OrderState, RestockState, SupplierAttemptState
 
 Grouping = Literal["total", "day", "shop", "sku", "pool", "supplier"]
 GROUPINGS: tuple[Grouping, ...] = ("total", "day", "shop", "sku", "pool", "supplier")
@@ -185,12 +195,29 @@ class PoolRow:
 
 
 @dataclass(frozen=True)
+class RestockRow:
+    """A pool's automatic restocking in the window, beside its codes imported by hand."""
+
+    pool: str
+    purchases: int  # succeeded
+    codes: int  # put on sale
+    cost_cents: int
+    cost_per_code_cents: int | None
+    manual_codes: int  # imported by hand in the window
+    manual_cost_per_code_cents: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Report:
     window: Window
     by: Grouping
     rows: list[SalesRow]
     total: SalesRow
     pools: list[PoolRow]
+    restocking: list[RestockRow] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         zone = self.window.zone
@@ -198,7 +225,8 @@ class Report:
                 "until": format_time_json(self.window.until, zone),
                 "timezone": zone_name(zone), "by": self.by,
                 "rows": [r.as_dict() for r in self.rows],
-                "total": self.total.as_dict(), "pools": [p.as_dict() for p in self.pools]}
+                "total": self.total.as_dict(), "pools": [p.as_dict() for p in self.pools],
+                "restocking": [r.as_dict() for r in self.restocking]}
 
 
 # ---------------------------------------------------------------------------- SQL pieces
@@ -425,6 +453,37 @@ def _pool_stock(conn: Connection, window: Window, now: datetime) -> list[PoolRow
     return rows
 
 
+def pool_cover(engine: Engine, now: datetime, *, days: float = 7.0) -> dict[str, PoolRow]:
+    """Each pool's stock, burn rate and days of cover over the last ``days`` (what the
+    report's pool rows show; restocking's cover trigger reads the same figures)."""
+    window = Window(now - timedelta(days=days), now)
+    with engine.connect() as conn:
+        return {row.pool: row for row in _pool_stock(conn, window, now)}
+
+
+def _restocking(conn: Connection, window: Window) -> list[RestockRow]:
+    """Per pool that restocked itself in the window: purchases, codes, spend, cost per code,
+    and the cost per code of its codes imported by hand in the same window."""
+    rp = restock_purchases
+    rows = conn.execute(
+        select(pools.c.id, pools.c.name, func.count().label("n"),
+               func.sum(rp.c.codes).label("codes"), func.sum(rp.c.cost_cents).label("cost"))
+        .select_from(rp.join(pools, pools.c.id == rp.c.pool_id))
+        .where(rp.c.state == RestockState.SUCCEEDED, rp.c.finished_at >= window.since,
+               rp.c.finished_at < window.until)
+        .group_by(pools.c.id, pools.c.name).order_by(pools.c.name)).all()
+    if not rows:
+        return []
+    manual = manual_import_cost(conn, since=window.since, until=window.until)
+    out = []
+    for r in rows:
+        codes_, cost = _int(r.codes), _int(r.cost)
+        n, avg = manual.get(int(r.id), (0, None))
+        out.append(RestockRow(str(r.name), _int(r.n), codes_, cost,
+                              round(cost / codes_) if codes_ else None, n, avg))
+    return out
+
+
 _BOUGHT = supplier_attempts.c.state == SupplierAttemptState.SUCCEEDED
 
 
@@ -509,7 +568,8 @@ def build(engine: Engine, *, since: datetime, until: datetime | None = None,
         rows = [] if by == "total" else sorted(_sales(conn, window, by).values(),
                                                key=lambda r: r.key)
         pool_rows = _pool_stock(conn, window, now)
-    return Report(window, by, rows, total, pool_rows)
+        restocked = _restocking(conn, window)
+    return Report(window, by, rows, total, pool_rows, restocked)
 
 
 # ---------------------------------------------------------------------------- paid to shipped

@@ -482,3 +482,64 @@ alert_state = Table(
     Column("last_sent_at", Timestamp, nullable=True),
     Column("detail", Text, nullable=True),  # the last message's text; never a code or secret
 )
+
+# Automatic restocking (robot.restock): one row per pool that has a rule, holding what the
+# guarded UPDATE checks before any purchase is written: purchases in flight, and the money
+# reserved or spent in the current local day and month (a new day or month starts from 0).
+# Several robot processes reserve through that one UPDATE, so they cannot both spend the
+# last of a budget.
+restock_state = Table(
+    "restock_state",
+    metadata,
+    Column("pool_id", Integer, ForeignKey("pools.id"), primary_key=True, autoincrement=False),
+    Column("in_flight", Integer, nullable=False, server_default="0"),
+    Column("day", String(10), nullable=True),  # local date the day figure is for
+    Column("day_cents", BigInteger, nullable=False, server_default="0"),
+    Column("month", String(7), nullable=True),  # local month the month figure is for
+    Column("month_cents", BigInteger, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),  # in a row
+    Column("next_at", Timestamp, nullable=True),  # no new purchase before (backoff)
+    Column("last_error", Text, nullable=True),
+    # Why the rule wants codes and cannot buy now (budget spent, balance low); NULL: it can.
+    Column("blocked", Text, nullable=True),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+# One purchase of codes for a pool (robot.restock): its own outbox row (due_at, lease) with
+# its idempotency key committed before the supplier is called; ``state`` walks
+# awaiting_approval -> new -> placing -> accepted/processing/unknown -> succeeded | failed
+# (or rejected by a person). ``reserved_cents`` is what the budget holds for it until the
+# outcome is known.
+restock_purchases = Table(
+    "restock_purchases",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("pool_id", Integer, ForeignKey("pools.id"), nullable=False),
+    Column("supplier", String(64), nullable=False),
+    Column("product", String(64), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("max_unit_cents", BigInteger, nullable=False),
+    Column("reserved_cents", BigInteger, nullable=False, server_default="0"),
+    Column("day", String(10), nullable=True),  # the budget periods the reservation is in
+    Column("month", String(7), nullable=True),
+    Column("state", String(24), nullable=False),
+    Column("trigger", Text, nullable=False),  # why it was asked for
+    Column("requested_by", String(128), nullable=False),
+    Column("approved_by", String(128), nullable=True),
+    Column("supplier_order_id", String(64), nullable=True),
+    Column("cost_cents", BigInteger, nullable=True),
+    Column("codes", Integer, nullable=True),  # codes put in stock
+    Column("batch_id", Integer, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_at", Timestamp, nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=True),
+    UniqueConstraint("key"),
+    Index("ix_restock_purchases_state_due", "state", "due_at"),
+    Index("ix_restock_purchases_pool_created", "pool_id", "created_at"),
+)

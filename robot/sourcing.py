@@ -249,19 +249,11 @@ class Sourcer:
 
     async def _place(self, supplier: Supplier, att: Attempt) -> Purchase | None:
         try:
-            return await asyncio.wait_for(supplier.place(att.request()),
-                                          self.policy.call_timeout)
-        except TimeoutError:
-            return Purchase(att.key, Outcome.UNKNOWN, reason="timeout: query by the key")
-        except KeyReused as exc:
-            return Purchase(att.key, Outcome.FAILED, reason=_why(exc))
+            return await place_call(supplier, att.request(), self.policy.call_timeout)
         except Fatal as exc:  # nothing was bought (the protocol's promise): try again later
             await asyncio.to_thread(self._unplace, att, _why(exc))
             log.error("supplier_refused_credentials", error=_why(exc))
             return None
-        except Exception as exc:
-            log.exception("supplier_place_crashed")
-            return Purchase(att.key, Outcome.UNKNOWN, reason=f"unexpected {type(exc).__name__}")
 
     async def _query(self, supplier: Supplier, att: Attempt) -> Purchase | None:
         try:
@@ -523,6 +515,25 @@ class Sourcer:
                      details={})
         log.info("order_sourced")
         return "allocated"
+
+
+async def place_call(supplier: Supplier, request: PurchaseRequest,
+                     timeout: float) -> Purchase:
+    """Place ``request`` once, its outcome normalized for the caller to record: a time-out
+    or any surprise is ``unknown`` (query by the key, never place blind), a key reused for
+    another purchase is ``failed``. Raises :class:`Fatal` only when nothing was bought (the
+    supplier refused our credentials). Shared by order sourcing and restocking."""
+    try:
+        return await asyncio.wait_for(supplier.place(request), timeout)
+    except TimeoutError:
+        return Purchase(request.key, Outcome.UNKNOWN, reason="timeout: query by the key")
+    except KeyReused as exc:
+        return Purchase(request.key, Outcome.FAILED, reason=_why(exc))
+    except Fatal:
+        raise
+    except Exception as exc:
+        log.exception("supplier_place_crashed")
+        return Purchase(request.key, Outcome.UNKNOWN, reason=f"unexpected {type(exc).__name__}")
 
 
 def callback_due(engine: Engine, supplier: str, key: str) -> bool:

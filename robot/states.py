@@ -64,6 +64,22 @@ class SupplierAttemptState(StrEnum):
     FAILED = "failed"
 
 
+class RestockState(StrEnum):
+    """One purchase of codes for a pool (``restock_purchases``): the states of
+    :class:`SupplierAttemptState`, plus ``awaiting_approval`` (the rule wants a person's
+    ``robot restock approve`` first; no budget held yet) and ``rejected`` (a person said no)."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    NEW = "new"
+    PLACING = "placing"
+    ACCEPTED = "accepted"
+    PROCESSING = "processing"
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
 class DeliveryState(StrEnum):
     """A code handed to an order line (``deliveries.state``)."""
 

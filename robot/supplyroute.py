@@ -208,8 +208,18 @@ def attempt_key(order_id: int, line_no: int, unit: int, attempt: int) -> str:
     supplier would answer "order exists" with someone else's purchase). Keys are stored
     before use and never derived again, so the random part costs nothing."""
     base = f"RB{order_id}L{line_no}U{unit}A{attempt}"
-    tail = "X" + "".join(secrets.choice(string.digits) for _ in range(6))
+    tail = _tail()
     return base + tail if len(base) + len(tail) <= KEY_MAX else base
+
+
+def restock_key(pool_id: int, now: datetime) -> str:
+    """A new idempotency key for one restock purchase of pool ``pool_id``, under the same
+    rules as :func:`attempt_key` (``RS`` instead of ``RB``, so it never meets an order's)."""
+    return f"RS{pool_id}T{now:%y%m%d%H%M%S}{_tail()}"[:KEY_MAX]
+
+
+def _tail() -> str:
+    return "X" + "".join(secrets.choice(string.digits) for _ in range(6))
 
 
 def first_attempts(order_id: int, lines: Sequence[tuple[int, int, Supply]],

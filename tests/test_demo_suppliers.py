@@ -24,6 +24,11 @@ def test_the_demo_buys_topups_and_cards_once_each_through_the_supplier_fakes() -
     assert per["juhe"]["failed"] >= 1  # the armed accepted-then-failed top-up
     assert sum(p["topups"] + p["cards"] for p in per.values()) > 0
     assert all(p["cost"] > 0 for p in per.values())
+    # The pool with a restock rule started empty and refilled itself from Fulu: its orders
+    # shipped (summary.ok) with codes the robot bought, within the rule's quantity.
+    restocked = summary.restocked
+    assert restocked["succeeded"] >= 1 and restocked["codes"] == 10 * restocked["succeeded"]
+    assert restocked["cost"] == 1500 * restocked["codes"]
 
 
 @pytest.mark.usefixtures("demo_logging")

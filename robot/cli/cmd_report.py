@@ -99,6 +99,13 @@ def report(app: App, since_text: str, by: str | None, csv_path: Path | None,
                 [[p.pool, p.available, p.burned, p.burn_per_day,
                   "" if p.days_of_cover is None else p.days_of_cover]
                  for p in result.pools])
+    if result.restocking:
+        print_table(app, "restocking (codes bought by the robot, against your own imports)",
+                    ["pool", "purchases", "codes", "spent", "per code", "imported by hand",
+                     "per code (imports)"],
+                    [[r.pool, r.purchases, r.codes, _money(r.cost_cents),
+                      _money(r.cost_per_code_cents) or "-", r.manual_codes,
+                      _money(r.manual_cost_per_code_cents) or "-"] for r in result.restocking])
     if csv_path is not None:
         click.echo(f"wrote {csv_path}", err=True)
     if html_path is not None:

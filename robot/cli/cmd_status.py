@@ -8,12 +8,15 @@ same list under ``needs_attention``.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
+from typing import Any
 
 import click
 
-from robot import attention, orders
+from robot import attention, orders, restock
 from robot.cli.common import App, emit_json, json_option, print_table
 from robot.clock import format_age, utcnow
+from robot.display import with_yuan, yuan
 from robot.states import OrderState
 
 #: The order states `robot status` counts per shop, in its column order.
@@ -37,7 +40,8 @@ def status_cmd(app: App, as_json: bool) -> None:
             for key in ("lag_seconds", "clock_offset_s"):
                 if shop.get(key) is not None:
                     shop[key] = round(shop[key], 1)
-        emit_json({**data, "needs_attention": [i.as_dict() for i in items]}, app.zone)
+        emit_json({**data, "restocking": _restocking(app, now),
+                   "needs_attention": [i.as_dict() for i in items]}, app.zone)
         return
     limit = app.config.intake.max_clock_offset
     print_table(app, "shops", ["shop", "last poll ok", "lag", "clock", "paused", "received",
@@ -51,6 +55,17 @@ def status_cmd(app: App, as_json: bool) -> None:
                 [[p.pool, p.available, p.sold_7d,
                   "-" if p.days_of_cover is None else p.days_of_cover,
                   p.low_stock if p.low_stock is not None else ""] for p in st.pools])
+    rows = _restocking(app, now)
+    if rows:
+        print_table(app, "restocking", ["pool", "spent today", "this month", "in flight",
+                                        "awaiting approval", "last purchase"],
+                    [[r["pool"], f"{yuan(r['spent_today_cents'])} / "
+                      f"{yuan(r['daily_budget_cents'])}",
+                      f"{yuan(r['spent_month_cents'])} / {yuan(r['monthly_budget_cents'])}",
+                      r["in_flight"], len(r["awaiting_approval"]),
+                      "-" if r["last_purchase"] is None else
+                      f"#{r['last_purchase']['id']} {r['last_purchase']['state']}"]
+                     for r in rows])
     if not items:
         app.console.print("[green]nothing needs attention[/green]")
         return
@@ -61,6 +76,14 @@ def status_cmd(app: App, as_json: bool) -> None:
         if item.action:
             app.console.print(f"      → {item.action}", markup=False, highlight=False,
                               soft_wrap=True)
+
+
+def _restocking(app: App, now: datetime) -> list[dict[str, Any]]:
+    """Per pool with a restock rule: its spend and purchases (robot restock status)."""
+    if not app.config.restock:
+        return []
+    return [with_yuan(r) for r in restock.status(app.engine, app.config.restock, now=now,
+                                                 zone=app.zone)]
 
 
 def _clock(offset: float | None, limit: float) -> str:

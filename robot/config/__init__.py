@@ -425,6 +425,7 @@ def load_config(
         shops=shops,
         suppliers=suppliers,
         sourcing=robot.sourcing,
+        restock=robot.restock,
     )
     unknown = check_suppliers(config)
     if unknown:

@@ -263,6 +263,13 @@ def check_suppliers(config: RobotConfig) -> list[str]:
                 problems.add(where, f"items[{i}].suppliers[{j}].supplier: supplier "
                              f"{route.supplier!r} is not configured{hint}; the robot file's "
                              f"suppliers: {listed}")
+    shown = problems.rel(config.path)
+    for pool, rule in config.restock.items():
+        if rule.supplier not in known:
+            hint = did_you_mean(rule.supplier, known)
+            problems.add(shown, f"restock.{pool}.supplier: supplier {rule.supplier!r} is not "
+                         f"configured{hint}; the robot file's suppliers: "
+                         f"{', '.join(known) if known else 'none'}")
     return problems.lines
 
 
@@ -282,6 +289,12 @@ def check_pools(config: RobotConfig, existing: set[str]) -> list[str]:
                     f"{_pool_loc(i, mapping, j)}: pool {share.pool!r} does not exist{hint}; "
                     f"create it with: robot pools create {share.pool}",
                 )
+    for pool in config.restock:
+        if pool not in existing:
+            hint = did_you_mean(pool, sorted(existing), cutoff=0.8)
+            problems.add(problems.rel(config.path),
+                         f"restock.{pool}: pool {pool!r} does not exist{hint}; create it "
+                         f"with: robot pools create {pool}")
     return problems.lines
 
 

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from connectors.config import Secret
 from robot.config.problems import did_you_mean
+from robot.config.restock import RestockRule
 from robot.config.shop_file import Defaults, ShopConfig
 from robot.config.suppliers import SupplierConfig, SupplierEntry
 from robot.config.types import (
@@ -171,6 +172,8 @@ class RobotFile(StrictModel):
     #: Supplier accounts by name (robot.config.suppliers); each plugin checks its ``config``.
     suppliers: dict[ShopName, SupplierEntry] = Field(default_factory=dict)
     sourcing: SourcingConfig = Field(default_factory=SourcingConfig)
+    #: Pools that refill themselves from a supplier (robot.config.restock), by pool name.
+    restock: dict[str, RestockRule] = Field(default_factory=dict)
 
 
 class RobotConfig(StrictModel):
@@ -188,6 +191,7 @@ class RobotConfig(StrictModel):
     shops: list[ShopConfig] = Field(default_factory=list)
     suppliers: list[SupplierConfig] = Field(default_factory=list)
     sourcing: SourcingConfig = Field(default_factory=SourcingConfig)
+    restock: dict[str, RestockRule] = Field(default_factory=dict)
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from robot import restock
 from robot.errors import PushRejected
 from robot.http.context import HttpContext
 from robot.http.hooks import BodyTooLarge, read_body, rejection_status
@@ -54,7 +55,8 @@ async def callback(request: Request) -> Response:
         bound.error("supplier_callback_crashed", error=type(exc).__name__)
         return _error(400, "rejected", "the callback could not be read")
     key = result.purchase.key
-    known = await asyncio.to_thread(callback_due, ctx.engine, name, key)
+    known = await asyncio.to_thread(callback_due, ctx.engine, name, key) or \
+        await asyncio.to_thread(restock.callback_due, ctx.engine, name, key)
     if known:
         ctx.wake_sourcing()
     bound.info("supplier_callback", key=key, known=known,
