@@ -138,13 +138,22 @@ def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
     """The order's top-ups, one per unit, for the buyer: the pickup page shows these instead
     of codes ("充值成功 138****1234 · 话费50元"). Never the supplier, key or cost."""
     with engine.connect() as conn:
-        rows = conn.execute(select(supplier_attempts).where(
-            supplier_attempts.c.order_id == order_id, supplier_attempts.c.kind == "topup")
-            .order_by(supplier_attempts.c.line_no, supplier_attempts.c.unit,
-                      supplier_attempts.c.attempt)).all()
-        titles = {int(r.line_no): str(r.title) for r in conn.execute(
-            select(order_lines.c.line_no, order_lines.c.title)
-            .where(order_lines.c.order_id == order_id))}
+        return topup_status_tx(conn, order_id)
+
+
+def topup_status_tx(conn: Connection, order_id: int) -> list[TopupStatus]:
+    """:func:`topup_status` in the caller's transaction (one unit's latest attempt each)."""
+    rows = conn.execute(select(supplier_attempts.c.line_no, supplier_attempts.c.unit,
+                               supplier_attempts.c.account, supplier_attempts.c.state)
+                        .where(supplier_attempts.c.order_id == order_id,
+                               supplier_attempts.c.kind == "topup")
+                        .order_by(supplier_attempts.c.line_no, supplier_attempts.c.unit,
+                                  supplier_attempts.c.attempt)).all()
+    if not rows:
+        return []
+    titles = {int(r.line_no): str(r.title) for r in conn.execute(
+        select(order_lines.c.line_no, order_lines.c.title)
+        .where(order_lines.c.order_id == order_id))}
     latest: dict[tuple[int, int], Any] = {}
     for r in rows:
         latest[(int(r.line_no), int(r.unit))] = r
