@@ -5,10 +5,11 @@ and a top-up mapping reads its account from it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -212,3 +213,45 @@ def test_fake_without_message_gives_none(platform: str) -> None:
         order = read(harness, oid)
     assert order.buyer_message is None
     assert all(line.properties == () for line in order.lines)
+
+
+# -- personal data: never logged, masked where shown ----------------------------------------
+
+def test_message_account_is_masked_in_orders_show_and_never_logged(engine: Any,
+                                                                   vault: Any) -> None:
+    """An order whose buyer message carries the account: taken in, routed and bought, no log
+    line holds the message or the account, and ``robot orders show`` shows the account
+    masked only."""
+    from structlog.testing import capture_logs
+
+    from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
+    from robot import orders, pipeline
+    from robot.clock import utcnow
+    from robot.config import SkuMapping
+    from robot.sourcing import Sourcer, SourcingPolicy
+    from tests.factories import Shop, paid_order
+
+    mapping = SkuMapping.model_validate({
+        "sku_id": "t50", "account": {"source": "property.充值号码", "format": "mobile"},
+        "suppliers": [{"supplier": "s", "product": "topup-mobile-50", "max_cost": "49.90"}]})
+    shop = Shop(items=(mapping,))  # type: ignore[arg-type]
+    base = paid_order("PD1", ("t50", 1))
+    line = dataclasses.replace(base.lines[0], properties=PROPS)
+    snap = dataclasses.replace(base, lines=(line,), buyer_message=MESSAGE)
+    backend = MemorySupplierBackend()
+    sourcer = Sourcer(engine, vault, {"s": MemorySupplier(backend)},
+                      SourcingPolicy(query_initial=0.001, query_max=0.001, price_ttl=0),
+                      worker="test")
+    with capture_logs() as logs:
+        result = pipeline.intake(engine, shop, snap, allocate=True)
+        for _ in range(2):
+            asyncio.run(sourcer.run_once(now=utcnow() + timedelta(hours=2)))
+            backend.settle()
+    assert result.order_id is not None
+    shown = json.dumps(orders.show_order(engine, vault, result.order_id), default=str,
+                       ensure_ascii=False)
+    assert "139****5678" in shown
+    assert ACCOUNT not in shown and "请充值" not in shown
+    logged = json.dumps(logs, default=str, ensure_ascii=False)
+    assert logs and ACCOUNT not in logged and "请充值" not in logged
+    assert [o.request.account for o in backend.orders.values()] == [ACCOUNT]

@@ -13,13 +13,16 @@
    Unix seconds within ``max_push_age_seconds`` of now). Body::
 
        {"out_trade_no": "...", "transaction_id": "...", "openid": "...", "total": 1000,
-        "lines": [{"sku": "X", "qty": 1, "title": "..."}],
+        "lines": [{"sku": "X", "qty": 1, "title": "...", "properties": {"充值号码": "..."}}],
         "status": "paid" | "closed" | "refunded", "paid_at": "RFC 3339", "mchid": "...",
-        "email": "buyer@example.com", "phone": "13800138000"}
+        "email": "buyer@example.com", "phone": "13800138000", "message": "..."}
 
    (``status`` defaults to ``paid``; ``mchid`` to the shop's; ``lines`` is required for
    ``paid``; ``email`` and ``phone`` are optional: the buyer's contact for the robot's
-   notifications, where the buyer gave it to the merchant's app). Re-posting is harmless:
+   notifications, where the buyer gave it to the merchant's app; ``message`` (the buyer's
+   message to the seller) and a line's ``properties`` (what the buyer chose or typed, e.g. a
+   top-up's account) are optional too). A JSON ``attach`` of a payment may carry the buyer's
+   ``message`` as well. Re-posting is harmless:
    orders are idempotent on ``out_trade_no``.
 
 Message ids (``push_seen``): ``wxpay:<transaction_id>``, ``wxrefund:<refund_id>:<status>``,

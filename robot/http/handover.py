@@ -21,7 +21,7 @@ from robot.http.pages import CodeView, Instructions, TopupView
 from robot.poolpage import PoolPage
 from robot.schema import codes, deliveries, order_lines
 from robot.states import DeliveryState
-from robot.suppliers import topup_status_tx
+from robot.topups import topup_status_tx
 from robot.vault import Vault, mask, split_pair
 
 
