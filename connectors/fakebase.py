@@ -7,7 +7,8 @@ by :func:`control_routes` from a :class:`FakeBase`:
 ``GET  /__fake__/state``    the fake's state: platform, platform time, clock offset,
                             faults, catalogue, the ship/memo record (``write_backs``) and
                             what the platform keeps (orders, tokens, messages)
-``POST /__fake__/orders``   a paid order: ``{"sku", "quantity", "buyer", "paid_at"}``
+``POST /__fake__/orders``   a paid order: ``{"sku", "quantity", "buyer", "paid_at",
+                            "message", "properties"}``
                             (``robot fake order`` posts this); answers ``order_id``
 ``GET  /__fake__/catalog``  the SKUs the fake sells (what its seeded orders carry)
 ``GET|POST /__fake__/faults``  the faults armed now / arm some (see :class:`Faults`)
