@@ -4,6 +4,9 @@
 * ``POST /p/{token}/reveal`` (a form with a CSRF token derived from the link, accepted only
   from the same origin) marks the codes seen, logs a ``reveal`` and appends ``pickup_reveal``
   to the audit log, all committed before the codes are decrypted and shown;
+* an order with top-ups (bought from a supplier into the buyer's account) shows their status
+  beside its codes, or alone when it has none; while its top-ups are bought (``sourcing``)
+  or after they failed, its link and the lookup show the top-ups only, never its codes;
 * ``GET /p`` / ``POST /p``: platform order number plus the shop's checks (see
   :class:`robot.config.PickupConfig` and :mod:`robot.http.checks`); a match redirects to the
   order's link.

@@ -417,7 +417,9 @@ class ChaosRun:
             # A robot killed mid-request makes the fakes' server log a client disconnect.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             (workdir / "shops").mkdir()
-            extra = [host.call(self.supply.items(d.sku_key)) for d in drivers]
+            # 闲管家 is sold pool goods only, as in the demo (its goods need a price).
+            extra = [[] if refuses_unknown(d) else host.call(self.supply.items(d.sku_key))
+                     for d in drivers]
             write_shops(workdir / "shops", drivers, platform_configs, extra)
             self.chaos = [chaos_for(d) for d in drivers]
             for chaos in self.chaos:
@@ -532,11 +534,15 @@ class ChaosRun:
             oid = chaos.driver.create_paid_order(SKU_UNKNOWN, 1, buyer)
             self.placed.append(Placed(chaos, shop, oid, "unknown_sku", 0))
             return []
-        if self.supply.harnesses and 0.20 <= roll < 0.27:
-            oid = chaos.driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer)
+        sells_supplied = not refuses_unknown(chaos.driver)  # 闲管家: pool goods only
+        if self.supply.harnesses and 0.20 <= roll < 0.27 and sells_supplied:
+            # Most carry the account in the buyer's message; the rest wait held for it.
+            message = demosupply.topup_message(sum(p.kind == "topup" for p in self.placed))
+            oid = chaos.driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer,
+                                                 message=message)
             self.placed.append(Placed(chaos, shop, oid, "topup", 0))
             return []
-        if self.supply.sells_cards and 0.27 <= roll < 0.33:
+        if self.supply.sells_cards and 0.27 <= roll < 0.33 and sells_supplied:
             qty = rng.choice((1, 1, 2))
             oid = chaos.driver.create_paid_order(demosupply.SKU_CARD, qty, buyer)
             self.placed.append(Placed(chaos, shop, oid, "normal", qty))
