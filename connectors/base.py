@@ -80,8 +80,9 @@ class OrderLine:
     refund: RefundState = RefundState.NONE
     #: The SKU's properties as the buyer chose or typed them, ``(name, value)`` pairs, where
     #: the platform gives them (e.g. ``("充值号码", "138...")`` on a top-up item): a top-up
-    #: mapping may read its account from one (``property.NAME``).
-    properties: tuple[tuple[str, str], ...] = ()
+    #: mapping may read its account from one (``property.NAME``). Personal data: kept out of
+    #: the repr, never logged.
+    properties: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +99,13 @@ class Order:
     buyer_id: str | None = None  # the platform's stable buyer identifier (open uid / openid)
     buyer_ip: str | None = None
     # The buyer's contact, where the platform gives one and lets the merchant use it
-    # (buyer notifications: robot.notify). Never logged.
-    buyer_email: str | None = None
-    buyer_phone: str | None = None
+    # (buyer notifications: robot.notify). Never logged (kept out of the repr).
+    buyer_email: str | None = field(default=None, repr=False)
+    buyer_phone: str | None = field(default=None, repr=False)
     #: The buyer's message to the seller (留言), where the platform gives it: a top-up
-    #: mapping may read the account to credit from it.
-    buyer_message: str | None = None
+    #: mapping may read the account to credit from it. Personal data: kept out of the repr,
+    #: never logged, never stored (only the account read from it is, on the line's route).
+    buyer_message: str | None = field(default=None, repr=False)
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -7,7 +7,8 @@ by :func:`control_routes` from a :class:`FakeBase`:
 ``GET  /__fake__/state``    the fake's state: platform, platform time, clock offset,
                             faults, catalogue, the ship/memo record (``write_backs``) and
                             what the platform keeps (orders, tokens, messages)
-``POST /__fake__/orders``   a paid order: ``{"sku", "quantity", "buyer", "paid_at"}``
+``POST /__fake__/orders``   a paid order: ``{"sku", "quantity", "buyer", "paid_at",
+                            "message", "properties"}``
                             (``robot fake order`` posts this); answers ``order_id``
 ``GET  /__fake__/catalog``  the SKUs the fake sells (what its seeded orders carry)
 ``GET|POST /__fake__/faults``  the faults armed now / arm some (see :class:`Faults`)
@@ -118,11 +119,16 @@ class OrderRequest:
     quantity: int = 1
     buyer: str | None = None
     paid_at: datetime | None = None  # aware; None: now (the platform's time)
+    #: The buyer's message to the seller (留言) and the SKU's properties the buyer chose or
+    #: typed, carried in the platform's own fields (a top-up's account, e.g.).
+    message: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OrderRequest:
         """Read a control body; ValueError naming the field for anything malformed."""
-        unknown = sorted(set(data) - {"sku", "quantity", "buyer", "paid_at"})
+        unknown = sorted(set(data) - {"sku", "quantity", "buyer", "paid_at", "message",
+                                      "properties"})
         if unknown:
             raise ValueError(f"unknown field(s): {', '.join(unknown)}")
         sku = data.get("sku")
@@ -137,7 +143,29 @@ class OrderRequest:
                                   or len(buyer) > 64):
             raise ValueError("buyer: a non-empty string of at most 64 characters")
         return cls(sku.strip(), quantity, buyer.strip() if buyer else None,
-                   parse_paid_at(data.get("paid_at")))
+                   parse_paid_at(data.get("paid_at")), _message(data.get("message")),
+                   _properties(data.get("properties")))
+
+
+def _message(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError("message: a non-empty string of at most 200 characters")
+    return value.strip()
+
+
+def _properties(value: Any) -> tuple[tuple[str, str], ...]:
+    """``{"name": "value", …}`` as pairs (at most 10, names and values short text)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or len(value) > 10 or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 32
+            and 0 < len(v) <= 64 and not set(k + v) & set(":;,")
+            for k, v in value.items()):
+        raise ValueError("properties: an object of at most 10 names to short texts "
+                         "(no ':', ';' or ',')")
+    return tuple(value.items())
 
 
 def parse_paid_at(value: Any) -> datetime | None:

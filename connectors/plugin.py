@@ -25,6 +25,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+#: SKU properties as ``(name, value)`` pairs (a demo order's custom fields).
+Props = tuple[tuple[str, str], ...]
+
 if TYPE_CHECKING:
     import click
 
@@ -45,9 +48,11 @@ class DemoDriver(Protocol):
         pushes); return the shop's ``platform_config`` for it."""
         ...
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
-        """A buyer pays for ``quantity`` of the item whose merchant code (outer id) is ``sku``;
-        returns the platform order id."""
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
+        """A buyer pays for ``quantity`` of the item whose merchant code (outer id) is ``sku``,
+        with ``message`` to the seller (留言) and the SKU ``properties`` carried in the
+        platform's own fields where it has them; returns the platform order id."""
         ...
 
     def refund(self, platform_order_id: str) -> None:

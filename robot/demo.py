@@ -70,6 +70,8 @@ class Expectation:
     preorders: list[tuple[DemoDriver, str, str]] = field(default_factory=list)
     #: top-ups waiting for their account (held; the demo's customer service gives it)
     topups: list[tuple[str, str]] = field(default_factory=list)
+    topups_placed: int = 0  # every top-up order, with its account or without
+    topups_held: int = 0  # of those, placed without a message (held for their account)
     cards: bool = False  # the supplier-bought card SKU is on sale
 
     @property
@@ -237,7 +239,10 @@ def measure(engine: Engine, exp: Expectation, drivers: list[DemoDriver], faults:
         per_platform={k: dict(v) for k, v in sorted(per_platform.items())},
         p50_ms=pct(0.50), p99_ms=pct(0.99), platform_shipments_doubled=doubled,
         faults_injected=faults,
-        expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel)},
+        expected={"shipped": len(exp.ship), "held": len(exp.hold), "cancelled": len(exp.cancel),
+                  # top-ups whose account came in the buyer's message / was given by a person
+                  "topups_with_message": exp.topups_placed - exp.topups_held,
+                  "topups_held_for_account": exp.topups_held},
         ok=ok, per_supplier=demosupply.per_supplier(engine),
         restocked=demosupply.restocked(engine),
     )
@@ -459,18 +464,20 @@ async def gateway_items(supply: demosupply.SupplierDemo,
     return await supply.items(driver.sku_key, gateway=True) if places_topups(driver) else []
 
 
-def place_topup(driver: DemoDriver, buyer: str) -> tuple[str, bool]:
-    """Place a top-up order: its id, and whether it waits for its account (a platform that
-    carries none) rather than going straight to the suppliers."""
+def place_topup(driver: DemoDriver, buyer: str, message: str | None) -> tuple[str, bool]:
+    """Place a top-up order: its id, and whether it waits for its account (no buyer message
+    names it) rather than going straight to the suppliers. A buyer platform (闲管家) names
+    the account in its order."""
     if places_topups(driver):
         return driver.create_topup_order(  # type: ignore[attr-defined]
             demosupply.SKU_TOPUP, 1, demosupply.DEMO_ACCOUNT, buyer), False
-    return driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer), True
+    return (driver.create_paid_order(demosupply.SKU_TOPUP, 1, buyer, message=message),
+            message is None)
 
 
 def _give_accounts(engine: Engine, exp: Expectation) -> None:
-    """The demo's customer service: each top-up held for its account gets one (the demo's
-    platforms carry no buyer message), as ``robot orders release ID --account`` does."""
+    """The demo's customer service: each top-up held for its account (placed without a
+    buyer message) gets one, as ``robot orders release ID --account`` does."""
     for shop, oid in list(exp.topups):
         with engine.connect() as conn:
             row = conn.execute(select(orders.c.id, orders.c.state).where(
@@ -502,9 +509,12 @@ async def _feed(drivers: list[DemoDriver], exp: Expectation, count: int,
             oid = driver.create_paid_order(SKU_BUNDLE, 1, buyer)
             exp.ship.add((shop, oid))
         elif topups and roll < 0.32 and (places_topups(driver) or not refuses_unknown(driver)):
-            oid, waits = place_topup(driver, buyer)
+            message = demosupply.topup_message(exp.topups_placed)
+            exp.topups_placed += 1
+            oid, waits = place_topup(driver, buyer, message)
             if waits:
                 exp.topups.append((shop, oid))
+                exp.topups_held += 1
             else:
                 exp.ship.add((shop, oid))
         elif exp.cards and roll < 0.38 and not refuses_unknown(driver):

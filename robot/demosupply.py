@@ -3,12 +3,13 @@ that refills itself (restock), served by the installed supplier plugins' fakes (
 through their entry points) with faults armed, and the figures the summary reports
 (``per_supplier``, ``double_supplier_orders``, ``restocked``).
 
-The demo's platforms carry no buyer message, so a top-up order waits ``held`` ("top-up
-account missing") until the demo's customer service gives the account, as a person would
-with ``robot orders release ID --account …``; 闲管家 sends the account with its order, so its
-top-ups (recharge goods) go straight to the suppliers. ``double_supplier_orders`` is counted
-from the suppliers' own answers: every key the robot ever used is queried, and a unit with
-two successful supplier orders is a double.
+A top-up order carries its account in the buyer's message to the seller (留言), in each
+platform's own field, and is bought at once; one in :data:`WITHOUT_ACCOUNT_EVERY` carries no
+message and waits ``held`` ("top-up account missing") until the demo's customer service gives
+the account, as a person would with ``robot orders release ID --account …``; 闲管家 sends the
+account with its order, so its top-ups (recharge goods) go straight to the suppliers.
+``double_supplier_orders`` is counted from the suppliers' own answers: every key the robot
+ever used is queried, and a unit with two successful supplier orders is a double.
 """
 
 from __future__ import annotations
@@ -35,11 +36,21 @@ POOL_RESTOCK = "restocked-cards"
 SKU_RESTOCKED = "SKU-RESTOCKED"
 RESTOCK_BELOW = 5
 RESTOCK_QUANTITY = 10
-#: The account the demo's customer service gives for held top-ups (a made-up number), and
-#: the one a buyer platform's top-up orders name (闲管家 sends it with the order).
+#: The account of the demo's top-ups (a made-up number): in the buyer's message, given by the
+#: demo's customer service for those held without one, or named by 闲管家 with its order.
 DEMO_ACCOUNT = "13800000000"
 #: What 闲管家 pays for the demo's top-up goods (yuan).
 RECHARGE_PRICE = "55.00"
+#: What the demo's buyers write to the seller on a top-up order.
+DEMO_MESSAGE = f"充值号码 {DEMO_ACCOUNT}，谢谢"
+#: One top-up order in this many carries no message (the held path stays demonstrated).
+WITHOUT_ACCOUNT_EVERY = 4
+
+
+def topup_message(placed: int) -> str | None:
+    """The buyer's message of the demo's ``placed``-th top-up order (0-based): the account,
+    except for one in :data:`WITHOUT_ACCOUNT_EVERY`."""
+    return None if placed % WITHOUT_ACCOUNT_EVERY == WITHOUT_ACCOUNT_EVERY - 1 else DEMO_MESSAGE
 
 
 class SupplierDemo:

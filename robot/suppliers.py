@@ -24,9 +24,10 @@ from robot.config import RobotConfig, SupplierConfig
 from robot.display import yuan
 from robot.log import get_logger
 from robot.registry import discover_suppliers
-from robot.schema import order_lines, orders, supplier_attempts
+from robot.schema import orders, supplier_attempts
 from robot.states import OrderState, SupplierAttemptState
 from robot.supplyroute import mask_account
+from robot.topups import TopupStatus, topup_status_tx
 from robot.vault import Vault
 
 log = get_logger(__name__)
@@ -124,34 +125,11 @@ def attempts_of(conn: Connection, order_id: int) -> list[dict[str, Any]]:
     return [{**dict(r._mapping), "account": mask_account(r.account)} for r in rows]
 
 
-@dataclass(frozen=True)
-class TopupStatus:
-    """What a buyer may be told about a top-up line: where to, how much, how far."""
-
-    line_no: int
-    title: str  # the order line's title as the platform gave it (e.g. "话费50元")
-    account: str  # masked: 138****1234
-    state: str  # done | in_progress | failed
-
-
 def topup_status(engine: Engine, order_id: int) -> list[TopupStatus]:
     """The order's top-ups, one per unit, for the buyer: the pickup page shows these instead
     of codes ("充值成功 138****1234 · 话费50元"). Never the supplier, key or cost."""
     with engine.connect() as conn:
-        rows = conn.execute(select(supplier_attempts).where(
-            supplier_attempts.c.order_id == order_id, supplier_attempts.c.kind == "topup")
-            .order_by(supplier_attempts.c.line_no, supplier_attempts.c.unit,
-                      supplier_attempts.c.attempt)).all()
-        titles = {int(r.line_no): str(r.title) for r in conn.execute(
-            select(order_lines.c.line_no, order_lines.c.title)
-            .where(order_lines.c.order_id == order_id))}
-    latest: dict[tuple[int, int], Any] = {}
-    for r in rows:
-        latest[(int(r.line_no), int(r.unit))] = r
-    shown = {S.SUCCEEDED: "done", S.FAILED: "failed"}
-    return [TopupStatus(int(r.line_no), titles.get(int(r.line_no), ""), mask_account(r.account),
-                        shown.get(S(r.state), "in_progress"))
-            for r in latest.values()]
+        return topup_status_tx(conn, order_id)
 
 
 def stuck(engine: Engine, *, now: datetime, older_than: timedelta,

@@ -12,12 +12,16 @@ from robot.demo import run_demo
 
 @pytest.mark.usefixtures("demo_logging")
 def test_the_demo_buys_topups_and_cards_once_each_through_the_supplier_fakes() -> None:
-    """Every expected order ships (top-ups after their account is given), both suppliers
-    bought something, a failed purchase moved on, and double_supplier_orders is 0."""
+    """Every expected order ships (top-ups with the account in the buyer's message at once,
+    the few without one after customer service gives it), both suppliers bought something,
+    a failed purchase moved on, and double_supplier_orders is 0."""
     summary = asyncio.run(run_demo(orders_wanted=60, timeout=120, console=None,
                                    only=["memory"], seed=3))
     assert summary.ok, summary
     assert summary.double_supplier_orders == 0
+    assert summary.expected["topups_with_message"] > summary.expected["topups_held_for_account"]
+    assert summary.expected["topups_held_for_account"] >= 1
+    assert summary.held == summary.expected["held"]  # only the unmapped SKUs stay held
     per = summary.per_supplier
     assert set(per) == {"fulu", "juhe"}
     assert per["juhe"]["topups"] > 0 and per["fulu"]["cards"] > 0

@@ -241,8 +241,9 @@ async def _find(connector: Connector, wanted: str) -> Order | None:
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_robot_fake_order_creates_an_order_the_connector_takes_in(platform: str) -> None:
-    """``robot fake order --url --sku --quantity`` on a running fake makes a paid order with
-    that SKU and quantity, which the platform's connector then polls (or is pushed)."""
+    """``robot fake order --url --sku --quantity --message`` on a running fake makes a paid
+    order with that SKU, quantity and buyer message, which the platform's connector then
+    polls (or is pushed)."""
     module = importlib.import_module(f"connectors.{platform}.harness")
     with module.make_harness() as harness:
         base = _base_url(harness)
@@ -251,7 +252,8 @@ def test_robot_fake_order_creates_an_order_the_connector_takes_in(platform: str)
         paid_at = (fake_now - timedelta(minutes=3)).replace(microsecond=0)
         result = CliRunner().invoke(robot.cli.cli, [
             "fake", "order", "--url", base + "/whatever/path", "--sku", sku,
-            "--quantity", "2", "--paid-at", paid_at.astimezone().isoformat(), "--json"])
+            "--quantity", "2", "--paid-at", paid_at.astimezone().isoformat(),
+            "--message", "充值 13800000000", "--property", "充值号码=13800000000", "--json"])
         assert result.exit_code == 0, result.output
         order_id = json.loads(result.output)["order_id"]
         push = harness.signed_push(order_id)
@@ -266,6 +268,7 @@ def test_robot_fake_order_creates_an_order_the_connector_takes_in(platform: str)
         assert order is not None
         assert [(sku in {ln.sku_id, ln.outer_id, ln.item_id}, ln.quantity)
                 for ln in order.lines] == [(True, 2)]
+        assert order.buyer_message == "充值 13800000000"
         if order.paid_at is not None:
             assert abs(order.paid_at - paid_at) <= timedelta(seconds=1)
 
@@ -275,6 +278,7 @@ def test_robot_fake_order_creates_an_order_the_connector_takes_in(platform: str)
     (["--url", "ftp://127.0.0.1:9", "--sku", "X"], "http://HOST:PORT"),
     (["--url", "http://127.0.0.1:9", "--sku", "X", "--paid-at", "2024-01-02 10:00"], "offset"),
     (["--url", "http://127.0.0.1:1", "--sku", "X"], "no fake answers"),
+    (["--url", "http://127.0.0.1:9", "--sku", "X", "--property", "no-equals"], "NAME=VALUE"),
 ])
 def test_robot_fake_order_refuses_bad_input_clearly(args: list[str], message: str) -> None:
     """A URL off loopback, a time without its offset or no fake there: one clear line."""

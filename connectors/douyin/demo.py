@@ -14,6 +14,7 @@ from typing import Any
 from connectors.douyin.fake import PushLoop, PushSender, create_app
 from connectors.douyin.fake_state import FakeDouyin
 from connectors.fakeserve import ServedFake, serve_fake
+from connectors.plugin import Props
 
 #: Orders of one live-stream burst (the demo adds them at full speed after its stream).
 BURST = 300
@@ -52,11 +53,13 @@ class DouyinDemo:
             "page_size": 100,
         }
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
         return self.state.create_order(items=[{
             "sku_id": _SKU_IDS.get(sku, "1750000999"), "out_sku_id": sku,
             "product_id": "3600000101", "product_name": "腾讯视频VIP月卡 Tencent Video VIP",
-            "price": "19.90", "num": quantity}], buyer=f"dy_{buyer}")
+            "price": "19.90", "num": quantity, "spec": properties}], buyer=f"dy_{buyer}",
+            buyer_words=message)
 
     def refund(self, platform_order_id: str) -> None:
         self.state.close_order(platform_order_id)

@@ -93,6 +93,7 @@ class FakeSku:
     out_sku_id: str = ""
     refund_status: int = 0
     certs: list[dict[str, Any]] | None = None  # what coupons.syncV2 stored
+    spec: list[tuple[str, str]] = field(default_factory=list)  # the SKU's specs, (name, value)
 
     def to_json(self, parent: FakeOrder) -> dict[str, Any]:
         return {"order_id": self.order_id, "parent_order_id": parent.order_id,
@@ -101,6 +102,7 @@ class FakeSku:
                 "item_num": self.item_num, "goods_price": self.goods_price,
                 "origin_amount": self.goods_price * self.item_num,
                 "pay_amount": self.goods_price * self.item_num, "out_sku_id": self.out_sku_id,
+                "spec": [{"name": n, "value": v} for n, v in self.spec],
                 "order_status": parent.order_status, "order_type": parent.order_type,
                 "after_sale_info": {"after_sale_status": 0 if not self.refund_status else 6,
                                     "refund_status": self.refund_status}}
@@ -118,6 +120,7 @@ class FakeOrder:
     buyer: str = "fake-doudian-open-id"
     seller_words: str | None = None
     shipments: int = 0
+    buyer_words: str = ""  # the buyer's message to the seller (买家留言)
 
     @property
     def pay_amount(self) -> int:
@@ -132,6 +135,7 @@ class FakeOrder:
             "update_time": to_epoch(self.update_time),
             "pay_time": to_epoch(self.pay_time) if self.pay_time else 0,
             "doudian_open_id": self.buyer, "seller_words": self.seller_words or "",
+            "buyer_words": self.buyer_words,
             "sku_order_list": [s.to_json(self) for s in self.skus],
         }
 
@@ -219,8 +223,9 @@ class FakeDouyin(FakeBase):
 
     def create_order(self, *, items: list[Mapping[str, Any]] | None = None, paid: bool = True,
                      paid_at: datetime | None = None, buyer: str | None = None,
-                     order_type: int = 2) -> str:
-        """A new order (paid unless ``paid`` is False); its shop order id."""
+                     order_type: int = 2, buyer_words: str | None = None) -> str:
+        """A new order (paid unless ``paid`` is False); its shop order id. A row may carry
+        ``spec`` (``(name, value)`` pairs)."""
         item, fields = CATALOG[0]
         rows = items or [{"sku_id": item.sku, "product_name": item.title,
                           "price": item.price, "num": 1, **fields}]
@@ -231,13 +236,15 @@ class FakeDouyin(FakeBase):
                             product_name=str(r.get("product_name", "virtual card")),
                             item_num=int(r.get("num", 1)),
                             goods_price=int(Decimal(str(r.get("price", "1.00"))) * 100),
-                            out_sku_id=str(r.get("out_sku_id", "")))
+                            out_sku_id=str(r.get("out_sku_id", "")),
+                            spec=list(r.get("spec") or ()))
                     for r in rows]
             order = FakeOrder(order_id=str(next(self._order_ids)),
                               order_status=2 if paid else 1, create_time=paid_at or now,
                               update_time=now, skus=skus,
                               pay_time=(paid_at or now) if paid else None,
-                              order_type=order_type, buyer=buyer or "fake-doudian-open-id")
+                              order_type=order_type, buyer=buyer or "fake-doudian-open-id",
+                              buyer_words=buyer_words or "")
             self.orders[order.order_id] = order
             if paid:
                 self._publish("101", order)
@@ -302,8 +309,10 @@ class FakeDouyin(FakeBase):
         fields = found or {}
         row: dict[str, Any] = {"sku_id": request.sku, "num": request.quantity, **fields,
                                "product_name": item.title if item else f"SKU {request.sku}",
-                               "price": item.price if item else "1.00"}
-        return self.create_order(items=[row], paid_at=request.paid_at, buyer=request.buyer)
+                               "price": item.price if item else "1.00",
+                               "spec": request.properties}
+        return self.create_order(items=[row], paid_at=request.paid_at, buyer=request.buyer,
+                                 buyer_words=request.message)
 
     def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
         return path.strip("/").replace("/", ".")

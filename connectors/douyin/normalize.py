@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.common import buyertext
 from connectors.common.times import from_epoch
 from connectors.errors import BadPlatformData
 
@@ -81,6 +82,7 @@ def _line(row: Any) -> OrderLine:
         title=str(row.get("product_name") or "")[:200],
         unit_price_cents=_fen(price, "goods_price"),
         refund=REFUND[refund_code],
+        properties=buyertext.from_objects(row.get("spec"), "name", "value"),
     )
 
 
@@ -110,5 +112,6 @@ def order_from(detail: Any) -> Order:
         paid_at=from_epoch(pay_time) if pay_time else None,
         modified_at=from_epoch(update_time) if update_time else None,
         buyer_id=str(buyer) if buyer else None,
+        buyer_message=buyertext.message(detail.get("buyer_words")),
         extra={"order_status": str(code), "order_type": str(detail.get("order_type", ""))},
     )

@@ -31,6 +31,7 @@ from connectors.goofish.fake import (
     make_app,
     new_order_no,
 )
+from connectors.plugin import Props
 
 #: The shop the demo writes for this driver (``robot.demo.shop_name``).
 DEMO_SHOP = "goofish-demo"
@@ -100,7 +101,10 @@ class GoofishDemo:
             self._handed_over(callback.order_no, _items(callback.doc), "ship")
 
     # -- orders ---------------------------------------------------------------------------
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
+        # 闲管家 names the account in its own recharge request; a buyer's message has no
+        # place here.
         assert self._buyer is not None, "start() first"
         order_no = new_order_no()
         payload = self._buyer.purchase_payload(sku, quantity, order_no=order_no)

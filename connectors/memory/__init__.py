@@ -67,7 +67,9 @@ def order_to_json(order: Order) -> dict[str, Any]:
 
 def order_from_json(data: Mapping[str, Any]) -> Order:
     lines = tuple(
-        OrderLine(**{**line, "refund": RefundState(line.get("refund", "none"))})
+        OrderLine(**{**line, "refund": RefundState(line.get("refund", "none")),
+                     "properties": tuple((str(k), str(v))
+                                         for k, v in line.get("properties") or ())})
         for line in data["lines"]
     )
     return Order(
@@ -83,6 +85,7 @@ def order_from_json(data: Mapping[str, Any]) -> Order:
         buyer_ip=data.get("buyer_ip"),
         buyer_email=data.get("buyer_email"),
         buyer_phone=data.get("buyer_phone"),
+        buyer_message=data.get("buyer_message"),
         extra=dict(data.get("extra") or {}),
     )
 

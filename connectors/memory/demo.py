@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.memory import MemoryPlatform
+from connectors.plugin import Props
 
 
 class MemoryDemo:
@@ -24,12 +25,15 @@ class MemoryDemo:
     async def start(self, robot_url: str) -> dict[str, Any]:
         return {"name": self.name}
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
         oid = f"M{next(self._ids):07d}"
         self.backend.put_order(Order(
             platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=buyer,
+            buyer_message=message,
             lines=(OrderLine(line_id=f"{oid}-1", quantity=quantity, outer_id=sku,
-                             title="VIP 月卡", unit_price_cents=1990),),
+                             title="VIP 月卡", unit_price_cents=1990,
+                             properties=tuple(properties)),),
             total_cents=1990 * quantity))
         return oid
 

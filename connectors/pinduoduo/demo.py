@@ -6,7 +6,8 @@ from typing import Any
 
 from connectors.fakeserve import ServedFake, serve_fake
 from connectors.pinduoduo.fake import create_app
-from connectors.pinduoduo.fake_state import FakePdd
+from connectors.pinduoduo.fake_state import FakePdd, goods_spec
+from connectors.plugin import Props
 
 
 class PinduoduoDemo:
@@ -36,10 +37,13 @@ class PinduoduoDemo:
             "backoff_seconds": 0.1,
         }
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
         return self.state.create_order(items=[{"goods_name": "爱奇艺月卡 iQIYI month",
                                                "goods_price": "19.90", "goods_count": quantity,
-                                               "outer_id": sku}])
+                                               "outer_id": sku,
+                                               "goods_spec": goods_spec(properties)}],
+                                       buyer_memo=message)
 
     def refund(self, platform_order_id: str) -> None:
         self.state.request_refund(platform_order_id, after_sales_status=10)

@@ -87,6 +87,12 @@ def _common_error(name: str) -> PopError:
     return PopError(10001, f"公共参数错误:{name}")
 
 
+def goods_spec(properties: Iterable[tuple[str, str]]) -> str:
+    """The spec text POP shows for a SKU: its values, comma-separated (names are not
+    carried, as far as we know)."""
+    return ",".join(value for _name, value in properties)
+
+
 @dataclass
 class FakeItem:
     goods_id: int
@@ -96,12 +102,13 @@ class FakeItem:
     goods_count: int = 1
     outer_id: str | None = None
     outer_goods_id: str | None = None
+    goods_spec: str = ""  # the SKU's spec values as the buyer sees them ("50元,138...")
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "goods_id": self.goods_id, "sku_id": self.sku_id, "goods_name": self.goods_name,
             "goods_price": float(self.goods_price), "goods_count": self.goods_count,
-            "goods_spec": "", "goods_img": "https://img.example/fake.jpg",
+            "goods_spec": self.goods_spec, "goods_img": "https://img.example/fake.jpg",
             "outer_id": self.outer_id or "", "outer_goods_id": self.outer_goods_id or "",
         }
         return data
@@ -124,6 +131,7 @@ class FakeOrder:
     remark: str = ""
     remark_tag: int | None = None
     shipments: int = 0
+    buyer_memo: str = ""  # the buyer's message to the seller (买家留言)
 
     @property
     def pay_amount(self) -> Decimal:
@@ -152,7 +160,7 @@ class FakeOrder:
             "tracking_number": self.tracking_number,
             "remark": self.remark,
             "remark_tag": self.remark_tag,
-            "buyer_memo": "",
+            "buyer_memo": self.buyer_memo,
             "card_info_list": [],
             "item_list": [item.to_json() for item in self.items],
         }
@@ -258,9 +266,10 @@ class FakePdd(FakeBase):
         confirm_status: int = 1,
         updated_at: datetime | None = None,
         paid_at: datetime | None = None,
+        buyer_memo: str | None = None,
     ) -> str:
         """Add a paid order awaiting shipment (by default; paid ``paid_at`` or now); returns
-        its order_sn."""
+        its order_sn. An item may carry ``goods_spec``."""
         with self.lock:
             now = self.now()
             order_sn = f"{now.astimezone(CST):%y%m%d}-{next(self._serials):015d}"
@@ -276,11 +285,12 @@ class FakePdd(FakeBase):
                     goods_count=int(item.get("goods_count", 1)),
                     outer_id=item.get("outer_id"),
                     outer_goods_id=item.get("outer_goods_id"),
+                    goods_spec=str(item.get("goods_spec") or ""),
                 ))
             self.orders[order_sn] = FakeOrder(
                 order_sn=order_sn, items=fake_items, created=min(paid_at or now, now),
                 updated_at=updated_at or now, pay_time=paid_at or now,
-                confirm_status=confirm_status)
+                confirm_status=confirm_status, buyer_memo=buyer_memo or "")
             return order_sn
 
     def touch(self, order_sn: str, when: datetime | None = None) -> None:
@@ -376,7 +386,9 @@ class FakePdd(FakeBase):
             line.update(sku_id=request.sku, goods_name=f"SKU {request.sku}", goods_price="1.00")
         else:
             line.update(outer_id=request.sku, goods_name=request.sku, goods_price="1.00")
-        return self.create_order(items=[line], paid_at=request.paid_at)
+        line["goods_spec"] = goods_spec(request.properties)
+        return self.create_order(items=[line], paid_at=request.paid_at,
+                                 buyer_memo=request.message)
 
     def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
         return str(payload.get("type") or path)

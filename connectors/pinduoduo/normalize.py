@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
+from connectors.common import buyertext
 from connectors.common.times import parse_cst
 from connectors.errors import BadPlatformData
 
@@ -114,6 +115,7 @@ def order_from_row(row: Mapping[str, Any]) -> Order:
             title=str(item.get("goods_name") or ""),
             unit_price_cents=yuan_to_fen(item.get("goods_price")),
             refund=refund,
+            properties=spec_properties(item.get("goods_spec")),
         ))
     extra = {
         "order_status": str(order_status),
@@ -128,8 +130,19 @@ def order_from_row(row: Mapping[str, Any]) -> Order:
         total_cents=yuan_to_fen(row.get("pay_amount")),
         paid_at=_time(row, "pay_time"),
         modified_at=_time(row, "updated_at"),
+        buyer_message=buyertext.message(row.get("buyer_memo")),
         extra=extra,
     )
+
+
+#: The name under which a POP line's spec text is exposed (``property.规格``).
+SPEC_PROPERTY = "规格"
+
+
+def spec_properties(value: Any) -> buyertext.Properties:
+    """A POP item's ``goods_spec`` as one property, :data:`SPEC_PROPERTY` (POP gives the
+    spec as one text, not as named pairs)."""
+    return buyertext.pairs([(SPEC_PROPERTY, value)])
 
 
 def unique_order_sns(rows: list[dict[str, Any]]) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.fakeserve import ServedFake, serve_fake
+from connectors.plugin import Props
 from connectors.taobao.fake import create_app
-from connectors.taobao.fake_state import FakeTop
+from connectors.taobao.fake_state import FakeTop, sku_properties_name
 
 
 class TaobaoDemo:
@@ -33,12 +34,14 @@ class TaobaoDemo:
             "timeout_seconds": 5,
         }
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
-        tid = self.state.create_trade(
-            items=[{"title": "优酷VIP月卡 Youku VIP month", "price": "19.90", "num": quantity,
-                    "outer_sku_id": sku}],
-            buyer_open_uid=f"AAH_{buyer}",
-        )
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
+        item: dict[str, Any] = {"title": "优酷VIP月卡 Youku VIP month", "price": "19.90",
+                                "num": quantity, "outer_sku_id": sku}
+        if properties:
+            item["sku_properties_name"] = sku_properties_name(properties)
+        tid = self.state.create_trade(items=[item], buyer_open_uid=f"AAH_{buyer}",
+                                      buyer_message=message)
         return str(tid)
 
     def refund(self, platform_order_id: str) -> None:

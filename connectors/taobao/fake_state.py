@@ -71,6 +71,7 @@ class FakeLine:
     status: str = SHIPPABLE
     refund_status: str = "NO_REFUND"
     refund_id: int | None = None
+    sku_properties_name: str | None = None  # "充值号码:138...;充值面额:50元"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -86,6 +87,7 @@ class FakeLine:
             "outer_iid": self.outer_iid,
             "outer_sku_id": self.outer_sku_id,
             "refund_id": self.refund_id,
+            "sku_properties_name": self.sku_properties_name,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -104,6 +106,7 @@ class FakeTrade:
     seller_memo: str | None = None
     consign_time: datetime | None = None
     shipments: int = 0
+    buyer_message: str | None = None  # 买家留言
 
     @property
     def payment(self) -> str:
@@ -122,6 +125,7 @@ class FakeTrade:
             "buyer_nick": self.buyer_nick,
             "buyer_open_uid": self.buyer_open_uid,
             "seller_memo": self.seller_memo,
+            "buyer_message": self.buyer_message,
             "orders": {"order": [line.to_json() for line in self.lines]},
         }
         return {key: value for key, value in data.items() if value is not None}
@@ -178,6 +182,11 @@ CATALOG: tuple[tuple[CatalogItem, Mapping[str, Any]], ...] = (
     (CatalogItem("BUNDLE-A", "outer_id", "会员礼包 Bundle A", "109.00"),
      {"num_iid": 600000000003, "outer_iid": "BUNDLE-A"}),
 )
+
+
+def sku_properties_name(properties: Iterable[tuple[str, str]]) -> str:
+    """TOP's ``sku_properties_name``: ``name:value`` pairs joined by ``;``."""
+    return ";".join(f"{name}:{value}" for name, value in properties)
 
 
 def _pick(data: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
@@ -247,9 +256,10 @@ class FakeTop(FakeBase):
         buyer_open_uid: str = "AAH_fake_buyer",
         modified: datetime | None = None,
         paid_at: datetime | None = None,
+        buyer_message: str | None = None,
     ) -> int:
         """Add a trade (paid and awaiting shipment by default, paid ``paid_at`` or now);
-        returns its tid."""
+        returns its tid. An item may carry ``sku_properties_name``."""
         with self.lock:
             now = self.now()
             tid = next(self._tids)
@@ -264,6 +274,7 @@ class FakeTop(FakeBase):
                     outer_iid=item.get("outer_iid"),
                     outer_sku_id=item.get("outer_sku_id"),
                     status=status,
+                    sku_properties_name=item.get("sku_properties_name"),
                 )
                 for item in items
             ]
@@ -276,6 +287,7 @@ class FakeTop(FakeBase):
                 pay_time=(paid_at or now) if paid else None,
                 lines=lines,
                 buyer_open_uid=buyer_open_uid,
+                buyer_message=buyer_message,
             )
             self.trades[tid] = trade
             self._publish("taobao_trade_TradeCreate", trade)
@@ -377,9 +389,11 @@ class FakeTop(FakeBase):
             line.update(sku_id=request.sku, title=f"SKU {request.sku}", price="1.00")
         else:
             line.update(outer_sku_id=request.sku, title=request.sku, price="1.00")
+        if request.properties:
+            line["sku_properties_name"] = sku_properties_name(request.properties)
         buyer = request.buyer or "fake-buyer"
         tid = self.create_trade(items=[line], buyer_open_uid=f"AAH_{buyer}",
-                                paid_at=request.paid_at)
+                                paid_at=request.paid_at, buyer_message=request.message)
         with self.lock:
             self.trades[tid].buyer_nick = buyer
         return str(tid)

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
+from connectors.common import buyertext
 from connectors.common.times import parse_cst
 from connectors.errors import BadPlatformData
 
@@ -95,6 +96,8 @@ def line_from_order(order: Mapping[str, Any]) -> OrderLine:
         title=str(order.get("title") or ""),
         unit_price_cents=yuan_to_cents(order.get("price", "0"), "price"),
         refund=refund,
+        # "充值号码:138...;充值面额:50元": the buyer's choices and typed fields.
+        properties=buyertext.from_text(order.get("sku_properties_name")),
     )
 
 
@@ -121,6 +124,7 @@ def trade_to_order(trade: Mapping[str, Any]) -> Order:
         paid_at=_time(trade.get("pay_time"), "pay_time"),
         modified_at=_time(trade.get("modified"), "modified"),
         buyer_id=_opt_str(trade.get("buyer_open_uid")),
+        buyer_message=buyertext.message(trade.get("buyer_message")),
         extra=extra,
     )
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.fakeserve import ServedFake, serve_fake
+from connectors.plugin import Props
 from connectors.wechat.fake import create_app
 from connectors.wechat.fake_pay import PayLoop, PaySender
-from connectors.wechat.fake_state import FakeWechat
+from connectors.wechat.fake_state import FakeWechat, sku_attach
 
 
 class WechatDemo:
@@ -37,8 +38,11 @@ class WechatDemo:
             "not_indexed_retry_seconds": 0.5,
         }
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
-        return self.state.create_payment(total=1990 * quantity, attach=f"sku={sku};qty={quantity}",
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
+        # WeChat Pay carries no SKU properties: the mini-program puts the message in attach.
+        return self.state.create_payment(total=1990 * quantity,
+                                         attach=sku_attach(sku, quantity, message),
                                          description="游戏点卡 game card")
 
     def refund(self, platform_order_id: str) -> None:

@@ -120,6 +120,22 @@ class Faults(BaseFaults):
 CATALOG = (CatalogItem("GAME-50", "sku_id", "游戏点卡50元 Game card 50", "50.00"),)
 
 
+#: WeChat Pay's limit on ``attach`` (characters).
+ATTACH_MAX = 128
+
+
+def sku_attach(sku: str, quantity: int, message: str | None = None) -> str:
+    """The ``attach`` a mini-program's backend sets: the SKU, the quantity and what the buyer
+    typed for the seller; ValueError when it would not fit WeChat Pay's 128 characters."""
+    data: dict[str, Any] = {"sku": sku, "qty": quantity}
+    if message:
+        data["message"] = message
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(text) > ATTACH_MAX:
+        raise ValueError(f"message: attach would exceed {ATTACH_MAX} characters")
+    return text
+
+
 def _refusal(answer: dict[str, Any]) -> str | None:
     """The refusal in an API answer (WeChat answers errors as data), or None."""
     if answer.get("errcode") == 0:
@@ -474,7 +490,7 @@ class FakeWechat(FakeBase):
         price = Decimal(item.price if item is not None else "1.00")
         return self.create_payment(
             total=int(price * 100) * request.quantity,
-            attach=json.dumps({"sku": request.sku, "qty": request.quantity}),
+            attach=sku_attach(request.sku, request.quantity, request.message),
             openid=request.buyer, description=item.title if item else request.sku,
             paid_at=request.paid_at)
 

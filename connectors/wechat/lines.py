@@ -12,6 +12,9 @@ this order:
 3. nothing: :func:`resolve_lines` returns None and the caller applies
    ``unresolved_lines``.
 
+A JSON ``attach`` object may also carry ``"message"``: what the buyer typed in the
+mini-program for the seller (a top-up's account, e.g.), read by :func:`attach_message`.
+
 Line ids are ``"1"``, ``"2"``, … in the order given, so a later snapshot of the same order
 (a refund notification) names the same lines. Pure functions; never raises for odd
 ``attach`` text (it simply does not match).
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.base import OrderLine
+from connectors.common import buyertext
 from connectors.wechat.config import SkuRule
 
 MAX_QTY = 10_000
@@ -48,6 +52,18 @@ def parse_attach(attach: str) -> list[tuple[str, int]] | None:
             return None
         items.append(item)
     return items or None
+
+
+def attach_message(attach: str) -> str | None:
+    """The buyer's message a JSON ``attach`` object carries (``"message"``), or None."""
+    text = attach.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return buyertext.message(data.get("message")) if isinstance(data, dict) else None
 
 
 def _pair(part: str) -> tuple[str, str]:

@@ -13,13 +13,16 @@
    Unix seconds within ``max_push_age_seconds`` of now). Body::
 
        {"out_trade_no": "...", "transaction_id": "...", "openid": "...", "total": 1000,
-        "lines": [{"sku": "X", "qty": 1, "title": "..."}],
+        "lines": [{"sku": "X", "qty": 1, "title": "...", "properties": {"充值号码": "..."}}],
         "status": "paid" | "closed" | "refunded", "paid_at": "RFC 3339", "mchid": "...",
-        "email": "buyer@example.com", "phone": "13800138000"}
+        "email": "buyer@example.com", "phone": "13800138000", "message": "..."}
 
    (``status`` defaults to ``paid``; ``mchid`` to the shop's; ``lines`` is required for
    ``paid``; ``email`` and ``phone`` are optional: the buyer's contact for the robot's
-   notifications, where the buyer gave it to the merchant's app). Re-posting is harmless:
+   notifications, where the buyer gave it to the merchant's app; ``message`` (the buyer's
+   message to the seller) and a line's ``properties`` (what the buyer chose or typed, e.g. a
+   top-up's account) are optional too). A JSON ``attach`` of a payment may carry the buyer's
+   ``message`` as well. Re-posting is harmless:
    orders are idempotent on ``out_trade_no``.
 
 Message ids (``push_seen``): ``wxpay:<transaction_id>``, ``wxrefund:<refund_id>:<status>``,
@@ -51,6 +54,7 @@ from connectors.base import (
     readable_id,
     unreadable,
 )
+from connectors.common import buyertext
 from connectors.errors import PushRejected
 from connectors.wechat.config import WechatConfig
 from connectors.wechat.crypto import (
@@ -59,7 +63,7 @@ from connectors.wechat.crypto import (
     decrypt_resource,
     verify_signature,
 )
-from connectors.wechat.lines import MAX_QTY, resolve_lines, unresolved_line
+from connectors.wechat.lines import MAX_QTY, attach_message, resolve_lines, unresolved_line
 
 WECHAT_REPLY = json.dumps({"code": "SUCCESS", "message": "成功"}, ensure_ascii=False).encode()
 BACKEND_REPLY = b'{"ok":true}'
@@ -163,7 +167,8 @@ def _paid_order(config: WechatConfig, tx: dict[str, Any], what: str, out_trade_n
         raise BadRequest(f"{what}: transaction_id is missing")
     amount = _obj(tx.get("amount"))
     total = _cents(amount.get("total"), what, "amount.total")
-    lines = resolve_lines(str(tx.get("attach") or ""), out_trade_no, total, config.sku_rules)
+    attach = str(tx.get("attach") or "")
+    lines = resolve_lines(attach, out_trade_no, total, config.sku_rules)
     if lines is None:
         if config.unresolved_lines == "backend":
             return None
@@ -174,6 +179,7 @@ def _paid_order(config: WechatConfig, tx: dict[str, Any], what: str, out_trade_n
         platform_order_id=out_trade_no, status=PlatformStatus.PAID, lines=lines,
         total_cents=total, currency=str(amount.get("currency") or "CNY"),
         paid_at=_time(tx.get("success_time")), buyer_id=openid or None,
+        buyer_message=attach_message(attach),
         extra=_extra(appid=str(tx.get("appid") or config.appid),
                      mchid=str(tx.get("mchid") or config.mchid), out_trade_no=out_trade_no,
                      transaction_id=transaction_id, openid=openid),
@@ -243,6 +249,7 @@ def _backend(config: WechatConfig, headers: Mapping[str, str], body: bytes,
             lines=_backend_lines(data.get("lines"), total, what), total_cents=total,
             paid_at=_time(data.get("paid_at")), buyer_id=openid,
             buyer_email=_contact(data.get("email")), buyer_phone=_contact(data.get("phone")),
+            buyer_message=buyertext.message(data.get("message")),
             extra=_extra(appid=config.appid, mchid=str(data.get("mchid") or config.mchid),
                          out_trade_no=out_trade_no, transaction_id=transaction_id,
                          openid=openid),
@@ -271,6 +278,7 @@ def _backend_lines(raw: Any, total: int, what: str) -> tuple[OrderLine, ...]:
         price = row.get("unit_price", 0)
         lines.append(OrderLine(line_id=str(no), quantity=qty, sku_id=str(sku).strip(),
                                title=str(row.get("title") or "")[:255],
+                               properties=buyertext.from_object(row.get("properties")),
                                unit_price_cents=price if isinstance(price, int)
                                and not isinstance(price, bool) and price >= 0 else 0))
     if total < 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.fakeserve import ServedFake, serve_fake
+from connectors.plugin import Props
 from connectors.youzan.fake import create_app
 from connectors.youzan.fake_push import PushLoop, PushSender
 from connectors.youzan.fake_state import FakeYouzan
@@ -38,11 +39,13 @@ class YouzanDemo:
             "timeout_seconds": 5,
         }
 
-    def create_paid_order(self, sku: str, quantity: int, buyer: str) -> str:
+    def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
+                          message: str | None = None, properties: Props = ()) -> str:
         return self.state.create_trade(items=[{"title": "腾讯视频VIP Tencent Video VIP",
                                                "price": "19.90", "num": quantity,
-                                               "outer_sku_id": sku}],
-                                       yz_open_id=f"yz_{buyer}")
+                                               "outer_sku_id": sku,
+                                               "buyer_messages": dict(properties)}],
+                                       yz_open_id=f"yz_{buyer}", buyer_message=message)
 
     def refund(self, platform_order_id: str) -> None:
         self.state.close_trade(platform_order_id)

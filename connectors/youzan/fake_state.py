@@ -86,6 +86,8 @@ class FakeLine:
     outer_item_id: str = ""
     outer_sku_id: str = ""
     item_type: int = 0
+    #: What the buyer typed in the item's order fields (下单留言), ``{"name": "value"}``.
+    buyer_messages: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,10 @@ class FakeLine:
             "price": self.price, "payment": str(Decimal(self.price) * self.num),
             "outer_item_id": self.outer_item_id, "outer_sku_id": self.outer_sku_id,
             "item_tags": {"is_deliver_goods": self.item_type == 0},
+            # Both are JSON texts inside the JSON answer, as Youzan sends them.
+            "sku_properties_name": "[]",
+            "buyer_messages": json.dumps(self.buyer_messages, ensure_ascii=False)
+            if self.buyer_messages else "",
         }
 
 
@@ -129,6 +135,7 @@ class FakeTrade:
     memo: str | None = None
     shipments: int = 0
     close_type: int = 0
+    buyer_message: str = ""  # 买家留言 (remark_info.buyer_message)
     refund_ids: list[str] = field(default_factory=list)
 
     @property
@@ -169,7 +176,8 @@ class FakeTrade:
             "buyer_info": {"yz_open_id": self.yz_open_id, "buyer_phone": self.buyer_phone,
                            "outer_user_id": ""},
             "pay_info": {"payment": self.payment, "total_fee": self.payment, "post_fee": "0.00"},
-            "remark_info": {"buyer_message": "", "trade_memo": self.memo or "", "star": 0},
+            "remark_info": {"buyer_message": self.buyer_message, "trade_memo": self.memo or "",
+                            "star": 0},
             "orders": [line.to_json() for line in self.lines],
             "address_info": {},
         }
@@ -260,9 +268,9 @@ class FakeYouzan(FakeBase):
     def create_trade(self, *, items: Iterable[Mapping[str, Any]] = (
             {"title": "Game card 100", "price": "10.00"},), virtual: bool = False,
             paid: bool = True, yz_open_id: str = "yz_open_fake_buyer",
-            paid_at: datetime | None = None) -> str:
+            paid_at: datetime | None = None, buyer_message: str | None = None) -> str:
         """A trade, paid by default (``paid_at`` or now); a virtual one goes past
-        awaiting-shipment on payment."""
+        awaiting-shipment on payment. An item may carry ``buyer_messages`` (a dict)."""
         with self.lock:
             now = self.now()
             tid = f"E{now.strftime('%Y%m%d%H%M%S')}{next(self._seq):09d}"
@@ -277,12 +285,14 @@ class FakeYouzan(FakeBase):
                     outer_item_id=str(item.get("outer_item_id", "")),
                     outer_sku_id=str(item.get("outer_sku_id", "")),
                     item_type=int(item.get("item_type", 182 if virtual else 0)),
+                    buyer_messages=dict(item.get("buyer_messages") or {}),
                 )
                 for item in items
             ]
             trade = FakeTrade(tid=tid, status="WAIT_BUYER_PAY",
                               created=min(paid_at or now, now), update_time=now,
-                              lines=lines, virtual=virtual, yz_open_id=yz_open_id)
+                              lines=lines, virtual=virtual, yz_open_id=yz_open_id,
+                              buyer_message=buyer_message or "")
             self.trades[tid] = trade
             self._publish("trade_TradeCreate", trade)
             if paid:
@@ -417,8 +427,10 @@ class FakeYouzan(FakeBase):
             line.update(sku_id=int(request.sku), title=f"SKU {request.sku}", price="1.00")
         else:
             line.update(outer_sku_id=request.sku, title=request.sku, price="1.00")
+        line["buyer_messages"] = dict(request.properties)
         return self.create_trade(items=[line], paid_at=request.paid_at,
-                                 yz_open_id=request.buyer or "yz_open_fake_buyer")
+                                 yz_open_id=request.buyer or "yz_open_fake_buyer",
+                                 buyer_message=request.message)
 
     def call_api(self, path: str, payload: Mapping[str, Any]) -> str:
         return path.removeprefix("/api/")

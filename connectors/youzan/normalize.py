@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
+from connectors.common import buyertext
 from connectors.common.times import parse_cst
 from connectors.errors import BadPlatformData
 
@@ -149,6 +150,7 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
             title=str(line.get("title") or ""),
             unit_price_cents=yuan_to_fen(line.get("price")),
             refund=refunds[oid],
+            properties=line_properties(line),
         )
         for oid, line in zip(oids, lines_data, strict=True)
     )
@@ -171,8 +173,17 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
         modified_at=_time(info.get("update_time")),
         buyer_id=_id(buyer.get("yz_open_id")),
         buyer_phone=_id(buyer.get("buyer_phone")),
+        buyer_message=buyertext.message(_mapping(full.get("remark_info")).get("buyer_message")),
         extra=extra,
     )
+
+
+def line_properties(line: Mapping[str, Any]) -> buyertext.Properties:
+    """A line's SKU properties (``sku_properties_name``, a JSON text of ``[{"k", "v"}]``)
+    then the fields the buyer filled in when ordering (``buyer_messages``, 下单留言, a JSON
+    text of ``{"name": "value"}``)."""
+    return buyertext.pairs((*buyertext.from_objects(line.get("sku_properties_name"), "k", "v"),
+                            *buyertext.from_object(line.get("buyer_messages"))))
 
 
 def _quantity(tid: str, oid: str, value: Any) -> int:

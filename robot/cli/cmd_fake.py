@@ -131,6 +131,17 @@ def _paid_at(value: str | None) -> str | None:
     return moment.isoformat()
 
 
+def _properties(given: tuple[str, ...]) -> dict[str, str]:
+    """``--property NAME=VALUE`` options as the control API's object."""
+    out: dict[str, str] = {}
+    for item in given:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise UserError(f"--property {item!r}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
 @fake.command("order")
 @click.option("--url", required=True, metavar="URL",
               help="The running fake, as its start banner shows it (http://127.0.0.1:PORT).")
@@ -141,15 +152,24 @@ def _paid_at(value: str | None) -> str | None:
 @click.option("--paid-at", default=None, metavar="TIME",
               help="When the buyer paid: ISO 8601 with its offset, e.g. "
                    "2024-01-02T11:04:05+08:00 (default: now).")
+@click.option("--message", default=None, metavar="TEXT",
+              help="The buyer's message to the seller (留言), in the platform's own field.")
+@click.option("--property", "properties", multiple=True, metavar="NAME=VALUE",
+              help="A SKU property the buyer chose or typed (repeatable), e.g. "
+                   "充值号码=13800000000.")
 @json_option
 def fake_order(url: str, sku: str, quantity: int, buyer: str | None, paid_at: str | None,
-               as_json: bool) -> None:
+               message: str | None, properties: tuple[str, ...], as_json: bool) -> None:
     """Create a paid order on a running fake (any platform) through its control API."""
     import httpx
 
     body: dict[str, Any] = {"sku": sku, "quantity": quantity}
     if buyer is not None:
         body["buyer"] = buyer
+    if message is not None:
+        body["message"] = message
+    if properties:
+        body["properties"] = _properties(properties)
     if (when := _paid_at(paid_at)) is not None:
         body["paid_at"] = when
     base = _control_url(url)

@@ -1,4 +1,5 @@
-"""Reading an order's codes for the buyer's channels (pickup page, delivery API).
+"""Reading an order's codes (and top-ups) for the buyer's channels (pickup page, delivery
+API).
 
 The caller's transaction marks the codes seen (``deliveries.seen_at``) and writes the audit
 entry; decryption happens after that commit, so a code is never shown unless its sighting is
@@ -16,10 +17,11 @@ from sqlalchemy import Connection, select, update
 
 from robot import poolpage
 from robot.display import format_time
-from robot.http.pages import CodeView, Instructions
+from robot.http.pages import CodeView, Instructions, TopupView
 from robot.poolpage import PoolPage
 from robot.schema import codes, deliveries, order_lines
 from robot.states import DeliveryState
+from robot.topups import topup_status_tx
 from robot.vault import Vault, mask, split_pair
 
 
@@ -110,3 +112,8 @@ def instructions(rows: Sequence[CodeRow],
             seen.append(row.title)
     return [Instructions(tuple(items), pages[pid].instructions_zh, pages[pid].instructions_en)
             for pid, items in titles.items()]
+
+
+def topups(conn: Connection, order_id: int) -> list[TopupView]:
+    """The order's top-ups as the page shows them (accounts masked; never the supplier)."""
+    return [TopupView(t.title, t.account, t.state) for t in topup_status_tx(conn, order_id)]

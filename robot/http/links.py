@@ -38,7 +38,7 @@ from robot.config import ShopConfig
 from robot.db import dialect_of, transaction
 from robot.log import get_logger
 from robot.schema import orders, pickup_links
-from robot.states import VISIBLE
+from robot.states import VISIBLE, OrderState
 from robot.vault import Vault
 
 log = get_logger(__name__)
@@ -47,6 +47,9 @@ TOKEN_BYTES = 24  # 192 bits: far beyond guessing, 32 characters in a URL
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 #: Order states whose codes a buyer may see (claimed, committed, not cancelled).
 VISIBLE_STATES = VISIBLE
+#: Order states in which a link opens only the order's top-ups (being bought, or failed):
+#: the buyer follows their progress; codes stay hidden until the order is allocated.
+TOPUP_STATES = (OrderState.SOURCING, OrderState.FAILED)
 
 
 def derive_key(vault: Vault, purpose: str) -> bytes:
@@ -130,9 +133,11 @@ def ensure_link(engine: Engine, key: bytes, order_id: int, *, ttl: timedelta | N
         return ensure_link_tx(conn, key, order_id, ttl=ttl, now=now or utcnow())
 
 
-def resolve_tx(conn: Connection, key: bytes, token: str, now: datetime) -> LinkedOrder | None:
+def resolve_tx(conn: Connection, key: bytes, token: str, now: datetime, *,
+               states: tuple[OrderState, ...] = VISIBLE_STATES) -> LinkedOrder | None:
     """The order a token opens, or None for unknown, expired, revoked or not-yet/no-longer
-    visible orders (callers answer all of these the same way)."""
+    visible orders (callers answer all of these the same way); ``states``: the order states
+    the caller shows."""
     if not TOKEN_RE.fullmatch(token):
         return None
     row = conn.execute(
@@ -147,7 +152,7 @@ def resolve_tx(conn: Connection, key: bytes, token: str, now: datetime) -> Linke
     expected = token_for(key, int(row.order_id), int(row.id))
     genuine = hmac.compare_digest(expected.encode(), token.encode())
     live = row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
-    if not (genuine and live and row.state in VISIBLE_STATES):
+    if not (genuine and live and row.state in states):
         return None
     return LinkedOrder(int(row.id), int(row.order_id), row.shop, row.platform_order_id,
                        row.state)

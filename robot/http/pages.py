@@ -6,6 +6,11 @@ so no other script can run. Pages are deterministic for their inputs; in particu
 neutral page is byte-for-byte the same for every "nothing here" answer, so it cannot tell an
 unknown link from an expired one (it names no shop).
 
+An order bought as a top-up (straight into the buyer's account, from a supplier) has no code
+to show: its page shows each unit's status instead (:class:`TopupView`: the item, the account
+masked, done / in progress / failed), never the supplier or its cost; an order with both
+shows both.
+
 A link page also shows what the shop file and the pools say (:class:`PageExtras`): the shop's
 name, customer-service contact and footer, each pool's usage instructions (plain text, line
 breaks kept by CSS), and the QR code of the page's own link (inline SVG, paths only). The page
@@ -63,6 +68,14 @@ font-size:.9rem;text-decoration:none;border-radius:10px}
 footer{font-size:.85rem;color:#6b7280;margin:1.5rem 0 0;text-align:center}
 footer p{margin:.25rem 0}
 .foot-text{white-space:pre-line}
+ul.topups{list-style:none;margin:0;padding:0}
+ul.topups li{border-top:1px solid #eef0f3;padding:.75rem 0}
+ul.topups li:first-child{border-top:0}
+.account{font:1.05rem/1.4 ui-monospace,Menlo,Consolas,monospace}
+.state{display:inline-block;border-radius:999px;padding:.1rem .6rem;font-size:.85rem}
+.state.done{background:#e3f6e8;color:#137333}
+.state.in_progress{background:#fff4e0;color:#8a5300}
+.state.failed{background:#fde8e8;color:#b42318}
 """.strip()
 
 COPY_JS = """
@@ -281,12 +294,57 @@ def _qr_card(qr_svg: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class TopupView:
+    """One unit of a top-up as the buyer sees it: the item, the account it goes to (masked:
+    ``138****1234``) and how far it is: ``done``, ``in_progress`` or ``failed``."""
+
+    item: str
+    account: str
+    state: str
+
+
+#: What the buyer reads for each top-up state.
+TOPUP_STATES = {
+    "done": ("充值成功", "Topped up"),
+    "in_progress": ("充值中", "In progress"),
+    "failed": ("充值失败", "Failed"),
+}
+_TOPUP_FAILED_NOTE = _t("充值未成功，请联系店铺客服退款或重试。",
+                        "The top-up did not go through; please contact the shop for a "
+                        "refund or a retry.")
+_TOPUP_WAIT_NOTE = _t("充值处理中，请稍后刷新本页。",
+                      "Your top-up is being processed; refresh this page in a little while.")
+
+
+def _topups_card(topups: Sequence[TopupView]) -> str:
+    """Each top-up unit with its status; a note when one is still running or failed."""
+    if not topups:
+        return ""
+    items = []
+    for t in topups:
+        zh, en = TOPUP_STATES.get(t.state, TOPUP_STATES["in_progress"])
+        state = t.state if t.state in TOPUP_STATES else "in_progress"
+        account = (f'<span class="account">{escape(t.account)}</span>' if t.account else "")
+        items.append(f'<li><div class="item">{escape(t.item)}</div>'
+                     f'<div class="row"><span class="state {state}">{escape(zh)} '
+                     f'{escape(en)}</span>{account}</div></li>')
+    notes = "".join(
+        f'<p class="note">{note}</p>'
+        for state, note in (("failed", _TOPUP_FAILED_NOTE), ("in_progress", _TOPUP_WAIT_NOTE))
+        if any(t.state == state for t in topups))
+    return (f'<div class="card topups-card"><h2>{_t("充值", "Top-up")}</h2>'
+            f'<ul class="topups">{"".join(items)}</ul>{notes}</div>')
+
+
+@dataclass(frozen=True)
 class PageExtras:
-    """What a link page shows besides the codes: the shop, the pools' instructions, the QR."""
+    """What a link page shows besides the codes: the shop, the pools' instructions, the QR,
+    and the order's top-ups."""
 
     shop: ShopFace | None = None
     instructions: Sequence[Instructions] = ()
     qr_svg: str | None = None
+    topups: Sequence[TopupView] = ()
 
 
 def _order_meta(platform_order_id: str, count: int) -> str:
@@ -294,10 +352,23 @@ def _order_meta(platform_order_id: str, count: int) -> str:
             f"{count} 个卡密 code(s)</p>")
 
 
+def topup_page(platform_order_id: str, extras: PageExtras) -> str:
+    """An order with top-ups and no code: each top-up's status (nothing to reveal)."""
+    body = (
+        f"<h1>{_t('您的充值', 'Your top-up')}</h1>"
+        f'<p class="meta">订单号 Order: {escape(platform_order_id)}</p>'
+        f"{_topups_card(extras.topups)}{_qr_card(extras.qr_svg)}"
+    )
+    return _layout("充值 / Top-up", body, shop=extras.shop)
+
+
 def masked_page(platform_order_id: str, codes: Sequence[CodeView], *, csrf: str,
                 action: str, extras: PageExtras | None = None) -> str:
-    """The order with its codes masked and a button to reveal them (posting to ``action``)."""
+    """The order with its codes masked and a button to reveal them (posting to ``action``);
+    without codes, its top-ups (:func:`topup_page`)."""
     extras = extras or PageExtras()
+    if not codes:
+        return topup_page(platform_order_id, extras)
     body = (
         f"<h1>{_t('您的卡密', 'Your codes')}</h1>"
         f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
@@ -307,6 +378,7 @@ def masked_page(platform_order_id: str, codes: Sequence[CodeView], *, csrf: str,
         f'<button type="submit" class="primary">{_t("显示完整卡密", "Show full codes")}'
         "</button>"
         f'<p class="note">{_LOGGED_TEXT}</p></form>'
+        f"{_topups_card(extras.topups)}"
         f"{_instructions(extras.instructions)}{_qr_card(extras.qr_svg)}"
     )
     return _layout("提取卡密 / Pickup", body, shop=extras.shop)
@@ -320,6 +392,7 @@ def revealed_page(platform_order_id: str, codes: Sequence[CodeView], *,
         f'<div class="card">{_order_meta(platform_order_id, len(codes))}'
         f"{_codes_list(codes, copy=True)}"
         f'<p class="note">{_KEEP_TEXT}</p></div>'
+        f"{_topups_card(extras.topups)}"
         f"{_instructions(extras.instructions)}{_qr_card(extras.qr_svg)}"
     )
     return _layout("提取卡密 / Pickup", body, script=True, shop=extras.shop)

@@ -4,6 +4,9 @@
 * ``POST /p/{token}/reveal`` (a form with a CSRF token derived from the link, accepted only
   from the same origin) marks the codes seen, logs a ``reveal`` and appends ``pickup_reveal``
   to the audit log, all committed before the codes are decrypted and shown;
+* an order with top-ups (bought from a supplier into the buyer's account) shows their status
+  beside its codes, or alone when it has none; while its top-ups are bought (``sourcing``)
+  or after they failed, its link and the lookup show the top-ups only, never its codes;
 * ``GET /p`` / ``POST /p``: platform order number plus the shop's checks (see
   :class:`robot.config.PickupConfig` and :mod:`robot.http.checks`); a match redirects to the
   order's link.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,7 +47,7 @@ from robot.http import checks, handover, links, pages, qr
 from robot.http.address import client_of
 from robot.http.context import MAX_FORM_BODY, HttpContext
 from robot.http.hooks import BodyTooLarge, read_body
-from robot.http.pages import CodeView, PageExtras, ShopFace
+from robot.http.pages import CodeView, PageExtras, ShopFace, TopupView
 from robot.log import get_logger
 from robot.poolpage import PoolPage
 from robot.schema import orders, pickup_views
@@ -144,19 +147,23 @@ def _log_view(conn: Connection, link: links.LinkedOrder, kind: str, ip_digest: s
 
 def open_link(ctx: HttpContext, token: str, ip_digest: str,
               ua: str) -> tuple[links.LinkedOrder, list[CodeView], PageExtras] | None:
-    """The masked view of a link's order (logged), or None."""
+    """The masked view of a link's order (logged), or None. An order still buying its
+    top-ups (or whose top-ups failed) shows them alone: no code before it is allocated."""
     now = utcnow()
     with transaction(ctx.engine) as conn:
-        link = links.resolve_tx(conn, ctx.link_key, token, now)
+        link = links.resolve_tx(conn, ctx.link_key, token, now,
+                                states=links.VISIBLE_STATES + links.TOPUP_STATES)
         if link is None:
             return None
-        rows = handover.code_rows(conn, link.order_id)
-        if not rows:
+        visible = link.state in links.VISIBLE_STATES
+        rows = handover.code_rows(conn, link.order_id) if visible else []
+        topups = handover.topups(conn, link.order_id)
+        if not rows and not topups:
             return None
         settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
         _log_view(conn, link, "view", ip_digest, ua, now)
     views = handover.views(ctx.vault, rows, masked=True, zone=ctx.zone)
-    return link, views, _extras(ctx, link, token, rows, settings)
+    return link, views, _extras(ctx, link, token, rows, settings, topups)
 
 
 def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
@@ -171,6 +178,7 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
         if not rows:
             return None
         settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
+        topups = handover.topups(conn, link.order_id)
         view_id = _log_view(conn, link, "reveal", ip_digest, ua, now)
         handover.mark_seen(conn, link.order_id, now)
         audit.append(conn, actor="buyer:pickup", action="pickup_reveal",
@@ -178,7 +186,7 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
                      details={"link_id": link.link_id, "view_id": view_id,
                               "code_ids": [r.code_id for r in rows]})
     views = handover.views(ctx.vault, rows, masked=False, zone=ctx.zone, pages=settings)
-    return link, views, _extras(ctx, link, token, rows, settings)
+    return link, views, _extras(ctx, link, token, rows, settings, topups)
 
 
 def shop_face(shop: ShopConfig | None) -> ShopFace | None:
@@ -193,12 +201,14 @@ def shop_face(shop: ShopConfig | None) -> ShopFace | None:
 
 
 def _extras(ctx: HttpContext, link: links.LinkedOrder, token: str,
-            rows: list[handover.CodeRow], settings: Mapping[int, PoolPage]) -> PageExtras:
-    """The shop's face, the pools' instructions and the QR code of the page's own link (the
-    same link the seller memo carries: ``http.public_url`` + ``/p/<token>``)."""
+            rows: list[handover.CodeRow], settings: Mapping[int, PoolPage],
+            topups: Sequence[TopupView] = ()) -> PageExtras:
+    """The shop's face, the pools' instructions, the order's top-ups and the QR code of the
+    page's own link (the same link the seller memo carries: ``http.public_url`` +
+    ``/p/<token>``)."""
     return PageExtras(shop=shop_face(ctx.shops.get(link.shop)),
                       instructions=handover.instructions(rows, settings),
-                      qr_svg=qr.svg(links.url_for(ctx.public_url, token)))
+                      qr_svg=qr.svg(links.url_for(ctx.public_url, token)), topups=topups)
 
 
 def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], order_no: str,
@@ -224,10 +234,21 @@ def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], ord
         facts = checks.OrderFacts(row.buyer_id, int(row.total_cents), row.paid_at)
         rules = checks.Rules(shop.pickup.suffix_length, zone)
         if (given is not None and checks.all_match(names, given, facts, rules)
-                and row.state in links.VISIBLE_STATES):
+                and _has_page(engine, int(row.id), row.state)):
             link = links.ensure_link(engine, key, int(row.id), ttl=links.ttl_of(shop))
             return link.token
     return None
+
+
+def _has_page(engine: Engine, order_id: int, state: str) -> bool:
+    """Whether the order's link would show something: its codes (allocated or shipped), or
+    its top-ups while they are bought or after they failed."""
+    if state in links.VISIBLE_STATES:
+        return True
+    if state not in links.TOPUP_STATES:
+        return False
+    with engine.connect() as conn:
+        return bool(handover.topups(conn, order_id))
 
 
 def _well_formed(shops: Mapping[str, ShopConfig], form: Mapping[str, str]) -> bool:

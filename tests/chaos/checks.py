@@ -138,7 +138,7 @@ EXPECTED: Mapping[str, frozenset[str]] = {
     "normal": frozenset({"shipped"}),
     "by_hand": frozenset({"shipped", "absent"}),
     "unknown_sku": frozenset({"held"}),
-    "topup": frozenset({"shipped"}),  # held for its account, which the run then gives
+    "topup": frozenset({"shipped"}),  # its account in the message, or given by the run
     "refunded": frozenset({"cancelled", "refunded", "shipped", "absent", "failed"}),
 }
 #: Kinds that must ship unless an explanation says otherwise.

@@ -537,7 +537,9 @@ class ChaosRun:
             return []
         if self.supply.harnesses and 0.20 <= roll < 0.27 and (
                 places_topups(chaos.driver) or not refuses_unknown(chaos.driver)):
-            oid, _waits = place_topup(chaos.driver, buyer)
+            # Most carry the account in the buyer's message; the rest wait held for it.
+            message = demosupply.topup_message(sum(p.kind == "topup" for p in self.placed))
+            oid, _waits = place_topup(chaos.driver, buyer, message)
             self.placed.append(Placed(chaos, shop, oid, "topup", 0))
             return []
         if self.supply.sells_cards and 0.27 <= roll < 0.33 and not refuses_unknown(chaos.driver):

@@ -230,6 +230,25 @@ def test_backend_post_carries_the_buyers_contact(connector: WechatConnector) -> 
     assert (event.order.buyer_email, event.order.buyer_phone) == (None, None)
 
 
+def test_backend_post_carries_the_buyers_message_and_line_properties(
+        connector: WechatConnector) -> None:
+    """``message`` becomes the order's buyer message and a line's ``properties`` its SKU
+    properties (a top-up's account); odd values are simply left out."""
+    headers, body = _backend_post({**BACKEND_BODY, "message": " 充值 13912345678 ",
+                                   "lines": [{"sku": SKU, "qty": 1,
+                                              "properties": {"充值号码": "13912345678",
+                                                             "bad": 5}}]})
+    (event,) = connector.parse_push(headers, body, NOW).events
+    assert event.order is not None
+    assert event.order.buyer_message == "充值 13912345678"
+    assert event.order.lines[0].properties == (("充值号码", "13912345678"), ("bad", "5"))
+    headers, body = _backend_post({**BACKEND_BODY, "message": ["x"],
+                                   "lines": [{"sku": SKU, "properties": "no"}]})
+    (event,) = connector.parse_push(headers, body, NOW).events
+    assert event.order is not None
+    assert event.order.buyer_message is None and event.order.lines[0].properties == ()
+
+
 def test_backend_post_disabled_without_secret(fake: FakeWechat, context: MemoryContext) -> None:
     """With no backend_secret configured, backend posts are refused."""
     connector = WechatConnector(make_config(fake, backend_secret=None), context)
