@@ -76,16 +76,18 @@ def check_write_backs(name: str, calls: Sequence[Call], masked: Sequence[str],
             out.append(f"{name}: ship call {call.seq} ({call.outcome}) received "
                        f"{call.received_at - done:.3f} s after the robot had recorded the "
                        "order shipped: a re-ship no crash or lost answer explains")
-    # Codes are compared among the calls that carry codes, links among those that carry a
-    # pickup link (抖店's certificates may carry a pool's redemption link instead). A link is
-    # compared as the set sent: a platform that takes one link per code repeats the order's.
+    # Codes are compared among the calls that carry codes, as the codes sent whatever their
+    # order (抖店 signs its certificates with their keys sorted, so a card's PIN comes before
+    # its number), links among those that carry a pickup link (抖店's certificates may carry
+    # a pool's redemption link instead). A link is compared as the set sent: a platform that
+    # takes one link per code repeats the order's.
     first_codes = next((c for c in calls if c.masked_codes), None)
     first_link = next((c for c in calls if c.links), None)
     for call in calls:
         what: list[str] = []
         first: Call | None = None
         if (first_codes is not None and call.masked_codes and call is not first_codes
-                and call.masked_codes != first_codes.masked_codes):
+                and sorted(call.masked_codes) != sorted(first_codes.masked_codes)):
             what.append("codes")
             first = first_codes
         if (first_link is not None and call.links and call is not first_link

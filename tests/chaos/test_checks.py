@@ -80,6 +80,13 @@ def test_a_reship_with_other_codes_or_link_is_a_violation() -> None:
               _memo(3, 2.0, ("VI****AB",), (LINK + "X",))]
     found = check_write_backs("T1", handed, ["VI****AB"], T0.replace(second=5))
     assert found == ["T1: memo call 3 sent link that differ from the first memo call's (2)"]
+    # A card's number and PIN in another order (抖店 sorts a certificate's keys: cert_key
+    # first) are the same codes; a call carrying another code is not.
+    pair = [_ship(1, 0.0, codes=("PI****N1", "NU****R1")), _memo(2, 1.0, ("NU****R1", "PI****N1"))]
+    assert check_write_backs("T1", pair, ["NU****R1", "PI****N1"], T0.replace(second=5)) == []
+    other = [*pair, _memo(3, 2.0, ("NU****R1", "PI****N2"))]
+    assert len(check_write_backs("T1", other, ["NU****R1", "PI****N1"],
+                                 T0.replace(second=5))) == 2
 
 def test_a_memo_with_other_codes_than_the_orders_is_a_violation() -> None:
     """A memo whose masked codes are not the order's codes is named, even if it is the only
