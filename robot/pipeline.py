@@ -148,7 +148,8 @@ def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any]
 def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
            now: datetime | None = None, allocate: bool = False,
            zone: tzinfo = DEFAULT_ZONE,
-           then: Callable[[Connection, IntakeResult], None] | None = None) -> IntakeResult:
+           then: Callable[[Connection, IntakeResult], None] | None = None,
+           unless: Callable[[Connection], bool] | None = None) -> IntakeResult:
     """Record a platform order snapshot. Idempotent on (shop, platform order id).
 
     A new paid order is created (received, held or ignored); a known order is updated from
@@ -170,13 +171,18 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
 
     ``then`` runs inside the same transaction with the result (a supplier gateway hands an
     order it allocated over in the commit that took it in, see :mod:`robot.supply`).
+    ``unless`` runs first in the transaction: True leaves the snapshot alone (``skipped``,
+    and ``then`` is not run) — a push's message already applied (:mod:`robot.poller`), so
+    the look-up, the intake and the message's record share one commit.
     """
     problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
-    if problem is not None and not _usable_id(order.platform_order_id):
+    if problem is not None and not usable_id(order.platform_order_id):
         return _unidentifiable(engine, shop, order.platform_order_id, problem, actor)
     for _attempt in range(3):
         try:
             with transaction(engine) as conn:
+                if unless is not None and unless(conn):
+                    return IntakeResult(None, "skipped", None)
                 if problem is not None:
                     result = _park_tx(conn, shop, order.platform_order_id, problem, actor,
                                       now or utcnow())
@@ -210,7 +216,8 @@ def known_order_ids(engine: Engine, shop: str, platform_order_ids: Sequence[str]
     return known
 
 
-def _usable_id(platform_order_id: str) -> bool:
+def usable_id(platform_order_id: str) -> bool:
+    """Whether an order can be recorded (even parked) under this id."""
     return bool(platform_order_id.strip()) and len(platform_order_id) <= ID_MAX
 
 
