@@ -6,8 +6,11 @@ outcome recorded) from jobs running side by side. :class:`GroupCommit` gathers t
 that arrive while a transaction is being committed (or within ``window`` seconds of the
 first one) and runs them in one transaction, on one worker thread:
 
-* each unit runs in a savepoint of its own when the batch holds more than one: a unit that
-  raises is rolled back alone and its caller gets the exception; its neighbours go on;
+* a batch first runs as one plain transaction; when a unit raises, that transaction is
+  rolled back and the batch runs again with each unit in a savepoint of its own: the unit
+  that raises is rolled back alone and its caller gets the exception; its neighbours go on
+  (so a unit must be safe to run twice: it only reads and writes the database, and what it
+  did in a rolled-back transaction is gone);
 * a caller gets its unit's result only after the commit that holds it: nothing is
   announced (a push acknowledged, a job called done) before it is durable;
 * when the transaction itself fails (the database is unavailable, the commit fails), every
@@ -35,6 +38,10 @@ Unit = Callable[[Connection], Any]
 WINDOW = 0.002
 #: Units per transaction at most.
 MAX_BATCH = 64
+
+
+class _UnitFailed(Exception):
+    """A unit of a plain batch raised (the batch runs again with savepoints)."""
 
 
 class GroupCommit:
@@ -83,6 +90,25 @@ class GroupCommit:
                     future.set_exception(value)
 
     def _commit(self, units: list[Unit]) -> list[tuple[bool, Any]]:
+        if len(units) > 1:
+            try:
+                with transaction(self.engine) as conn:
+                    outcomes: list[tuple[bool, Any]] = []
+                    for unit in units:
+                        try:
+                            outcomes.append((True, unit(conn)))
+                        except Exception as exc:
+                            raise _UnitFailed from exc
+            except _UnitFailed:
+                pass  # rolled back: run again, isolating the failing unit
+            else:
+                # (A failed commit raises out of here to every caller: it is not run again.)
+                self._count(len(units))
+                return outcomes
+        return self._isolated(units)
+
+    def _isolated(self, units: list[Unit]) -> list[tuple[bool, Any]]:
+        """The batch with each unit in a savepoint (a lone unit: its own transaction)."""
         outcomes: list[tuple[bool, Any]] = []
         with transaction(self.engine) as conn:
             if len(units) == 1:
@@ -98,6 +124,9 @@ class GroupCommit:
                     else:
                         savepoint.commit()
                         outcomes.append((True, value))
-        self.batches += 1
-        self.units += len(units)
+        self._count(len(units))
         return outcomes
+
+    def _count(self, units: int) -> None:
+        self.batches += 1
+        self.units += units

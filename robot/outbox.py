@@ -276,6 +276,7 @@ class Dispatcher:
         pickup_url: PickupLinks | None = None,
         actor: str = "outbox",
         notify: Notifications | None = None,
+        group: GroupCommit | None = None,
     ) -> None:
         self.engine = engine
         self.vault = vault
@@ -289,7 +290,7 @@ class Dispatcher:
         self._running: set[int] = set()  # ids of the jobs this worker is running now
         self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
         #: Jobs' context reads and outcomes share transactions (robot.groupcommit).
-        self._group = GroupCommit(engine)
+        self._group = group or GroupCommit(engine)
 
     @property
     def busy(self) -> bool:

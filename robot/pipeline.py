@@ -183,12 +183,8 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
             with transaction(engine) as conn:
                 if unless is not None and unless(conn):
                     return IntakeResult(None, "skipped", None)
-                if problem is not None:
-                    result = _park_tx(conn, shop, order.platform_order_id, problem, actor,
-                                      now or utcnow())
-                else:
-                    result = _intake_tx(conn, shop, order, actor, now or utcnow(), allocate,
-                                        zone)
+                result = intake_in(conn, shop, order, actor=actor, now=now,
+                                   allocate=allocate, zone=zone)
                 if then is not None:
                     then(conn, result)
                 return result
@@ -197,6 +193,18 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
             # unique constraint stopped the second copy. Try again as an update.
             continue
     raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
+
+
+def intake_in(conn: Connection, shop: ShopRules, order: Order, *, actor: str = "intake",
+              now: datetime | None = None, allocate: bool = False,
+              zone: tzinfo = DEFAULT_ZONE) -> IntakeResult:
+    """:func:`intake`'s work inside the caller's transaction, for an order whose id is
+    usable (:func:`usable_id`). Raises ``IntegrityError`` when another transaction inserted
+    the same order meanwhile: the caller runs it again in a new transaction (or savepoint)."""
+    problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
+    if problem is not None:
+        return _park_tx(conn, shop, order.platform_order_id, problem, actor, now or utcnow())
+    return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate, zone)
 
 
 #: Ids per ``IN (...)`` list when looking orders up in bulk (well under every driver's limit).

@@ -40,6 +40,7 @@ from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
+from robot.groupcommit import GroupCommit
 from robot.log import get_logger
 from robot.outbox import pause_shop
 from robot.schema import push_seen
@@ -216,14 +217,39 @@ def _take_in(engine: Engine, shop: pipeline.ShopRules, order: Order, key: str | 
     return result
 
 
+async def _take_in_group(group: GroupCommit, shop: pipeline.ShopRules, order: Order,
+                         key: str | None, *, actor: str, zone: tzinfo
+                         ) -> pipeline.IntakeResult:
+    """:func:`_take_in` in a transaction shared with the pushes arriving beside it (see
+    :mod:`robot.groupcommit`): answered once that transaction committed. An order that
+    collides with a copy inserted meanwhile is taken in again in the next batch."""
+
+    def unit(conn: Connection) -> pipeline.IntakeResult:
+        if key is not None and _seen_in(conn, shop.name, key):
+            return pipeline.IntakeResult(None, "skipped", None)
+        result = pipeline.intake_in(conn, shop, order, actor=actor, allocate=True, zone=zone)
+        if key is not None:
+            _mark_in(conn, shop.name, key)
+        return result
+
+    for _attempt in range(3):
+        try:
+            return await group.run(unit)
+        except IntegrityError:
+            continue
+    raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
+
+
 async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
-                       fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE) -> int:
+                       fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE,
+                       group: GroupCommit | None = None) -> int:
     """Apply verified events durably; returns how many created or changed an order.
 
     An event that carries its order is looked up, taken in and recorded as seen in one
     transaction; a thin one is looked up first (a message already applied is not fetched
-    again). Raises on any failure, so the caller does not acknowledge (the platform
+    again). With ``group`` (the webhook's), events from pushes arriving together share
+    transactions. Raises on any failure, so the caller does not acknowledge (the platform
     resends, and applying again is harmless).
     """
     with structlog.contextvars.bound_contextvars(shop=shop.name):
@@ -246,7 +272,11 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                     # nothing to take in, and asking again would not change that.
                     log.warning("event_order_unreadable", error=exc.message,
                                 platform_order_id=event.platform_order_id)
-            if order is not None:
+            if order is not None and group is not None and not thin:
+                result = await _take_in_group(group, shop, order, key,
+                                              actor=f"push:{shop.name}", zone=zone)
+                changed += result.action in ("created", "updated")
+            elif order is not None:
                 result = await db(_take_in, engine, shop, order, key, actor=f"push:{shop.name}",
                                   zone=zone)
                 changed += result.action in ("created", "updated")
