@@ -733,14 +733,15 @@ class Robot:
         while not self._stop.is_set():
             found = 0
             while not self._stop.is_set():
-                result = await self._db(pipeline.allocate_next, self.engine, actor=self.owner)
-                if result is None:
+                batch = await self._db(pipeline.allocate_due, self.engine, actor=self.owner)
+                found += len(batch)
+                for result in batch:
+                    if result.state == OrderState.ALLOCATED:
+                        self._wake_ship.set()
+                    elif result.state == OrderState.SOURCING:
+                        self._wake_source.set()
+                if len(batch) < pipeline.ALLOCATE_BATCH:
                     break
-                found += 1
-                if result.state == OrderState.ALLOCATED:
-                    self._wake_ship.set()
-                elif result.state == OrderState.SOURCING:
-                    self._wake_source.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
             await self._idle(self._wake_alloc, tick)

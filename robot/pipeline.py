@@ -758,6 +758,39 @@ def allocate_next(engine: Engine, *, now: datetime | None = None,
         return _allocate_locked(conn, int(row.id), OrderState(row.state), now, actor)
 
 
+#: Orders allocated per transaction by :func:`allocate_due`.
+ALLOCATE_BATCH = 50
+_ANY_DUE = (select(orders.c.id)
+            .where(orders.c.state.in_(TO_ALLOCATE), orders.c.due_at <= bindparam("b_now"))
+            .limit(1))
+_DUE = (select(orders.c.id, orders.c.state)
+        .where(orders.c.state.in_(TO_ALLOCATE), orders.c.due_at <= bindparam("b_now"))
+        .order_by(orders.c.due_at, orders.c.id)
+        .limit(bindparam("b_limit")))
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+
+
+def allocate_due(engine: Engine, *, now: datetime | None = None, actor: str = "allocator",
+                 limit: int = ALLOCATE_BATCH) -> list[AllocationResult]:
+    """Allocate up to ``limit`` due orders, oldest first, in one transaction (one commit
+    for the batch); an empty list when nothing is due.
+
+    Each order is allocated as by :func:`allocate_next` — all its codes or none, and on
+    server databases the orders are claimed ``FOR UPDATE SKIP LOCKED``, so workers in other
+    processes take other orders. Whether anything is due is read first without the write
+    lock: an idle allocator takes no write transaction.
+    """
+    now = now or utcnow()
+    with engine.connect() as conn:
+        if conn.execute(_ANY_DUE, {"b_now": now}).first() is None:
+            return []
+    with transaction(engine) as conn:
+        stmt = _DUE_LOCKED if _is_server(conn) else _DUE
+        rows = conn.execute(stmt, {"b_now": now, "b_limit": limit}).all()
+        return [_allocate_locked(conn, int(r.id), OrderState(r.state), now, actor)
+                for r in rows]
+
+
 def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,
              actor: str = "allocator") -> AllocationResult | None:
     """Allocate one given order if it is waiting for allocation; None otherwise."""
