@@ -414,7 +414,9 @@ class Dispatcher:
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
                                        self.policy.call_timeout)
                 await self._group.run(lambda conn: self._done_in(conn, job))
-                log.info("memo_written")
+                # The order's business event was its shipment (logged then); the memo is
+                # its follow-up: at info only when it fails (retry / failed lines).
+                log.debug("memo_written")
         except TimeoutError:
             await self._retry(job, "platform call timed out", None)
         except NotShippable as exc:
