@@ -4,7 +4,9 @@ A durable commit costs a disk flush (SQLite's fsync, the server's WAL flush) wha
 holds; the write-back's bookkeeping is many tiny transactions (a job's context read, its
 outcome recorded) from jobs running side by side. :class:`GroupCommit` gathers the units
 that arrive while a transaction is being committed (or within ``window`` seconds of the
-first one) and runs them in one transaction, on one worker thread:
+first one) and runs them in one transaction, on a worker thread (one batch at a time on
+SQLite, which has one writer; up to :data:`SERVER_PARALLEL` on a server database, whose
+round trips overlap — a new batch starts gathering only while the others commit):
 
 * a batch first runs as one plain transaction; when a unit raises, that transaction is
   rolled back and the batch runs again with each unit in a savepoint of its own: the unit
@@ -29,7 +31,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from robot.db import transaction
+from robot.db import dialect_of, transaction
 
 _T = TypeVar("_T")
 Unit = Callable[[Connection], Any]
@@ -38,6 +40,8 @@ Unit = Callable[[Connection], Any]
 WINDOW = 0.002
 #: Units per transaction at most.
 MAX_BATCH = 64
+#: Batches in flight at once on a server database (SQLite has one writer: one).
+SERVER_PARALLEL = 4
 
 
 class _UnitFailed(Exception):
@@ -48,12 +52,14 @@ class GroupCommit:
     """Runs :meth:`run` units in shared transactions (one batch at a time)."""
 
     def __init__(self, engine: Engine, *, window: float = WINDOW,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, parallel: int | None = None) -> None:
         self.engine = engine
         self.window = window
         self.max_batch = max_batch
+        self.parallel = parallel or (1 if dialect_of(engine) == "sqlite" else SERVER_PARALLEL)
         self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._gathering = False  # a flusher is waiting for company for its next batch
         #: Transactions committed and units run (for benchmarks and tests).
         self.batches = 0
         self.units = 0
@@ -62,15 +68,31 @@ class GroupCommit:
         """Run ``unit(conn)`` in the next shared transaction; its result once committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((unit, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not self._gathering and len(self._flushers) < self.parallel:
+            self._flushers.add(asyncio.create_task(self._flush()))
         result: _T = await future
         return result
 
     async def _flush(self) -> None:
-        while self._queue:
-            if len(self._queue) < self.max_batch and self.window > 0:
-                await asyncio.sleep(self.window)
+        try:
+            await self._flush_batches()
+        finally:
+            # Left the set in the same step as its last look at the queue: a unit queued
+            # after that look starts a new flusher.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
+
+    async def _flush_batches(self) -> None:
+        # Whenever units wait, some flusher is gathering them or will look again after its
+        # commit; one that finds another gathering leaves the queue to it.
+        while self._queue and not self._gathering:
+            self._gathering = True
+            try:
+                if len(self._queue) < self.max_batch and self.window > 0:
+                    await asyncio.sleep(self.window)
+            finally:
+                self._gathering = False
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             try:
                 outcomes = await asyncio.to_thread(self._commit, [u for u, _f in batch])
