@@ -8,6 +8,9 @@ skipped. Nothing here changes the robot's code or settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="soak: minutes of steady load (default 30; quick 2)")
     parser.add_argument("--soak-max-orders", type=int,
                         help="soak: orders of the max-rate run (default 2000; quick 300)")
+    parser.add_argument("--json", action="store_true",
+                        help="alloc / e2e only: print one JSON object (the first backend, one "
+                             "client) on stdout, progress on stderr")
     args = parser.parse_args(argv)
+    if args.json:
+        return _json(args)
 
     backends: list[str] = []
     for b in args.backend or list(common.BACKENDS):
@@ -91,6 +99,26 @@ def main(argv: list[str] | None = None) -> int:
         results += part
     common.print_table("summary", results)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _json(args: argparse.Namespace) -> int:
+    """``--json``: one object for the first reachable backend asked for."""
+    if args.which not in ("alloc", "e2e"):
+        print("--json is for alloc and e2e", file=sys.stderr)
+        return 2
+    backend = next((b for b in args.backend or list(common.BACKENDS)
+                    if common.server_reachable(b) is None), None)
+    if backend is None:
+        print("no reachable backend", file=sys.stderr)
+        return 1
+    with contextlib.redirect_stdout(sys.stderr):  # progress lines
+        if args.which == "alloc":
+            figures = alloc.measure(backend, args.orders or (300 if args.quick else 20_000))
+        else:
+            figures = e2e.measure(backend, args.e2e_orders or (200 if args.quick else 3000),
+                                  args.e2e_seconds or (10.0 if args.quick else 60.0))
+    print(json.dumps(figures))
     return 0
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import pymysql
@@ -36,6 +36,7 @@ from robot.db import (
 )
 from robot.pipeline import allocate_next, intake
 
+_T = TypeVar("_T")
 POOL = "bench-pool"
 SKU = "SKU-BENCH"
 TARGET = 0.60
@@ -377,6 +378,63 @@ def _prepared(backend: str, stock_count: int) -> Any:
             yield db, pid
 
     return ctx()
+
+
+def _cpu(fn: Callable[[], _T]) -> tuple[_T, float]:
+    """(what ``fn`` returned, CPU seconds this process spent meanwhile)."""
+    cpu0 = time.process_time()
+    value = fn()
+    return value, time.process_time() - cpu0
+
+
+def robot_timed(db: Scratch, n: int, per_order: int) -> tuple[float, list[float]]:
+    """One client in this process: the daemon's intake (allocating) per order, each timed;
+    (orders/s, per-order milliseconds)."""
+    shop = BenchShop()
+    engine = make_engine(db.url)
+    took: list[float] = []
+    try:
+        started = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            if intake(engine, shop, make_order(i, per_order), allocate=True).state != "allocated":
+                raise RuntimeError("robot: an order was not allocated")
+            took.append((time.perf_counter() - t0) * 1000)
+        return n / (time.perf_counter() - started), took
+    finally:
+        engine.dispose()
+
+
+def measure(backend: str, n: int, per_order: int = 1) -> dict[str, Any]:
+    """One client on one backend, floor and robot each with CPU per order (this process's
+    CPU: the floor runs on a thread here, the robot in this thread); the keys of ``--json``."""
+    from benchmarks.soak import percentile
+
+    floors: dict[str, Callable[[Scratch, int, int, int, int], float]] = {
+        "postgresql": floor_postgresql, "mysql": floor_mysql}
+    stock_count = n * per_order + 100
+    with _prepared(backend, stock_count) as (db, pid):
+        if backend == "sqlite":
+            floor, floor_cpu = _cpu(lambda: floor_sqlite(db, n, per_order, pid))
+        else:
+            floor, floor_cpu = _cpu(lambda: floors[backend](db, n, per_order, pid, 1))
+    with _prepared(backend, stock_count) as (db, _pid):
+        (robot, took), robot_cpu = _cpu(lambda: robot_timed(db, n, per_order))
+    ratio = robot / floor
+    floor_us, robot_us = floor_cpu / n * 1e6, robot_cpu / n * 1e6
+    print(f"  alloc {backend}: floor {floor:,.0f}/s ({floor_us:,.0f} us CPU/order), robot "
+          f"{robot:,.0f}/s ({robot_us:,.0f} us CPU/order)", flush=True)
+    return {"backend": backend, "orders": n, "orders_per_s": round(robot, 1),
+            "cpu_us_per_order": round(robot_us), "p50_ms": _ms(percentile(took, 0.50)),
+            "p99_ms": _ms(percentile(took, 0.99)), "floor_orders_per_s": round(floor, 1),
+            "floor_cpu_us_per_order": round(floor_us), "ratio": round(ratio, 3),
+            "cpu_ratio": round(floor_us / robot_us, 3) if robot_us else None,
+            "floor": "5-statement transaction (insert order, claim, deliveries, update, "
+                     "outbox) on the raw driver"}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def run(backends: Sequence[str], n: int, per_order: int = 1,

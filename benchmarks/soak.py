@@ -171,6 +171,7 @@ class Feeder:
         self.local = threading.local()
         self.count = 0
         self.errors = 0
+        self.cpu = 0.0  # CPU seconds the feeders spent (subtracted from the process's)
         self._lock = threading.Lock()
 
     def _client(self) -> httpx.Client:
@@ -181,6 +182,14 @@ class Feeder:
         return client
 
     def send(self, i: int) -> None:
+        started = time.thread_time()
+        try:
+            self._send(i)
+        finally:
+            with self._lock:
+                self.cpu += time.thread_time() - started
+
+    def _send(self, i: int) -> None:
         oid = f"S{i:09d}"
         order = Order(
             platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=f"buyer-{i % 997}",
@@ -225,21 +234,37 @@ def _wait_shipped(engine: Engine, n: int, timeout: float) -> float:
         time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class MaxRate:
+    orders_per_s: float
+    #: CPU of the robot's threads per order: the process's CPU over the run minus what the
+    #: feeders' threads and the waiting main thread spent.
+    cpu_us_per_order: float
+
+
 def max_rate(backend: str, n: int) -> float:
     """Orders/s the daemon ships when four feeders push ``n`` orders as fast as it answers."""
+    return measure_max(backend, n).orders_per_s
+
+
+def measure_max(backend: str, n: int) -> MaxRate:
+    """:func:`max_rate` with the robot's CPU per order."""
     root = Path(tempfile.mkdtemp(prefix="robot-bench-soak-max-"))
     try:
         with scratch_db(backend, tables=False) as db, robot_on(db, root, n + 100) as running:
             feeder = Feeder(running)
             engine = make_engine(db.url)
             try:
+                cpu0, main0 = time.process_time(), time.thread_time()
                 started = time.monotonic()
                 with ThreadPoolExecutor(4) as pool:
                     list(pool.map(feeder.send, range(n)))
                 done = _wait_shipped(engine, n, timeout=600)
+                robot_cpu = (time.process_time() - cpu0 - feeder.cpu
+                             - (time.thread_time() - main0))
             finally:
                 engine.dispose()
-            return n / (done - started)
+            return MaxRate(n / (done - started), robot_cpu / n * 1e6)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

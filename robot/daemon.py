@@ -67,6 +67,7 @@ from robot.db import (
     start_error_is_transient,
 )
 from robot.errors import ConfigError, DatabaseUnavailable, Fatal, Unavailable
+from robot.groupcommit import GroupCommit
 from robot.http.links import pickup_url_hook
 from robot.keys import check_keys, rebind_codes
 from robot.log import get_logger
@@ -198,6 +199,8 @@ class Robot:
         self._wake_ship = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
         self._notifications: Notifications | None = None
+        #: Pushes taken in and write-back bookkeeping share transactions (robot.groupcommit).
+        self._group: GroupCommit | None = None
         self._sourcer: Sourcer | None = None
         self._restocker: Restocker | None = None
         self._wake_source = asyncio.Event()
@@ -233,6 +236,12 @@ class Robot:
     def engine(self) -> Engine:
         assert self._engine is not None, "prepare() first"
         return self._engine
+
+    @property
+    def group(self) -> GroupCommit:
+        if self._group is None:
+            self._group = GroupCommit(self.engine)
+        return self._group
 
     @property
     def vault(self) -> Vault:
@@ -383,7 +392,7 @@ class Robot:
             worker=self.owner,
             pickup_url=pickup_url_hook(self.engine, self.vault, self.shops,
                                        self.config.http.public_url),
-            notify=self._notifications,
+            notify=self._notifications, group=self.group,
         )
         self.suppliers, self.broken_suppliers = supplier_ops.build(
             self.config, self.engine, self.vault)
@@ -422,7 +431,7 @@ class Robot:
 
         ctx = HttpContext(
             engine=self.engine, vault=self.vault, shops=self.shops, connectors=self.connectors,
-            public_url=self.config.http.public_url, wake=self.wake,
+            public_url=self.config.http.public_url, wake=self.wake, group=self.group,
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
             timezone=self.config.timezone,
             trusted_proxies=parse_networks(self.config.http.trusted_proxies),
@@ -752,14 +761,15 @@ class Robot:
         while not self._stop.is_set():
             found = 0
             while not self._stop.is_set():
-                result = await self._db(pipeline.allocate_next, self.engine, actor=self.owner)
-                if result is None:
+                batch = await self._db(pipeline.allocate_due, self.engine, actor=self.owner)
+                found += len(batch)
+                for result in batch:
+                    if result.state == OrderState.ALLOCATED:
+                        self._wake_ship.set()
+                    elif result.state == OrderState.SOURCING:
+                        self._wake_source.set()
+                if len(batch) < pipeline.ALLOCATE_BATCH:
                     break
-                found += 1
-                if result.state == OrderState.ALLOCATED:
-                    self._wake_ship.set()
-                elif result.state == OrderState.SOURCING:
-                    self._wake_source.set()
             woken = self._wake_alloc.is_set()
             tick = TICK if found or woken else self._longer(tick, IDLE_TICK)
             await self._idle(self._wake_alloc, tick)

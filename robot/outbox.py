@@ -54,6 +54,7 @@ from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
+from robot.groupcommit import GroupCommit
 from robot.http import handover
 from robot.log import get_logger
 from robot.schema import (
@@ -171,6 +172,8 @@ def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: dateti
 
 
 _ContextRows = tuple[Any, Sequence[Any], Sequence[Any]]  # order, lines, codes (Rows)
+#: A job's context as read in its transaction: rows, pickup link, hand over?, redeem links.
+_Prepared = tuple[_ContextRows, str | None, bool, dict[int, str]]
 # Built once: every write-back job reads these.
 _JOB_ORDER = (select(orders, shop_state.c.paused)
               .outerjoin(shop_state, shop_state.c.shop == orders.c.shop)
@@ -273,6 +276,7 @@ class Dispatcher:
         pickup_url: PickupLinks | None = None,
         actor: str = "outbox",
         notify: Notifications | None = None,
+        group: GroupCommit | None = None,
     ) -> None:
         self.engine = engine
         self.vault = vault
@@ -285,6 +289,8 @@ class Dispatcher:
         self._notify = notify  # buyer notifications (robot.notify): the ``notify`` jobs
         self._running: set[int] = set()  # ids of the jobs this worker is running now
         self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
+        #: Jobs' context reads and outcomes share transactions (robot.groupcommit).
+        self._group = group or GroupCommit(engine)
 
     @property
     def busy(self) -> bool:
@@ -325,19 +331,29 @@ class Dispatcher:
         """One transaction: the job's order, lines, codes and shop state, and the order's
         pickup link (made on first use) when the job will call the platform."""
         with transaction(self.engine) as conn:
-            rows = _context_rows(conn, job.order_id)
-            o = rows[0]
-            # A buyer notification needs the link whatever the platform's state.
-            calls = o.shop in self.shops and (job.kind == "notify" or (
-                not o.paused and o.shop in self.connectors
-                and (job.kind != "ship" or o.state == OrderState.ALLOCATED)))
-            pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
-                      if calls and self._pickup is not None else None)
-            # The codes themselves only for a shipment to a platform that shows them to the
-            # buyer, each with its pool's redemption link when the pool has one.
-            hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
-            redeem = (redeem_templates(conn, self.vault, [int(r.pool_id) for r in rows[2]])
-                      if hand_over else {})
+            read = self._prepare_in(conn, job)
+        return self._context_of(read)
+
+    def _prepare_in(self, conn: Connection, job: Job) -> _Prepared:
+        """What :meth:`prepare` reads and writes, inside the caller's transaction."""
+        rows = _context_rows(conn, job.order_id)
+        o = rows[0]
+        # A buyer notification needs the link whatever the platform's state.
+        calls = o.shop in self.shops and (job.kind == "notify" or (
+            not o.paused and o.shop in self.connectors
+            and (job.kind != "ship" or o.state == OrderState.ALLOCATED)))
+        pickup = (self._pickup.in_tx(conn, job.order_id, str(o.shop))
+                  if calls and self._pickup is not None else None)
+        # The codes themselves only for a shipment to a platform that shows them to the
+        # buyer, each with its pool's redemption link when the pool has one.
+        hand_over = calls and job.kind == "ship" and shows_codes(self.connectors[o.shop])
+        redeem = (redeem_templates(conn, self.vault, [int(r.pool_id) for r in rows[2]])
+                  if hand_over else {})
+        return rows, pickup, hand_over, redeem
+
+    def _context_of(self, read: _Prepared) -> JobContext:
+        """Decrypt (outside any transaction) what :meth:`_prepare_in` read."""
+        rows, pickup, hand_over, redeem = read
         return replace(_context(self.vault, rows, hand_over=hand_over, redeem=redeem),
                        pickup_url=pickup)
 
@@ -353,7 +369,8 @@ class Dispatcher:
 
     async def _run_bound(self, job: Job) -> None:
         try:
-            ctx = await asyncio.to_thread(self.prepare, job)
+            read = await self._group.run(lambda conn: self._prepare_in(conn, job))
+            ctx = self._context_of(read)
         except CodeRejected as exc:
             # A code of this order fails authentication (its row was altered, or a
             # ciphertext was copied or moved onto it): never send it; the order fails with
@@ -396,8 +413,10 @@ class Dispatcher:
                 memo = render(shop.memo_template, ctx=ctx, pickup_url=pickup)
                 await asyncio.wait_for(connector.write_memo(ctx.order, memo),
                                        self.policy.call_timeout)
-                await asyncio.to_thread(self._done, job)
-                log.info("memo_written")
+                await self._group.run(lambda conn: self._done_in(conn, job))
+                # The order's business event was its shipment (logged then); the memo is
+                # its follow-up: at info only when it fails (retry / failed lines).
+                log.debug("memo_written")
         except TimeoutError:
             await self._retry(job, "platform call timed out", None)
         except NotShippable as exc:
@@ -461,7 +480,7 @@ class Dispatcher:
             await self._later(job, "a notification is being sent by another worker",
                               count=False, delay=self._notify.abandoned_after)
         else:
-            await asyncio.to_thread(self._done, job)
+            await self._group.run(lambda conn: self._done_in(conn, job))
 
     async def _ship(self, job: Job, ctx: JobContext, shop: ShopTemplates,
                     connector: Connector) -> None:
@@ -476,55 +495,57 @@ class Dispatcher:
             handed=ctx.handed,
         )
         if ctx.handed:
-            await asyncio.to_thread(self._handing_over, job, ctx)
+            await self._group.run(lambda conn: self._handing_over_in(conn, job, ctx))
+            log.info("hand_over_started", count=len(ctx.handed))
         outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-        await asyncio.to_thread(self._shipped, job, outcome.value)
+        await self._group.run(lambda conn: self._shipped_in(conn, job, outcome.value))
         log.info("order_shipped", outcome=outcome.value)
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
-        now = utcnow()
         with transaction(self.engine) as conn:
-            state = OrderState.ALLOCATED
-            try:
-                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED,
-                                    None, now, shipped_at=now)
-            except pipeline.StateConflict:
-                state = OrderState(conn.execute(select(orders.c.state).where(
-                    orders.c.id == job.order_id)).scalar_one())
-            if state == OrderState.HELD:
-                # Held (a refund requested) while the shipment was on its way, and the platform
-                # took it: the order is shipped; the refund, if it comes, refunds it.
-                pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED, None, now,
-                                    shipped_at=now)
-            elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
-                    conn, job.order_id, shipped=True, actor=self.actor, now=now):
-                _finish_ship(conn, job, now)
-                return
-            elif state != OrderState.ALLOCATED:
-                log.error("ship_state_conflict", state=state)
-                conn.execute(update(outbox).where(outbox.c.id == job.id)
-                             .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
-                return
-            conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
-                         .values(state=DeliveryState.DELIVERED, delivered_at=now))
-            _finish_ship(conn, job, now)
-            conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
-                                               state=OutboxState.PENDING, attempts=0, due_at=now,
-                                               created_at=now))
-            if self._notify is not None:  # the buyer hears of it once the shipment is durable
-                self._notify.queue_delivered(conn, job.order_id, now)
-            audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
-                         details={"outcome": outcome})
+            self._shipped_in(conn, job, outcome)
 
-    def _handing_over(self, job: Job, ctx: JobContext) -> None:
+    def _shipped_in(self, conn: Connection, job: Job, outcome: str) -> None:
+        now = utcnow()
+        state = OrderState.ALLOCATED
+        try:
+            pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED,
+                                None, now, shipped_at=now)
+        except pipeline.StateConflict:
+            state = OrderState(conn.execute(select(orders.c.state).where(
+                orders.c.id == job.order_id)).scalar_one())
+        if state == OrderState.HELD:
+            # Held (a refund requested) while the shipment was on its way, and the platform
+            # took it: the order is shipped; the refund, if it comes, refunds it.
+            pipeline.transition(conn, job.order_id, state, OrderState.SHIPPED, None, now,
+                                shipped_at=now)
+        elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
+                conn, job.order_id, shipped=True, actor=self.actor, now=now):
+            _finish_ship(conn, job, now)
+            return
+        elif state != OrderState.ALLOCATED:
+            log.error("ship_state_conflict", state=state)
+            conn.execute(update(outbox).where(outbox.c.id == job.id)
+                         .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
+            return
+        conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
+                     .values(state=DeliveryState.DELIVERED, delivered_at=now))
+        _finish_ship(conn, job, now)
+        conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
+                                           state=OutboxState.PENDING, attempts=0, due_at=now,
+                                           created_at=now))
+        if self._notify is not None:  # the buyer hears of it once the shipment is durable
+            self._notify.queue_delivered(conn, job.order_id, now)
+        audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
+                     details={"outcome": outcome})
+
+    def _handing_over_in(self, conn: Connection, job: Job, ctx: JobContext) -> None:
         """Audit, before the call, that this attempt hands the order's codes (named masked)
         to the platform, which shows them to the buyer: they leave the vault by design."""
-        with transaction(self.engine) as conn:
-            hand_over_in_tx(conn, job.order_id, [c.masked for c in ctx.handed],
-                            actor=self.actor, now=utcnow(), shop=ctx.shop,
-                            attempt=job.attempts + 1)
-        log.info("hand_over_started", count=len(ctx.handed))
+        hand_over_in_tx(conn, job.order_id, [c.masked for c in ctx.handed],
+                        actor=self.actor, now=utcnow(), shop=ctx.shop,
+                        attempt=job.attempts + 1)
 
     def _mine(self, job: Job) -> list[ColumnElement[bool]]:
         """The job's row, and for a memo or a notify job only while this worker still owns it
@@ -535,12 +556,15 @@ class Dispatcher:
         return where
 
     def _done(self, job: Job) -> None:
-        now = utcnow()
         with transaction(self.engine) as conn:
-            if conn.execute(update(outbox).where(*self._mine(job))
-                            .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                                    claimed_until=None, last_error=None)).rowcount:
-                record_attempt(conn, job, AttemptResult.DONE, None, now)
+            self._done_in(conn, job)
+
+    def _done_in(self, conn: Connection, job: Job) -> None:
+        now = utcnow()
+        if conn.execute(update(outbox).where(*self._mine(job))
+                        .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
+                                claimed_until=None, last_error=None)).rowcount:
+            record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
         """End the job, and a ship job's order, as failed; True when this call did it.

@@ -148,7 +148,8 @@ def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any]
 def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intake",
            now: datetime | None = None, allocate: bool = False,
            zone: tzinfo = DEFAULT_ZONE,
-           then: Callable[[Connection, IntakeResult], None] | None = None) -> IntakeResult:
+           then: Callable[[Connection, IntakeResult], None] | None = None,
+           unless: Callable[[Connection], bool] | None = None) -> IntakeResult:
     """Record a platform order snapshot. Idempotent on (shop, platform order id).
 
     A new paid order is created (received, held or ignored); a known order is updated from
@@ -170,19 +171,20 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
 
     ``then`` runs inside the same transaction with the result (a supplier gateway hands an
     order it allocated over in the commit that took it in, see :mod:`robot.supply`).
+    ``unless`` runs first in the transaction: True leaves the snapshot alone (``skipped``,
+    and ``then`` is not run) — a push's message already applied (:mod:`robot.poller`), so
+    the look-up, the intake and the message's record share one commit.
     """
     problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
-    if problem is not None and not _usable_id(order.platform_order_id):
+    if problem is not None and not usable_id(order.platform_order_id):
         return _unidentifiable(engine, shop, order.platform_order_id, problem, actor)
     for _attempt in range(3):
         try:
             with transaction(engine) as conn:
-                if problem is not None:
-                    result = _park_tx(conn, shop, order.platform_order_id, problem, actor,
-                                      now or utcnow())
-                else:
-                    result = _intake_tx(conn, shop, order, actor, now or utcnow(), allocate,
-                                        zone)
+                if unless is not None and unless(conn):
+                    return IntakeResult(None, "skipped", None)
+                result = intake_in(conn, shop, order, actor=actor, now=now,
+                                   allocate=allocate, zone=zone)
                 if then is not None:
                     then(conn, result)
                 return result
@@ -191,6 +193,18 @@ def intake(engine: Engine, shop: ShopRules, order: Order, *, actor: str = "intak
             # unique constraint stopped the second copy. Try again as an update.
             continue
     raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
+
+
+def intake_in(conn: Connection, shop: ShopRules, order: Order, *, actor: str = "intake",
+              now: datetime | None = None, allocate: bool = False,
+              zone: tzinfo = DEFAULT_ZONE) -> IntakeResult:
+    """:func:`intake`'s work inside the caller's transaction, for an order whose id is
+    usable (:func:`usable_id`). Raises ``IntegrityError`` when another transaction inserted
+    the same order meanwhile: the caller runs it again in a new transaction (or savepoint)."""
+    problem = order.problem if isinstance(order, UnreadableOrder) else data_problem(order)
+    if problem is not None:
+        return _park_tx(conn, shop, order.platform_order_id, problem, actor, now or utcnow())
+    return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate, zone)
 
 
 #: Ids per ``IN (...)`` list when looking orders up in bulk (well under every driver's limit).
@@ -210,7 +224,8 @@ def known_order_ids(engine: Engine, shop: str, platform_order_ids: Sequence[str]
     return known
 
 
-def _usable_id(platform_order_id: str) -> bool:
+def usable_id(platform_order_id: str) -> bool:
+    """Whether an order can be recorded (even parked) under this id."""
     return bool(platform_order_id.strip()) and len(platform_order_id) <= ID_MAX
 
 
@@ -741,6 +756,39 @@ def allocate_next(engine: Engine, *, now: datetime | None = None,
         if row is None:
             return None
         return _allocate_locked(conn, int(row.id), OrderState(row.state), now, actor)
+
+
+#: Orders allocated per transaction by :func:`allocate_due`.
+ALLOCATE_BATCH = 50
+_ANY_DUE = (select(orders.c.id)
+            .where(orders.c.state.in_(TO_ALLOCATE), orders.c.due_at <= bindparam("b_now"))
+            .limit(1))
+_DUE = (select(orders.c.id, orders.c.state)
+        .where(orders.c.state.in_(TO_ALLOCATE), orders.c.due_at <= bindparam("b_now"))
+        .order_by(orders.c.due_at, orders.c.id)
+        .limit(bindparam("b_limit")))
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+
+
+def allocate_due(engine: Engine, *, now: datetime | None = None, actor: str = "allocator",
+                 limit: int = ALLOCATE_BATCH) -> list[AllocationResult]:
+    """Allocate up to ``limit`` due orders, oldest first, in one transaction (one commit
+    for the batch); an empty list when nothing is due.
+
+    Each order is allocated as by :func:`allocate_next` — all its codes or none, and on
+    server databases the orders are claimed ``FOR UPDATE SKIP LOCKED``, so workers in other
+    processes take other orders. Whether anything is due is read first without the write
+    lock: an idle allocator takes no write transaction.
+    """
+    now = now or utcnow()
+    with engine.connect() as conn:
+        if conn.execute(_ANY_DUE, {"b_now": now}).first() is None:
+            return []
+    with transaction(engine) as conn:
+        stmt = _DUE_LOCKED if _is_server(conn) else _DUE
+        rows = conn.execute(stmt, {"b_now": now, "b_limit": limit}).all()
+        return [_allocate_locked(conn, int(r.id), OrderState(r.state), now, actor)
+                for r in rows]
 
 
 def allocate(engine: Engine, order_id: int, *, now: datetime | None = None,

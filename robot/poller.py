@@ -24,14 +24,23 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, MessageSource, PushEvent, PushKind, Reconciler, unreadable
+from connectors.base import (
+    Connector,
+    MessageSource,
+    Order,
+    PushEvent,
+    PushKind,
+    Reconciler,
+    unreadable,
+)
 from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
 from robot.db import transaction
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
+from robot.groupcommit import GroupCommit
 from robot.log import get_logger
 from robot.outbox import pause_shop
 from robot.schema import push_seen
@@ -168,33 +177,89 @@ def message_key(message_id: str) -> str:
 
 def _seen(engine: Engine, shop: str, key: str) -> bool:
     with engine.connect() as conn:
-        return conn.execute(select(push_seen.c.message_id).where(
-            push_seen.c.shop == shop, push_seen.c.message_id == key)).first() is not None
+        return _seen_in(conn, shop, key)
+
+
+def _seen_in(conn: Connection, shop: str, key: str) -> bool:
+    return conn.execute(_SEEN, {"b_shop": shop, "b_key": key}).first() is not None
 
 
 def _mark_seen(engine: Engine, shop: str, key: str) -> None:
     try:
         with transaction(engine) as conn:
-            conn.execute(insert(push_seen).values(shop=shop, message_id=key, received_at=utcnow()))
+            _mark_in(conn, shop, key)
     except IntegrityError:
         pass  # the same message was applied concurrently (the platform sent it twice)
 
 
+def _mark_in(conn: Connection, shop: str, key: str) -> None:
+    conn.execute(_MARK_SEEN, {"shop": shop, "message_id": key, "received_at": utcnow()})
+
+
+# Built once: every push runs them.
+_SEEN = select(push_seen.c.message_id).where(push_seen.c.shop == bindparam("b_shop"),
+                                            push_seen.c.message_id == bindparam("b_key"))
+_MARK_SEEN = insert(push_seen)
+
+
+def _take_in(engine: Engine, shop: pipeline.ShopRules, order: Order, key: str | None, *,
+             actor: str, zone: tzinfo) -> pipeline.IntakeResult:
+    """Take the event's order in and record its message as seen, in one transaction: a
+    message already seen is skipped inside it. (A copy of the message applied concurrently
+    makes our record collide; intake then runs again and finds the message seen.)"""
+    if key is None:
+        return pipeline.intake(engine, shop, order, actor=actor, allocate=True, zone=zone)
+    result = pipeline.intake(engine, shop, order, actor=actor, allocate=True, zone=zone,
+                             unless=lambda conn: _seen_in(conn, shop.name, key),
+                             then=lambda conn, _result: _mark_in(conn, shop.name, key))
+    if result.action == "unidentifiable":
+        _mark_seen(engine, shop.name, key)  # recorded outside intake's transaction (none ran)
+    return result
+
+
+async def _take_in_group(group: GroupCommit, shop: pipeline.ShopRules, order: Order,
+                         key: str | None, *, actor: str, zone: tzinfo
+                         ) -> pipeline.IntakeResult:
+    """:func:`_take_in` in a transaction shared with the pushes arriving beside it (see
+    :mod:`robot.groupcommit`): answered once that transaction committed. An order that
+    collides with a copy inserted meanwhile is taken in again in the next batch."""
+
+    def unit(conn: Connection) -> pipeline.IntakeResult:
+        if key is not None and _seen_in(conn, shop.name, key):
+            return pipeline.IntakeResult(None, "skipped", None)
+        result = pipeline.intake_in(conn, shop, order, actor=actor, allocate=True, zone=zone)
+        if key is not None:
+            _mark_in(conn, shop.name, key)
+        return result
+
+    for _attempt in range(3):
+        try:
+            return await group.run(unit)
+        except IntegrityError:
+            continue
+    raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
+
+
 async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
-                       fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE) -> int:
+                       fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE,
+                       group: GroupCommit | None = None) -> int:
     """Apply verified events durably; returns how many created or changed an order.
 
-    Raises on any failure, so the caller does not acknowledge (the platform resends, and
-    applying again is harmless).
+    An event that carries its order is looked up, taken in and recorded as seen in one
+    transaction; a thin one is looked up first (a message already applied is not fetched
+    again). With ``group`` (the webhook's), events from pushes arriving together share
+    transactions. Raises on any failure, so the caller does not acknowledge (the platform
+    resends, and applying again is harmless).
     """
     with structlog.contextvars.bound_contextvars(shop=shop.name):
         changed = 0
         for event in events:
             key = message_key(event.message_id) if event.message_id else None
-            if key is not None and await db(_seen, engine, shop.name, key):
-                continue
             order = event.order
+            thin = order is None or not pipeline.usable_id(order.platform_order_id)
+            if thin and key is not None and await db(_seen, engine, shop.name, key):
+                continue
             if order is None and event.kind is not PushKind.OTHER:
                 try:
                     order = await asyncio.wait_for(connector.fetch_order(event.platform_order_id),
@@ -207,11 +272,15 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                     # nothing to take in, and asking again would not change that.
                     log.warning("event_order_unreadable", error=exc.message,
                                 platform_order_id=event.platform_order_id)
-            if order is not None:
-                result = await db(pipeline.intake, engine, shop, order, actor=f"push:{shop.name}",
-                                  allocate=True, zone=zone)
+            if order is not None and group is not None and not thin:
+                result = await _take_in_group(group, shop, order, key,
+                                              actor=f"push:{shop.name}", zone=zone)
                 changed += result.action in ("created", "updated")
-            if key is not None:
+            elif order is not None:
+                result = await db(_take_in, engine, shop, order, key, actor=f"push:{shop.name}",
+                                  zone=zone)
+                changed += result.action in ("created", "updated")
+            elif key is not None:
                 await db(_mark_seen, engine, shop.name, key)
         return changed
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, event, func, select
 
 from connectors.base import PlatformStatus, RefundState
 from connectors.memory import MemoryConnector, MemoryPlatform
@@ -102,6 +102,26 @@ def test_allocation_is_all_or_nothing(engine: Engine, vault: Vault) -> None:
     assert stock_count(engine) == 6
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 0
+
+
+def test_due_orders_are_allocated_in_batches_each_all_or_nothing(engine: Engine,
+                                                                 vault: Vault) -> None:
+    """allocate_due takes the oldest due orders, up to its limit, in one commit; a bundle
+    short of stock waits without taking a code while its neighbours are served."""
+    seed_codes(engine, vault, "p1", 4)
+    seed_codes(engine, vault, "p2", 1)
+    ids = [pipeline.intake(engine, SHOP, paid_order(oid, line)).order_id
+           for oid, line in (("D1", ("s1", 1)), ("D2", ("bundle", 1)), ("D3", ("s1", 2)),
+                             ("D4", ("s1", 1)))]
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    first = pipeline.allocate_due(engine, limit=3)
+    assert [(r.order_id, r.state) for r in first] == [
+        (ids[0], "allocated"), (ids[1], "waiting_stock"), (ids[2], "allocated")]
+    assert len(commits) == 1
+    assert stock_count(engine) == 2  # p1: 4 - 1 - 2; p2 untouched by the short bundle
+    assert [r.order_id for r in pipeline.allocate_due(engine, limit=3)] == [ids[3]]
+    assert pipeline.allocate_due(engine) == []  # the bundle is not due again yet
 
 
 def test_waiting_order_is_served_when_codes_arrive(engine: Engine, vault: Vault) -> None:

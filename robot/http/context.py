@@ -19,6 +19,7 @@ from connectors.base import Connector
 from connectors.supplier import Supplier
 from robot.clock import utcnow
 from robot.config import DEFAULT_TIMEZONE, ShopConfig, zone
+from robot.groupcommit import GroupCommit
 from robot.http.address import IPNetwork
 from robot.http.guard import GuardSettings, LookupGuard
 from robot.http.links import derive_key, link_key
@@ -76,6 +77,9 @@ class HttpContext:
     #: worker's wake-up (the daemon's ``Robot.wake_sourcing``).
     suppliers: Mapping[str, Supplier] = field(default_factory=dict)
     wake_sourcing: Callable[[], None] = _nothing
+    #: Pushes arriving together are taken in in shared transactions (the daemon's, shared
+    #: with the write-back); None: one transaction per push.
+    group: GroupCommit | None = None
 
     def __post_init__(self) -> None:
         self.link_key = link_key(self.vault)

@@ -118,7 +118,7 @@ async def push(request: Request) -> Response:
     try:
         async with asyncio.timeout_at(deadline):
             changed = await apply_events(ctx.engine, shop, connector, batch.events, zone=ctx.zone,
-                                         fetch_timeout=max(left, 0.001))
+                                         fetch_timeout=max(left, 0.001), group=ctx.group)
     except TimeoutError:
         # Not stored within the platform's window: refuse, so the platform sends it again.
         bound.warning("push_deferred", events=len(batch.events), budget_s=round(budget, 2))

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, Engine, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from robot import audit
@@ -98,18 +98,23 @@ def _live(now: datetime) -> list[ColumnElement[bool]]:
             or_(pickup_links.c.expires_at.is_(None), pickup_links.c.expires_at > now)]
 
 
+# Built once: every shipment runs them.
+_LOCK_ORDER = select(orders.c.id).where(orders.c.id == bindparam("b_id")).with_for_update()
+_LIVE_LINK = (select(pickup_links.c.id, pickup_links.c.expires_at)
+              .where(pickup_links.c.order_id == bindparam("b_id"),
+                     pickup_links.c.revoked_at.is_(None),
+                     or_(pickup_links.c.expires_at.is_(None),
+                         pickup_links.c.expires_at > bindparam("b_now")))
+              .order_by(pickup_links.c.id.desc()).limit(1))
+
+
 def ensure_link_tx(conn: Connection, key: bytes, order_id: int, *, ttl: timedelta | None,
                    now: datetime) -> Link:
     """The order's live link, or a new one; inside the caller's transaction."""
-    lock = select(orders.c.id).where(orders.c.id == order_id)
     if dialect_of(conn) != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
-        lock = lock.with_for_update()
-    conn.execute(lock).first()  # one link per order even when two processes ask at once
-    row = conn.execute(
-        select(pickup_links.c.id, pickup_links.c.expires_at)
-        .where(pickup_links.c.order_id == order_id, *_live(now))
-        .order_by(pickup_links.c.id.desc()).limit(1)
-    ).first()
+        # One link per order even when two processes ask at once.
+        conn.execute(_LOCK_ORDER, {"b_id": order_id}).first()
+    row = conn.execute(_LIVE_LINK, {"b_id": order_id, "b_now": now}).first()
     if row is not None:
         return Link(int(row.id), order_id, token_for(key, order_id, int(row.id)), row.expires_at)
     expires = now + ttl if ttl is not None else None

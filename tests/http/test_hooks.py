@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -66,6 +66,26 @@ def test_replayed_push_makes_one_order(http: Http) -> None:
     assert order_count(http.engine) == 1
     with http.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(push_seen)).scalar_one() == 2
+
+
+def test_push_and_its_message_record_commit_together(http: Http, monkeypatch: Any) -> None:
+    """The order and the record that its message was applied are one transaction: when the
+    record cannot be written, the order is not kept either, and the push is refused (503)
+    until both can be stored."""
+    from robot import poller
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("record refused")
+
+    monkeypatch.setattr(poller, "_mark_in", broken)
+    body = message("P9", "m-9")
+    assert http.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 503
+    assert order_count(http.engine) == 0
+    monkeypatch.undo()
+    assert http.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
+    assert order_count(http.engine) == 1
+    with http.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(push_seen)).scalar_one() == 1
 
 
 class ThinConnector(MemoryConnector):

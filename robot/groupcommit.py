@@ -1,0 +1,154 @@
+"""Group commit: short units of database work from many tasks share one transaction.
+
+A durable commit costs a disk flush (SQLite's fsync, the server's WAL flush) whatever it
+holds; the write-back's bookkeeping is many tiny transactions (a job's context read, its
+outcome recorded) from jobs running side by side. :class:`GroupCommit` gathers the units
+that arrive while a transaction is being committed (or within ``window`` seconds of the
+first one) and runs them in one transaction, on a worker thread (one batch at a time on
+SQLite, which has one writer; up to :data:`SERVER_PARALLEL` on a server database, whose
+round trips overlap — a new batch starts gathering only while the others commit):
+
+* a batch first runs as one plain transaction; when a unit raises, that transaction is
+  rolled back and the batch runs again with each unit in a savepoint of its own: the unit
+  that raises is rolled back alone and its caller gets the exception; its neighbours go on
+  (so a unit must be safe to run twice: it only reads and writes the database, and what it
+  did in a rolled-back transaction is gone);
+* a caller gets its unit's result only after the commit that holds it: nothing is
+  announced (a push acknowledged, a job called done) before it is durable;
+* when the transaction itself fails (the database is unavailable, the commit fails), every
+  caller of the batch gets that error, exactly as if its own transaction had failed.
+
+A unit must not call out of the process (no platform call inside a transaction), and must
+be what it would be in a transaction of its own: it sees its batch neighbours' writes,
+which are for other orders and jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from robot.db import dialect_of, transaction
+
+_T = TypeVar("_T")
+Unit = Callable[[Connection], Any]
+
+#: Seconds the first unit of a batch waits for company before the transaction starts.
+WINDOW = 0.002
+#: Units per transaction at most.
+MAX_BATCH = 64
+#: Batches in flight at once on a server database (SQLite has one writer: one).
+SERVER_PARALLEL = 4
+
+
+class _UnitFailed(Exception):
+    """A unit of a plain batch raised (the batch runs again with savepoints)."""
+
+
+class GroupCommit:
+    """Runs :meth:`run` units in shared transactions (one batch at a time)."""
+
+    def __init__(self, engine: Engine, *, window: float = WINDOW,
+                 max_batch: int = MAX_BATCH, parallel: int | None = None) -> None:
+        self.engine = engine
+        self.window = window
+        self.max_batch = max_batch
+        self.parallel = parallel or (1 if dialect_of(engine) == "sqlite" else SERVER_PARALLEL)
+        self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._gathering = False  # a flusher is waiting for company for its next batch
+        #: Transactions committed and units run (for benchmarks and tests).
+        self.batches = 0
+        self.units = 0
+
+    async def run(self, unit: Callable[[Connection], _T]) -> _T:
+        """Run ``unit(conn)`` in the next shared transaction; its result once committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((unit, future))
+        if not self._gathering and len(self._flushers) < self.parallel:
+            self._flushers.add(asyncio.create_task(self._flush()))
+        result: _T = await future
+        return result
+
+    async def _flush(self) -> None:
+        try:
+            await self._flush_batches()
+        finally:
+            # Left the set in the same step as its last look at the queue: a unit queued
+            # after that look starts a new flusher.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
+
+    async def _flush_batches(self) -> None:
+        # Whenever units wait, some flusher is gathering them or will look again after its
+        # commit; one that finds another gathering leaves the queue to it.
+        while self._queue and not self._gathering:
+            self._gathering = True
+            try:
+                if len(self._queue) < self.max_batch and self.window > 0:
+                    await asyncio.sleep(self.window)
+            finally:
+                self._gathering = False
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            try:
+                outcomes = await asyncio.to_thread(self._commit, [u for u, _f in batch])
+            except BaseException as exc:  # the transaction failed: every caller hears it
+                for _unit, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_unit, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller gave up waiting (cancelled)
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _commit(self, units: list[Unit]) -> list[tuple[bool, Any]]:
+        if len(units) > 1:
+            try:
+                with transaction(self.engine) as conn:
+                    outcomes: list[tuple[bool, Any]] = []
+                    for unit in units:
+                        try:
+                            outcomes.append((True, unit(conn)))
+                        except Exception as exc:
+                            raise _UnitFailed from exc
+            except _UnitFailed:
+                pass  # rolled back: run again, isolating the failing unit
+            else:
+                # (A failed commit raises out of here to every caller: it is not run again.)
+                self._count(len(units))
+                return outcomes
+        return self._isolated(units)
+
+    def _isolated(self, units: list[Unit]) -> list[tuple[bool, Any]]:
+        """The batch with each unit in a savepoint (a lone unit: its own transaction)."""
+        outcomes: list[tuple[bool, Any]] = []
+        with transaction(self.engine) as conn:
+            if len(units) == 1:
+                outcomes.append((True, units[0](conn)))
+            else:
+                for unit in units:
+                    savepoint = conn.begin_nested()
+                    try:
+                        value = unit(conn)
+                    except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                        savepoint.rollback()
+                        outcomes.append((False, exc))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, value))
+        self._count(len(units))
+        return outcomes
+
+    def _count(self, units: int) -> None:
+        self.batches += 1
+        self.units += units
