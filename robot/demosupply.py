@@ -72,6 +72,14 @@ class SupplierDemo:
             if callable(getattr(harness, "config_values", None)):
                 self.harnesses[name] = harness
 
+    def fund(self, cents: int) -> None:
+        """Give every supplier fake's account at least ``cents`` (a long chaos run buys more
+        than a fake starts with: its purchases must not fail for want of balance)."""
+        for harness in self.harnesses.values():
+            fund = getattr(harness, "fund", None)
+            if callable(fund):
+                fund(cents)
+
     def robot_file(self) -> dict[str, Any]:
         """The robot file's ``suppliers:`` section."""
         return {name: {"plugin": name, "config": h.config_values()}

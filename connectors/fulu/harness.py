@@ -33,6 +33,12 @@ class FuluHarness:
         values.update(changes)
         return FuluConfig.model_validate(values)
 
+    def fund(self, cents: int) -> None:
+        """Give the fake account at least ``cents`` of balance (a long run buys more than the
+        fake starts with)."""
+        with self.fake.lock:
+            self.fake.balance_cents = max(self.fake.balance_cents, cents)
+
     def config_values(self) -> dict[str, object]:
         """The robot file's ``config:`` of a supplier account on this fake (its test
         credentials: ``robot demo`` configures Fulu with it)."""

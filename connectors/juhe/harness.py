@@ -20,6 +20,12 @@ class JuheHarness:
         self.state = state
         self.url = url
 
+    def fund(self, cents: int) -> None:
+        """Give the fake account at least ``cents`` of balance (a long run buys more than the
+        fake starts with)."""
+        with self.state.lock:
+            self.state.balance = max(self.state.balance, cents)
+
     def config_values(self) -> dict[str, object]:
         """The robot file's ``config:`` of a supplier account on this fake (its public test
         credentials: ``robot demo`` configures Juhe with it)."""

@@ -409,6 +409,7 @@ class ChaosRun:
             import_stock(key_file, engine, workdir, plan.orders)
             if plan.suppliers:
                 self.supply.start(self._fakes)
+                self.supply.fund(plan.orders * 10_000)  # 100 yuan an order, however long
                 pool_ops.create_pool(engine, demosupply.POOL_BOUGHT, actor="chaos")
             if plan.after_import is not None:
                 plan.after_import(engine, key_file)
