@@ -109,6 +109,11 @@ class Order:
     # Platform facts the connector needs again when shipping (e.g. WeChat transaction_id and
     # payer openid). Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the platform's record shows a shipment of this order, whatever its status now
+    #: (a consign or shipping time, an uploaded shipment): platforms close a refunded order
+    #: whether or not it was shipped first, and this tells the two apart. None: the answer
+    #: this order came from does not say (a push, a list row without the field).
+    shipped_on_platform: bool | None = None
 
     @property
     def refund_in_progress(self) -> bool:

@@ -444,14 +444,20 @@ class Dispatcher:
     async def _settle_lost(self, job: Job, ctx: JobContext, connector: Connector) -> None:
         """Settle a cancelled order's codes from the platform's view of the order (the
         shipment's own answer was lost): shipped there, refused, or unknowable."""
+        snapshot = await self._reread(job, ctx, connector, "re-reading the cancelled order")
+        if snapshot is not None:
+            await asyncio.to_thread(self._settle, job, _shipped_on(snapshot, earlier_lost=True))
+
+    async def _reread(self, job: Job, ctx: JobContext, connector: Connector,
+                      why: str) -> Order | None:
+        """The platform's view of the job's order now; None (the job retried later) when it
+        cannot be read."""
         try:
-            snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
-                                              self.policy.call_timeout)
+            return await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
+                                          self.policy.call_timeout)
         except Exception as exc:  # noqa: BLE001 - any failure here means: try again later
-            await self._retry(job, f"re-reading the cancelled order failed: "
-                              f"{type(exc).__name__}", None)
-            return
-        await asyncio.to_thread(self._settle, job, _shipped_on(snapshot, earlier_lost=True))
+            await self._retry(job, f"{why} failed: {type(exc).__name__}", None)
+            return None
 
     def _settle(self, job: Job, shipped: bool | None) -> None:
         now = utcnow()
@@ -643,12 +649,8 @@ class Dispatcher:
     async def _not_shippable(self, job: Job, ctx: JobContext, shop: ShopTemplates,
                              connector: Connector, exc: NotShippable) -> None:
         """The platform refused: learn why from the order itself, then act on it."""
-        try:
-            snapshot = await asyncio.wait_for(connector.fetch_order(ctx.platform_order_id),
-                                              self.policy.call_timeout)
-        except Exception as fetch_exc:  # noqa: BLE001 - any failure here means: try again later
-            await self._retry(job, f"{exc.message}; re-reading the order failed: "
-                              f"{type(fetch_exc).__name__}", None)
+        snapshot = await self._reread(job, ctx, connector, f"{exc.message}; re-reading the order")
+        if snapshot is None:
             return
         result = await asyncio.to_thread(pipeline.intake, self.engine, shop, snapshot,
                                          actor=self.actor)
@@ -674,12 +676,16 @@ class Dispatcher:
 
 def _shipped_on(snapshot: Order, *, earlier_lost: bool) -> bool | None:
     """Whether a cancelled order's shipment reached its platform, from the platform's view of
-    the order: shipped or completed there, yes; still open, no; closed (refunded), no when no
-    earlier attempt's answer was lost, else nobody can tell (platforms close a refunded order
-    whether it was shipped or not)."""
-    if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED):
+    the order: shipped or completed there, or its record shows a shipment
+    (``shipped_on_platform``), yes; still open, no; closed (refunded) with a record that shows
+    no shipment, no; closed with a record that says nothing, no when no earlier attempt's
+    answer was lost, else nobody can tell (platforms close a refunded order whether it was
+    shipped or not)."""
+    if snapshot.status in (PlatformStatus.SHIPPED, PlatformStatus.COMPLETED) \
+            or snapshot.shipped_on_platform:
         return True
-    if snapshot.status is PlatformStatus.CLOSED and earlier_lost:
+    if snapshot.status is PlatformStatus.CLOSED and snapshot.shipped_on_platform is None \
+            and earlier_lost:
         return None
     return False
 

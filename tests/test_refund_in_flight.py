@@ -8,8 +8,10 @@ a second buyer). So the codes stay reserved and the worker's outcome settles the
 * the platform took the shipment → the order is ``refunded`` (shipped, then refunded), its
   codes the buyer's and flagged for review; exactly one shipment on the platform;
 * the platform refused it → the codes go back to stock and the order stays ``cancelled``;
-* the worker's answer was lost (it died) → the next worker reads the platform: a closed order
-  cannot tell whether it was shipped, so the codes are flagged for review, never put back;
+* the worker's answer was lost (it died) → the next worker reads the platform: the order's
+  record of shipments (a consign time, an uploaded shipment) settles it as above; where the
+  platform shows only "closed", nobody can tell, so the codes are flagged for review, never
+  put back;
 * a refund *requested* (the order held) while the shipment lands → the order is ``shipped``.
 
 A person's cancel while the shipment is on its way is refused with a clear message.
@@ -150,12 +152,10 @@ def test_a_refund_when_no_worker_holds_the_shipment_returns_the_codes_at_once(
     assert _facts(engine, order_id) == (OrderState.CANCELLED, [], 4)
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["it-landed", "it-did-not"])
-def test_a_lost_answer_after_a_refund_flags_the_codes_for_review(
-        engine: Engine, vault: Vault, landed: bool) -> None:
-    """The worker died during the call: the next worker reads a closed order, which does not
-    say whether it was shipped; the codes are flagged, never returned (one could be out)."""
-    platform = MemoryPlatform()
+def _after_a_lost_answer(engine: Engine, vault: Vault, platform: MemoryPlatform, *,
+                         landed: bool) -> tuple[int, Job]:
+    """The worker holding the ship job died during the call (which reached the platform or
+    not), the refund was taken in, and the next worker runs the job."""
     order_id, job = _allocated(engine, vault, platform)
     if landed:
         platform.ship("T1")  # the dead worker's call reached the platform
@@ -164,6 +164,33 @@ def test_a_lost_answer_after_a_refund_flags_the_codes_for_review(
     (again,) = claim_jobs(engine, "b", now=later, limit=1, lease=LEASE)
     assert again.id == job.id
     asyncio.run(_dispatcher(engine, vault, MemoryConnector(platform), "b").run_job(again))
+    return order_id, job
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["it-landed", "it-did-not"])
+def test_a_lost_answer_after_a_refund_is_settled_by_the_platforms_record_of_shipments(
+        engine: Engine, vault: Vault, landed: bool) -> None:
+    """The next worker reads a closed order whose record says whether it was shipped (a
+    consign time, an uploaded shipment): shipped, the order ends refunded with its codes the
+    buyer's (flagged for review); not shipped, the codes go back to stock."""
+    platform = MemoryPlatform()
+    order_id, job = _after_a_lost_answer(engine, vault, platform, landed=landed)
+    if landed:
+        assert _facts(engine, order_id) == (OrderState.REFUNDED, [DeliveryState.REVIEW] * 2, 2)
+        assert _job_state(engine, job) == OutboxState.DONE
+    else:
+        assert _facts(engine, order_id) == (OrderState.CANCELLED, [], 4)
+        assert _job_state(engine, job) == OutboxState.CANCELLED
+    assert platform.all_shipments() == ({"T1": 1} if landed else {})
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["it-landed", "it-did-not"])
+def test_a_lost_answer_on_a_platform_that_shows_only_closed_flags_the_codes_for_review(
+        engine: Engine, vault: Vault, landed: bool) -> None:
+    """A platform whose order read shows only "closed" cannot tell whether it was shipped
+    first: the codes are flagged, never returned (one could be out)."""
+    platform = MemoryPlatform(tells_shipments=False)
+    order_id, job = _after_a_lost_answer(engine, vault, platform, landed=landed)
     state, held, in_stock = _facts(engine, order_id)
     assert (state, held, in_stock) == (OrderState.CANCELLED, [DeliveryState.REVIEW] * 2, 2)
     with engine.connect() as conn:

@@ -6,6 +6,7 @@ must never raise (a missing count reads as 0, a missing object as empty).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -20,3 +21,13 @@ def as_int(value: Any) -> int:
 def as_dict(value: Any) -> dict[str, Any]:
     """``value`` when it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
+
+
+def shipped_by(record: Any, key: str) -> bool | None:
+    """Whether a platform's order ``record`` shows a shipment by its shipping-time field
+    ``key`` (a time string, or Unix seconds): set, yes; empty or 0, no; absent (the answer
+    does not carry the field), None."""
+    if not isinstance(record, Mapping) or key not in record:
+        return None
+    value = record[key]
+    return bool(value) and value not in ("0", "0000-00-00 00:00:00")

@@ -121,6 +121,7 @@ class FakeOrder:
     seller_words: str | None = None
     shipments: int = 0
     buyer_words: str = ""  # the buyer's message to the seller (买家留言)
+    ship_time: datetime | None = None  # the first shipment (a sub-order's certificates)
 
     @property
     def pay_amount(self) -> int:
@@ -134,6 +135,9 @@ class FakeOrder:
             "order_amount": self.pay_amount, "create_time": to_epoch(self.create_time),
             "update_time": to_epoch(self.update_time),
             "pay_time": to_epoch(self.pay_time) if self.pay_time else 0,
+            # orderDetail's 发货时间 (Unix seconds; 0 before any shipment): it stays after a
+            # refund closes the order.
+            "ship_time": to_epoch(self.ship_time) if self.ship_time else 0,
             "doudian_open_id": self.buyer, "seller_words": self.seller_words or "",
             "buyer_words": self.buyer_words,
             "sku_order_list": [s.to_json(self) for s in self.skus],
@@ -607,6 +611,7 @@ class FakeDouyin(FakeBase):
         if self.now() - order.pay_time > COUPON_SYNC_LIMIT:
             raise _business(codes.COUPON_TOO_LATE, "超过下单后 24 小时，无法同步券码")
         sku.certs = certs
+        order.ship_time = order.ship_time or self.now()
         if all(s.certs is not None for s in order.skus):
             order.order_status = 3  # ⚠ every sub-order holds its certificates: shipped
             order.shipments += 1

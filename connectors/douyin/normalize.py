@@ -19,6 +19,7 @@ from typing import Any
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.common import buyertext
 from connectors.common.times import from_epoch
+from connectors.common.values import shipped_by
 from connectors.errors import BadPlatformData
 
 STATUS = {
@@ -114,4 +115,5 @@ def order_from(detail: Any) -> Order:
         buyer_id=str(buyer) if buyer else None,
         buyer_message=buyertext.message(detail.get("buyer_words")),
         extra={"order_status": str(code), "order_type": str(detail.get("order_type", ""))},
+        shipped_on_platform=shipped_by(detail, "ship_time"),
     )

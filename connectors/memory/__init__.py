@@ -87,6 +87,7 @@ def order_from_json(data: Mapping[str, Any]) -> Order:
         buyer_phone=data.get("buyer_phone"),
         buyer_message=data.get("buyer_message"),
         extra=dict(data.get("extra") or {}),
+        shipped_on_platform=data.get("shipped_on_platform"),
     )
 
 
@@ -100,8 +101,11 @@ class MemoryPlatform:
     _named: ClassVar[dict[str, MemoryPlatform]] = {}
     _named_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, state_file: Path | None = None) -> None:
+    def __init__(self, state_file: Path | None = None, *, tells_shipments: bool = True) -> None:
         self._file = state_file
+        #: Whether order reads say if the order was ever shipped (``shipped_on_platform``),
+        #: as most platforms' order details do; False plays one that shows only a status.
+        self.tells_shipments = tells_shipments
         self._lock = threading.Lock()
         self._state = _empty_state()
 
@@ -210,7 +214,10 @@ class MemoryPlatform:
             self._fault(st, "fetch")
             if order_id not in st["orders"]:
                 raise NotShippable(f"order {order_id} not found on the platform")
-            return order_from_json(st["orders"][order_id])
+            order = order_from_json(st["orders"][order_id])
+            if not self.tells_shipments:
+                return order
+            return dataclasses.replace(order, shipped_on_platform=order_id in st["shipments"])
 
     def ship(self, order_id: str) -> ShipOutcome:
         with self._locked() as st:

@@ -17,6 +17,7 @@ from typing import Any
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState
 from connectors.common import buyertext
 from connectors.common.times import parse_cst
+from connectors.common.values import shipped_by
 from connectors.errors import BadPlatformData
 
 # order_status: 1 awaiting shipment, 2 shipped (awaiting receipt), 3 received.
@@ -132,6 +133,7 @@ def order_from_row(row: Mapping[str, Any]) -> Order:
         modified_at=_time(row, "updated_at"),
         buyer_message=buyertext.message(row.get("buyer_memo")),
         extra=extra,
+        shipped_on_platform=shipped_by(row, "shipping_time"),
     )
 
 

@@ -55,7 +55,7 @@ DETAIL_CONCURRENCY = 8
 log = get_logger(__name__)
 
 TRADE_FIELDS = (
-    "tid,type,status,payment,pay_time,modified,created,buyer_nick,buyer_open_uid,"
+    "tid,type,status,payment,pay_time,modified,created,consign_time,buyer_nick,buyer_open_uid,"
     "buyer_message,orders.sku_properties_name,"
     "orders.oid,orders.num_iid,orders.sku_id,orders.outer_iid,orders.outer_sku_id,"
     "orders.title,orders.num,orders.price,orders.payment,orders.status,"

@@ -126,6 +126,9 @@ def trade_to_order(trade: Mapping[str, Any]) -> Order:
         buyer_id=_opt_str(trade.get("buyer_open_uid")),
         buyer_message=buyertext.message(trade.get("buyer_message")),
         extra=extra,
+        # TOP leaves empty fields out of its answers, and the detail asks for consign_time
+        # (client.TRADE_FIELDS): no consign time there means no shipment.
+        shipped_on_platform=bool(trade.get("consign_time")),
     )
 
 

@@ -123,6 +123,20 @@ class ChannelContract:
         assert closed.status is PlatformStatus.CLOSED or closed.fully_refunded
 
 
+    def test_a_closed_order_says_whether_it_was_shipped_first(
+            self, harness: ChannelHarness) -> None:
+        """A refund closes an order whether or not it was shipped first; the order read says
+        which (``shipped_on_platform``: a consign time, an uploaded shipment). The robot needs
+        it when a shipment's answer was lost and the order was refunded meanwhile. (A platform
+        whose order read cannot tell overrides this test and says why.)"""
+        shipped, unshipped = harness.create_paid_order(), harness.create_paid_order()
+        connector = harness.connector()
+        run(connector.ship(_shipment(run(connector.fetch_order(shipped)))))
+        harness.close_order(shipped)
+        harness.close_order(unshipped)
+        assert run(harness.connector().fetch_order(shipped)).shipped_on_platform is True
+        assert run(harness.connector().fetch_order(unshipped)).shipped_on_platform is False
+
     def test_memo_is_written(self, harness: ChannelHarness) -> None:
         """write_memo leaves the memo on the platform (where the platform has memos)."""
         oid = harness.create_paid_order()

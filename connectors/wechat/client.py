@@ -157,6 +157,7 @@ class WechatConnector:
             paid_at=datetime.fromtimestamp(pay_time, UTC) if isinstance(pay_time, int)
             and not isinstance(pay_time, bool) and pay_time > 0 else None,
             buyer_id=openid or None, extra={k: v for k, v in extra.items() if v},
+            shipped_on_platform=_shipped(data.get("shipping")),
         )
 
     # -- write-back -----------------------------------------------------------------------
@@ -236,3 +237,12 @@ class WechatConnector:
 def _item_desc(text: str) -> str:
     desc = " ".join(text.split())[:ITEM_DESC_MAX]
     return desc or DEFAULT_ITEM_DESC
+
+
+def _shipped(shipping: Any) -> bool | None:
+    """Whether get_order's ``shipping`` shows an upload (``finish_shipping``, or a row in
+    ``shipping_list``): it stays on the order after a refund (``order_state`` 5), which
+    alone does not say whether the order was shipped first. None when the answer has none."""
+    if not isinstance(shipping, Mapping):
+        return None
+    return bool(shipping.get("finish_shipping")) or bool(shipping.get("shipping_list"))

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 from connectors.base import Order, OrderLine, PlatformStatus, PushKind, RefundState
 from connectors.common import buyertext
 from connectors.common.times import parse_cst
+from connectors.common.values import shipped_by
 from connectors.errors import BadPlatformData
 
 AUTO_DELIVERED = "auto_delivered"
@@ -175,6 +176,7 @@ def trade_to_order(detail: Mapping[str, Any]) -> Order:
         buyer_phone=_id(buyer.get("buyer_phone")),
         buyer_message=buyertext.message(_mapping(full.get("remark_info")).get("buyer_message")),
         extra=extra,
+        shipped_on_platform=shipped_by(info, "consign_time"),
     )
 
 
