@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -33,6 +33,8 @@ from robot.vault import open_vault
 #: A shop's polls are stale when its last good poll is older than the larger of
 #: ``alerts.poll_lag`` and this many of its poll intervals.
 STALE_POLL_INTERVALS = 3
+#: Cancelled orders whose codes may be out are listed for this long after they changed.
+CANCELLED_WINDOW = timedelta(days=7)
 #: Ignored orders with unmapped lines are counted over this window.
 
 
@@ -220,6 +222,22 @@ def _orders(ctx: Context) -> list[Item]:
         items.append(Item("memos_failed", "memo", f"{memos} seller memo(s) could not be written",
                           "robot orders list; robot orders show ID", memos))
     return items
+
+
+@check
+def _cancelled_codes_out(ctx: Context) -> list[Item]:
+    """Cancelled orders of the last 7 days whose codes may have reached the buyer (seen on
+    the pickup page, or shipped just before a refund where the platform could not say):
+    flagged for review, never back in stock."""
+    with ctx.engine.connect() as conn:
+        ids = order_views.cancelled_codes_out(conn, ctx.now - CANCELLED_WINDOW)
+    if not ids:
+        return []
+    return [Item("cancelled_codes_out", "orders",
+                 f"{len(ids)} cancelled order(s) of the last 7 days whose codes may have reached "
+                 f"the buyer (e.g. order {ids[0]}): flagged for review, not back in stock",
+                 "robot orders show ID; check with the platform or the buyer whether the codes "
+                 "were used", len(ids))]
 
 
 @check

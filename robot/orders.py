@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from connectors.base import OrderLine, RefundState
 from robot import audit, notify, pipeline, risk
@@ -418,6 +418,19 @@ class Status:
     shops: list[ShopStatus]
     pools: list[PoolStatus]
     attention: dict[str, int]  # failed / held / waiting_stock / sourcing / failed memo jobs
+
+
+def cancelled_codes_out(conn: Connection, since: datetime, limit: int = 100) -> list[int]:
+    """Cancelled orders (changed since ``since``) holding codes flagged for review, never put
+    back in stock because they may have reached the buyer: shown on the pickup page before the
+    cancel, or shipped just before a refund on a platform that could not say whether the
+    shipment landed (``pipeline.settle_cancelled_shipment``). Their ids, newest first."""
+    flagged = select(deliveries.c.order_id).where(
+        deliveries.c.order_id == orders.c.id, deliveries.c.state == DeliveryState.REVIEW)
+    return [int(i) for i in conn.execute(
+        select(orders.c.id).where(orders.c.state == OrderState.CANCELLED,
+                                  orders.c.updated_at >= since, flagged.exists())
+        .order_by(orders.c.id.desc()).limit(limit)).scalars()]
 
 
 def service_attention(engine: Engine, now: datetime) -> dict[str, int]:

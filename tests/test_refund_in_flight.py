@@ -20,14 +20,15 @@ A person's cancel while the shipment is on its way is refused with a clear messa
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from connectors.base import PlatformStatus, RefundState, Shipment, ShipOutcome
 from connectors.memory import MemoryConnector, MemoryPlatform
-from robot import orders, pipeline
+from robot import attention, orders, pipeline
 from robot.clock import utcnow
 from robot.errors import UserError
 from robot.outbox import Dispatcher, Job, RetryPolicy, claim_jobs
@@ -88,6 +89,12 @@ def _facts(engine: Engine, order_id: int) -> tuple[str, list[str], int]:
                             .order_by(deliveries.c.id)).scalars().all()
         in_stock = conn.execute(select(func.count()).select_from(stock)).scalar_one()
     return str(state), [str(s) for s in held], int(in_stock)
+
+
+def _cancelled_codes_out(engine: Engine, now: datetime) -> list[attention.Item]:
+    """What `robot status` says needs a person about cancelled orders with codes out."""
+    ctx = attention.Context(engine, cast("Any", None), cast("Any", None), now)
+    return attention._cancelled_codes_out(ctx)
 
 
 def _job_state(engine: Engine, job: Job) -> str:
@@ -182,6 +189,7 @@ def test_a_lost_answer_after_a_refund_is_settled_by_the_platforms_record_of_ship
         assert _facts(engine, order_id) == (OrderState.CANCELLED, [], 4)
         assert _job_state(engine, job) == OutboxState.CANCELLED
     assert platform.all_shipments() == ({"T1": 1} if landed else {})
+    assert _cancelled_codes_out(engine, utcnow()) == []  # settled: nothing for a person
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["it-landed", "it-did-not"])
@@ -197,6 +205,10 @@ def test_a_lost_answer_on_a_platform_that_shows_only_closed_flags_the_codes_for_
         reason = conn.execute(select(orders_t.c.reason).where(orders_t.c.id == order_id)).scalar()
     assert "unknown" in str(reason)
     assert _job_state(engine, job) == OutboxState.CANCELLED
+    # `robot status` lists it under "needs attention" until a week after it changed.
+    assert [(i.kind, i.count) for i in _cancelled_codes_out(engine, utcnow())] == [
+        ("cancelled_codes_out", 1)]
+    assert _cancelled_codes_out(engine, utcnow() + timedelta(days=8)) == []
 
 
 def test_a_lost_answer_on_an_order_still_open_returns_the_codes(
