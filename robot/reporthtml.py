@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 
 from robot.clock import local_day
 from robot.display import format_minute, format_span, zone_name
-from robot.report import LATENCY_EDGES, LatencyRow, PoolRow, Report, SalesRow
+from robot.report import LATENCY_EDGES, LatencyRow, PoolRow, Report, RestockRow, SalesRow
 
 CHART_W = 720
 BAR_AREA_H = 160
@@ -252,6 +252,7 @@ def render(data: HtmlReport) -> str:
                                "日均 per day", "可售天数 days of cover"),
                [[p.pool, p.available, p.burned, p.burn_per_day,
                  "–" if p.days_of_cover is None else p.days_of_cover] for p in day.pools]),
+        *_restock_section(day.restocking),
         "<h3>付款→发货 Paid→shipped by day</h3>",
         _table("table-latency", ("日期 day", "已发货 shipped", "p50", "p90"),
                [[r.key if r.key != "total" else "合计 total", r.shipped,
@@ -284,6 +285,19 @@ def _pool_section(pools: list[PoolRow]) -> list[str]:
             for p in pools]
     return ["<h2>库存与可售天数 Stock and days of cover</h2>",
             _hbar_chart("chart-stock", "stock and days of cover per pool", rows)]
+
+
+def _restock_section(restocking: list[RestockRow]) -> list[str]:
+    """The codes the robot bought for its pools, against the codes imported by hand."""
+    if not restocking:
+        return []
+    return ["<h3>自动补货 Restocking (codes bought by the robot, against your own imports)</h3>",
+            _table("table-restock", ("号池 pool", "采购 purchases", "卡密 codes", "花费 spent",
+                                     "单价 per code", "手动导入 imported by hand",
+                                     "导入单价 per code (imports)"),
+                   [[r.pool, r.purchases, r.codes, yuan(r.cost_cents),
+                     yuan(r.cost_per_code_cents), r.manual_codes,
+                     yuan(r.manual_cost_per_code_cents)] for r in restocking])]
 
 
 def _latency_section(latency: list[LatencyRow]) -> list[str]:

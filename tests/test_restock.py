@@ -6,6 +6,7 @@ between the purchase and its recording (found by query, imported once)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,8 @@ from robot import pipeline, report, restock
 from robot.clock import utcnow
 from robot.config.restock import RestockRule
 from robot.errors import UserError
-from robot.report import PoolRow
+from robot.report import LatencyRow, PoolRow
+from robot.reporthtml import HtmlReport, render
 from robot.restock import Refused, Restocker
 from robot.schema import audit_log, batches, restock_purchases, stock
 from robot.sourcing import SourcingPolicy
@@ -106,6 +108,12 @@ def test_report_shows_codes_bought_and_cost_per_code_beside_manual_imports(
     assert (row.pool, row.purchases, row.codes, row.cost_cents, row.cost_per_code_cents,
             row.manual_codes) == ("youku", 1, 10, 15000, 1500, 3)
     assert result.as_dict()["restocking"][0]["cost_per_code_cents"] == 1500
+    # `robot report --html` shows the same row in its restocking table.
+    page = render(HtmlReport(result, result, result, [LatencyRow("total", [0] * 12)], utcnow()))
+    table = page[page.index('id="table-restock"'):]
+    table = table[:table.index("</table>")]
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", table) == [
+        "youku", "1", "10", "¥150.00", "¥15.00", "3", "–"]
 
 
 def test_above_threshold_nothing_is_bought(engine: Engine, vault: Vault,
