@@ -155,6 +155,23 @@ def on_shipped(conn: Connection, order_id: int, shop: NotifyingShop | None,
         queue_event(conn, order_id, channels, DELIVERED, actor="robot", now=now)
 
 
+def on_replaced(conn: Connection, order_id: int, now: datetime) -> list[Channel]:
+    """Bad codes of the order were replaced (``robot orders redeliver``, or a replacement
+    served once stock came in): tell the buyer again, through the channels the order was
+    told on before (its new codes are on the pickup page), as event ``replaced-N``. The
+    channels queued (none when the order was never told anything)."""
+    told = [Channel(c) for c in conn.execute(
+        select(notifications.c.channel).where(notifications.c.order_id == order_id)
+        .distinct().order_by(notifications.c.channel)).scalars()]
+    if not told:
+        return []
+    count = conn.execute(select(func.count()).select_from(notifications).where(
+        notifications.c.order_id == order_id,
+        notifications.c.event.like("replaced-%"))).scalar()
+    return queue_event(conn, order_id, told, f"replaced-{int(count or 0) // len(told) + 1}",
+                       actor="robot", now=now)
+
+
 # -- a person re-sends (robot orders notify) ------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
-from robot import audit, outbox
+from robot import audit, notify, outbox
 from robot.clock import utcnow
 from robot.db import dialect_of, transaction
 from robot.errors import CodeRejected, UserError
@@ -432,6 +432,7 @@ def redeliver(engine: Engine, order_id: int, *, reason: str, actor: str,
                 _deliver(conn, order_id, ln, pid, new_ids, now)
                 result.replaced += new_ids
             outbox.queue_memo(conn, order_id, now)
+            notify.on_replaced(conn, order_id, now)
         audit.append(conn, actor=actor, action="redeliver", subject=f"order:{order_id}",
                      details={"reason": reason, "line_no": line_no,
                               "defective_code_ids": result.defective,
@@ -530,6 +531,7 @@ def fulfil_replacements(engine: Engine, *, now: datetime | None = None,
             conn.execute(update(replacements).where(replacements.c.id == req.id)
                          .values(state=ReplacementState.DONE, done_at=now))
             outbox.queue_memo(conn, int(req.order_id), now)
+            notify.on_replaced(conn, int(req.order_id), now)
             audit.append(conn, actor=actor, action="replacement", subject=f"order:{req.order_id}",
                          details={"replacement_id": int(req.id), "new_code_ids": got,
                                   "defective_code_ids": json.loads(req.defective_code_ids)})

@@ -24,7 +24,7 @@ from connectors.aliyunsms.fake import TEST_KEY_ID, TEST_KEY_SECRET, AliyunSmsFak
 from connectors.fakeserve import FakeHost, ServedFake, serve_fake
 from connectors.memory import MemoryConnector, MemoryPlatform
 from connectors.notifier import Channel, Message, Sent
-from robot import pipeline
+from robot import pipeline, support
 from robot.cli.common import App
 from robot.clock import utcnow
 from robot.config import load_config
@@ -474,3 +474,29 @@ def test_a_notification_that_cannot_be_queued_never_blocks_the_shipment(
     assert code == 0 and json.loads(out)["state"] == "shipped"
     assert bench.rows(order_id) == []
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_not_queued"]
+
+
+def test_a_replacement_of_bad_codes_tells_the_buyer_again_once(bench: Bench) -> None:
+    """`robot orders redeliver` replaces the buyer's bad code: the buyer is told again (one
+    more e-mail and SMS, event ``replaced-1``, the pickup link, no code), once; an order
+    never told anything is not told of its replacement either."""
+    phone = _phone(7)
+    secrets = seed_codes(bench.engine, bench.vault, "p1", 4)
+    order_id = bench.order("R1", phone=phone)
+    silent = bench.order("R2", email=None, phone=None)
+    bench.run()
+    before = len(bench.sms.sent)
+    for oid in (order_id, silent):
+        done = support.redeliver(bench.engine, oid, reason="buyer says used", actor="cs")
+        assert len(done.replaced) == 1
+    bench.run()
+    bench.run(hours=30)
+    assert {(r["channel"], r["event"], r["state"]) for r in bench.rows(order_id)} == {
+        ("email", "delivered", "sent"), ("sms", "delivered", "sent"),
+        ("email", "replaced-1", "sent"), ("sms", "replaced-1", "sent")}
+    assert bench.rows(silent) == []
+    mails = bench.sink.to(EMAIL)
+    assert len(mails) == 2 and mails[0]["Message-ID"] != mails[1]["Message-ID"]
+    assert f"{PUBLIC_URL}/p/" in mails[1].get_content()
+    assert len(bench.sms_to(phone, before)) == 1
+    assert not any(s in mails[1].get_content() for s in secrets)
