@@ -13,6 +13,10 @@ name, a wrong token is answered 429 once failures from all clients together run 
 a right token is still checked and served, so an attack on a shop never locks out the
 merchant's own backend.
 
+A top-up order's answer lists its top-ups instead (``topups``: per unit the line, its title,
+the account masked and ``done`` / ``in_progress`` / ``failed``), also while it is not ready
+(409 ``not_ready`` during sourcing), so the backend can show the buyer how far it is.
+
 The answer carries the codes in plain text (this is the hand-over channel), so each
 read is audited (``delivery_api_read``) and marks the codes seen, committed before the codes
 are decrypted. This module must never log a code, a token or an address.
@@ -41,6 +45,7 @@ from robot.http.address import client_of
 from robot.http.context import HttpContext
 from robot.log import get_logger
 from robot.schema import orders
+from robot.topups import TopupStatus, topup_status_tx
 
 log = get_logger(__name__)
 
@@ -55,6 +60,7 @@ class Delivery:
     order_id: int
     state: str
     rows: list[handover.CodeRow]
+    topups: list[TopupStatus]  # top-up lines: the account masked, how far (no codes there)
 
 
 def read(ctx: HttpContext, shop: str, platform_order_id: str) -> Delivery | None:
@@ -65,14 +71,15 @@ def read(ctx: HttpContext, shop: str, platform_order_id: str) -> Delivery | None
         if row is None:
             return None
         order_id, state = int(row.id), str(row.state)
+        topups = topup_status_tx(conn, order_id)
         if state not in links.VISIBLE_STATES:
-            return Delivery(order_id, state, [])
+            return Delivery(order_id, state, [], topups)
         rows = handover.code_rows(conn, order_id)
         handover.mark_seen(conn, order_id, now)
         audit.append(conn, actor=f"api:{shop}", action="delivery_api_read",
                      subject=f"order:{order_id}",
                      details={"code_ids": [r.code_id for r in rows]})
-    return Delivery(order_id, state, rows)
+    return Delivery(order_id, state, rows, topups)
 
 
 def _json(body: dict[str, Any], status: int, **headers: str) -> JSONResponse:
@@ -141,12 +148,14 @@ async def delivery(request: Request) -> JSONResponse:
         return _json({"error": "unavailable"}, 503)
     if found is None:
         return _json({"error": "not_found"}, 404)
+    topups = [{"line_no": t.line_no, "title": t.title, "account": t.account, "state": t.state}
+              for t in found.topups]
     if found.state not in links.VISIBLE_STATES:
-        return _json({"error": "not_ready", "state": found.state}, 409)
+        return _json({"error": "not_ready", "state": found.state, "topups": topups}, 409)
     codes = []
     for row in found.rows:
         card_no, password = handover.decrypt(ctx.vault, row)
         codes.append({"line_id": row.line_id, "item_id": row.item_id, "sku_id": row.sku_id,
                       "title": row.title, "card_no": card_no, "password": password})
     return _json({"shop": shop_name, "platform_order_id": platform_order_id,
-                  "state": found.state, "codes": codes}, 200)
+                  "state": found.state, "codes": codes, "topups": topups}, 200)

@@ -59,7 +59,7 @@ def test_unknown_orders_and_pending_orders(http: Http) -> None:
     pipeline.intake(http.engine, http.shop, paid_order("D3", ("s1", 1)))
     response = http.client.get(URL.format("D3"), headers=AUTH)
     assert response.status_code == 409
-    assert response.json() == {"error": "not_ready", "state": "received"}
+    assert response.json() == {"error": "not_ready", "state": "received", "topups": []}
 
 
 def test_shop_without_token_has_no_api(engine: Engine, vault: Vault) -> None:

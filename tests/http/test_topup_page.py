@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from robot.http import links
 from robot.vault import Vault, mask
 from tests.factories import seed_codes
-from tests.http.conftest import PUBLIC_URL, Http, make_http
+from tests.http.conftest import API_TOKEN, PUBLIC_URL, Http, make_http
 from tests.http.test_pickup import csrf_of, plain_codes
 from tests.http.topup_helpers import (
     ACCOUNT,
@@ -154,3 +154,27 @@ def test_the_topup_page_keeps_the_strict_policy(rig: tuple[Http, TopupRig]) -> N
     answer = h.client.get(f"/p/{token}")
     assert "default-src 'none'" in answer.headers["content-security-policy"]
     assert "<script" not in answer.text and "http://" not in answer.text
+
+
+def test_the_delivery_api_tells_a_backend_how_far_the_topup_is(
+        rig: tuple[Http, TopupRig]) -> None:
+    """The merchant's backend reads a top-up order through the delivery API: while it is
+    bought, 409 ``not_ready`` with the top-up ``in_progress``; once done, 200 with the codes
+    of its card line and the top-up ``done``; the account masked, nothing of the supplier."""
+    h, r = rig
+    oid = r.order("T9", ("t50", 1), ("s1", 1))
+    url, auth = "/api/v1/shops/mem/orders/T9/delivery", {"Authorization": f"Bearer {API_TOKEN}"}
+    r.work(settle=False, rounds=1)
+    assert r.state(oid) == "sourcing"
+    waiting = h.client.get(url, headers=auth)
+    assert waiting.status_code == 409
+    assert waiting.json() == {"error": "not_ready", "state": "sourcing", "topups": [
+        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "in_progress"}]}
+    r.work()
+    done = h.client.get(url, headers=auth)
+    assert done.status_code == 200
+    body = done.json()
+    assert body["topups"] == [
+        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "done"}]
+    assert len(body["codes"]) == 1
+    assert_private(done.text)
