@@ -86,11 +86,14 @@ class Purchase:
     kind: GoodsKind = GoodsKind.CARD
     buyer_id: str | None = None
     buyer_ip: str | None = None
-    #: A top-up's account to credit, and its game area / server where the platform gives
-    #: them (None for card goods). Personal data: never logged, shown masked.
+    #: A top-up's account to credit, and its game area / server / game name / role where
+    #: the platform gives them (None for card goods). Personal data: never logged, shown
+    #: masked.
     account: str | None = field(default=None, repr=False)
     area: str | None = None
     server: str | None = None
+    game: str | None = None
+    role: str | None = field(default=None, repr=False)
     #: Platform facts needed again later (callback address, the platform's other numbers).
     #: Strings only; never secrets.
     extra: Mapping[str, str] = field(default_factory=dict)

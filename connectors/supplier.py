@@ -107,11 +107,17 @@ class Product:
             raise ValueError("a product's price is never negative")
 
 
+#: The places of a game top-up beside its account (:class:`PurchaseRequest`'s fields of
+#: those names), as an account rule and a line's route name them too.
+PLACES = ("area", "server", "game", "role")
+
+
 @dataclass(frozen=True, slots=True)
 class PurchaseRequest:
     """One order to a supplier. ``key`` is our idempotency key (our order number, committed
-    before the call); ``account`` (and ``area`` / ``server`` where the product needs them) is
-    where a top-up goes, and is None for a card product."""
+    before the call); ``account`` (and the game's ``area`` / ``server`` / ``game`` name /
+    ``role`` where the product needs them) is where a top-up goes, and is None for a card
+    product."""
 
     key: str
     product_id: str
@@ -119,6 +125,8 @@ class PurchaseRequest:
     account: str | None = None
     area: str | None = None
     server: str | None = None
+    game: str | None = None
+    role: str | None = None
     #: The most the merchant pays for one unit; a supplier refuses (``failed``) above it.
     max_unit_price_cents: int | None = None
 

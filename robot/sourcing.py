@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -106,14 +106,16 @@ class Attempt:
     state: str
     pool_id: int | None = None  # card purchase: the pool the codes go into
     per_unit: int = 1
-    area: str | None = None  # top-up: the game area / server, where the line has them
-    server: str | None = None
+    #: top-up: the game area / server / game / role (``PLACES``), where the line has them
+    places: Mapping[str, str | None] = field(default_factory=dict)
 
     def request(self) -> PurchaseRequest:
         # The plugin checks the price again right before placing (a second guard beside
         # the catalogue check: prices move).
         return PurchaseRequest(key=self.key, product_id=self.product, quantity=self.per_unit,
-                               account=self.account, area=self.area, server=self.server,
+                               account=self.account, area=self.places.get("area"),
+                               server=self.places.get("server"), game=self.places.get("game"),
+                               role=self.places.get("role"),
                                max_unit_price_cents=self.max_cost_cents // self.per_unit)
 
 
@@ -134,8 +136,7 @@ def _attempt(r: Any, route: Supply | None, pool_ids: Mapping[str, int]) -> Attem
                    int(r.max_cost_cents), r.account, str(r.state),
                    pool_ids.get(pool) if pool else None,
                    route.per_unit if route is not None else 1,
-                   route.area if route is not None else None,
-                   route.server if route is not None else None)
+                   route.places() if route is not None else {})
 
 
 def _routes(conn: Connection, order_id: int) -> dict[int, Supply]:

@@ -418,7 +418,8 @@ class ShopSupply:
 
 #: The line properties a top-up purchase's account, area and server become (the names a
 #: recharge mapping's account rule reads: robot.config.mappings.GATEWAY_ACCOUNT).
-_ACCOUNT_PROPERTIES = (("account", "account"), ("game_area", "area"), ("game_server", "server"))
+_ACCOUNT_PROPERTIES = (("account", "account"), ("game_area", "area"), ("game_server", "server"),
+                       ("game_name", "game"), ("game_role", "role"))
 
 
 def _account_properties(purchase: Purchase) -> tuple[tuple[str, str], ...]:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, insert
 
 from connectors.base import Order, OrderLine
+from connectors.supplier import PLACES
 from robot.schema import outbox, supplier_attempts
 from robot.states import OutboxState, SupplierAttemptState
 
@@ -59,13 +60,19 @@ class Supply:
     problem: str | None = None  # top-up: why no usable account was found
     account_format: str | None = None  # top-up: what a person's --account must look like
     account_pattern: str | None = None
-    area: str | None = None  # top-up: the game area / server, for products that need them
-    server: str | None = None
+    area: str | None = None  # top-up: the game area / server / game / role, for products
+    server: str | None = None  # that need them
+    game: str | None = None
+    role: str | None = None
+
+    def places(self) -> dict[str, str | None]:
+        """The top-up's game area / server / game / role (``PLACES``), by name."""
+        return {name: getattr(self, name) for name in PLACES}
 
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "pool": self.pool, "per_unit": self.per_unit,
                            "account": self.account, "problem": self.problem,
-                           "area": self.area, "server": self.server,
+                           **self.places(),
                            "account_format": self.account_format,
                            "account_pattern": self.account_pattern,
                            "routes": [[r.supplier, r.product, r.max_cost_cents]
@@ -81,7 +88,7 @@ class Supply:
                    account=data.get("account"), problem=data.get("problem"),
                    account_format=data.get("account_format"),
                    account_pattern=data.get("account_pattern"),
-                   area=data.get("area"), server=data.get("server"),
+                   **{name: data.get(name) for name in PLACES},
                    routes=tuple(Route(str(s), str(p), int(c)) for s, p, c in data["routes"]))
 
 
@@ -122,14 +129,16 @@ def supply_for(mapping: Any, order: Order, line: OrderLine) -> Supply | None:
         share = mapping.pools[0]
         return Supply("card", routes, pool=share.pool, per_unit=int(share.quantity))
     account, problem = read_account(rule, order, line)
-    area, server = (_place(getattr(rule, name, None), order, line) for name in ("area", "server"))
+    area, server, game, role = (_place(getattr(rule, name, None), order, line)
+                                for name in PLACES)
     return Supply("topup", routes, account=account, problem=problem,
                   account_format=rule.format, account_pattern=rule.pattern,
-                  area=area, server=server)
+                  area=area, server=server, game=game, role=role)
 
 
 def _place(source: str | None, order: Order, line: OrderLine) -> str | None:
-    """A game area / server read from ``source`` (None: not asked for, or empty)."""
+    """A game area / server / game / role read from ``source`` (None: not asked for, or
+    empty)."""
     if source is None:
         return None
     text = (_source_text(source, order, line)[0] or "").strip()

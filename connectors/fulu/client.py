@@ -379,10 +379,11 @@ def _order_call(request: PurchaseRequest, goods: _Goods) -> tuple[str, dict[str,
     biz: dict[str, Any] = {"product_id": int(goods.product_id),
                            "customer_order_no": request.key,
                            "charge_account": request.account, "buy_num": request.quantity}
-    if request.area:
-        biz["charge_game_region"] = request.area
-    if request.server:
-        biz["charge_game_srv"] = request.server
+    for name, value in (("charge_game_region", request.area),
+                        ("charge_game_srv", request.server),
+                        ("charge_game_name", request.game), ("charge_game_role", request.role)):
+        if value:
+            biz[name] = value
     return p.DIRECT_ADD, biz
 
 

@@ -103,6 +103,8 @@ class FuluOrder:
     created_at: datetime
     area: str = ""
     server: str = ""
+    game: str = ""  # charge_game_name / charge_game_role, as placed
+    role: str = ""
     state: str = "untreated"
     finished_at: datetime | None = None
     description: str = ""
@@ -256,7 +258,9 @@ class FakeFulu(FakeBase):
         order = FuluOrder(f"{self.now():%y%m%d}{next(self._ids):012d}", number, prod, account,
                           quantity, prod.price_cents, self.now(),
                           area=str(biz.get("charge_game_region") or ""),
-                          server=str(biz.get("charge_game_srv") or ""))
+                          server=str(biz.get("charge_game_srv") or ""),
+                          game=str(biz.get("charge_game_name") or ""),
+                          role=str(biz.get("charge_game_role") or ""))
         if self.take_fault("accept_then_fail"):
             order.fail_with = self.fail_reason
         self.orders[number] = order

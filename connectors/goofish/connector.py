@@ -158,7 +158,8 @@ class GoofishConnector:
         view = await backend.purchase(Purchase(
             platform_order_id=f.order_no, goods_no=f.goods_no, quantity=f.buy_quantity,
             max_total_cents=f.max_amount, kind=kind, buyer_ip=f.buyer_ip, account=f.account,
-            area=f.game_area, server=f.game_server, extra=extra))
+            area=f.game_area, server=f.game_server, game=f.game_name, role=f.game_role,
+            extra=extra))
         return _reply(p.OK, "OK", p.order_data(view, kind))
 
     async def _order_detail(self, doc: dict[str, Any], backend: SupplyBackend) -> GatewayReply:

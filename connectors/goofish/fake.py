@@ -226,17 +226,17 @@ class GoofishBuyer:
 
     def recharge_payload(self, goods_no: str, account: str, quantity: int = 1, *,
                          max_amount: int | None = None, order_no: str | None = None,
-                         game_area: str | None = None,
-                         game_server: str | None = None) -> dict[str, Any]:
+                         **game: str) -> dict[str, Any]:
         """A top-up (创建直充订单): the purchase's fields and ``biz_content`` with the account
-        to credit (and the game area / server where given), as the documentation shows."""
+        to credit (and ``game_area`` / ``game_server`` / ``game_name`` / ``game_role`` where
+        given), as the documentation shows."""
         payload = self.purchase_payload(goods_no, quantity, max_amount=max_amount,
                                         order_no=order_no)
         content = {"account": account, "buyer_ip": "113.87.236.130", "buyer_area": "深圳市"}
-        if game_area is not None:
-            content["game_area"] = game_area
-        if game_server is not None:
-            content["game_server"] = game_server
+        for name, value in game.items():
+            if name not in ("game_area", "game_server", "game_name", "game_role"):
+                raise TypeError(f"recharge_payload() got an unexpected keyword {name!r}")
+            content[name] = value
         payload["biz_content"] = content
         return payload
 

@@ -178,6 +178,8 @@ class PurchaseFields:
     account: str | None = field(default=None, repr=False)
     game_area: str | None = None
     game_server: str | None = None
+    game_name: str | None = None
+    game_role: str | None = field(default=None, repr=False)
 
 
 #: ``biz_content`` of ``recharge/create`` (创建直充订单): every field a string, all optional in
@@ -208,7 +210,8 @@ def purchase_fields(doc: Mapping[str, Any], *, recharge: bool = False) -> Purcha
              for name in RECHARGE_TEXT}
     return PurchaseFields(order_no, goods_no, quantity, max_amount, url, biz,
                           buyer_ip=extra["buyer_ip"], account=account,
-                          game_area=extra["game_area"], game_server=extra["game_server"])
+                          game_area=extra["game_area"], game_server=extra["game_server"],
+                          game_name=extra["game_name"], game_role=extra["game_role"])
 
 
 def goods_item(goods: Goods) -> dict[str, Any]:

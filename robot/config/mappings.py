@@ -61,12 +61,14 @@ class AccountRule(StrictModel):
     source: str = "buyer_message"
     format: Literal["mobile", "qq", "regex"] = "mobile"
     pattern: str | None = Field(default=None, max_length=200)
-    #: Where the game area / server are read, for products that need them (same forms as
-    #: ``source``); a 闲管家 top-up reads them from 闲管家's request.
+    #: Where the game area / server / game name / role are read, for products that need
+    #: them (same forms as ``source``); a 闲管家 top-up reads them from 闲管家's request.
     area: str | None = None
     server: str | None = None
+    game: str | None = None
+    role: str | None = None
 
-    @field_validator("source", "area", "server")
+    @field_validator("source", "area", "server", "game", "role")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
         if value is not None and not _SOURCE_RE.match(value):
@@ -93,10 +95,11 @@ class AccountRule(StrictModel):
         return self
 
 
-#: Where a 闲管家 top-up's account, game area and server are (the line properties the gateway
-#: writes from the request's ``biz_content``: robot.supply).
+#: Where a 闲管家 top-up's account, game area, server, game name and role are (the line
+#: properties the gateway writes from the request's ``biz_content``: robot.supply).
 GATEWAY_ACCOUNT = {"source": "property.account", "area": "property.game_area",
-                   "server": "property.game_server"}
+                   "server": "property.game_server", "game": "property.game_name",
+                   "role": "property.game_role"}
 
 
 def _gateway_account(given: Any) -> dict[str, Any]:

@@ -77,6 +77,17 @@ def test_order_number_exists_is_read_back_never_bought_again(fulu: FuluHarness) 
     assert fulu.charged_cents() == 1680
 
 
+def test_a_game_top_up_names_its_area_server_game_and_role(fulu: FuluHarness) -> None:
+    """fulu.order.direct.add carries the game's region, server, name and role
+    (charge_game_region / _srv / _name / _role) where the purchase has them."""
+    request = PurchaseRequest("G1", TOPUP, account="player_42", area="A区", server="国服",
+                              game="王者荣耀", role="夜行者")
+    run(client(fulu).place(request))
+    order = fulu.fake.orders["G1"]
+    assert (order.charge_account, order.area, order.server, order.game, order.role) == (
+        "player_42", "A区", "国服", "王者荣耀", "夜行者")
+
+
 def test_a_refusal_for_a_number_already_placed_is_not_a_failure(fulu: FuluHarness) -> None:
     """The product goes off the shelf after our order went through: placing the same number
     again is answered with the order, never failed."""

@@ -80,8 +80,10 @@ def test_a_top_up_goods_reads_its_account_from_the_request(tmp_path: Path) -> No
     top = shop.items[2]
     assert top.topup and top.pools == [] and top.price == Decimal("49.95")
     assert top.account is not None
-    assert (top.account.source, top.account.area, top.account.server, top.account.format) == (
-        "property.account", "property.game_area", "property.game_server", "mobile")
+    assert (top.account.source, top.account.area, top.account.server, top.account.game,
+            top.account.role, top.account.format) == (
+        "property.account", "property.game_area", "property.game_server", "property.game_name",
+        "property.game_role", "mobile")
     qq = load_config(_with_recharge(tmp_path, RECHARGE + "    account: {format: qq}\n"))
     assert qq.shops[0].items[2].account.format == "qq"  # type: ignore[union-attr]
 

@@ -209,18 +209,20 @@ def test_refusals_write_nothing_and_buy_nothing(
     assert (_count(x, orders), _count(x, supplier_attempts), len(mem.orders)) == (0, 0, 0)
 
 
-def test_game_area_and_server_reach_the_supplier(
+def test_game_area_server_name_and_role_reach_the_supplier(
         topup: Xianyu, mem: MemorySupplierBackend) -> None:
-    """A game top-up's account (checked against the goods' pattern), area and server come
-    from biz_content and are what the supplier is asked to credit."""
+    """A game top-up's account (checked against the goods' pattern), area, server, game
+    name and role come from biz_content and are what the supplier is asked to credit."""
     x = topup
     payload = x.buyer.recharge_payload("T4004", "player_42", game_area="A区",
-                                       game_server="国服")
+                                       game_server="国服", game_name="王者荣耀",
+                                       game_role="夜行者")
     assert x.run(x.buyer.call(p.RECHARGE, payload))["data"]["order_status"] == 10
     source(x, mem)
     [order] = mem.orders.values()
-    assert (order.request.account, order.request.area, order.request.server) == (
-        "player_42", "A区", "国服")
+    r = order.request
+    assert (r.account, r.area, r.server, r.game, r.role) == (
+        "player_42", "A区", "国服", "王者荣耀", "夜行者")
     assert _order(x, payload["order_no"]).state == OrderState.ALLOCATED
 
 
