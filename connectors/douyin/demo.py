@@ -9,6 +9,7 @@ view.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from connectors.douyin.fake import PushLoop, PushSender, create_app
@@ -55,11 +56,18 @@ class DouyinDemo:
 
     def create_paid_order(self, sku: str, quantity: int, buyer: str, *,
                           message: str | None = None, properties: Props = ()) -> str:
+        return self.create_paid_order_lines([(sku, quantity)], buyer, message=message,
+                                            properties=properties)
+
+    def create_paid_order_lines(self, lines: Sequence[tuple[str, int]], buyer: str, *,
+                                message: str | None = None, properties: Props = ()) -> str:
+        """One shop order with a sub-order per ``(sku, quantity)``, as a buyer's cart of
+        several goods is paid at once; its shop order id."""
         return self.state.create_order(items=[{
             "sku_id": _SKU_IDS.get(sku, "1750000999"), "out_sku_id": sku,
             "product_id": "3600000101", "product_name": "腾讯视频VIP月卡 Tencent Video VIP",
-            "price": "19.90", "num": quantity, "spec": properties}], buyer=f"dy_{buyer}",
-            buyer_words=message)
+            "price": "19.90", "num": quantity, "spec": properties} for sku, quantity in lines],
+            buyer=f"dy_{buyer}", buyer_words=message)
 
     def refund(self, platform_order_id: str) -> None:
         self.state.close_order(platform_order_id)

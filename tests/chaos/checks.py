@@ -39,12 +39,19 @@ class Call:
     outcome: str  # applied | refused: ...
     masked_codes: tuple[str, ...] = ()
     links: tuple[str, ...] = ()
+    #: The part of the order a ship call is for, where a platform ships each part on its
+    #: own (抖店 syncs each sub-order's certificates): its codes are compared with the codes
+    #: of earlier calls for the same part only. "" where a call ships the whole order.
+    part: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Call:
+        payload = data.get("payload") or {}
+        sub = str(payload.get("order_id") or "") if data["kind"] == "ship" else ""
         return cls(int(data["seq"]), float(data["received_at"]), str(data["kind"]),
                    str(data["order_id"]), str(data["outcome"]),
-                   tuple(data.get("masked_codes") or ()), tuple(data.get("links") or ()))
+                   tuple(data.get("masked_codes") or ()), tuple(data.get("links") or ()),
+                   part=sub if sub != str(data["order_id"]) else "")
 
 
 def calls_by_order(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Call]]:
@@ -81,9 +88,10 @@ def check_write_backs(name: str, calls: Sequence[Call], masked: Sequence[str],
     # its number), links among those that carry a pickup link (抖店's certificates may carry
     # a pool's redemption link instead). A link is compared as the set sent: a platform that
     # takes one link per code repeats the order's.
-    first_codes = next((c for c in calls if c.masked_codes), None)
-    first_link = next((c for c in calls if c.links), None)
     for call in calls:
+        same = [c for c in calls if c.part == call.part]
+        first_codes = next((c for c in same if c.masked_codes), None)
+        first_link = next((c for c in same if c.links), None)
         what: list[str] = []
         first: Call | None = None
         if (first_codes is not None and call.masked_codes and call is not first_codes

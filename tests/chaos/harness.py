@@ -550,8 +550,17 @@ class ChaosRun:
             return []
         sku = SKU_BUNDLE if roll < 0.20 else SKU_MAIN
         qty = rng.choice((1, 1, 2))
-        oid = chaos.driver.create_paid_order(sku, qty, buyer)
-        placed = Placed(chaos, shop, oid, "normal", qty * CODES_PER_UNIT[sku])
+        several = getattr(chaos.driver, "create_paid_order_lines", None)
+        if several is not None and 0.33 <= roll < 0.45:
+            # A cart of two goods paid at once (抖店: one shop order, a sub-order each, every
+            # sub-order's codes synced on its own).
+            lines = [(SKU_MAIN, qty), (SKU_BUNDLE, 1)]
+            oid = several(lines, buyer)
+            codes = sum(n * CODES_PER_UNIT[s] for s, n in lines)
+        else:
+            oid = chaos.driver.create_paid_order(sku, qty, buyer)
+            codes = qty * CODES_PER_UNIT[sku]
+        placed = Placed(chaos, shop, oid, "normal", codes)
         self.placed.append(placed)
         later = time.monotonic() + rng.uniform(0.0, 2.0)
         if roll > 0.93:

@@ -88,6 +88,25 @@ def test_a_reship_with_other_codes_or_link_is_a_violation() -> None:
     assert len(check_write_backs("T1", other, ["NU****R1", "PI****N1"],
                                  T0.replace(second=5))) == 2
 
+def test_parts_shipped_on_their_own_are_compared_part_by_part() -> None:
+    """抖店 syncs each sub-order's certificates in its own call: two parts with different
+    codes are no violation; a second call for one part with other codes still is."""
+    records = [{"seq": n, "received_at": E0 + n, "kind": "ship", "order_id": "P1",
+                "payload": {"order_id": sub}, "outcome": outcome, "masked_codes": [code]}
+               for n, sub, code, outcome in ((1, "S1", "VI****AB", "applied"),
+                                             (2, "S2", "GA****CD", "applied"),
+                                             (3, "S2", "GA****CD", "refused: 000008"))]
+    calls = calls_by_order(records)["P1"]
+    assert [c.part for c in calls] == ["S1", "S2", "S2"]
+    assert check_write_backs("P1", calls, ["VI****AB", "GA****CD"], None) == []
+    wrong = calls_by_order([*records, {**records[0], "seq": 4, "masked_codes": ["ZZ****ZZ"]}])
+    assert check_write_backs("P1", wrong["P1"], [], None) == [
+        "P1: a re-ship sent codes that differ from the first ship call's (1)"]
+    # A payload naming the order itself is the whole order, as before.
+    whole = calls_by_order([{**records[0], "order_id": "S1"}])["S1"]
+    assert whole[0].part == ""
+
+
 def test_a_memo_with_other_codes_than_the_orders_is_a_violation() -> None:
     """A memo whose masked codes are not the order's codes is named, even if it is the only
     memo (nothing to compare it with but the order)."""
