@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import Result, scratch_db
+from benchmarks.common import Result, sample, scratch_db
 from connectors.fakeserve import FakeHost
 from connectors.plugin import DemoDriver
 from robot.db import make_engine
@@ -53,32 +53,6 @@ RSS_TARGET_MB = 150.0
 #: What ``robot run`` loads before it serves: the floor of its memory.
 IMPORTS = ("import robot.daemon, robot.http.app, robot.http.server, robot.cli.commands;"
            " from robot.registry import discover; discover()")
-
-
-@dataclass(frozen=True)
-class Sample:
-    at: float  # monotonic seconds
-    cpu: float  # seconds of CPU (user + system) since the process started
-    rss_kb: int
-    hwm_kb: int
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def sample(pid: int) -> Sample:
-    """CPU seconds and memory of ``pid`` (all threads) from /proc."""
-    at = time.monotonic()
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Field 2 (comm) may hold spaces: split after its closing parenthesis.
-    fields = stat[stat.rindex(")") + 2:].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
-    mem: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            mem[key] = int(value.split()[0])
-    return Sample(at, cpu, mem["VmRSS"], mem["VmHWM"])
 
 
 def imports_floor_mb() -> float:
