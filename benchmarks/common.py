@@ -6,13 +6,17 @@ never prints a plaintext code (seeded codes are random bytes, never decrypted).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import secrets
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -424,3 +428,25 @@ def sample(pid: int) -> Sample:
         if key in ("VmRSS", "VmHWM"):
             mem[key] = int(value.split()[0])
     return Sample(at, cpu, mem["VmRSS"], mem["VmHWM"])
+
+
+# --------------------------------------------------------------------------- a robot's HTTP
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthz(port: int) -> dict[str, Any] | None:
+    """The body of a robot's ``/healthz`` on loopback (a 503 too: it says why), or None
+    when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return dict(json.load(resp))
+    except urllib.error.HTTPError as exc:  # 503: unhealthy, the body says why
+        return dict(json.load(exc))
+    except (OSError, ValueError):
+        return None
