@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="e2e: orders of the max-rate run (default 3000; quick 200)")
     parser.add_argument("--e2e-seconds", type=float,
                         help="e2e: seconds of paced load at half the max (default 60; quick 10)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="e2e: daemon processes on a server database (with more than "
+                        "one, the max rate runs with 1 and with N; SQLite always 1)")
     parser.add_argument("--window", type=float,
                         help="idle: seconds measured after the warm-up (default 60; quick 15)")
     parser.add_argument("--profile", type=Path,
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         results += part
     if args.which in ("all", "e2e"):
         part = e2e.run(backends, args.e2e_orders or (200 if quick else 3000),
-                       args.e2e_seconds or (10.0 if quick else 60.0))
+                       args.e2e_seconds or (10.0 if quick else 60.0), args.processes)
         common.print_table("2. end to end (push intake, zero-latency fake)", part)
         results += part
     common.print_table("summary", results)
@@ -117,7 +120,8 @@ def _json(args: argparse.Namespace) -> int:
             figures = alloc.measure(backend, args.orders or (300 if args.quick else 20_000))
         else:
             figures = e2e.measure(backend, args.e2e_orders or (200 if args.quick else 3000),
-                                  args.e2e_seconds or (10.0 if args.quick else 60.0))
+                                  args.e2e_seconds or (10.0 if args.quick else 60.0),
+                                  1 if backend == "sqlite" else args.processes)
     print(json.dumps(figures))
     return 0
 

@@ -6,24 +6,39 @@ never prints a plaintext code (seeded codes are random bytes, never decrypted).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import secrets
 import shutil
+import socket
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+import psycopg
+import pymysql
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
+from connectors.base import Order, OrderLine, PlatformStatus
 from robot import audit
 from robot.clock import NEVER, utcnow
-from robot.db import make_engine, normalize_url
+from robot.db import (
+    PG_IDLE_IN_TX_TIMEOUT_MS,
+    PG_STATEMENT_TIMEOUT_MS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+    normalize_url,
+)
 from robot.schema import batches, metadata, pools
 from robot.vault import init_key_file
 
@@ -32,6 +47,9 @@ SERVER_URLS = {
     "mysql": os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
 }
 BACKENDS = ("sqlite", "postgresql", "mysql")
+POOL = "bench-pool"
+SKU = "SKU-BENCH"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -288,3 +306,147 @@ def server_version(url: str) -> str:
 def stamp(value: datetime) -> str:
     """A naive UTC datetime as SQLAlchemy stores it in SQLite (for the raw sqlite3 floor)."""
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# --------------------------------------------------------------------------- the bench shop
+
+
+@dataclass(frozen=True)
+class _Share:
+    pool: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    pools: tuple[_Share, ...]
+    item_id: str | None = None
+    sku_id: str | None = None
+    outer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchShop:
+    """The one shop of the allocation benchmarks (satisfies robot.pipeline.ShopRules)."""
+
+    name: str = "bench-shop"
+    platform: str = "memory"
+    unmapped: Literal["hold", "ignore"] = "hold"
+    items: tuple[_Mapping, ...] = field(
+        default_factory=lambda: (_Mapping(pools=(_Share(POOL, 1),), sku_id=SKU),))
+
+
+def make_order(i: int, per_order: int) -> Order:
+    return Order(
+        platform_order_id=f"B{i:09d}", status=PlatformStatus.PAID,
+        lines=(OrderLine(line_id=f"B{i:09d}-0", quantity=per_order, sku_id=SKU,
+                         title="bench item", unit_price_cents=990),),
+        total_cents=990 * per_order, buyer_id=f"buyer-{i % 997}",
+    )
+
+
+@contextmanager
+def seeded(backend: str, stock_count: int) -> Iterator[tuple[Scratch, int]]:
+    """A scratch database with one pool (:data:`POOL`) holding ``stock_count`` codes:
+    ``(database, pool id)``. Two seeded the same way hold the same code ids."""
+    with scratch_db(backend) as db:
+        engine = make_engine(db.url)
+        try:
+            pid, bid = new_pool(engine, POOL)
+            seed_stock(engine, pid, bid, stock_count)
+        finally:
+            engine.dispose()
+        yield db, pid
+
+
+# --------------------------------------------------------------------------- raw drivers
+
+
+def raw_connect(db: Scratch) -> Any:
+    """A DB-API connection straight from the driver, with the session settings the robot's
+    engine gives its own (``robot.db.make_engine``): SQLite's pragmas with transaction
+    control left to the caller (``BEGIN IMMEDIATE``), PostgreSQL's timeouts and synchronous
+    commit, MariaDB's READ COMMITTED, lock wait and UTC session."""
+    if db.backend == "sqlite":
+        assert db.path is not None
+        lite = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False,
+                               timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL",
+                       f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON"):
+            lite.execute(f"PRAGMA {pragma}")
+        return lite
+    u = make_url(db.url)
+    if db.backend == "postgresql":
+        return psycopg.connect(
+            host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database,
+            options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+            f" -c idle_in_transaction_session_timeout={PG_IDLE_IN_TX_TIMEOUT_MS}"
+            " -c synchronous_commit=on")
+    conn = pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
+                           user=u.username or "root", password=u.password or "",
+                           database=u.database, charset="utf8mb4", autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 30")
+        cur.execute("SET SESSION time_zone = '+00:00'")
+    return conn
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+def cpu_of(fn: Callable[[], _T]) -> tuple[_T, float]:
+    """(what ``fn`` returned, CPU seconds this process spent meanwhile)."""
+    cpu0 = time.process_time()
+    value = fn()
+    return value, time.process_time() - cpu0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of another process from /proc."""
+
+    at: float  # monotonic seconds
+    cpu: float  # seconds of CPU (user + system, all threads) since the process started
+    rss_kb: int
+    hwm_kb: int
+
+
+def sample(pid: int) -> Sample:
+    """CPU seconds and memory of process ``pid`` (all its threads) from /proc."""
+    at = time.monotonic()
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Field 2 (comm) may hold spaces: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2:].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+    mem: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            mem[key] = int(value.split()[0])
+    return Sample(at, cpu, mem["VmRSS"], mem["VmHWM"])
+
+
+# --------------------------------------------------------------------------- a robot's HTTP
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthz(port: int) -> dict[str, Any] | None:
+    """The body of a robot's ``/healthz`` on loopback (a 503 too: it says why), or None
+    when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return dict(json.load(resp))
+    except urllib.error.HTTPError as exc:  # 503: unhealthy, the body says why
+        return dict(json.load(exc))
+    except (OSError, ValueError):
+        return None

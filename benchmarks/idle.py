@@ -23,13 +23,10 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import Result, scratch_db
+from benchmarks.common import Result, free_port, healthz, sample, scratch_db
 from connectors.fakeserve import FakeHost
 from connectors.plugin import DemoDriver
 from robot.db import make_engine
@@ -55,32 +52,6 @@ IMPORTS = ("import robot.daemon, robot.http.app, robot.http.server, robot.cli.co
            " from robot.registry import discover; discover()")
 
 
-@dataclass(frozen=True)
-class Sample:
-    at: float  # monotonic seconds
-    cpu: float  # seconds of CPU (user + system) since the process started
-    rss_kb: int
-    hwm_kb: int
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def sample(pid: int) -> Sample:
-    """CPU seconds and memory of ``pid`` (all threads) from /proc."""
-    at = time.monotonic()
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Field 2 (comm) may hold spaces: split after its closing parenthesis.
-    fields = stat[stat.rindex(")") + 2:].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
-    mem: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            mem[key] = int(value.split()[0])
-    return Sample(at, cpu, mem["VmRSS"], mem["VmHWM"])
-
-
 def imports_floor_mb() -> float:
     """VmRSS of a Python process that has only imported the robot's modules (MB)."""
     code = (f"{IMPORTS}\nfrom pathlib import Path\n"
@@ -92,22 +63,6 @@ def imports_floor_mb() -> float:
     return int(out.stdout.strip()) / 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthz(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return dict(json.load(resp))
-    except urllib.error.HTTPError as exc:  # 503: unhealthy, the body says why
-        return dict(json.load(exc))
-    except (OSError, ValueError):
-        return None
-
-
 def _wait_polled(port: int, proc: subprocess.Popen[bytes], shops: int,
                  timeout: float) -> dict[str, Any]:
     """Wait until /healthz shows every shop polled successfully at least once."""
@@ -116,7 +71,7 @@ def _wait_polled(port: int, proc: subprocess.Popen[bytes], shops: int,
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"robot exited with status {proc.returncode} during start-up")
-        body = _healthz(port)
+        body = healthz(port)
         polled = [s for s in (body or {}).get("shops", {}).values()
                   if s.get("last_poll_ok_age_s") is not None]
         if body is not None and len(polled) >= shops:
@@ -156,7 +111,7 @@ def measure(backend: str, window: float, warmup: float,
                 import_stock(key_file, engine, root, 50)
             finally:
                 engine.dispose()
-            port = _free_port()
+            port = free_port()
             drivers = load_drivers()
             configs = [host.call(d.start(f"http://127.0.0.1:{port}")) for d in drivers]
             (root / "shops").mkdir()
@@ -191,7 +146,7 @@ def measure(backend: str, window: float, warmup: float,
             logged = log_path.read_bytes().splitlines()[lines_before:]
             if spy is not None:
                 spy.wait(timeout=window + 60)
-            body = _healthz(port) or {}
+            body = healthz(port) or {}
             ages = [s.get("last_poll_ok_age_s") for s in body.get("shops", {}).values()]
             oldest = max((a for a in ages if a is not None), default=None)
             proc.send_signal(signal.SIGTERM)

@@ -1,14 +1,14 @@
 """Item 5: the soak — a steady load for a long time, with one stuck session in the middle.
 
-PostgreSQL only. The robot is the real daemon (``robot.daemon.Robot``: allocator, write-back
-dispatcher, scheduler, HTTP listener) running in this process on an event loop thread, with
-one shop on the in-memory platform (``connectors.memory``). Orders arrive the way a pushing
-platform delivers them: each is put on the platform, then a signed push is POSTed to the
-robot's ``/hooks/<shop>`` over loopback; the robot takes it in, allocates, ships and writes
-the memo through the outbox, and the platform acknowledges at once. So every hot table sees
-its real traffic (orders, order_lines, stock, deliveries, outbox, audit, push_seen,
-shop_state), which ``intake`` + ``allocate_next`` alone would not give (the outbox would
-only grow).
+PostgreSQL only. The robot is the real daemon (``robot run``: allocator, write-back
+dispatcher, scheduler, HTTP listener) in a child process of its own
+(:mod:`benchmarks.daemon`), with one shop on the in-memory platform (``connectors.memory``).
+Orders arrive the way a pushing platform delivers them: feeder threads of this process POST
+a signed push carrying the paid order to the robot's ``/hooks/<shop>`` over loopback; the
+robot takes it in, allocates, ships and writes the memo through the outbox, and the platform
+acknowledges at once. So every hot table sees its real traffic (orders, order_lines, stock,
+deliveries, outbox, audit, push_seen, shop_state), which ``intake`` + ``allocate_next``
+alone would not give (the outbox would only grow).
 
 1. Max rate: ``max_orders`` orders pushed by four feeder threads as fast as the robot
    answers, timed from the first push to the last order shipped (its own scratch database).
@@ -34,212 +34,72 @@ Never touches a database it did not create; codes are generated and never printe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import logging
 import queue
-import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-import httpx
 import psycopg
-import yaml
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
-from benchmarks.common import Result, Scratch, scratch_db
-from connectors.base import Order, OrderLine, PlatformStatus
-from connectors.memory import TEST_PUSH_SECRET, MemoryPlatform, order_to_json, sign_push
-from robot import audit, pools
+from benchmarks.common import Result, raw_connect, scratch_db
+from benchmarks.daemon import Feeder, fleet_on
 from robot.clock import utcnow
-from robot.config import load_config
-from robot.daemon import Robot
 from robot.db import make_engine
-from robot.log import configure_logging
-from robot.migrate import upgrade
 from robot.schema import orders
-from robot.vault import init_key_file, open_vault
 
-SHOP = "soak-shop"
-POOL = "soak-pool"
-SKU = "SKU-SOAK"
 HOT = ("stock", "orders", "outbox", "deliveries", "audit_head", "shop_state")
 DRIFT_TARGET = 0.15
 P99_TARGET = 2.0
 
 
-# --------------------------------------------------------------------------- the robot
-
-
-@dataclass
-class Running:
-    """A robot daemon on a loop thread, its platform, and where it listens."""
-
-    robot: Robot
-    loop: asyncio.AbstractEventLoop
-    thread: threading.Thread
-    platform: MemoryPlatform
-    url: str
-    log: TextIO
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.robot.stop)
-        self.thread.join(timeout=60)
-        configure_logging("error", "json")  # off the file, which closes now
-        self.log.close()
-
-
-def _free_listen() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
-def _write_codes(path: Path, count: int) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write("code,cost\n")
-        for _ in range(count):
-            fh.write(f"SOAK-{secrets.token_hex(8).upper()},9.90\n")
-
-
-@contextlib.contextmanager
-def robot_on(db: Scratch, root: Path, codes: int) -> Iterator[Running]:
-    """Migrate ``db``, import ``codes`` codes, start the daemon; stop it afterwards."""
-    key_file = root / "robot.key"
-    init_key_file(key_file)
-    engine = make_engine(db.url)
-    audit.bind(engine, key_file)  # sealed with the key the daemon then opens
-    try:
-        upgrade(engine)
-        pools.create_pool(engine, POOL, actor="bench")
-        csv = root / "codes.csv"
-        _write_codes(csv, codes)
-        pools.import_codes(engine, open_vault(key_file), POOL, csv, actor="bench",
-                           supplier="bench")
-        csv.unlink()
-    finally:
-        engine.dispose()
-    name = f"soak-{secrets.token_hex(4)}"
-    listen = _free_listen()
-    (root / "shops").mkdir(exist_ok=True)
-    (root / "shops" / "soak.yaml").write_text(yaml.safe_dump({
-        "name": SHOP, "platform": "memory", "unmapped": "hold",
-        "items": [{"outer_id": SKU, "pool": POOL, "quantity": 1}],
-        "platform_config": {"name": name},
-    }, sort_keys=False))
-    (root / "robot.yaml").write_text(yaml.safe_dump({
-        "database": db.url, "key_file": str(key_file), "shops": "shops/*.yaml",
-        "http": {"listen": listen, "public_url": f"http://{listen}"},
-    }, sort_keys=False))
-    log = (root / "robot.log").open("a", encoding="utf-8")
-    configure_logging("info", "json", stream=log)  # the robot's default level
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-    config = load_config(root / "robot.yaml")
-    robot = Robot(config, drain_timeout=10)
-    robot.prepare()
-    serve = robot.http_task()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete,
-                              args=(robot.run(install_signals=False, extra=[serve]),),
-                              name="robot", daemon=True)
-    thread.start()
-    running = Running(robot, loop, thread, MemoryPlatform.named(name), f"http://{listen}", log)
-    try:
-        yield running
-    finally:
-        running.stop()
-        loop.close()
-
-
-class Feeder:
-    """Puts paid orders on the platform and pushes them to the robot's webhook."""
-
-    def __init__(self, running: Running) -> None:
-        self.running = running
-        self.local = threading.local()
-        self.count = 0
-        self.errors = 0
-        self.cpu = 0.0  # CPU seconds the feeders spent (subtracted from the process's)
-        self._lock = threading.Lock()
-
-    def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self.local, "client", None)
-        if client is None:
-            client = httpx.Client(base_url=self.running.url, timeout=60)
-            self.local.client = client
-        return client
-
-    def send(self, i: int) -> None:
-        started = time.thread_time()
-        try:
-            self._send(i)
-        finally:
-            with self._lock:
-                self.cpu += time.thread_time() - started
-
-    def _send(self, i: int) -> None:
-        oid = f"S{i:09d}"
-        order = Order(
-            platform_order_id=oid, status=PlatformStatus.PAID, buyer_id=f"buyer-{i % 997}",
-            lines=(OrderLine(line_id=f"{oid}-1", quantity=1, outer_id=SKU, title="VIP month",
-                             unit_price_cents=1990),),
-            total_cents=1990, paid_at=datetime.now(UTC))  # paid now: latency starts here
-        self.running.platform.put_order(order)
-        body = json.dumps({"order": order_to_json(order), "message_id": f"m-{oid}"}).encode()
-        headers = {"X-Memory-Sign": sign_push(TEST_PUSH_SECRET, body),
-                   "Content-Type": "application/json"}
-        for _attempt in range(5):  # a platform resends a push that was not acknowledged
-            try:
-                resp = self._client().post(f"/hooks/{SHOP}", content=body, headers=headers)
-            except httpx.HTTPError:
-                resp = None
-            if resp is not None and resp.status_code == 200:
-                break
-            with self._lock:
-                self.errors += 1
-            time.sleep(0.5)
-        with self._lock:
-            self.count += 1
-
-
 # --------------------------------------------------------------------------- measuring
 
 
-def _shipped(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM orders WHERE state = 'shipped'")).scalar_one())
+SHIPPED = "SELECT count(*) FROM orders WHERE state = 'shipped'"
+PENDING = "SELECT count(*) FROM outbox WHERE state = 'pending'"
 
 
-def _wait_shipped(engine: Engine, n: int, timeout: float) -> float:
-    """Poll until ``n`` orders are shipped; the monotonic time it happened."""
+def _count(conn: Any, sql: str) -> int:
+    """One count on a raw connection (no write lock on SQLite), its transaction ended."""
+    cur = conn.cursor()
+    cur.execute(sql)
+    value = int(cur.fetchone()[0])
+    cur.close()
+    conn.commit()
+    return value
+
+
+def _wait_count(conn: Any, sql: str, done: Callable[[int], bool], timeout: float) -> float:
+    """Poll a count every 0.1 s until ``done(count)``; the monotonic time it happened."""
     deadline = time.monotonic() + timeout
     while True:
-        if _shipped(engine) >= n:
+        value = _count(conn, sql)
+        if done(value):
             return time.monotonic()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {_shipped(engine)} of {n} orders shipped in {timeout:.0f}s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{sql}: {value} after {timeout:.0f}s")
+        time.sleep(0.1)  # the daemons are other processes: their rows are what we wait on
 
 
 @dataclass(frozen=True)
 class MaxRate:
-    orders_per_s: float
-    #: CPU of the robot's threads per order: the process's CPU over the run minus what the
-    #: feeders' threads and the waiting main thread spent.
+    orders_per_s: float  # first push to last order shipped
+    #: CPU of the daemon processes (every thread, from /proc) from the first push until the
+    #: outbox is empty (the last memo written), per order.
     cpu_us_per_order: float
+    #: CPU of this process (the feeders) over the same time, per order.
+    feeder_cpu_us_per_order: float
+    processes: int
 
 
 def max_rate(backend: str, n: int) -> float:
@@ -247,24 +107,26 @@ def max_rate(backend: str, n: int) -> float:
     return measure_max(backend, n).orders_per_s
 
 
-def measure_max(backend: str, n: int) -> MaxRate:
-    """:func:`max_rate` with the robot's CPU per order."""
+def measure_max(backend: str, n: int, processes: int = 1) -> MaxRate:
+    """:func:`max_rate` with the daemons' CPU per order, ``processes`` daemons on one
+    database (four feeders each)."""
     root = Path(tempfile.mkdtemp(prefix="robot-bench-soak-max-"))
     try:
-        with scratch_db(backend, tables=False) as db, robot_on(db, root, n + 100) as running:
-            feeder = Feeder(running)
-            engine = make_engine(db.url)
+        with scratch_db(backend, tables=False) as db, \
+                fleet_on(db, root, n + 100, n, processes) as fleet:
+            feeder = Feeder(fleet.urls)
+            reader = raw_connect(db)
             try:
-                cpu0, main0 = time.process_time(), time.thread_time()
+                cpu0, own0 = fleet.cpu(), time.process_time()
                 started = time.monotonic()
-                with ThreadPoolExecutor(4) as pool:
+                with ThreadPoolExecutor(4 * processes) as pool:
                     list(pool.map(feeder.send, range(n)))
-                done = _wait_shipped(engine, n, timeout=600)
-                robot_cpu = (time.process_time() - cpu0 - feeder.cpu
-                             - (time.thread_time() - main0))
+                done = _wait_count(reader, SHIPPED, lambda v: v >= n, timeout=600)
+                _wait_count(reader, PENDING, lambda v: v == 0, timeout=120)
+                cpu, own = fleet.cpu() - cpu0, time.process_time() - own0
             finally:
-                engine.dispose()
-            return MaxRate(n / (done - started), robot_cpu / n * 1e6)
+                reader.close()
+            return MaxRate(n / (done - started), cpu / n * 1e6, own / n * 1e6, processes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -347,22 +209,26 @@ class SoakReport:
 
 
 def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
-         hold_at: float, hold_for: float) -> SoakReport:
-    """Push orders at ``rate``/s for ``minutes``; a stuck session from ``hold_at`` s for
-    ``hold_for`` s (PostgreSQL; ``hold_for=0``: none); sample the tables every ``bucket_s``
-    s (PostgreSQL's statistics; other backends run the same paced load without them)."""
+         hold_at: float, hold_for: float, processes: int = 1) -> SoakReport:
+    """Push orders at ``rate``/s for ``minutes`` to ``processes`` daemons; a stuck session
+    from ``hold_at`` s for ``hold_for`` s (PostgreSQL; ``hold_for=0``: none); sample the
+    tables every ``bucket_s`` s (PostgreSQL's statistics; other backends run the same paced
+    load without them)."""
     pg = backend == "postgresql"
     total_s = minutes * 60
     n = int(rate * total_s) + 10
     nb = round(total_s / bucket_s)
     root = Path(tempfile.mkdtemp(prefix="robot-bench-soak-"))
     try:
-        with scratch_db(backend, tables=False) as db, robot_on(db, root, n + 100) as running:
+        offered = int(rate * nb * bucket_s) + 110  # whole buckets may outrun n
+        with scratch_db(backend, tables=False) as db, \
+                fleet_on(db, root, n + 100, offered, processes) as fleet:
             engine = make_engine(db.url)
-            feeder = Feeder(running)
+            reader = raw_connect(db)
+            feeder = Feeder(fleet.urls)
             todo: queue.Queue[int | None] = queue.Queue()
             senders = [threading.Thread(target=_sender, args=(feeder, todo), daemon=True)
-                       for _ in range(8)]
+                       for _ in range(8 * processes)]
             for t in senders:
                 t.start()
             buckets = [Bucket(k) for k in range(nb)]
@@ -406,8 +272,9 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
                 for t in senders:
                     t.join(timeout=120)
             settle = time.monotonic() + 120
-            while _shipped(engine) < feeder.count and time.monotonic() < settle:
+            while _count(reader, SHIPPED) < feeder.count and time.monotonic() < settle:
                 time.sleep(0.5)
+            reader.close()
             with engine.connect() as conn:
                 rows = conn.execute(select(orders.c.received_at, orders.c.shipped_at,
                                            orders.c.paid_at)).all()
