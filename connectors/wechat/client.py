@@ -38,6 +38,7 @@ from connectors.base import (
 from connectors.common.check import staged_report
 from connectors.common.clock import Clock, PlatformClock, utc_now
 from connectors.common.http import LoopClient
+from connectors.common.values import as_int
 from connectors.errors import BadPlatformData, NotShippable, Retriable, RobotError, Unavailable
 from connectors.log import get_logger
 from connectors.wechat import errors as codes
@@ -240,9 +241,12 @@ def _item_desc(text: str) -> str:
 
 
 def _shipped(shipping: Any) -> bool | None:
-    """Whether get_order's ``shipping`` shows an upload (``finish_shipping``, or a row in
-    ``shipping_list``): it stays on the order after a refund (``order_state`` 5), which
-    alone does not say whether the order was shipped first. None when the answer has none."""
+    """Whether get_order's ``shipping`` shows an upload (``finish_shipping``, a
+    ``finish_shipping_count`` above 0, or a row in ``shipping_list``): it stays on the order
+    after a refund (``order_state`` 5), which alone does not say whether the order was shipped
+    first. None when the answer has none."""
     if not isinstance(shipping, Mapping):
         return None
-    return bool(shipping.get("finish_shipping")) or bool(shipping.get("shipping_list"))
+    return (shipping.get("finish_shipping") is True
+            or as_int(shipping.get("finish_shipping_count")) > 0
+            or bool(shipping.get("shipping_list")))
