@@ -75,7 +75,7 @@ from robot.migrate import upgrade
 from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop
 from robot.registry import discover
-from robot.restock import Restocker
+from robot.restocker import Restocker
 from robot.sourcing import Sourcer, SourcingPolicy
 from robot.states import OrderState
 from robot.vault import Vault, open_vault

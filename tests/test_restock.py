@@ -22,7 +22,8 @@ from robot.config.restock import RestockRule
 from robot.errors import UserError
 from robot.report import LatencyRow, PoolRow
 from robot.reporthtml import HtmlReport, render
-from robot.restock import Refused, Restocker
+from robot.restock import Refused
+from robot.restocker import Restocker
 from robot.schema import audit_log, batches, restock_purchases, stock
 from robot.sourcing import SourcingPolicy
 from robot.vault import Vault

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from robot import restock, suppliers
+from robot import restock, restocker, suppliers
 from robot.cli.common import App, actor, emit_json, json_option, print_table
 from robot.clock import utcnow
 from robot.config.restock import RestockRule
@@ -82,7 +82,7 @@ def run_cmd(app: App, pool: str, as_json: bool) -> None:
 def _advance(app: App, purchase_id: int) -> None:
     """Place the purchase now (and read its outcome once); the robot's worker carries on."""
     clients, broken = suppliers.build(app.config, app.engine, app.vault)
-    worker = restock.Restocker(
+    worker = restocker.Restocker(
         app.engine, app.vault, clients, app.config.restock,
         SourcingPolicy(price_ttl=0, query_initial=app.config.sourcing.query_initial,
                        query_max=app.config.sourcing.query_max), worker=actor(), zone=app.zone)
