@@ -141,22 +141,29 @@ def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
                lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
     """Lease up to ``limit`` due jobs of ``kinds`` to ``worker``."""
     with transaction(engine) as conn:
-        stmt = (
-            select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
-            .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
-                   outbox.c.kind.in_(kinds),
-                   or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-            .order_by(outbox.c.due_at, outbox.c.id)
-            .limit(limit)
-        )
-        if dialect_of(conn) != "sqlite":
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = conn.execute(stmt).all()
-        if not rows:
-            return []
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                     .values(claimed_by=worker, claimed_until=now + lease))
-        return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+        return claim_jobs_in(conn, worker, now=now, limit=limit, lease=lease, kinds=kinds)
+
+
+def claim_jobs_in(conn: Connection, worker: str, *, now: datetime, limit: int,
+                  lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
+    """:func:`claim_jobs` inside the caller's transaction (a group commit's batch: a round
+    that finds nothing costs a SELECT in a shared transaction, not one of its own)."""
+    stmt = (
+        select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
+        .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
+               outbox.c.kind.in_(kinds),
+               or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+        .order_by(outbox.c.due_at, outbox.c.id)
+        .limit(limit)
+    )
+    if dialect_of(conn) != "sqlite":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return []
+    conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
+                 .values(claimed_by=worker, claimed_until=now + lease))
+    return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
 
 
 def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: datetime,
@@ -309,9 +316,8 @@ class Dispatcher:
     async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Lease and run the due jobs; returns how many were run."""
         now = now or utcnow()
-        jobs = await asyncio.to_thread(
-            claim_jobs, self.engine, self.worker, now=now, limit=limit, lease=self.policy.lease
-        )
+        jobs = await self._group.run(lambda conn: claim_jobs_in(
+            conn, self.worker, now=now, limit=limit, lease=self.policy.lease))
         # Jobs are for different orders; their platform calls overlap, their transactions
         # stay short and separate.
         gate = asyncio.Semaphore(self.policy.concurrency)

@@ -243,8 +243,10 @@ async def _take_in_group(group: GroupCommit, shop: pipeline.ShopRules, order: Or
 async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
                        fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE,
-                       group: GroupCommit | None = None) -> int:
-    """Apply verified events durably; returns how many created or changed an order.
+                       group: GroupCommit | None = None,
+                       states: list[str] | None = None) -> int:
+    """Apply verified events durably; returns how many created or changed an order (with
+    ``states``, each such order's new state is appended to it).
 
     An event that carries its order is looked up, taken in and recorded as seen in one
     transaction; a thin one is looked up first (a message already applied is not fetched
@@ -275,13 +277,17 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
             if order is not None and group is not None and not thin:
                 result = await _take_in_group(group, shop, order, key,
                                               actor=f"push:{shop.name}", zone=zone)
-                changed += result.action in ("created", "updated")
             elif order is not None:
                 result = await db(_take_in, engine, shop, order, key, actor=f"push:{shop.name}",
                                   zone=zone)
-                changed += result.action in ("created", "updated")
-            elif key is not None:
-                await db(_mark_seen, engine, shop.name, key)
+            else:
+                if key is not None:
+                    await db(_mark_seen, engine, shop.name, key)
+                continue
+            if result.action in ("created", "updated"):
+                changed += 1
+                if states is not None:
+                    states.append(result.state or "")
         return changed
 
 
