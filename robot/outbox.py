@@ -504,15 +504,35 @@ class Dispatcher:
             await self._group.run(lambda conn: self._handing_over_in(conn, job, ctx))
             log.info("hand_over_started", count=len(ctx.handed))
         outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-        await self._group.run(lambda conn: self._shipped_in(conn, job, outcome.value))
+        memo_id = await self._group.run(
+            lambda conn: self._shipped_in(conn, job, outcome.value, memo_now=True))
         log.info("order_shipped", outcome=outcome.value)
+        if memo_id is not None:
+            await self._memo_now(Job(memo_id, job.order_id, "memo", 0), ctx)
+
+    async def _memo_now(self, memo: Job, ctx: JobContext) -> None:
+        """Write the memo of an order just shipped, as its (leased) memo job would, from the
+        context the shipment was made with. Its outcome is recorded as that job's; a worker
+        that dies first leaves the job to be claimed once its lease ends, and a memo queued
+        again meanwhile (replacement codes) takes the job from this worker, so this outcome
+        is dropped and the job runs again with the new text (:meth:`_mine`)."""
+        self._running.add(memo.id)  # its lease is renewed like a claimed job's
+        try:
+            with structlog.contextvars.bound_contextvars(job="memo"):
+                await self._run_prepared(memo, ctx)
+        finally:
+            self._running.discard(memo.id)
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         with transaction(self.engine) as conn:
             self._shipped_in(conn, job, outcome)
 
-    def _shipped_in(self, conn: Connection, job: Job, outcome: str) -> None:
+    def _shipped_in(self, conn: Connection, job: Job, outcome: str, *,
+                    memo_now: bool = False) -> int | None:
+        """Record the shipment; queue the order's memo job and return its id. With
+        ``memo_now`` the memo job is leased to this worker at once (it writes the memo next,
+        from the context it shipped with: no claim, no second read)."""
         now = utcnow()
         state = OrderState.ALLOCATED
         try:
@@ -529,22 +549,26 @@ class Dispatcher:
         elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
                 conn, job.order_id, shipped=True, actor=self.actor, now=now):
             _finish_ship(conn, job, now)
-            return
+            return None
         elif state != OrderState.ALLOCATED:
             log.error("ship_state_conflict", state=state)
             conn.execute(update(outbox).where(outbox.c.id == job.id)
                          .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
-            return
+            return None
         conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
                      .values(state=DeliveryState.DELIVERED, delivered_at=now))
         _finish_ship(conn, job, now)
-        conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
-                                           state=OutboxState.PENDING, attempts=0, due_at=now,
-                                           created_at=now))
+        lease = ({"claimed_by": self.worker, "claimed_until": now + self.policy.lease}
+                 if memo_now else {})
+        memo = conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
+                                                  state=OutboxState.PENDING, attempts=0,
+                                                  due_at=now, created_at=now, **lease))
         if self._notify is not None:  # the buyer hears of it once the shipment is durable
             self._notify.queue_delivered(conn, job.order_id, now)
         audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                      details={"outcome": outcome})
+        key = memo.inserted_primary_key  # (a single-row insert's id: every dialect has it)
+        return None if key is None else int(key[0])
 
     def _handing_over_in(self, conn: Connection, job: Job, ctx: JobContext) -> None:
         """Audit, before the call, that this attempt hands the order's codes (named masked)
