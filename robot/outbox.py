@@ -148,22 +148,26 @@ def claim_jobs_in(conn: Connection, worker: str, *, now: datetime, limit: int,
                   lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
     """:func:`claim_jobs` inside the caller's transaction (a group commit's batch: a round
     that finds nothing costs a SELECT in a shared transaction, not one of its own)."""
-    stmt = (
-        select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
-        .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
-               outbox.c.kind.in_(kinds),
-               or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-        .order_by(outbox.c.due_at, outbox.c.id)
-        .limit(limit)
-    )
-    if dialect_of(conn) != "sqlite":
-        stmt = stmt.with_for_update(skip_locked=True)
-    rows = conn.execute(stmt).all()
+    stmt = _DUE_JOBS if dialect_of(conn) == "sqlite" else _DUE_JOBS_LOCKED
+    rows = conn.execute(stmt, {"b_now": now, "b_kinds": list(kinds), "b_limit": limit}).all()
     if not rows:
         return []
-    conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                 .values(claimed_by=worker, claimed_until=now + lease))
+    conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "claimed_by": worker,
+                          "claimed_until": now + lease})
     return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+
+
+# Built once: every write-back round runs them.
+_DUE_JOBS = (
+    select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
+    .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= bindparam("b_now"),
+           outbox.c.kind.in_(bindparam("b_kinds", expanding=True)),
+           or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < bindparam("b_now")))
+    .order_by(outbox.c.due_at, outbox.c.id)
+    .limit(bindparam("b_limit"))
+)
+_DUE_JOBS_LOCKED = _DUE_JOBS.with_for_update(skip_locked=True)
+_LEASE = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
 
 
 def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: datetime,
@@ -555,14 +559,14 @@ class Dispatcher:
             conn.execute(update(outbox).where(outbox.c.id == job.id)
                          .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
             return None
-        conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
-                     .values(state=DeliveryState.DELIVERED, delivered_at=now))
+        conn.execute(_DELIVERED, {"b_order": job.order_id, "state": DeliveryState.DELIVERED,
+                                  "delivered_at": now})
         _finish_ship(conn, job, now)
         lease = ({"claimed_by": self.worker, "claimed_until": now + self.policy.lease}
                  if memo_now else {})
-        memo = conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
-                                                  state=OutboxState.PENDING, attempts=0,
-                                                  due_at=now, created_at=now, **lease))
+        memo = conn.execute(_INSERT_JOB, {"order_id": job.order_id, "kind": "memo",
+                                          "state": OutboxState.PENDING, "attempts": 0,
+                                          "due_at": now, "created_at": now, **lease})
         if self._notify is not None:  # the buyer hears of it once the shipment is durable
             self._notify.queue_delivered(conn, job.order_id, now)
         audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
@@ -591,9 +595,13 @@ class Dispatcher:
 
     def _done_in(self, conn: Connection, job: Job) -> None:
         now = utcnow()
-        if conn.execute(update(outbox).where(*self._mine(job))
-                        .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                                claimed_until=None, last_error=None)).rowcount:
+        params: dict[str, object] = {"b_id": job.id, "state": OutboxState.DONE,
+                                     "done_at": now, "attempts": job.attempts + 1,
+                                     "claimed_until": None, "last_error": None}
+        stmt = _END_JOB
+        if job.kind in ("memo", "notify"):  # :meth:`_mine`, prebuilt: only while it is ours
+            stmt, params["b_worker"] = _END_MINE, self.worker
+        if conn.execute(stmt, params).rowcount:
             record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
@@ -737,18 +745,27 @@ def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
 
 
 def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == job.id)
-                 .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                         claimed_until=None, last_error=None))
+    conn.execute(_END_JOB, {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
+                            "attempts": job.attempts + 1, "claimed_until": None,
+                            "last_error": None})
     record_attempt(conn, job, AttemptResult.DONE, None, now)
 
 
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
                    now: datetime) -> None:
     """Keep one write-back attempt's outcome for the order's history."""
-    conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
-                                                kind=job.kind, at=now, result=result,
-                                                error=error))
+    conn.execute(_INSERT_ATTEMPT, {"outbox_id": job.id, "order_id": job.order_id,
+                                   "kind": job.kind, "at": now, "result": result,
+                                   "error": error})
+
+
+# Built once (the write-back's hot statements; the SET columns are the parameters given).
+_END_JOB = update(outbox).where(outbox.c.id == bindparam("b_id"))
+_END_MINE = update(outbox).where(outbox.c.id == bindparam("b_id"),
+                                 outbox.c.claimed_by == bindparam("b_worker"))
+_INSERT_ATTEMPT = insert(outbox_attempts)
+_INSERT_JOB = insert(outbox)
+_DELIVERED = update(deliveries).where(deliveries.c.order_id == bindparam("b_order"))
 
 
 def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:
