@@ -404,7 +404,7 @@ class Robot:
             SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
                            query_initial=self.config.sourcing.query_initial,
                            query_max=self.config.sourcing.query_max), worker=self.owner,
-            on_allocated=self._wake_ship.set)
+            on_allocated=self._wake_ship.set, group=self.group)
         # With suppliers, even without rules: purchases a removed rule left open are still
         # queried to their end (their codes stocked, their budget released).
         if self.suppliers or self.config.restock:
