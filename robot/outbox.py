@@ -52,7 +52,7 @@ from connectors.base import (
 from connectors.cardsecret import CardSecret
 from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
 from robot.groupcommit import GroupCommit
 from robot.http import handover
@@ -559,14 +559,14 @@ class Dispatcher:
             conn.execute(update(outbox).where(outbox.c.id == job.id)
                          .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
             return None
-        conn.execute(_DELIVERED, {"b_order": job.order_id, "state": DeliveryState.DELIVERED,
-                                  "delivered_at": now})
+        write(conn, _DELIVERED, {"b_order": job.order_id, "state": DeliveryState.DELIVERED,
+                                 "delivered_at": now})
         _finish_ship(conn, job, now)
         lease = ({"claimed_by": self.worker, "claimed_until": now + self.policy.lease}
                  if memo_now else {})
-        memo = conn.execute(_INSERT_JOB, {"order_id": job.order_id, "kind": "memo",
-                                          "state": OutboxState.PENDING, "attempts": 0,
-                                          "due_at": now, "created_at": now, **lease})
+        memo = write(conn, _INSERT_JOB, {"order_id": job.order_id, "kind": "memo",
+                                         "state": OutboxState.PENDING, "attempts": 0,
+                                         "due_at": now, "created_at": now, **lease})
         if self._notify is not None:  # the buyer hears of it once the shipment is durable
             self._notify.queue_delivered(conn, job.order_id, now)
         audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
@@ -601,7 +601,7 @@ class Dispatcher:
         stmt = _END_JOB
         if job.kind in ("memo", "notify"):  # :meth:`_mine`, prebuilt: only while it is ours
             stmt, params["b_worker"] = _END_MINE, self.worker
-        if conn.execute(stmt, params).rowcount:
+        if write(conn, stmt, params).rowcount:
             record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
@@ -745,7 +745,7 @@ def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
 
 
 def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
-    conn.execute(_END_JOB, {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
+    write(conn, _END_JOB, {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
                             "attempts": job.attempts + 1, "claimed_until": None,
                             "last_error": None})
     record_attempt(conn, job, AttemptResult.DONE, None, now)
@@ -754,9 +754,9 @@ def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
                    now: datetime) -> None:
     """Keep one write-back attempt's outcome for the order's history."""
-    conn.execute(_INSERT_ATTEMPT, {"outbox_id": job.id, "order_id": job.order_id,
-                                   "kind": job.kind, "at": now, "result": result,
-                                   "error": error})
+    write(conn, _INSERT_ATTEMPT, {"outbox_id": job.id, "order_id": job.order_id,
+                                  "kind": job.kind, "at": now, "result": result,
+                                  "error": error})
 
 
 # Built once (the write-back's hot statements; the SET columns are the parameters given).

@@ -38,7 +38,7 @@ from connectors.base import (
 )
 from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
-from robot.db import transaction
+from robot.db import transaction, write
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
 from robot.groupcommit import GroupCommit, run_together
 from robot.log import get_logger
@@ -228,7 +228,7 @@ def _mark_seen(engine: Engine, shop: str, key: str) -> None:
 
 
 def _mark_in(conn: Connection, shop: str, key: str) -> None:
-    conn.execute(_MARK_SEEN, {"shop": shop, "message_id": key, "received_at": utcnow()})
+    write(conn, _MARK_SEEN, {"shop": shop, "message_id": key, "received_at": utcnow()})
 
 
 # Built once: every push runs them.

@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from robot import audit
 from robot.clock import utcnow
 from robot.config import ShopConfig
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.log import get_logger
 from robot.schema import orders, pickup_links
 from robot.states import VISIBLE, OrderState
@@ -123,13 +123,13 @@ def ensure_link_tx(conn: Connection, key: bytes, order_id: int, *, ttl: timedelt
     # The token depends on the row id, which exists only after the insert: insert with a
     # unique placeholder hash, then set the real one.
     placeholder = hashlib.sha256(f"pending|{order_id}|{now.isoformat()}".encode()).hexdigest()
-    inserted = conn.execute(_INSERT_LINK, {
+    inserted = write(conn, _INSERT_LINK, {
         "order_id": order_id, "token_hash": placeholder, "created_at": now, "expires_at": expires,
     }).inserted_primary_key
     assert inserted is not None
     link_id = int(inserted[0])
     token = token_for(key, order_id, link_id)
-    conn.execute(_SET_TOKEN, {"b_id": link_id, "token_hash": token_hash(token)})
+    write(conn, _SET_TOKEN, {"b_id": link_id, "token_hash": token_hash(token)})
     return Link(link_id, order_id, token, expires)
 
 
