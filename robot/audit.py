@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from robot.clock import utcnow
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.errors import Fatal, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log
@@ -251,7 +251,7 @@ def append_many(conn: Connection, entries: Sequence[Entry]) -> int:
         prev = digest
     if rows:
         conn.execute(_INSERT_ENTRY, rows)
-        conn.execute(_MOVE_HEAD, {"b_chain": chain, "seq": seq, "hash": prev})
+        write(conn, _MOVE_HEAD, {"b_chain": chain, "seq": seq, "hash": prev})
         binding.dirty = True
     return seq
 

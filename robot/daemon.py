@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -404,7 +404,7 @@ class Robot:
             SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
                            query_initial=self.config.sourcing.query_initial,
                            query_max=self.config.sourcing.query_max), worker=self.owner,
-            on_allocated=self._wake_ship.set)
+            on_allocated=self._wake_ship.set, group=self.group)
         # With suppliers, even without rules: purchases a removed rule left open are still
         # queried to their end (their codes stocked, their budget released).
         if self.suppliers or self.config.restock:
@@ -431,7 +431,8 @@ class Robot:
 
         ctx = HttpContext(
             engine=self.engine, vault=self.vault, shops=self.shops, connectors=self.connectors,
-            public_url=self.config.http.public_url, wake=self.wake, group=self.group,
+            public_url=self.config.http.public_url, wake=self.wake, wake_for=self.wake_for,
+            group=self.group,
             broken_shops=lambda: {n: h.broken for n, h in self.health.shops.items() if h.broken},
             timezone=self.config.timezone,
             trusted_proxies=parse_networks(self.config.http.trusted_proxies),
@@ -668,6 +669,20 @@ class Robot:
         self._wake_alloc.set()
         self._wake_ship.set()
         self._wake_source.set()
+
+    def wake_for(self, states: Collection[str]) -> None:
+        """Orders just took these states: wake only the loops that have work for them. An
+        order allocated at intake (a push's usual case) is the shipper's alone; one moved to
+        sourcing is the sourcing worker's; any other wakes every loop (:meth:`wake`)."""
+        if not states:
+            return
+        if any(s not in (OrderState.ALLOCATED, OrderState.SOURCING) for s in states):
+            self.wake()
+            return
+        if OrderState.ALLOCATED in states:
+            self._wake_ship.set()
+        if OrderState.SOURCING in states:
+            self._wake_source.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():

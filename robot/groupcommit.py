@@ -26,7 +26,7 @@ which are for other orders and jobs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -112,43 +112,56 @@ class GroupCommit:
                     future.set_exception(value)
 
     def _commit(self, units: list[Unit]) -> list[tuple[bool, Any]]:
-        if len(units) > 1:
-            try:
-                with transaction(self.engine) as conn:
-                    outcomes: list[tuple[bool, Any]] = []
-                    for unit in units:
-                        try:
-                            outcomes.append((True, unit(conn)))
-                        except Exception as exc:
-                            raise _UnitFailed from exc
-            except _UnitFailed:
-                pass  # rolled back: run again, isolating the failing unit
-            else:
-                # (A failed commit raises out of here to every caller: it is not run again.)
-                self._count(len(units))
-                return outcomes
-        return self._isolated(units)
-
-    def _isolated(self, units: list[Unit]) -> list[tuple[bool, Any]]:
-        """The batch with each unit in a savepoint (a lone unit: its own transaction)."""
-        outcomes: list[tuple[bool, Any]] = []
-        with transaction(self.engine) as conn:
-            if len(units) == 1:
-                outcomes.append((True, units[0](conn)))
-            else:
-                for unit in units:
-                    savepoint = conn.begin_nested()
-                    try:
-                        value = unit(conn)
-                    except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
-                        savepoint.rollback()
-                        outcomes.append((False, exc))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((True, value))
-        self._count(len(units))
+        outcomes = run_together(self.engine, units)
+        # (A failed commit raised out of here to every caller: it is not run again.)
+        self.batches += 1
+        self.units += len(units)
         return outcomes
 
-    def _count(self, units: int) -> None:
-        self.batches += 1
-        self.units += units
+
+def run_together(engine: Engine, units: Sequence[Unit]) -> list[tuple[bool, Any]]:
+    """Run ``units`` in one transaction: ``(True, result)`` or ``(False, exception)`` each.
+
+    Plain first; when a unit raises, that transaction is rolled back and the units run
+    again with a savepoint each, so the failing unit alone is rolled back and its neighbours
+    commit. A failure of the transaction itself (the database, the commit) raises out of
+    here for all of them (for a lone unit it is its outcome: the same to its caller).
+    """
+    if len(units) == 1:
+        try:
+            with transaction(engine) as conn:
+                return [(True, units[0](conn))]
+        except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+            return [(False, exc)]
+    if units:
+        try:
+            with transaction(engine) as conn:
+                outcomes: list[tuple[bool, Any]] = []
+                for unit in units:
+                    try:
+                        outcomes.append((True, unit(conn)))
+                    except Exception as exc:
+                        raise _UnitFailed from exc
+        except _UnitFailed:
+            pass  # rolled back: run again, isolating the failing unit
+        else:
+            return outcomes
+        return _isolated(engine, units)
+    return []
+
+
+def _isolated(engine: Engine, units: Sequence[Unit]) -> list[tuple[bool, Any]]:
+    """The units with each in a savepoint."""
+    outcomes: list[tuple[bool, Any]] = []
+    with transaction(engine) as conn:
+        for unit in units:
+            savepoint = conn.begin_nested()
+            try:
+                value = unit(conn)
+            except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                savepoint.rollback()
+                outcomes.append((False, exc))
+            else:
+                savepoint.commit()
+                outcomes.append((True, value))
+    return outcomes

@@ -48,6 +48,7 @@ output; and it must never print locals of a traceback (where plaintext codes liv
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -125,10 +126,17 @@ _URL_USERINFO = re.compile(
 _PICKUP_PATH = re.compile(r"(/p/)[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])")
 
 
+# What every pattern above needs somewhere in the text: a query parameter its "=", a URL's
+# userinfo "://", a pickup link "/p/", a JSON member a quote then ":", a header its name,
+# a bare token "bearer". Text with none of them is returned by scrub() as it is.
+_MAY_HOLD = re.compile(r"=|://|/p/|[\"']\s*:|(?i:bearer|authorization)")
+
+
 def _words(key: str) -> list[str]:
     return [w for w in _NON_WORD.split(_CAMEL.sub("_", key).lower()) if w]
 
 
+@functools.lru_cache(maxsize=1024)  # the same few dozen keys on every line
 def classify_key(key: str) -> str | None:
     """``"code"``, ``"credential"`` or ``None`` (not sensitive) for a key name."""
     words = _words(key)
@@ -151,6 +159,12 @@ def classify_key(key: str) -> str | None:
 
 def scrub(text: str) -> str:
     """Remove credential-looking substrings from free text (URLs, messages, tracebacks)."""
+    if _MAY_HOLD.search(text) is None:  # most values: nothing below can match
+        return text
+    return _scrub_all(text)
+
+
+def _scrub_all(text: str) -> str:
     text = _URL_USERINFO.sub(rf"\1:{SCRUBBED}@", text)
     text = _PICKUP_PATH.sub(rf"\1{SCRUBBED}", text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{_scheme(m.group(2))}{SCRUBBED}", text)

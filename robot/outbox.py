@@ -52,7 +52,7 @@ from connectors.base import (
 from connectors.cardsecret import CardSecret
 from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
 from robot.groupcommit import GroupCommit
 from robot.http import handover
@@ -141,22 +141,33 @@ def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
                lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
     """Lease up to ``limit`` due jobs of ``kinds`` to ``worker``."""
     with transaction(engine) as conn:
-        stmt = (
-            select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
-            .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= now,
-                   outbox.c.kind.in_(kinds),
-                   or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-            .order_by(outbox.c.due_at, outbox.c.id)
-            .limit(limit)
-        )
-        if dialect_of(conn) != "sqlite":
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = conn.execute(stmt).all()
-        if not rows:
-            return []
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
-                     .values(claimed_by=worker, claimed_until=now + lease))
-        return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+        return claim_jobs_in(conn, worker, now=now, limit=limit, lease=lease, kinds=kinds)
+
+
+def claim_jobs_in(conn: Connection, worker: str, *, now: datetime, limit: int,
+                  lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
+    """:func:`claim_jobs` inside the caller's transaction (a group commit's batch: a round
+    that finds nothing costs a SELECT in a shared transaction, not one of its own)."""
+    stmt = _DUE_JOBS if dialect_of(conn) == "sqlite" else _DUE_JOBS_LOCKED
+    rows = conn.execute(stmt, {"b_now": now, "b_kinds": list(kinds), "b_limit": limit}).all()
+    if not rows:
+        return []
+    conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "claimed_by": worker,
+                          "claimed_until": now + lease})
+    return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+
+
+# Built once: every write-back round runs them.
+_DUE_JOBS = (
+    select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
+    .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= bindparam("b_now"),
+           outbox.c.kind.in_(bindparam("b_kinds", expanding=True)),
+           or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < bindparam("b_now")))
+    .order_by(outbox.c.due_at, outbox.c.id)
+    .limit(bindparam("b_limit"))
+)
+_DUE_JOBS_LOCKED = _DUE_JOBS.with_for_update(skip_locked=True)
+_LEASE = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
 
 
 def renew_claims(engine: Engine, worker: str, job_ids: list[int], *, now: datetime,
@@ -309,9 +320,8 @@ class Dispatcher:
     async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Lease and run the due jobs; returns how many were run."""
         now = now or utcnow()
-        jobs = await asyncio.to_thread(
-            claim_jobs, self.engine, self.worker, now=now, limit=limit, lease=self.policy.lease
-        )
+        jobs = await self._group.run(lambda conn: claim_jobs_in(
+            conn, self.worker, now=now, limit=limit, lease=self.policy.lease))
         # Jobs are for different orders; their platform calls overlap, their transactions
         # stay short and separate.
         gate = asyncio.Semaphore(self.policy.concurrency)
@@ -504,15 +514,35 @@ class Dispatcher:
             await self._group.run(lambda conn: self._handing_over_in(conn, job, ctx))
             log.info("hand_over_started", count=len(ctx.handed))
         outcome = await asyncio.wait_for(connector.ship(shipment), self.policy.call_timeout)
-        await self._group.run(lambda conn: self._shipped_in(conn, job, outcome.value))
+        memo_id = await self._group.run(
+            lambda conn: self._shipped_in(conn, job, outcome.value, memo_now=True))
         log.info("order_shipped", outcome=outcome.value)
+        if memo_id is not None:
+            await self._memo_now(Job(memo_id, job.order_id, "memo", 0), ctx)
+
+    async def _memo_now(self, memo: Job, ctx: JobContext) -> None:
+        """Write the memo of an order just shipped, as its (leased) memo job would, from the
+        context the shipment was made with. Its outcome is recorded as that job's; a worker
+        that dies first leaves the job to be claimed once its lease ends, and a memo queued
+        again meanwhile (replacement codes) takes the job from this worker, so this outcome
+        is dropped and the job runs again with the new text (:meth:`_mine`)."""
+        self._running.add(memo.id)  # its lease is renewed like a claimed job's
+        try:
+            with structlog.contextvars.bound_contextvars(job="memo"):
+                await self._run_prepared(memo, ctx)
+        finally:
+            self._running.discard(memo.id)
 
     # -- outcomes (each one short transaction) -------------------------------------------------
     def _shipped(self, job: Job, outcome: str) -> None:
         with transaction(self.engine) as conn:
             self._shipped_in(conn, job, outcome)
 
-    def _shipped_in(self, conn: Connection, job: Job, outcome: str) -> None:
+    def _shipped_in(self, conn: Connection, job: Job, outcome: str, *,
+                    memo_now: bool = False) -> int | None:
+        """Record the shipment; queue the order's memo job and return its id. With
+        ``memo_now`` the memo job is leased to this worker at once (it writes the memo next,
+        from the context it shipped with: no claim, no second read)."""
         now = utcnow()
         state = OrderState.ALLOCATED
         try:
@@ -529,22 +559,26 @@ class Dispatcher:
         elif state == OrderState.CANCELLED and pipeline.settle_cancelled_shipment(
                 conn, job.order_id, shipped=True, actor=self.actor, now=now):
             _finish_ship(conn, job, now)
-            return
+            return None
         elif state != OrderState.ALLOCATED:
             log.error("ship_state_conflict", state=state)
             conn.execute(update(outbox).where(outbox.c.id == job.id)
                          .values(state=OutboxState.DONE, done_at=now, claimed_until=None))
-            return
-        conn.execute(update(deliveries).where(deliveries.c.order_id == job.order_id)
-                     .values(state=DeliveryState.DELIVERED, delivered_at=now))
+            return None
+        write(conn, _DELIVERED, {"b_order": job.order_id, "state": DeliveryState.DELIVERED,
+                                 "delivered_at": now})
         _finish_ship(conn, job, now)
-        conn.execute(insert(outbox).values(order_id=job.order_id, kind="memo",
-                                           state=OutboxState.PENDING, attempts=0, due_at=now,
-                                           created_at=now))
+        lease = ({"claimed_by": self.worker, "claimed_until": now + self.policy.lease}
+                 if memo_now else {})
+        memo = write(conn, _INSERT_JOB, {"order_id": job.order_id, "kind": "memo",
+                                         "state": OutboxState.PENDING, "attempts": 0,
+                                         "due_at": now, "created_at": now, **lease})
         if self._notify is not None:  # the buyer hears of it once the shipment is durable
             self._notify.queue_delivered(conn, job.order_id, now)
         audit.append(conn, actor=self.actor, action="ship", subject=f"order:{job.order_id}",
                      details={"outcome": outcome})
+        key = memo.inserted_primary_key  # (a single-row insert's id: every dialect has it)
+        return None if key is None else int(key[0])
 
     def _handing_over_in(self, conn: Connection, job: Job, ctx: JobContext) -> None:
         """Audit, before the call, that this attempt hands the order's codes (named masked)
@@ -567,9 +601,13 @@ class Dispatcher:
 
     def _done_in(self, conn: Connection, job: Job) -> None:
         now = utcnow()
-        if conn.execute(update(outbox).where(*self._mine(job))
-                        .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                                claimed_until=None, last_error=None)).rowcount:
+        params: dict[str, object] = {"b_id": job.id, "state": OutboxState.DONE,
+                                     "done_at": now, "attempts": job.attempts + 1,
+                                     "claimed_until": None, "last_error": None}
+        stmt = _END_JOB
+        if job.kind in ("memo", "notify"):  # :meth:`_mine`, prebuilt: only while it is ours
+            stmt, params["b_worker"] = _END_MINE, self.worker
+        if write(conn, stmt, params).rowcount:
             record_attempt(conn, job, AttemptResult.DONE, None, now)
 
     def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
@@ -713,18 +751,27 @@ def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
 
 
 def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
-    conn.execute(update(outbox).where(outbox.c.id == job.id)
-                 .values(state=OutboxState.DONE, done_at=now, attempts=job.attempts + 1,
-                         claimed_until=None, last_error=None))
+    write(conn, _END_JOB, {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
+                            "attempts": job.attempts + 1, "claimed_until": None,
+                            "last_error": None})
     record_attempt(conn, job, AttemptResult.DONE, None, now)
 
 
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
                    now: datetime) -> None:
     """Keep one write-back attempt's outcome for the order's history."""
-    conn.execute(insert(outbox_attempts).values(outbox_id=job.id, order_id=job.order_id,
-                                                kind=job.kind, at=now, result=result,
-                                                error=error))
+    write(conn, _INSERT_ATTEMPT, {"outbox_id": job.id, "order_id": job.order_id,
+                                  "kind": job.kind, "at": now, "result": result,
+                                  "error": error})
+
+
+# Built once (the write-back's hot statements; the SET columns are the parameters given).
+_END_JOB = update(outbox).where(outbox.c.id == bindparam("b_id"))
+_END_MINE = update(outbox).where(outbox.c.id == bindparam("b_id"),
+                                 outbox.c.claimed_by == bindparam("b_worker"))
+_INSERT_ATTEMPT = insert(outbox_attempts)
+_INSERT_JOB = insert(outbox)
+_DELIVERED = update(deliveries).where(deliveries.c.order_id == bindparam("b_order"))
 
 
 def queue_memo(conn: Connection, order_id: int, now: datetime) -> None:

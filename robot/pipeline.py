@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState, UnreadableOrder
 from robot import audit, risk, supplyroute
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.log import get_logger
 from robot.matcher import MappingLike, Need, claim, resolve_line
 from robot.schema import (
@@ -427,10 +427,10 @@ def _store_order(conn: Connection, shop: ShopRules, snap: Order, parked: int | N
     if parked is not None:
         _revive(conn, parked, values)
         return parked
-    inserted = conn.execute(
-        _INSERT_ORDER, {"shop": shop.name, "platform": shop.platform,
-                        "platform_order_id": snap.platform_order_id, "received_at": now,
-                        **values}
+    inserted = write(
+        conn, _INSERT_ORDER, {"shop": shop.name, "platform": shop.platform,
+                              "platform_order_id": snap.platform_order_id, "received_at": now,
+                              **values}
     ).inserted_primary_key
     assert inserted is not None
     return int(inserted[0])
@@ -596,9 +596,9 @@ def transition(conn: Connection, order_id: int, from_state: OrderState, to_state
 
     ``values`` are further columns set in the same statement (``shipped_at``, ``due_at``).
     """
-    result = conn.execute(_MOVE_ORDER, {"b_id": order_id, "b_from": from_state,
-                                        "state": to_state, "reason": reason,
-                                        "updated_at": now, **values})
+    result = write(conn, _MOVE_ORDER, {"b_id": order_id, "b_from": from_state,
+                                       "state": to_state, "reason": reason,
+                                       "updated_at": now, **values})
     if result.rowcount != 1:
         raise StateConflict(f"order {order_id} is no longer {from_state}")
 
@@ -830,9 +830,9 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
     if to_source:
         return _source(conn, order_id, state, now, actor, to_source, rows, before)
     transition(conn, order_id, state, OrderState.ALLOCATED, None, now, allocated_at=now)
-    conn.execute(_INSERT_OUTBOX, {"order_id": order_id, "kind": "ship",
-                                  "state": OutboxState.PENDING, "attempts": 0, "due_at": now,
-                                  "created_at": now})
+    write(conn, _INSERT_OUTBOX, {"order_id": order_id, "kind": "ship",
+                                 "state": OutboxState.PENDING, "attempts": 0, "due_at": now,
+                                 "created_at": now})
     code_ids = tuple(int(str(r["code_id"])) for r in rows)
     audit.append_many(conn, [*before, audit.Entry(
         actor=actor, action="allocate", subject=f"order:{order_id}",

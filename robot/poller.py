@@ -38,9 +38,9 @@ from connectors.base import (
 )
 from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
-from robot.db import transaction
+from robot.db import transaction, write
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
-from robot.groupcommit import GroupCommit
+from robot.groupcommit import GroupCommit, run_together
 from robot.log import get_logger
 from robot.outbox import pause_shop
 from robot.schema import push_seen
@@ -91,10 +91,9 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
                 log.exception("poll_crashed")
                 return await _failed(engine, shop.name, kind, f"unexpected {type(exc).__name__}",
                                      outcome, db)
-            for order in result.orders:
-                taken = await db(pipeline.intake, engine, shop, order, actor=f"{kind}:{shop.name}",
-                                 allocate=True, zone=zone)
-                outcome.created += taken.action == "created"
+            taken = await db(intake_page, engine, shop, result.orders,
+                             actor=f"{kind}:{shop.name}", zone=zone)
+            outcome.created += sum(t.action == "created" for t in taken)
             outcome.seen += len(result.orders)
             outcome.steps += 1
             await db(shops.save_poll, engine, shop.name, result.cursor, kind=kind, owner=owner)
@@ -102,6 +101,42 @@ async def poll_shop(engine: Engine, shop: pipeline.ShopRules, connector: Connect
                 break
             cursor = dict(result.cursor)
         return outcome
+
+
+def intake_page(engine: Engine, shop: pipeline.ShopRules, page: Sequence[Order], *,
+                actor: str, zone: tzinfo = DEFAULT_ZONE) -> list[pipeline.IntakeResult]:
+    """Take a polled page's orders in (allocating) in one transaction: one commit for the
+    page instead of one per order, each order as :func:`pipeline.intake` takes it.
+
+    An order that fails does not fail its neighbours: the page runs again with a savepoint
+    per order (:func:`robot.groupcommit.run_together`), the others commit, and the first
+    failure is raised afterwards (the cursor is not stored, so the page is read again and
+    its committed orders are found taken in). An order another process inserted meanwhile
+    is taken in again on its own (as an update); one whose id is unreadable goes through
+    :func:`pipeline.intake` (it logs and audits it without an order).
+    """
+    together = [o for o in page if pipeline.usable_id(o.platform_order_id)]
+
+    def unit(order: Order) -> Callable[[Connection], pipeline.IntakeResult]:
+        return lambda conn: pipeline.intake_in(conn, shop, order, actor=actor, allocate=True,
+                                               zone=zone)
+
+    outcomes = run_together(engine, [unit(o) for o in together])
+    taken: dict[int, pipeline.IntakeResult] = {}
+    failed: Exception | None = None
+    for order, (ok, value) in zip(together, outcomes, strict=True):
+        if ok:
+            taken[id(order)] = value
+        elif isinstance(value, IntegrityError):
+            taken[id(order)] = pipeline.intake(engine, shop, order, actor=actor, allocate=True,
+                                               zone=zone)
+        elif failed is None:
+            failed = value
+    if failed is not None:
+        raise failed
+    return [taken[id(o)] if id(o) in taken else
+            pipeline.intake(engine, shop, o, actor=actor, allocate=True, zone=zone)
+            for o in page]
 
 
 async def _failed(engine: Engine, shop: str, kind: str, error: str, outcome: PollOutcome,
@@ -193,7 +228,7 @@ def _mark_seen(engine: Engine, shop: str, key: str) -> None:
 
 
 def _mark_in(conn: Connection, shop: str, key: str) -> None:
-    conn.execute(_MARK_SEEN, {"shop": shop, "message_id": key, "received_at": utcnow()})
+    write(conn, _MARK_SEEN, {"shop": shop, "message_id": key, "received_at": utcnow()})
 
 
 # Built once: every push runs them.
@@ -243,8 +278,10 @@ async def _take_in_group(group: GroupCommit, shop: pipeline.ShopRules, order: Or
 async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Connector,
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
                        fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE,
-                       group: GroupCommit | None = None) -> int:
-    """Apply verified events durably; returns how many created or changed an order.
+                       group: GroupCommit | None = None,
+                       states: list[str] | None = None) -> int:
+    """Apply verified events durably; returns how many created or changed an order (with
+    ``states``, each such order's new state is appended to it).
 
     An event that carries its order is looked up, taken in and recorded as seen in one
     transaction; a thin one is looked up first (a message already applied is not fetched
@@ -275,13 +312,17 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
             if order is not None and group is not None and not thin:
                 result = await _take_in_group(group, shop, order, key,
                                               actor=f"push:{shop.name}", zone=zone)
-                changed += result.action in ("created", "updated")
             elif order is not None:
                 result = await db(_take_in, engine, shop, order, key, actor=f"push:{shop.name}",
                                   zone=zone)
-                changed += result.action in ("created", "updated")
-            elif key is not None:
-                await db(_mark_seen, engine, shop.name, key)
+            else:
+                if key is not None:
+                    await db(_mark_seen, engine, shop.name, key)
+                continue
+            if result.action in ("created", "updated"):
+                changed += 1
+                if states is not None:
+                    states.append(result.state or "")
         return changed
 
 

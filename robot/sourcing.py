@@ -51,8 +51,9 @@ from robot import audit, pipeline, pools
 from robot.clock import utcnow
 from robot.db import transaction
 from robot.errors import Fatal, Retriable
+from robot.groupcommit import GroupCommit
 from robot.log import get_logger
-from robot.outbox import Job, RetryPolicy, claim_jobs, renew_claims
+from robot.outbox import Job, RetryPolicy, claim_jobs_in, renew_claims
 from robot.schema import deliveries, order_lines, orders, outbox, supplier_attempts
 from robot.schema import pools as pools_table
 from robot.states import (
@@ -164,7 +165,8 @@ class Sourcer:
     def __init__(self, engine: Engine, vault: Vault, suppliers: Mapping[str, Supplier],
                  policy: SourcingPolicy | None = None, *, worker: str,
                  actor: str = "sourcing",
-                 on_allocated: Callable[[], None] = lambda: None) -> None:
+                 on_allocated: Callable[[], None] = lambda: None,
+                 group: GroupCommit | None = None) -> None:
         self.engine = engine
         self.vault = vault
         self.suppliers = suppliers
@@ -174,6 +176,9 @@ class Sourcer:
         self.on_allocated = on_allocated
         self._prices: dict[str, tuple[float, dict[str, Product]]] = {}
         self._running: set[int] = set()
+        #: Leases, reads and settlements share transactions (robot.groupcommit) with the
+        #: rest of the daemon's bookkeeping (the daemon passes its own).
+        self._group = group or GroupCommit(engine)
 
     def renew(self, *, now: datetime | None = None) -> int:
         """Extend the lease of every job this worker is running."""
@@ -185,9 +190,9 @@ class Sourcer:
 
     async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
         """Lease and run the due source jobs; returns how many were run."""
-        jobs = await asyncio.to_thread(claim_jobs, self.engine, self.worker,
-                                       now=now or utcnow(), limit=limit,
-                                       lease=self.policy.lease, kinds=("source",))
+        at = now or utcnow()
+        jobs = await self._group.run(lambda conn: claim_jobs_in(
+            conn, self.worker, now=at, limit=limit, lease=self.policy.lease, kinds=("source",)))
         # Every job leased is renewed until it is run (the calls of the ones before it may
         # take longer than a lease).
         self._running.update(job.id for job in jobs)
@@ -203,24 +208,23 @@ class Sourcer:
 
     async def run_job(self, job: Job) -> None:
         """Advance every open purchase of the order once, then settle the order."""
-        attempts = await asyncio.to_thread(self._read, job)
+        attempts = await self._group.run(lambda conn: self._read_in(conn, job))
         for att in attempts:
             with structlog.contextvars.bound_contextvars(supplier=att.supplier, key=att.key):
                 await self._advance(att)
         try:
-            settled = await asyncio.to_thread(self.settle, job)
+            settled = await self._group.run(lambda conn: self.settle_in(conn, job))
         except pipeline.StateConflict:
             return  # another worker holding the same job (its lease ran out) settled it
         if settled == "allocated":
             self.on_allocated()  # in the loop's thread (an asyncio.Event is not thread-safe)
 
-    def _read(self, job: Job) -> list[Attempt]:
-        with transaction(self.engine) as conn:
-            state = conn.execute(select(orders.c.state)
-                                 .where(orders.c.id == job.order_id)).scalar_one()
-            if state != OrderState.SOURCING:
-                return []
-            return open_attempts(conn, job.order_id)
+    def _read_in(self, conn: Connection, job: Job) -> list[Attempt]:
+        state = conn.execute(select(orders.c.state)
+                             .where(orders.c.id == job.order_id)).scalar_one()
+        if state != OrderState.SOURCING:
+            return []
+        return open_attempts(conn, job.order_id)
 
     # -- one purchase --------------------------------------------------------------------------
     async def _advance(self, att: Attempt) -> None:
@@ -437,31 +441,35 @@ class Sourcer:
     def settle(self, job: Job) -> str:
         """One transaction: the order moves on when every unit is done (allocated, failed,
         or cancelled / held for review after a refund); else the job waits. What happened."""
-        now = utcnow()
         with transaction(self.engine) as conn:
-            row = conn.execute(select(orders.c.state, orders.c.platform_status)
-                               .where(orders.c.id == job.order_id)).one()
-            if row.state != OrderState.SOURCING:
-                self._end_job(conn, job, now)
-                return "not_sourcing"
-            rows = conn.execute(select(supplier_attempts)
-                                .where(supplier_attempts.c.order_id == job.order_id)).all()
-            latest = list(_latest(rows).values())
-            if any(r.state in OPEN for r in latest):
-                # A new attempt (the next supplier) goes at once; outcomes still coming are
-                # asked for again with backoff.
-                fresh = any(r.state == S.NEW and r.reason is None for r in latest)
-                delay = timedelta(seconds=0 if fresh else self.policy.delay(job.attempts + 1))
-                conn.execute(update(outbox).where(outbox.c.id == job.id).values(
-                    attempts=job.attempts + 1, due_at=now + delay, claimed_until=None))
-                return "waiting"
-            failed = [r for r in latest if r.state == S.FAILED]
-            if failed:
-                self._all_failed(conn, job, rows, now)
-                outcome = "failed"
-            else:
-                outcome = self._finish(conn, job, str(row.platform_status), now)
+            return self.settle_in(conn, job)
+
+    def settle_in(self, conn: Connection, job: Job) -> str:
+        """:meth:`settle` inside the caller's transaction (the daemon's: a group commit's)."""
+        now = utcnow()
+        row = conn.execute(select(orders.c.state, orders.c.platform_status)
+                           .where(orders.c.id == job.order_id)).one()
+        if row.state != OrderState.SOURCING:
             self._end_job(conn, job, now)
+            return "not_sourcing"
+        rows = conn.execute(select(supplier_attempts)
+                            .where(supplier_attempts.c.order_id == job.order_id)).all()
+        latest = list(_latest(rows).values())
+        if any(r.state in OPEN for r in latest):
+            # A new attempt (the next supplier) goes at once; outcomes still coming are
+            # asked for again with backoff.
+            fresh = any(r.state == S.NEW and r.reason is None for r in latest)
+            delay = timedelta(seconds=0 if fresh else self.policy.delay(job.attempts + 1))
+            conn.execute(update(outbox).where(outbox.c.id == job.id).values(
+                attempts=job.attempts + 1, due_at=now + delay, claimed_until=None))
+            return "waiting"
+        failed = [r for r in latest if r.state == S.FAILED]
+        if failed:
+            self._all_failed(conn, job, rows, now)
+            outcome = "failed"
+        else:
+            outcome = self._finish(conn, job, str(row.platform_status), now)
+        self._end_job(conn, job, now)
         return outcome
 
     def _end_job(self, conn: Connection, job: Job, now: datetime) -> None:

@@ -81,6 +81,24 @@ def test_robot_polls_allocates_ships_and_stops_cleanly(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_wake_for_wakes_only_the_loops_with_work(tmp_path: Path) -> None:
+    """An order allocated at intake is the shipper's alone, one in sourcing the sourcing
+    worker's; any other state (or an unknown one) wakes every loop, as ``wake`` does."""
+    config = load_config(write_config(tmp_path, f"daemon-{uuid.uuid4().hex}"))
+
+    async def woken(states: list[str]) -> tuple[bool, bool, bool]:
+        robot = Robot(config, drain_timeout=5)
+        robot.wake_for(states)
+        return (robot._wake_alloc.is_set(), robot._wake_ship.is_set(),
+                robot._wake_source.is_set())
+
+    assert asyncio.run(woken(["allocated", "allocated"])) == (False, True, False)
+    assert asyncio.run(woken(["sourcing"])) == (False, False, True)
+    assert asyncio.run(woken(["allocated", "waiting_stock"])) == (True, True, True)
+    assert asyncio.run(woken(["cancelled"])) == (True, True, True)
+    assert asyncio.run(woken([])) == (False, False, False)
+
+
 def test_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     """SQLite allows one robot process: the second gets a clear error."""
     url = f"sqlite:///{tmp_path / 'robot.db'}"

@@ -15,7 +15,7 @@ from robot import audit, orders, pipeline
 from robot.clock import utcnow
 from robot.errors import UserError
 from robot.outbox import Dispatcher, RetryPolicy, pause_shop, resume_shop
-from robot.schema import deliveries, order_lines, outbox, stock
+from robot.schema import deliveries, order_lines, outbox, outbox_attempts, stock
 from robot.schema import orders as orders_t
 from robot.vault import Vault
 from tests.factories import Shop, paid_order, seed_codes, sku
@@ -173,6 +173,56 @@ def test_ship_once_and_memo_written(engine: Engine, vault: Vault) -> None:
         states = set(conn.execute(select(deliveries.c.state)).scalars())
     assert states == {"delivered"}
     assert audit.verify(engine).ok
+
+
+def test_memo_is_written_in_the_shipping_round(engine: Engine, vault: Vault) -> None:
+    """The worker that ships an order writes its memo right after, in the same round: the
+    memo job is made leased to it with the shipment (no second claim or context read) and
+    is done with one attempt recorded."""
+    seed_codes(engine, vault, "p1", 1)
+    platform = MemoryPlatform()
+    order = paid_order("M1", ("s1", 1))
+    platform.put_order(order)
+    r = pipeline.intake(engine, SHOP, order, allocate=True)
+    disp = dispatcher(engine, vault, platform)
+    assert asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2))) == 1  # the ship job
+    assert platform.shipments("M1") == 1
+    assert "****" in (platform.memo("M1") or "")
+    with engine.connect() as conn:
+        jobs = {j.kind: j for j in conn.execute(select(outbox).where(
+            outbox.c.order_id == (r.order_id or 0)))}
+        attempts = conn.execute(select(outbox_attempts.c.kind, outbox_attempts.c.result)
+                                .order_by(outbox_attempts.c.id)).all()
+    memo = jobs["memo"]
+    assert (memo.state, memo.attempts, memo.claimed_by, memo.claimed_until) == \
+        ("done", 1, "test", None)
+    assert [tuple(a) for a in attempts] == [("ship", "done"), ("memo", "done")]
+    assert not disp.busy  # its lease is no longer renewed
+    assert asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2))) == 0
+
+
+def test_memo_failing_after_the_shipment_is_retried_as_its_own_job(engine: Engine,
+                                                                    vault: Vault) -> None:
+    """A memo written right after the shipment that fails is an ordinary memo job's retry:
+    the order stays shipped, the memo job is released with its due time, and a later round
+    writes it."""
+    seed_codes(engine, vault, "p1", 1)
+    platform = MemoryPlatform()
+    order = paid_order("M2", ("s1", 1))
+    platform.put_order(order)
+    r = pipeline.intake(engine, SHOP, order, allocate=True)
+    platform.inject("memo", "unavailable", times=1)
+    disp = dispatcher(engine, vault, platform)
+    assert asyncio.run(disp.run_once(now=utcnow() + timedelta(hours=2))) == 1
+    assert state_of(engine, r.order_id or 0) == "shipped"
+    assert platform.memo("M2") is None
+    with engine.connect() as conn:
+        memo = conn.execute(select(outbox).where(outbox.c.kind == "memo")).one()
+    assert (memo.state, memo.attempts, memo.claimed_until) == ("pending", 1, None)
+    assert "unavailable" in (memo.last_error or "")
+    drain(engine, disp)
+    assert "****" in (platform.memo("M2") or "")
+    assert platform.shipments("M2") == 1
 
 
 def test_already_shipped_counts_as_success(engine: Engine, vault: Vault) -> None:
@@ -451,8 +501,9 @@ class RecordingLinks:
 
 def test_write_back_asks_for_the_pickup_link_only_when_it_calls_the_platform(
         engine: Engine, vault: Vault) -> None:
-    """The link is made inside the job's preparing transaction, for the ship and the memo
-    job; a paused shop's job is put off without asking for one."""
+    """The link is made inside the ship job's preparing transaction (the memo written right
+    after the shipment uses that context: no second read); a paused shop's job is put off
+    without asking for one."""
     seed_codes(engine, vault, "p1", 2)
     platform = MemoryPlatform()
     platform.put_order(paid_order("L1", ("s1", 1)))
@@ -474,5 +525,5 @@ def test_write_back_asks_for_the_pickup_link_only_when_it_calls_the_platform(
     resume_shop(engine, SHOP.name, actor="t")
     drain(engine, disp)
     assert state_of(engine, oid) == "shipped"
-    assert links.asked == [(oid, SHOP.name, True)] * 2  # ship, then memo
+    assert links.asked == [(oid, SHOP.name, True)]  # the ship's; its memo reuses it
     assert f"https://pick.example/p/{oid}" in (platform.memo("L1") or "")

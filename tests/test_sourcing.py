@@ -430,3 +430,25 @@ def test_keys_fit_every_supplier_and_never_repeat_across_databases() -> None:
     assert first != again and first.startswith("RB1L0U0A0X")
     for key in (first, attempt_key(10**18, 99, 9999, 7)):
         assert re.fullmatch(r"[A-Za-z0-9]{8,32}", key), key
+
+
+def test_source_jobs_are_leased_read_and_settled_in_the_shared_group(
+        engine: Engine, vault: Vault, backends: dict[str, MemorySupplierBackend]) -> None:
+    """The sourcing worker's bookkeeping goes through the daemon's group commit (shared
+    transactions with the write-back and pushes): the lease of due source jobs, the read of
+    an order's open purchases and the order's settlement are units of it, and the order
+    is still bought once and allocated."""
+    from robot.groupcommit import GroupCommit
+
+    oid = take(engine, topup_order("G1"))
+    group = GroupCommit(engine)
+    src = Sourcer(engine, vault, {n: MemorySupplier(b) for n, b in backends.items()},
+                  SourcingPolicy(query_initial=0.001, query_max=0.001, price_ttl=0),
+                  worker="test", group=group)
+    run(src)  # lease, read, place (recorded on its own), settle: waiting for the outcome
+    assert group.units == 3
+    backends["first"].settle()
+    run(src)
+    assert state_of(engine, oid) == "allocated"
+    assert successes_per_unit(backends) == Counter({f"RB{oid}L0U0": 1})
+    assert group.units > 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,6 +55,9 @@ class HttpContext:
     public_url: str = "http://127.0.0.1:8080"
     #: New orders arrived (the daemon's ``Robot.wake``).
     wake: Callable[[], None] = _nothing
+    #: Orders just took these states (the daemon's ``Robot.wake_for``: only the loops with
+    #: work for them); None: :attr:`wake`.
+    wake_for: Callable[[Collection[str]], None] | None = None
     #: Shops whose connector failed to build, with the reason.
     broken_shops: Callable[[], Mapping[str, str]] = _no_broken
     #: Shops whose platform clock is past ``max_clock_offset`` from ours, with the offset (s).

@@ -117,8 +117,10 @@ async def push(request: Request) -> Response:
     left = deadline - loop.time()
     try:
         async with asyncio.timeout_at(deadline):
+            states: list[str] = []
             changed = await apply_events(ctx.engine, shop, connector, batch.events, zone=ctx.zone,
-                                         fetch_timeout=max(left, 0.001), group=ctx.group)
+                                         fetch_timeout=max(left, 0.001), group=ctx.group,
+                                         states=states)
     except TimeoutError:
         # Not stored within the platform's window: refuse, so the platform sends it again.
         bound.warning("push_deferred", events=len(batch.events), budget_s=round(budget, 2))
@@ -127,7 +129,12 @@ async def push(request: Request) -> Response:
         bound.error("push_apply_failed", error=type(exc).__name__, events=len(batch.events))
         return _error(503, "retry", "not stored yet; send it again later")
     if changed:
-        ctx.wake()
+        # An order allocated at intake needs the shipper only: no empty allocator or
+        # sourcing round per push.
+        if ctx.wake_for is not None:
+            ctx.wake_for(states)
+        else:
+            ctx.wake()
     bound.info("push_applied", events=len(batch.events), changed=changed)
     return Response(batch.reply_body, status_code=batch.reply_status,
                     media_type=batch.reply_content_type)

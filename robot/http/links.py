@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from robot import audit
 from robot.clock import utcnow
 from robot.config import ShopConfig
-from robot.db import dialect_of, transaction
+from robot.db import dialect_of, transaction, write
 from robot.log import get_logger
 from robot.schema import orders, pickup_links
 from robot.states import VISIBLE, OrderState
@@ -99,6 +99,8 @@ def _live(now: datetime) -> list[ColumnElement[bool]]:
 
 
 # Built once: every shipment runs them.
+_INSERT_LINK = insert(pickup_links)
+_SET_TOKEN = update(pickup_links).where(pickup_links.c.id == bindparam("b_id"))
 _LOCK_ORDER = select(orders.c.id).where(orders.c.id == bindparam("b_id")).with_for_update()
 _LIVE_LINK = (select(pickup_links.c.id, pickup_links.c.expires_at)
               .where(pickup_links.c.order_id == bindparam("b_id"),
@@ -121,14 +123,13 @@ def ensure_link_tx(conn: Connection, key: bytes, order_id: int, *, ttl: timedelt
     # The token depends on the row id, which exists only after the insert: insert with a
     # unique placeholder hash, then set the real one.
     placeholder = hashlib.sha256(f"pending|{order_id}|{now.isoformat()}".encode()).hexdigest()
-    inserted = conn.execute(insert(pickup_links).values(
-        order_id=order_id, token_hash=placeholder, created_at=now, expires_at=expires,
-    )).inserted_primary_key
+    inserted = write(conn, _INSERT_LINK, {
+        "order_id": order_id, "token_hash": placeholder, "created_at": now, "expires_at": expires,
+    }).inserted_primary_key
     assert inserted is not None
     link_id = int(inserted[0])
     token = token_for(key, order_id, link_id)
-    conn.execute(update(pickup_links).where(pickup_links.c.id == link_id)
-                 .values(token_hash=token_hash(token)))
+    write(conn, _SET_TOKEN, {"b_id": link_id, "token_hash": token_hash(token)})
     return Link(link_id, order_id, token, expires)
 
 

@@ -56,6 +56,21 @@ def test_good_push_creates_the_order_and_wakes_the_allocator(http: Http) -> None
     assert http.woken
 
 
+def test_push_allocated_at_intake_wakes_the_shipper_only(engine: Engine, vault: Vault) -> None:
+    """With the daemon's ``wake_for``, a push whose order was allocated at intake hands the
+    loops its order's state (allocated: the shipper's work alone, no empty allocator or
+    sourcing round); a push that changed nothing wakes nobody."""
+    seed_codes(engine, vault, "p1", 10)
+    states: list[list[str]] = []
+    h = make_http(engine, vault, wake_for=lambda s: states.append(list(s)))
+    with h.client:
+        body = message("W1", "m-w1")
+        assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
+        assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
+    assert states == [["allocated"]]  # the replay changed nothing: no wake-up at all
+    assert h.woken == []  # wake_for given: the catch-all wake is not used
+
+
 def test_replayed_push_makes_one_order(http: Http) -> None:
     """The same message twice, or the same order under a new message id, is one order."""
     body = message("P3", "m-3")
