@@ -68,7 +68,11 @@ def normalize(data: Any) -> Order:
         return Order(platform_order_id=str(data["id"]), status=STATUSES[data["status"]],
                      lines=lines, total_cents=int(data["total_cents"]),
                      modified_at=parse_time(data["updated_at"]),
-                     buyer_id=str(data["buyer"]) if data.get("buyer") else None)
+                     buyer_id=str(data["buyer"]) if data.get("buyer") else None,
+                     # Acme keeps when an order was shipped after a refund closes it: the
+                     # robot tells a refunded order that was shipped from one that was not.
+                     shipped_on_platform=bool(data["shipped_at"]) if "shipped_at" in data
+                     else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadPlatformData(f"acme order unreadable: {type(exc).__name__}") from None
 

@@ -41,10 +41,17 @@ class FakeOrder:
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     shipments: int = 0
     memo: str | None = None
+    shipped_at: datetime | None = None  # kept after a refund closes the order
+
+    def ship(self) -> None:
+        self.status, self.updated_at = "shipped", datetime.now(UTC)
+        self.shipped_at = self.updated_at
+        self.shipments += 1
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.order_id, "status": self.status, "buyer": self.buyer,
                 "updated_at": format_time(self.updated_at), "lines": self.lines,
+                "shipped_at": format_time(self.shipped_at) if self.shipped_at else None,
                 "total_cents": sum(ln["price_cents"] * ln["quantity"] for ln in self.lines)}
 
 
@@ -142,8 +149,7 @@ def create_app(fake: FakeAcme) -> Starlette:  # noqa: C901 - mccabe sums the nes
             elif order.status != "paid":
                 outcome, answer = "refused: closed", _refused(410, "closed")
             else:
-                order.status, order.updated_at = "shipped", datetime.now(UTC)
-                order.shipments += 1
+                order.ship()
                 outcome, answer = "applied", JSONResponse({"shipped": True})
         fake.writebacks.record("ship", oid, {"line_ids": ",".join(payload.get("line_ids", [])),
                                              "note": payload.get("note")}, outcome,
