@@ -165,10 +165,10 @@ def on_replaced(conn: Connection, order_id: int, now: datetime) -> list[Channel]
         .distinct().order_by(notifications.c.channel)).scalars()]
     if not told:
         return []
-    count = conn.execute(select(func.count()).select_from(notifications).where(
+    earlier = conn.execute(select(func.count(notifications.c.event.distinct())).where(
         notifications.c.order_id == order_id,
         notifications.c.event.like("replaced-%"))).scalar()
-    return queue_event(conn, order_id, told, f"replaced-{int(count or 0) // len(told) + 1}",
+    return queue_event(conn, order_id, told, f"replaced-{int(earlier or 0) + 1}",
                        actor="robot", now=now)
 
 

@@ -591,7 +591,7 @@ class Dispatcher:
         """The job's row, and for a memo or a notify job only while this worker still owns it
         (one queued again under a running worker must run again, not be marked done)."""
         where = [outbox.c.id == job.id]
-        if job.kind in ("memo", "notify"):
+        if job.kind in _OWNED_KINDS:
             where.append(outbox.c.claimed_by == self.worker)
         return where
 
@@ -600,15 +600,8 @@ class Dispatcher:
             self._done_in(conn, job)
 
     def _done_in(self, conn: Connection, job: Job) -> None:
-        now = utcnow()
-        params: dict[str, object] = {"b_id": job.id, "state": OutboxState.DONE,
-                                     "done_at": now, "attempts": job.attempts + 1,
-                                     "claimed_until": None, "last_error": None}
-        stmt = _END_JOB
-        if job.kind in ("memo", "notify"):  # :meth:`_mine`, prebuilt: only while it is ours
-            stmt, params["b_worker"] = _END_MINE, self.worker
-        if write(conn, stmt, params).rowcount:
-            record_attempt(conn, job, AttemptResult.DONE, None, now)
+        _end_done(conn, job, utcnow(),
+                  owner=self.worker if job.kind in _OWNED_KINDS else None)
 
     def _fail(self, job: Job, error: str, *, refused: bool = False) -> bool:
         """End the job, and a ship job's order, as failed; True when this call did it.
@@ -751,10 +744,20 @@ def settle_ship_in_tx(conn: Connection, order_id: int, now: datetime) -> None:
 
 
 def _finish_ship(conn: Connection, job: Job, now: datetime) -> None:
-    write(conn, _END_JOB, {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
-                            "attempts": job.attempts + 1, "claimed_until": None,
-                            "last_error": None})
-    record_attempt(conn, job, AttemptResult.DONE, None, now)
+    _end_done(conn, job, now)
+
+
+def _end_done(conn: Connection, job: Job, now: datetime, *, owner: str | None = None) -> None:
+    """End the job done, and keep the attempt; with ``owner``, only while that worker
+    still holds it (:meth:`Dispatcher._mine`, as one prebuilt statement)."""
+    params: dict[str, object] = {"b_id": job.id, "state": OutboxState.DONE, "done_at": now,
+                                  "attempts": job.attempts + 1, "claimed_until": None,
+                                  "last_error": None}
+    stmt = _END_JOB
+    if owner is not None:
+        stmt, params["b_worker"] = _END_MINE, owner
+    if write(conn, stmt, params).rowcount:
+        record_attempt(conn, job, AttemptResult.DONE, None, now)
 
 
 def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
@@ -764,6 +767,10 @@ def record_attempt(conn: Connection, job: Job, result: str, error: str | None,
                                   "kind": job.kind, "at": now, "result": result,
                                   "error": error})
 
+
+#: Jobs a newer queueing may take from the worker running them (a memo queued again with
+#: replacement codes, a notification re-sent): their outcome counts only while it is ours.
+_OWNED_KINDS = ("memo", "notify")
 
 # Built once (the write-back's hot statements; the SET columns are the parameters given).
 _END_JOB = update(outbox).where(outbox.c.id == bindparam("b_id"))
