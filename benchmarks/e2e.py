@@ -7,7 +7,8 @@ order as paid (``paid_at`` = now) with a signed POST to ``/hooks/<shop>``; the r
 it in and allocates in one transaction, ships and writes the memo through the outbox, and
 the platform acknowledges at once.
 
-1. Max rate: ``orders`` orders pushed by four feeders per daemon as fast as the robot
+1. Max rate: ``orders`` orders pushed by :data:`~benchmarks.daemon.FEEDERS` feeders per daemon
+   (pushes in flight at once, as a platform's sale burst sends them) as fast as the robot
    answers, from the first push to the last order shipped; the daemons' own CPU (from
    ``/proc``, every thread) from the first push until the last memo is written, per order.
    With ``processes`` > 1 (a server database) it runs with one daemon, then with that

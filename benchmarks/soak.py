@@ -52,7 +52,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.common import Result, raw_connect, scratch_db
-from benchmarks.daemon import Feeder, fleet_on
+from benchmarks.daemon import FEEDERS, Feeder, fleet_on
 from robot.clock import utcnow
 from robot.db import make_engine
 from robot.schema import orders
@@ -103,13 +103,14 @@ class MaxRate:
 
 
 def max_rate(backend: str, n: int) -> float:
-    """Orders/s the daemon ships when four feeders push ``n`` orders as fast as it answers."""
+    """Orders/s the daemon ships when :data:`~benchmarks.daemon.FEEDERS` feeders push ``n``
+    orders as fast as it answers."""
     return measure_max(backend, n).orders_per_s
 
 
 def measure_max(backend: str, n: int, processes: int = 1) -> MaxRate:
     """:func:`max_rate` with the daemons' CPU per order, ``processes`` daemons on one
-    database (four feeders each)."""
+    database (:data:`~benchmarks.daemon.FEEDERS` feeders each)."""
     root = Path(tempfile.mkdtemp(prefix="robot-bench-soak-max-"))
     try:
         with scratch_db(backend, tables=False) as db, \
@@ -119,7 +120,7 @@ def measure_max(backend: str, n: int, processes: int = 1) -> MaxRate:
             try:
                 cpu0, own0 = fleet.cpu(), time.process_time()
                 started = time.monotonic()
-                with ThreadPoolExecutor(4 * processes) as pool:
+                with ThreadPoolExecutor(FEEDERS * processes) as pool:
                     list(pool.map(feeder.send, range(n)))
                 done = _wait_count(reader, SHIPPED, lambda v: v >= n, timeout=600)
                 _wait_count(reader, PENDING, lambda v: v == 0, timeout=120)
@@ -228,7 +229,7 @@ def soak(backend: str, minutes: float, rate: float, *, bucket_s: float,
             feeder = Feeder(fleet.urls)
             todo: queue.Queue[int | None] = queue.Queue()
             senders = [threading.Thread(target=_sender, args=(feeder, todo), daemon=True)
-                       for _ in range(8 * processes)]
+                       for _ in range(FEEDERS * processes)]
             for t in senders:
                 t.start()
             buckets = [Bucket(k) for k in range(nb)]
@@ -426,7 +427,7 @@ def run(backends: Sequence[str], minutes: float, max_orders: int) -> list[Result
         rows, lines = judge(report)
         print(f"\n== 5. soak per {bucket:g} s (dead tuples from pg_stat_user_tables)")
         print("\n".join(lines))
-        max_row = Result("soak", backend, f"max rate, {max_orders} orders, 4 feeders", None,
+        max_row = Result("soak", backend, f"max rate, {max_orders} orders, {FEEDERS} feeders", None,
                          top, "orders/s", "", None, "real daemon, memory platform, push intake")
         results += [max_row, *rows]
     return results
