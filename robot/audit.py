@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from robot.clock import utcnow
-from robot.db import dialect_of, transaction, write
+from robot.db import dialect_of, first, transaction, write, write_many
 from robot.errors import Fatal, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log
@@ -250,7 +250,7 @@ def append_many(conn: Connection, entries: Sequence[Entry]) -> int:
                      "prev_hash": prev, "hash": digest})
         prev = digest
     if rows:
-        conn.execute(_INSERT_ENTRY, rows)
+        write_many(conn, _INSERT_ENTRY, rows)
         write(conn, _MOVE_HEAD, {"b_chain": chain, "seq": seq, "hash": prev})
         binding.dirty = True
     return seq
@@ -275,7 +275,7 @@ def _take_head(conn: Connection) -> tuple[int, int, str, bool]:
 
 
 def _read_head(conn: Connection, stmt: Any, chain: int) -> Any:
-    row = conn.execute(stmt, {"b_chain": chain}).first()
+    row = first(conn, stmt, {"b_chain": chain})
     if row is None:
         ensure_head(conn)
         row = conn.execute(stmt, {"b_chain": chain}).one()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -296,18 +297,130 @@ def write(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> Written:
     sql, names, compiled, processors = plan
     values = compiled.construct_params(dict(params), _check=False)
     args = tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
+    cursor = _on_cursor(conn, sql, args)
+    return Written(cursor.rowcount, (cursor.lastrowid,) if compiled.isinsert else None)
+
+
+def write_many(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run an INSERT built once for every row of ``rows`` (one ``executemany``) in the
+    caller's transaction, as ``conn.execute(stmt, rows)`` would (every row or an error).
+
+    Every row must name the same columns. On SQLite, on the driver's cursor as
+    :func:`write` does (the same compiled SQL and value processing, the same engine events
+    and error wrapping); elsewhere, and for a statement SQLAlchemy must run, unchanged."""
+    if not rows:
+        return
+    first = rows[0]
+    keys = set(first)
+    if any(set(row) != keys for row in rows):
+        raise ValueError("write_many: every row must name the same columns")
+    plan = _plan(conn, stmt, first) if conn.dialect.name == "sqlite" \
+        and conn.in_transaction() and not conn._echo else None  # noqa: SLF001
+    if plan is None or len(rows) == 1:
+        if plan is not None:
+            write(conn, stmt, first)
+        else:
+            conn.execute(stmt, [dict(r) for r in rows])
+        return
+    sql, names, compiled, processors = plan
+    many = []
+    for row in rows:
+        values = compiled.construct_params(dict(row), _check=False)
+        many.append(tuple(processors[n](values[n]) if n in processors else values[n]
+                          for n in names))
+    _on_cursor(conn, sql, many, many=True)
+
+
+def read(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> list[Any]:
+    """Every row of a SELECT (or of a write's RETURNING) built once with bound parameters
+    only, in the caller's transaction, as ``conn.execute(stmt, params).all()`` would.
+
+    On SQLite, on the driver's cursor like :func:`write`: compiled once, each value through
+    its type's bind processor, each column of the result through its type's result
+    processor; rows are named tuples (``row.column``, ``row[0]``, ``row._mapping``).
+    Elsewhere, and for statements SQLAlchemy must run (expanding parameters and the like),
+    SQLAlchemy's own rows."""
+    plan = _plan(conn, stmt, params) if conn.dialect.name == "sqlite" \
+        and conn.in_transaction() and not conn._echo else None  # noqa: SLF001
+    if plan is None:
+        return list(conn.execute(stmt, dict(params)).all())
+    sql, names, compiled, processors = plan
+    values = compiled.construct_params(dict(params), _check=False)
+    args = tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
+    cursor = _on_cursor(conn, sql, args, keep=True)
+    try:
+        fetched = cursor.fetchall()
+        shape = _shape(compiled, cursor.description)
+    finally:
+        cursor.close()
+    make, results = shape
+    if results:
+        return [make(*(f(v) if f is not None else v for f, v in zip(results, r, strict=True)))
+                for r in fetched]
+    return [make(*r) for r in fetched]
+
+
+def first(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> Any | None:
+    """The first row of :func:`read`, or None."""
+    got = read(conn, stmt, params)
+    return got[0] if got else None
+
+
+class _Row(tuple):  # type: ignore[type-arg]
+    """Base of :func:`read`'s named tuples: adds SQLAlchemy's ``row._mapping``."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...]
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+
+#: Per compiled statement: the row class and the result processors of its columns.
+_SHAPES: dict[Any, tuple[Any, list[Any] | None]] = {}
+
+
+def _shape(compiled: Any, description: Any) -> tuple[Any, list[Any] | None]:
+    got = _SHAPES.get(compiled)
+    if got is not None:
+        return got
+    names = tuple(str(d[0]) for d in description or ())
+    cls = namedtuple("Row", list(names), rename=True)  # type: ignore[misc]
+    make = type("Row", (_Row, cls), {"__slots__": ()})
+    columns = getattr(compiled, "_result_columns", None) or []
+    procs: list[Any] | None = None
+    if len(columns) == len(names):
+        dialect = compiled.dialect
+        procs = [c[3]._cached_result_processor(dialect, None) for c in columns]  # noqa: SLF001 - SQLAlchemy's per-dialect memo
+        if not any(procs):
+            procs = None
+    shape = (make, procs)
+    if len(_SHAPES) < _PLANS_MAX:
+        _SHAPES[compiled] = shape
+    return shape
+
+
+def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False,
+               keep: bool = False) -> Any:
+    """Run ``sql`` on the connection's driver cursor with the engine's cursor events and
+    SQLAlchemy's error handling; the cursor (closed unless ``keep``)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         for listener in conn.dispatch.before_cursor_execute:
-            sql, args = listener(conn, cursor, sql, args, None, False)
-        cursor.execute(sql, args)
-        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
-        return Written(cursor.rowcount, (cursor.lastrowid,) if compiled.isinsert else None)
+            sql, args = listener(conn, cursor, sql, args, None, many)
+        if many:
+            cursor.executemany(sql, args)
+        else:
+            cursor.execute(sql, args)
+        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
     except BaseException as exc:  # as SQLAlchemy does: wrapped if the driver's, reported
+        cursor.close()
         conn._handle_dbapi_exception(exc, sql, args, cursor, None)  # noqa: SLF001
         raise  # (not reached: the line above raises)
-    finally:
+    if not keep:
         cursor.close()
+    return cursor
 
 
 def _plan(conn: Connection, stmt: Any,

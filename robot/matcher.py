@@ -23,7 +23,7 @@ from typing import Protocol
 from sqlalchemy import Connection, delete, select, text
 
 from connectors.base import OrderLine
-from robot.db import dialect_of
+from robot.db import dialect_of, read
 from robot.schema import stock
 
 
@@ -110,7 +110,7 @@ def claim(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
     if dialect == "postgresql":
         ids = [int(r[0]) for r in conn.execute(_PG_CLAIM, params)]
     elif dialect == "sqlite":
-        ids = [int(r[0]) for r in conn.execute(_SQLITE_CLAIM, params)]
+        ids = [int(r[0]) for r in read(conn, _SQLITE_CLAIM, params)]
     else:
         picked = [
             int(r[0])

@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState, UnreadableOrder
 from robot import audit, risk, supplyroute
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
-from robot.db import dialect_of, transaction, write
+from robot.db import dialect_of, first, read, transaction, write, write_many
 from robot.log import get_logger
 from robot.matcher import MappingLike, Need, claim, resolve_line
 from robot.schema import (
@@ -134,12 +134,13 @@ _MOVE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"),
                                    orders.c.state == bindparam("b_from"))
 _POOL_IDS = select(pools.c.name, pools.c.id).where(
     pools.c.name.in_(bindparam("b_names", expanding=True)))
+_POOL_ID = select(pools.c.name, pools.c.id).where(pools.c.name == bindparam("b_name"))
 
 
 def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any] | None:
     """The order with its row lock on server databases (SQLite's writer lock covers it)."""
     stmt = _BY_PLATFORM_ID_LOCKED if _is_server(conn) else _BY_PLATFORM_ID
-    return conn.execute(stmt, {"b_shop": shop, "b_oid": platform_order_id}).first()
+    return first(conn, stmt, {"b_shop": shop, "b_oid": platform_order_id})
 
 
 # --------------------------------------------------------------------------- intake
@@ -448,8 +449,8 @@ def _insert_lines(conn: Connection, order_id: int,
          else [], routes.get(no))
         for no, (line, needs) in enumerate(resolved)
     ]
-    conn.execute(
-        _INSERT_LINES,
+    write_many(
+        conn, _INSERT_LINES,
         [
             {
                 "order_id": order_id, "line_no": no, "line_id": line.line_id,
@@ -824,7 +825,7 @@ def _allocate_locked(conn: Connection, order_id: int, state: OrderState, now: da
         return _wait(conn, order_id, state, now, claimed, actor, before)
     rows, short = claimed
     if rows:
-        conn.execute(_INSERT_DELIVERIES, rows)
+        write_many(conn, _INSERT_DELIVERIES, rows)
     to_source = [(no, qty, route) for no, qty, _s, route in wanted if route is not None
                  and (route.kind == "topup" or no in short)]
     if to_source:
@@ -874,8 +875,11 @@ _Claim = tuple[int, int, str, int]
 def _plan(conn: Connection, wanted: Sequence[_Wanted]) -> list[_Claim] | str:
     """The claims to make, or why the order must wait (a pool that does not exist)."""
     names = sorted({pool for _no, _qty, shares, _r in wanted for pool, _k in shares})
-    pool_ids = {str(r[0]): int(r[1]) for r in conn.execute(
-        _POOL_IDS, {"b_names": names})} if names else {}
+    if len(names) == 1:  # the usual case, without SQLAlchemy's expanding IN
+        found = read(conn, _POOL_ID, {"b_name": names[0]})
+    else:
+        found = list(conn.execute(_POOL_IDS, {"b_names": names})) if names else []
+    pool_ids = {str(r[0]): int(r[1]) for r in found}
     plan: list[_Claim] = []
     for line_no, quantity, shares, _route in wanted:
         for pool_name, per_unit in shares:

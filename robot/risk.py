@@ -50,7 +50,7 @@ from sqlalchemy.exc import IntegrityError
 
 from robot import audit
 from robot.clock import DEFAULT_ZONE, day_start, local_day, utcnow
-from robot.db import transaction
+from robot.db import read, transaction
 from robot.errors import UserError
 from robot.schema import blacklist, order_lines, orders
 from robot.states import OrderState
@@ -266,7 +266,7 @@ def _listed(conn: Connection, buyer: str | None, ip: str | None) -> dict[str, An
     facts: dict[str, Any] = {}
     if buyer is None and ip is None:
         return facts
-    listed = set(conn.execute(_LISTED, {"b_buyer": buyer, "b_ip": ip}).scalars())
+    listed = {r[0] for r in read(conn, _LISTED, {"b_buyer": buyer, "b_ip": ip})}
     if buyer is not None:
         facts["buyer_blacklisted"] = "buyer" in listed
     if ip is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from robot import writes
 from robot.clock import utcnow
-from robot.db import _PLANS, transaction, write
+from robot.db import _PLANS, first, read, transaction, write, write_many
 from robot.schema import push_seen
 
 _MARK = insert(push_seen)
@@ -95,3 +95,50 @@ def test_a_write_fires_the_engines_events_and_reports_a_failing_disk(engine: Eng
         event.remove(engine, "before_cursor_execute", fail)
     assert writes.signal_of(engine).failing
     assert [r[1] for r in _rows(engine)] == ["seen"]
+
+
+_SEEN_SINCE = select(push_seen.c.shop, push_seen.c.message_id, push_seen.c.received_at).where(
+    push_seen.c.received_at >= bindparam("b_since")).order_by(push_seen.c.message_id)
+
+
+def test_a_read_returns_what_sqlalchemy_returns(engine: Engine) -> None:
+    """read() and first() give the rows conn.execute gives: same values after the column
+    types' result processing (the timestamp a datetime again), by name, by index and by
+    mapping; an empty result is empty (first: None)."""
+    now = utcnow()
+    with transaction(engine) as conn:
+        for k in range(3):
+            write(conn, _MARK, {"shop": "s", "message_id": f"m{k}",
+                                "received_at": now + timedelta(seconds=k)})
+    with transaction(engine) as conn:
+        fast = read(conn, _SEEN_SINCE, {"b_since": now + timedelta(seconds=1)})
+        sa = conn.execute(_SEEN_SINCE, {"b_since": now + timedelta(seconds=1)}).all()
+        top = first(conn, _SEEN_SINCE, {"b_since": now})
+        nothing = first(conn, _SEEN_SINCE, {"b_since": now + timedelta(days=1)})
+    assert [tuple(r) for r in fast] == [tuple(r) for r in sa]
+    assert [r.message_id for r in fast] == ["m1", "m2"]
+    assert isinstance(fast[0].received_at, type(sa[0].received_at))
+    assert fast[0]._mapping == dict(sa[0]._mapping)
+    assert top is not None and top[1] == "m0" and nothing is None
+    if engine.dialect.name == "sqlite":
+        assert _PLANS[(_SEEN_SINCE, ("b_since",))] is not None
+
+
+def test_write_many_stores_every_row_and_refuses_mixed_rows(engine: Engine) -> None:
+    """write_many() inserts every row as conn.execute(stmt, rows) would (values through
+    the column types), and refuses rows naming different columns."""
+    now = utcnow()
+    rows = [{"shop": "s", "message_id": f"w{k}", "received_at": now} for k in range(4)]
+    with transaction(engine) as conn:
+        write_many(conn, _MARK, rows)
+        write_many(conn, _MARK, [])
+    assert [r[1] for r in _rows(engine)] == ["w0", "w1", "w2", "w3"]
+    assert {r[2] for r in _rows(engine)} == {now}
+    with pytest.raises(ValueError, match="same columns"), transaction(engine) as conn:
+        write_many(conn, _MARK, [{"shop": "s", "message_id": "x1", "received_at": now},
+                                 {"shop": "s", "message_id": "x2"}])
+    assert len(_rows(engine)) == 4  # rolled back
+    with pytest.raises(IntegrityError), transaction(engine) as conn:
+        write_many(conn, _MARK, [{"shop": "s", "message_id": "y", "received_at": now},
+                                 {"shop": "s", "message_id": "w0", "received_at": now}])
+    assert len(_rows(engine)) == 4
