@@ -3,10 +3,12 @@
 A durable commit costs a disk flush (SQLite's fsync, the server's WAL flush) whatever it
 holds; the write-back's bookkeeping is many tiny transactions (a job's context read, its
 outcome recorded) from jobs running side by side. :class:`GroupCommit` gathers the units
-that arrive while a transaction is being committed (or within ``window`` seconds of the
-first one) and runs them in one transaction, on a worker thread (one batch at a time on
-SQLite, which has one writer; up to :data:`SERVER_PARALLEL` on a server database, whose
-round trips overlap — a new batch starts gathering only while the others commit):
+that arrive while a transaction is being committed (or, when the lane was idle, within
+``window`` seconds of the first one; the callers a commit answers get one turn of the event
+loop to queue their next step) and runs them in one transaction, on a worker thread (one
+batch at a time on SQLite, which has one writer; up to :data:`SERVER_PARALLEL` on a server
+database, whose round trips overlap — a new batch starts gathering only while the others
+commit):
 
 * a batch first runs as one plain transaction; when a unit raises, that transaction is
   rolled back and the batch runs again with each unit in a savepoint of its own: the unit
@@ -60,6 +62,7 @@ class GroupCommit:
         self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._gathering = False  # a flusher is waiting for company for its next batch
+        self._last_commit = float("-inf")  # loop time of the last batch's end
         #: Transactions committed and units run (for benchmarks and tests).
         self.batches = 0
         self.units = 0
@@ -86,10 +89,23 @@ class GroupCommit:
     async def _flush_batches(self) -> None:
         # Whenever units wait, some flusher is gathering them or will look again after its
         # commit; one that finds another gathering leaves the queue to it.
-        while self._queue and not self._gathering:
+        loop = asyncio.get_running_loop()
+        answered = False
+        while not self._gathering:
+            if not self._queue:
+                if not answered:
+                    return
+                # The callers just answered take their next step now: one turn of the loop
+                # lets them queue it, and it goes at once instead of through a new window.
+                answered = False
+                await asyncio.sleep(0)
+                continue
             self._gathering = True
             try:
-                if len(self._queue) < self.max_batch and self.window > 0:
+                # Only a batch that starts from idle waits for company: a lane that
+                # committed within the window already gathered whatever queued meanwhile.
+                idle = loop.time() - self._last_commit >= self.window
+                if idle and len(self._queue) < self.max_batch and self.window > 0:
                     await asyncio.sleep(self.window)
             finally:
                 self._gathering = False
@@ -103,6 +119,8 @@ class GroupCommit:
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self._last_commit = loop.time()
+            answered = True
             for (_unit, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller gave up waiting (cancelled)
                     continue
