@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import structlog
 import tenacity
 from sqlalchemy import ColumnElement, Connection, Engine, bindparam, insert, or_, select, update
+from sqlalchemy.exc import NoResultFound
 
 from connectors.base import (
     Connector,
@@ -52,7 +53,7 @@ from connectors.base import (
 from connectors.cardsecret import CardSecret
 from robot import audit, pipeline, poolpage
 from robot.clock import to_aware, utcnow
-from robot.db import dialect_of, transaction, write
+from robot.db import dialect_of, read, transaction, write
 from robot.errors import CodeRejected, Fatal, NotShippable, Retriable, Skippable, VaultError
 from robot.groupcommit import GroupCommit
 from robot.http import handover
@@ -204,8 +205,10 @@ _JOB_CODES = (select(codes.c.id, codes.c.pool_id, codes.c.fingerprint, codes.c.k
 def _context_rows(conn: Connection, order_id: int) -> _ContextRows:
     """The order (with its shop's pause flag), its lines and its codes' rows."""
     params = {"b_id": order_id}
-    return (conn.execute(_JOB_ORDER, params).one(), conn.execute(_JOB_LINES, params).all(),
-            conn.execute(_JOB_CODES, params).all())
+    order = read(conn, _JOB_ORDER, params)
+    if len(order) != 1:
+        raise NoResultFound(f"order {order_id}: {len(order)} rows")
+    return order[0], read(conn, _JOB_LINES, params), read(conn, _JOB_CODES, params)
 
 
 def _context(vault: Vault, rows: _ContextRows, *, hand_over: bool = False,

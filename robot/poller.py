@@ -38,7 +38,7 @@ from connectors.base import (
 )
 from robot import pipeline, shops
 from robot.clock import DEFAULT_ZONE, utcnow
-from robot.db import transaction, write
+from robot.db import first, transaction, write
 from robot.errors import BadPlatformData, Fatal, RobotError, Skippable
 from robot.groupcommit import GroupCommit, run_together
 from robot.log import get_logger
@@ -216,7 +216,7 @@ def _seen(engine: Engine, shop: str, key: str) -> bool:
 
 
 def _seen_in(conn: Connection, shop: str, key: str) -> bool:
-    return conn.execute(_SEEN, {"b_shop": shop, "b_key": key}).first() is not None
+    return first(conn, _SEEN, {"b_shop": shop, "b_key": key}) is not None
 
 
 def _mark_seen(engine: Engine, shop: str, key: str) -> None:

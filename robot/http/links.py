@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from robot import audit
 from robot.clock import utcnow
 from robot.config import ShopConfig
-from robot.db import dialect_of, transaction, write
+from robot.db import dialect_of, first, transaction, write
 from robot.log import get_logger
 from robot.schema import orders, pickup_links
 from robot.states import VISIBLE, OrderState
@@ -116,7 +116,7 @@ def ensure_link_tx(conn: Connection, key: bytes, order_id: int, *, ttl: timedelt
     if dialect_of(conn) != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
         # One link per order even when two processes ask at once.
         conn.execute(_LOCK_ORDER, {"b_id": order_id}).first()
-    row = conn.execute(_LIVE_LINK, {"b_id": order_id, "b_now": now}).first()
+    row = first(conn, _LIVE_LINK, {"b_id": order_id, "b_now": now})
     if row is not None:
         return Link(int(row.id), order_id, token_for(key, order_id, int(row.id)), row.expires_at)
     expires = now + ttl if ttl is not None else None
