@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -52,11 +53,23 @@ def run_cmd(app: App) -> None:
             sys.exit(0)
         finally:
             signal.signal(signal.SIGTERM, previous)
-        code = asyncio.run(robot.run(extra=[robot.http_task()]))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            code = runner.run(robot.run(extra=[robot.http_task()]))
     finally:
         signal.signal(signal.SIGHUP, previous_hup)
         pid_file.release()
     sys.exit(code)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (Linux and macOS): the daemon's loop runs
+    the HTTP listener and every job's hand-offs, and uvloop's costs ~80 us less CPU per
+    order at a sale's rate (BENCHMARKS.md, issue 23); asyncio's own loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @click.command("reload")
