@@ -63,7 +63,7 @@ def run_cmd(app: App) -> None:
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop where it is installed (Linux and macOS): the daemon's loop runs
-    the HTTP listener and every job's hand-offs, and uvloop's costs ~80 us less CPU per
+    the HTTP listener and every job's hand-offs, and uvloop's costs ~230 us less CPU per
     order at a sale's rate (BENCHMARKS.md, issue 23); asyncio's own loop elsewhere."""
     try:
         import uvloop
