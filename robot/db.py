@@ -176,7 +176,9 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver's cursor like robot.db.write (same events, same error handling):
+        # every transaction runs it, and exec_driver_sql's execution context cost ~45 us.
+        _on_cursor(conn, "BEGIN IMMEDIATE", ())
 
     return engine
 
