@@ -272,84 +272,78 @@ class Written:
     inserted_primary_key: tuple[Any, ...] | None
 
 
-#: Per (statement, parameter names): its SQLite text, bind names in order and the compiled
-#: form (for values and type processing), or None where SQLAlchemy must run it.
-_PLANS: dict[tuple[Any, tuple[str, ...]], tuple[str, Sequence[str], Any, Any] | None] = {}
+#: Per (statement, dialect, parameter names): its SQL text, bind names in order (None for
+#: named parameters) and the compiled form (for values and type processing), or None where
+#: SQLAlchemy must run it.
+_Plan = tuple[str, Sequence[str] | None, Any, Any]
+_PLANS: dict[tuple[Any, ...], _Plan | None] = {}
 _PLANS_MAX = 512
+_LASTROWID = frozenset({"sqlite", "mysql", "mariadb"})
 
 
 def write(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> Written:
     """Run one single-row INSERT / UPDATE / DELETE built once (bound parameters only) in
     the caller's transaction, as ``conn.execute(stmt, params)`` would.
 
-    On SQLite, SQLAlchemy's execution costs about twice the write itself (its execution
-    context and result, ~10 us of CPU a statement): here the statement is compiled once by
-    SQLAlchemy (same SQL, same type processing of every value) and run on the driver's
-    cursor, with the engine's ``before_cursor_execute`` / ``after_cursor_execute`` events
-    fired and a driver error wrapped and reported (``handle_error``) as SQLAlchemy does.
-    Other dialects, statements with expanding or Python-computed values, and a connection
-    outside a transaction go through ``conn.execute`` unchanged.
+    SQLAlchemy's execution costs more than many a write itself (its execution context and
+    result, 10-60 us of CPU a statement): here the statement is compiled once by
+    SQLAlchemy for the connection's dialect (same SQL, same type processing of every value)
+    and run on the driver's cursor (sqlite3, psycopg, PyMySQL), with the engine's
+    ``before_cursor_execute`` / ``after_cursor_execute`` events fired and a driver error
+    wrapped and reported (``handle_error``) as SQLAlchemy does. Statements with expanding or
+    Python-computed values or a RETURNING, an insert where the driver cannot tell the new id
+    (PostgreSQL: SQLAlchemy's RETURNING does), and a connection outside a transaction go
+    through ``conn.execute`` unchanged.
     """
-    plan = _plan(conn, stmt, params) if conn.dialect.name == "sqlite" \
-        and conn.in_transaction() and not conn._echo else None  # noqa: SLF001
+    plan = _driver_plan(conn, stmt, params)
     if plan is None:
         result = conn.execute(stmt, dict(params))
         key = result.inserted_primary_key if result.context.isinsert else None
         return Written(result.rowcount, None if key is None else tuple(key))
-    sql, names, compiled, processors = plan
-    values = compiled.construct_params(dict(params), _check=False)
-    args = tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
-    cursor = _on_cursor(conn, sql, args)
-    return Written(cursor.rowcount, (cursor.lastrowid,) if compiled.isinsert else None)
+    sql, compiled = plan[0], plan[2]
+    cursor = _on_cursor(conn, sql, _args(plan, params), keep=True)
+    try:  # read before closing: some drivers forget both on close
+        return Written(cursor.rowcount, (cursor.lastrowid,) if compiled.isinsert else None)
+    finally:
+        cursor.close()
 
 
 def write_many(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """Run an INSERT built once for every row of ``rows`` (one ``executemany``) in the
     caller's transaction, as ``conn.execute(stmt, rows)`` would (every row or an error).
 
-    Every row must name the same columns. On SQLite, on the driver's cursor as
-    :func:`write` does (the same compiled SQL and value processing, the same engine events
-    and error wrapping); elsewhere, and for a statement SQLAlchemy must run, unchanged."""
+    Every row must name the same columns. On the driver's cursor as :func:`write` does (the
+    same compiled SQL and value processing, the same engine events and error wrapping);
+    a statement SQLAlchemy must run goes through ``conn.execute`` unchanged."""
     if not rows:
         return
     first = rows[0]
     keys = set(first)
     if any(set(row) != keys for row in rows):
         raise ValueError("write_many: every row must name the same columns")
-    plan = _plan(conn, stmt, first) if conn.dialect.name == "sqlite" \
-        and conn.in_transaction() and not conn._echo else None  # noqa: SLF001
+    plan = _driver_plan(conn, stmt, first)
     if plan is None or len(rows) == 1:
         if plan is not None:
             write(conn, stmt, first)
         else:
             conn.execute(stmt, [dict(r) for r in rows])
         return
-    sql, names, compiled, processors = plan
-    many = []
-    for row in rows:
-        values = compiled.construct_params(dict(row), _check=False)
-        many.append(tuple(processors[n](values[n]) if n in processors else values[n]
-                          for n in names))
-    _on_cursor(conn, sql, many, many=True)
+    _on_cursor(conn, plan[0], [_args(plan, row) for row in rows], many=True)
 
 
 def read(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> list[Any]:
     """Every row of a SELECT (or of a write's RETURNING) built once with bound parameters
     only, in the caller's transaction, as ``conn.execute(stmt, params).all()`` would.
 
-    On SQLite, on the driver's cursor like :func:`write`: compiled once, each value through
-    its type's bind processor, each column of the result through its type's result
-    processor; rows are named tuples (``row.column``, ``row[0]``, ``row._mapping``).
-    Elsewhere, and for statements SQLAlchemy must run (expanding parameters and the like),
-    SQLAlchemy's own rows."""
-    plan = _plan(conn, stmt, params) if conn.dialect.name == "sqlite" \
-        and conn.in_transaction() and not conn._echo else None  # noqa: SLF001
+    On the driver's cursor like :func:`write`: compiled once, each value through its type's
+    bind processor, each column of the result through its type's result processor; rows
+    are named tuples (``row.column``, ``row[0]``, ``row._mapping``). For statements
+    SQLAlchemy must run (expanding parameters and the like), SQLAlchemy's own rows."""
+    plan = _driver_plan(conn, stmt, params)
     if plan is None:
         return list(conn.execute(stmt, dict(params)).all())
-    sql, names, compiled, processors = plan
-    values = compiled.construct_params(dict(params), _check=False)
-    args = tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
-    cursor = _on_cursor(conn, sql, args, keep=True)
+    sql, compiled = plan[0], plan[2]
+    cursor = _on_cursor(conn, sql, _args(plan, params), keep=True)
     try:
         fetched = cursor.fetchall()
         shape = _shape(compiled, cursor.description)
@@ -425,9 +419,33 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False,
     return cursor
 
 
-def _plan(conn: Connection, stmt: Any,
-          params: Mapping[str, Any]) -> tuple[str, Sequence[str], Any, Any] | None:
-    key = (stmt, tuple(params))
+def _driver_plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Plan | None:
+    """The statement's plan for the driver's cursor, or None where SQLAlchemy must run it
+    (outside a transaction, with SQL echo on, or a statement :func:`_plan` refuses)."""
+    if not conn.in_transaction() or conn._echo:  # noqa: SLF001
+        return None
+    return _plan(conn, stmt, params)
+
+
+def _args(plan: _Plan, params: Mapping[str, Any]) -> Any:
+    """The driver's parameters for one execution: each value through its type's bind
+    processor, in the compiled statement's order (positional styles) or by name."""
+    _sql, names, compiled, processors = plan
+    values = compiled.construct_params(dict(params), _check=False)
+    if names is None:
+        return {n: processors[n](v) if n in processors else v for n, v in values.items()}
+    return tuple(processors[n](values[n]) if n in processors else values[n] for n in names)
+
+
+def plan_key(dialect: Dialect, stmt: Any, names: Sequence[str]) -> tuple[Any, ...]:
+    """The key of a statement's plan: what its compiled SQL depends on (the dialect and
+    its driver, MariaDB or MySQL, the server's version) and the parameters given."""
+    return (stmt, dialect.name, dialect.driver, getattr(dialect, "is_mariadb", False),
+            dialect.server_version_info, tuple(names))
+
+
+def _plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Plan | None:
+    key = plan_key(conn.dialect, stmt, tuple(params))
     try:
         return _PLANS[key]
     except KeyError:
@@ -437,8 +455,13 @@ def _plan(conn: Connection, stmt: Any,
                   or compiled.effective_returning or compiled.literal_execute_params
                   or compiled.post_compile_params)
              and not any(b.expanding for b in compiled.binds.values())
-             and compiled.positiontup is not None)
-    plan = (compiled.string, tuple(compiled.positiontup), compiled,
+             and (compiled.positiontup is not None
+                  or conn.dialect.paramstyle in ("named", "pyformat"))
+             # An insert's new id comes from the driver's lastrowid (SQLite, MySQL); others
+             # need SQLAlchemy's RETURNING and its result.
+             and not (compiled.isinsert and conn.dialect.name not in _LASTROWID))
+    names = None if compiled.positiontup is None else tuple(compiled.positiontup)
+    plan = (compiled.string, names, compiled,
             compiled._bind_processors) if plain else None  # noqa: SLF001
     if len(_PLANS) < _PLANS_MAX:
         _PLANS[key] = plan
