@@ -291,21 +291,46 @@ def write(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> Written:
     and run on the driver's cursor (sqlite3, psycopg, PyMySQL), with the engine's
     ``before_cursor_execute`` / ``after_cursor_execute`` events fired and a driver error
     wrapped and reported (``handle_error``) as SQLAlchemy does. Statements with expanding or
-    Python-computed values or a RETURNING, an insert where the driver cannot tell the new id
-    (PostgreSQL: SQLAlchemy's RETURNING does), and a connection outside a transaction go
-    through ``conn.execute`` unchanged.
+    Python-computed values, an insert whose new key neither the driver (``lastrowid``), nor
+    the statement's RETURNING of the key (PostgreSQL), nor the parameters tell, and a
+    connection outside a transaction go through ``conn.execute`` unchanged.
     """
     plan = _driver_plan(conn, stmt, params)
+    key_from: str | None = None
+    if plan is not None and plan[2].isinsert:
+        key_from = _key_source(conn, plan[2], params)
+        if key_from is None:
+            plan = None
     if plan is None:
         result = conn.execute(stmt, dict(params))
         key = result.inserted_primary_key if result.context.isinsert else None
         return Written(result.rowcount, None if key is None else tuple(key))
-    sql, compiled = plan[0], plan[2]
-    cursor = _on_cursor(conn, sql, _args(plan, params), keep=True)
+    cursor = _on_cursor(conn, plan[0], _args(plan, params), keep=True)
     try:  # read before closing: some drivers forget both on close
-        return Written(cursor.rowcount, (cursor.lastrowid,) if compiled.isinsert else None)
+        if key_from == "returning":
+            row = cursor.fetchone()
+            return Written(cursor.rowcount, None if row is None else tuple(row))
+        if key_from == "lastrowid":
+            return Written(cursor.rowcount, (cursor.lastrowid,))
+        if key_from == "params":
+            table = plan[2].statement.table
+            return Written(cursor.rowcount, tuple(params[c.key] for c in table.primary_key))
+        return Written(cursor.rowcount, None)
     finally:
         cursor.close()
+
+
+def _key_source(conn: Connection, compiled: Any, params: Mapping[str, Any]) -> str | None:
+    """Where an insert's new primary key comes from on the driver's path: the statement's
+    RETURNING of it, the parameters (a key given whole), or the driver's ``lastrowid``
+    (SQLite, MySQL); None when from none of them (SQLAlchemy runs the insert)."""
+    if compiled.effective_returning:
+        return "returning"
+    if all(c.key in params for c in compiled.statement.table.primary_key):
+        return "params"
+    if conn.dialect.name in _LASTROWID:
+        return "lastrowid"
+    return None
 
 
 def write_many(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -322,6 +347,8 @@ def write_many(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -
     if any(set(row) != keys for row in rows):
         raise ValueError("write_many: every row must name the same columns")
     plan = _driver_plan(conn, stmt, first)
+    if plan is not None and plan[2].effective_returning:
+        plan = None  # an executemany with RETURNING: SQLAlchemy's insertmanyvalues
     if plan is None or len(rows) == 1:
         if plan is not None:
             write(conn, stmt, first)
@@ -419,6 +446,16 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False,
     return cursor
 
 
+def _returns_at_most_the_key(compiled: Any) -> bool:
+    """No RETURNING, or an insert's implicit RETURNING of its table's primary key (the new
+    id on PostgreSQL). A text statement's own RETURNING is its SQL: :func:`read` runs it."""
+    returning = compiled.effective_returning
+    if not returning:
+        return True
+    return bool(compiled.isinsert) and \
+        [c.key for c in returning] == [c.key for c in compiled.statement.table.primary_key]
+
+
 def _driver_plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Plan | None:
     """The statement's plan for the driver's cursor, or None where SQLAlchemy must run it
     (outside a transaction, with SQL echo on, or a statement :func:`_plan` refuses)."""
@@ -452,14 +489,11 @@ def _plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Plan | Non
         pass
     compiled = stmt.compile(dialect=conn.dialect, column_keys=sorted(params))
     plain = (not (compiled.insert_prefetch or compiled.update_prefetch
-                  or compiled.effective_returning or compiled.literal_execute_params
-                  or compiled.post_compile_params)
+                  or compiled.literal_execute_params or compiled.post_compile_params)
+             and _returns_at_most_the_key(compiled)
              and not any(b.expanding for b in compiled.binds.values())
              and (compiled.positiontup is not None
-                  or conn.dialect.paramstyle in ("named", "pyformat"))
-             # An insert's new id comes from the driver's lastrowid (SQLite, MySQL); others
-             # need SQLAlchemy's RETURNING and its result.
-             and not (compiled.isinsert and conn.dialect.name not in _LASTROWID))
+                  or conn.dialect.paramstyle in ("named", "pyformat")))
     names = None if compiled.positiontup is None else tuple(compiled.positiontup)
     plan = (compiled.string, names, compiled,
             compiled._bind_processors) if plain else None  # noqa: SLF001

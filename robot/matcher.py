@@ -108,7 +108,7 @@ def claim(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
     dialect = dialect_of(conn)
     params = {"pool_id": pool_id, "now": now, "n": n}
     if dialect == "postgresql":
-        ids = [int(r[0]) for r in conn.execute(_PG_CLAIM, params)]
+        ids = [int(r[0]) for r in read(conn, _PG_CLAIM, params)]
     elif dialect == "sqlite":
         ids = [int(r[0]) for r in read(conn, _SQLITE_CLAIM, params)]
     else:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from robot import writes
 from robot.clock import utcnow
 from robot.db import _PLANS, first, plan_key, read, transaction, write, write_many
-from robot.schema import push_seen
+from robot.schema import pools, push_seen
 
 _MARK = insert(push_seen)
 _MOVE = update(push_seen).where(push_seen.c.shop == bindparam("b_shop"))
@@ -34,10 +34,9 @@ def test_a_write_stores_what_sqlalchemy_stores(engine: Engine) -> None:
     with transaction(engine) as conn:
         conn.execute(_MARK, {"shop": "s", "message_id": "m-sa", "received_at": now})
         done = write(conn, _MARK, {"shop": "s", "message_id": "m-fast", "received_at": now})
-    assert done.inserted_primary_key is not None
-    # It went the driver's way, not SQLAlchemy's, where the driver tells the new id.
-    plan = _PLANS[plan_key(engine.dialect, _MARK, ("shop", "message_id", "received_at"))]
-    assert (plan is not None) == (engine.dialect.name in ("sqlite", "mysql"))
+    assert done.inserted_primary_key == ("s", "m-fast")  # the natural key, as given
+    # It went the driver's way, not SQLAlchemy's.
+    assert _PLANS[plan_key(engine.dialect, _MARK, ("shop", "message_id", "received_at"))]
     sa, fast = _rows(engine)
     assert sa[0] == fast[0] == "s" and sa[2] == fast[2]
     later = now + timedelta(seconds=5)
@@ -142,3 +141,29 @@ def test_write_many_stores_every_row_and_refuses_mixed_rows(engine: Engine) -> N
         write_many(conn, _MARK, [{"shop": "s", "message_id": "y", "received_at": now},
                                  {"shop": "s", "message_id": "w0", "received_at": now}])
     assert len(_rows(engine)) == 4
+
+
+_NEW_POOL = insert(pools)
+
+
+def test_an_insert_tells_its_generated_id_as_sqlalchemy_does(engine: Engine) -> None:
+    """An insert into a table with a generated id gives the id the database gave the row
+    (lastrowid on SQLite and MariaDB, the RETURNING SQLAlchemy compiles on PostgreSQL), on
+    the driver's path, the same as conn.execute's inserted_primary_key for the next row."""
+    now = utcnow()
+    with transaction(engine) as conn:
+        sa = conn.execute(_NEW_POOL, {"name": "p-sa", "created_at": now}).inserted_primary_key
+        fast = write(conn, _NEW_POOL, {"name": "p-fast", "created_at": now})
+        again = write(conn, _NEW_POOL, {"name": "p-again", "created_at": now})
+    assert _PLANS[plan_key(engine.dialect, _NEW_POOL, ("name", "created_at"))] is not None
+    assert fast.rowcount == 1 and fast.inserted_primary_key is not None
+    assert again.inserted_primary_key is not None
+    ids = {name: pid for pid, name in _pool_rows(engine)}
+    assert ids["p-sa"] == sa[0]
+    assert ids["p-fast"] == fast.inserted_primary_key[0] != sa[0]
+    assert ids["p-again"] == again.inserted_primary_key[0] != fast.inserted_primary_key[0]
+
+
+def _pool_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(pools.c.id, pools.c.name))]

@@ -115,7 +115,7 @@ def ensure_link_tx(conn: Connection, key: bytes, order_id: int, *, ttl: timedelt
     """The order's live link, or a new one; inside the caller's transaction."""
     if dialect_of(conn) != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
         # One link per order even when two processes ask at once.
-        conn.execute(_LOCK_ORDER, {"b_id": order_id}).first()
+        first(conn, _LOCK_ORDER, {"b_id": order_id})
     row = first(conn, _LIVE_LINK, {"b_id": order_id, "b_now": now})
     if row is not None:
         return Link(int(row.id), order_id, token_for(key, order_id, int(row.id)), row.expires_at)
