@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codes", type=int, help="codes for the import benchmark")
     parser.add_argument("--sizes", help="comma-separated pool sizes for the scale benchmark")
     parser.add_argument("--clients", default="1,4,8", help="PostgreSQL client counts")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="alloc --json: orders per transaction (1: one each; more: as the"
+                        " daemon's group commit takes pushes that arrive together)")
     parser.add_argument("--e2e-orders", type=int,
                         help="e2e: orders of the max-rate run (default 3000; quick 200)")
     parser.add_argument("--e2e-seconds", type=float,
@@ -117,7 +120,8 @@ def _json(args: argparse.Namespace) -> int:
         return 1
     with contextlib.redirect_stdout(sys.stderr):  # progress lines
         if args.which == "alloc":
-            figures = alloc.measure(backend, args.orders or (300 if args.quick else 20_000))
+            figures = alloc.measure(backend, args.orders or (300 if args.quick else 20_000),
+                                    batch=args.batch)
         else:
             figures = e2e.measure(backend, args.e2e_orders or (200 if args.quick else 3000),
                                   args.e2e_seconds or (10.0 if args.quick else 60.0),

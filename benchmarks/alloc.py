@@ -7,7 +7,9 @@ transaction's bare shape (insert order, claim N codes, insert deliveries, update
 insert outbox row, commit), which leaves out what the product adds (idempotency look-up,
 blacklist, order lines, audit chain) and so mixes design and overhead. The robot side runs the real
 ``robot.pipeline.intake`` with ``allocate=True`` as the daemon's poller and webhooks do (one
-transaction per order); the "split" rows take orders in first and drain them with
+transaction per order; with ``--batch N``, N orders to a transaction through the group
+commit's ``run_together``, as the daemon takes pushes that arrive together, and the
+same-statement floor replays exactly that); the "split" rows take orders in first and drain them with
 ``robot.pipeline.allocate_next`` (the daemon's path for orders that waited). Write-back is
 off (outbox rows are left pending). Each measurement gets its own scratch database.
 
@@ -33,6 +35,7 @@ from benchmarks.common import (
     raw_connect,
     seeded,
     stamp,
+    take_in,
 )
 from robot.clock import utcnow
 from robot.db import make_engine
@@ -296,19 +299,21 @@ def robot_split(db: Scratch, n: int, per_order: int, workers: int) -> tuple[floa
 # --------------------------------------------------------------------------- driver
 
 
-def robot_timed(db: Scratch, n: int, per_order: int) -> tuple[float, list[float]]:
-    """One client in this process: the daemon's intake (allocating) per order, each timed;
-    (orders/s, per-order milliseconds)."""
+def robot_timed(db: Scratch, n: int, per_order: int,
+                batch: int = 1) -> tuple[float, list[float]]:
+    """One client in this process: the daemon's intake (allocating), one transaction per
+    order or ``batch`` orders to a transaction, each transaction timed; (orders/s, each
+    order's milliseconds: its transaction's)."""
     shop = BenchShop()
     engine = make_engine(db.url)
     took: list[float] = []
     try:
         started = time.perf_counter()
-        for i in range(n):
+        for start in range(0, n, batch):
+            count = min(n, start + batch) - start
             t0 = time.perf_counter()
-            if intake(engine, shop, make_order(i, per_order), allocate=True).state != "allocated":
-                raise RuntimeError("robot: an order was not allocated")
-            took.append((time.perf_counter() - t0) * 1000)
+            take_in(engine, shop, start, count, per_order, batch)
+            took.extend([(time.perf_counter() - t0) * 1000] * count)
         return n / (time.perf_counter() - started), took
     finally:
         engine.dispose()
@@ -323,24 +328,26 @@ def floor5(db: Scratch, n: int, per_order: int, pool_id: int, clients: int = 1) 
     return floor_mysql(db, n, per_order, pool_id, clients)
 
 
-def measure(backend: str, n: int, per_order: int = 1) -> dict[str, Any]:
+def measure(backend: str, n: int, per_order: int = 1, batch: int = 1) -> dict[str, Any]:
     """One client on one backend: the robot, the same-statement floor (the ratio that
     counts) and the 5-statement floor, each with CPU per order (this process's CPU); the
-    keys of ``--json``."""
+    keys of ``--json``. With ``batch`` > 1 the robot takes ``batch`` orders in per
+    transaction, as the daemon's group commit does with pushes that arrive together, and
+    the same-statement floor replays that (the 5-statement floor stays one per order)."""
     from benchmarks.soak import percentile
 
     stock_count = n * per_order + 100
     with seeded(backend, stock_count) as (db, pid):
         five, five_cpu = cpu_of(lambda: floor5(db, n, per_order, pid))
-    same = replay.measure(backend, n, per_order)
+    same = replay.measure(backend, n, per_order, batch)
     with seeded(backend, stock_count) as (db, _pid):
-        (robot, took), robot_cpu = cpu_of(lambda: robot_timed(db, n, per_order))
+        (robot, took), robot_cpu = cpu_of(lambda: robot_timed(db, n, per_order, batch))
     five_us, robot_us = five_cpu / n * 1e6, robot_cpu / n * 1e6
     print(f"  alloc {backend}: robot {robot:,.0f}/s ({robot_us:,.0f} us CPU/order); "
           f"same-statement floor {same.orders_per_s:,.0f}/s ({same.cpu_us_per_order:,.0f} us, "
           f"{same.statements_per_order:.1f} statements/order); 5-statement floor "
           f"{five:,.0f}/s ({five_us:,.0f} us)", flush=True)
-    return {"backend": backend, "orders": n, "orders_per_s": round(robot, 1),
+    return {"backend": backend, "orders": n, "batch": batch, "orders_per_s": round(robot, 1),
             "cpu_us_per_order": round(robot_us), "p50_ms": _ms(percentile(took, 0.50)),
             "p99_ms": _ms(percentile(took, 0.99)),
             "floor_orders_per_s": round(same.orders_per_s, 1),

@@ -6,6 +6,7 @@ never prints a plaintext code (seeded codes are random bytes, never decrypted).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -39,6 +40,8 @@ from robot.db import (
     make_engine,
     normalize_url,
 )
+from robot.groupcommit import run_together
+from robot.pipeline import intake, intake_in
 from robot.schema import batches, metadata, pools
 from robot.vault import init_key_file
 
@@ -450,3 +453,29 @@ def healthz(port: int) -> dict[str, Any] | None:
         return dict(json.load(exc))
     except (OSError, ValueError):
         return None
+
+
+def take_in(engine: Any, shop: BenchShop, first: int, count: int, per_order: int,
+            batch: int = 1) -> None:
+    """Orders ``first`` .. ``first + count - 1`` taken in and allocated as the daemon takes
+    them: one transaction per order (``batch`` 1, :func:`robot.pipeline.intake`), or
+    ``batch`` orders to a transaction (:func:`robot.groupcommit.run_together` of
+    :func:`robot.pipeline.intake_in` units: pushes that arrive together). Raises unless
+    every order was allocated."""
+    if batch <= 1:
+        for i in range(first, first + count):
+            if intake(engine, shop, make_order(i, per_order), allocate=True).state \
+                    != "allocated":
+                raise RuntimeError(f"robot: order {i} was not allocated")
+        return
+    for start in range(first, first + count, batch):
+        orders = [make_order(i, per_order) for i in range(start, min(first + count,
+                                                                     start + batch))]
+        outcomes = run_together(engine, [functools.partial(_intake_unit, shop, o)
+                                         for o in orders])
+        if not all(ok and value.state == "allocated" for ok, value in outcomes):
+            raise RuntimeError(f"robot: an order of batch {start} was not allocated")
+
+
+def _intake_unit(shop: BenchShop, order: Order, conn: Any) -> Any:
+    return intake_in(conn, shop, order, allocate=True)

@@ -25,9 +25,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 
-from benchmarks.common import BenchShop, make_order, raw_connect, seeded
+from benchmarks.common import BenchShop, raw_connect, seeded, take_in
 from robot.db import make_engine
-from robot.pipeline import intake
 
 CHUNK = 1000  # orders recorded, then replayed, at a time
 
@@ -99,8 +98,9 @@ class SameFloor:
     commits_per_order: float
 
 
-def measure(backend: str, n: int, per_order: int = 1) -> SameFloor:
-    """Record the robot's intake of ``n`` orders and replay it raw; the replay's figures."""
+def measure(backend: str, n: int, per_order: int = 1, batch: int = 1) -> SameFloor:
+    """Record the robot's intake of ``n`` orders (``batch`` to a transaction, as
+    :func:`benchmarks.common.take_in`) and replay it raw; the replay's figures."""
     stock = n * per_order + 100
     shop = BenchShop()
     with seeded(backend, stock) as (rec_db, _), seeded(backend, stock) as (floor_db, _):
@@ -113,10 +113,7 @@ def measure(backend: str, n: int, per_order: int = 1) -> SameFloor:
         wall = cpu = 0.0
         try:
             for start in range(0, n, CHUNK):
-                for i in range(start, min(n, start + CHUNK)):
-                    if intake(engine, shop, make_order(i, per_order),
-                              allocate=True).state != "allocated":
-                        raise RuntimeError("recording robot: an order was not allocated")
+                take_in(engine, shop, start, min(n, start + CHUNK) - start, per_order, batch)
                 steps = recorder.take()
                 t0, c0 = time.perf_counter(), time.process_time()
                 play(conn, steps)
