@@ -28,7 +28,11 @@ which are for other orders and jobs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -59,6 +63,10 @@ class GroupCommit:
         self.window = window
         self.max_batch = max_batch
         self.parallel = parallel or (1 if dialect_of(engine) == "sqlite" else SERVER_PARALLEL)
+        # Its own threads, one per lane: a batch's hand-off wakes a thread that already
+        # holds the lane's connection warm, not whichever thread of the loop's pool is free.
+        self._threads = ThreadPoolExecutor(self.parallel, thread_name_prefix="group-commit")
+        weakref.finalize(self, self._threads.shutdown, wait=False)
         self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._gathering = False  # a flusher is waiting for company for its next batch
@@ -111,7 +119,9 @@ class GroupCommit:
                 self._gathering = False
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             try:
-                outcomes = await asyncio.to_thread(self._commit, [u for u, _f in batch])
+                call = functools.partial(contextvars.copy_context().run, self._commit,
+                                         [u for u, _f in batch])
+                outcomes = await loop.run_in_executor(self._threads, call)
             except BaseException as exc:  # the transaction failed: every caller hears it
                 for _unit, future in batch:
                     if not future.done():
