@@ -9,9 +9,10 @@ blacklist, order lines, audit chain) and so mixes design and overhead. The robot
 ``robot.pipeline.intake`` with ``allocate=True`` as the daemon's poller and webhooks do (one
 transaction per order; with ``--batch N``, N orders to a transaction through the group
 commit's ``run_together``, as the daemon takes pushes that arrive together, and the
-same-statement floor replays exactly that); the "split" rows take orders in first and drain them with
-``robot.pipeline.allocate_next`` (the daemon's path for orders that waited). Write-back is
-off (outbox rows are left pending). Each measurement gets its own scratch database.
+same-statement floor replays exactly that); the "split" rows take orders in first and
+drain them with ``robot.pipeline.allocate_next`` (the daemon's path for orders that
+waited). Write-back is off (outbox rows are left pending). Each measurement gets its own
+scratch database.
 
 Never touches a database it did not create.
 """

@@ -229,14 +229,22 @@ class Feeder:
 
     def _post(self, k: int, body: bytes, headers: dict[str, str]) -> int | None:
         conn = self._conn(k)
-        try:
-            conn.request("POST", f"/hooks/{SHOP}", body=body, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        except (OSError, http.client.HTTPException):
-            conn.close()  # reconnects on the next request
-            return None
+        for fresh in (conn.sock is None, True):
+            try:
+                conn.request("POST", f"/hooks/{SHOP}", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed a kept-alive connection while it was idle (uvicorn after
+                # 5 s): sent again at once on a new one, as HTTP clients do; not an error.
+                conn.close()
+                if fresh:
+                    return None
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+                return None
+        return None
 
     def send(self, i: int) -> None:
         paid = order(i, paid_at=datetime.now(UTC))  # paid now: latency starts here
