@@ -41,7 +41,7 @@ from robot.db import (
     normalize_url,
 )
 from robot.groupcommit import run_together
-from robot.pipeline import intake, intake_in
+from robot.pipeline import intake, intake_in, pool_needs
 from robot.schema import batches, metadata, pools
 from robot.vault import init_key_file
 
@@ -472,7 +472,8 @@ def take_in(engine: Any, shop: BenchShop, first: int, count: int, per_order: int
         orders = [make_order(i, per_order) for i in range(start, min(first + count,
                                                                      start + batch))]
         outcomes = run_together(engine, [functools.partial(_intake_unit, shop, o)
-                                         for o in orders])
+                                         for o in orders],
+                                [pool_needs(shop, o) for o in orders])
         if not all(ok and value.state == "allocated" for ok, value in outcomes):
             raise RuntimeError(f"robot: an order of batch {start} was not allocated")
 

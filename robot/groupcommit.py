@@ -31,16 +31,22 @@ import asyncio
 import contextvars
 import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from robot.clock import utcnow
 from robot.db import dialect_of, transaction
+from robot.matcher import claim_ahead, forget_ahead, give_back
 
 _T = TypeVar("_T")
 Unit = Callable[[Connection], Any]
+#: Codes a unit will claim, per pool name (its order's lines): claimed for the whole batch
+#: in one statement per pool (:func:`robot.matcher.claim_ahead`).
+Needs = Mapping[str, int]
 
 #: Seconds the first unit of a batch waits for company before the transaction starts.
 WINDOW = 0.002
@@ -67,7 +73,7 @@ class GroupCommit:
         # holds the lane's connection warm, not whichever thread of the loop's pool is free.
         self._threads = ThreadPoolExecutor(self.parallel, thread_name_prefix="group-commit")
         weakref.finalize(self, self._threads.shutdown, wait=False)
-        self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Unit, Needs | None, asyncio.Future[Any]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._gathering = False  # a flusher is waiting for company for its next batch
         self._last_commit = float("-inf")  # loop time of the last batch's end
@@ -75,10 +81,11 @@ class GroupCommit:
         self.batches = 0
         self.units = 0
 
-    async def run(self, unit: Callable[[Connection], _T]) -> _T:
-        """Run ``unit(conn)`` in the next shared transaction; its result once committed."""
+    async def run(self, unit: Callable[[Connection], _T], *, needs: Needs | None = None) -> _T:
+        """Run ``unit(conn)`` in the next shared transaction; its result once committed.
+        ``needs``: the codes the unit will claim, per pool (claimed with its neighbours')."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((unit, future))
+        self._queue.append((unit, needs, future))
         if not self._gathering and len(self._flushers) < self.parallel:
             self._flushers.add(asyncio.create_task(self._flush()))
         result: _T = await future
@@ -120,10 +127,10 @@ class GroupCommit:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             try:
                 call = functools.partial(contextvars.copy_context().run, self._commit,
-                                         [u for u, _f in batch])
+                                         [u for u, _n, _f in batch], [n for _u, n, _f in batch])
                 outcomes = await loop.run_in_executor(self._threads, call)
             except BaseException as exc:  # the transaction failed: every caller hears it
-                for _unit, future in batch:
+                for _unit, _needs, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if not isinstance(exc, Exception):
@@ -131,7 +138,7 @@ class GroupCommit:
                 continue
             self._last_commit = loop.time()
             answered = True
-            for (_unit, future), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_unit, _needs, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller gave up waiting (cancelled)
                     continue
                 if ok:
@@ -139,21 +146,26 @@ class GroupCommit:
                 else:
                     future.set_exception(value)
 
-    def _commit(self, units: list[Unit]) -> list[tuple[bool, Any]]:
-        outcomes = run_together(self.engine, units)
+    def _commit(self, units: list[Unit], needs: list[Needs | None]) -> list[tuple[bool, Any]]:
+        outcomes = run_together(self.engine, units, needs)
         # (A failed commit raised out of here to every caller: it is not run again.)
         self.batches += 1
         self.units += len(units)
         return outcomes
 
 
-def run_together(engine: Engine, units: Sequence[Unit]) -> list[tuple[bool, Any]]:
+def run_together(engine: Engine, units: Sequence[Unit],
+                 needs: Sequence[Needs | None] = ()) -> list[tuple[bool, Any]]:
     """Run ``units`` in one transaction: ``(True, result)`` or ``(False, exception)`` each.
 
     Plain first; when a unit raises, that transaction is rolled back and the units run
     again with a savepoint each, so the failing unit alone is rolled back and its neighbours
     commit. A failure of the transaction itself (the database, the commit) raises out of
     here for all of them (for a lone unit it is its outcome: the same to its caller).
+
+    ``needs`` (one per unit, or none) are the codes the units will claim per pool: with two
+    or more units they are claimed together first, one statement per pool, and what no
+    delivery took is put back before the commit (:mod:`robot.matcher`).
     """
     if len(units) == 1:
         try:
@@ -161,35 +173,55 @@ def run_together(engine: Engine, units: Sequence[Unit]) -> list[tuple[bool, Any]
                 return [(True, units[0](conn))]
         except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
             return [(False, exc)]
-    if units:
-        try:
-            with transaction(engine) as conn:
+    if not units:
+        return []
+    total = _total(needs)
+    try:
+        with transaction(engine) as conn:
+            try:
+                claim_ahead(conn, total, utcnow())
                 outcomes: list[tuple[bool, Any]] = []
                 for unit in units:
                     try:
                         outcomes.append((True, unit(conn)))
                     except Exception as exc:
                         raise _UnitFailed from exc
-        except _UnitFailed:
-            pass  # rolled back: run again, isolating the failing unit
-        else:
-            return outcomes
-        return _isolated(engine, units)
-    return []
+                give_back(conn)
+            finally:
+                forget_ahead(conn)
+    except _UnitFailed:
+        pass  # rolled back: run again, isolating the failing unit
+    else:
+        return outcomes
+    return _isolated(engine, units, total)
 
 
-def _isolated(engine: Engine, units: Sequence[Unit]) -> list[tuple[bool, Any]]:
-    """The units with each in a savepoint."""
+def _total(needs: Sequence[Needs | None]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for one in needs:
+        if one:
+            total.update(one)
+    return total
+
+
+def _isolated(engine: Engine, units: Sequence[Unit], total: Needs) -> list[tuple[bool, Any]]:
+    """The units with each in a savepoint (a unit rolled back leaves the codes it took
+    from the batch's claim to :func:`robot.matcher.give_back`)."""
     outcomes: list[tuple[bool, Any]] = []
     with transaction(engine) as conn:
-        for unit in units:
-            savepoint = conn.begin_nested()
-            try:
-                value = unit(conn)
-            except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
-                savepoint.rollback()
-                outcomes.append((False, exc))
-            else:
-                savepoint.commit()
-                outcomes.append((True, value))
+        try:
+            claim_ahead(conn, total, utcnow())
+            for unit in units:
+                savepoint = conn.begin_nested()
+                try:
+                    value = unit(conn)
+                except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                    savepoint.rollback()
+                    outcomes.append((False, exc))
+                else:
+                    savepoint.commit()
+                    outcomes.append((True, value))
+            give_back(conn)
+        finally:
+            forget_ahead(conn)
     return outcomes

@@ -10,21 +10,26 @@ single guarded statement inside the allocating transaction, and ``deliveries`` h
   IN (…)`` with the affected row count checked.
 * SQLite: the transaction holds the write lock (``BEGIN IMMEDIATE``); ``DELETE … RETURNING``.
 
+Orders taken in together (a group commit's batch, :mod:`robot.groupcommit`) claim as a set:
+:func:`claim_ahead` takes the batch's codes per pool in that same statement, :func:`claim`
+hands them out order by order, and :func:`give_back` returns whatever no delivery took.
+
 This module never decrypts a code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, select, text
+from sqlalchemy import Connection, delete, insert, select, text
 
 from connectors.base import OrderLine
-from robot.db import dialect_of, read
-from robot.schema import stock
+from robot.db import dialect_of, read, write_many
+from robot.schema import BigId, Timestamp, deliveries, pools, stock
 
 
 class PoolShareLike(Protocol):
@@ -80,9 +85,9 @@ _PG_CLAIM = text(
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM stock s USING c WHERE s.code_id = c.code_id
-    RETURNING s.code_id
+    RETURNING s.code_id, s.expires_at
     """
-)
+).columns(code_id=BigId, expires_at=Timestamp)
 
 _SQLITE_CLAIM = text(
     """
@@ -92,40 +97,126 @@ _SQLITE_CLAIM = text(
         ORDER BY expires_at, code_id
         LIMIT :n
     )
-    RETURNING code_id
+    RETURNING code_id, expires_at
     """
-)
+).columns(code_id=BigId, expires_at=Timestamp)
 
 
 def claim(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
     """Take up to ``n`` unexpired codes of a pool out of stock, earliest expiry first.
 
     Returns the claimed code ids (fewer than ``n`` when stock is short: the caller rolls
-    back). Must run inside the allocating transaction.
+    back). Must run inside the allocating transaction. Codes the transaction claimed ahead
+    for its batch (:func:`claim_ahead`) are handed out first, in their order.
     """
     if n <= 0:
         return []
+    got = _from_ahead(conn, pool_id, n, now)
+    if len(got) < n:
+        got.extend(cid for cid, _expires in _take(conn, pool_id, n - len(got), now))
+    return sorted(got)
+
+
+def _take(conn: Connection, pool_id: int, n: int, now: datetime) -> list[tuple[int, datetime]]:
+    """Delete up to ``n`` unexpired stock rows of a pool, earliest expiry first, in one
+    guarded statement (two on MySQL / MariaDB): ``(code_id, expires_at)`` in that order."""
     dialect = dialect_of(conn)
     params = {"pool_id": pool_id, "now": now, "n": n}
     if dialect == "postgresql":
-        ids = [int(r[0]) for r in read(conn, _PG_CLAIM, params)]
+        rows = read(conn, _PG_CLAIM, params)
     elif dialect == "sqlite":
-        ids = [int(r[0]) for r in read(conn, _SQLITE_CLAIM, params)]
+        rows = read(conn, _SQLITE_CLAIM, params)
     else:
-        picked = [
-            int(r[0])
-            for r in conn.execute(
-                select(stock.c.code_id)
-                .where(stock.c.pool_id == pool_id, stock.c.expires_at > now)
-                .order_by(stock.c.expires_at, stock.c.code_id)
-                .limit(n)
-                .with_for_update(skip_locked=True)
-            )
-        ]
-        if not picked:
-            return []
-        deleted = conn.execute(delete(stock).where(stock.c.code_id.in_(picked))).rowcount
-        if deleted != len(picked):  # rows we hold locks on cannot vanish; refuse if they did
-            raise RuntimeError(f"claim deleted {deleted} of {len(picked)} locked stock rows")
-        ids = picked
-    return sorted(ids)
+        rows = list(conn.execute(
+            select(stock.c.code_id, stock.c.expires_at)
+            .where(stock.c.pool_id == pool_id, stock.c.expires_at > now)
+            .order_by(stock.c.expires_at, stock.c.code_id)
+            .limit(n)
+            .with_for_update(skip_locked=True)
+        ))
+        if rows:
+            deleted = conn.execute(
+                delete(stock).where(stock.c.code_id.in_([int(r[0]) for r in rows]))).rowcount
+            if deleted != len(rows):  # rows we hold locks on cannot vanish; refuse if they did
+                raise RuntimeError(f"claim deleted {deleted} of {len(rows)} locked stock rows")
+    return sorted(((int(r[0]), r[1]) for r in rows), key=lambda r: (r[1], r[0]))
+
+
+# ------------------------------------------------------------------ claims for a batch
+
+#: ``Connection.info`` key of the codes a transaction claimed ahead (:func:`claim_ahead`).
+_AHEAD = "robot_claimed_ahead"
+
+
+@dataclass
+class _Ahead:
+    """Codes claimed ahead by one transaction: per pool, those not handed out yet (in
+    claim order), and every row claimed (to put back what no delivery took)."""
+
+    transaction: object
+    left: dict[int, deque[tuple[int, datetime]]]
+    rows: list[tuple[int, int, datetime]]
+
+
+def claim_ahead(conn: Connection, needs: Mapping[str, int], now: datetime) -> int:
+    """Claim, in one statement per pool, the codes a batch of orders taken in together
+    will need (``pool name -> codes``): :func:`claim` in this transaction hands them out
+    first, so the batch's orders each take theirs without a statement of their own. The
+    same guarantees as order by order: earliest expiry first, ``SKIP LOCKED`` where the
+    database has it, and each order still all-or-none (its own savepoint). Must be paired
+    with :func:`give_back` before the commit. Returns the codes claimed."""
+    wanted = {name: count for name, count in needs.items() if count > 0}
+    if not wanted:
+        return 0
+    found = conn.execute(select(pools.c.name, pools.c.id)
+                         .where(pools.c.name.in_(sorted(wanted)))).all()
+    ahead = _Ahead(conn.get_transaction(), {}, [])
+    for name, pool_id in sorted((str(r[0]), int(r[1])) for r in found):
+        taken = _take(conn, pool_id, wanted[name], now)
+        ahead.left[pool_id] = deque(taken)
+        ahead.rows.extend((cid, pool_id, expires) for cid, expires in taken)
+    conn.info[_AHEAD] = ahead
+    return len(ahead.rows)
+
+
+def give_back(conn: Connection) -> int:
+    """Put back in stock, as they were, the codes :func:`claim_ahead` claimed that no
+    delivery of this transaction holds (orders held, known, short of another pool, or
+    rolled back to their savepoint); the number put back. Whether a code was delivered is
+    read from the database, so a unit rolled back anywhere never loses a code."""
+    ahead = conn.info.pop(_AHEAD, None)
+    if not isinstance(ahead, _Ahead) or not ahead.rows:
+        return 0
+    ids = [cid for cid, _pool, _expires in ahead.rows]
+    delivered: set[int] = set()
+    for start in range(0, len(ids), _ID_CHUNK):
+        delivered.update(int(r[0]) for r in conn.execute(
+            select(deliveries.c.code_id)
+            .where(deliveries.c.code_id.in_(ids[start:start + _ID_CHUNK]))))
+    back = [{"code_id": cid, "pool_id": pool_id, "expires_at": expires}
+            for cid, pool_id, expires in ahead.rows if cid not in delivered]
+    write_many(conn, _RESTOCK, back)
+    return len(back)
+
+
+def forget_ahead(conn: Connection) -> None:
+    """Drop what this connection claimed ahead (its transaction is over, rolled back)."""
+    conn.info.pop(_AHEAD, None)
+
+
+def _from_ahead(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
+    ahead = conn.info.get(_AHEAD)
+    if not isinstance(ahead, _Ahead) or ahead.transaction is not conn.get_transaction():
+        return []
+    left = ahead.left.get(pool_id)
+    got: list[int] = []
+    while left and len(got) < n:
+        cid, expires = left.popleft()
+        if expires > now:  # (one that expired since is put back by give_back)
+            got.append(cid)
+    return got
+
+
+_RESTOCK = insert(stock)
+#: Ids per ``IN (...)`` list (well under every driver's limit).
+_ID_CHUNK = 500

@@ -225,6 +225,21 @@ def known_order_ids(engine: Engine, shop: str, platform_order_ids: Sequence[str]
     return known
 
 
+def pool_needs(shop: ShopRules, order: Order) -> dict[str, int]:
+    """The codes a new paid order would claim, per pool (its live mapped lines): what a
+    group commit claims for a batch at once (:func:`robot.matcher.claim_ahead`). An estimate
+    that may run over (an order already known, held, or bought from a supplier): codes no
+    delivery takes go back to stock before the commit."""
+    needs: dict[str, int] = {}
+    if isinstance(order, UnreadableOrder) or order.status is not PlatformStatus.PAID \
+            or data_problem(order) is not None:
+        return needs
+    for line in _live_lines(order):
+        for need in resolve_line(shop.items, line) or ():
+            needs[need.pool] = needs.get(need.pool, 0) + need.per_unit * line.quantity
+    return needs
+
+
 def usable_id(platform_order_id: str) -> bool:
     """Whether an order can be recorded (even parked) under this id."""
     return bool(platform_order_id.strip()) and len(platform_order_id) <= ID_MAX

@@ -267,9 +267,10 @@ async def _take_in_group(group: GroupCommit, shop: pipeline.ShopRules, order: Or
             _mark_in(conn, shop.name, key)
         return result
 
+    needs = pipeline.pool_needs(shop, order)
     for _attempt in range(3):
         try:
-            return await group.run(unit)
+            return await group.run(unit, needs=needs)
         except IntegrityError:
             continue
     raise RuntimeError("intake kept colliding on (shop, platform_order_id)")
