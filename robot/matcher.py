@@ -20,12 +20,12 @@ This module never decrypts a code.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, insert, select, text
+from sqlalchemy import Connection, bindparam, delete, insert, select, text
 
 from connectors.base import OrderLine
 from robot.db import dialect_of, read, write_many
@@ -142,6 +142,21 @@ def _take(conn: Connection, pool_id: int, n: int, now: datetime) -> list[tuple[i
     return sorted(((int(r[0]), r[1]) for r in rows), key=lambda r: (r[1], r[0]))
 
 
+def find_pools(conn: Connection, names: Iterable[str]) -> dict[str, int]:
+    """``name -> pool id`` of the pools among ``names`` that exist."""
+    wanted = sorted(set(names))
+    if len(wanted) == 1:  # the usual case, on the driver's path (no expanding IN)
+        found = read(conn, _POOL_ID, {"b_name": wanted[0]})
+    else:
+        found = list(conn.execute(_POOL_IDS, {"b_names": wanted})) if wanted else []
+    return {str(r[0]): int(r[1]) for r in found}
+
+
+_POOL_ID = select(pools.c.name, pools.c.id).where(pools.c.name == bindparam("b_name"))
+_POOL_IDS = select(pools.c.name, pools.c.id).where(
+    pools.c.name.in_(bindparam("b_names", expanding=True)))
+
+
 # ------------------------------------------------------------------ claims for a batch
 
 #: ``Connection.info`` key of the codes a transaction claimed ahead (:func:`claim_ahead`).
@@ -168,10 +183,8 @@ def claim_ahead(conn: Connection, needs: Mapping[str, int], now: datetime) -> in
     wanted = {name: count for name, count in needs.items() if count > 0}
     if not wanted:
         return 0
-    found = conn.execute(select(pools.c.name, pools.c.id)
-                         .where(pools.c.name.in_(sorted(wanted)))).all()
     ahead = _Ahead(conn.get_transaction(), {}, [])
-    for name, pool_id in sorted((str(r[0]), int(r[1])) for r in found):
+    for name, pool_id in sorted(find_pools(conn, wanted).items()):
         taken = _take(conn, pool_id, wanted[name], now)
         ahead.left[pool_id] = deque(taken)
         ahead.rows.extend((cid, pool_id, expires) for cid, expires in taken)

@@ -42,16 +42,15 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Order, OrderLine, PlatformStatus, RefundState, UnreadableOrder
 from robot import audit, risk, supplyroute
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
-from robot.db import dialect_of, first, read, transaction, write, write_many
+from robot.db import dialect_of, first, transaction, write, write_many
 from robot.log import get_logger
-from robot.matcher import MappingLike, Need, claim, resolve_line
+from robot.matcher import MappingLike, Need, claim, find_pools, resolve_line
 from robot.schema import (
     codes,
     deliveries,
     order_lines,
     orders,
     outbox,
-    pools,
     replacements,
     stock,
 )
@@ -132,9 +131,6 @@ _INSERT_DELIVERIES = insert(deliveries)
 _INSERT_OUTBOX = insert(outbox)
 _MOVE_ORDER = update(orders).where(orders.c.id == bindparam("b_id"),
                                    orders.c.state == bindparam("b_from"))
-_POOL_IDS = select(pools.c.name, pools.c.id).where(
-    pools.c.name.in_(bindparam("b_names", expanding=True)))
-_POOL_ID = select(pools.c.name, pools.c.id).where(pools.c.name == bindparam("b_name"))
 
 
 def _find_order(conn: Connection, shop: str, platform_order_id: str) -> Row[Any] | None:
@@ -889,12 +885,8 @@ _Claim = tuple[int, int, str, int]
 
 def _plan(conn: Connection, wanted: Sequence[_Wanted]) -> list[_Claim] | str:
     """The claims to make, or why the order must wait (a pool that does not exist)."""
-    names = sorted({pool for _no, _qty, shares, _r in wanted for pool, _k in shares})
-    if len(names) == 1:  # the usual case, without SQLAlchemy's expanding IN
-        found = read(conn, _POOL_ID, {"b_name": names[0]})
-    else:
-        found = list(conn.execute(_POOL_IDS, {"b_names": names})) if names else []
-    pool_ids = {str(r[0]): int(r[1]) for r in found}
+    pool_ids = find_pools(conn, {pool for _no, _qty, shares, _r in wanted
+                                 for pool, _k in shares})
     plan: list[_Claim] = []
     for line_no, quantity, shares, _route in wanted:
         for pool_name, per_unit in shares:
