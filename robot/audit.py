@@ -6,9 +6,10 @@ The log is :data:`AUDIT_CHAINS` hash chains. Each entry's hash is an HMAC-SHA256
 label) from the key file's fingerprint key, which never rotates, so it survives
 ``robot keys rotate``; the database never holds it, so someone who can write the database but
 not read the key file cannot forge, re-hash or re-link an entry. Appending locks one chain's
-``audit_head`` row inside the caller's transaction, so the entries of a chain form one
-sequence in commit order; :func:`verify` walks every chain and names the first entry that
-was altered, removed or reordered.
+``audit_head`` row inside the caller's transaction (moved to the chain's end as that
+transaction commits), so the entries of a chain form one sequence in commit order;
+:func:`verify` walks every chain and names the first entry that was altered, removed or
+reordered.
 
 What the database alone cannot show — a chain wiped, truncated, reset to genesis or deleted
 with its head — is caught by **checkpoints** kept outside it: a file beside the key file
@@ -57,7 +58,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
 
 from robot.clock import utcnow
 from robot.db import dialect_of, first, transaction, write, write_many
@@ -209,7 +210,7 @@ _FREE_HEAD = (select(*HEAD_COLS).order_by(audit_head.c.id).limit(1)
               .with_for_update(skip_locked=True))
 _INSERT_ENTRY = insert(audit_log)
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == bindparam("b_chain"))
-_TAKEN = "audit_chain"  # Connection.info key: (transaction, chain) this connection holds
+_TAKEN = "audit_chain"  # Connection.info key: the _Tip of the transaction holding a head
 
 
 @dataclass(frozen=True)
@@ -230,14 +231,22 @@ def append(conn: Connection, *, actor: str, action: str, subject: str,
 
 
 def append_many(conn: Connection, entries: Sequence[Entry]) -> int:
-    """Append entries in order to one chain inside the caller's transaction, with one read
-    and one update of that chain's head; returns the last sequence number."""
+    """Append entries in order to one chain inside the caller's transaction; returns the
+    last sequence number.
+
+    The transaction's first append locks a chain's head and reads its end; later appends
+    continue from there in memory, and the head row is moved once, to the chain's end, as
+    the transaction commits (:func:`_move_head`): a batch of orders in one transaction
+    updates the head once, not once per order (every update is a row version the server
+    keeps while any old snapshot is open). A savepoint rolled back meanwhile may have taken
+    entries with it: the next append, or the commit, reads the chain's end from the log."""
     binding = _binding(conn.engine)
     key = binding.seal().chain_key
-    chain, seq, prev, keyed = _take_head(conn)
-    if not keyed:
-        raise Fatal(f"audit chain {chain} still uses the unkeyed hash of an older version: "
-                    "run `robot audit upgrade` (`robot run` does it at start)")
+    tip = _take_head(conn)
+    if not tip.keyed:
+        raise Fatal(f"audit chain {tip.chain} still uses the unkeyed hash of an older "
+                    "version: run `robot audit upgrade` (`robot run` does it at start)")
+    chain, seq, prev = tip.chain, tip.seq, tip.hash
     at = utcnow()
     rows = []
     for entry in entries:
@@ -251,27 +260,92 @@ def append_many(conn: Connection, entries: Sequence[Entry]) -> int:
         prev = digest
     if rows:
         write_many(conn, _INSERT_ENTRY, rows)
-        write(conn, _MOVE_HEAD, {"b_chain": chain, "seq": seq, "hash": prev})
+        tip.seq, tip.hash = seq, prev
         binding.dirty = True
     return seq
 
 
-def _take_head(conn: Connection) -> tuple[int, int, str, bool]:
-    """Lock a chain's head for this transaction: (chain, seq, hash, keyed)."""
-    if dialect_of(conn) == "sqlite":
+@dataclass
+class _Tip:
+    """The chain a transaction appends to: its head as read when the transaction locked it
+    (``base``) and the chain's end now."""
+
+    transaction: object
+    chain: int
+    base: tuple[int, str]
+    seq: int
+    hash: str
+    keyed: bool
+    stale: bool = False  # a savepoint was rolled back: read the end from the log
+
+
+def _take_head(conn: Connection) -> _Tip:
+    """The transaction's chain, its head locked on the first append."""
+    tx = conn.get_transaction()
+    held = conn.info.get(_TAKEN)
+    if isinstance(held, _Tip) and held.transaction is tx:
+        if held.stale:
+            _reread(conn, held)
+        return held
+    _hook(conn.engine)
+    if dialect_of(conn) == "sqlite":  # one writer at a time: always chain 1
         row = _read_head(conn, _HEAD, 1)
     else:
-        tx = conn.get_transaction()
-        held = conn.info.get(_TAKEN)
-        if held is not None and held[0] is tx:
-            row = _read_head(conn, _HEAD_LOCKED, held[1])  # ours already: no wait
-        else:
-            row = conn.execute(_FREE_HEAD).first()
-            if row is None:  # every head is busy (or none exists yet): queue for one
-                chain = (os.getpid() + threading.get_ident()) % AUDIT_CHAINS + 1
-                row = _read_head(conn, _HEAD_LOCKED, chain)
-            conn.info[_TAKEN] = (tx, int(row.id))
-    return int(row.id), int(row.seq), str(row.hash), bool(row.keyed)
+        row = conn.execute(_FREE_HEAD).first()
+        if row is None:  # every head is busy (or none exists yet): queue for one
+            chain = (os.getpid() + threading.get_ident()) % AUDIT_CHAINS + 1
+            row = _read_head(conn, _HEAD_LOCKED, chain)
+    seq, digest = int(row.seq), str(row.hash)
+    tip = _Tip(tx, int(row.id), (seq, digest), seq, digest, bool(row.keyed))
+    conn.info[_TAKEN] = tip
+    return tip
+
+
+def _reread(conn: Connection, tip: _Tip) -> None:
+    """The chain's end after a savepoint rollback: its last entry in the log (entries are
+    only ever added after the head, so none beyond ``base``: the head itself)."""
+    row = first(conn, _LAST_ENTRY, {"b_chain": tip.chain, "b_seq": tip.base[0]})
+    tip.seq, tip.hash = (int(row.seq), str(row.hash)) if row is not None else tip.base
+    tip.stale = False
+
+
+_LAST_ENTRY = (select(audit_log.c.seq, audit_log.c.hash)
+               .where(audit_log.c.chain == bindparam("b_chain"),
+                      audit_log.c.seq > bindparam("b_seq"))
+               .order_by(audit_log.c.seq.desc()).limit(1))
+_HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _hook(engine: Engine) -> None:
+    """Listen to ``engine``'s commits and savepoint rollbacks (once per engine)."""
+    if engine in _HOOKED:
+        return
+    with _HOOK_LOCK:
+        if engine not in _HOOKED:
+            event.listen(engine, "commit", _move_head)
+            event.listen(engine, "rollback_savepoint", _savepoint_rolled_back)
+            _HOOKED.add(engine)
+
+
+_HOOK_LOCK = threading.Lock()
+
+
+def _move_head(conn: Connection) -> None:
+    """As the transaction commits: move its chain's head to the chain's end (in the same
+    commit as the entries, so the head never lags nor leads the log)."""
+    tip = conn.info.pop(_TAKEN, None)
+    if not isinstance(tip, _Tip) or tip.transaction is not conn.get_transaction():
+        return
+    if tip.stale:
+        _reread(conn, tip)
+    if (tip.seq, tip.hash) != tip.base:
+        write(conn, _MOVE_HEAD, {"b_chain": tip.chain, "seq": tip.seq, "hash": tip.hash})
+
+
+def _savepoint_rolled_back(conn: Connection, _name: str, _context: Any) -> None:
+    tip = conn.info.get(_TAKEN)
+    if isinstance(tip, _Tip) and tip.transaction is conn.get_transaction():
+        tip.stale = True
 
 
 def _read_head(conn: Connection, stmt: Any, chain: int) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, event, func, insert, select, update
 from structlog.testing import capture_logs
 
 import robot.cli
@@ -90,6 +90,69 @@ def test_rolled_back_append_leaves_no_trace(engine: Engine) -> None:
         append_then_fail()
     assert _append(engine, 1) == [3]
     assert audit.verify(engine) == audit.VerifyResult(True, 3)
+
+
+def _head_updates(engine: Engine) -> list[str]:
+    """The UPDATEs of ``audit_head`` the engine runs from now on."""
+    seen: list[str] = []
+
+    def note(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE AUDIT_HEAD"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    return seen
+
+
+def _heads(engine: Engine) -> dict[int, tuple[int, str]]:
+    with engine.connect() as conn:
+        return {int(r.id): (int(r.seq), str(r.hash))
+                for r in conn.execute(select(audit_head)) if r.seq}
+
+
+def _ends(engine: Engine) -> dict[int, tuple[int, str]]:
+    """Each chain's last entry in the log."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.chain, audit_log.c.seq, audit_log.c.hash)
+                            .order_by(audit_log.c.chain, audit_log.c.seq)).all()
+    return {int(r.chain): (int(r.seq), str(r.hash)) for r in rows}
+
+
+def test_a_transaction_moves_its_head_once(engine: Engine) -> None:
+    """Many appends in one transaction (a group commit's batch) move the chain's head once,
+    as the transaction commits, to the chain's last entry."""
+    _append(engine, 1)
+    updates = _head_updates(engine)
+    with engine.begin() as conn:
+        seqs = [audit.append(conn, actor="t", action="allocate", subject=f"order:{i}")
+                for i in range(20)]
+    assert seqs == list(range(seqs[0], seqs[0] + 20))
+    assert len(updates) == 1
+    assert _heads(engine) == _ends(engine)
+    assert audit.verify(engine).ok
+
+
+def test_a_rolled_back_savepoint_takes_its_entries_and_the_chain_goes_on(
+        engine: Engine) -> None:
+    """Entries appended in a savepoint that is rolled back are gone; the transaction's next
+    entry follows the last one kept, and the head commits at the chain's real end (also
+    when nothing is appended after the rollback)."""
+    _append(engine, 1)
+    with engine.begin() as conn:
+        kept = audit.append(conn, actor="t", action="intake", subject="order:1")
+        savepoint = conn.begin_nested()
+        audit.append(conn, actor="t", action="intake", subject="order:2")
+        savepoint.rollback()
+        assert audit.append(conn, actor="t", action="intake", subject="order:3") == kept + 1
+    assert _heads(engine) == _ends(engine)
+    assert audit.verify(engine) == audit.VerifyResult(True, kept + 1)
+    with engine.begin() as conn:
+        last = audit.append(conn, actor="t", action="intake", subject="order:4")
+        savepoint = conn.begin_nested()
+        audit.append(conn, actor="t", action="intake", subject="order:5")
+        savepoint.rollback()
+    assert _heads(engine) == _ends(engine)
+    assert audit.verify(engine) == audit.VerifyResult(True, last)
 
 
 @pytest.mark.parametrize(
@@ -273,7 +336,7 @@ def test_an_appender_takes_a_free_chain_instead_of_waiting(engine: Engine) -> No
         def second() -> None:
             with engine.begin() as conn:
                 audit.append(conn, actor="fast", action="intake", subject="order:2")
-                chains.append(int(conn.info[audit._TAKEN][1]))
+                chains.append(conn.info[audit._TAKEN].chain)
             second_done.set()
 
         thread = threading.Thread(target=second)

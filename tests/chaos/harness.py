@@ -8,7 +8,8 @@ driver plays systemd too: a robot that exits on its own is started again.
 
 What is checked when the load stops (each failure is one line in ``ChaosReport.violations``):
 
-* no code in two deliveries, and no delivered code still in stock; no *plaintext* in two
+* no code in two deliveries, no delivered code still in stock, and no code lost (out of
+  stock, not delivered, not retired); no *plaintext* in two
   deliveries either (every delivered code is decrypted with the run's key: one code hidden
   under two rows, pools or fingerprints is still one code);
 * every order holds exactly the codes it was sold (units × codes per unit), or none;
@@ -786,11 +787,20 @@ class ChaosRun:
                                  .having(func.count() > 1)).scalars().all()
             in_stock = conn.execute(select(func.count()).select_from(stock).join(
                 deliveries, deliveries.c.code_id == stock.c.code_id)).scalar_one()
+            # A code leaves stock only for a delivery (in the claim's transaction) or when
+            # retired: one in neither place was lost (a claim not put back).
+            lost = conn.execute(select(func.count()).select_from(codes).where(
+                codes.c.retired.is_(None),
+                ~select(stock.c.code_id).where(stock.c.code_id == codes.c.id).exists(),
+                ~select(deliveries.c.code_id).where(deliveries.c.code_id == codes.c.id)
+                .exists())).scalar_one()
         report.duplicates_found = len(twice) + int(in_stock)
         if twice:
             v.append(f"codes in two deliveries: {sorted(twice)[:10]}")
         if in_stock:
             v.append(f"{in_stock} delivered codes are still in stock")
+        if lost:
+            v.append(f"{lost} codes are neither in stock, nor delivered, nor retired (lost)")
         applied = {(shop_name(d), oid): n for d in drivers for oid, n in d.shipments().items()}
         report.shipments_applied = sum(applied.values())
         placed_keys = {(p.shop, p.order_id) for p in self.placed}
