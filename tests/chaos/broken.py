@@ -6,6 +6,8 @@ change could bring in:
 * after the write-back of every third order is recorded shipped, it ships the order again
   with other codes and writes a memo with them (a double shipment nothing explains);
 * one order in eight is parked ``held`` with a plausible reason though nothing is wrong;
+* one claim in five takes a code more than it hands out (out of stock, in no delivery:
+  lost, as a batch claim that forgot to put back its leftovers would lose it);
 
 and :func:`duplicate_plaintexts` (run before the robots start) hides copies of codes of one
 pool in another pool's rows under fresh fingerprints, as an importer that lost its
@@ -20,10 +22,12 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import secrets
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from connectors.base import Order, PlatformStatus, Shipment
 from robot import outbox, pipeline
@@ -96,7 +100,21 @@ def duplicate_plaintexts(engine: Engine, key_file: Path) -> None:
                 aad_version=AAD_CURRENT))
 
 
+def _claim_one_too_many() -> None:
+    claim = pipeline.claim
+    calls = itertools.count()
+
+    def broken(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
+        if next(calls) % 5:
+            return claim(conn, pool_id, n, now)
+        got = claim(conn, pool_id, n + 1, now)
+        return got[:n]
+
+    pipeline.claim = broken
+
+
 if __name__ == "__main__":
     _reship_with_other_codes()
     _hold_for_no_reason()
+    _claim_one_too_many()
     main()
