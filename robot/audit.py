@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
 
 from robot.clock import utcnow
-from robot.db import dialect_of, first, transaction, write, write_many
+from robot.db import before_commit, dialect_of, first, transaction, write, write_many
 from robot.errors import Fatal, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log
@@ -298,6 +298,7 @@ def _take_head(conn: Connection) -> _Tip:
     seq, digest = int(row.seq), str(row.hash)
     tip = _Tip(tx, int(row.id), (seq, digest), seq, digest, bool(row.keyed))
     conn.info[_TAKEN] = tip
+    before_commit(conn, _move_head)
     return tip
 
 
@@ -317,12 +318,11 @@ _HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _hook(engine: Engine) -> None:
-    """Listen to ``engine``'s commits and savepoint rollbacks (once per engine)."""
+    """Listen to ``engine``'s savepoint rollbacks (once per engine)."""
     if engine in _HOOKED:
         return
     with _HOOK_LOCK:
         if engine not in _HOOKED:
-            event.listen(engine, "commit", _move_head)
             event.listen(engine, "rollback_savepoint", _savepoint_rolled_back)
             _HOOKED.add(engine)
 

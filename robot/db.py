@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import weakref
 from collections import namedtuple
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +106,9 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         )
     else:
         engine = _mysql_engine(url, pool_size)
+    # The first commit listener: statements run as a transaction commits belong to it, and
+    # any listener registered later (a recorder, a test's) sees them before the commit.
+    _listen_before_commit(engine)
     _watch_writes(engine)
     return engine
 
@@ -520,6 +525,40 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         raise
     if wrote:
         writes.signal_of(engine).succeeded()
+
+
+def before_commit(conn: Connection, fn: Callable[[Connection], None]) -> None:
+    """Run ``fn(conn)`` inside the caller's transaction as it commits, after its last
+    statement and before the commit's other listeners (not when it rolls back). A failure
+    of ``fn`` fails the commit."""
+    tx = conn.get_transaction()
+    held = conn.info.get(_BEFORE_COMMIT)
+    if held is None or held[0] is not tx:
+        callbacks: list[Callable[[Connection], None]] = []
+        held = (tx, callbacks)
+        conn.info[_BEFORE_COMMIT] = held
+    held[1].append(fn)
+    if conn.engine not in _LISTENING:  # an engine not made by make_engine
+        _listen_before_commit(conn.engine)
+
+
+def _run_before_commit(conn: Connection) -> None:
+    held = conn.info.pop(_BEFORE_COMMIT, None)
+    if held is not None and held[0] is conn.get_transaction():
+        for fn in held[1]:
+            fn(conn)
+
+
+def _listen_before_commit(engine: Engine) -> None:
+    with _LISTENING_LOCK:
+        if engine not in _LISTENING:
+            event.listen(engine, "commit", _run_before_commit)
+            _LISTENING.add(engine)
+
+
+_BEFORE_COMMIT = "robot_before_commit"  # Connection.info key: (transaction, callbacks)
+_LISTENING: weakref.WeakSet[Engine] = weakref.WeakSet()
+_LISTENING_LOCK = threading.Lock()
 
 
 _WROTE = "robot_wrote"  # Connection.info key: the transaction changed rows

@@ -132,6 +132,20 @@ def test_a_transaction_moves_its_head_once(engine: Engine) -> None:
     assert audit.verify(engine).ok
 
 
+def test_the_head_moves_before_the_commits_other_listeners(engine: Engine) -> None:
+    """The head's update belongs to the transaction it closes: a commit listener
+    registered later (a statement recorder) sees it before the commit, not after."""
+    steps: list[str] = []
+    event.listen(engine, "after_cursor_execute",
+                 lambda _c, _cur, statement, *_a: steps.append(statement.split()[0].upper()
+                                                               + " " + statement.split()[1]))
+    event.listen(engine, "commit", lambda _conn: steps.append("COMMIT"))
+    _append(engine, 2)
+    assert steps.count("COMMIT") == 2
+    for chunk in "|".join(steps).split("COMMIT")[:2]:
+        assert chunk.rstrip("|").endswith("UPDATE audit_head"), chunk
+
+
 def test_a_rolled_back_savepoint_takes_its_entries_and_the_chain_goes_on(
         engine: Engine) -> None:
     """Entries appended in a savepoint that is rolled back are gone; the transaction's next
