@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -166,11 +166,13 @@ _AHEAD = "robot_claimed_ahead"
 @dataclass
 class _Ahead:
     """Codes claimed ahead by one transaction: per pool, those not handed out yet (in
-    claim order), and every row claimed (to put back what no delivery took)."""
+    claim order), every row claimed (to put back what no delivery took), and those handed
+    out."""
 
     transaction: object
     left: dict[int, deque[tuple[int, datetime]]]
     rows: list[tuple[int, int, datetime]]
+    handed: list[int] = field(default_factory=list)  # handed out by claim()
 
 
 def claim_ahead(conn: Connection, needs: Mapping[str, int], now: datetime) -> int:
@@ -195,21 +197,38 @@ def claim_ahead(conn: Connection, needs: Mapping[str, int], now: datetime) -> in
 def give_back(conn: Connection) -> int:
     """Put back in stock, as they were, the codes :func:`claim_ahead` claimed that no
     delivery of this transaction holds (orders held, known, short of another pool, or
-    rolled back to their savepoint); the number put back. Whether a code was delivered is
-    read from the database, so a unit rolled back anywhere never loses a code."""
+    rolled back to their savepoint); the number put back. Codes :func:`claim` handed out
+    are looked up in ``deliveries`` (one statement), so a unit rolled back anywhere never
+    loses a code; those never handed out go back without a look."""
     ahead = conn.info.pop(_AHEAD, None)
     if not isinstance(ahead, _Ahead) or not ahead.rows:
         return 0
-    ids = [cid for cid, _pool, _expires in ahead.rows]
-    delivered: set[int] = set()
-    for start in range(0, len(ids), _ID_CHUNK):
-        delivered.update(int(r[0]) for r in conn.execute(
-            select(deliveries.c.code_id)
-            .where(deliveries.c.code_id.in_(ids[start:start + _ID_CHUNK]))))
+    delivered = _delivered(conn, ahead.handed)
     back = [{"code_id": cid, "pool_id": pool_id, "expires_at": expires}
             for cid, pool_id, expires in ahead.rows if cid not in delivered]
     write_many(conn, _RESTOCK, back)
     return len(back)
+
+
+def _delivered(conn: Connection, ids: Sequence[int]) -> set[int]:
+    """Which of ``ids`` a delivery holds."""
+    if not ids:
+        return set()
+    low, high = min(ids), max(ids)
+    if high - low <= 4 * len(ids) + 64:  # codes of a claim are mostly neighbours: one range
+        found = {int(r[0]) for r in read(conn, _DELIVERED_BETWEEN, {"b_low": low,
+                                                                    "b_high": high})}
+    else:
+        found = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            found.update(int(r[0]) for r in conn.execute(
+                select(deliveries.c.code_id)
+                .where(deliveries.c.code_id.in_(ids[start:start + _ID_CHUNK]))))
+    return found.intersection(ids)
+
+
+_DELIVERED_BETWEEN = select(deliveries.c.code_id).where(
+    deliveries.c.code_id.between(bindparam("b_low"), bindparam("b_high")))
 
 
 def forget_ahead(conn: Connection) -> None:
@@ -227,6 +246,7 @@ def _from_ahead(conn: Connection, pool_id: int, n: int, now: datetime) -> list[i
         cid, expires = left.popleft()
         if expires > now:  # (one that expired since is put back by give_back)
             got.append(cid)
+    ahead.handed.extend(got)
     return got
 
 
