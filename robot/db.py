@@ -108,7 +108,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         engine = _mysql_engine(url, pool_size)
     # The first commit listener: statements run as a transaction commits belong to it, and
     # any listener registered later (a recorder, a test's) sees them before the commit.
-    listen_once(engine, "commit", _run_before_commit)
+    _listen_before_commit(engine)
     _watch_writes(engine)
     return engine
 
@@ -538,7 +538,8 @@ def before_commit(conn: Connection, fn: Callable[[Connection], None]) -> None:
         held = (tx, callbacks)
         conn.info[_BEFORE_COMMIT] = held
     held[1].append(fn)
-    listen_once(conn.engine, "commit", _run_before_commit)  # an engine not from make_engine
+    if conn.engine not in _LISTENING:  # an engine not made by make_engine
+        _listen_before_commit(conn.engine)
 
 
 def _run_before_commit(conn: Connection) -> None:
@@ -548,21 +549,15 @@ def _run_before_commit(conn: Connection) -> None:
             fn(conn)
 
 
-def listen_once(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
-    """``event.listen(engine, name, fn)`` unless already done (cheap to call on a hot path)."""
-    key = (name, fn)
-    if key in _LISTENING.get(engine, ()):
-        return
+def _listen_before_commit(engine: Engine) -> None:
     with _LISTENING_LOCK:
-        done = _LISTENING.setdefault(engine, set())
-        if key not in done:
-            event.listen(engine, name, fn)
-            done.add(key)
+        if engine not in _LISTENING:
+            event.listen(engine, "commit", _run_before_commit)
+            _LISTENING.add(engine)
 
 
 _BEFORE_COMMIT = "robot_before_commit"  # Connection.info key: (transaction, callbacks)
-_LISTENING: weakref.WeakKeyDictionary[Engine, set[tuple[str, Any]]] = \
-    weakref.WeakKeyDictionary()
+_LISTENING: weakref.WeakSet[Engine] = weakref.WeakSet()
 _LISTENING_LOCK = threading.Lock()
 
 
