@@ -404,7 +404,7 @@ class Robot:
             SourcingPolicy(price_ttl=self.config.sourcing.price_ttl,
                            query_initial=self.config.sourcing.query_initial,
                            query_max=self.config.sourcing.query_max), worker=self.owner,
-            on_allocated=self._wake_ship.set, group=self.group)
+            on_allocated=self._ship_due, group=self.group)
         # With suppliers, even without rules: purchases a removed rule left open are still
         # queried to their end (their codes stocked, their budget released).
         if self.suppliers or self.config.restock:
@@ -667,22 +667,37 @@ class Robot:
         tick (intake allocates what it can in its own transaction, and may have moved an
         order to sourcing)."""
         self._wake_alloc.set()
-        self._wake_ship.set()
+        self._ship_due()
         self._wake_source.set()
 
-    def wake_for(self, states: Collection[str]) -> None:
-        """Orders just took these states: wake only the loops that have work for them. An
-        order allocated at intake (a push's usual case) is the shipper's alone; one moved to
-        sourcing is the sourcing worker's; any other wakes every loop (:meth:`wake`)."""
-        if not states:
+    def wake_for(self, taken: Collection[pipeline.IntakeResult]) -> None:
+        """Orders were just taken in with these results: wake only the loops that have work
+        for them. An order allocated at intake (a push's usual case) is the shipper's alone,
+        handed to it by id; one moved to sourcing is the sourcing worker's; any other wakes
+        every loop (:meth:`wake`)."""
+        if not taken:
             return
-        if any(s not in (OrderState.ALLOCATED, OrderState.SOURCING) for s in states):
+        states = {t.state for t in taken}
+        if states - {OrderState.ALLOCATED, OrderState.SOURCING}:
             self.wake()
             return
-        if OrderState.ALLOCATED in states:
-            self._wake_ship.set()
+        self._ship_now(t.order_id for t in taken if t.state == OrderState.ALLOCATED)
         if OrderState.SOURCING in states:
             self._wake_source.set()
+
+    def _ship_now(self, order_ids: Iterable[int | None]) -> None:
+        """These orders were just allocated here: the shipper leases their jobs by order."""
+        handed = [i for i in order_ids if i is not None]
+        if handed:
+            if self._dispatcher is not None:
+                self._dispatcher.hand(handed)
+            self._wake_ship.set()
+
+    def _ship_due(self) -> None:
+        """Jobs may be due that nobody handed over: the shipper scans for them now."""
+        if self._dispatcher is not None:
+            self._dispatcher.want_scan()
+        self._wake_ship.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():
@@ -780,7 +795,7 @@ class Robot:
                 found += len(batch)
                 for result in batch:
                     if result.state == OrderState.ALLOCATED:
-                        self._wake_ship.set()
+                        self._ship_now((result.order_id,))
                     elif result.state == OrderState.SOURCING:
                         self._wake_source.set()
                 if len(batch) < pipeline.ALLOCATE_BATCH:
@@ -796,8 +811,12 @@ class Robot:
         failed = False
         while not self._stop.is_set():
             started = time.monotonic()
+            scan = self._dispatcher.scan_due()
             try:
-                ran = await self._dispatcher.run_once()
+                # Orders allocated here are handed over and leased by order; the due-time
+                # index is scanned once a second (or when asked), not on every round.
+                ran = await self._dispatcher.run_once(scan=scan) \
+                    if scan or self._dispatcher.handed else 0
             except DBAPIError as exc:
                 failed = True
                 await self._database_down(exc)

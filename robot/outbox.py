@@ -29,8 +29,10 @@ attempts. No transaction is ever open while a platform is being called.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -136,6 +138,10 @@ class PickupLinks(Protocol):
 
 #: The jobs the write-back dispatcher runs (``source`` jobs are robot.sourcing's).
 WRITE_BACK_KINDS = ("ship", "memo", "notify")  # the Dispatcher's; "source" is robot.sourcing's
+#: Seconds between the daemon's scans of the due-time index while it has handed orders to
+#: ship (:meth:`Dispatcher.scan_due`): how late, at most, a retry or another process's job
+#: is found under load.
+SCAN_EVERY = 1.0
 
 
 def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
@@ -146,28 +152,53 @@ def claim_jobs(engine: Engine, worker: str, *, now: datetime, limit: int,
 
 
 def claim_jobs_in(conn: Connection, worker: str, *, now: datetime, limit: int,
-                  lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS) -> list[Job]:
+                  lease: timedelta, kinds: Sequence[str] = WRITE_BACK_KINDS,
+                  order_ids: Collection[int] = (), scan: bool = True) -> list[Job]:
     """:func:`claim_jobs` inside the caller's transaction (a group commit's batch: a round
-    that finds nothing costs a SELECT in a shared transaction, not one of its own)."""
-    stmt = _DUE_JOBS if dialect_of(conn) == "sqlite" else _DUE_JOBS_LOCKED
-    rows = conn.execute(stmt, {"b_now": now, "b_kinds": list(kinds), "b_limit": limit}).all()
-    if not rows:
+    that finds nothing costs a SELECT in a shared transaction, not one of its own).
+
+    ``order_ids``: the due jobs of these orders first, looked up by order (the
+    ``(order_id, kind)`` key) rather than found by the scan of the due-time index; with
+    ``scan`` false, only those. A scan from the index's start walks the entry of every job
+    that finished since the last vacuum could clean it — under a long transaction holding
+    PostgreSQL's horizon, every job of the last minutes, on every round — while an order's
+    own key holds that order's few row versions only."""
+    locked = dialect_of(conn) != "sqlite"
+    got: dict[int, Any] = {}
+    if order_ids:
+        stmt = _HANDED_JOBS_LOCKED if locked else _HANDED_JOBS
+        for r in conn.execute(stmt, {"b_now": now, "b_kinds": list(kinds),
+                                     "b_orders": list(order_ids)}):
+            got[r.id] = r
+    if scan and len(got) < limit:
+        stmt = _DUE_JOBS_LOCKED if locked else _DUE_JOBS
+        for r in conn.execute(stmt, {"b_now": now, "b_kinds": list(kinds),
+                                     "b_limit": limit - len(got)}):
+            got.setdefault(r.id, r)
+    if not got:
         return []
-    conn.execute(_LEASE, {"b_ids": [r.id for r in rows], "claimed_by": worker,
+    conn.execute(_LEASE, {"b_ids": list(got), "claimed_by": worker,
                           "claimed_until": now + lease})
-    return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in rows]
+    return [Job(int(r.id), int(r.order_id), r.kind, int(r.attempts)) for r in got.values()]
 
 
 # Built once: every write-back round runs them.
+_DUE = (outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= bindparam("b_now"),
+        outbox.c.kind.in_(bindparam("b_kinds", expanding=True)),
+        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < bindparam("b_now")))
+_JOB_COLS = (outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
 _DUE_JOBS = (
-    select(outbox.c.id, outbox.c.order_id, outbox.c.kind, outbox.c.attempts)
-    .where(outbox.c.state == OutboxState.PENDING, outbox.c.due_at <= bindparam("b_now"),
-           outbox.c.kind.in_(bindparam("b_kinds", expanding=True)),
-           or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < bindparam("b_now")))
+    select(*_JOB_COLS).where(*_DUE)
     .order_by(outbox.c.due_at, outbox.c.id)
     .limit(bindparam("b_limit"))
 )
 _DUE_JOBS_LOCKED = _DUE_JOBS.with_for_update(skip_locked=True)
+_HANDED_JOBS = (
+    select(*_JOB_COLS)
+    .where(outbox.c.order_id.in_(bindparam("b_orders", expanding=True)), *_DUE)
+    .order_by(outbox.c.id)
+)
+_HANDED_JOBS_LOCKED = _HANDED_JOBS.with_for_update(skip_locked=True)
 _LEASE = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
 
 
@@ -305,6 +336,11 @@ class Dispatcher:
         self._shops_running: dict[str, int] = {}  # shop -> its jobs running now
         #: Jobs' context reads and outcomes share transactions (robot.groupcommit).
         self._group = group or GroupCommit(engine)
+        #: Orders this process allocated whose jobs are not leased yet (:meth:`hand`), in
+        #: the order they came; and when the due-time index was last scanned.
+        self._handed: dict[int, None] = {}
+        self._scanned = float("-inf")
+        self._scan_wanted = False
 
     @property
     def busy(self) -> bool:
@@ -320,11 +356,51 @@ class Dispatcher:
         return renew_claims(self.engine, self.worker, running, now=now or utcnow(),
                             lease=self.policy.lease)
 
-    async def run_once(self, *, now: datetime | None = None, limit: int = 20) -> int:
-        """Lease and run the due jobs; returns how many were run."""
+    def hand(self, order_ids: Iterable[int]) -> None:
+        """Orders this process has just allocated (committed): the next round leases their
+        jobs by order, without scanning the due-time index for them (:func:`claim_jobs_in`
+        tells why that matters). Call in the event loop's thread."""
+        for order_id in order_ids:
+            self._handed[order_id] = None
+
+    def want_scan(self) -> None:
+        """Jobs may be due that were not handed (made elsewhere, or by a path that hands
+        nothing): the next round scans the due-time index."""
+        self._scan_wanted = True
+
+    @property
+    def handed(self) -> bool:
+        """Whether orders were handed whose jobs no round has leased yet."""
+        return bool(self._handed)
+
+    def scan_due(self) -> bool:
+        """Whether the next round should scan the due-time index: asked to, the last scan
+        filled its round (more may be waiting), or :data:`SCAN_EVERY` seconds have passed
+        (retries coming due, jobs other processes made)."""
+        return self._scan_wanted or time.monotonic() - self._scanned >= SCAN_EVERY
+
+    async def run_once(self, *, now: datetime | None = None, limit: int = 20,
+                       scan: bool = True) -> int:
+        """Lease and run the due jobs of the handed orders (:meth:`hand`) and, with ``scan``,
+        any other due jobs; returns how many were run."""
         now = now or utcnow()
-        jobs = await self._group.run(lambda conn: claim_jobs_in(
-            conn, self.worker, now=now, limit=limit, lease=self.policy.lease))
+        handed = list(itertools.islice(self._handed, limit))
+        for order_id in handed:
+            del self._handed[order_id]
+        if scan:
+            self._scan_wanted = False
+            self._scanned = time.monotonic()
+        try:
+            jobs = await self._group.run(lambda conn: claim_jobs_in(
+                conn, self.worker, now=now, limit=limit, lease=self.policy.lease,
+                order_ids=handed, scan=scan))
+        except BaseException:
+            self.hand(handed)  # not leased: the next round tries them again
+            if scan:
+                self._scan_wanted = True
+            raise
+        if scan and len(jobs) >= limit:
+            self._scan_wanted = True  # a full round: more may be due
         # Jobs are for different orders; their platform calls overlap, their transactions
         # stay short and separate.
         gate = asyncio.Semaphore(self.policy.concurrency)

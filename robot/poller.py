@@ -280,9 +280,9 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                        events: Sequence[PushEvent], *, db: DbRunner = asyncio.to_thread,
                        fetch_timeout: float = 30.0, zone: tzinfo = DEFAULT_ZONE,
                        group: GroupCommit | None = None,
-                       states: list[str] | None = None) -> int:
+                       taken: list[pipeline.IntakeResult] | None = None) -> int:
     """Apply verified events durably; returns how many created or changed an order (with
-    ``states``, each such order's new state is appended to it).
+    ``taken``, each such order's intake result is appended to it).
 
     An event that carries its order is looked up, taken in and recorded as seen in one
     transaction; a thin one is looked up first (a message already applied is not fetched
@@ -322,8 +322,8 @@ async def apply_events(engine: Engine, shop: pipeline.ShopRules, connector: Conn
                 continue
             if result.action in ("created", "updated"):
                 changed += 1
-                if states is not None:
-                    states.append(result.state or "")
+                if taken is not None:
+                    taken.append(result)
         return changed
 
 

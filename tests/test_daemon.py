@@ -17,6 +17,7 @@ from robot.daemon import Robot, sqlite_lock
 from robot.db import make_engine
 from robot.errors import Fatal
 from robot.migrate import upgrade
+from robot.pipeline import IntakeResult
 from robot.schema import orders
 from robot.vault import init_key_file, open_vault
 from tests.factories import paid_order, seed_codes
@@ -82,21 +83,35 @@ def test_robot_polls_allocates_ships_and_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_wake_for_wakes_only_the_loops_with_work(tmp_path: Path) -> None:
-    """An order allocated at intake is the shipper's alone, one in sourcing the sourcing
-    worker's; any other state (or an unknown one) wakes every loop, as ``wake`` does."""
+    """An order allocated at intake is the shipper's alone, handed to it by id; one in
+    sourcing the sourcing worker's; any other state (or an unknown one) wakes every loop,
+    as ``wake`` does, and asks the shipper to scan for due jobs."""
     config = load_config(write_config(tmp_path, f"daemon-{uuid.uuid4().hex}"))
 
-    async def woken(states: list[str]) -> tuple[bool, bool, bool]:
-        robot = Robot(config, drain_timeout=5)
-        robot.wake_for(states)
-        return (robot._wake_alloc.is_set(), robot._wake_ship.is_set(),
-                robot._wake_source.is_set())
+    class _Shipper:
+        def __init__(self) -> None:
+            self.handed: list[int] = []
+            self.scan = False
 
-    assert asyncio.run(woken(["allocated", "allocated"])) == (False, True, False)
-    assert asyncio.run(woken(["sourcing"])) == (False, False, True)
-    assert asyncio.run(woken(["allocated", "waiting_stock"])) == (True, True, True)
-    assert asyncio.run(woken(["cancelled"])) == (True, True, True)
-    assert asyncio.run(woken([])) == (False, False, False)
+        def hand(self, ids: list[int]) -> None:
+            self.handed.extend(ids)
+
+        def want_scan(self) -> None:
+            self.scan = True
+
+    async def woken(states: list[str]) -> tuple[bool, bool, bool, list[int], bool]:
+        robot = Robot(config, drain_timeout=5)
+        shipper = _Shipper()
+        robot._dispatcher = shipper  # type: ignore[assignment]
+        robot.wake_for([IntakeResult(i, "created", s) for i, s in enumerate(states, 1)])
+        return (robot._wake_alloc.is_set(), robot._wake_ship.is_set(),
+                robot._wake_source.is_set(), shipper.handed, shipper.scan)
+
+    assert asyncio.run(woken(["allocated", "allocated"])) == (False, True, False, [1, 2], False)
+    assert asyncio.run(woken(["sourcing"])) == (False, False, True, [], False)
+    assert asyncio.run(woken(["allocated", "waiting_stock"])) == (True, True, True, [], True)
+    assert asyncio.run(woken(["cancelled"])) == (True, True, True, [], True)
+    assert asyncio.run(woken([])) == (False, False, False, [], False)
 
 
 def test_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -27,6 +28,9 @@ from robot.http.metrics import Metrics
 from robot.http.ratelimit import RateLimits, TokenBuckets
 from robot.poolpage import page_key
 from robot.vault import Vault
+
+if TYPE_CHECKING:
+    from robot.pipeline import IntakeResult
 
 MAX_PUSH_BODY = 1024 * 1024  # 1 MiB: larger pushes get 413
 MAX_FORM_BODY = 4096  # the pickup forms are a few fields
@@ -55,9 +59,9 @@ class HttpContext:
     public_url: str = "http://127.0.0.1:8080"
     #: New orders arrived (the daemon's ``Robot.wake``).
     wake: Callable[[], None] = _nothing
-    #: Orders just took these states (the daemon's ``Robot.wake_for``: only the loops with
-    #: work for them); None: :attr:`wake`.
-    wake_for: Callable[[Collection[str]], None] | None = None
+    #: Orders were just taken in with these results (the daemon's ``Robot.wake_for``: only
+    #: the loops with work for them, allocated orders handed to the shipper); None: :attr:`wake`.
+    wake_for: Callable[[Collection[IntakeResult]], None] | None = None
     #: Shops whose connector failed to build, with the reason.
     broken_shops: Callable[[], Mapping[str, str]] = _no_broken
     #: Shops whose platform clock is past ``max_clock_offset`` from ours, with the offset (s).

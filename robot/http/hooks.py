@@ -44,6 +44,7 @@ from connectors.base import push_window
 from robot.errors import PushRejected
 from robot.http.context import HttpContext
 from robot.log import get_logger
+from robot.pipeline import IntakeResult
 from robot.poller import apply_events
 
 log = get_logger(__name__)
@@ -117,10 +118,10 @@ async def push(request: Request) -> Response:
     left = deadline - loop.time()
     try:
         async with asyncio.timeout_at(deadline):
-            states: list[str] = []
+            taken: list[IntakeResult] = []
             changed = await apply_events(ctx.engine, shop, connector, batch.events, zone=ctx.zone,
                                          fetch_timeout=max(left, 0.001), group=ctx.group,
-                                         states=states)
+                                         taken=taken)
     except TimeoutError:
         # Not stored within the platform's window: refuse, so the platform sends it again.
         bound.warning("push_deferred", events=len(batch.events), budget_s=round(budget, 2))
@@ -132,7 +133,7 @@ async def push(request: Request) -> Response:
         # An order allocated at intake needs the shipper only: no empty allocator or
         # sourcing round per push.
         if ctx.wake_for is not None:
-            ctx.wake_for(states)
+            ctx.wake_for(taken)
         else:
             ctx.wake()
     bound.info("push_applied", events=len(batch.events), changed=changed)

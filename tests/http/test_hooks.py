@@ -62,7 +62,7 @@ def test_push_allocated_at_intake_wakes_the_shipper_only(engine: Engine, vault: 
     sourcing round); a push that changed nothing wakes nobody."""
     seed_codes(engine, vault, "p1", 10)
     states: list[list[str]] = []
-    h = make_http(engine, vault, wake_for=lambda s: states.append(list(s)))
+    h = make_http(engine, vault, wake_for=lambda t: states.append([r.state for r in t]))
     with h.client:
         body = message("W1", "m-w1")
         assert h.client.post("/hooks/mem", content=body, headers=signed(body)).status_code == 200
