@@ -58,10 +58,18 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from robot.clock import utcnow
-from robot.db import before_commit, dialect_of, first, transaction, write, write_many
+from robot.db import (
+    before_commit,
+    dialect_of,
+    first,
+    listen_once,
+    transaction,
+    write,
+    write_many,
+)
 from robot.errors import Fatal, VaultError
 from robot.log import get_logger
 from robot.schema import audit_head, audit_log
@@ -287,7 +295,7 @@ def _take_head(conn: Connection) -> _Tip:
         if held.stale:
             _reread(conn, held)
         return held
-    _hook(conn.engine)
+    listen_once(conn.engine, "rollback_savepoint", _savepoint_rolled_back)
     if dialect_of(conn) == "sqlite":  # one writer at a time: always chain 1
         row = _read_head(conn, _HEAD, 1)
     else:
@@ -314,22 +322,6 @@ _LAST_ENTRY = (select(audit_log.c.seq, audit_log.c.hash)
                .where(audit_log.c.chain == bindparam("b_chain"),
                       audit_log.c.seq > bindparam("b_seq"))
                .order_by(audit_log.c.seq.desc()).limit(1))
-_HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def _hook(engine: Engine) -> None:
-    """Listen to ``engine``'s savepoint rollbacks (once per engine)."""
-    if engine in _HOOKED:
-        return
-    with _HOOK_LOCK:
-        if engine not in _HOOKED:
-            event.listen(engine, "rollback_savepoint", _savepoint_rolled_back)
-            _HOOKED.add(engine)
-
-
-_HOOK_LOCK = threading.Lock()
-
-
 def _move_head(conn: Connection) -> None:
     """As the transaction commits: move its chain's head to the chain's end (in the same
     commit as the entries, so the head never lags nor leads the log)."""

@@ -108,7 +108,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         engine = _mysql_engine(url, pool_size)
     # The first commit listener: statements run as a transaction commits belong to it, and
     # any listener registered later (a recorder, a test's) sees them before the commit.
-    _listen_before_commit(engine)
+    listen_once(engine, "commit", _run_before_commit)
     _watch_writes(engine)
     return engine
 
@@ -538,8 +538,7 @@ def before_commit(conn: Connection, fn: Callable[[Connection], None]) -> None:
         held = (tx, callbacks)
         conn.info[_BEFORE_COMMIT] = held
     held[1].append(fn)
-    if conn.engine not in _LISTENING:  # an engine not made by make_engine
-        _listen_before_commit(conn.engine)
+    listen_once(conn.engine, "commit", _run_before_commit)  # an engine not from make_engine
 
 
 def _run_before_commit(conn: Connection) -> None:
@@ -549,15 +548,21 @@ def _run_before_commit(conn: Connection) -> None:
             fn(conn)
 
 
-def _listen_before_commit(engine: Engine) -> None:
+def listen_once(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
+    """``event.listen(engine, name, fn)`` unless already done (cheap to call on a hot path)."""
+    key = (name, fn)
+    if key in _LISTENING.get(engine, ()):
+        return
     with _LISTENING_LOCK:
-        if engine not in _LISTENING:
-            event.listen(engine, "commit", _run_before_commit)
-            _LISTENING.add(engine)
+        done = _LISTENING.setdefault(engine, set())
+        if key not in done:
+            event.listen(engine, name, fn)
+            done.add(key)
 
 
 _BEFORE_COMMIT = "robot_before_commit"  # Connection.info key: (transaction, callbacks)
-_LISTENING: weakref.WeakSet[Engine] = weakref.WeakSet()
+_LISTENING: weakref.WeakKeyDictionary[Engine, set[tuple[str, Any]]] = \
+    weakref.WeakKeyDictionary()
 _LISTENING_LOCK = threading.Lock()
 
 

@@ -220,10 +220,10 @@ def _delivered(conn: Connection, ids: Sequence[int]) -> set[int]:
                                                                     "b_high": high})}
     else:
         found = set()
-        for start in range(0, len(ids), _ID_CHUNK):
+        for start in range(0, len(ids), ID_CHUNK):
             found.update(int(r[0]) for r in conn.execute(
                 select(deliveries.c.code_id)
-                .where(deliveries.c.code_id.in_(ids[start:start + _ID_CHUNK]))))
+                .where(deliveries.c.code_id.in_(ids[start:start + ID_CHUNK]))))
     return found.intersection(ids)
 
 
@@ -252,4 +252,4 @@ def _from_ahead(conn: Connection, pool_id: int, n: int, now: datetime) -> list[i
 
 _RESTOCK = insert(stock)
 #: Ids per ``IN (...)`` list (well under every driver's limit).
-_ID_CHUNK = 500
+ID_CHUNK = 500

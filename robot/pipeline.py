@@ -44,7 +44,7 @@ from robot import audit, risk, supplyroute
 from robot.clock import DEFAULT_ZONE, NEVER, to_naive_utc, utcnow
 from robot.db import dialect_of, first, transaction, write, write_many
 from robot.log import get_logger
-from robot.matcher import MappingLike, Need, claim, find_pools, resolve_line
+from robot.matcher import ID_CHUNK, MappingLike, Need, claim, find_pools, resolve_line
 from robot.schema import (
     codes,
     deliveries,
@@ -204,17 +204,13 @@ def intake_in(conn: Connection, shop: ShopRules, order: Order, *, actor: str = "
     return _intake_tx(conn, shop, order, actor, now or utcnow(), allocate, zone)
 
 
-#: Ids per ``IN (...)`` list when looking orders up in bulk (well under every driver's limit).
-_ID_CHUNK = 500
-
-
 def known_order_ids(engine: Engine, shop: str, platform_order_ids: Sequence[str]) -> set[str]:
     """Which of ``platform_order_ids`` the shop already holds (the reconciliation sweep)."""
     known: set[str] = set()
     ids = list(dict.fromkeys(platform_order_ids))
     with engine.connect() as conn:
-        for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start:start + _ID_CHUNK]
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start:start + ID_CHUNK]
             known.update(str(r[0]) for r in conn.execute(
                 select(orders.c.platform_order_id)
                 .where(orders.c.shop == shop, orders.c.platform_order_id.in_(chunk))))
