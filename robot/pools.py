@@ -57,7 +57,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from robot import audit
 from robot.clock import DEFAULT_ZONE, NEVER, utcnow
@@ -77,6 +77,7 @@ from robot.keys import check_keys
 from robot.schema import batches, codes, deliveries, id_blocks, orders, pools, stock
 from robot.states import BatchState, CodeState, DeliveryState, OrderState
 from robot.vault import AAD_CURRENT, Vault, mask
+from robot.writes import is_contention
 
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 STALE_IMPORT = timedelta(minutes=10)
@@ -442,14 +443,24 @@ class _Import:
             return
         for _ in range(PREEMPT_TRIES):
             try:
-                self._store_once(sealed)
-                return
+                imported, rejected = self._store_once(sealed)
             except _YoungerHolds as held:
                 self._preempt(held.batch_ids, [fp for _, fp, _ in sealed])
+            except DBAPIError as exc:
+                # A racing import's inserts of the same codes deadlocked with ours and the
+                # server rolled this chunk back whole: store it again.
+                if not is_contention(exc):
+                    raise
+            else:
+                self.imported += imported
+                self.rejected.extend(rejected)
+                return
         raise UserError("other imports kept putting the same codes into pools at the same "
                         "time; nothing was imported. Run the import again.")
 
-    def _store_once(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]) -> None:
+    def _store_once(self, sealed: list[tuple[int, bytes, tuple[Any, ...]]]
+                    ) -> tuple[int, list[tuple[int, str]]]:
+        """One transaction storing the chunk: (codes stored, the lines refused and why)."""
         try:
             with self.engine.begin() as conn:
                 self.touch(conn)
@@ -464,8 +475,7 @@ class _Import:
                     savepoint.rollback()
                 else:
                     savepoint.commit()
-                    self.imported += len(sealed)
-                    return
+                    return len(sealed), []
                 known = self._existing(conn, [fp for _, fp, _ in sealed])
                 # Two imports racing the same codes: the older batch wins, whoever got a
                 # code first. A younger batch still importing is preempted, and rows an
@@ -477,14 +487,15 @@ class _Import:
                     raise _YoungerHolds(freeable)
                 names = _pool_names_of(conn, {pid for pid, _, _ in known.values()})
                 new_rows = []
+                rejected = []
                 for line_no, fp, row in sealed:
                     hit = known.get(fp)
                     if hit is None:
                         new_rows.append(row)
                     else:
-                        self.rejected.append((line_no, self._why_known(hit, names)))
+                        rejected.append((line_no, self._why_known(hit, names)))
                 bulk_insert(conn, codes, _CODE_COLUMNS, new_rows)
-                self.imported += len(new_rows)
+            return len(new_rows), rejected
         except IntegrityError as exc:
             raise UserError(
                 "another import put some of these codes into a pool at the same time; "

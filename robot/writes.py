@@ -98,8 +98,16 @@ def is_outage(exc: BaseException) -> bool:
     """Whether a database error says the database is failing, not that one item is bad."""
     if not isinstance(exc, DBAPIError) or isinstance(exc, IntegrityError | DataError):
         return False
+    return not is_contention(exc)
+
+
+def is_contention(exc: BaseException) -> bool:
+    """Whether the server rolled the whole transaction back to resolve contention with
+    another one (a deadlock, a serialization failure): running it again is the remedy."""
+    if not isinstance(exc, DBAPIError):
+        return False
     orig = exc.orig
     if getattr(orig, "sqlstate", None) in _CONTENTION_SQLSTATES:
-        return False
+        return True
     args = getattr(orig, "args", ())
-    return not (isinstance(args, tuple) and args and args[0] == _MYSQL_DEADLOCK)
+    return isinstance(args, tuple) and bool(args) and args[0] == _MYSQL_DEADLOCK

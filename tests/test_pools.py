@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 from sqlalchemy import Engine, LargeBinary, String, Text, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 import robot.cli
 from robot import pools as P
@@ -305,6 +306,62 @@ def test_concurrent_imports_of_one_code_into_two_pools_one_wins(
                                .group_by(codes.c.fingerprint)).all()
         assert len(fps) == 120 and all(n == 1 for _, n in fps)
     assert count(engine, stock) == 4 * 120
+
+
+def _deadlock() -> OperationalError:
+    """What SQLAlchemy raises when MariaDB picks this transaction as a deadlock's victim."""
+    return OperationalError("INSERT INTO codes ...", {}, Exception(1213, "Deadlock found"))
+
+
+@pytest.mark.parametrize("known", [0, 5])
+def test_a_chunk_rolled_back_by_a_deadlock_is_stored_again_once(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, known: int) -> None:
+    """Racing imports of the same codes can deadlock on the unique index (MariaDB): the
+    server rolls the victim's chunk back whole and the import stores it again — every code
+    once, each refused line reported once. ``known``: codes the pool already holds (the
+    deadlock then strikes the insert of the chunk's other codes)."""
+    secrets = [code(i, "DL") for i in range(40)]
+    if known:
+        P.import_codes(engine, vault, pool, txt(tmp_path, "first.txt", secrets[:known]),
+                       actor=ACTOR)
+    real = P.bulk_insert
+    calls: list[int] = []
+
+    def flaky(conn: Any, table: Any, columns: Any, rows: list[Any]) -> Any:
+        calls.append(len(rows))
+        if len(calls) == (2 if known else 1):
+            real(conn, table, columns, rows)  # the rows went in; then the server gives up
+            raise _deadlock()
+        return real(conn, table, columns, rows)
+
+    monkeypatch.setattr(P, "bulk_insert", flaky)
+    again = txt(tmp_path, "again.txt", secrets)
+    if not known:
+        job = P.import_codes(engine, vault, pool, again, actor=ACTOR, chunk=40)
+        assert calls[:2] == [40, 40] and job.imported == 40
+        assert count(engine, codes) == 40 and count(engine, stock) == 40
+        return
+    with pytest.raises(ImportRejected) as refused:
+        P.import_codes(engine, vault, pool, again, actor=ACTOR, chunk=40)
+    assert calls[:4] == [40, 35, 40, 35]  # the chunk, its new codes; and again
+    assert [n for n, _ in refused.value.rejects] == list(range(1, known + 1))
+    assert count(engine, codes) == known
+
+
+def test_an_error_other_than_contention_fails_the_import(
+        engine: Engine, vault: Vault, pool: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a deadlock or a serialization failure is retried; any other database error
+    fails the import (nothing stored)."""
+    def broken(_job: Any, _sealed: list[Any]) -> Any:
+        raise OperationalError("INSERT INTO codes ...", {}, Exception(1021, "Disk full"))
+
+    monkeypatch.setattr(P._Import, "_store_once", broken)
+    with pytest.raises(OperationalError):
+        P.import_codes(engine, vault, pool, txt(tmp_path, "x.txt", [code(1, "DX")]),
+                       actor=ACTOR)
+    assert count(engine, codes) == 0
 
 
 @pytest.mark.parametrize("rival_state", ["importing", "aborted"])
