@@ -278,9 +278,13 @@ class Written:
 
 
 #: Per (statement, dialect, parameter names): its SQL text, bind names in order (None for
-#: named parameters) and the compiled form (for values and type processing), or None where
-#: SQLAlchemy must run it.
-_Plan = tuple[str, Sequence[str] | None, Any, Any]
+#: named parameters), the compiled form, its bind processors, and where each driver
+#: parameter's value comes from (:data:`_Source`; None: SQLAlchemy's ``construct_params``
+#: each time) — or None where SQLAlchemy must run the statement.
+_Plan = tuple[str, Sequence[str] | None, Any, Any, "tuple[_Source, ...] | None"]
+#: One driver parameter: its name, the caller's key that gives its value (None: the
+#: statement's own constant, already processed), that constant, the value's bind processor.
+_Source = tuple[str, str | None, Any, Any]
 _PLANS: dict[tuple[Any, ...], _Plan | None] = {}
 _PLANS_MAX = 512
 _LASTROWID = frozenset({"sqlite", "mysql", "mariadb"})
@@ -472,7 +476,13 @@ def _driver_plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Pla
 def _args(plan: _Plan, params: Mapping[str, Any]) -> Any:
     """The driver's parameters for one execution: each value through its type's bind
     processor, in the compiled statement's order (positional styles) or by name."""
-    _sql, names, compiled, processors = plan
+    _sql, names, compiled, processors, sources = plan
+    if sources is not None:
+        if names is None:
+            return {n: (c if k is None else f(params[k]) if f is not None else params[k])
+                    for n, k, c, f in sources}
+        return tuple(c if k is None else f(params[k]) if f is not None else params[k]
+                     for _n, k, c, f in sources)
     values = compiled.construct_params(dict(params), _check=False)
     if names is None:
         return {n: processors[n](v) if n in processors else v for n, v in values.items()}
@@ -500,11 +510,43 @@ def _plan(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> _Plan | Non
              and (compiled.positiontup is not None
                   or conn.dialect.paramstyle in ("named", "pyformat")))
     names = None if compiled.positiontup is None else tuple(compiled.positiontup)
-    plan = (compiled.string, names, compiled,
-            compiled._bind_processors) if plain else None  # noqa: SLF001
+    plan = (compiled.string, names, compiled, compiled._bind_processors,  # noqa: SLF001
+            _sources(compiled, names, params)) if plain else None
     if len(_PLANS) < _PLANS_MAX:
         _PLANS[key] = plan
     return plan
+
+
+def _sources(compiled: Any, names: Sequence[str] | None,
+             params: Mapping[str, Any]) -> tuple[_Source, ...] | None:
+    """Where each driver parameter's value comes from, worked out once per plan as
+    SQLAlchemy's ``construct_params`` does on every call (a bind's key in the caller's
+    parameters, else its name, else the statement's own value); None where only it can
+    (a value computed when run, a required value the caller left out)."""
+    if getattr(compiled, "_render_postcompile", False):
+        return None
+    collected = getattr(compiled, "_collected_params", None) or {}  # a statement's .params()
+    escaped = compiled.escaped_bind_names or {}
+    processors = compiled._bind_processors  # noqa: SLF001 - SQLAlchemy's per-dialect memo
+    found: dict[str, _Source] = {}
+    for bind, name in compiled.bind_names.items():
+        out = escaped.get(name, name)
+        proc = processors.get(out)
+        if bind.key in params:
+            found[out] = (out, bind.key, None, proc)
+        elif name in params:
+            found[out] = (out, name, None, proc)
+        elif bind.key in collected or name in collected:
+            value = collected[bind.key if bind.key in collected else name]
+            found[out] = (out, None, value if proc is None else proc(value), None)
+        elif bind.required or bind.callable:
+            return None
+        else:
+            found[out] = (out, None, bind.value if proc is None else proc(bind.value), None)
+    order = list(found) if names is None else names
+    if any(n not in found for n in order):
+        return None
+    return tuple(found[n] for n in order)
 
 
 @contextmanager

@@ -167,3 +167,53 @@ def test_an_insert_tells_its_generated_id_as_sqlalchemy_does(engine: Engine) -> 
 def _pool_rows(engine: Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(select(pools.c.id, pools.c.name))]
+
+
+def test_driver_parameters_are_those_sqlalchemy_makes(engine: Engine) -> None:
+    """Where each driver parameter comes from is worked out once per plan; for statements
+    with the caller's values, the statement's own constants (processed by their type), a
+    value used twice and a value the caller names differently from its column, the
+    parameters are exactly those of SQLAlchemy's ``construct_params`` and bind processing."""
+    from robot import db
+
+    now = utcnow()
+    cases: list[tuple[Any, dict[str, Any]]] = [
+        (_MARK, {"shop": "s", "message_id": "m", "received_at": now}),
+        (_MOVE, {"b_shop": "s", "received_at": now}),
+        (update(push_seen).where(push_seen.c.shop == "fixed",
+                                 push_seen.c.received_at < now - timedelta(days=1))
+         .values(received_at=bindparam("b_at")), {"b_at": now}),
+        (select(push_seen.c.message_id).where(
+            push_seen.c.shop == bindparam("b_shop"),
+            push_seen.c.message_id != bindparam("b_shop")), {"b_shop": "x"}),
+        (insert(pools).values(name=bindparam("b_name"), created_at=now), {"b_name": "p"}),
+        (select(push_seen.c.shop).where(push_seen.c.received_at > bindparam("b_t"))
+         .params(b_t=now), {}),
+    ]
+    with transaction(engine) as conn:
+        for stmt, params in cases:
+            plan = db._plan(conn, stmt, params)
+            assert plan is not None and plan[4] is not None, stmt
+            slow = (*plan[:4], None)
+            assert db._args(plan, params) == db._args(slow, params), stmt
+
+
+def test_a_value_computed_when_run_keeps_sqlalchemys_parameters(engine: Engine) -> None:
+    """A bind whose value is computed at each execution (a callable) cannot be worked out
+    once: such a plan builds its parameters through SQLAlchemy every time."""
+    from robot import db
+
+    calls: list[int] = []
+
+    def stamp() -> Any:
+        calls.append(1)
+        return utcnow()
+
+    stmt = update(push_seen).where(push_seen.c.shop == bindparam("b_shop")).values(
+        received_at=bindparam("b_at", callable_=stamp))
+    with transaction(engine) as conn:
+        plan = db._plan(conn, stmt, {"b_shop": "s"})
+        assert plan is not None and plan[4] is None
+        write(conn, stmt, {"b_shop": "s"})
+        write(conn, stmt, {"b_shop": "s"})
+    assert len(calls) == 2
