@@ -65,8 +65,11 @@ from robot.db import (
     before_commit,
     dialect_of,
     first,
+    keep_for_tx,
     listen_once,
+    pop_tx_value,
     transaction,
+    tx_value,
     write,
     write_many,
 )
@@ -278,7 +281,6 @@ class _Tip:
     """The chain a transaction appends to: its head as read when the transaction locked it
     (``base``) and the chain's end now."""
 
-    transaction: object
     chain: int
     base: tuple[int, str]
     seq: int
@@ -289,9 +291,8 @@ class _Tip:
 
 def _take_head(conn: Connection) -> _Tip:
     """The transaction's chain, its head locked on the first append."""
-    tx = conn.get_transaction()
-    held = conn.info.get(_TAKEN)
-    if isinstance(held, _Tip) and held.transaction is tx:
+    held: _Tip | None = tx_value(conn, _TAKEN)
+    if held is not None:
         if held.stale:
             _reread(conn, held)
         return held
@@ -304,8 +305,8 @@ def _take_head(conn: Connection) -> _Tip:
             chain = (os.getpid() + threading.get_ident()) % AUDIT_CHAINS + 1
             row = _read_head(conn, _HEAD_LOCKED, chain)
     seq, digest = int(row.seq), str(row.hash)
-    tip = _Tip(tx, int(row.id), (seq, digest), seq, digest, bool(row.keyed))
-    conn.info[_TAKEN] = tip
+    tip = keep_for_tx(conn, _TAKEN, _Tip(int(row.id), (seq, digest), seq, digest,
+                                         bool(row.keyed)))
     before_commit(conn, _move_head)
     return tip
 
@@ -325,8 +326,8 @@ _LAST_ENTRY = (select(audit_log.c.seq, audit_log.c.hash)
 def _move_head(conn: Connection) -> None:
     """As the transaction commits: move its chain's head to the chain's end (in the same
     commit as the entries, so the head never lags nor leads the log)."""
-    tip = conn.info.pop(_TAKEN, None)
-    if not isinstance(tip, _Tip) or tip.transaction is not conn.get_transaction():
+    tip = pop_tx_value(conn, _TAKEN)
+    if tip is None:
         return
     if tip.stale:
         _reread(conn, tip)
@@ -335,8 +336,8 @@ def _move_head(conn: Connection) -> None:
 
 
 def _savepoint_rolled_back(conn: Connection, _name: str, _context: Any) -> None:
-    tip = conn.info.get(_TAKEN)
-    if isinstance(tip, _Tip) and tip.transaction is conn.get_transaction():
+    tip = tx_value(conn, _TAKEN)
+    if tip is not None:
         tip.stale = True
 
 

@@ -23,7 +23,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, LargeBinary, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -49,6 +49,8 @@ SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 MYSQL_DISK_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table is full")
 REASON_MAX = 200
+
+_T = TypeVar("_T")
 
 
 def normalize_url(url: str) -> str:
@@ -573,21 +575,41 @@ def before_commit(conn: Connection, fn: Callable[[Connection], None]) -> None:
     """Run ``fn(conn)`` inside the caller's transaction as it commits, after its last
     statement and before the commit's other listeners (not when it rolls back). A failure
     of ``fn`` fails the commit."""
-    tx = conn.get_transaction()
-    held = conn.info.get(_BEFORE_COMMIT)
-    if held is None or held[0] is not tx:
-        callbacks: list[Callable[[Connection], None]] = []
-        held = (tx, callbacks)
-        conn.info[_BEFORE_COMMIT] = held
-    held[1].append(fn)
+    callbacks: list[Callable[[Connection], None]] | None = tx_value(conn, _BEFORE_COMMIT)
+    if callbacks is None:
+        callbacks = keep_for_tx(conn, _BEFORE_COMMIT, [])
+    callbacks.append(fn)
     listen_once(conn.engine, "commit", _run_before_commit)  # an engine not from make_engine
 
 
 def _run_before_commit(conn: Connection) -> None:
-    held = conn.info.pop(_BEFORE_COMMIT, None)
+    for fn in pop_tx_value(conn, _BEFORE_COMMIT) or ():
+        fn(conn)
+
+
+def keep_for_tx(conn: Connection, key: str, value: _T) -> _T:
+    """Keep ``value`` in ``conn.info[key]`` for the connection's current transaction only
+    (:func:`tx_value`); returns it."""
+    conn.info[key] = (conn.get_transaction(), value)
+    return value
+
+
+def tx_value(conn: Connection, key: str) -> Any | None:
+    """What :func:`keep_for_tx` kept under ``key`` for the current transaction; None when
+    nothing was kept, or only for an earlier transaction of the connection (one that
+    rolled back before anyone took the value out)."""
+    held = conn.info.get(key)
     if held is not None and held[0] is conn.get_transaction():
-        for fn in held[1]:
-            fn(conn)
+        return held[1]
+    return None
+
+
+def pop_tx_value(conn: Connection, key: str) -> Any | None:
+    """:func:`tx_value`, taken out of ``conn.info`` (whatever transaction it was for)."""
+    held = conn.info.pop(key, None)
+    if held is not None and held[0] is conn.get_transaction():
+        return held[1]
+    return None
 
 
 def listen_once(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
@@ -602,7 +624,7 @@ def listen_once(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
             done.add(key)
 
 
-_BEFORE_COMMIT = "robot_before_commit"  # Connection.info key: (transaction, callbacks)
+_BEFORE_COMMIT = "robot_before_commit"  # Connection.info key (keep_for_tx): the callbacks
 _LISTENING: weakref.WeakKeyDictionary[Engine, set[tuple[str, Any]]] = \
     weakref.WeakKeyDictionary()
 _LISTENING_LOCK = threading.Lock()

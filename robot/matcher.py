@@ -28,7 +28,7 @@ from typing import Protocol
 from sqlalchemy import Connection, bindparam, delete, insert, select, text
 
 from connectors.base import OrderLine
-from robot.db import dialect_of, read, write_many
+from robot.db import dialect_of, keep_for_tx, pop_tx_value, read, tx_value, write_many
 from robot.schema import BigId, Timestamp, deliveries, pools, stock
 
 
@@ -169,7 +169,6 @@ class _Ahead:
     claim order), every row claimed (to put back what no delivery took), and those handed
     out."""
 
-    transaction: object
     left: dict[int, deque[tuple[int, datetime]]]
     rows: list[tuple[int, int, datetime]]
     handed: list[int] = field(default_factory=list)  # handed out by claim()
@@ -185,12 +184,12 @@ def claim_ahead(conn: Connection, needs: Mapping[str, int], now: datetime) -> in
     wanted = {name: count for name, count in needs.items() if count > 0}
     if not wanted:
         return 0
-    ahead = _Ahead(conn.get_transaction(), {}, [])
+    ahead = _Ahead({}, [])
     for name, pool_id in sorted(find_pools(conn, wanted).items()):
         taken = _take(conn, pool_id, wanted[name], now)
         ahead.left[pool_id] = deque(taken)
         ahead.rows.extend((cid, pool_id, expires) for cid, expires in taken)
-    conn.info[_AHEAD] = ahead
+    keep_for_tx(conn, _AHEAD, ahead)
     return len(ahead.rows)
 
 
@@ -200,8 +199,8 @@ def give_back(conn: Connection) -> int:
     rolled back to their savepoint); the number put back. Codes :func:`claim` handed out
     are looked up in ``deliveries`` (one statement), so a unit rolled back anywhere never
     loses a code; those never handed out go back without a look."""
-    ahead = conn.info.pop(_AHEAD, None)
-    if not isinstance(ahead, _Ahead) or not ahead.rows:
+    ahead = pop_tx_value(conn, _AHEAD)
+    if ahead is None or not ahead.rows:
         return 0
     delivered = _delivered(conn, ahead.handed)
     back = [{"code_id": cid, "pool_id": pool_id, "expires_at": expires}
@@ -237,8 +236,8 @@ def forget_ahead(conn: Connection) -> None:
 
 
 def _from_ahead(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:
-    ahead = conn.info.get(_AHEAD)
-    if not isinstance(ahead, _Ahead) or ahead.transaction is not conn.get_transaction():
+    ahead = tx_value(conn, _AHEAD)
+    if ahead is None:
         return []
     left = ahead.left.get(pool_id)
     got: list[int] = []
