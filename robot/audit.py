@@ -31,7 +31,12 @@ Why several chains: the head's lock is held until the caller commits, so with on
 every allocating transaction in every process waited for the previous one's commit (fsync
 included) — the robot's throughput on a server database was one commit at a time. On
 PostgreSQL and MariaDB an appender takes the first head no other transaction holds
-(``FOR UPDATE SKIP LOCKED``) and waits only when all are busy. A transaction keeps the
+(``FOR UPDATE SKIP LOCKED``), looking from the chain after the one its process's previous
+transaction started from, and waits only when all are busy. Spreading the appends matters
+under a long transaction that holds PostgreSQL's vacuum horizon: every head update leaves
+a row version that every later read of that head walks until vacuum may remove it, so
+eight heads each updated an eighth of the time are read eight times faster than one
+head updated every time. A transaction keeps the
 chain it took for all its entries, and so never holds two heads (no deadlock between
 appenders). SQLite has one writer at a time: it always appends to chain 1.
 
@@ -45,6 +50,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import threading
@@ -217,8 +223,13 @@ def ensure_head(conn: Connection) -> None:
 HEAD_COLS = (audit_head.c.id, audit_head.c.seq, audit_head.c.hash, audit_head.c.keyed)
 _HEAD = select(*HEAD_COLS).where(audit_head.c.id == bindparam("b_chain"))
 _HEAD_LOCKED = _HEAD.with_for_update()
-_FREE_HEAD = (select(*HEAD_COLS).order_by(audit_head.c.id).limit(1)
-              .with_for_update(skip_locked=True))
+_FREE_HEAD = (select(*HEAD_COLS).where(audit_head.c.id >= bindparam("b_from"))
+              .order_by(audit_head.c.id).limit(1).with_for_update(skip_locked=True))
+_FREE_HEAD_BELOW = (select(*HEAD_COLS).where(audit_head.c.id < bindparam("b_below"))
+                    .order_by(audit_head.c.id).limit(1).with_for_update(skip_locked=True))
+#: Where a transaction starts looking for a free head: the next chain each time, so that
+#: appends spread over every chain rather than piling on the first free one.
+_ROTATION = itertools.count()
 _INSERT_ENTRY = insert(audit_log)
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == bindparam("b_chain"))
 _TAKEN = "audit_chain"  # Connection.info key: the _Tip of the transaction holding a head
@@ -300,7 +311,10 @@ def _take_head(conn: Connection) -> _Tip:
     if dialect_of(conn) == "sqlite":  # one writer at a time: always chain 1
         row = _read_head(conn, _HEAD, 1)
     else:
-        row = conn.execute(_FREE_HEAD).first()
+        start = next(_ROTATION) % AUDIT_CHAINS + 1
+        row = first(conn, _FREE_HEAD, {"b_from": start})
+        if row is None and start > 1:
+            row = first(conn, _FREE_HEAD_BELOW, {"b_below": start})
         if row is None:  # every head is busy (or none exists yet): queue for one
             chain = (os.getpid() + threading.get_ident()) % AUDIT_CHAINS + 1
             row = _read_head(conn, _HEAD_LOCKED, chain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
@@ -18,10 +19,18 @@ import robot.cli
 from robot import audit
 from robot.cli.common import EXIT_USER, App, run_guarded
 from robot.clock import DEFAULT_ZONE, utcnow
+from robot.db import tx_value
 from robot.errors import Fatal
 from robot.schema import audit_head, audit_log
 from robot.vault import Vault, init_key_file
 from tests.conftest import backends
+
+
+@pytest.fixture(autouse=True)
+def _first_free_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read chains by number: every transaction looks for a free head from
+    chain 1 (the daemon's rotation is tested on its own)."""
+    monkeypatch.setattr(audit, "_ROTATION", itertools.repeat(0))
 
 
 def _append(engine: Engine, n: int, *, actor: str = "test", action: str = "import") -> list[int]:
@@ -350,7 +359,7 @@ def test_an_appender_takes_a_free_chain_instead_of_waiting(engine: Engine) -> No
         def second() -> None:
             with engine.begin() as conn:
                 audit.append(conn, actor="fast", action="intake", subject="order:2")
-                chains.append(conn.info[audit._TAKEN].chain)
+                chains.append(tx_value(conn, audit._TAKEN).chain)
             second_done.set()
 
         thread = threading.Thread(target=second)
@@ -361,6 +370,31 @@ def test_an_appender_takes_a_free_chain_instead_of_waiting(engine: Engine) -> No
     assert not waited, "the second appender waited for the first one's chain"
     assert chains and chains[0] != 1
     assert audit.verify(engine) == audit.VerifyResult(True, 2)
+
+
+@pytest.mark.parametrize("backend", [b for b in backends() if b != "sqlite"], indirect=True)
+def test_transactions_spread_their_appends_over_every_chain(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One after another, a process's transactions start looking for a free head at the
+    next chain each time, so the heads (and the row versions their updates leave for a
+    held vacuum horizon) share the appends; a held chain is passed over, and every chain
+    verifies."""
+    monkeypatch.setattr(audit, "_ROTATION", itertools.count())
+    _append(engine, 2 * audit.AUDIT_CHAINS)
+    with engine.connect() as conn:
+        per_chain = dict(conn.execute(select(audit_log.c.chain, func.count())
+                                      .group_by(audit_log.c.chain)).all())
+    assert per_chain == dict.fromkeys(range(1, audit.AUDIT_CHAINS + 1), 2)
+    with engine.connect() as held:
+        held.begin()
+        audit.append(held, actor="held", action="intake", subject="order:held")
+        taken = tx_value(held, audit._TAKEN).chain
+        monkeypatch.setattr(audit, "_ROTATION", itertools.repeat(taken - 1))
+        with engine.begin() as conn:  # starts at the held chain: takes the next free one
+            audit.append(conn, actor="t", action="intake", subject="order:next")
+            assert tx_value(conn, audit._TAKEN).chain == taken % audit.AUDIT_CHAINS + 1
+        held.commit()
+    assert audit.verify(engine).ok
 
 
 def test_verify_while_appending_reports_no_false_break(engine: Engine) -> None:

@@ -33,7 +33,7 @@ def _hand_overs(x: Xianyu) -> list[dict[str, object]]:
     with x.engine.connect() as conn:
         return [json.loads(r.details) for r in conn.execute(
             select(audit_log.c.details).where(audit_log.c.action == "hand_over")
-            .order_by(audit_log.c.chain, audit_log.c.seq))]
+            .order_by(audit_log.c.at, audit_log.c.chain, audit_log.c.seq))]  # oldest first
 
 
 def test_unsigned_stale_or_foreign_requests_are_refused_without_reading(xianyu: Xianyu) -> None:
