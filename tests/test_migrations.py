@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -54,10 +56,12 @@ def test_upgrade_head_matches_models(backend: str, server_databases: ServerDatab
 
 def test_a_log_written_as_one_chain_verifies_after_the_upgrade(
     backend: str, server_databases: ServerDatabases, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Entries written by an older version (revision 0001: one chain, unkeyed SHA-256) are
     chain 1 after upgrading; verify refuses them until `robot audit upgrade` has verified
     and re-sealed them with the key file; then they verify and new entries append after."""
+    monkeypatch.setattr(audit, "_ROTATION", itertools.repeat(0))  # the new entry: chain 1
     engine = _empty_engine(backend, server_databases, tmp_path)
     try:
         upgrade(engine, "0001")

@@ -71,7 +71,8 @@ def plaintexts(engine: Engine, vault: Vault, *where: Any) -> list[str]:
 def audit_entries(engine: Engine, action: str) -> list[Any]:
     with engine.connect() as conn:
         return conn.execute(select(audit_log).where(audit_log.c.action == action)
-                            .order_by(audit_log.c.seq)).all()
+                            .order_by(audit_log.c.at, audit_log.c.chain,
+                                      audit_log.c.seq)).all()  # oldest first
 
 
 def new_id(result: Any) -> int:

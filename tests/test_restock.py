@@ -85,7 +85,8 @@ def test_below_threshold_buys_once_puts_codes_on_sale_audited_as_an_import(
     with engine.connect() as conn:
         batch = conn.execute(select(batches).where(batches.c.id == p.batch_id)).one()
         entry = conn.execute(select(audit_log.c.details).where(
-            audit_log.c.action == "import").order_by(audit_log.c.seq.desc())).first()
+            audit_log.c.action == "import").order_by(audit_log.c.at.desc(),
+                                                     audit_log.c.seq.desc())).first()
     assert (batch.supplier, batch.cost_cents, batch.code_count) == ("mem", 1500, 10)
     assert entry is not None and p.key in str(entry[0])
     [st] = restock.status(engine, {"youku": rule()})

@@ -57,7 +57,8 @@ def row_of(engine: Engine, order_id: int | None) -> Any:
 def actions(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as conn:
         return [(r.action, r.subject) for r in conn.execute(
-            select(audit_log.c.action, audit_log.c.subject).order_by(audit_log.c.seq))]
+            select(audit_log.c.action, audit_log.c.subject)
+            .order_by(audit_log.c.at, audit_log.c.chain, audit_log.c.seq))]  # oldest first
 
 
 # ---------------------------------------------------------------------------- each rule
