@@ -793,11 +793,10 @@ class Robot:
             while not self._stop.is_set():
                 batch = await self._db(pipeline.allocate_due, self.engine, actor=self.owner)
                 found += len(batch)
-                for result in batch:
-                    if result.state == OrderState.ALLOCATED:
-                        self._ship_now((result.order_id,))
-                    elif result.state == OrderState.SOURCING:
-                        self._wake_source.set()
+                # One hand-over per batch: the shipper leases the batch's jobs together.
+                self._ship_now(r.order_id for r in batch if r.state == OrderState.ALLOCATED)
+                if any(r.state == OrderState.SOURCING for r in batch):
+                    self._wake_source.set()
                 if len(batch) < pipeline.ALLOCATE_BATCH:
                     break
             woken = self._wake_alloc.is_set()
