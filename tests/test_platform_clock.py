@@ -168,7 +168,7 @@ def test_a_fake_dates_its_answers_and_times_its_orders_by_its_offset_clock() -> 
     assert bad.status_code == 400 and top.clock_offset == 600
 
 
-@pytest.mark.parametrize("platform", ["taobao", "pinduoduo", "youzan", "wechat"])
+@pytest.mark.parametrize("platform", ["taobao", "pinduoduo", "youzan", "wechat", "douyin"])
 def test_every_fake_command_takes_a_clock_offset(platform: str) -> None:
     """`robot fake <platform> --clock-offset SECONDS` exists; a value past a week is refused."""
     runner = CliRunner()

@@ -24,7 +24,7 @@ WIRE = [platform for platform in FACTORIES if platform != "memory"]
 
 def test_every_built_in_plugin_brings_a_harness() -> None:
     """Each built-in connector's factory provides its contract harness."""
-    assert {"memory", "taobao", "pinduoduo", "youzan", "wechat"} <= set(FACTORIES)
+    assert {"memory", "taobao", "pinduoduo", "youzan", "wechat", "douyin"} <= set(FACTORIES)
 
 
 class TestChannelContract(ChannelContract):

@@ -38,6 +38,7 @@ def test_paid_message_becomes_a_thin_paid_event() -> None:
     assert [(e.kind, e.platform_order_id, e.message_id, e.order) for e in batch.events] == [
         (PushKind.PAID, "6920000000000000001", "m1", None)]
     assert batch.reply_body == SUCCESS_REPLY
+    assert json.loads(batch.reply_body) == {"code": 0, "msg": "success"}
 
 
 def test_several_messages_and_refund_tags() -> None:

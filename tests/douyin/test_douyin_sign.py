@@ -8,6 +8,7 @@ import hmac
 from typing import Any
 
 import pytest
+from doudian import AppType, DouDian
 
 from connectors.douyin.sign import (
     event_sign,
@@ -96,6 +97,32 @@ def test_sign_matches_the_specification(params: dict[str, Any]) -> None:
             KEY, SECRET, method, params, "1733371200")
         assert verify_sign(KEY, SECRET, method, body, "1733371200",
                            _spec_sign(KEY, SECRET, method, params, "1733371200").upper())
+
+
+def test_sign_of_a_fixed_vector() -> None:
+    """A golden vector: app_key 7000000000000000000, secret ``testsecret``,
+    order.orderDetail at 1704164645 over a fixed param_json."""
+    body = param_json({"size": 10, "page": 0, "order_id": "6919000000000000000"})
+    assert body == '{"order_id":"6919000000000000000","page":0,"size":10}'
+    assert sign("7000000000000000000", "testsecret", "order.orderDetail", body,
+                "1704164645") == (
+        "e1a86acf77b43b9555b77674085ad4c760eb4a5425d3263ff03515ba7fc3f61f")
+
+
+ASCII_PARAMS = [p for p in PARAMS if param_json(p).isascii()]
+
+
+@pytest.mark.parametrize("params", ASCII_PARAMS)
+@pytest.mark.parametrize("timestamp", ["1733371200", "2024-12-05 12:00:00"])
+def test_sign_agrees_with_the_doudian_package(params: dict[str, Any], timestamp: str) -> None:
+    """The ``doudian`` package (an independent client from the package index) signs the
+    same body, method and timestamp to the same value. Its body escapes non-ASCII as
+    ``\\uXXXX`` (json.dumps' default), so only ASCII bodies are the same string in both."""
+    client = DouDian(app_key=KEY, app_secret=SECRET, app_type=AppType.TOOL)  # no network
+    body = param_json(params)
+    for method in ("order.searchList", "order.orderDetail", "coupons.syncV2"):
+        assert sign(KEY, SECRET, method, body, timestamp) == client._sign(
+            method=method, param_json=body, timestamp=timestamp)
 
 
 def test_sign_depends_on_every_signed_field() -> None:
