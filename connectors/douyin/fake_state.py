@@ -23,11 +23,12 @@ It is a test double: it must never be pointed at, or hold credentials for, the r
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -471,20 +472,25 @@ class FakeDouyin(FakeBase):
             raise _invalid("param_json", "param_json 不是合法的 JSON") from None
         if not isinstance(params, dict):
             raise _invalid("param_json", "param_json 不是 JSON 对象")
-        # Douyin signs the canonical param_json (keys sorted at every depth): recompute it.
-        self._check_sign(method, sign_method, query, param_json(params))
+        # Douyin signs the canonical param_json (keys sorted at every depth): recompute it,
+        # with non-ASCII as is (the official SDKs) or escaped as \\uXXXX (Python's default,
+        # the doudian package's) — the same sorted JSON either way.
+        self._check_sign(method, sign_method, query, dict.fromkeys((
+            param_json(params),
+            json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=True))))
         return method
 
     def _check_sign(self, method: str, sign_method: str, query: Mapping[str, str],
-                    body: str) -> None:
+                    bodies: Iterable[str]) -> None:
         if sign_method == SIGN_METHOD:
-            good = verify_sign(self.app_key, self.app_secret, method, body,
-                               query["timestamp"], query["sign"])
+            good = any(verify_sign(self.app_key, self.app_secret, method, body,
+                                   query["timestamp"], query["sign"]) for body in bodies)
         else:  # the legacy md5 variant: the same string, hashed
-            text = (f"{self.app_secret}app_key{self.app_key}method{method}param_json{body}"
-                    f"timestamp{query['timestamp']}v{VERSION}{self.app_secret}")
-            good = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest() \
-                == query["sign"].strip().lower()
+            sent = query["sign"].strip().lower()
+            good = any(hmac.compare_digest(hashlib.md5(
+                (f"{self.app_secret}app_key{self.app_key}method{method}param_json{body}"
+                 f"timestamp{query['timestamp']}v{VERSION}{self.app_secret}").encode(),
+                usedforsecurity=False).hexdigest(), sent) for body in bodies)
         if not good:
             raise DouyinError(codes.INVALID_PARAMETER, "参数不合法", codes.SUB_BAD_SIGN,
                               "签名校验失败")

@@ -90,3 +90,16 @@ def test_the_fake_refuses_the_sdk_signing_with_a_wrong_secret(
     fake, url = served
     assert sdk(url, secret="not-the-secret").init_token(fake.authorize()) is False
     assert fake.tokens_issued == 0
+
+
+def test_the_sdks_call_with_chinese_text_is_taken(
+        china_time: None, served: tuple[FakeDouyin, str]) -> None:
+    """The SDK writes non-ASCII as ``\\uXXXX`` in the sorted ``param_json`` it signs (the
+    official SDKs write it as is): the same JSON, so the fake takes the remark."""
+    fake, url = served
+    client = sdk(url)
+    assert client.init_token(fake.authorize()) is True
+    oid = fake.create_order()
+    answer = client.request("/order/addOrderRemark", {"order_id": oid, "remark": "已发卡密"})
+    assert answer["code"] == 10000, answer
+    assert fake.orders[oid].seller_words == "已发卡密"
