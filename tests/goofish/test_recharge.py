@@ -20,7 +20,7 @@ from connectors.goofish.fake import make_app
 from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
 from connectors.supplier import Supplier
 from robot import orders as order_ops
-from robot import supply
+from robot import pipeline, risk, supply
 from robot.clock import utcnow
 from robot.config import SkuMapping
 from robot.schema import audit_log, orders, outbox, supplier_attempts, supply_callbacks
@@ -184,6 +184,30 @@ def test_every_supplier_failing_is_called_back_failed(
     assert shown["failure_notice"]["attempts"] == 1
     assert shown["failure_notice"]["sent_at"] is not None
     assert "运营商维护" in shown["reason"]  # the supplier's own reason stays with the merchant
+
+
+def test_a_top_up_from_a_blacklisted_ip_is_held_then_bought_once_released(
+        topup: Xianyu, mem: MemorySupplierBackend) -> None:
+    """闲管家 names no 闲鱼 buyer id, but a top-up carries the buyer's IP
+    (``biz_content.buyer_ip``): one on the blacklist holds the order (处理中, nothing bought,
+    the rule named); a person releases it, it is bought once and answered 20."""
+    x = topup
+    risk.add_blacklist(x.engine, "ip", "113.87.236.130", actor="tester", reason="chargebacks")
+    payload = x.buyer.recharge_payload("T3003", MOBILE)
+    first = x.run(x.buyer.call(p.RECHARGE, payload))
+    assert first["code"] == p.OK and first["data"]["order_status"] == 10
+    row = _order(x, payload["order_no"])
+    assert row.state == OrderState.HELD and row.buyer_id is None
+    assert row.buyer_ip == "113.87.236.130" and "blacklist_ip" in row.reason
+    source(x, mem)
+    assert (_count(x, supplier_attempts), len(mem.orders)) == (0, 0)
+    assert x.run(x.buyer.detail(payload["order_no"], 1))["data"]["order_status"] == 10
+
+    assert order_ops.release(x.engine, int(row.id), actor="tester") == OrderState.RECEIVED
+    assert pipeline.allocate_next(x.engine) is not None
+    source(x, mem)
+    assert [o.request.account for o in mem.orders.values()] == [MOBILE]
+    assert x.run(x.buyer.detail(payload["order_no"], 1))["data"]["order_status"] == 20
 
 
 def test_refusals_write_nothing_and_buy_nothing(
