@@ -9,15 +9,19 @@ import asyncio
 import re
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
-from connectors.memsupplier import MemorySupplier, MemorySupplierBackend
+from connectors.memsupplier import MemorySupplier, MemorySupplierBackend, MemorySupplierConfig
 from connectors.supplier import Outcome
-from robot import pipeline, report, restock
+from robot import pipeline, pools, report, restock
+from robot.alerts import AlertEngine, MemoryNotifier
 from robot.clock import utcnow
+from robot.config import AlertsConfig, SupplierConfig
 from robot.config.restock import RestockRule
 from robot.errors import UserError
 from robot.report import LatencyRow, PoolRow
@@ -26,6 +30,7 @@ from robot.restock import Refused
 from robot.restocker import Restocker
 from robot.schema import audit_log, batches, restock_purchases, stock
 from robot.sourcing import SourcingPolicy
+from robot.suppliers import Readings
 from robot.vault import Vault
 from tests.factories import Shop, ensure_pool, paid_order, seed_codes, sku
 
@@ -116,6 +121,26 @@ def test_report_shows_codes_bought_and_cost_per_code_beside_manual_imports(
     table = table[:table.index("</table>")]
     assert re.findall(r"<td[^>]*>([^<]*)</td>", table) == [
         "youku", "1", "10", "¥150.00", "¥15.00", "3", "–"]
+
+
+def test_report_compares_cost_per_code_with_the_manual_imports_cost(
+        engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend,
+        tmp_path: Path) -> None:
+    """Codes imported by hand at a known cost: the report's restocking row shows their cost
+    per code beside the robot's (bought codes never count as imports)."""
+    path = tmp_path / "codes.txt"
+    path.write_text("".join(f"TEST-M-{i:06d}-ZXWV\n" for i in range(4)), encoding="utf-8")
+    ensure_pool(engine, "youku")
+    pools.import_codes(engine, vault, "youku", path, actor="test", cost_cents=1200)
+    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
+    run(worker)
+    backend_sup.settle()
+    run(worker)
+    result = report.build(engine, since=utcnow() - timedelta(days=1),
+                          now=utcnow() + timedelta(minutes=5))
+    [row] = result.restocking
+    assert (row.codes, row.cost_per_code_cents, row.manual_codes,
+            row.manual_cost_per_code_cents) == (10, 1500, 4, 1200)
 
 
 def test_above_threshold_nothing_is_bought(engine: Engine, vault: Vault,
@@ -265,6 +290,53 @@ def test_failing_supplier_backs_off_and_alerts(engine: Engine, vault: Vault,
     assert [x.state for x in purchases(engine)] == ["failed", "succeeded"]
     conds = {c.key: c for c in restock.conditions(engine, {"youku": rule()})}
     assert not conds["restock_failing:youku"].active
+
+
+def test_failing_supplier_alerts_once_and_low_balance_alerts_until_topped_up(
+        engine: Engine, vault: Vault) -> None:
+    """Through the alert engine: two failed purchases in a row (balance too low) send one
+    "restocking … failing" alert and one low-balance alert (the balance the restocker read
+    before buying); the purchase that goes through after a top-up resolves each, once."""
+    poor = MemorySupplierBackend(balance_cents=10_000)
+    seed_codes(engine, vault, "youku", 1)
+    entry = SupplierConfig(name="mem", plugin="memory", low_balance_cents=20_000,
+                           config=MemorySupplierConfig(callback_secret=SecretStr("x")))
+    readings = Readings(engine, [entry], processing_alert_after=3600)
+    rules = {"youku": rule()}
+    worker = Restocker(engine, vault, {"mem": MemorySupplier(poor)}, rules,
+                       SourcingPolicy(query_initial=0.001, query_max=0.001, price_ttl=0),
+                       worker="test", balances=readings.balances)
+    notifier = MemoryNotifier()
+    alerts = AlertEngine(engine, notifier, AlertsConfig(),
+                         extra=[*restock.readers(engine, rules), *readings.readers()])
+    t0 = utcnow()
+
+    def sent() -> list[str]:
+        return [title for title, _ in notifier.sent
+                if "restocking" in title or "balance" in title]
+
+    def alert(minutes: int) -> None:
+        alerts.run_once(t0 + timedelta(minutes=minutes))
+
+    run(worker)  # the first purchase fails: the balance is below its cost
+    alert(1)
+    assert sorted(sent()) == ["[robot] ALERT: low balance at supplier mem",
+                              "[robot] ALERT: restocking of pool youku failing"]
+    run(worker, later=timedelta(seconds=restock.BACKOFF_INITIAL + 10))  # fails again
+    assert [p.state for p in purchases(engine)] == ["failed", "failed"]
+    alert(2)
+    assert len(sent()) == 2  # still failing: nothing more is sent
+    poor.balance_cents = 1_000_000  # the merchant tops the account up
+    after = timedelta(seconds=3 * restock.BACKOFF_INITIAL + 10)  # past the doubled backoff
+    run(worker, later=after)
+    poor.settle()
+    run(worker, later=after + timedelta(seconds=1))
+    assert [p.state for p in purchases(engine)][-1] == "succeeded"
+    alert(15)
+    assert sorted(sent()[2:]) == ["[robot] resolved: low balance at supplier mem",
+                                  "[robot] resolved: restocking of pool youku failing"]
+    alert(30)
+    assert len(sent()) == 4
 
 
 def test_low_balance_is_checked_before_buying(engine: Engine, vault: Vault) -> None:
