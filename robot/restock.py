@@ -165,8 +165,9 @@ def reserve(conn: Connection, pool_id: int, amount: int, rule: RestockRule,
 def release(conn: Connection, pool_id: int, amount: int, day: str | None,
              month: str | None, now: datetime) -> None:
     """Give ``amount`` cents back to the periods they were reserved in (a period that has
-    ended keeps its figure: it is history)."""
-    if amount <= 0:
+    ended keeps its figure: it is history). A negative ``amount`` charges them more: a
+    supplier that took more than was reserved is spent all the same."""
+    if amount == 0:
         return
     conn.execute(update(rs).where(rs.c.pool_id == pool_id).ordered_values(
         (rs.c.day_cents, case((rs.c.day == day, rs.c.day_cents - amount),

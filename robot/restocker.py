@@ -312,6 +312,9 @@ class Restocker:
             conn.execute(update(rp).where(rp.c.id == job.id)
                          .values(codes=in_stock, batch_id=batch))
             charged = cost if cost is not None else job.reserved_cents
+            if charged > job.reserved_cents:
+                log.warning("restock_charged_above_reserved", purchase=job.id,
+                            reserved_cents=job.reserved_cents, cost_cents=charged)
             release(conn, job.pool_id, job.reserved_cents - charged, job.day, job.month, now)
             free_slot(conn, job.pool_id, now, failures=0, next_at=None, last_error=None)
             audit.append(conn, actor=ACTOR, action="import", subject=f"pool:{job.pool}",

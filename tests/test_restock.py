@@ -168,6 +168,23 @@ def test_days_of_cover_triggers_from_last_weeks_burn(engine: Engine, vault: Vaul
     assert "days of cover" in p.trigger
 
 
+def test_a_supplier_charging_more_than_reserved_is_spent_all_the_same(
+        engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend) -> None:
+    """The supplier took 160.00 where 155.00 (10 × max_cost) was reserved: the day's spend
+    is what was charged, so the budget's next check counts the overage."""
+    seed_codes(engine, vault, "youku", 5)
+    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
+    run(worker)
+    [order] = backend_sup.orders.values()
+    order.cost_cents = 16000
+    backend_sup.settle()
+    run(worker)
+    [p] = purchases(engine)
+    assert (p.state, p.cost_cents) == ("succeeded", 16000)
+    [st] = restock.status(engine, {"youku": rule()})
+    assert st["spent_today_cents"] == 16000
+
+
 def test_daily_budget_refuses_the_next_purchase_and_says_why(
         engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend) -> None:
     """A day's budget holding one purchase: the second request is refused, nothing written,

@@ -95,3 +95,12 @@ def test_run_without_approval_buys_now(site: Path) -> None:
     assert bought["state"] == "accepted" and bought["reserved_cents"] == 4 * 1600
     [order] = MemorySupplierBackend.named("restock-cli-now").orders.values()
     assert order.request.key == bought["key"] and order.request.quantity == 4
+
+
+def test_run_with_approval_says_nothing_is_reserved_yet(site: Path) -> None:
+    """The text line of a purchase that waits for a person says nothing is reserved yet
+    (the budget is reserved at approval), not "up to 0.00"."""
+    cli(site, "pools", "create", "youku")
+    line = cli(site, "restock", "run", "youku")
+    assert "awaiting_approval" in line and "nothing reserved until it is approved" in line
+    assert "0.00" not in line

@@ -142,8 +142,10 @@ def history_cmd(app: App, pool: str | None, limit: int, as_json: bool) -> None:
 
 def _line(row: dict[str, Any]) -> str:
     extra = f": {row['reason']}" if row["reason"] else ""
+    held = (f"up to {_money(row['reserved_cents'])}" if row["reserved_cents"]
+            else "nothing reserved until it is approved")
     return (f"restock purchase #{row['id']} for pool {row['pool']}: {row['state']} "
-            f"({row['quantity']} codes, up to {_money(row['reserved_cents']) or '-'})" + extra)
+            f"({row['quantity']} codes, {held})" + extra)
 
 
 COMMANDS: list[click.Command] = [restock_group]
