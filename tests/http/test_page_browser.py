@@ -148,7 +148,9 @@ def test_redeem_button_instructions_contact_and_expiry(site: Site, tmp_path: Pat
     page.get_by_role("button", name="显示完整卡密").tap()
     page.wait_for_url("**/reveal")
     assert page.locator("p.shop").inner_text() == "小蓝鲸数码"
-    assert page.locator("a.contact").get_attribute("href") == "tel:+864001234567"
+    contact = page.locator("a.contact")
+    assert contact.is_visible() and contact.inner_text() == "客服微信 xlj-kefu"
+    assert contact.get_attribute("href") == "tel:+864001234567"
     assert page.get_by_text("卡密一经显示不退不换").is_visible()
     assert page.locator(".expires").first.inner_text().endswith("2026-12-31 23:59:59")
     assert page.locator("button.copy").first.is_visible(), "copy buttons shown by the script"
