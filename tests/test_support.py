@@ -1,6 +1,7 @@
 """Customer service through the CLI, on every backend: finding orders and codes, re-sending
 and renewing pickup links (with the memo rewritten), replacing bad cards, releasing ignored
-orders, and what ``cancel`` and ``reveal`` tell the person who runs them."""
+orders and top-ups held for their account, and what ``cancel`` and ``reveal`` tell the
+person who runs them."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from robot.schema import (
     pickup_links,
     replacements,
     stock,
+    supplier_attempts,
 )
 from robot.schema import (
     outbox as outbox_t,
@@ -93,6 +95,10 @@ class Desk:
         (self.tmp / "shops" / "mem.yaml").write_text(SHOP_YAML.format(
             unmapped=unmapped, platform=self.platform_name,
             items="\n".join(f"  - {{sku_id: {s}, pool: {p}}}" for s, p in items)))
+        self.configure_app()
+
+    def configure_app(self) -> None:
+        """Read the files written under ``tmp`` again, on the test's engine."""
         self.app = App(config_path=self.tmp / "robot.yaml")
         self.app._engine = self.engine
         self.app.__dict__["console"] = Console(width=250, color_system=None)
@@ -515,6 +521,52 @@ def test_old_ignored_orders_are_not_counted(desk: Desk) -> None:
         conn.execute(update(orders).where(orders.c.id == oid).values(
             paid_at=utcnow() - timedelta(days=8), received_at=utcnow() - timedelta(days=8)))
     assert desk.json("status")["attention"]["ignored_unmapped_7d"] == 0
+
+
+TOPUP_ITEM = ('  - {sku_id: t50, account: {source: buyer_message, format: mobile}, '
+              'suppliers: [{supplier: memsup, product: topup-mobile-50, max_cost: "49.90"}]}')
+
+
+def test_a_topup_held_for_its_account_is_released_with_one_through_the_cli(desk: Desk) -> None:
+    """``robot orders release ID --account``: a top-up whose buyer wrote no number is held
+    with the reason; release without an account, or with one of the wrong form, is refused
+    and changes nothing; a valid number releases it, is audited masked, and is the account
+    the supplier purchase credits (shown masked by ``orders show``)."""
+    (desk.tmp / "shops").mkdir(exist_ok=True)
+    (desk.tmp / "robot.yaml").write_text(
+        f"database: {desk.db_url}\nkey_file: {desk.key_file}\nshops: shops/*.yaml\n"
+        f"http: {{public_url: '{PUBLIC_URL}'}}\n"
+        f"suppliers:\n  memsup:\n    plugin: memory\n    config: {{name: {desk.platform_name}}}\n")
+    (desk.tmp / "shops" / "mem.yaml").write_text(SHOP_YAML.format(
+        unmapped="hold", platform=desk.platform_name, items=TOPUP_ITEM))
+    desk.configure_app()
+    snap = dataclasses.replace(paid_order("A-1", ("t50", 1)), buyer_message="尽快发货，谢谢")
+    oid = pipeline.intake(desk.engine, desk.shop, snap, allocate=True).order_id
+    assert oid is not None
+    shown = desk.json("orders", "show", str(oid))
+    assert shown["state"] == "held"
+    assert shown["reason"] == ("line 0: top-up account missing: the buyer's message holds no "
+                               "mobile number (11 digits)")
+    bare = desk.cli("orders", "release", str(oid))
+    assert bare.exit_code == 1 and f"robot orders release {oid} --account" in bare.output
+    wrong = desk.cli("orders", "release", str(oid), "--account", "12345")
+    assert wrong.exit_code == 1 and "--account refused" in wrong.output
+    assert desk.json("orders", "show", str(oid))["state"] == "held"
+    released = desk.json("orders", "release", str(oid), "--account", "13900001111")
+    assert released == {"order_id": oid, "state": "received"}
+    [given] = audited(desk.engine, "set_account")
+    assert given["account"] == "139****1111"
+    with desk.engine.connect() as conn:
+        details = conn.execute(select(audit_log.c.details)).scalars().all()
+    assert not any("13900001111" in d for d in details)
+    assert pipeline.allocate(desk.engine, oid) is not None
+    shown = desk.json("orders", "show", str(oid))
+    assert shown["state"] == "sourcing"
+    [attempt] = shown["supplier_attempts"]
+    assert (attempt["supplier"], attempt["account"]) == ("memsup", "139****1111")
+    with desk.engine.connect() as conn:
+        assert conn.execute(select(supplier_attempts.c.account).where(
+            supplier_attempts.c.order_id == oid)).scalar_one() == "13900001111"
 
 
 # ------------------------------------------------------------------------- cancel, reveal
