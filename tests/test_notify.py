@@ -32,9 +32,10 @@ from robot.errors import ConfigError, RobotError
 from robot.http import links
 from robot.notify import Notifications, build_notifiers
 from robot.outbox import Dispatcher, RetryPolicy
-from robot.schema import audit_log, deliveries, notifications
+from robot.schema import audit_log, deliveries, notifications, orders
 from robot.vault import Vault
 from tests.factories import paid_order, seed_codes
+from tests.http.conftest import API_TOKEN, make_http
 from tests.smtpsink import Sink, SmtpSink
 
 PUBLIC_URL = "https://robot.example.com"
@@ -344,6 +345,48 @@ def test_opted_out_shop_sends_nothing(bench: Bench) -> None:
         assert bench.sink.to(EMAIL) == [] and bench.sms_to(phone, before) == []
         code, out = bench.cli("orders", "notify", str(order_id))
         assert code == 1 and "no notifications turned on" in out
+
+
+def test_the_delivery_api_gives_a_contact_and_a_shipped_order_is_told_once(
+        bench: Bench, smtp: tuple[Sink, int],
+        sms_fake: tuple[AliyunSmsFakeState, str]) -> None:
+    """A merchant's backend gives the buyer's address and number through the delivery API
+    (``PUT …/contact``) after the order shipped without them: stored, audited masked, the
+    buyer told once per channel — a second PUT tells no one again; a bad value is a 400
+    naming the field and stores nothing; a wrong token stores nothing."""
+    bench.configure(notify_yaml(smtp[1], sms_fake[1]) + f"delivery_api_token: {API_TOKEN}\n")
+    seed_codes(bench.engine, bench.vault, "p1", 1)
+    order_id = bench.order("N8", email=None, phone=None)
+    bench.run()
+    assert bench.rows(order_id) == []  # shipped, nobody to tell
+    h = make_http(bench.engine, bench.vault, shop=bench.shop)
+    url, auth = "/api/v1/shops/mem/orders/N8/contact", {"Authorization": f"Bearer {API_TOKEN}"}
+    phone = _phone(8)
+    with h.client:
+        bad = h.client.put(url, headers=auth, json={"email": "not-an-address"})
+        assert bad.status_code == 400 and "email" in bad.json()["detail"]
+        assert h.client.put(url, json={"email": EMAIL}).status_code == 401
+        assert h.client.put("/api/v1/shops/mem/orders/NOPE/contact", headers=auth,
+                            json={"email": EMAIL}).status_code == 404
+        with bench.engine.connect() as conn:
+            assert conn.execute(select(orders.c.buyer_email, orders.c.buyer_phone)
+                                .where(orders.c.id == order_id)).one() == (None, None)
+        given = h.client.put(url, headers=auth, json={"email": EMAIL, "phone": phone})
+        assert given.status_code == 200, given.text
+        assert sorted(given.json()["notifying"]) == ["email", "sms"]
+        before = len(bench.sms.sent)
+        bench.run()
+        again = h.client.put(url, headers=auth, json={"email": EMAIL, "phone": phone})
+        assert again.status_code == 200 and again.json()["notifying"] == []
+        bench.run(hours=30)
+    assert len(bench.sink.to(EMAIL)) == 1 and len(bench.sms_to(phone, before)) == 1
+    assert {(r["channel"], r["state"]) for r in bench.rows(order_id)} == {
+        ("email", "sent"), ("sms", "sent")}
+    with bench.engine.connect() as conn:
+        details = [r.details for r in conn.execute(select(audit_log.c.details).where(
+            audit_log.c.action == "contact_set"))]
+    assert len(details) == 2 and EMAIL not in json.dumps(details) \
+        and phone not in json.dumps(details)
 
 
 def test_order_without_contact_is_not_notified(bench: Bench) -> None:

@@ -48,6 +48,8 @@ def build_app(ctx: HttpContext) -> Starlette:
         Route("/p/{token}/reveal", pickup.reveal, methods=["POST"]),
         Route("/api/v1/shops/{shop}/orders/{platform_order_id}/delivery", delivery.delivery,
               methods=["GET"]),
+        Route("/api/v1/shops/{shop}/orders/{platform_order_id}/contact", delivery.contact,
+              methods=["PUT"]),
         Route("/supply/{shop}/{path:path}", supply.gateway, methods=["POST"]),
     ])
     app.state.ctx = ctx

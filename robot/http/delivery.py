@@ -20,6 +20,13 @@ the account masked and ``done`` / ``in_progress`` / ``failed``), also while it i
 The answer carries the codes in plain text (this is the hand-over channel), so each
 read is audited (``delivery_api_read``) and marks the codes seen, committed before the codes
 are decrypted. This module must never log a code, a token or an address.
+
+``PUT …/orders/{platform_order_id}/contact`` (same token) gives the robot the buyer's
+e-mail address and/or phone number, ``{"email": "...", "phone": "..."}``, for the shop's
+buyer notifications: stored on the order, audited masked (``contact_set``); an order already
+shipped is told now on the channels the shop has turned on and the new contact serves (once
+per channel: a channel that already told this order of its delivery is not told again), an
+order not yet shipped is told when it ships.
 """
 
 from __future__ import annotations
@@ -27,24 +34,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from robot import audit
+from connectors.notifier import Channel
+from robot import audit, notify
 from robot.clock import utcnow
 from robot.db import transaction
 from robot.errors import VaultError
 from robot.http import handover, links
 from robot.http.address import client_of
 from robot.http.context import HttpContext
+from robot.http.hooks import BodyTooLarge, read_body
 from robot.log import get_logger
 from robot.schema import orders
+from robot.states import OrderState
 from robot.topups import TopupStatus, topup_status_tx
 
 log = get_logger(__name__)
@@ -127,10 +138,10 @@ def _refuse(ctx: HttpContext, client_key: str, shop_key: str, shop_name: str) ->
     return _unauthorized()
 
 
-async def delivery(request: Request) -> JSONResponse:
+def _authenticate(request: Request) -> JSONResponse | None:
+    """None when the request carries its shop's token; otherwise the refusal to send."""
     ctx: HttpContext = request.app.state.ctx
     shop_name = request.path_params["shop"]
-    platform_order_id = request.path_params["platform_order_id"]
     client_key, shop_key = _keys(ctx, request, shop_name)
     if not ctx.api_client_failures.has(client_key):
         return _too_many()
@@ -139,6 +150,16 @@ async def delivery(request: Request) -> JSONResponse:
     if not authorized(request.headers.get("authorization", ""),
                       token.get_secret_value() if token is not None else None):
         return _refuse(ctx, client_key, shop_key, shop_name)
+    return None
+
+
+async def delivery(request: Request) -> JSONResponse:
+    ctx: HttpContext = request.app.state.ctx
+    shop_name = request.path_params["shop"]
+    platform_order_id = request.path_params["platform_order_id"]
+    refused = _authenticate(request)
+    if refused is not None:
+        return refused
     try:
         found = await asyncio.to_thread(read, ctx, shop_name, platform_order_id)
     except DBAPIError:
@@ -159,3 +180,89 @@ async def delivery(request: Request) -> JSONResponse:
                       "title": row.title, "card_no": card_no, "password": password})
     return _json({"shop": shop_name, "platform_order_id": platform_order_id,
                   "state": found.state, "codes": codes, "topups": topups}, 200)
+
+
+#: A contact request's body: two short fields.
+CONTACT_BODY_LIMIT = 1024
+_CONTACT_FIELDS = {"email": Channel.EMAIL, "phone": Channel.SMS}
+_CONTACT_WHAT = {"email": "e-mail address", "phone": "phone number"}
+_CONTACT_LIMIT = {"email": 254, "phone": 32}  # the columns' lengths
+
+
+class BadContact(ValueError):
+    """The body is not ``{"email": ..., "phone": ...}`` with usable values."""
+
+
+def parse_contact(body: bytes) -> dict[str, str]:
+    """``{"email": ..., "phone": ...}`` (either or both), each usable by its channel."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except ValueError:
+        raise BadContact("the body is not JSON") from None
+    if not isinstance(data, dict) or not data:
+        raise BadContact('the body must be an object with "email" and/or "phone"')
+    unknown = sorted(set(data) - set(_CONTACT_FIELDS))
+    if unknown:
+        raise BadContact(f"unknown field {unknown[0]!r} (fields: email, phone)")
+    found: dict[str, str] = {}
+    for name, channel in _CONTACT_FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        text = value.strip() if isinstance(value, str) else ""
+        if len(text) > _CONTACT_LIMIT[name] or notify.usable_contact(
+                channel, text if name == "email" else None,
+                text if name == "phone" else None) is None:
+            raise BadContact(f"{name} is not a usable {_CONTACT_WHAT[name]}")
+        found[name] = text
+    return found
+
+
+def set_contact(ctx: HttpContext, shop: str, platform_order_id: str,
+                contact: dict[str, str]) -> list[str] | None:
+    """Store the contact on the order (audited, masked) and tell a shipped order's buyer
+    now; the channels queued, or None when there is no such order."""
+    now = utcnow()
+    actor = f"api:{shop}"
+    with transaction(ctx.engine) as conn:
+        row = conn.execute(select(orders.c.id, orders.c.state).where(
+            orders.c.shop == shop, orders.c.platform_order_id == platform_order_id)
+            .with_for_update()).first()
+        if row is None:
+            return None
+        order_id = int(row.id)
+        conn.execute(update(orders).where(orders.c.id == order_id).values(
+            **{f"buyer_{name}": value for name, value in contact.items()}))
+        audit.append(conn, actor=actor, action="contact_set", subject=f"order:{order_id}",
+                     details={name: notify.mask_contact(value)
+                              for name, value in contact.items()})
+        config = ctx.shops.get(shop)
+        queued: list[Channel] = []
+        if row.state == OrderState.SHIPPED and config is not None and config.notify.channels:
+            queued = notify.queue_event(conn, order_id,
+                                        notify.channels_for(conn, order_id, config),
+                                        notify.DELIVERED, actor=actor, now=now)
+    return [channel.value for channel in queued]
+
+
+async def contact(request: Request) -> JSONResponse:
+    ctx: HttpContext = request.app.state.ctx
+    shop_name = request.path_params["shop"]
+    platform_order_id = request.path_params["platform_order_id"]
+    refused = _authenticate(request)
+    if refused is not None:
+        return refused
+    try:
+        given = parse_contact(await read_body(request, CONTACT_BODY_LIMIT))
+    except BodyTooLarge:
+        return _json({"error": "too_large"}, 413)
+    except BadContact as exc:
+        return _json({"error": "bad_request", "detail": str(exc)}, 400)
+    try:
+        queued = await asyncio.to_thread(set_contact, ctx, shop_name, platform_order_id, given)
+    except DBAPIError:
+        return _json({"error": "unavailable"}, 503)
+    if queued is None:
+        return _json({"error": "not_found"}, 404)
+    return _json({"shop": shop_name, "platform_order_id": platform_order_id,
+                  "stored": sorted(given), "notifying": queued}, 200)
