@@ -97,7 +97,7 @@ class SupplierDemo:
                      "suppliers": topup}] if topup else []
         items: list[dict[str, Any]] = []
         if topup:
-            items.append({sku_key: SKU_TOPUP, "suppliers": topup,
+            items.append({sku_key: SKU_TOPUP, "suppliers": topup, "face_value": "50",
                           "account": {"source": "buyer_message", "format": "mobile"}})
         cards = [{"supplier": name, "product": h.card_product,
                   "max_cost": await _price(h, h.card_product)}

@@ -104,8 +104,13 @@ def shown(supply: Supply | None) -> dict[str, Any] | None:
 
 def find_mapping(items: Sequence[Any], line: OrderLine) -> Any | None:
     """The mapping of a line (the most specific key wins: SKU id, outer id, item id)."""
-    for key in ("sku_id", "outer_id", "item_id"):
-        value = getattr(line, key)
+    return mapping_of(items, sku_id=line.sku_id, outer_id=line.outer_id, item_id=line.item_id)
+
+
+def mapping_of(items: Sequence[Any], *, sku_id: str | None, outer_id: str | None,
+               item_id: str | None) -> Any | None:
+    """The mapping for a line's keys (the most specific key wins: SKU id, outer id, item id)."""
+    for key, value in (("sku_id", sku_id), ("outer_id", outer_id), ("item_id", item_id)):
         if not value:
             continue
         for mapping in items:

@@ -125,6 +125,8 @@ def test_an_unknown_supplier_plugin_is_named(site: Path) -> None:
      "items[0].account.source: expected buyer_message, extra.NAME (an order field) or "
      "property.NAME (a SKU property)"),
     ('max_cost: "49.90"', "max_cost: -1", "items[0].suppliers[0].max_cost: "),
+    ("    pool: youku\n", "    pool: youku\n    face_value: 30\n",
+     "items[1]: face_value is a top-up's (account:); card codes have none"),
 ])
 def test_route_mistakes_name_their_field(site: Path, old: str, new: str, expected: str) -> None:
     """Every mistake in a route is one line naming the shop file, shop and field."""

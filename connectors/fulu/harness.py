@@ -18,7 +18,7 @@ from connectors.testing.loopback import serve_in_thread
 
 class FuluHarness:
     card_product = "10000001"
-    topup_product = "10000002"
+    topup_product = "20000050"  # 全国话费50元 (fulu.order.mobile.add), as the other suppliers sell
 
     def __init__(self, fake: FakeFulu, gateway: str, sender: CallbackSender) -> None:
         self.fake = fake

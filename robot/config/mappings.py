@@ -141,6 +141,8 @@ class SkuMapping(StrictModel):
     account: AccountRule | None = None
     price: Yuan | None = None
     goods_name: str | None = Field(default=None, min_length=1, max_length=128)
+    #: A top-up's face value (yuan), shown to the buyer beside its status ("· 50元").
+    face_value: Yuan | None = None
 
     @staticmethod
     def _goods(data: Any) -> Any:
@@ -176,6 +178,9 @@ class SkuMapping(StrictModel):
             if not self.suppliers:
                 raise PydanticCustomError("topup_suppliers",
                                           "a top-up (account:) needs suppliers")
+        elif self.face_value is not None:
+            raise PydanticCustomError("face_value_card",
+                                      "face_value is a top-up's (account:); card codes have none")
         elif self.suppliers and len(self.pools) != 1:
             raise PydanticCustomError(
                 "card_pool", "cards bought from suppliers go into one pool: give exactly one "

@@ -82,7 +82,8 @@ def read(ctx: HttpContext, shop: str, platform_order_id: str) -> Delivery | None
         if row is None:
             return None
         order_id, state = int(row.id), str(row.state)
-        topups = topup_status_tx(conn, order_id)
+        config = ctx.shops.get(shop)
+        topups = topup_status_tx(conn, order_id, config.items if config is not None else ())
         if state not in links.VISIBLE_STATES:
             return Delivery(order_id, state, [], topups)
         rows = handover.code_rows(conn, order_id)
@@ -169,8 +170,8 @@ async def delivery(request: Request) -> JSONResponse:
         return _json({"error": "unavailable"}, 503)
     if found is None:
         return _json({"error": "not_found"}, 404)
-    topups = [{"line_no": t.line_no, "title": t.title, "account": t.account, "state": t.state}
-              for t in found.topups]
+    topups = [{"line_no": t.line_no, "title": t.title, "account": t.account, "state": t.state,
+               "face_value_cents": t.face_value_cents} for t in found.topups]
     if found.state not in links.VISIBLE_STATES:
         return _json({"error": "not_ready", "state": found.state, "topups": topups}, 409)
     codes = []

@@ -114,6 +114,8 @@ def instructions(rows: Sequence[CodeRow],
             for pid, items in titles.items()]
 
 
-def topups(conn: Connection, order_id: int) -> list[TopupView]:
-    """The order's top-ups as the page shows them (accounts masked; never the supplier)."""
-    return [TopupView(t.title, t.account, t.state) for t in topup_status_tx(conn, order_id)]
+def topups(conn: Connection, order_id: int, items: Sequence[Any] = ()) -> list[TopupView]:
+    """The order's top-ups as the page shows them (accounts masked; never the supplier);
+    ``items``, the shop's mappings, give their face values."""
+    return [TopupView(t.title, t.account, t.state, t.face_value_cents)
+            for t in topup_status_tx(conn, order_id, items)]

@@ -301,6 +301,15 @@ class TopupView:
     item: str
     account: str
     state: str
+    face_value_cents: int | None = None
+
+
+def face_value(cents: int | None) -> str:
+    """A face value as the buyer reads it: ``50元``, ``9.9元``; empty when unknown."""
+    if cents is None:
+        return ""
+    yuan, fen = divmod(cents, 100)
+    return f"{yuan}元" if not fen else f"{yuan}.{fen:02d}".rstrip("0") + "元"
 
 
 #: What the buyer reads for each top-up state.
@@ -324,7 +333,10 @@ def _topups_card(topups: Sequence[TopupView]) -> str:
     for t in topups:
         zh, en = TOPUP_STATES.get(t.state, TOPUP_STATES["in_progress"])
         state = t.state if t.state in TOPUP_STATES else "in_progress"
-        account = (f'<span class="account">{escape(t.account)}</span>' if t.account else "")
+        face = face_value(t.face_value_cents)
+        account = (f'<span class="account">{escape(t.account)}</span>' if t.account else "") + (
+            f'<span class="face">{" · " if t.account else ""}{escape(face)}</span>'
+            if face else "")
         items.append(f'<li><div class="item">{escape(t.item)}</div>'
                      f'<div class="row"><span class="state {state}">{escape(zh)} '
                      f'{escape(en)}</span>{account}</div></li>')

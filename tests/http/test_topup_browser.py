@@ -66,6 +66,7 @@ def _check_on_phone(browser: Browser, base: str, url: str, code: str,
     status = page.locator("ul.topups li").first
     assert status.locator(".state.done").inner_text().startswith("充值成功")
     assert status.locator(".account").inner_text() == MASKED
+    assert status.locator(".face").inner_text().strip() == "· 50元"
     assert page.get_by_text(code).count() == 0
     page.get_by_role("button", name="显示完整卡密").tap()
     page.wait_for_url("**/reveal")

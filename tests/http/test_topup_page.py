@@ -64,13 +64,15 @@ def test_a_topup_in_progress_shows_its_progress(rig: tuple[Http, TopupRig]) -> N
 
 
 def test_a_done_topup_shows_success_instead_of_codes(rig: tuple[Http, TopupRig]) -> None:
-    """Once the supplier succeeded: 充值成功 138****5678 · the item; no code list, no reveal."""
+    """Once the supplier succeeded: 充值成功 138****5678 · 50元 under the item (the mapping's
+    face value); no code list, no reveal."""
     h, r = rig
     oid = r.order("T2", ("t50", 2))
     r.work()
     assert r.state(oid) == "allocated"
     text = page_of(h, oid)
     assert text.count("充值成功") == 2 and "Topped up" in text
+    assert text.count(f'{MASKED}</span><span class="face"> · 50元</span>') == 2
     assert "Your top-up" in text and "Your codes" not in text
     assert 'class="codes"' not in text and 'name="csrf"' not in text
     assert_private(text)
@@ -169,12 +171,14 @@ def test_the_delivery_api_tells_a_backend_how_far_the_topup_is(
     waiting = h.client.get(url, headers=auth)
     assert waiting.status_code == 409
     assert waiting.json() == {"error": "not_ready", "state": "sourcing", "topups": [
-        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "in_progress"}]}
+        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "in_progress",
+         "face_value_cents": 5000}]}
     r.work()
     done = h.client.get(url, headers=auth)
     assert done.status_code == 200
     body = done.json()
     assert body["topups"] == [
-        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "done"}]
+        {"line_no": 0, "title": TOPUP_TITLE, "account": MASKED, "state": "done",
+         "face_value_cents": 5000}]
     assert len(body["codes"]) == 1
     assert_private(done.text)

@@ -32,6 +32,7 @@ def topup_shop() -> ShopConfig:
     shop = shop_config()
     topup = SkuMapping.model_validate({
         "sku_id": "t50", "account": {"source": "buyer_message", "format": "mobile"},
+        "face_value": "50",
         "suppliers": [{"supplier": SUPPLIER, "product": PRODUCT, "max_cost": MAX_COST}]})
     return shop.model_copy(update={"items": [SkuMapping(sku_id="s1",
                                                         pools=[PoolShare(pool="p1")]), topup]})
