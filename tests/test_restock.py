@@ -100,17 +100,23 @@ def test_below_threshold_buys_once_puts_codes_on_sale_audited_as_an_import(
     assert len(purchases(engine)) == 1
 
 
+def restocked_report(engine: Engine, vault: Vault,
+                     backend_sup: MemorySupplierBackend) -> report.Report:
+    """One purchase for the pool ``youku`` bought and recorded; the day's report."""
+    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
+    run(worker)
+    backend_sup.settle()
+    run(worker)
+    return report.build(engine, since=utcnow() - timedelta(days=1),
+                        now=utcnow() + timedelta(minutes=5))
+
+
 def test_report_shows_codes_bought_and_cost_per_code_beside_manual_imports(
         engine: Engine, vault: Vault, backend_sup: MemorySupplierBackend) -> None:
     """``robot report``: the pool's purchases, codes, spend and cost per code, beside the
     codes imported by hand in the same window."""
     seed_codes(engine, vault, "youku", 3)
-    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
-    run(worker)
-    backend_sup.settle()
-    run(worker)
-    result = report.build(engine, since=utcnow() - timedelta(days=1),
-                          now=utcnow() + timedelta(minutes=5))
+    result = restocked_report(engine, vault, backend_sup)
     [row] = result.restocking
     assert (row.pool, row.purchases, row.codes, row.cost_cents, row.cost_per_code_cents,
             row.manual_codes) == ("youku", 1, 10, 15000, 1500, 3)
@@ -132,13 +138,7 @@ def test_report_compares_cost_per_code_with_the_manual_imports_cost(
     path.write_text("".join(f"TEST-M-{i:06d}-ZXWV\n" for i in range(4)), encoding="utf-8")
     ensure_pool(engine, "youku")
     pools.import_codes(engine, vault, "youku", path, actor="test", cost_cents=1200)
-    worker = restocker(engine, vault, backend_sup, {"youku": rule()})
-    run(worker)
-    backend_sup.settle()
-    run(worker)
-    result = report.build(engine, since=utcnow() - timedelta(days=1),
-                          now=utcnow() + timedelta(minutes=5))
-    [row] = result.restocking
+    [row] = restocked_report(engine, vault, backend_sup).restocking
     assert (row.codes, row.cost_per_code_cents, row.manual_codes,
             row.manual_cost_per_code_cents) == (10, 1500, 4, 1200)
 

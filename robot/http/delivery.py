@@ -139,8 +139,17 @@ def _refuse(ctx: HttpContext, client_key: str, shop_key: str, shop_name: str) ->
     return _unauthorized()
 
 
-def _authenticate(request: Request) -> JSONResponse | None:
-    """None when the request carries its shop's token; otherwise the refusal to send."""
+@dataclass(frozen=True)
+class _Asked:
+    """An authenticated request's context, shop and order number."""
+
+    ctx: HttpContext
+    shop: str
+    platform_order_id: str
+
+
+def _authenticate(request: Request) -> _Asked | JSONResponse:
+    """What the request asks for, when it carries its shop's token; else the refusal."""
     ctx: HttpContext = request.app.state.ctx
     shop_name = request.path_params["shop"]
     client_key, shop_key = _keys(ctx, request, shop_name)
@@ -151,16 +160,14 @@ def _authenticate(request: Request) -> JSONResponse | None:
     if not authorized(request.headers.get("authorization", ""),
                       token.get_secret_value() if token is not None else None):
         return _refuse(ctx, client_key, shop_key, shop_name)
-    return None
+    return _Asked(ctx, shop_name, request.path_params["platform_order_id"])
 
 
 async def delivery(request: Request) -> JSONResponse:
-    ctx: HttpContext = request.app.state.ctx
-    shop_name = request.path_params["shop"]
-    platform_order_id = request.path_params["platform_order_id"]
-    refused = _authenticate(request)
-    if refused is not None:
-        return refused
+    asked = _authenticate(request)
+    if isinstance(asked, JSONResponse):
+        return asked
+    ctx, shop_name, platform_order_id = asked.ctx, asked.shop, asked.platform_order_id
     try:
         found = await asyncio.to_thread(read, ctx, shop_name, platform_order_id)
     except DBAPIError:
@@ -247,12 +254,10 @@ def set_contact(ctx: HttpContext, shop: str, platform_order_id: str,
 
 
 async def contact(request: Request) -> JSONResponse:
-    ctx: HttpContext = request.app.state.ctx
-    shop_name = request.path_params["shop"]
-    platform_order_id = request.path_params["platform_order_id"]
-    refused = _authenticate(request)
-    if refused is not None:
-        return refused
+    asked = _authenticate(request)
+    if isinstance(asked, JSONResponse):
+        return asked
+    ctx, shop_name, platform_order_id = asked.ctx, asked.shop, asked.platform_order_id
     try:
         given = parse_contact(await read_body(request, CONTACT_BODY_LIMIT))
     except BodyTooLarge:
