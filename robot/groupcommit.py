@@ -216,6 +216,11 @@ def _isolated(engine: Engine, units: Sequence[Unit], total: Needs) -> list[tuple
                 try:
                     value = unit(conn)
                 except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                    if conn.invalidated:
+                        # The session itself is gone (killed, the server restarted): no
+                        # savepoint is left to roll back to; the transaction fails for
+                        # every unit, as a database error its callers wait out.
+                        raise
                     savepoint.rollback()
                     outcomes.append((False, exc))
                 else:

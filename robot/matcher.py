@@ -231,8 +231,10 @@ _DELIVERED_BETWEEN = select(deliveries.c.code_id).where(
 
 
 def forget_ahead(conn: Connection) -> None:
-    """Drop what this connection claimed ahead (its transaction is over, rolled back)."""
-    conn.info.pop(_AHEAD, None)
+    """Drop what this connection claimed ahead (its transaction is over, rolled back). A
+    connection invalidated (its session killed) kept nothing: its ``info`` went with it."""
+    if not conn.invalidated:
+        conn.info.pop(_AHEAD, None)
 
 
 def _from_ahead(conn: Connection, pool_id: int, n: int, now: datetime) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from connectors.base import PushEvent, PushKind
 from connectors.memory import MemoryConfig, MemoryConnector, MemoryPlatform
@@ -130,3 +130,36 @@ def test_pushes_arriving_together_are_one_commit_each_order_once(engine: Engine,
         assert conn.execute(select(func.count()).select_from(orders)).scalar_one() == 3
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 3
         assert conn.execute(select(func.count()).select_from(push_seen)).scalar_one() == 4
+
+
+def _kill_own_session(conn: Connection) -> None:
+    """The database ends this session mid-transaction, as an operator or a restart does
+    (SQLite has no sessions to kill: its connection is invalidated, as a lost one is)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+    elif name in ("mysql", "mariadb"):
+        conn.exec_driver_sql("KILL CONNECTION_ID()")
+    else:
+        conn.invalidate()
+        raise DBAPIError("SELECT 1", None, Exception("the connection was lost"),
+                         connection_invalidated=True)
+
+
+def test_a_session_killed_under_a_batch_is_a_database_error_for_every_caller(
+        engine: Engine) -> None:
+    """A unit's session dies in a batch of three: every caller hears a database error (the
+    daemon's loops wait out outages on those) — never a PendingRollbackError from the
+    savepoint of the unit after it, which no loop expects and which stopped the sourcing
+    worker — nothing of the batch is committed, and the next batch runs."""
+    group = GroupCommit(engine, window=0.05)
+
+    async def go() -> list[BaseException | str]:
+        return await asyncio.gather(group.run(_mark("a")), group.run(_kill_own_session),
+                                    group.run(_mark("c")), return_exceptions=True)
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, DBAPIError) for o in outcomes), outcomes
+    assert _count(engine) == 0
+    assert asyncio.run(GroupCommit(engine).run(_mark("d"))) == "d"
+    assert _count(engine) == 1
