@@ -54,6 +54,7 @@ class GoofishDemo:
         self.state = FakeNotifyState(self.credentials, on_callback=self._called_back)
         self.watchers: list[Callable[[str], None]] = []
         self.refusals: dict[str, int] = {}  # order_no -> the gateway's refusal code
+        self.abandoned: set[str] = set()  # orders no try placed (no robot answered)
         self._handed: dict[str, set[tuple[str, ...]]] = {}
         #: Every hand-over as it reached 闲管家, in order: ``kind`` is ``answer`` (codes in
         #: the purchase's answer) or ``ship`` (the outbox's callback); codes in plaintext,
@@ -148,6 +149,8 @@ class GoofishDemo:
                         self.refusals[order_no] = int(final[0]["code"])
                 return
             await asyncio.sleep(RETRY_PAUSE)
+        with self._lock:
+            self.abandoned.add(order_no)
 
     def refund(self, platform_order_id: str) -> None:
         with self._lock:

@@ -830,7 +830,9 @@ class ChaosRun:
             return
         if row is None:
             if p.kind != "refunded" or shipped_on_platform:
-                v.append(f"{name}: paid on the platform but never taken in")
+                why = p.chaos.why_not_placed(p.order_id)
+                v.append(f"{name}: paid on the platform but never taken in"
+                         + (f" ({why})" if why else ""))
             return  # refunded before the robot saw it: nothing to do, nothing was done
         # A refund after delivery flags the codes for review; they stay the order's.
         codes = [c for c, s in held.get(int(row.id), [])

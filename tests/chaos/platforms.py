@@ -33,6 +33,11 @@ class Chaos:
     def state(self) -> Any:
         return self.driver.state  # type: ignore[attr-defined]
 
+    def why_not_placed(self, order_id: str) -> str | None:
+        """Why an order the platform took never reached a robot, when the platform knows
+        (one that buys from the robot, 闲管家, was refused or gave up); None otherwise."""
+        return None
+
     def count(self, fault: str, n: int = 1) -> None:
         if n:
             self.injected[fault] = self.injected.get(fault, 0) + n
@@ -274,6 +279,14 @@ class GoofishChaos(Chaos):
 
     def point_pushes(self, robot_url: str) -> None:
         self.driver.point_gateway(robot_url)  # type: ignore[attr-defined]
+
+    def why_not_placed(self, order_id: str) -> str | None:
+        refused = self.driver.refusals.get(order_id)  # type: ignore[attr-defined]
+        if refused is not None:
+            return f"the gateway refused it: {refused}"
+        if order_id in self.driver.abandoned:  # type: ignore[attr-defined]
+            return "闲管家 gave up placing it: no robot answered for its every try"
+        return None
 
     def watch_shipments(self, watcher: ShipWatcher) -> None:
         self.driver.watchers.append(watcher)  # type: ignore[attr-defined]
