@@ -40,8 +40,7 @@ from robot.db import (
     make_engine,
     normalize_url,
 )
-from robot.groupcommit import run_together
-from robot.pipeline import intake, intake_in, pool_needs
+from robot.pipeline import intake
 from robot.schema import batches, metadata, pools
 from robot.vault import init_key_file
 
@@ -468,6 +467,9 @@ def take_in(engine: Any, shop: BenchShop, first: int, count: int, per_order: int
                     != "allocated":
                 raise RuntimeError(f"robot: order {i} was not allocated")
         return
+    # Imported here: a checkout from before group commit (a "before" side) has neither.
+    from robot.groupcommit import run_together
+    from robot.pipeline import pool_needs
     for start in range(first, first + count, batch):
         orders = [make_order(i, per_order) for i in range(start, min(first + count,
                                                                      start + batch))]
@@ -479,4 +481,5 @@ def take_in(engine: Any, shop: BenchShop, first: int, count: int, per_order: int
 
 
 def _intake_unit(shop: BenchShop, order: Order, conn: Any) -> Any:
+    from robot.pipeline import intake_in
     return intake_in(conn, shop, order, allocate=True)
