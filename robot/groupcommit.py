@@ -215,7 +215,7 @@ def _isolated(engine: Engine, units: Sequence[Unit], total: Needs) -> list[tuple
                 savepoint = conn.begin_nested()
                 try:
                     value = unit(conn)
-                except Exception as exc:  # noqa: BLE001 - the unit's caller gets it
+                except Exception as exc:  # the unit's caller gets it
                     if conn.invalidated:
                         # The session itself is gone (killed, the server restarted): no
                         # savepoint is left to roll back to; the transaction fails for
