@@ -68,7 +68,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str]]] = [
                                         "    colour: red")),
      ["error: robot.yaml: defaults.pol_interval: unknown key (did you mean 'poll_interval'?)",
       "error: shops/mem.yaml: shop 'mem': items[0].colour: unknown key; expected one of: "
-      "item_id, sku_id, outer_id, pools, suppliers, account, price, goods_name"]),
+      "item_id, sku_id, outer_id, pools, suppliers, account, price, goods_name, face_value"]),
     ("wrong types", lambda s: (replace(s / "shops" / "mem.yaml", "quantity: 1", "quantity: two"),
                                replace(s / "robot.yaml", "backoff_initial: 0.01",
                                        "backoff_initial: soon")),
