@@ -42,7 +42,6 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select
@@ -50,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 
 from robot import audit
 from robot.clock import DEFAULT_ZONE, day_start, local_day, utcnow
+from robot.config.types import cents
 from robot.db import read, transaction
 from robot.errors import UserError
 from robot.schema import blacklist, order_lines, orders
@@ -126,10 +126,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _cents(yuan: Decimal) -> int:
-    return int(yuan * 100)
-
-
 def _yuan(cents: int) -> str:
     return f"{cents / 100:.2f}"
 
@@ -181,7 +177,7 @@ def _quantity(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
 def _buyer_amount(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
     if rules.buyer_amount_per_day_yuan is None or not cand.buyer_id:
         return None
-    limit = _cents(rules.buyer_amount_per_day_yuan)
+    limit = cents(rules.buyer_amount_per_day_yuan)
     spent = facts.buyer_cents_today + cand.total_cents
     if spent <= limit:
         return None
@@ -192,7 +188,7 @@ def _new_buyer(rules: RiskRules, cand: Candidate, facts: Facts) -> Hit | None:
     if (rules.new_buyer_first_order_yuan is None or not cand.buyer_id
             or facts.buyer_has_shipped):
         return None
-    limit = _cents(rules.new_buyer_first_order_yuan)
+    limit = cents(rules.new_buyer_first_order_yuan)
     if cand.total_cents <= limit:
         return None
     return Hit("new_buyer", f"first order {_yuan(cand.total_cents)} yuan > {_yuan(limit)}")

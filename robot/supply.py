@@ -50,7 +50,6 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, insert, select, update
@@ -74,7 +73,7 @@ from connectors.gateway import (
 )
 from robot import audit, outbox, pipeline, supplyroute
 from robot.clock import DEFAULT_ZONE, to_aware, utcnow
-from robot.config import ShopConfig, SkuMapping
+from robot.config import ShopConfig, SkuMapping, cents
 from robot.db import transaction
 from robot.http import handover
 from robot.log import get_logger
@@ -103,10 +102,6 @@ SOURCING_FAILED_REMARK = "货源采购失败"
 #: The stock a top-up goods shows while one of its suppliers runs: bought per order, so no
 #: count of our own limits it (the suppliers' balances are watched by the alerts).
 RECHARGE_STOCK = 9999
-
-
-def _cents(yuan: Decimal) -> int:
-    return int(yuan * 100)
 
 
 def _no_wake() -> None:
@@ -157,13 +152,13 @@ class ShopSupply:
             if m.topup:
                 on = self.routed(m)
                 out.append(Goods(goods_no=m.outer_id, name=m.goods_name or m.outer_id,
-                                 kind=GoodsKind.RECHARGE, price_cents=_cents(m.price),
+                                 kind=GoodsKind.RECHARGE, price_cents=cents(m.price),
                                  stock=RECHARGE_STOCK if on else 0, on_sale=on,
                                  updated_at=now))
                 continue
             stock = min(available.get(share.pool, 0) // share.quantity for share in m.pools)
             out.append(Goods(goods_no=m.outer_id, name=m.goods_name or m.pools[0].pool,
-                             kind=GoodsKind.CARD, price_cents=_cents(m.price), stock=stock,
+                             kind=GoodsKind.CARD, price_cents=cents(m.price), stock=stock,
                              on_sale=True, updated_at=now))
         return out
 
@@ -202,7 +197,7 @@ class ShopSupply:
             raise SupplyRefused(Refusal.NOT_SUPPORTED, "the goods is not of this order type")
         if mapping.topup and not self.routed(mapping):
             raise SupplyRefused(Refusal.OFF_SALE, "none of the goods' suppliers runs")
-        unit = _cents(mapping.price)
+        unit = cents(mapping.price)
         total = unit * purchase.quantity
         if purchase.max_total_cents is not None and total > purchase.max_total_cents:
             raise SupplyRefused(Refusal.PRICE_ABOVE_MAX, "our price is above max_amount")

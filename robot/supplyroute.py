@@ -27,6 +27,7 @@ from sqlalchemy import Connection, insert
 
 from connectors.base import Order, OrderLine
 from connectors.supplier import PLACES
+from robot.config.types import cents
 from robot.schema import outbox, supplier_attempts
 from robot.states import OutboxState, SupplierAttemptState
 
@@ -119,13 +120,9 @@ def mapping_of(items: Sequence[Any], *, sku_id: str | None, outer_id: str | None
     return None
 
 
-def _cents(yuan: Any) -> int:
-    return int(yuan * 100)
-
-
 def supply_for(mapping: Any, order: Order, line: OrderLine) -> Supply | None:
     """The line's supply route from its mapping (None: pools only)."""
-    routes = tuple(Route(r.supplier, r.product, _cents(r.max_cost))
+    routes = tuple(Route(r.supplier, r.product, cents(r.max_cost))
                    for r in getattr(mapping, "suppliers", ()) or ())
     if not routes:
         return None

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from robot.config.types import cents
 from robot.schema import order_lines, supplier_attempts
 from robot.states import SupplierAttemptState
 from robot.supplyroute import mapping_of, mask_account
@@ -55,7 +56,7 @@ def topup_status_tx(conn: Connection, order_id: int,
         mapping = mapping_of(items, sku_id=line.sku_id, outer_id=line.outer_id,
                              item_id=line.item_id) if items else None
         face = getattr(mapping, "face_value", None)
-        faces[int(line.line_no)] = int(face * 100) if face is not None else None
+        faces[int(line.line_no)] = cents(face) if face is not None else None
     latest: dict[tuple[int, int], Any] = {}
     for r in rows:
         latest[(int(r.line_no), int(r.unit))] = r

@@ -100,6 +100,7 @@ from robot.config.types import (
     TimeZoneName,
     Unmapped,
     Yuan,
+    cents,
     parse_duration,
     zone,
 )
@@ -154,6 +155,7 @@ __all__ = [
     "TimeZoneName",
     "Unmapped",
     "Yuan",
+    "cents",
     "check_pools",
     "check_suppliers",
     "effective_dict",

@@ -22,13 +22,12 @@ change is reviewed like any other configuration change (``robot config check``).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from robot.config.types import ShopName, StrictModel, Yuan
+from robot.config.types import ShopName, StrictModel, Yuan, cents
 
 
 class RestockRule(StrictModel):
@@ -64,16 +63,14 @@ class RestockRule(StrictModel):
 
     @property
     def max_unit_cents(self) -> int:
-        return _cents(self.max_cost)
+        return cents(self.max_cost)
 
     @property
     def daily_cents(self) -> int:
-        return _cents(self.daily_budget)
+        return cents(self.daily_budget)
 
     @property
     def monthly_cents(self) -> int:
-        return _cents(self.monthly_budget)
+        return cents(self.monthly_budget)
 
 
-def _cents(yuan: Decimal) -> int:
-    return int(yuan * 100)

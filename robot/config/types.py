@@ -136,6 +136,11 @@ def _money(value: Any) -> Any:
 Yuan = Annotated[Decimal, BeforeValidator(_money), Field(gt=0, max_digits=14, decimal_places=2)]
 
 
+def cents(yuan: Decimal) -> int:
+    """A :data:`Yuan` amount in cents (fen), as the database and the rules count money."""
+    return int(yuan * 100)
+
+
 #: The shops' time zone when the robot file names none (the platforms show Beijing time).
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
