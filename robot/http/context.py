@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from connectors.base import Connector
 from connectors.supplier import Supplier
 from robot.clock import utcnow
-from robot.config import DEFAULT_TIMEZONE, ShopConfig, zone
+from robot.config import DEFAULT_TIMEZONE, ShopConfig, SkuMapping, zone
 from robot.groupcommit import GroupCommit
 from robot.http.address import IPNetwork
 from robot.http.guard import GuardSettings, LookupGuard
@@ -101,3 +101,8 @@ class HttpContext:
                                                clock=self.clock)
         self.api_shop_failures = TokenBuckets(self.limits.api_failures_per_shop,
                                               clock=self.clock)
+
+    def items_of(self, shop: str) -> Sequence[SkuMapping]:
+        """The shop's item mappings (none for a shop that is not running)."""
+        config = self.shops.get(shop)
+        return config.items if config is not None else ()

@@ -82,8 +82,7 @@ def read(ctx: HttpContext, shop: str, platform_order_id: str) -> Delivery | None
         if row is None:
             return None
         order_id, state = int(row.id), str(row.state)
-        config = ctx.shops.get(shop)
-        topups = topup_status_tx(conn, order_id, config.items if config is not None else ())
+        topups = topup_status_tx(conn, order_id, ctx.items_of(shop))
         if state not in links.VISIBLE_STATES:
             return Delivery(order_id, state, [], topups)
         rows = handover.code_rows(conn, order_id)

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from robot.display import yuan
+
 CSS = """
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.5 -apple-system,BlinkMacSystemFont,"PingFang SC","Microsoft YaHei",
@@ -308,8 +310,7 @@ def face_value(cents: int | None) -> str:
     """A face value as the buyer reads it: ``50元``, ``9.9元``; empty when unknown."""
     if cents is None:
         return ""
-    yuan, fen = divmod(cents, 100)
-    return f"{yuan}元" if not fen else f"{yuan}.{fen:02d}".rstrip("0") + "元"
+    return yuan(cents).rstrip("0").rstrip(".") + "元"
 
 
 #: What the buyer reads for each top-up state.

@@ -31,7 +31,6 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Connection, Engine, insert, select
@@ -158,7 +157,7 @@ def open_link(ctx: HttpContext, token: str, ip_digest: str,
             return None
         visible = link.state in links.VISIBLE_STATES
         rows = handover.code_rows(conn, link.order_id) if visible else []
-        topups = handover.topups(conn, link.order_id, _items(ctx, link.shop))
+        topups = handover.topups(conn, link.order_id, ctx.items_of(link.shop))
         if not rows and not topups:
             return None
         settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
@@ -179,7 +178,7 @@ def reveal_link(ctx: HttpContext, token: str, ip_digest: str,
         if not rows:
             return None
         settings = handover.pool_pages(conn, rows, ctx.pool_page_key)
-        topups = handover.topups(conn, link.order_id, _items(ctx, link.shop))
+        topups = handover.topups(conn, link.order_id, ctx.items_of(link.shop))
         view_id = _log_view(conn, link, "reveal", ip_digest, ua, now)
         handover.mark_seen(conn, link.order_id, now)
         audit.append(conn, actor="buyer:pickup", action="pickup_reveal",
@@ -239,12 +238,6 @@ def find_by_lookup(engine: Engine, key: bytes, shops: dict[str, ShopConfig], ord
             link = links.ensure_link(engine, key, int(row.id), ttl=links.ttl_of(shop))
             return link.token
     return None
-
-
-def _items(ctx: HttpContext, shop: str) -> Sequence[Any]:
-    """The shop's item mappings (none for a shop no longer running)."""
-    config = ctx.shops.get(shop)
-    return config.items if config is not None else ()
 
 
 def _has_page(engine: Engine, order_id: int, state: str) -> bool:
