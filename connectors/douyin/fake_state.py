@@ -22,13 +22,11 @@ It is a test double: it must never be pointed at, or hold credentials for, the r
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -475,25 +473,13 @@ class FakeDouyin(FakeBase):
         # Douyin signs the canonical param_json (keys sorted at every depth): recompute it,
         # with non-ASCII as is (the official SDKs) or escaped as \\uXXXX (Python's default,
         # the doudian package's) — the same sorted JSON either way.
-        self._check_sign(method, sign_method, query, dict.fromkeys((
-            param_json(params),
-            json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=True))))
-        return method
-
-    def _check_sign(self, method: str, sign_method: str, query: Mapping[str, str],
-                    bodies: Iterable[str]) -> None:
-        if sign_method == SIGN_METHOD:
-            good = any(verify_sign(self.app_key, self.app_secret, method, body,
-                                   query["timestamp"], query["sign"]) for body in bodies)
-        else:  # the legacy md5 variant: the same string, hashed
-            sent = query["sign"].strip().lower()
-            good = any(hmac.compare_digest(hashlib.md5(
-                (f"{self.app_secret}app_key{self.app_key}method{method}param_json{body}"
-                 f"timestamp{query['timestamp']}v{VERSION}{self.app_secret}").encode(),
-                usedforsecurity=False).hexdigest(), sent) for body in bodies)
-        if not good:
+        bodies = dict.fromkeys((param_json(params), param_json(params, escaped=True)))
+        if not any(verify_sign(self.app_key, self.app_secret, method, body,
+                               query["timestamp"], query["sign"], sign_method=sign_method)
+                   for body in bodies):
             raise DouyinError(codes.INVALID_PARAMETER, "参数不合法", codes.SUB_BAD_SIGN,
                               "签名校验失败")
+        return method
 
     def _check_token(self, token: str) -> None:
         if not self.authorized:

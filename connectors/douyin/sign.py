@@ -25,25 +25,29 @@ SIGN_METHOD = "hmac-sha256"
 VERSION = "2"
 
 
-def param_json(params: Mapping[str, Any] | None) -> str:
+def param_json(params: Mapping[str, Any] | None, *, escaped: bool = False) -> str:
     """The canonical ``param_json`` of ``params``: keys sorted at every depth, no spaces,
-    non-ASCII and ``/`` left as they are."""
+    non-ASCII and ``/`` left as they are (``escaped``: non-ASCII as ``\\uXXXX``, as
+    Python's JSON writes it by default — the same JSON, another text)."""
     return json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+                      ensure_ascii=escaped)
 
 
-def sign(app_key: str, app_secret: str, method: str, body: str, timestamp: str) -> str:
-    """The ``sign`` query parameter for one request whose body is ``body`` (a param_json)."""
+def sign(app_key: str, app_secret: str, method: str, body: str, timestamp: str, *,
+         sign_method: str = SIGN_METHOD) -> str:
+    """The ``sign`` query parameter for one request whose body is ``body`` (a param_json):
+    HMAC-SHA256, or the legacy ``md5`` of the same string."""
     text = (f"{app_secret}app_key{app_key}method{method}param_json{body}"
-            f"timestamp{timestamp}v{VERSION}{app_secret}")
-    return hmac.new(app_secret.encode("utf-8"), text.encode("utf-8"),
-                    hashlib.sha256).hexdigest()
+            f"timestamp{timestamp}v{VERSION}{app_secret}").encode()
+    if sign_method == "md5":
+        return hashlib.md5(text, usedforsecurity=False).hexdigest()
+    return hmac.new(app_secret.encode("utf-8"), text, hashlib.sha256).hexdigest()
 
 
 def verify_sign(app_key: str, app_secret: str, method: str, body: str, timestamp: str,
-                given: str) -> bool:
+                given: str, *, sign_method: str = SIGN_METHOD) -> bool:
     """Constant-time check of a received ``sign`` (hex, any case)."""
-    expected = sign(app_key, app_secret, method, body, timestamp)
+    expected = sign(app_key, app_secret, method, body, timestamp, sign_method=sign_method)
     return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
 
 

@@ -3,6 +3,7 @@ in Douyin's envelope, and delivers signed pushes until they are acknowledged."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +113,23 @@ def test_signature_over_unsorted_param_json_is_refused(harness: DouyinHarness) -
     body = '{"shop_id":"77001","grant_type":"authorization_self","code":""}'
     doc = call(harness, "/token/create", signed(harness, "token.create", body), body)
     assert doc["sub_code"] == "isv.signature-invalid"
+
+
+def test_legacy_md5_signature_is_checked_too(harness: DouyinHarness) -> None:
+    """``sign_method=md5`` (the legacy variant, and what Douyin assumes when none is named):
+    MD5 of the same string, computed here on its own, is accepted; the HMAC of it is not."""
+    body = param_json({"code": "", "grant_type": "authorization_self", "shop_id": "77001"})
+    ts = str(int(harness.fake.now().timestamp()))
+    text = (f"{APP_SECRET}app_key{APP_KEY}methodtoken.createparam_json{body}"
+            f"timestamp{ts}v2{APP_SECRET}")
+    md5 = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    ok = call(harness, "/token/create", signed(harness, "token.create", body, timestamp=ts,
+                                               sign_method="md5", sign=md5), body)
+    assert ok["code"] == 10000, ok
+    hmac_sign = signed(harness, "token.create", body, timestamp=ts)["sign"]
+    bad = call(harness, "/token/create", signed(harness, "token.create", body, timestamp=ts,
+                                                sign_method="md5", sign=hmac_sign), body)
+    assert bad["sub_code"] == "isv.signature-invalid"
 
 
 def test_api_call_without_token_is_refused(harness: DouyinHarness) -> None:
