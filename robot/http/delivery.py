@@ -39,7 +39,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Column, String, select, update
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -191,9 +191,16 @@ async def delivery(request: Request) -> JSONResponse:
 
 #: A contact request's body: two short fields.
 CONTACT_BODY_LIMIT = 1024
-_CONTACT_FIELDS = {"email": Channel.EMAIL, "phone": Channel.SMS}
-_CONTACT_WHAT = {"email": "e-mail address", "phone": "phone number"}
-_CONTACT_LIMIT = {"email": 254, "phone": 32}  # the columns' lengths
+#: Each field a contact may give: its channel, what people call it, the order's column.
+_CONTACT = {"email": (Channel.EMAIL, "e-mail address", orders.c.buyer_email),
+            "phone": (Channel.SMS, "phone number", orders.c.buyer_phone)}
+
+
+def _length(column: Column[Any]) -> int:
+    """A text column's declared length."""
+    assert isinstance(column.type, String)
+    assert column.type.length is not None
+    return column.type.length
 
 
 class BadContact(ValueError):
@@ -208,19 +215,18 @@ def parse_contact(body: bytes) -> dict[str, str]:
         raise BadContact("the body is not JSON") from None
     if not isinstance(data, dict) or not data:
         raise BadContact('the body must be an object with "email" and/or "phone"')
-    unknown = sorted(set(data) - set(_CONTACT_FIELDS))
+    unknown = sorted(set(data) - set(_CONTACT))
     if unknown:
         raise BadContact(f"unknown field {unknown[0]!r} (fields: email, phone)")
     found: dict[str, str] = {}
-    for name, channel in _CONTACT_FIELDS.items():
+    for name, (channel, what, column) in _CONTACT.items():
         if name not in data:
             continue
         value = data[name]
         text = value.strip() if isinstance(value, str) else ""
-        if len(text) > _CONTACT_LIMIT[name] or notify.usable_contact(
-                channel, text if name == "email" else None,
-                text if name == "phone" else None) is None:
-            raise BadContact(f"{name} is not a usable {_CONTACT_WHAT[name]}")
+        # usable_contact reads the one of the two that the channel uses
+        if len(text) > _length(column) or notify.usable_contact(channel, text, text) is None:
+            raise BadContact(f"{name} is not a usable {what}")
         found[name] = text
     return found
 
@@ -239,7 +245,7 @@ def set_contact(ctx: HttpContext, shop: str, platform_order_id: str,
             return None
         order_id = int(row.id)
         conn.execute(update(orders).where(orders.c.id == order_id).values(
-            **{f"buyer_{name}": value for name, value in contact.items()}))
+            {_CONTACT[name][2]: value for name, value in contact.items()}))
         audit.append(conn, actor=actor, action="contact_set", subject=f"order:{order_id}",
                      details={name: notify.mask_contact(value)
                               for name, value in contact.items()})
